@@ -1,0 +1,34 @@
+"""alsatian_hf: find the best base model for transfer learning among many Hub fine-tunes, fast.
+
+Heavy submodules (torch, transformers, huggingface_hub) load lazily, so `import alsatian_hf` stays cheap
+and never reads `HF_ENDPOINT` before you had a chance to set it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY = {
+    "HubServer": "alsatian_hf.localhub",
+    "serve_hub": "alsatian_hf.localhub",
+    "use_endpoint": "alsatian_hf.localhub",
+    "build_zoo": "alsatian_hf.zoo",
+    "ZooSpec": "alsatian_hf.zoo",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .localhub import HubServer, serve_hub, use_endpoint  # noqa: F401
+    from .zoo import ZooSpec, build_zoo  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'alsatian_hf' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

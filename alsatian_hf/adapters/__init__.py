@@ -1,0 +1,75 @@
+"""`alsatian_hf.adapters`: split transformers and timm models into the blocks of their feature extractor."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import timm_family  # noqa: F401  (registers the timm adapters)
+from ._base import (
+    Adapter,
+    Block,
+    SplitModel,
+    State,
+    check_coverage,
+    find_adapter,
+    register_adapter,
+    registered_names,
+)
+
+
+def split_model(model: nn.Module, *, architecture: str | None = None) -> SplitModel:
+    """Split a timm or transformers model with the adapter registered for it.
+
+    Raises:
+        UnsupportedArchitectureError: when no adapter fits.
+    """
+    cfg = getattr(model, "config", None)
+    model_type = getattr(cfg, "model_type", None) if cfg is not None and not isinstance(cfg, dict) else None
+    if architecture is None:
+        architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    adapter = find_adapter(model_type, architecture, f"timm:{type(model).__name__}",
+                           model_class=type(model).__name__)
+    return adapter.split(model)
+
+
+def _locate(model: nn.Module, key: str) -> tuple[nn.Module, str]:
+    path, _, attr = key.rpartition(".")
+    return (model.get_submodule(path) if path else model), attr
+
+
+def load_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]) -> None:
+    """Assign `tensors` (checkpoint keys) into the skeleton, without copying them."""
+    for key in block.keys:
+        module, attr = _locate(split.model, block.model_key(key))
+        t = tensors[key]
+        if attr in module._parameters:
+            module._parameters[attr] = nn.Parameter(t, requires_grad=False)
+        else:
+            module._buffers[attr] = t
+
+
+def unload_block(split: SplitModel, block: Block) -> None:
+    """Put the block's tensors back on the meta device, freeing their memory."""
+    for key in block.keys:
+        module, attr = _locate(split.model, block.model_key(key))
+        if attr in module._parameters:
+            p = module._parameters[attr]
+            module._parameters[attr] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+        else:
+            module._buffers[attr] = torch.empty_like(module._buffers[attr], device="meta")
+
+
+__all__ = [
+    "Adapter",
+    "Block",
+    "SplitModel",
+    "State",
+    "check_coverage",
+    "find_adapter",
+    "load_block",
+    "register_adapter",
+    "registered_names",
+    "split_model",
+    "unload_block",
+]

@@ -1,0 +1,152 @@
+"""What an adapter yields, and the registry that finds one for a model.
+
+An adapter splits a model into the ordered blocks of its feature extractor. Each block owns a set of
+checkpoint keys and a step function `state -> state`, where a *state* is a tuple of tensors carried between
+blocks (hidden states, attention masks, ...). The last block is the feature read-out, so running every block
+gives the same features as the library's own pre-logits forward.
+
+Blocks run against one *skeleton* model per candidate, built on the meta device; the engine materialises
+only the tensors of the blocks it needs (`load_block`) and drops them again (`unload_block`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedArchitectureError
+
+State = tuple[torch.Tensor, ...]
+StepFn = Callable[[nn.Module, State], State]
+
+
+@dataclass
+class Block:
+    """One block of a feature extractor.
+
+    Args:
+        name: a readable name (`"layer1.0"`, `"stem"`, `"readout"`).
+        keys: the parameter and buffer names it owns, in checkpoint key space.
+        step: runs the block on the skeleton model: `step(model, state) -> state`.
+        prefix: the common module prefix of `keys`, stripped to form block-relative names for hashing.
+        model_keys: checkpoint key -> the model's own state-dict key (they differ when a library renames
+            keys at load time).
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    step: StepFn
+    prefix: str = ""
+    model_keys: dict[str, str] = field(default_factory=dict)
+
+    def model_key(self, key: str) -> str:
+        return self.model_keys.get(key, key)
+
+    def relative_name(self, key: str) -> str:
+        return key[len(self.prefix):] if self.prefix and key.startswith(self.prefix) else key
+
+
+@dataclass
+class SplitModel:
+    """A model split into blocks. `model` is the skeleton the blocks' step functions run on."""
+
+    model: nn.Module
+    blocks: list[Block]
+    head_keys: tuple[str, ...]
+    family: str
+
+    def run(self, state: State, start: int = 0, stop: int | None = None) -> State:
+        for block in self.blocks[start:stop]:
+            state = block.step(self.model, state)
+        return state
+
+
+class Adapter:
+    """Base class: subclasses implement `split` for one model family."""
+
+    family: str = ""
+
+    def split(self, model: nn.Module) -> SplitModel:
+        raise NotImplementedError
+
+    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
+        """Turns a batch of preprocessed inputs into the state block 0 consumes."""
+        return (inputs["pixel_values"],)
+
+
+_REGISTRY: dict[str, Adapter] = {}
+
+
+def register_adapter(*names: str) -> Callable[[type[Adapter]], type[Adapter]]:
+    """Class decorator: registers an adapter under transformers `model_type`s or timm `architecture`s.
+
+    Example:
+        >>> @register_adapter("my_arch")  # doctest: +SKIP
+        ... class MyAdapter(Adapter):
+        ...     def split(self, model): ...
+    """
+
+    def wrap(cls: type[Adapter]) -> type[Adapter]:
+        instance = cls()
+        for name in names:
+            _REGISTRY[name] = instance
+        return cls
+
+    return wrap
+
+
+def registered_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def find_adapter(*names: str | None, model_class: str = "?") -> Adapter:
+    """The first registered adapter among `names` (most specific first).
+
+    Raises:
+        UnsupportedArchitectureError: when none is registered.
+    """
+    for name in names:
+        if name and name in _REGISTRY:
+            return _REGISTRY[name]
+    tried = ", ".join(repr(n) for n in names if n) or "no name"
+    raise UnsupportedArchitectureError(
+        f"No block adapter for {model_class} (looked up {tried}). Register one with "
+        "`@alsatian_hf.adapters.register_adapter('<model_type or timm architecture>')` on an `Adapter` subclass "
+        "whose `split(model)` returns the feature extractor's blocks."
+    )
+
+
+# -- helpers shared by the family modules -------------------------------------------------------------------
+def state_keys(module: nn.Module, prefix: str) -> tuple[str, ...]:
+    """Persistent parameter and buffer names of `module`, as seen from its root model under `prefix`."""
+    return tuple(prefix + k for k in module.state_dict(keep_vars=True).keys())
+
+
+def check_coverage(split: SplitModel, checkpoint_keys: Iterable[str]) -> None:
+    """Every checkpoint key belongs to exactly one block or to the head.
+
+    Raises:
+        UnsupportedArchitectureError: naming the keys that are missing or claimed twice.
+    """
+    seen: dict[str, str] = {}
+    double = []
+    for block in split.blocks:
+        for key in block.keys:
+            if key in seen:
+                double.append(key)
+            seen[key] = block.name
+    for key in split.head_keys:
+        if key in seen:
+            double.append(key)
+        seen[key] = "head"
+    wanted = set(checkpoint_keys)
+    missing = sorted(wanted - set(seen))
+    extra = sorted(set(seen) - wanted)
+    if missing or extra or double:
+        raise UnsupportedArchitectureError(
+            f"{split.family} adapter does not cover the checkpoint exactly: missing={missing[:5]}, "
+            f"unknown={extra[:5]}, claimed twice={double[:5]}."
+        )

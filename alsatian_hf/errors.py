@@ -1,0 +1,44 @@
+"""Every exception alsatian_hf raises.
+
+Each one inherits from `AlsatianError` and from the stdlib class a caller would naturally catch, and its
+message says what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class AlsatianError(Exception):
+    """Base class of all alsatian_hf errors."""
+
+
+class ConfigurationError(AlsatianError, ValueError):
+    """An argument or setting is invalid."""
+
+
+class DatasetError(AlsatianError, ValueError):
+    """The target dataset cannot be used for a search (missing columns, too few items, ...)."""
+
+
+class UnsupportedArchitectureError(AlsatianError, NotImplementedError):
+    """No adapter can split this model class into blocks."""
+
+
+class CandidateSkipped(AlsatianError):
+    """A candidate cannot be scored; the search records `reason` and goes on without it."""
+
+    def __init__(self, candidate: str, reason: str):
+        super().__init__(f"{candidate}: {reason}")
+        self.candidate = candidate
+        self.reason = reason
+
+
+class PlanningError(AlsatianError, RuntimeError):
+    """No valid execution plan exists (e.g. a single item does not fit the cache budget)."""
+
+
+class BlockFetchError(AlsatianError, OSError):
+    """A block's bytes could not be fetched from the Hub."""
+
+
+class BlockIntegrityError(AlsatianError, OSError):
+    """A stored block does not match its content hash."""

@@ -1,0 +1,177 @@
+"""A Hub repository backed by a plain folder: files, content hashes, a stable commit sha and card metadata.
+
+Nothing here imports huggingface_hub, so the server can start before `HF_ENDPOINT` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+# Files the Hub would store through LFS; everything else is a regular git blob.
+LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".h5", ".onnx", ".msgpack", ".parquet", ".arrow", ".npz")
+LFS_MIN_SIZE = 10 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str  # posix, relative to the repo folder
+    size: int
+    sha256: str
+    git_oid: str  # sha1 of the git blob (of the LFS pointer for LFS files)
+    lfs: bool
+
+    def etag(self) -> str:
+        return self.sha256 if self.lfs else self.git_oid
+
+
+_hash_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
+_hash_lock = threading.Lock()
+
+
+def _file_hashes(path: Path, size: int) -> tuple[str, str]:
+    """sha256 and git-blob sha1 of a file, cached on (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _hash_lock:
+        hit = _hash_cache.get(key)
+    if hit:
+        return hit
+    sha256 = hashlib.sha256()
+    blob = hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha256.update(chunk)
+            blob.update(chunk)
+    result = (sha256.hexdigest(), blob.hexdigest())
+    with _hash_lock:
+        _hash_cache[key] = result
+    return result
+
+
+def _is_lfs(path: str, size: int) -> bool:
+    return path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
+
+
+class FolderRepo:
+    """One repo: `ROOT/<org>/<name>` (models) or `ROOT/datasets/<org>/<name>` (datasets)."""
+
+    def __init__(self, root: Path, repo_type: str, repo_id: str):
+        self.root = root
+        self.repo_type = repo_type
+        self.repo_id = repo_id
+        self.folder = (root / "datasets" / repo_id) if repo_type == "dataset" else (root / repo_id)
+
+    def exists(self) -> bool:
+        return self.folder.is_dir()
+
+    def safe_path(self, rel: str) -> Path | None:
+        """Resolve `rel` inside the repo, refusing traversal and symlinks that leave ROOT."""
+        if not rel or rel.startswith("/") or "\\" in rel or any(p in ("..", "") for p in rel.split("/")):
+            return None
+        candidate = (self.folder / rel).resolve()
+        try:
+            candidate.relative_to(self.root.resolve())
+            candidate.relative_to(self.folder.resolve())
+        except ValueError:
+            return None
+        return candidate
+
+    def files(self) -> list[RepoFile]:
+        out = []
+        base = self.folder.resolve()
+        root = self.root.resolve()
+        for dirpath, dirnames, filenames in os.walk(self.folder, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".git"))
+            for name in sorted(filenames):
+                full = Path(dirpath) / name
+                real = full.resolve()
+                # A symlink that points out of ROOT is invisible, as if it did not exist.
+                if not real.is_file() or not real.is_relative_to(root):
+                    continue
+                rel = full.relative_to(self.folder).as_posix()
+                if rel.startswith(".") or "/." in rel:
+                    continue
+                size = real.stat().st_size
+                sha256, git_oid = _file_hashes(real, size)
+                lfs = _is_lfs(rel, size)
+                if lfs:
+                    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+                    git_oid = hashlib.sha1(f"blob {len(pointer)}\0{pointer}".encode()).hexdigest()
+                out.append(RepoFile(rel, size, sha256, git_oid, lfs))
+        del base
+        return out
+
+    def commit_sha(self, files: list[RepoFile] | None = None) -> str:
+        """A 40-hex sha that depends only on the files' paths and contents."""
+        files = self.files() if files is None else files
+        h = hashlib.sha1(b"alsatian-localhub-commit\0")
+        for f in files:
+            h.update(f"{f.path}\0{f.sha256}\n".encode())
+        return h.hexdigest()
+
+    def card_data(self) -> dict:
+        readme = self.folder / "README.md"
+        if not readme.is_file():
+            return {}
+        text = readme.read_text(encoding="utf-8", errors="replace")
+        if not text.startswith("---"):
+            return {}
+        parts = text.split("\n---", 1)
+        try:
+            data = yaml.safe_load(parts[0][3:]) or {}
+        except yaml.YAMLError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def config(self) -> dict:
+        path = self.folder / "config.json"
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            return {}
+
+    def tags(self, card: dict, files: list[RepoFile]) -> list[str]:
+        """Tags as the Hub derives them: card tags, library, pipeline, lineage and file formats."""
+        tags: list[str] = []
+        for t in card.get("tags") or []:
+            tags.append(str(t))
+        for key in ("library_name", "pipeline_tag"):
+            if card.get(key):
+                tags.append(str(card[key]))
+        model_type = self.config().get("model_type")
+        if model_type:
+            tags.append(str(model_type))
+        bases = card.get("base_model") or []
+        bases = [bases] if isinstance(bases, str) else list(bases)
+        relation = card.get("base_model_relation") or "finetune"
+        for base in bases:
+            tags += [f"base_model:{base}", f"base_model:{relation}:{base}"]
+        if any(f.path.endswith(".safetensors") for f in files):
+            tags.append("safetensors")
+        if card.get("license"):
+            tags.append(f"license:{card['license']}")
+        seen: set[str] = set()
+        return [t for t in tags if not (t in seen or seen.add(t))]
+
+
+def list_repos(root: Path, repo_type: str) -> list[FolderRepo]:
+    base = root / "datasets" if repo_type == "dataset" else root
+    if not base.is_dir():
+        return []
+    repos = []
+    for org in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if repo_type == "model" and org.name == "datasets":
+            continue
+        for name in sorted(p for p in org.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            repos.append(FolderRepo(root, repo_type, f"{org.name}/{name.name}"))
+    return repos

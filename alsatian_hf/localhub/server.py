@@ -1,0 +1,526 @@
+"""A Hub-compatible HTTP server over a folder of repos.
+
+It speaks enough of the Hub's REST API for the unmodified `huggingface_hub` client (and transformers,
+timm and datasets on top of it): listing, repo info, trees, paths-info, `resolve` with byte ranges, and
+safetensors metadata. It also serves as a company-internal model store (`alsatian-hf serve-hub ROOT`).
+
+For tests it keeps a request log and can be told to misbehave (`HubServer.faults`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from ._repo import FolderRepo, RepoFile, list_repos
+
+logger = logging.getLogger("alsatian_hf.localhub")
+
+PAGE_SIZE = 50
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc).isoformat().replace("+00:00", ".000Z")
+
+
+@dataclass
+class Faults:
+    """Ways to make the server misbehave, for fault tests. They apply to `resolve` requests only."""
+
+    ignore_range: bool = False  # answer 200 with the whole file to a Range request
+    truncate: int | None = None  # send at most this many body bytes, but announce the full length
+    fail_requests: set[int] = field(default_factory=set)  # 1-based resolve-request numbers answered 500
+    fail_every: int | None = None  # answer 500 to every n-th resolve request
+    delay: float = 0.0  # seconds to sleep before answering
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str
+    range: str | None
+    status: int
+    bytes_sent: int
+
+
+class HubServer:
+    """Serves `root` on `host:port` (port 0 picks a free port) in a background thread.
+
+    Example:
+        >>> with HubServer("/tmp/zoo") as hub:  # doctest: +SKIP
+        ...     print(hub.url)
+    """
+
+    def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0, page_size: int = PAGE_SIZE):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.page_size = page_size
+        self.faults = Faults()
+        self.log: list[LoggedRequest] = []
+        self._resolve_count = 0
+        self._lock = threading.Lock()
+        handler = type("_BoundHandler", (_Handler,), {"hub": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "HubServer":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.httpd.serve_forever, name="localhub", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.httpd.server_close()
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def __enter__(self) -> "HubServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- request log -------------------------------------------------------------------------------------
+    def clear_log(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    def requests(self, *, kind: str | None = None) -> list[LoggedRequest]:
+        """Logged requests; `kind="resolve"` keeps file downloads only."""
+        with self._lock:
+            log = list(self.log)
+        if kind == "resolve":
+            log = [r for r in log if "/resolve/" in r.path]
+        return log
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self.log.append(entry)
+
+    def _next_resolve(self) -> int:
+        with self._lock:
+            self._resolve_count += 1
+            return self._resolve_count
+
+
+@contextlib.contextmanager
+def serve_hub(root: str | Path, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `root` in-process and yield the base URL (bind port 0 for a free port)."""
+    with HubServer(root, host=host, port=port) as hub:
+        yield hub.url
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def _not_found(code: str, message: str) -> _HttpError:
+    return _HttpError(404, message, code)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubServer
+    protocol_version = "HTTP/1.1"
+    server_version = "alsatian-localhub/0.1"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        self._sent = 0
+        self._status = 0
+        split = urlsplit(self.path)
+        self._query = parse_qs(split.query, keep_blank_values=True)
+        path = split.path
+        try:
+            self._route(method, path)
+        except _HttpError as e:
+            self._send_json({"error": e.message}, status=e.status, headers={"X-Error-Code": e.code} if e.code else {},
+                            error_message=e.message)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            self.hub._record(LoggedRequest(method, self.path, self.headers.get("Range"), self._status, self._sent))
+
+    def _body_form(self) -> dict[str, list[str]]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        ctype = self.headers.get("Content-Type", "")
+        if "json" in ctype:
+            data = json.loads(raw or b"{}")
+            return {k: (v if isinstance(v, list) else [v]) for k, v in data.items()}
+        return parse_qs(raw.decode(), keep_blank_values=True)
+
+    def _send_json(self, payload, *, status: int = 200, headers: dict | None = None, error_message: str | None = None):
+        body = json.dumps(payload).encode()
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if error_message:
+            self.send_header("X-Error-Message", error_message)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+            self._sent = len(body)
+
+    # -- routing -------------------------------------------------------------------------------------------
+    def _route(self, method: str, path: str) -> None:
+        parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+        if parts[:1] == ["api"]:
+            return self._route_api(method, parts[1:])
+        # /{org}/{name}/resolve/{rev}/{path} and /datasets/{org}/{name}/resolve/{rev}/{path}
+        repo_type = "model"
+        if parts[:1] == ["datasets"]:
+            repo_type, parts = "dataset", parts[1:]
+        if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
+            repo = self._repo(repo_type, f"{parts[0]}/{parts[1]}")
+            return self._resolve(method, repo, parts[3], "/".join(parts[4:]))
+        raise _HttpError(404, f"Not found: {path}")
+
+    def _route_api(self, method: str, parts: list[str]) -> None:
+        if not parts:
+            raise _HttpError(404, "Not found")
+        kind = parts[0]
+        if kind == "whoami-v2":
+            raise _HttpError(401, "The local hub has no users.")
+        if kind not in ("models", "datasets"):
+            raise _HttpError(404, f"The local hub does not serve /api/{kind}.")
+        repo_type = kind[:-1]
+        rest = parts[1:]
+        if not rest:
+            return self._list(repo_type)
+        if len(rest) < 2:
+            raise _not_found("RepoNotFound", f"Repository {rest[0]!r} not found (ids are 'org/name').")
+        repo = self._repo(repo_type, f"{rest[0]}/{rest[1]}")
+        rest = rest[2:]
+        if not rest:
+            return self._info(repo, None)
+        op = rest[0]
+        if op == "revision" and len(rest) >= 2:
+            return self._info(repo, "/".join(rest[1:]))
+        if op == "tree" and len(rest) >= 2:
+            return self._tree(repo, rest[1], "/".join(rest[2:]))
+        if op == "paths-info" and len(rest) >= 2 and method == "POST":
+            return self._paths_info(repo, "/".join(rest[1:]))
+        if op == "refs":
+            sha = repo.commit_sha()
+            return self._send_json({"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": sha}],
+                                    "converts": [], "tags": []})
+        if op == "commits" and len(rest) >= 2:
+            sha = self._revision(repo, "/".join(rest[1:]))
+            return self._send_json([{"id": sha, "title": "Snapshot", "message": "", "authors": [],
+                                     "date": _EPOCH}])
+        if op == "safetensors-metadata" and repo_type == "model":
+            return self._safetensors_metadata(repo, "/".join(rest[1:]) or "model.safetensors.index.json")
+        raise _HttpError(404, f"The local hub does not serve /api/{kind}/{repo.repo_id}/{'/'.join(rest)}.")
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _repo(self, repo_type: str, repo_id: str) -> FolderRepo:
+        org, _, name = repo_id.partition("/")
+        bad = not org or not name or any(p in ("", ".", "..") or p.startswith(".") for p in (org, name))
+        repo = FolderRepo(self.hub.root, repo_type, repo_id)
+        if bad or not repo.exists() or (repo_type == "model" and org == "datasets"):
+            raise _not_found("RepoNotFound", f"Repository Not Found for url: {self.path}.")
+        return repo
+
+    def _revision(self, repo: FolderRepo, revision: str, files: list[RepoFile] | None = None) -> str:
+        sha = repo.commit_sha(files)
+        if revision not in ("main", sha, "refs/heads/main"):
+            raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
+        return sha
+
+    # -- endpoints -----------------------------------------------------------------------------------------
+    def _list(self, repo_type: str) -> None:
+        q = self._query
+        author = (q.get("author") or [None])[0]
+        search = ((q.get("search") or [""])[0]).lower()
+        filters = [f for v in q.get("filter", []) for f in v.split(",") if f]
+        pipeline = (q.get("pipeline_tag") or [None])[0]
+        limit = int((q.get("limit") or [0])[0] or 0)
+        cursor = int((q.get("cursor") or [0])[0] or 0)
+        expand = q.get("expand")
+        full = bool(q.get("full")) or bool(filters)
+        matches = []
+        for repo in list_repos(self.hub.root, repo_type):
+            if author and repo.repo_id.split("/")[0] != author:
+                continue
+            if search and search not in repo.repo_id.lower():
+                continue
+            files = repo.files()
+            card = repo.card_data()
+            tags = repo.tags(card, files)
+            if pipeline and card.get("pipeline_tag") != pipeline:
+                continue
+            if any(f not in tags and f != repo.repo_id for f in filters):
+                continue
+            matches.append((repo, files, card, tags))
+        page = self.hub.page_size if not limit else min(limit, self.hub.page_size)
+        chunk = matches[cursor: cursor + page]
+        payload = [self._info_payload(r, f, c, t, full=full, expand=expand, listing=True) for r, f, c, t in chunk]
+        headers = {}
+        if cursor + page < len(matches) and (not limit or cursor + page < limit):
+            query = {k: v for k, v in self._query.items() if k != "cursor"}
+            qs = "&".join(f"{quote(k)}={quote(x)}" for k, vs in query.items() for x in vs)
+            nxt = f"{self.hub.url}/api/{repo_type}s?{qs}{'&' if qs else ''}cursor={cursor + page}"
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        self._send_json(payload, headers=headers)
+
+    def _info(self, repo: FolderRepo, revision: str | None) -> None:
+        files = repo.files()
+        if revision is not None:
+            self._revision(repo, revision, files)
+        card = repo.card_data()
+        blobs = bool(self._query.get("blobs"))
+        payload = self._info_payload(repo, files, card, repo.tags(card, files), full=True,
+                                     expand=self._query.get("expand"), blobs=blobs)
+        self._send_json(payload)
+
+    def _info_payload(self, repo: FolderRepo, files: list[RepoFile], card: dict, tags: list[str], *, full: bool,
+                      expand: list[str] | None = None, blobs: bool = False, listing: bool = False) -> dict:
+        sha = repo.commit_sha(files)
+        siblings = []
+        for f in files:
+            s: dict = {"rfilename": f.path}
+            if blobs:
+                s["size"] = f.size
+                s["blobId"] = f.git_oid
+                if f.lfs:
+                    s["lfs"] = {"size": f.size, "sha256": f.sha256, "pointerSize": 134}
+            siblings.append(s)
+        props = {
+            "author": repo.repo_id.split("/")[0],
+            "sha": sha,
+            "lastModified": _EPOCH,
+            "createdAt": _EPOCH,
+            "private": False,
+            "gated": False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": tags,
+            "cardData": card,
+            "siblings": siblings,
+        }
+        if repo.repo_type == "model":
+            props["library_name"] = card.get("library_name")
+            props["pipeline_tag"] = card.get("pipeline_tag")
+            props["config"] = repo.config()
+            st = _safetensors_summary(repo, files)
+            if st:
+                props["safetensors"] = st
+        if expand:
+            keep = set(expand)
+            chosen = {k: v for k, v in props.items() if k in keep}
+        elif listing and not full:
+            chosen = {k: props[k] for k in ("author", "tags", "downloads", "likes", "private", "createdAt")}
+            for k in ("library_name", "pipeline_tag"):
+                if k in props:
+                    chosen[k] = props[k]
+        else:
+            chosen = props
+        return {"_id": sha[:24], "id": repo.repo_id, "modelId": repo.repo_id, **chosen}
+
+    def _tree_entries(self, repo: FolderRepo, files: list[RepoFile], base: str, recursive: bool) -> list[dict]:
+        prefix = f"{base}/" if base else ""
+        dirs: dict[str, None] = {}
+        entries = []
+        for f in files:
+            if not f.path.startswith(prefix):
+                continue
+            rest = f.path[len(prefix):]
+            if "/" in rest:
+                segs = rest.split("/")
+                upto = len(segs) - 1 if recursive else 1
+                for i in range(1, upto + 1):
+                    dirs.setdefault(prefix + "/".join(segs[:i]), None)
+                if not recursive:
+                    continue
+            entries.append(_file_entry(f))
+        dir_entries = [{"type": "directory", "oid": "0" * 40, "path": d} for d in dirs]
+        return sorted(dir_entries + entries, key=lambda e: e["path"])
+
+    def _tree(self, repo: FolderRepo, revision: str, base: str) -> None:
+        files = repo.files()
+        self._revision(repo, revision, files)
+        base = base.strip("/")
+        if base and not any(f.path.startswith(base + "/") for f in files):
+            if any(f.path == base for f in files):
+                return self._send_json([])
+            raise _not_found("EntryNotFound", f"{base} does not exist on {revision}")
+        recursive = (self._query.get("recursive") or ["false"])[0].lower() in ("1", "true")
+        entries = self._tree_entries(repo, files, base, recursive)
+        cursor = int((self._query.get("cursor") or [0])[0] or 0)
+        page = 1000
+        headers = {}
+        if cursor + page < len(entries):
+            nxt = f"{self.hub.url}{urlsplit(self.path).path}?recursive={str(recursive).lower()}&cursor={cursor + page}"
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        self._send_json(entries[cursor: cursor + page], headers=headers)
+
+    def _paths_info(self, repo: FolderRepo, revision: str) -> None:
+        form = self._body_form()
+        files = repo.files()
+        self._revision(repo, revision, files)
+        paths = [p for v in form.get("paths", []) for p in (v if isinstance(v, list) else [v])]
+        by_path = {f.path: f for f in files}
+        dirs = {"/".join(f.path.split("/")[:i]) for f in files for i in range(1, f.path.count("/") + 1)}
+        out = []
+        for p in paths:
+            p = str(p).strip("/")
+            if p in by_path:
+                out.append(_file_entry(by_path[p]))
+            elif p in dirs:
+                out.append({"type": "directory", "oid": "0" * 40, "path": p})
+        self._send_json(out)
+
+    def _safetensors_metadata(self, repo: FolderRepo, filename: str) -> None:
+        index_path = repo.safe_path(filename)
+        if index_path is None or not index_path.is_file():
+            raise _not_found("EntryNotFound", f"{filename} not found in {repo.repo_id}")
+        index = json.loads(index_path.read_text())
+        headers = {}
+        for shard in sorted(set(index.get("weight_map", {}).values())):
+            shard_path = repo.safe_path(shard)
+            if shard_path is None or not shard_path.is_file():
+                raise _not_found("EntryNotFound", f"shard {shard} not found in {repo.repo_id}")
+            headers[shard] = _read_safetensors_header(shard_path)
+        self._send_json({"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers})
+
+    def _resolve(self, method: str, repo: FolderRepo, revision: str, rel: str) -> None:
+        files = repo.files()
+        sha = self._revision(repo, revision, files)
+        target = repo.safe_path(rel)
+        entry = next((f for f in files if f.path == rel), None)
+        if target is None or entry is None or not target.is_file():
+            raise _not_found("EntryNotFound", f"Entry not found: {rel} in {repo.repo_id}")
+        faults = self.hub.faults
+        n = self.hub._next_resolve()
+        if faults.delay:
+            time.sleep(faults.delay)
+        if n in faults.fail_requests or (faults.fail_every and n % faults.fail_every == 0):
+            raise _HttpError(500, f"Injected failure on resolve request #{n}")
+        size = entry.size
+        start, end = 0, size - 1
+        status = 200
+        range_header = self.headers.get("Range")
+        if range_header and not faults.ignore_range:
+            m = _RANGE_RE.match(range_header.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                return self._send_416(size)
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            else:  # suffix range: the last N bytes
+                start = max(size - int(m.group(2)), 0)
+            if start >= size or start > end:
+                return self._send_416(size)
+            status = 206
+        length = end - start + 1
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("X-Repo-Commit", sha)
+        self.send_header("ETag", f'"{entry.etag()}"')
+        if entry.lfs:
+            self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
+            self.send_header("X-Linked-Size", str(size))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if method == "HEAD":
+            return
+        to_send = length if faults.truncate is None else min(length, faults.truncate)
+        with open(target, "rb") as f:
+            f.seek(start)
+            remaining = to_send
+            while remaining > 0:
+                chunk = f.read(min(1 << 20, remaining))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                self._sent += len(chunk)
+                remaining -= len(chunk)
+        if to_send < length:
+            self.close_connection = True
+
+    def _send_416(self, size: int) -> None:
+        self._status = 416
+        self.send_response(416)
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def _file_entry(f: RepoFile) -> dict:
+    entry = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
+    if f.lfs:
+        entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": 134}
+    return entry
+
+
+def _read_safetensors_header(path: Path) -> dict:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))
+
+
+def _safetensors_summary(repo: FolderRepo, files: list[RepoFile]) -> dict | None:
+    """Parameter counts per dtype, as the Hub's `safetensors` model-info field reports them."""
+    counts: dict[str, int] = {}
+    for f in files:
+        if not f.path.endswith(".safetensors"):
+            continue
+        header = _read_safetensors_header(repo.folder / f.path)
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            numel = 1
+            for d in meta["shape"]:
+                numel *= d
+            counts[meta["dtype"]] = counts.get(meta["dtype"], 0) + numel
+    if not counts:
+        return None
+    return {"parameters": counts, "total": sum(counts.values())}
+
+
+__all__ = ["HubServer", "Faults", "LoggedRequest", "serve_hub"]

@@ -1,0 +1,50 @@
+"""Block identity: a content hash per block and the chained prefix hash of the task tree.
+
+The content hash is sha256 over each tensor's block-relative name, safetensors dtype, shape and raw bytes,
+in name order. Hashing the bytes of a Hub safetensors shard and hashing the same tensors in memory give the
+same value, so a block is recognised wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+# torch dtype name -> safetensors dtype tag
+_SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}
+
+
+def content_hash(tensors: Iterable[tuple[str, str, list[int] | tuple[int, ...], bytes | memoryview]]) -> str:
+    """sha256 over (relative name, dtype tag, shape, bytes) of each tensor, sorted by name."""
+    h = hashlib.sha256(b"alsatian-block-v1\0")
+    for name, dtype, shape, data in sorted(tensors, key=lambda t: t[0]):
+        h.update(f"{name}\0{dtype}\0{','.join(str(d) for d in shape)}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def prefix_hash(parent: str, block_hash: str) -> str:
+    """h_i = H(h_{i-1}, content_hash(block_i)): equal blocks behind equal prefixes share a task-tree node."""
+    return hashlib.sha256(f"{parent}\0{block_hash}".encode()).hexdigest()
+
+
+def safetensors_dtype(dtype) -> str:
+    return _SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")]
+
+
+def tensor_content_hash(block, state: dict) -> str:
+    """Content hash of `block` (an adapters.Block) from in-memory tensors keyed by checkpoint name."""
+
+    import torch
+
+    def items():
+        for key in block.keys:
+            t = state[key].detach().cpu().contiguous()
+            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+            yield block.relative_name(key), safetensors_dtype(t.dtype), list(t.shape), raw
+
+    return content_hash(items())

@@ -1,0 +1,71 @@
+"""Test set-up: a private HF_HOME and a session-wide local hub, configured *before* any Hugging Face import.
+
+Any attempt to resolve a host other than this machine fails at once, so a test that would try the real Hub
+errors instead of hanging on DNS retries.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="alsatian-tests-"))
+os.environ["HF_HOME"] = str(_SESSION_DIR / "hf_home")
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_TOKEN", None)
+
+from alsatian_hf.localhub.server import HubServer  # noqa: E402  (imports no Hugging Face code)
+
+_HUB = HubServer(_SESSION_DIR / "hub").start()
+os.environ["HF_ENDPOINT"] = _HUB.url
+
+_real_getaddrinfo = socket.getaddrinfo
+_LOCAL = {"127.0.0.1", "localhost", "::1", "0.0.0.0", None}
+
+
+def _local_only_getaddrinfo(host, *args, **kwargs):
+    if host not in _LOCAL and not str(host).startswith("127."):
+        raise socket.gaierror(socket.EAI_NONAME, f"tests may only reach this machine, not {host!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _local_only_getaddrinfo
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture()
+def hub():
+    """The session's local hub; its fault settings and request log are reset around each test."""
+    _HUB.faults.reset()
+    _HUB.clear_log()
+    yield _HUB
+    _HUB.faults.reset()
+    _HUB.clear_log()
+
+
+@pytest.fixture(scope="session")
+def hub_root() -> Path:
+    return _HUB.root
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
