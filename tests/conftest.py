@@ -69,3 +69,40 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(hub_root):
+    """Six timm `test_resnet` models (a base and five fine-tunes) in org `tiny`, served by the session hub."""
+    from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
+
+    return build_zoo(ZooSpec("tiny", TimmSource("test_resnet", model_args={"num_classes": 10}), num_models=6,
+                             distribution="top_25", seed=1), hub_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_repo(hub_root):
+    """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with a tokenizer."""
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+    from transformers import BertConfig, BertTokenizerFast
+
+    vocab = hub_root.parent / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(97, 123)]))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    config = BertConfig(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64, num_labels=3)
+    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
+                                processor=tokenizer, pipeline_tag="text-classification")
+    return build_zoo(ZooSpec("tinybert", source, num_models=2, seed=0, shard_size=20_000), hub_root)
+
+
+@pytest.fixture(scope="session")
+def digits_dataset_repo(hub_root):
+    """scikit-learn's digits as a Hub dataset repo (`datasets/tiny/digits`) in parquet."""
+    from alsatian_hf.zoo.data import digits
+
+    folder = hub_root / "datasets" / "tiny" / "digits" / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = digits(num_items=200, seed=0)
+    ds.to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    return "tiny/digits", ds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import timm_family  # noqa: F401  (registers the timm adapters)
+from . import timm_family, transformers_family  # noqa: F401  (they register their adapters)
 from ._base import (
     Adapter,
     Block,
@@ -18,8 +18,13 @@ from ._base import (
 )
 
 
-def split_model(model: nn.Module, *, architecture: str | None = None) -> SplitModel:
+def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint_keys=None) -> SplitModel:
     """Split a timm or transformers model with the adapter registered for it.
+
+    Args:
+        architecture: the timm `architecture` from config.json (read from `model.pretrained_cfg` if omitted).
+        checkpoint_keys: the checkpoint's tensor names, when they come from a real file; otherwise the keys
+            `save_pretrained` would write.
 
     Raises:
         UnsupportedArchitectureError: when no adapter fits.
@@ -30,7 +35,9 @@ def split_model(model: nn.Module, *, architecture: str | None = None) -> SplitMo
         architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     adapter = find_adapter(model_type, architecture, f"timm:{type(model).__name__}",
                            model_class=type(model).__name__)
-    return adapter.split(model)
+    split = adapter.split(model, checkpoint_keys)
+    split.adapter = adapter
+    return split
 
 
 def _locate(model: nn.Module, key: str) -> tuple[nn.Module, str]:

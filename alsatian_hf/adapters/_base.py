@@ -57,6 +57,14 @@ class SplitModel:
     blocks: list[Block]
     head_keys: tuple[str, ...]
     family: str
+    adapter: "Adapter | None" = None
+    head_model_keys: dict[str, str] = field(default_factory=dict)
+
+    def model_key(self, checkpoint_key: str) -> str:
+        for block in self.blocks:
+            if checkpoint_key in block.model_keys:
+                return block.model_keys[checkpoint_key]
+        return self.head_model_keys.get(checkpoint_key, checkpoint_key)
 
     def run(self, state: State, start: int = 0, stop: int | None = None) -> State:
         for block in self.blocks[start:stop]:
@@ -69,7 +77,8 @@ class Adapter:
 
     family: str = ""
 
-    def split(self, model: nn.Module) -> SplitModel:
+    def split(self, model: nn.Module, checkpoint_keys: Iterable[str] | None = None) -> SplitModel:
+        """Split `model`; `checkpoint_keys` (e.g. from a Hub header) fixes the checkpoint key space."""
         raise NotImplementedError
 
     def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:

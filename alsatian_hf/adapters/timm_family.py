@@ -1,4 +1,4 @@
-"""Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit.
+"""Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, convnext, swin.
 
 They are registered under `timm:<ModelClass>`, and an exact timm `architecture` may be registered too.
 The block lists follow `forward_features` / `forward_head(pre_logits=True)` rather than `group_matcher`,
@@ -39,9 +39,15 @@ def _sub_block(model: nn.Module, path: str) -> Block:
 def _modules_block(model: nn.Module, name: str, paths: list[str], step) -> Block:
     keys: tuple[str, ...] = ()
     for p in paths:
-        if hasattr(model, p) and isinstance(getattr(model, p), nn.Module):
-            keys += state_keys(model.get_submodule(p), p + ".")
-        elif isinstance(getattr(model, p, None), (nn.Parameter, torch.Tensor)):
+        owner_path, _, attr = p.rpartition(".")
+        try:
+            owner = model.get_submodule(owner_path) if owner_path else model
+        except AttributeError:
+            continue
+        obj = getattr(owner, attr, None)
+        if isinstance(obj, nn.Module):
+            keys += state_keys(obj, p + ".")
+        elif isinstance(obj, torch.Tensor):
             keys += (p,)
     return Block(name=name, keys=keys, step=step)
 
@@ -52,7 +58,7 @@ class TimmResNetAdapter(Adapter):
 
     family = "timm-resnet"
 
-    def split(self, model: nn.Module) -> SplitModel:
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         def stem(m, s):
             x = m.maxpool(m.act1(m.bn1(m.conv1(s[0]))))
             return (x,)
@@ -71,7 +77,7 @@ class TimmEfficientNetAdapter(Adapter):
 
     family = "timm-efficientnet"
 
-    def split(self, model: nn.Module) -> SplitModel:
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         blocks = [_modules_block(model, "stem", ["conv_stem", "bn1"], lambda m, s: (m.bn1(m.conv_stem(s[0])),))]
         for i, stage in enumerate(model.blocks):
             for j in range(len(stage)):
@@ -87,7 +93,7 @@ class TimmViTAdapter(Adapter):
 
     family = "timm-vit"
 
-    def split(self, model: nn.Module) -> SplitModel:
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         def stem(m, s):
             x = m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(s[0]))))
             return (x,)
@@ -100,3 +106,43 @@ class TimmViTAdapter(Adapter):
             blocks.append(_sub_block(model, f"blocks.{i}"))
         blocks.append(_modules_block(model, "readout", ["norm", "attn_pool", "fc_norm"], readout))
         return _finish(model, self.family, blocks)
+
+
+def _staged(model: nn.Module, family: str, stem_paths: list[str], stem_step, stages_attr: str,
+            readout_paths: list[str], readout_step) -> SplitModel:
+    """stem | per stage: its downsample (when it has weights), then every block | read-out."""
+    blocks = [_modules_block(model, "stem", stem_paths, stem_step)]
+    for i, stage in enumerate(getattr(model, stages_attr)):
+        down = getattr(stage, "downsample", None)
+        if down is not None and state_keys(down, ""):
+            blocks.append(_sub_block(model, f"{stages_attr}.{i}.downsample"))
+        elif down is not None and not isinstance(down, nn.Identity):
+            path = f"{stages_attr}.{i}.downsample"
+            blocks.append(Block(path, (), lambda m, s, _p=path: (m.get_submodule(_p)(s[0]),)))
+        for j in range(len(stage.blocks)):
+            blocks.append(_sub_block(model, f"{stages_attr}.{i}.blocks.{j}"))
+    blocks.append(_modules_block(model, "readout", readout_paths, readout_step))
+    return _finish(model, family, blocks)
+
+
+@register_adapter("timm:ConvNeXt")
+class TimmConvNeXtAdapter(Adapter):
+    """stem | per stage: downsample, then every block | norm_pre + head norm/pool (pre-logits)."""
+
+    family = "timm-convnext"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        return _staged(model, self.family, ["stem"], lambda m, s: (m.stem(s[0]),), "stages",
+                       ["norm_pre", "head.norm", "head.pre_logits"],
+                       lambda m, s: (m.forward_head(m.norm_pre(s[0]), pre_logits=True),))
+
+
+@register_adapter("timm:SwinTransformer")
+class TimmSwinAdapter(Adapter):
+    """patch embed | per stage: patch merging, then every Swin block | norm + global pool."""
+
+    family = "timm-swin"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        return _staged(model, self.family, ["patch_embed"], lambda m, s: (m.patch_embed(s[0]),), "layers",
+                       ["norm"], lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),))

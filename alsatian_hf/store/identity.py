@@ -37,13 +37,13 @@ def safetensors_dtype(dtype) -> str:
 
 
 def tensor_content_hash(block, state: dict) -> str:
-    """Content hash of `block` (an adapters.Block) from in-memory tensors keyed by checkpoint name."""
+    """Content hash of `block` (an adapters.Block) from a model's in-memory state dict."""
 
     import torch
 
     def items():
         for key in block.keys:
-            t = state[key].detach().cpu().contiguous()
+            t = state[block.model_key(key)].detach().cpu().contiguous()
             raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
             yield block.relative_name(key), safetensors_dtype(t.dtype), list(t.shape), raw
 

@@ -122,7 +122,7 @@ class ZooReport:
 def reinitialize(model: nn.Module, split: SplitModel, blocks: list[Block], generator: torch.Generator) -> None:
     """Re-initialise the blocks' modules, then jitter every float tensor so no two re-inits coincide."""
     for block in blocks:
-        _reset(model, block.keys, generator)
+        _reset(model, [block.model_key(k) for k in block.keys], generator)
 
 
 def _reset(model: nn.Module, keys: tuple[str, ...] | list[str], generator: torch.Generator) -> None:
@@ -157,7 +157,7 @@ def build_zoo(spec: ZooSpec, root: str | Path, *, overwrite: bool = False) -> Zo
     states: list[dict[str, torch.Tensor]] = []
     repo_ids: list[str] = []
     written = 0
-    head_keys = list(split.head_keys)
+    head_keys = [split.model_key(k) for k in split.head_keys]
     hashes: set[str] = set()
     for entry in entries:
         repo_name = f"{spec.name}-base" if entry.parent is None else f"{spec.name}-ft{entry.index:03d}"

@@ -1,0 +1,320 @@
+"""Adapters for transformers models: BERT, RoBERTa, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
+
+Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
+transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
+.attention.query` -> `layers.0.attention.q_proj`), so the blocks can be hashed and fetched straight from Hub
+shards. Requires transformers>=5,<6 (pinned in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedArchitectureError
+from ._base import Adapter, Block, SplitModel, State, register_adapter, state_keys
+
+
+def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]:
+    """model state-dict key -> checkpoint key.
+
+    With `checkpoint_keys` (e.g. from a Hub safetensors header), each is renamed the way `from_pretrained` does;
+    without, the keys `save_pretrained` would write are used.
+
+    Raises:
+        UnsupportedArchitectureError: when the conversion is not one key to one key (merged experts, fused qkv).
+    """
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key, revert_weight_conversion
+
+    model_sd = model.state_dict(keep_vars=True)
+    if checkpoint_keys is None:
+        probe = {k: torch.empty(0, device="meta") for k in model_sd}
+        reverted = revert_weight_conversion(model, dict(probe))
+        by_id = {id(v): k for k, v in probe.items()}
+        out = {}
+        for ckpt_key, t in reverted.items():
+            if id(t) not in by_id:
+                raise UnsupportedArchitectureError(f"{type(model).__name__}: checkpoint key {ckpt_key!r} is not a "
+                                                   "one-to-one rename of a model key.")
+            out[by_id[id(t)]] = ckpt_key
+        return out
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    prefix = getattr(model, "base_model_prefix", None)
+    out = {}
+    for ckpt_key in checkpoint_keys:
+        model_key, converter = rename_source_key(ckpt_key, renamings, converters, prefix, model_sd)
+        if converter is not None:
+            raise UnsupportedArchitectureError(f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
+                                               "not renamed; blocks cannot be mapped one to one.")
+        if model_key in model_sd:
+            out[model_key] = ckpt_key
+    return out
+
+
+def _common_prefix(keys: tuple[str, ...]) -> str:
+    """The longest dotted prefix shared by all keys ('' for fewer than two)."""
+    if len(keys) < 2:
+        return ""
+    parts = [k.split(".") for k in keys]
+    common = []
+    for segs in zip(*parts):
+        if len(set(segs)) != 1:
+            break
+        common.append(segs[0])
+    return ".".join(common) + "." if common else ""
+
+
+def _base(model: nn.Module) -> tuple[nn.Module, str]:
+    base = model.base_model
+    return base, ("" if base is model else f"{model.base_model_prefix}.")
+
+
+class TransformersAdapter(Adapter):
+    """Shared plumbing: the subclass lists (name, module paths, step) triples in the model's key space."""
+
+    def layout(self, model: nn.Module, base: nn.Module, p: str) -> list[tuple[str, list[str], object]]:
+        raise NotImplementedError
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        base, p = _base(model)
+        key_map = checkpoint_key_map(model, checkpoint_keys)
+        blocks = []
+        owned: set[str] = set()
+        for name, paths, step in self.layout(model, base, p):
+            model_keys: list[str] = []
+            for path in paths:
+                target = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
+                attr = path.rsplit(".", 1)[-1]
+                obj = getattr(target, attr, None)
+                if isinstance(obj, nn.Module):
+                    model_keys += state_keys(obj, path + ".")
+                elif isinstance(obj, torch.Tensor):
+                    model_keys.append(path)
+            keys = tuple(key_map[k] for k in model_keys if k in key_map)
+            owned.update(model_keys)
+            blocks.append(Block(name=name, keys=keys, step=step, prefix=_common_prefix(keys),
+                                model_keys={key_map[k]: k for k in model_keys if k in key_map}))
+        head = {v: k for k, v in key_map.items() if k not in owned}
+        return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=self.family, head_model_keys=head)
+
+
+def _bidirectional_mask(config, hidden: torch.Tensor, mask2d: torch.Tensor):
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask2d)
+
+
+@register_adapter("bert", "roberta")
+class BertAdapter(TransformersAdapter):
+    """embeddings | every encoder layer | pooler (`pooler_output`), or the [CLS] state without a pooler."""
+
+    family = "transformers-bert"
+
+    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        types = inputs.get("token_type_ids", torch.zeros_like(ids))
+        return (ids, mask, types)
+
+    def layout(self, model, base, p):
+        def embed(m, s):
+            ids, mask, types = s
+            b = m.base_model
+            return (b.embeddings(input_ids=ids, token_type_ids=types), mask)
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                out = b.encoder.layer[i](hidden, _bidirectional_mask(b.config, hidden, mask))
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        def readout(m, s):
+            b = m.base_model
+            if b.pooler is not None:
+                return (b.pooler(s[0]),)
+            return (s[0][:, 0],)
+
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [(f"layer.{i}", [f"{p}encoder.layer.{i}"], layer(i)) for i in range(len(base.encoder.layer))]
+        layout.append(("readout", [f"{p}pooler"] if base.pooler is not None else [], readout))
+        return layout
+
+
+@register_adapter("distilbert")
+class DistilBertAdapter(TransformersAdapter):
+    """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""
+
+    family = "transformers-distilbert"
+
+    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
+        ids = inputs["input_ids"]
+        return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+
+    def layout(self, model, base, p):
+        def embed(m, s):
+            return (m.base_model.embeddings(s[0]), s[1])
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                out = b.transformer.layer[i](hidden, _bidirectional_mask(b.config, hidden, mask))
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [(f"layer.{i}", [f"{p}transformer.layer.{i}"], layer(i)) for i in range(len(base.transformer.layer))]
+        layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
+        return layout
+
+
+@register_adapter("vit", "deit", "dinov2")
+class ViTAdapter(TransformersAdapter):
+    """embeddings | every encoder layer | final layernorm + read-out.
+
+    The read-out is what the classification model's classifier sees ([CLS], or [CLS] ++ mean of patches for
+    DINOv2, [CLS]+distillation average for DeiT-distilled); a bare `*Model` with a pooler gives `pooler_output`.
+    """
+
+    family = "transformers-vit"
+
+    def layout(self, model, base, p):
+        layers = base.layers if hasattr(base, "layers") else base.encoder.layer
+        layers_path = f"{p}layers" if hasattr(base, "layers") else f"{p}encoder.layer"
+
+        def embed(m, s):
+            return (m.base_model.embeddings(s[0]),)
+
+        def layer(i):
+            def step(m, s):
+                b = m.base_model
+                mods = b.layers if hasattr(b, "layers") else b.encoder.layer
+                out = mods[i](s[0])
+                return (out[0] if isinstance(out, tuple) else out,)
+
+            return step
+
+        norm_name = "layernorm"
+        model_type = model.config.model_type
+        head_kind = type(model).__name__
+
+        def readout(m, s):
+            b = m.base_model
+            seq = getattr(b, norm_name)(s[0])
+            if m is b:
+                pooler = getattr(b, "pooler", None)
+                return (pooler(seq) if pooler is not None else seq[:, 0],)
+            if model_type == "dinov2":
+                return (torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1),)
+            if head_kind.endswith("WithTeacher"):
+                return ((seq[:, 0] + seq[:, 1]) / 2,)
+            return (seq[:, 0],)
+
+        paths = [f"{p}{norm_name}"]
+        if base is model and getattr(base, "pooler", None) is not None:
+            paths.append(f"{p}pooler")
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [(f"layer.{i}", [f"{layers_path}.{i}"], layer(i)) for i in range(len(layers))]
+        layout.append(("readout", paths, readout))
+        return layout
+
+
+@register_adapter("resnet")
+class HfResNetAdapter(TransformersAdapter):
+    """embedder | every residual layer of every stage | global average pool (flattened `pooler_output`)."""
+
+    family = "transformers-resnet"
+
+    def layout(self, model, base, p):
+        def layer(i, j):
+            return lambda m, s: (m.base_model.encoder.stages[i].layers[j](s[0]),)
+
+        layout = [("embedder", [f"{p}embedder"], lambda m, s: (m.base_model.embedder(s[0]),))]
+        for i, stage in enumerate(base.encoder.stages):
+            layout += [(f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
+                       for j in range(len(stage.layers))]
+        layout.append(("readout", [], lambda m, s: (torch.flatten(m.base_model.pooler(s[0]), 1),)))
+        return layout
+
+
+@register_adapter("convnext")
+class HfConvNextAdapter(TransformersAdapter):
+    """embeddings | per stage: its downsampling layer, then every layer | mean-pool + layernorm (`pooler_output`)."""
+
+    family = "transformers-convnext"
+
+    def layout(self, model, base, p):
+        def down(i):
+            def step(m, s):
+                x = s[0]
+                for mod in m.base_model.encoder.stages[i].downsampling_layer:
+                    x = mod(x)
+                return (x,)
+
+            return step
+
+        def layer(i, j):
+            return lambda m, s: (m.base_model.encoder.stages[i].layers[j](s[0]),)
+
+        layout = [("embeddings", [f"{p}embeddings"], lambda m, s: (m.base_model.embeddings(s[0]),))]
+        for i, stage in enumerate(base.encoder.stages):
+            if len(stage.downsampling_layer):
+                layout.append((f"stages.{i}.downsample", [f"{p}encoder.stages.{i}.downsampling_layer"], down(i)))
+            layout += [(f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
+                       for j in range(len(stage.layers))]
+        layout.append(("readout", [f"{p}layernorm"], lambda m, s: (m.base_model.layernorm(s[0].mean([-2, -1])),)))
+        return layout
+
+
+@register_adapter("swin")
+class HfSwinAdapter(TransformersAdapter):
+    """embeddings | every Swin block, then each stage's patch merging | layernorm + average pool.
+
+    The state carries the token grid's height and width per item, as a (batch, 2) tensor.
+    """
+
+    family = "transformers-swin"
+
+    def layout(self, model, base, p):
+        def embed(m, s):
+            hidden, (h, w) = m.base_model.embeddings(s[0])
+            dims = torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
+            return (hidden, dims)
+
+        def block(i, j):
+            def step(m, s):
+                hidden, dims = s
+                out = m.base_model.encoder.layers[i].blocks[j](hidden, (int(dims[0, 0]), int(dims[0, 1])))
+                return (out[0] if isinstance(out, tuple) else out, dims)
+
+            return step
+
+        def merge(i):
+            def step(m, s):
+                hidden, dims = s
+                h, w = int(dims[0, 0]), int(dims[0, 1])
+                hidden = m.base_model.encoder.layers[i].downsample(hidden, (h, w))
+                new = torch.tensor([[(h + 1) // 2, (w + 1) // 2]], device=hidden.device).expand(hidden.shape[0], 2)
+                return (hidden, new)
+
+            return step
+
+        def readout(m, s):
+            seq = m.base_model.layernorm(s[0])
+            return (torch.flatten(nn.functional.adaptive_avg_pool1d(seq.transpose(1, 2), 1), 1),)
+
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        for i, stage in enumerate(base.encoder.layers):
+            layout += [(f"layers.{i}.blocks.{j}", [f"{p}encoder.layers.{i}.blocks.{j}"], block(i, j))
+                       for j in range(len(stage.blocks))]
+            if stage.downsample is not None:
+                layout.append((f"layers.{i}.downsample", [f"{p}encoder.layers.{i}.downsample"], merge(i)))
+        layout.append(("readout", [f"{p}layernorm"], readout))
+        return layout

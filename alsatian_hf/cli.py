@@ -1,0 +1,72 @@
+"""The `alsatian-hf` command line.
+
+    alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000]
+    alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _serve_hub(args: argparse.Namespace) -> int:
+    from .localhub import HubServer
+
+    hub = HubServer(args.root, host=args.host, port=args.port)
+    print(f"Serving {hub.root} at {hub.url}  (export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1)", flush=True)
+    try:
+        hub.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.httpd.server_close()
+    return 0
+
+
+def _build_zoo(args: argparse.Namespace) -> int:
+    from .zoo import TimmSource, ZooSpec, build_zoo
+
+    source = TimmSource(args.arch, model_args={"num_classes": args.num_classes})
+    if args.arch == "efficientnet-lite0":
+        from .zoo.efficientnet_lite import efficientnet_lite0_source
+
+        source = efficientnet_lite0_source(args.num_classes)
+    report = build_zoo(ZooSpec(args.org, source, num_models=args.num_models, distribution=args.distribution,
+                               seed=args.seed, name=args.name), args.root, overwrite=args.overwrite)
+    print(f"{len(report.repo_ids)} repos under {args.root}/{args.org}: {report.unique_blocks} unique blocks, "
+          f"{report.bytes_written / 1e6:.1f} MB")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alsatian-hf", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve-hub", help="Serve a folder of repos as a Hub-compatible endpoint.")
+    p.add_argument("root", help="Folder with <org>/<name> model repos and datasets/<org>/<name> dataset repos.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port.")
+    p.set_defaults(func=_serve_hub)
+
+    p = sub.add_parser("build-zoo", help="Write a synthetic zoo of fine-tunes (paper §6, M_syn).")
+    p.add_argument("root")
+    p.add_argument("--org", required=True)
+    p.add_argument("--arch", default="resnet18", help="A timm architecture, or `efficientnet-lite0` (real weights).")
+    p.add_argument("--name", default="model")
+    p.add_argument("--num-models", type=int, default=35)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--distribution", default="top_layers", choices=["top_50", "top_25", "top_layers"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_build_zoo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
