@@ -1,0 +1,122 @@
+"""The data schedule of successive halving (paper §2.2, §4.2).
+
+D_target is split into a fixed-size, stratified, seeded D_test and D_train. With n candidates and result size
+k there are l = ceil(log2(n / k)) iterations (l = 0 when n <= k: everything is scored once on all of D_train,
+which we run as one iteration). D_train is cut into slices D_1..D_l that double in size, so iteration i
+trains the proxy on D_1..D_i and the last one has used all of D_train.
+
+Every strategy extracts features in the same *units* (D_test, D_1, ..., D_l), each cut into batches from its
+start, so all strategies run identical batches and produce bit-identical features.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A run of items extracted together: `name` is "test" or "train_<i>" (1-based)."""
+
+    name: str
+    items: tuple[int, ...]  # indices into the target dataset
+
+    def batches(self, batch_size: int) -> list[tuple[int, ...]]:
+        return [self.items[i: i + batch_size] for i in range(0, len(self.items), batch_size)]
+
+
+@dataclass(frozen=True)
+class DataSchedule:
+    test: Unit
+    train_slices: tuple[Unit, ...]  # D_1..D_l, doubling in size
+    num_candidates: int
+    result_size: int
+
+    @property
+    def num_iterations(self) -> int:
+        return len(self.train_slices)
+
+    def train_items(self, iteration: int) -> tuple[int, ...]:
+        """D_1 ∪ ... ∪ D_iteration (1-based), the items the proxy trains on in that iteration."""
+        return tuple(i for u in self.train_slices[:iteration] for i in u.items)
+
+    def new_units(self, iteration: int) -> list[Unit]:
+        """Units first needed in `iteration`: D_test and D_1 in the first, D_i afterwards."""
+        return [self.test, self.train_slices[0]] if iteration == 1 else [self.train_slices[iteration - 1]]
+
+    def survivors_after(self, iteration: int, alive: int) -> int:
+        """How many candidates iteration `iteration` keeps: the better half, never fewer than k."""
+        if iteration == self.num_iterations:
+            return min(alive, self.result_size)
+        return max(self.result_size, math.ceil(alive / 2))
+
+
+def num_iterations(num_candidates: int, result_size: int) -> int:
+    """l = ceil(log2(n / k)), at least 1 (l = 0 in the paper's terms is one scoring pass on all data)."""
+    if num_candidates <= result_size:
+        return 1
+    return max(1, math.ceil(math.log2(num_candidates / result_size)))
+
+
+def stratified_split(labels: list[int], *, test_size: float | int, max_test_items: int | None, seed: int
+                     ) -> tuple[list[int], list[int]]:
+    """Seeded, stratified split of item indices into (train, test).
+
+    Each class contributes to D_test in proportion to its frequency (largest remainders), and at least one
+    item of every class with >= 2 items stays in D_train.
+    """
+    n = len(labels)
+    wanted = round(test_size * n) if isinstance(test_size, float) else int(test_size)
+    if max_test_items is not None:
+        wanted = min(wanted, max_test_items)
+    wanted = max(1, min(wanted, n - 1))
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for idx, y in enumerate(labels):
+        by_class.setdefault(y, []).append(idx)
+    classes = sorted(by_class)
+    for c in classes:
+        rng.shuffle(by_class[c])
+    exact = {c: wanted * len(by_class[c]) / n for c in classes}
+    take = {c: min(math.floor(exact[c]), max(len(by_class[c]) - 1, 0)) for c in classes}
+    leftovers = sorted(classes, key=lambda c: (-(exact[c] - math.floor(exact[c])), c))
+    for c in leftovers:
+        if sum(take.values()) >= wanted:
+            break
+        if take[c] < len(by_class[c]) - 1:
+            take[c] += 1
+    test = sorted(i for c in classes for i in by_class[c][: take[c]])
+    train = [i for c in classes for i in by_class[c][take[c]:]]
+    rng.shuffle(train)  # a seeded order: the slices D_1..D_l are prefixes of it
+    return train, test
+
+
+def make_schedule(labels: list[int], *, num_candidates: int, result_size: int, test_size: float | int = 0.2,
+                  max_test_items: int | None = 1000, max_train_items: int | None = None, seed: int = 0,
+                  test_items: list[int] | None = None) -> DataSchedule:
+    """Split the target dataset and cut D_train into doubling slices.
+
+    Args:
+        labels: the label of every item of the target dataset.
+        test_items: explicit D_test indices (e.g. from an `eval_dataset`); then all other items are D_train.
+    """
+    if test_items is not None:
+        test_set = set(test_items)
+        train = [i for i in range(len(labels)) if i not in test_set]
+        random.Random(seed).shuffle(train)
+        test = sorted(test_items)
+    else:
+        train, test = stratified_split(labels, test_size=test_size, max_test_items=max_test_items, seed=seed)
+    if max_train_items is not None:
+        train = train[:max_train_items]
+    l = num_iterations(num_candidates, result_size)
+    # |D_i| = 2^(i-1) * |D_1| and the slices cover D_train exactly: |D_1| = |D_train| / (2^l - 1).
+    total = (1 << l) - 1
+    slices, start = [], 0
+    for i in range(1, l + 1):
+        end = max(start + 1, round(len(train) * ((1 << i) - 1) / total)) if i < l else len(train)
+        slices.append(Unit(f"train_{i}", tuple(train[start:end])))
+        start = end
+    return DataSchedule(Unit("test", tuple(test)), tuple(slices), num_candidates, result_size)
