@@ -1,0 +1,51 @@
+"""Build a model from its config.json alone: on the meta device (no weights) or randomly initialised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedArchitectureError
+
+
+def library_of(config: dict) -> str:
+    """'timm' for timm's config.json (it names an `architecture`), 'transformers' when it has a `model_type`."""
+    if "architecture" in config:
+        return "timm"
+    if "model_type" in config:
+        return "transformers"
+    raise UnsupportedArchitectureError("config.json names neither a timm `architecture` nor a transformers "
+                                       "`model_type`; only timm and transformers models can be split into blocks.")
+
+
+def build_model(config_dir: str | Path, *, device: str | torch.device = "meta") -> nn.Module:
+    """The model described by `config_dir/config.json`, in eval mode, without loading any weights.
+
+    On "meta" nothing is allocated; on "cpu" the weights are the library's random initialisation (used to
+    probe output shapes with one real item).
+    """
+    config_dir = Path(config_dir)
+    config = json.loads((config_dir / "config.json").read_text())
+    library = library_of(config)
+    with torch.device(device):
+        if library == "timm":
+            import timm
+            from timm.models._hub import load_model_config_from_path
+
+            pretrained_cfg, name, model_args = load_model_config_from_path(config_dir)
+            model = timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
+        else:
+            import transformers
+
+            cfg = transformers.AutoConfig.from_pretrained(config_dir)
+            arch = (cfg.architectures or [None])[0]
+            cls = getattr(transformers, arch, None) if arch else None
+            if cls is None:
+                cls = transformers.AutoModel
+                model = cls.from_config(cfg)
+            else:
+                model = cls(cfg)
+    return model.eval()

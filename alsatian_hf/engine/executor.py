@@ -1,0 +1,130 @@
+"""The execution engine (paper §4.3): runs DFS+ plans, or whole models for the baselines.
+
+Both paths use the same batches, block step functions, feature store and instrumentation, so only the
+execution order (and what is cached) differs between strategies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..plan import BlockInference, ModifyCache, Plan
+from .blocks import BlockLRU
+from .cache import TieredCache
+from .candidate import EngineCandidate, State
+from .features import FeatureStore
+
+# prepared(input_key, items) -> dict of batched input tensors (the data store's job)
+PrepareFn = Callable[[str, tuple[int, ...]], dict[str, torch.Tensor]]
+
+PHASES = ("prepare_data", "prepare_model", "inference", "proxy_scoring")
+
+
+@dataclass
+class Counters:
+    """What one iteration of one strategy did."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+    block_executions: int = 0
+    blocks_loaded: int = 0
+    bytes_loaded: int = 0
+    cache_peak: int = 0
+    cache_tier_peaks: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0
+    c_min: int = 0
+    compute_cost: float = 0.0  # sum of block cost x items executed
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+
+class Executor:
+    def __init__(self, candidates: dict[str, EngineCandidate], prepare: PrepareFn, *, device: torch.device,
+                 cache: TieredCache, features: FeatureStore, block_lru_bytes: int = 2 << 30):
+        self.candidates = candidates
+        self.prepare = prepare
+        self.device = device
+        self.cache = cache
+        self.features = features
+        self.lru = BlockLRU(device, block_lru_bytes)
+
+    # -- shared pieces ---------------------------------------------------------------------------------------
+    def _inputs(self, candidate: EngineCandidate, items: tuple[int, ...], counters: Counters) -> State:
+        start = time.perf_counter()
+        inputs = self.prepare(candidate.input_key, items)
+        state = tuple(t.to(self.device, non_blocking=True) for t in candidate.initial_state(inputs))
+        counters.add_time("prepare_data", time.perf_counter() - start)
+        return state
+
+    def _load(self, blocks, counters: Counters):
+        loads, nbytes, secs = self.lru.loads, self.lru.bytes_loaded, self.lru.load_seconds
+        loaded = [self.lru.get(b) for b in blocks]
+        counters.blocks_loaded += self.lru.loads - loads
+        counters.bytes_loaded += self.lru.bytes_loaded - nbytes
+        counters.add_time("prepare_model", self.lru.load_seconds - secs)
+        return loaded
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # -- alsatian: one chunk of a DFS+ plan ------------------------------------------------------------------
+    def run_plan_chunk(self, plan: Plan, chunk: list[tuple[int, ...]], counters: Counters) -> None:
+        """Executes the plan's block-inference and cache steps over the chunk's batches."""
+        needed_inputs = {s.input for s in plan.steps if isinstance(s, BlockInference)}
+        chunk_items = sum(len(b) for b in chunk)
+        for step in plan.steps:
+            if isinstance(step, ModifyCache):
+                self.cache.release(step.node)
+                continue
+            if not isinstance(step, BlockInference):
+                continue  # ScoreModel runs after the last chunk
+            candidate = self.candidates[step.model]
+            blocks = self._load(candidate.blocks[step.start: step.stop], counters)
+            keep = step.output in needed_inputs
+            if keep:
+                self.cache.reserve(step.output, plan.node_bytes_per_item[step.output] * chunk_items)
+            from_root = step.start == 0
+            sources = iter(chunk) if from_root else self.cache.batches(step.input)
+            for batch_items, source in zip(chunk, sources):
+                with torch.inference_mode():
+                    state = self._inputs(candidate, batch_items, counters) if from_root else source
+                    t0 = time.perf_counter()
+                    for block in blocks:
+                        state = block.run(state)
+                    self._sync()
+                    counters.add_time("inference", time.perf_counter() - t0)
+                counters.block_executions += len(blocks) * len(batch_items)
+                counters.compute_cost += sum(b.cost for b in blocks) * len(batch_items)
+                for model_id in step.features_of:
+                    self.features.add(model_id, batch_items, state[0])
+                if keep:
+                    t0 = time.perf_counter()
+                    self.cache.append(step.output, state)
+                    counters.add_time("inference", time.perf_counter() - t0)
+        counters.cache_peak = max(counters.cache_peak, self.cache.peak)
+        for name, peak in self.cache.tier_peaks.items():
+            counters.cache_tier_peaks[name] = max(counters.cache_tier_peaks.get(name, 0), peak)
+
+    # -- shift / base: one whole model ----------------------------------------------------------------------
+    def run_model(self, model_id: str, batches: list[tuple[int, ...]], counters: Counters) -> None:
+        """Runs every block of one model over the batches; nothing is shared with other models."""
+        candidate = self.candidates[model_id]
+        self.lru.clear()  # the baselines load each model on its own
+        blocks = self._load(candidate.blocks, counters)
+        for batch_items in batches:
+            with torch.inference_mode():
+                state = self._inputs(candidate, batch_items, counters)
+                t0 = time.perf_counter()
+                for block in blocks:
+                    state = block.run(state)
+                self._sync()
+                counters.add_time("inference", time.perf_counter() - t0)
+            counters.block_executions += len(blocks) * len(batch_items)
+            counters.compute_cost += sum(b.cost for b in blocks) * len(batch_items)
+            self.features.add(model_id, batch_items, state[0])
+        self.lru.clear()

@@ -1,0 +1,62 @@
+"""Linear probe: a fully connected layer trained on the features; the score is test top-1 accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ._base import validate
+
+
+@dataclass
+class LinearProbe:
+    """SHiFT's proxy (Renggli et al.): SGD, lr 0.1, 100 epochs, cross-entropy, test top-1 accuracy.
+
+    Args:
+        lr, epochs, batch_size, momentum, weight_decay: the SGD recipe (SHiFT's defaults).
+        normalize: standardise features with the train mean/std first, which keeps lr 0.1 stable across
+            feature scales.
+        seed: seeds the layer's initialisation and the shuffling, so equal inputs give bit-equal scores.
+        device: where to train (the engine passes its own device).
+    """
+
+    lr: float = 0.1
+    epochs: int = 100
+    batch_size: int = 64
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    normalize: bool = True
+    seed: int = 0
+    device: str | torch.device = "cpu"
+
+    def score(self, *, train_features, train_labels, test_features, test_labels) -> float:
+        xtr, ytr, xte, yte = validate(train_features, train_labels, test_features, test_labels)
+        dev = torch.device(self.device)
+        xtr, ytr, xte, yte = (t.to(dev) for t in (xtr, ytr, xte, yte))
+        if self.normalize:
+            mean, std = xtr.mean(0, keepdim=True), xtr.std(0, keepdim=True, unbiased=False).clamp_min(1e-6)
+            xtr, xte = (xtr - mean) / std, (xte - mean) / std
+        num_classes = int(max(ytr.max().item(), yte.max().item() if yte.numel() else 0)) + 1
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        layer = nn.Linear(xtr.shape[1], num_classes)
+        with torch.no_grad():
+            bound = 1.0 / max(xtr.shape[1], 1) ** 0.5
+            layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=gen))
+            layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=gen))
+        layer = layer.to(dev)
+        opt = torch.optim.SGD(layer.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        n = xtr.shape[0]
+        with torch.enable_grad():
+            for _ in range(self.epochs):
+                order = torch.randperm(n, generator=gen).to(dev)
+                for start in range(0, n, self.batch_size):
+                    idx = order[start: start + self.batch_size]
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(layer(xtr[idx]), ytr[idx]).backward()
+                    opt.step()
+        with torch.no_grad():
+            pred = layer(xte).argmax(1)
+        return float((pred == yte).float().mean().item()) if yte.numel() else 0.0
