@@ -1,0 +1,146 @@
+"""The engine end to end on real (tiny or small) zoos: same answers for every strategy, work at the bound,
+small budgets, spilling tiers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alsatian_hf.engine import Tier, TieredCache
+from alsatian_hf.errors import ConfigurationError, PlanningError
+from alsatian_hf.plan import make_schedule
+from alsatian_hf.scoring import KNN, LinearProbe
+from alsatian_hf.search.candidates import LocalSafetensors, ShapeProbe, build_candidate
+from alsatian_hf.search.halving import run_halving
+from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
+from alsatian_hf.zoo.data import digits
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    ds = digits(num_items=240, seed=0)
+    x = torch.tensor(np.stack([np.array(im.resize((32, 32))) for im in ds["image"]]), dtype=torch.float32)
+    x = ((x / 255.0 - 0.5) / 0.5)[:, None].repeat(1, 3, 1, 1)
+    return x, list(ds["label"])
+
+
+def _candidates(root, org, x, input_key="px32"):
+    probe = ShapeProbe()
+    out = []
+    for folder in sorted((root / org).iterdir()):
+        cand, _ = build_candidate(f"{org}/{folder.name}", folder, LocalSafetensors(folder), input_key=input_key,
+                                  probe_state=(x[:1],), probe=probe)
+        out.append(cand)
+    return out
+
+
+def _search(cands, x, labels, strategy, **kw):
+    sched = make_schedule(labels, num_candidates=len(cands), result_size=kw.pop("result_size", 2), seed=0)
+    return run_halving(cands, labels, sched, prepare=lambda key, items: {"pixel_values": x[list(items)]},
+                       scorer=kw.pop("scorer", LinearProbe(epochs=10)), strategy=strategy,
+                       batch_size=kw.pop("batch_size", 32), **kw)
+
+
+@pytest.fixture(scope="module", params=["top_50", "top_25", "top_layers"])
+def resnet18_zoo(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"zoo-{request.param}")
+    report = build_zoo(ZooSpec("r18", TimmSource("resnet18", model_args={"num_classes": 10}), num_models=16,
+                               distribution=request.param, seed=3), root)
+    return root, report
+
+
+@pytest.mark.slow
+def test_strategies_agree_on_resnet18_zoos(resnet18_zoo, pixels):
+    root, _ = resnet18_zoo
+    x, labels = pixels
+    cands = _candidates(root, "r18", x)
+    outs = {s: _search(cands, x, labels, s) for s in ("alsatian", "shift", "base")}
+    a, s, b = outs["alsatian"], outs["shift"], outs["base"]
+    assert a.ranking == s.ranking == b.ranking and len(a.ranking) == 2
+    assert a.survivors == s.survivors == b.survivors
+    for ra, rs, rb in zip(a.iterations, s.iterations, b.iterations):
+        for m in ra.scores:
+            assert abs(ra.scores[m] - rs.scores[m]) <= 1e-4 and abs(ra.scores[m] - rb.scores[m]) <= 1e-4
+    # work at the bound: every unique edge once per new item
+    bound = sum(r.unique_edges * r.new_items for r in a.iterations)
+    assert sum(r.counters.block_executions for r in a.iterations) == bound
+    assert sum(r.counters.block_executions for r in a.iterations) < sum(r.counters.block_executions
+                                                                        for r in s.iterations)
+    # shift runs every surviving model whole on the new items
+    assert [r.counters.block_executions for r in s.iterations] == [
+        r.naive_edges * r.new_items for r in a.iterations]
+
+
+def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):
+    x, labels = pixels
+    cands = _candidates(hub_root, "tiny", x)
+    full = _search(cands, x, labels, "alsatian", result_size=1)
+    c_min_per_item = max(r.counters.c_min / r.new_items for r in full.iterations)
+    budget = int(c_min_per_item * 40)  # about 40 items per chunk, far below an iteration's items
+    small = _search(cands, x, labels, "alsatian", result_size=1, cache_budget=budget)
+    assert small.ranking == full.ranking and small.survivors == full.survivors
+    assert any(r.counters.chunks > 1 for r in small.iterations)
+    for r in small.iterations:
+        assert r.counters.cache_peak <= budget
+    shift = _search(cands, x, labels, "shift", result_size=1)
+    assert shift.ranking == small.ranking
+
+
+def test_budget_below_one_batch_is_a_clear_error(tiny_zoo, hub_root, pixels):
+    x, labels = pixels
+    cands = _candidates(hub_root, "tiny", x)
+    with pytest.raises(PlanningError, match="batch_size"):
+        _search(cands, x, labels, "alsatian", cache_budget=1000)
+
+
+def test_cache_spills_to_disk_tier_with_same_results(tiny_zoo, hub_root, pixels, tmp_path):
+    x, labels = pixels
+    cands = _candidates(hub_root, "tiny", x)
+    ram_only = _search(cands, x, labels, "alsatian", result_size=1)
+    tiers = [Tier("cpu", 64 * 1024), Tier("disk", 1 << 40)]
+    spilled = _search(cands, x, labels, "alsatian", result_size=1, tiers=tiers, cache_dir=str(tmp_path))
+    assert spilled.ranking == ram_only.ranking
+    assert spilled.iterations[0].counters.cache_tier_peaks["disk"] > 0
+    assert all(r.counters.cache_tier_peaks["cpu"] <= 64 * 1024 for r in spilled.iterations)
+    assert not list(tmp_path.rglob("*.safetensors"))  # cleaned up
+
+
+def test_result_size_at_least_candidates_scores_everything_once(tiny_zoo, hub_root, pixels):
+    x, labels = pixels
+    cands = _candidates(hub_root, "tiny", x)
+    out = _search(cands, x, labels, "alsatian", result_size=len(cands) + 2, scorer=KNN())
+    assert len(out.iterations) == 1 and len(out.ranking) == len(cands)
+    scores = [out.scores[m] for m in out.ranking]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_tiered_cache_budget_and_spill():
+    cache = TieredCache(1000, [Tier("cpu", 300), Tier("disk", 1000)])
+    assert cache.reserve("a", 200) == "cpu"
+    assert cache.reserve("b", 200) == "disk"
+    cache.append("a", (torch.zeros(50),))
+    cache.append("b", (torch.ones(50),))
+    assert torch.equal(next(cache.batches("b"))[0], torch.ones(50))
+    with pytest.raises(PlanningError):
+        cache.reserve("c", 700)
+    cache.release("a")
+    assert cache.used == 200 and cache.peak == 400
+    cache.clear()
+
+
+def test_cache_budget_validation():
+    from alsatian_hf.engine import resolve_budget
+
+    with pytest.raises(ConfigurationError, match="cache_budget"):
+        resolve_budget(-1, torch.device("cpu"))
+    assert resolve_budget("auto", torch.device("cpu")) > 0
+
+
+@pytest.mark.gpu
+def test_strategies_agree_on_cuda(tiny_zoo, hub_root, pixels):
+    x, labels = pixels
+    cands = _candidates(hub_root, "tiny", x)
+    outs = {s: _search(cands, x, labels, s, device="cuda", result_size=1) for s in ("alsatian", "shift", "base")}
+    assert outs["alsatian"].ranking == outs["shift"].ranking == outs["base"].ranking
+    assert outs["alsatian"].survivors == outs["shift"].survivors
