@@ -18,10 +18,19 @@ _LAZY = {
     "use_endpoint": "alsatian_hf.localhub",
     "build_zoo": "alsatian_hf.zoo",
     "ZooSpec": "alsatian_hf.zoo",
+    "ModelSearcher": "alsatian_hf.search",
+    "SearchArguments": "alsatian_hf.search",
+    "SearchResult": "alsatian_hf.search",
+    "SearchCallback": "alsatian_hf.search",
+    "list_candidates": "alsatian_hf.hub",
+    "register_adapter": "alsatian_hf.adapters",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .localhub import HubServer, serve_hub, use_endpoint  # noqa: F401
+    from .adapters import register_adapter  # noqa: F401
+    from .hub import list_candidates  # noqa: F401
+    from .search import ModelSearcher, SearchArguments, SearchCallback, SearchResult  # noqa: F401
     from .zoo import ZooSpec, build_zoo  # noqa: F401
 
 

@@ -2,6 +2,7 @@
 
     alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000]
     alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
+    alsatian-hf store {info,gc} [--store-dir DIR]
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ def _build_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> int:
+    from .store.block_store import BlockStore
+
+    store = BlockStore(args.store_dir)
+    if args.action == "info":
+        info = store.info()
+        print(f"store: {info.path}\nblocks: {info.blocks}\nbytes: {info.bytes}\nmodels indexed: {info.models}\n"
+              f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}")
+    else:
+        removed = store.gc(verify=args.verify)
+        print("\n".join(f"{k}: {v}" for k, v in removed.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alsatian-hf", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_build_zoo)
+
+    p = sub.add_parser("store", help="Inspect or clean the block store.")
+    p.add_argument("action", choices=["info", "gc"])
+    p.add_argument("--store-dir", default=None, help="Default: $ALSATIAN_STORE or $HF_HOME/alsatian/store.")
+    p.add_argument("--verify", action="store_true", help="gc: also re-hash every block and drop corrupt ones.")
+    p.set_defaults(func=_store)
     return parser
 
 

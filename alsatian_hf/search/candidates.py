@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..adapters import SplitModel, check_coverage, load_block, split_model, unload_block
 from ..adapters.skeleton import build_model
 from ..engine import EngineBlock, EngineCandidate, state_nbytes
-from ..store.identity import content_hash, safetensors_dtype
+from ..store.identity import content_hash, empty_block_hash, safetensors_dtype
 
 
 class TensorSource(Protocol):
@@ -60,6 +60,8 @@ class LocalSafetensors:
 
     def block_hash(self, split: SplitModel, index: int) -> str:
         block = split.blocks[index]
+        if not block.keys:
+            return empty_block_hash(split.family, block.name)
 
         def items():
             for key in block.keys:

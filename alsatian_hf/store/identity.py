@@ -48,3 +48,8 @@ def tensor_content_hash(block, state: dict) -> str:
             yield block.relative_name(key), safetensors_dtype(t.dtype), list(t.shape), raw
 
     return content_hash(items())
+
+
+def empty_block_hash(family: str, name: str) -> str:
+    """Identity of a block without weights (a pooling read-out): its adapter family and name."""
+    return hashlib.sha256(f"alsatian-empty-block\0{family}\0{name}".encode()).hexdigest()

@@ -1,0 +1,96 @@
+"""List candidate models on a Hub: metadata only, pinned to the commit seen at listing time."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from .headers import checkpoint_files
+
+logger = logging.getLogger("alsatian_hf")
+
+_EXPAND = ["sha", "siblings", "safetensors", "tags", "library_name", "pipeline_tag", "gated", "config", "cardData"]
+
+
+@dataclass
+class Candidate:
+    """A listed model. `skip_reason` is set when it cannot be scored (the search shows it)."""
+
+    repo_id: str
+    revision: str | None
+    library: str | None = None
+    pipeline_tag: str | None = None
+    num_parameters: int | None = None
+    siblings: tuple[str, ...] = ()
+    skip_reason: str | None = None
+
+
+def _to_candidate(info) -> Candidate:
+    siblings = tuple(s.rfilename for s in (info.siblings or []))
+    params = info.safetensors.total if info.safetensors is not None else None
+    c = Candidate(info.id, info.sha, info.library_name, info.pipeline_tag, params, siblings)
+    if info.gated:
+        c.skip_reason = "gated repo: request access on the Hub, then log in (HF_TOKEN)."
+    elif siblings and checkpoint_files(list(siblings)) is None:
+        c.skip_reason = "no safetensors weights (a .bin checkpoint is never unpickled)."
+    return c
+
+
+def list_candidates(*, author: str | None = None, filter: str | Iterable[str] | None = None,
+                    search: str | None = None, base_model: str | None = None, library: str | None = None,
+                    pipeline_tag: str | None = None, max_params: int | None = None, limit: int | None = None,
+                    include_skipped: bool = True) -> Iterator[Candidate]:
+    """Candidates matching a metadata query, lazily, as `HfApi.list_models` pages through them.
+
+    Args:
+        base_model: all fine-tunes of this model, following the `base_model:finetune:<id>` tags down the tree
+            (the base itself is not included).
+        max_params: keep models with at most this many parameters (from safetensors metadata; no download).
+        include_skipped: also yield candidates that cannot be scored, with `skip_reason` set.
+
+    Example:
+        >>> for c in list_candidates(author="my-org", pipeline_tag="image-classification"):  # doctest: +SKIP
+        ...     print(c.repo_id, c.revision)
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    filters = [filter] if isinstance(filter, str) else list(filter or [])
+    if library:
+        filters.append(library)
+    seen: set[str] = set()
+    count = 0
+
+    def from_tree() -> Iterator:
+        queue = deque([base_model])
+        while queue:
+            parent = queue.popleft()
+            for info in api.list_models(filter=filters + [f"base_model:finetune:{parent}"], author=author,
+                                        search=search, pipeline_tag=pipeline_tag, expand=_EXPAND):
+                if info.id not in seen and info.id != base_model:
+                    queue.append(info.id)
+                    yield info
+
+    if base_model is not None:
+        iterator = from_tree()
+    else:
+        iterator = api.list_models(author=author, filter=filters or None, search=search, pipeline_tag=pipeline_tag,
+                                   expand=_EXPAND)
+    for info in iterator:
+        if info.id in seen:
+            continue
+        seen.add(info.id)
+        cand = _to_candidate(info)
+        if max_params is not None and cand.skip_reason is None:
+            if cand.num_parameters is None:
+                cand.skip_reason = "no safetensors metadata to check `max_params` against."
+            elif cand.num_parameters > max_params:
+                continue
+        if cand.skip_reason and not include_skipped:
+            continue
+        yield cand
+        count += 1
+        if limit is not None and count >= limit:
+            return

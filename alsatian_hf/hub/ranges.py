@@ -1,0 +1,122 @@
+"""HTTP byte-range reads from a Hub `resolve` URL: exact, retried, and never a silent whole-file download."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..errors import BlockFetchError
+
+logger = logging.getLogger("alsatian_hf")
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class FetchStats:
+    requests: int = 0
+    bytes: int = 0
+    header_bytes: int = 0
+    retries: int = 0
+    full_downloads: int = 0
+    per_repo: dict[str, list[int]] = field(default_factory=dict)  # repo -> [requests, bytes]
+
+    def record(self, repo_id: str, nbytes: int, *, header: bool = False) -> None:
+        self.requests += 1
+        self.bytes += nbytes
+        if header:
+            self.header_bytes += nbytes
+        entry = self.per_repo.setdefault(repo_id, [0, 0])
+        entry[0] += 1
+        entry[1] += nbytes
+
+
+def merge_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge [start, end) spans that touch or overlap, so contiguous tensors come in one request."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged]
+
+
+class RangeReader:
+    """Reads byte ranges of repo files through huggingface_hub's HTTP session.
+
+    Args:
+        allow_full_download: when a server ignores `Range`, download the whole file once (with a warning)
+            instead of failing. Off by default: the head must never be fetched.
+        retries: attempts for transient failures (5xx, 429, truncated bodies, connection errors), with
+            exponential backoff starting at `backoff` seconds.
+    """
+
+    def __init__(self, *, allow_full_download: bool = False, retries: int = 4, backoff: float = 0.2,
+                 timeout: float = 60.0, stats: FetchStats | None = None):
+        self.allow_full_download = allow_full_download
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.stats = stats or FetchStats()
+        self._full_files: dict[str, bytes] = {}
+
+    def read(self, repo_id: str, filename: str, revision: str, start: int, end: int, *, header: bool = False) -> bytes:
+        """Bytes [start, end) of the file, exactly.
+
+        Raises:
+            BlockFetchError: after the retries, or at once when the server ignores Range (unless allowed).
+        """
+        from huggingface_hub import constants, get_session, hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        if constants.HF_HUB_OFFLINE:
+            raise BlockFetchError(f"HF_HUB_OFFLINE is set and {repo_id}/{filename}@{revision[:8]} bytes "
+                                  f"{start}-{end} are not in the block store. Run once online to fill it.")
+        url = hf_hub_url(repo_id, filename, revision=revision)
+        key = f"{repo_id}@{revision}/{filename}"
+        if key in self._full_files:
+            return self._full_files[key][start:end]
+        want = end - start
+        last_error: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+                response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)
+            except Exception as e:  # connection reset, truncated body, timeout: all transient
+                last_error = e
+                continue
+            if response.status_code in RETRY_STATUSES:
+                last_error = BlockFetchError(f"{url} answered {response.status_code}")
+                continue
+            if response.status_code == 200:
+                return self._whole_file(key, url, response, start, end)
+            if response.status_code != 206:
+                raise BlockFetchError(f"{url} answered {response.status_code} to a Range request for bytes "
+                                      f"{start}-{end - 1}; expected 206.")
+            body = response.content
+            self.stats.record(repo_id, len(body), header=header)
+            if len(body) != want:
+                last_error = BlockFetchError(f"{url} sent {len(body)} bytes for a {want}-byte range.")
+                continue
+            return body
+        raise BlockFetchError(f"Could not fetch bytes {start}-{end - 1} of {url} after {self.retries + 1} "
+                              f"attempts: {last_error}") from last_error
+
+    def _whole_file(self, key: str, url: str, response, start: int, end: int) -> bytes:
+        if not self.allow_full_download:
+            raise BlockFetchError(
+                f"{url} ignored the Range header and answered 200 with the whole file. Block fetching needs "
+                "byte ranges; pass `allow_full_download=True` to download whole checkpoints instead (heads included)."
+            )
+        body = response.content
+        logger.warning("%s ignores Range requests: downloaded the whole file (%d bytes) instead.", url, len(body))
+        repo_id = key.split("@", 1)[0]
+        self.stats.record(repo_id, len(body))
+        self.stats.full_downloads += 1
+        self._full_files[key] = body
+        return body[start:end]

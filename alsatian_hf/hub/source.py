@@ -1,0 +1,98 @@
+"""Blocks straight from Hub safetensors shards: hashed from their bytes, fetched lazily by byte range, stored once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import torch
+
+from ..adapters import SplitModel
+from ..store.block_store import BlockStore
+from ..store.identity import empty_block_hash
+from .headers import TensorLocation
+from .ranges import RangeReader, merge_ranges
+
+logger = logging.getLogger("alsatian_hf")
+
+
+def files_identity(lfs_sha256s: list[str]) -> str | None:
+    """One id for a checkpoint's files: equal LFS sha256s mean identical files, hence identical blocks."""
+    if not lfs_sha256s or any(not s for s in lfs_sha256s):
+        return None
+    return hashlib.sha256("\0".join(sorted(lfs_sha256s)).encode()).hexdigest()
+
+
+class HubBlockSource:
+    """A `TensorSource` for one repo at one commit. Heads are never fetched: only blocks' keys are read."""
+
+    def __init__(self, repo_id: str, revision: str, layout: dict[str, TensorLocation], store: BlockStore,
+                 reader: RangeReader, files_sha: str | None = None):
+        self.repo_id = repo_id
+        self.revision = revision
+        self.layout = layout
+        self.store = store
+        self.reader = reader
+        self.files_sha = files_sha
+        self._known: dict[int, str] | None = None
+
+    def keys(self) -> list[str]:
+        return list(self.layout)
+
+    def feature_extractor_bytes(self, split: SplitModel) -> int:
+        return sum(self.layout[k].nbytes for b in split.blocks for k in b.keys)
+
+    def _index(self, split: SplitModel) -> dict[int, str]:
+        if self._known is None:
+            self._known = self.store.model_hashes(self.repo_id, self.revision, split.family)
+            if self.files_sha:
+                shortcut = self.store.files_hashes(self.files_sha, split.family)
+                if shortcut and len(shortcut) > len(self._known):
+                    logger.debug("%s: blocks known from an identical checkpoint (LFS sha256)", self.repo_id)
+                    self._known.update(shortcut)
+                    self.store.index_model(self.repo_id, self.revision, split.family, shortcut)
+        return self._known
+
+    def block_hash(self, split: SplitModel, index: int) -> str:
+        block = split.blocks[index]
+        if not block.keys:
+            return empty_block_hash(split.family, block.name)
+        known = self._index(split)
+        if index in known:
+            return known[index]
+        with self.store.lock(f"{self.repo_id}-{self.revision}-{index}".replace("/", "--")):
+            known.update(self.store.model_hashes(self.repo_id, self.revision, split.family))
+            if index in known:
+                return known[index]
+            tensors = self._fetch(block.keys, block.relative_name)
+            h = self.store.put(tensors)
+        known[index] = h
+        self.store.index_model(self.repo_id, self.revision, split.family, {index: h})
+        if self.files_sha:
+            self.store.index_files(self.files_sha, split.family, {index: h})
+        return h
+
+    def _fetch(self, keys, rel_name) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+        """The block's tensors with the fewest Range requests: contiguous tensors are merged, one range each."""
+        by_file: dict[str, list[TensorLocation]] = {}
+        for key in keys:
+            by_file.setdefault(self.layout[key].filename, []).append(self.layout[key])
+        raw: dict[tuple[str, int], bytes] = {}
+        for filename, locs in by_file.items():
+            for start, end in merge_ranges([(loc.start, loc.end) for loc in locs]):
+                body = self.reader.read(self.repo_id, filename, self.revision, start, end)
+                for loc in locs:
+                    if start <= loc.start and loc.end <= end:
+                        raw[(filename, loc.start)] = body[loc.start - start: loc.end - start]
+        out = []
+        for key in keys:
+            loc = self.layout[key]
+            out.append((rel_name(key), loc.dtype, loc.shape, raw[(loc.filename, loc.start)]))
+        return out
+
+    def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]:
+        block = split.blocks[index]
+        if not block.keys:
+            return {}
+        stored = self.store.get(self.block_hash(split, index))
+        return {key: stored[block.relative_name(key)] for key in block.keys}

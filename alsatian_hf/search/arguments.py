@@ -1,0 +1,111 @@
+"""`SearchArguments`: every knob of a search, validated in one place; `HfArgumentParser` and the CLI read it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..scoring import SCORERS
+
+_UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
+
+
+def parse_bytes(value: int | str) -> int | str:
+    """`"auto"`, an int, or a size like "512MB" / "2GB" -> bytes."""
+    if isinstance(value, int) or value == "auto":
+        return value
+    text = str(value).strip().lower()
+    for unit, factor in _UNITS.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+@dataclass
+class SearchArguments:
+    """Arguments of a model search.
+
+    `scorer_kwargs` also takes a dict, and `cache_budget` an int; after validation they are a dict and an int
+    number of bytes (or "auto").
+
+    Example:
+        >>> args = SearchArguments(result_size=3, strategy="alsatian", cache_budget="2GB")
+        >>> args.cache_budget
+        2147483648
+    """
+
+    result_size: int = field(default=1, metadata={"help": "How many models to return (k)."})
+    strategy: str = field(default="alsatian", metadata={
+        "help": "Execution strategy: `alsatian` (shared blocks, DFS+, caching), `shift` (successive halving, "
+                "models run whole) or `base` (every model on all data). All return the same ranking."})
+    scorer: str = field(default="linear", metadata={"help": "Proxy score: linear, knn, logme or hscore."})
+    scorer_kwargs: str = field(default="{}", metadata={
+        "help": "Keyword arguments of the scorer, as a dict or a JSON string (e.g. '{\"epochs\": 50}')."})
+    test_size: float = field(default=0.2, metadata={"help": "Fraction (0-1) or number (>1) of items held out as D_test."})
+    max_test_items: int | None = field(default=1000, metadata={"help": "Cap on D_test's size."})
+    max_train_items: int | None = field(default=None, metadata={"help": "Cap on D_train's size (None: all)."})
+    batch_size: int = field(default=64, metadata={"help": "Items per inference batch."})
+    num_workers: int = field(default=0, metadata={"help": "Worker processes for preprocessing (0: in-process)."})
+    cache_budget: str = field(default="auto", metadata={
+        "help": "Bytes for cached intermediates (e.g. 2GB), or `auto`: half of free RAM plus free accelerator "
+                "memory. Below the plan's C_min the data is chunked."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cuda:1, cpu; default: CUDA when present."})
+    seed: int = field(default=0, metadata={"help": "Seeds the split, the slices and the proxy."})
+    image_size: int | None = field(default=None, metadata={
+        "help": "Resize images to this square size instead of each model's own input size (faster on CPU)."})
+    max_length: int = field(default=128, metadata={"help": "Token length for text models (padded/truncated)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Write the SearchResult (JSON, PNG, summary) here."})
+    revision: str | None = field(default=None, metadata={
+        "help": "Pin candidates to this revision (a branch or commit); default: the commit seen at listing."})
+    allow_full_download: bool = field(default=False, metadata={
+        "help": "If a server ignores Range requests, download whole checkpoints instead of failing."})
+    store_dir: str | None = field(default=None, metadata={"help": "Block store folder (default under HF_HOME)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:
+            raise ConfigurationError(f"`result_size` must be a positive integer, got {self.result_size!r}.")
+        if self.strategy not in ("alsatian", "shift", "base"):
+            raise ConfigurationError(f"`strategy` must be 'alsatian', 'shift' or 'base', got {self.strategy!r}.")
+        if self.scorer not in SCORERS:
+            raise ConfigurationError(f"`scorer` must be one of {sorted(SCORERS)}, got {self.scorer!r}.")
+        if isinstance(self.scorer_kwargs, str):
+            try:
+                self.scorer_kwargs = json.loads(self.scorer_kwargs) if self.scorer_kwargs.strip() else {}
+            except ValueError as e:
+                raise ConfigurationError(f"`scorer_kwargs` is not valid JSON: {e}.") from e
+        if not isinstance(self.scorer_kwargs, dict):
+            raise ConfigurationError(f"`scorer_kwargs` must be a dict, got {type(self.scorer_kwargs).__name__}.")
+        if not (0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())):
+            raise ConfigurationError(f"`test_size` must be a fraction in (0, 1) or a whole number of items, got "
+                                     f"{self.test_size!r}.")
+        for name in ("max_test_items", "max_train_items"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigurationError(f"`{name}` must be >= 1 or None, got {value!r}.")
+        if self.batch_size < 1:
+            raise ConfigurationError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+        if self.num_workers < 0:
+            raise ConfigurationError(f"`num_workers` must be >= 0, got {self.num_workers}.")
+        try:
+            self.cache_budget = parse_bytes(self.cache_budget)
+        except ValueError as e:
+            raise ConfigurationError(f"`cache_budget` must be bytes (e.g. 2GB) or 'auto', got {self.cache_budget!r}."
+                                     ) from e
+        if self.cache_budget != "auto" and self.cache_budget <= 0:
+            raise ConfigurationError(f"`cache_budget` must be positive, got {self.cache_budget}. Pass bytes or 'auto'.")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigurationError(f"`image_size` must be >= 8 pixels, got {self.image_size}.")
+        if self.max_length < 2:
+            raise ConfigurationError(f"`max_length` must be >= 2, got {self.max_length}.")
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError as e:
+                raise ConfigurationError(f"`device` {self.device!r} is not a torch device: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,139 @@
+"""`SearchResult`: the ranking, every iteration's scores and survivors, skips, timings, bytes and cache stats."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PHASES = ("prepare_data", "prepare_model", "inference", "proxy_scoring")
+
+
+@dataclass
+class SearchResult:
+    """What a search returns.
+
+    Example:
+        >>> result = searcher.search()  # doctest: +SKIP
+        >>> result.to_pandas()  # doctest: +SKIP
+        >>> result.save("search-output")  # doctest: +SKIP
+    """
+
+    ranking: list[dict[str, Any]]  # [{"rank", "model", "score", "revision"}], best first
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    strategy: str = "alsatian"
+    arguments: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    setup_seconds: float = 0.0  # listing, headers, block fetching and hashing, before the first iteration
+    bytes_fetched: int = 0
+    requests: int = 0
+    store: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+    @property
+    def best(self) -> str | None:
+        return self.ranking[0]["model"] if self.ranking else None
+
+    @property
+    def models(self) -> list[str]:
+        return [r["model"] for r in self.ranking]
+
+    def phase_seconds(self) -> dict[str, float]:
+        return {p: sum(it["seconds"][p] for it in self.iterations) for p in PHASES}
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.ranking).set_index("rank")
+
+    def iterations_frame(self):
+        import pandas as pd
+
+        rows = []
+        for it in self.iterations:
+            for model, score in it["scores"].items():
+                rows.append({"iteration": it["iteration"], "model": model, "score": score,
+                             "survived": model in it["survivors"]})
+        return pd.DataFrame(rows)
+
+    def plot(self, path: str | Path | None = None):
+        """Scores and survivors per iteration, and the time breakdown per iteration; saved as PNG if `path`."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for it in self.iterations:
+            for model, score in it["scores"].items():
+                kept = model in it["survivors"]
+                ax1.scatter(it["iteration"], score, c="tab:green" if kept else "tab:gray", s=18 if kept else 10)
+        for r in self.ranking:
+            xs = [it["iteration"] for it in self.iterations if r["model"] in it["scores"]]
+            ys = [it["scores"][r["model"]] for it in self.iterations if r["model"] in it["scores"]]
+            ax1.plot(xs, ys, label=r["model"])
+        ax1.set_xlabel("iteration")
+        ax1.set_ylabel("proxy score")
+        ax1.set_title("scores (green: survived)")
+        if self.ranking:
+            ax1.legend(fontsize=7)
+        bottom = [0.0] * len(self.iterations)
+        xs = [it["iteration"] for it in self.iterations]
+        for phase in PHASES:
+            vals = [it["seconds"][phase] for it in self.iterations]
+            ax2.bar(xs, vals, bottom=bottom, label=phase)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        for x, it in zip(xs, self.iterations):
+            ax2.annotate(f"{len(it['candidates'])}→{len(it['survivors'])}", (x, bottom[xs.index(x)]), ha="center",
+                         va="bottom", fontsize=8)
+        ax2.set_xlabel("iteration")
+        ax2.set_ylabel("seconds")
+        ax2.set_title(f"time by phase ({self.strategy})")
+        ax2.legend(fontsize=7)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+        return fig
+
+    def summary(self) -> str:
+        lines = [f"# Model search ({self.strategy})", "",
+                 f"{len(self.ranking)} model(s) returned; {self.seconds:.1f}s in total "
+                 f"({self.setup_seconds:.1f}s setup) on {self.device}.", "",
+                 "| rank | model | score |", "|---:|---|---:|"]
+        lines += [f"| {r['rank']} | {r['model']} | {r['score']:.4f} |" for r in self.ranking]
+        lines += ["", "## Iterations", "", "| iteration | candidates | survivors | new items | block executions | "
+                  "chunks | cache peak (bytes) | seconds |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for it in self.iterations:
+            lines.append(f"| {it['iteration']} | {len(it['candidates'])} | {len(it['survivors'])} | {it['new_items']} "
+                         f"| {it['block_executions']} | {it['chunks']} | {it['cache_peak']} | "
+                         f"{sum(it['seconds'].values()):.2f} |")
+        phases = self.phase_seconds()
+        lines += ["", "## Time by phase", ""] + [f"- {p}: {s:.2f}s" for p, s in phases.items()]
+        lines += ["", f"Bytes fetched: {self.bytes_fetched} in {self.requests} requests."]
+        if self.store:
+            lines.append(f"Block store: {self.store.get('blocks')} blocks, {self.store.get('bytes')} bytes, dedup "
+                         f"ratio {self.store.get('dedup_ratio', 1.0):.2f}.")
+        if self.skipped:
+            lines += ["", "## Skipped candidates", ""] + [f"- {m}: {r}" for m, r in self.skipped.items()]
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory: str | Path) -> Path:
+        """Writes `result.json`, `result.png` and `summary.md` into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "result.json").write_text(json.dumps(asdict(self), indent=2, default=str))
+        (directory / "summary.md").write_text(self.summary())
+        fig = self.plot(directory / "result.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SearchResult":
+        data = json.loads((Path(directory) / "result.json").read_text())
+        return cls(**data)

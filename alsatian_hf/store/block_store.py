@@ -1,0 +1,233 @@
+"""A content-addressed store of blocks on disk, shared safely between processes.
+
+- Each unique block is one safetensors file `blocks/<h[:2]>/<h>.safetensors`, keyed by its content hash and
+  written atomically (temp file, fsync, rename). Reading re-hashes the bytes, so corruption is caught.
+- An SQLite index maps (repo, commit, block index) to the content hash, remembers checkpoint layouts (so a
+  repeat search sends no request at all and works with HF_HUB_OFFLINE=1) and maps checkpoint LFS sha256s to
+  block hashes (identical files need no fetch).
+- File locks make two processes that fill one store agree: a block is written once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import struct
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from filelock import FileLock
+
+from ..errors import BlockIntegrityError
+from .identity import content_hash
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (hash TEXT PRIMARY KEY, nbytes INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS model_blocks (repo TEXT NOT NULL, revision TEXT NOT NULL, block INTEGER NOT NULL,
+    family TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (repo, revision, family, block));
+CREATE TABLE IF NOT EXISTS layouts (repo TEXT NOT NULL, revision TEXT NOT NULL, layout TEXT NOT NULL,
+    PRIMARY KEY (repo, revision));
+CREATE TABLE IF NOT EXISTS file_blocks (files_sha TEXT NOT NULL, family TEXT NOT NULL, block INTEGER NOT NULL,
+    hash TEXT NOT NULL, PRIMARY KEY (files_sha, family, block));
+"""
+
+Tensors = list[tuple[str, str, tuple[int, ...], bytes]]  # (relative name, dtype tag, shape, raw bytes)
+
+
+def default_store_dir() -> Path:
+    """`$ALSATIAN_STORE`, else `$HF_HOME/alsatian/blocks` (HF_HOME as huggingface_hub resolves it)."""
+    if os.environ.get("ALSATIAN_STORE"):
+        return Path(os.environ["ALSATIAN_STORE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "alsatian" / "store"
+
+
+def encode_safetensors(tensors: Tensors) -> bytes:
+    header, offset, chunks = {}, 0, []
+    for name, dtype, shape, data in sorted(tensors, key=lambda t: t[0]):
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        chunks.append(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # 8-byte alignment, as safetensors writes it
+    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+
+
+def decode_safetensors(blob: bytes) -> Tensors:
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8: 8 + n])
+    base = 8 + n
+    return [(name, m["dtype"], tuple(m["shape"]), blob[base + m["data_offsets"][0]: base + m["data_offsets"][1]])
+            for name, m in header.items() if name != "__metadata__"]
+
+
+@dataclass
+class StoreInfo:
+    path: str
+    blocks: int
+    bytes: int  # physical bytes of block files
+    logical_bytes: int  # bytes of all indexed (repo, revision, block) entries
+    models: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.bytes if self.bytes else 1.0
+
+
+class BlockStore:
+    """Example:
+        >>> store = BlockStore("/tmp/store")  # doctest: +SKIP
+        >>> h = store.put([("weight", "F32", (2,), b"\\0" * 8)])  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_store_dir()
+        (self.root / "blocks").mkdir(parents=True, exist_ok=True)
+        self._lock_dir = self.root / "locks"
+        self._lock_dir.mkdir(exist_ok=True)
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    @contextmanager
+    def _db(self):
+        db = sqlite3.connect(self.root / "index.sqlite", timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+            db.commit()
+        finally:
+            db.close()
+
+    def path(self, block_hash: str) -> Path:
+        return self.root / "blocks" / block_hash[:2] / f"{block_hash}.safetensors"
+
+    def lock(self, name: str) -> FileLock:
+        return FileLock(str(self._lock_dir / f"{name[:64]}.lock"), timeout=600)
+
+    # -- blocks --------------------------------------------------------------------------------------------
+    def has(self, block_hash: str) -> bool:
+        return self.path(block_hash).is_file()
+
+    def put(self, tensors: Tensors, expected_hash: str | None = None) -> str:
+        """Store a block once; returns its content hash.
+
+        Raises:
+            BlockIntegrityError: when the bytes do not hash to `expected_hash`.
+        """
+        block_hash = content_hash(tensors)
+        if expected_hash is not None and block_hash != expected_hash:
+            raise BlockIntegrityError(f"block bytes hash to {block_hash[:12]}, expected {expected_hash[:12]}.")
+        target = self.path(block_hash)
+        with self.lock(block_hash):
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                blob = encode_safetensors(tensors)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(blob)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, target)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+                with self._db() as db:
+                    db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (block_hash, len(blob), time.time()))
+        return block_hash
+
+    def get(self, block_hash: str):
+        """The block's tensors (block-relative names), memory-mapped, after re-verifying the content hash.
+
+        Raises:
+            BlockIntegrityError: when the file is missing or its bytes no longer match the hash.
+        """
+        from safetensors.torch import load_file
+
+        path = self.path(block_hash)
+        if not path.is_file():
+            raise BlockIntegrityError(f"block {block_hash[:12]} is not in the store at {self.root}.")
+        if content_hash(decode_safetensors(path.read_bytes())) != block_hash:
+            raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run `alsatian-hf store gc`.")
+        return load_file(str(path))
+
+    # -- index ---------------------------------------------------------------------------------------------
+    def index_model(self, repo: str, revision: str, family: str, hashes: dict[int, str]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO model_blocks VALUES (?, ?, ?, ?, ?)",
+                           [(repo, revision, i, family, h) for i, h in hashes.items()])
+
+    def model_hashes(self, repo: str, revision: str, family: str) -> dict[int, str]:
+        with self._db() as db:
+            rows = db.execute("SELECT block, hash FROM model_blocks WHERE repo=? AND revision=? AND family=?",
+                              (repo, revision, family)).fetchall()
+        return {i: h for i, h in rows if self.has(h)}
+
+    def index_files(self, files_sha: str, family: str, hashes: dict[int, str]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO file_blocks VALUES (?, ?, ?, ?)",
+                           [(files_sha, family, i, h) for i, h in hashes.items()])
+
+    def files_hashes(self, files_sha: str, family: str) -> dict[int, str]:
+        with self._db() as db:
+            rows = db.execute("SELECT block, hash FROM file_blocks WHERE files_sha=? AND family=?",
+                              (files_sha, family)).fetchall()
+        return {i: h for i, h in rows if self.has(h)}
+
+    def save_layout(self, repo: str, revision: str, layout_json: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO layouts VALUES (?, ?, ?)", (repo, revision, layout_json))
+
+    def load_layout(self, repo: str, revision: str) -> str | None:
+        with self._db() as db:
+            row = db.execute("SELECT layout FROM layouts WHERE repo=? AND revision=?", (repo, revision)).fetchone()
+        return row[0] if row else None
+
+    # -- maintenance ---------------------------------------------------------------------------------------
+    def block_files(self) -> Iterable[Path]:
+        return (p for p in (self.root / "blocks").glob("*/*.safetensors") if not p.name.startswith("."))
+
+    def info(self) -> StoreInfo:
+        files = {p.stem: p.stat().st_size for p in self.block_files()}
+        with self._db() as db:
+            refs = db.execute("SELECT hash FROM model_blocks").fetchall()
+            models = db.execute("SELECT COUNT(DISTINCT repo || '@' || revision) FROM model_blocks").fetchone()[0]
+        logical = sum(files.get(h, 0) for (h,) in refs)
+        return StoreInfo(str(self.root), len(files), sum(files.values()), logical, models)
+
+    def gc(self, *, verify: bool = False) -> dict[str, int]:
+        """Remove temp files, blocks no index entry references, index rows whose block is gone, and (with
+        `verify`) corrupt blocks."""
+        removed = {"temp_files": 0, "unreferenced": 0, "corrupt": 0, "stale_rows": 0}
+        for tmp in (self.root / "blocks").glob("*/.tmp-*"):
+            if time.time() - tmp.stat().st_mtime > 60:
+                tmp.unlink(missing_ok=True)
+                removed["temp_files"] += 1
+        with self._db() as db:
+            referenced = {h for (h,) in db.execute("SELECT hash FROM model_blocks UNION SELECT hash FROM file_blocks")}
+        for path in list(self.block_files()):
+            h = path.stem
+            if h not in referenced:
+                with self.lock(h):
+                    path.unlink(missing_ok=True)
+                removed["unreferenced"] += 1
+            elif verify and content_hash(decode_safetensors(path.read_bytes())) != h:
+                path.unlink(missing_ok=True)
+                removed["corrupt"] += 1
+        present = {p.stem for p in self.block_files()}
+        with self._db() as db:
+            for table in ("model_blocks", "file_blocks"):
+                rows = db.execute(f"SELECT rowid, hash FROM {table}").fetchall()
+                stale = [(r,) for r, h in rows if h not in present]
+                db.executemany(f"DELETE FROM {table} WHERE rowid=?", stale)
+                removed["stale_rows"] += len(stale)
+            db.execute("DELETE FROM blocks WHERE hash NOT IN (%s)" % ",".join("?" * len(present)) if present
+                       else "DELETE FROM blocks", tuple(present))
+        return removed

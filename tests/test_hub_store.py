@@ -1,0 +1,206 @@
+"""Blocks straight from Hub safetensors: bytes fetched, nothing extra, repeat searches, faults, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alsatian_hf.errors import BlockFetchError
+from alsatian_hf.hub import RangeReader, list_candidates, merge_ranges, open_hub
+from alsatian_hf.search import ModelSearcher, SearchArguments
+from alsatian_hf.store.block_store import BlockStore, decode_safetensors
+from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
+from alsatian_hf.zoo.data import digits
+
+
+@pytest.fixture(scope="module")
+def fetch_zoo(hub_root):
+    """35 `test_resnet` models, top_layers (a benchmark-shaped zoo with tiny blocks)."""
+    return build_zoo(ZooSpec("fetch", TimmSource("test_resnet", model_args={"num_classes": 10}), num_models=35,
+                             distribution="top_layers", seed=5), hub_root)
+
+
+@pytest.fixture(scope="module")
+def small_ds():
+    return digits(num_items=60, seed=0)
+
+
+def _args(tmp_path, **kw):
+    return SearchArguments(result_size=2, image_size=32, scorer="knn", store_dir=str(tmp_path / "store"),
+                           batch_size=32, **kw)
+
+
+def _header(path: Path) -> tuple[int, dict]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return n, json.loads(f.read(n))
+
+
+def _head_ranges(path: Path) -> list[tuple[int, int]]:
+    n, header = _header(path)
+    return [(8 + n + m["data_offsets"][0], 8 + n + m["data_offsets"][1]) for k, m in header.items()
+            if k.startswith("fc.")]
+
+
+def _fe_bytes(path: Path) -> int:
+    n, header = _header(path)
+    return sum(m["data_offsets"][1] - m["data_offsets"][0] for k, m in header.items()
+               if k != "__metadata__" and not k.startswith("fc."))
+
+
+def _weight_requests(hub):
+    return [r for r in hub.requests(kind="resolve") if r.path.endswith(".safetensors")]
+
+
+@pytest.mark.slow
+def test_bytes_fetched_store_size_and_nothing_extra(hub, hub_root, fetch_zoo, small_ds, tmp_path):
+    result = ModelSearcher.from_hub(author="fetch", train_dataset=small_ds, args=_args(tmp_path)).search()
+    assert not result.skipped and len(result.ranking) == 2
+    weights = _weight_requests(hub)
+    fe_total = sum(_fe_bytes(hub_root / r / "model.safetensors") for r in fetch_zoo.repo_ids)
+    header_bytes = sum(r.bytes_sent for r in weights if r.range.startswith(("bytes=0-7", "bytes=8-")))
+    assert header_bytes == sum(8 + _header(hub_root / r / "model.safetensors")[0] for r in fetch_zoo.repo_ids)
+    fetched = sum(r.bytes_sent for r in weights)
+    assert fetched <= 1.05 * fe_total + header_bytes
+    assert result.bytes_fetched == fetched
+    # nothing extra: every weight request is a 206 byte range, and none touches a head tensor
+    for r in weights:
+        assert r.range and r.status == 206, r
+        repo = "/".join(r.path.strip("/").split("/")[:2])
+        start, end = map(int, r.range.removeprefix("bytes=").split("-"))
+        for hs, he in _head_ranges(hub_root / repo / "model.safetensors"):
+            assert end < hs or start >= he, f"head bytes requested from {repo}"
+    # the store keeps each unique block once
+    store = BlockStore(tmp_path / "store")
+    info = store.info()
+    unique_bytes = sum(len(b) for p in store.block_files() for _, _, _, b in decode_safetensors(p.read_bytes()))
+    assert info.bytes <= 1.05 * unique_bytes + 4096 * info.blocks  # safetensors headers per block file
+    assert info.blocks == fetch_zoo.unique_blocks  # the weightless read-out needs no file
+    assert info.logical_bytes > info.bytes and info.dedup_ratio == info.logical_bytes / info.bytes
+
+
+def test_repeat_search_fetches_nothing_and_runs_offline(hub, tiny_zoo, small_ds, tmp_path):
+    first = ModelSearcher(tiny_zoo.repo_ids, small_ds, _args(tmp_path)).search()
+    hub.clear_log()
+    second = ModelSearcher(tiny_zoo.repo_ids, small_ds, _args(tmp_path)).search()
+    assert second.models == first.models
+    assert second.bytes_fetched == 0
+    assert sum(r.bytes_sent for r in _weight_requests(hub)) == 0
+    pinned = [f"{r['model']}@{r['revision']}" for r in first.ranking]
+    script = f"""
+import os, json
+from alsatian_hf.search import ModelSearcher, SearchArguments
+from alsatian_hf.zoo.data import digits
+res = ModelSearcher({pinned!r}, digits(num_items=60, seed=0),
+                    SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir={str(tmp_path / 'store')!r})).search()
+print(json.dumps([res.models, res.bytes_fetched, res.skipped]))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    models, fetched, skipped = json.loads(out.stdout.strip().splitlines()[-1])
+    assert fetched == 0 and not skipped and models[0] in first.models
+
+
+def test_server_ignoring_range_is_a_clear_error_unless_allowed(hub, tiny_zoo, tmp_path, caplog):
+    repo = tiny_zoo.repo_ids[0]
+    hub.faults.ignore_range = True
+    store = BlockStore(tmp_path / "s1")
+    with pytest.raises(BlockFetchError, match="allow_full_download"):
+        open_hub(repo, None, store=store, reader=RangeReader())
+    reader = RangeReader(allow_full_download=True)
+    opened = open_hub(repo, None, store=store, reader=reader)
+    assert reader.stats.full_downloads == 1 and "ignores Range" in caplog.text
+    assert "fc.weight" in opened.source.keys()
+
+
+def test_truncated_bodies_and_500s_are_retried_and_never_stored(hub, tiny_zoo, small_ds, tmp_path):
+    hub.faults.truncate = 10
+    with pytest.raises(Exception):
+        ModelSearcher(tiny_zoo.repo_ids[:2], small_ds, _args(tmp_path)).search()
+    store = BlockStore(tmp_path / "store")
+    assert store.info().blocks == 0  # nothing half-written entered the store
+    assert store.gc(verify=True)["corrupt"] == 0
+    hub.faults.reset()
+    hub.faults.fail_every = 3  # every third resolve request fails once: retries get through
+    result = ModelSearcher(tiny_zoo.repo_ids[:3], small_ds, _args(tmp_path)).search()
+    assert not result.skipped and len(result.ranking) == 2
+    for path in store.block_files():  # every stored block matches its hash
+        store.get(path.stem)
+
+
+def test_merge_ranges_merges_touching_spans():
+    assert merge_ranges([(10, 20), (0, 10), (30, 40), (35, 50)]) == [(0, 20), (30, 50)]
+
+
+def test_two_processes_fill_one_store(hub, tiny_zoo, tmp_path):
+    script = f"""
+from alsatian_hf.hub import RangeReader, open_hub
+from alsatian_hf.adapters.skeleton import build_model
+from alsatian_hf.adapters import split_model
+from alsatian_hf.store.block_store import BlockStore
+store = BlockStore({str(tmp_path / 'shared')!r})
+for repo in {tiny_zoo.repo_ids!r}:
+    opened = open_hub(repo, None, store=store, reader=RangeReader())
+    split = split_model(build_model(opened.folder), checkpoint_keys=opened.source.keys())
+    for i in range(len(split.blocks)):
+        opened.source.block_hash(split, i)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    store = BlockStore(tmp_path / "shared")
+    files = list(store.block_files())
+    assert len(files) == len({f.stem for f in files}) == tiny_zoo.unique_blocks
+    for f in files:
+        store.get(f.stem)
+    assert not list((tmp_path / "shared" / "blocks").glob("*/.tmp-*"))
+
+
+def test_listing_follows_the_base_model_tree(hub, fetch_zoo):
+    found = {c.repo_id for c in list_candidates(base_model="fetch/model-base")}
+    assert found == set(fetch_zoo.repo_ids[1:])
+    assert all(c.revision and len(c.revision) == 40 for c in list_candidates(author="fetch", limit=3))
+
+
+def test_max_params_filters_without_downloading(hub, fetch_zoo, tiny_bert_repo):
+    every = list(list_candidates(author="fetch"))
+    n = every[0].num_parameters
+    assert n and all(c.num_parameters == n for c in every)
+    hub.clear_log()
+    assert list(list_candidates(author="fetch", max_params=n - 1)) == []
+    assert len(list(list_candidates(author="fetch", max_params=n))) == 35
+    assert hub.requests(kind="resolve") == []
+
+
+def test_repo_without_safetensors_is_skipped_with_reason(hub, hub_root, tiny_zoo, small_ds, tmp_path):
+    folder = hub_root / "binonly" / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text((hub_root / tiny_zoo.repo_ids[0] / "config.json").read_text())
+    (folder / "pytorch_model.bin").write_bytes(b"not a pickle we would ever open")
+    listed = list(list_candidates(author="binonly"))
+    assert listed[0].skip_reason and "safetensors" in listed[0].skip_reason
+    result = ModelSearcher([*listed, tiny_zoo.repo_ids[0], "binonly/missing"], small_ds, _args(tmp_path)).search()
+    assert "safetensors" in result.skipped["binonly/model"]
+    assert "binonly/missing" in result.skipped
+    assert result.models == [tiny_zoo.repo_ids[0]]
+
+
+def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
+    ModelSearcher(tiny_zoo.repo_ids[:2], small_ds, _args(tmp_path)).search()
+    env = {**os.environ, "ALSATIAN_STORE": str(tmp_path / "store")}
+    out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", "store", "info"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "blocks" in out and "dedup ratio" in out
+    stray = BlockStore(tmp_path / "store").put([("w", "F32", (1,), b"\0\0\0\0")])
+    out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", "store", "gc"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "unreferenced: 1" in out
+    assert not BlockStore(tmp_path / "store").has(stray)
