@@ -1,5 +1,6 @@
 """The `alsatian-hf` command line.
 
+    alsatian-hf search (--author ORG | --base-model ID | --models A,B) --dataset PATH_OR_REPO [--result-size 3] ...
     alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000]
     alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
     alsatian-hf store {info,gc} [--store-dir DIR]
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 
 
 def _serve_hub(args: argparse.Namespace) -> int:
@@ -54,9 +56,73 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class SearchCliArguments:
+    """What to search and on which data; the rest of `alsatian-hf search`'s options come from SearchArguments."""
+
+    dataset: str = field(metadata={"help": "A `save_to_disk` folder, an imagefolder, or a dataset repo on the Hub."})
+    author: str | None = field(default=None, metadata={"help": "Search this organisation's models."})
+    filter: str | None = field(default=None, metadata={"help": "Hub tag filter(s), comma separated."})
+    search: str | None = field(default=None, metadata={"help": "Substring of the model ids."})
+    base_model: str | None = field(default=None, metadata={"help": "All fine-tunes of this model (lineage tags)."})
+    max_params: int | None = field(default=None, metadata={"help": "Keep models with at most this many parameters."})
+    limit: int | None = field(default=None, metadata={"help": "At most this many candidates."})
+    models: str | None = field(default=None, metadata={"help": "Comma-separated repo ids or folders instead of a query."})
+    split: str = field(default="train", metadata={"help": "Dataset split."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (auto-detected by default)."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (auto-detected by default)."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column (auto-detected by default)."})
+    max_items: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many items."})
+
+
+def load_target_dataset(path_or_repo: str, split: str = "train"):
+    """A `save_to_disk` folder, an imagefolder (class sub-folders), or a dataset repo on the configured Hub."""
+    from pathlib import Path
+
+    import datasets
+
+    path = Path(path_or_repo)
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json"
+                                                                                          ).is_file():
+            ds = datasets.load_from_disk(str(path))
+            return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
+    return datasets.load_dataset(path_or_repo, split=split)
+
+
+def _search(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .search import ModelSearcher, SearchArguments
+
+    parser = HfArgumentParser((SearchCliArguments, SearchArguments), prog="alsatian-hf search",
+                              description="Rank candidate models for a labelled dataset (successive halving).")
+    cli, args = parser.parse_args_into_dataclasses(argv)
+    ds = load_target_dataset(cli.dataset, cli.split)
+    if cli.max_items is not None and cli.max_items < len(ds):
+        ds = ds.shuffle(seed=args.seed).select(range(cli.max_items))
+    columns = dict(image_column=cli.image_column, text_column=cli.text_column, label_column=cli.label_column)
+    if cli.models:
+        searcher = ModelSearcher([m.strip() for m in cli.models.split(",") if m.strip()], ds, args, **columns)
+    else:
+        filters = [f.strip() for f in cli.filter.split(",")] if cli.filter else None
+        searcher = ModelSearcher.from_hub(author=cli.author, filter=filters, search=cli.search,
+                                          base_model=cli.base_model, max_params=cli.max_params, limit=cli.limit,
+                                          train_dataset=ds, args=args, **columns)
+    result = searcher.search()
+    print(result.to_pandas().to_string())
+    for model, reason in result.skipped.items():
+        print(f"skipped {model}: {reason}")
+    if args.output_dir:
+        print(f"report written to {args.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alsatian-hf", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("search", help="Rank candidate models for a dataset (`alsatian-hf search --help`).")
 
     p = sub.add_parser("serve-hub", help="Serve a folder of repos as a Hub-compatible endpoint.")
     p.add_argument("root", help="Folder with <org>/<name> model repos and datasets/<org>/<name> dataset repos.")
@@ -85,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["search"]:  # generated from SearchArguments by HfArgumentParser
+        return _search(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
