@@ -46,7 +46,12 @@ def _locate(model: nn.Module, key: str) -> tuple[nn.Module, str]:
 
 
 def load_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]) -> None:
-    """Assign `tensors` (checkpoint keys) into the skeleton, without copying them."""
+    """Assign `tensors` (checkpoint keys) into the skeleton, without copying them.
+
+    Non-persistent buffers of the block's modules (never in a checkpoint) follow the tensors' device.
+    """
+    device = next(iter(tensors.values())).device if tensors else None
+    owners = set()
     for key in block.keys:
         module, attr = _locate(split.model, block.model_key(key))
         t = tensors[key]
@@ -54,6 +59,12 @@ def load_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
             module._parameters[attr] = nn.Parameter(t, requires_grad=False)
         else:
             module._buffers[attr] = t
+        owners.add(module)
+    for owner in owners:
+        for sub in owner.modules():
+            for name in sub._non_persistent_buffers_set:
+                if sub._buffers.get(name) is not None and sub._buffers[name].device != device:
+                    sub._buffers[name] = sub._buffers[name].to(device)
 
 
 def unload_block(split: SplitModel, block: Block) -> None:

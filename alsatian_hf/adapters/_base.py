@@ -59,6 +59,7 @@ class SplitModel:
     family: str
     adapter: "Adapter | None" = None
     head_model_keys: dict[str, str] = field(default_factory=dict)
+    ignored_keys: tuple[str, ...] = ()  # checkpoint keys the model does not load (e.g. legacy `position_ids`)
 
     def model_key(self, checkpoint_key: str) -> str:
         for block in self.blocks:
@@ -151,7 +152,7 @@ def check_coverage(split: SplitModel, checkpoint_keys: Iterable[str]) -> None:
         if key in seen:
             double.append(key)
         seen[key] = "head"
-    wanted = set(checkpoint_keys)
+    wanted = set(checkpoint_keys) - set(split.ignored_keys)
     missing = sorted(wanted - set(seen))
     extra = sorted(set(seen) - wanted)
     if missing or extra or double:

@@ -24,13 +24,17 @@ def library_of(config: dict) -> str:
 def build_model(config_dir: str | Path, *, device: str | torch.device = "meta") -> nn.Module:
     """The model described by `config_dir/config.json`, in eval mode, without loading any weights.
 
-    On "meta" nothing is allocated; on "cpu" the weights are the library's random initialisation (used to
-    probe output shapes with one real item).
+    On "meta" no weight is allocated: accelerate's `init_empty_weights` keeps buffers real, because
+    non-persistent ones (BERT's `position_ids`, Swin's `relative_position_index`) never come from a checkpoint.
+    On "cpu" the weights are the library's random initialisation (used to probe shapes with one real item).
     """
+    from accelerate import init_empty_weights
+
     config_dir = Path(config_dir)
     config = json.loads((config_dir / "config.json").read_text())
     library = library_of(config)
-    with torch.device(device):
+    context = init_empty_weights() if str(device) == "meta" else torch.device(device)
+    with context:
         if library == "timm":
             import timm
             from timm.models._hub import load_model_config_from_path

@@ -98,7 +98,9 @@ class TransformersAdapter(Adapter):
             blocks.append(Block(name=name, keys=keys, step=step, prefix=_common_prefix(keys),
                                 model_keys={key_map[k]: k for k in model_keys if k in key_map}))
         head = {v: k for k, v in key_map.items() if k not in owned}
-        return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=self.family, head_model_keys=head)
+        ignored = tuple(k for k in checkpoint_keys or () if k not in set(key_map.values()))
+        return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=self.family, head_model_keys=head,
+                          ignored_keys=ignored)
 
 
 def _bidirectional_mask(config, hidden: torch.Tensor, mask2d: torch.Tensor):

@@ -77,6 +77,9 @@ class SearchArguments:
                 raise ConfigurationError(f"`scorer_kwargs` is not valid JSON: {e}.") from e
         if not isinstance(self.scorer_kwargs, dict):
             raise ConfigurationError(f"`scorer_kwargs` must be a dict, got {type(self.scorer_kwargs).__name__}.")
+        from ..scoring import get_scorer
+
+        get_scorer(self.scorer, **self.scorer_kwargs)  # raises ConfigurationError naming `scorer_kwargs`
         if not (0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())):
             raise ConfigurationError(f"`test_size` must be a fraction in (0, 1) or a whole number of items, got "
                                      f"{self.test_size!r}.")

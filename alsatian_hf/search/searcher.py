@@ -121,6 +121,8 @@ class ModelSearcher:
 
     def _processor(self, library: str, skeleton, folder: Path) -> Processor:
         if library == "timm":
+            if self.columns.kind == "text":
+                raise CandidateSkipped(str(folder), "an image model (timm), but the dataset is text.")
             return timm_processor(skeleton, self.args.image_size)
         has_text = any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
         if (folder / "preprocessor_config.json").is_file() or not has_text:
@@ -195,8 +197,12 @@ class ModelSearcher:
             except CandidateSkipped as e:
                 self._skip(model_id, e.reason)
                 continue
-            except (AlsatianError, NoSafetensorsError, HfHubHTTPError, OSError, ValueError, KeyError) as e:
+            except (AlsatianError, NoSafetensorsError, HfHubHTTPError, OSError) as e:
                 self._skip(model_id, f"{type(e).__name__}: {e}")
+                continue
+            except Exception as e:  # anything else this one candidate raises must not end the search
+                logger.debug("candidate %s failed during set-up", model_id, exc_info=True)
+                self._skip(model_id, f"could not be prepared: {type(e).__name__}: {e}")
                 continue
             finally:
                 fetch_bar.update(stats.bytes - before)
