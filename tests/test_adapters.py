@@ -217,3 +217,31 @@ def test_serialisable_state_between_blocks_is_tensors_only():
     assert all(isinstance(t, torch.Tensor) for t in state)
     buf = io.BytesIO(save({str(i): t.contiguous() for i, t in enumerate(state)}))
     assert len(buf.getvalue()) > 0
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: T.BeitModel(T.BeitConfig(**_VIT)),
+    lambda: T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(**_VIT)),
+], ids=["beit", "dinov2-registers"])
+def test_discovery_for_unregistered_vision_models(factory, tmp_path):
+    from alsatian_hf.adapters.discovery import reference_features
+
+    torch.manual_seed(0)
+    model = factory().eval()
+    model.save_pretrained(tmp_path)
+    keys = LocalSafetensors(tmp_path).keys()
+    split = split_model(model, checkpoint_keys=keys)
+    assert split.family.startswith("discovered:")
+    check_coverage(split, keys)
+    x = _pixels()["pixel_values"]
+    with torch.no_grad():
+        _check_equivalence(model, split, (x,), reference_features(model, x))
+
+
+def test_discovery_refuses_what_it_cannot_reproduce():
+    swin2 = T.Swinv2Model(T.Swinv2Config(**_SWIN)).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="Swinv2Model.*register_adapter"):
+        split_model(swin2)
+    electra = T.ElectraModel(T.ElectraConfig(**_BERT)).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="text models"):
+        split_model(electra)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from . import timm_family, transformers_family  # noqa: F401  (they register their adapters)
+from ..errors import UnsupportedArchitectureError
 from ._base import (
     Adapter,
     Block,
@@ -33,10 +34,34 @@ def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint
     model_type = getattr(cfg, "model_type", None) if cfg is not None and not isinstance(cfg, dict) else None
     if architecture is None:
         architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-    adapter = find_adapter(model_type, architecture, f"timm:{type(model).__name__}",
-                           model_class=type(model).__name__)
+    try:
+        adapter = find_adapter(model_type, architecture, f"timm:{type(model).__name__}",
+                               model_class=type(model).__name__)
+    except UnsupportedArchitectureError:
+        return _discovered(model, checkpoint_keys)
     split = adapter.split(model, checkpoint_keys)
     split.adapter = adapter
+    return split
+
+
+def _discovered(model: nn.Module, checkpoint_keys) -> SplitModel:
+    """Discovery (adapters/discovery.py) for unregistered vision models, validated on a random input."""
+    from .discovery import discover, validate
+
+    split = discover(model, family=f"discovered:{type(model).__name__}")
+    validate(model, split)
+    if getattr(model, "config", None) is not None and not isinstance(model.config, dict):
+        from .transformers_family import checkpoint_key_map
+
+        key_map = checkpoint_key_map(model, checkpoint_keys)
+        for block in split.blocks:
+            block.model_keys = {key_map[k]: k for k in block.keys if k in key_map}
+            block.keys = tuple(key_map[k] for k in block.keys if k in key_map)
+            block.prefix = ""
+        split.head_model_keys = {key_map[k]: k for k in split.head_keys if k in key_map}
+        split.head_keys = tuple(split.head_model_keys)
+        split.ignored_keys = tuple(k for k in checkpoint_keys or () if k not in set(key_map.values()))
+    split.adapter = Adapter()
     return split
 
 

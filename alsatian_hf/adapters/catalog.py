@@ -1,0 +1,94 @@
+"""The supported families, their block-list rule and block counts for a standard config.
+
+`docs/architectures.md` shows this table; a test recomputes every count from real (meta-device) models,
+so the documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    library: str
+    family: str
+    standard: str  # the config the count is for
+    rule: str
+    build: Callable[[], nn.Module]
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def build():
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return build
+
+
+def _hf(config: str, cls: str) -> Callable[[], nn.Module]:
+    def build():
+        import transformers
+
+        return getattr(transformers, cls)(getattr(transformers, config)())
+
+    return build
+
+
+ROWS = [
+    FamilyRow("timm", "resnet / resnext", "resnet18", "stem → every residual block of layer1-4 → global pool",
+              _timm("resnet18")),
+    FamilyRow("timm", "resnet / resnext", "resnet50", "same", _timm("resnet50")),
+    FamilyRow("timm", "efficientnet / efficientnet_lite", "tf_efficientnet_lite0",
+              "stem → every block of every stage → conv_head+bn2 → global pool", _timm("tf_efficientnet_lite0")),
+    FamilyRow("timm", "vit / deit", "vit_base_patch16_224", "patch embed+tokens → every block → norm+pool",
+              _timm("vit_base_patch16_224")),
+    FamilyRow("timm", "vit / deit", "deit_small_patch16_224", "same", _timm("deit_small_patch16_224")),
+    FamilyRow("timm", "convnext", "convnext_tiny", "stem → per stage: downsample, every block → norm+pool",
+              _timm("convnext_tiny")),
+    FamilyRow("timm", "swin", "swin_tiny_patch4_window7_224", "patch embed → per stage: merging, every block → "
+              "norm+pool", _timm("swin_tiny_patch4_window7_224")),
+    FamilyRow("transformers", "BERT", "BertConfig()", "embeddings → every layer → pooler",
+              _hf("BertConfig", "BertForSequenceClassification")),
+    FamilyRow("transformers", "RoBERTa", "RobertaConfig()", "embeddings → every layer → [CLS] state",
+              _hf("RobertaConfig", "RobertaForSequenceClassification")),
+    FamilyRow("transformers", "DistilBERT", "DistilBertConfig()", "embeddings → every layer → [CLS] state",
+              _hf("DistilBertConfig", "DistilBertForSequenceClassification")),
+    FamilyRow("transformers", "ViT", "ViTConfig()", "embeddings → every layer → layernorm+[CLS]",
+              _hf("ViTConfig", "ViTForImageClassification")),
+    FamilyRow("transformers", "DeiT", "DeiTConfig()", "embeddings → every layer → layernorm+[CLS]",
+              _hf("DeiTConfig", "DeiTForImageClassification")),
+    FamilyRow("transformers", "DINOv2", "Dinov2Config()", "embeddings → every layer → layernorm+[CLS]++mean",
+              _hf("Dinov2Config", "Dinov2ForImageClassification")),
+    FamilyRow("transformers", "ResNet", "ResNetConfig()", "embedder → every layer of every stage → pool",
+              _hf("ResNetConfig", "ResNetForImageClassification")),
+    FamilyRow("transformers", "ConvNeXt", "ConvNextConfig()", "embeddings → per stage: downsample, every layer → "
+              "pool+layernorm", _hf("ConvNextConfig", "ConvNextForImageClassification")),
+    FamilyRow("transformers", "Swin", "SwinConfig()", "embeddings → per stage: every block, merging → "
+              "layernorm+pool", _hf("SwinConfig", "SwinForImageClassification")),
+]
+
+
+def block_count(row: FamilyRow) -> int:
+    from accelerate import init_empty_weights
+
+    from . import split_model
+
+    with init_empty_weights():
+        model = row.build()
+    return len(split_model(model).blocks)
+
+
+def markdown_table() -> str:
+    lines = ["| library | family | standard config | blocks | block list rule |", "|---|---|---|---:|---|"]
+    for row in ROWS:
+        lines.append(f"| {row.library} | {row.family} | `{row.standard}` | {block_count(row)} | {row.rule} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,159 @@
+"""Block discovery for vision models no adapter is registered for.
+
+Rule: the outermost homogeneous `ModuleList`/`Sequential` (at least two children of one class) that holds most
+of the base model's parameters is the block list. The stem is everything the model runs before the list's
+first block (captured with a forward pre-hook); the read-out applies, in registration order, the modules
+registered after the list (the head excluded), then pools what is left (first token of a sequence, mean over
+a feature map). A discovered split is used only when it reproduces the library's own features on a random
+input; otherwise `UnsupportedArchitectureError` says how to register an adapter. Text models are never
+discovered: their layers take attention masks that a single-tensor state would silently drop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedArchitectureError
+from ._base import Block, SplitModel, state_keys
+
+
+class _Captured(Exception):
+    def __init__(self, hidden: torch.Tensor):
+        self.hidden = hidden
+
+
+def _unsupported(model: nn.Module, why: str) -> UnsupportedArchitectureError:
+    return UnsupportedArchitectureError(
+        f"No block adapter is registered for {type(model).__name__}, and discovery failed: {why}. Register one with "
+        "`@alsatian_hf.adapters.register_adapter('<model_type or timm architecture>')` on an `Adapter` subclass.")
+
+
+def _base(model: nn.Module) -> tuple[nn.Module, str]:
+    base = getattr(model, "base_model", model)
+    return base, ("" if base is model else f"{model.base_model_prefix}.")
+
+
+def find_block_list(model: nn.Module) -> tuple[str, nn.Module]:
+    """(path, module) of the outermost homogeneous list holding most of the base model's parameters."""
+    base, prefix = _base(model)
+    total = sum(p.numel() for p in base.parameters())
+    for name, module in base.named_modules():  # pre-order: outer lists come first
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) >= 2:
+            kinds = {type(child) for child in module}
+            owned = sum(p.numel() for p in module.parameters())
+            if len(kinds) == 1 and total and owned > total / 2:
+                return prefix + name, module
+    raise _unsupported(model, "no homogeneous ModuleList/Sequential holds most of its parameters")
+
+
+def _is_text(model: nn.Module) -> bool:
+    return getattr(model, "main_input_name", "pixel_values") != "pixel_values"
+
+
+def discover(model: nn.Module, family: str) -> SplitModel:
+    """A split found by the rule above (not yet validated: see `validate`)."""
+    if _is_text(model):
+        raise _unsupported(model, "text models are not discovered (their layers need attention masks)")
+    path, layers = find_block_list(model)
+    base, prefix = _base(model)
+    all_keys = list(model.state_dict(keep_vars=True))
+    list_keys = {k for k in all_keys if k.startswith(path + ".")}
+    is_timm = hasattr(model, "forward_features")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    head_prefixes = tuple(f"{c}." for c in ([cfg.get("classifier")] if cfg.get("classifier") else []))
+    order = [k for k in all_keys if k not in list_keys]
+    first_list = next(i for i, k in enumerate(all_keys) if k in list_keys)
+    before = [k for k in all_keys[:first_list] if k not in list_keys]
+    after_modules = _modules_after(base, path[len(prefix):])
+    after_keys = [prefix + n + "." + k for n, m in after_modules for k in m.state_dict(keep_vars=True)]
+    head = [k for k in order if k not in before and k not in after_keys]
+    if is_timm:
+        head = [k for k in order if k.startswith(head_prefixes)]
+        after_keys = [k for k in after_keys if not k.startswith(head_prefixes)]
+        after_modules = [(n, m) for n, m in after_modules if not (n + ".").startswith(head_prefixes)]
+
+    def stem(m, s):
+        handle = m.get_submodule(path)[0].register_forward_pre_hook(lambda _mod, args: (_ for _ in ()).throw(
+            _Captured(args[0])))
+        try:
+            if is_timm:
+                m.forward_features(s[0])
+            else:
+                m.base_model(pixel_values=s[0])
+        except _Captured as c:
+            return (c.hidden,)
+        finally:
+            handle.remove()
+        raise _unsupported(m, f"its forward never reached {path}")
+
+    def layer(i):
+        def step(m, s):
+            out = m.get_submodule(path)[i](s[0])
+            return (out[0] if isinstance(out, tuple) else out,)
+
+        return step
+
+    def readout(m, s):
+        x = s[0]
+        b = getattr(m, "base_model", m)
+        for name, _ in after_modules:
+            x = b.get_submodule(name)(x)
+        return (_pool(x),)
+
+    blocks = [Block("stem", tuple(before), stem)]
+    blocks += [Block(f"{path}.{i}", state_keys(layers[i], f"{path}.{i}."), layer(i), prefix=f"{path}.{i}.")
+               for i in range(len(layers))]
+    blocks.append(Block("readout", tuple(after_keys), readout))
+    return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=family)
+
+
+def _modules_after(base: nn.Module, list_path: str) -> list[tuple[str, nn.Module]]:
+    """Top-level-most modules registered after the block list (siblings of it and of its ancestors)."""
+    out: list[tuple[str, nn.Module]] = []
+    parts = list_path.split(".")
+    for depth in range(len(parts), 0, -1):
+        parent_path = ".".join(parts[: depth - 1])
+        parent = base.get_submodule(parent_path) if parent_path else base
+        names = list(parent._modules)
+        for name in names[names.index(parts[depth - 1]) + 1:]:
+            child = parent._modules[name]
+            if child is not None:
+                out.append((f"{parent_path}.{name}" if parent_path else name, child))
+    return out
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3:  # (batch, tokens, dim): the first token
+        return x[:, 0]
+    if x.dim() == 4:  # (batch, channels, h, w): global average
+        return x.mean((2, 3))
+    return x.flatten(1)
+
+
+def reference_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The library's own features: timm's pre-logits, or transformers' `pooler_output` (else pooled states)."""
+    if hasattr(model, "forward_features"):
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    out = getattr(model, "base_model", model)(pixel_values=x)
+    pooled = getattr(out, "pooler_output", None)
+    return _pool(pooled) if pooled is not None else _pool(out.last_hidden_state)
+
+
+def validate(model: nn.Module, split: SplitModel) -> None:
+    """Raises UnsupportedArchitectureError unless the discovered blocks reproduce the model's own features."""
+    if any(p.is_meta for p in model.parameters()):
+        return  # a skeleton: the random-init copy used for shape probing is validated instead
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size", (3, getattr(getattr(model, "config", None), "image_size", 224)))[-1]
+    channels = getattr(getattr(model, "config", None), "num_channels", 3)
+    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            ok = torch.allclose(split.run((x,))[0], reference_features(model, x), atol=1e-5)
+    except UnsupportedArchitectureError:
+        raise
+    except Exception as e:  # the rule does not fit this forward
+        raise _unsupported(model, f"the discovered blocks do not run ({type(e).__name__}: {e})") from e
+    if not ok:
+        raise _unsupported(model, "the discovered blocks do not reproduce its own features")
