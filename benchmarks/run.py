@@ -63,7 +63,7 @@ SUITES = {
     "paper-cpu": Suite(archs=["resnet18", "vit_tiny", "effnet_lite0", "minilm"],
                        distributions=["top_50", "top_25", "top_layers"],
                        sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 2000],
-                              "minilm": [200, 500]},
+                              "minilm": [100, 200]},
                        num_models=35, repeats=3),
     "smoke": Suite(archs=["test_resnet"], distributions=["top_layers"], sizes={"test_resnet": [64]}, num_models=4,
                    repeats=1, budget_arch="test_resnet", budget_items=64, planner_models=[50, 500]),
