@@ -103,10 +103,19 @@ class TransformersAdapter(Adapter):
                           ignored_keys=ignored)
 
 
-def _bidirectional_mask(config, hidden: torch.Tensor, mask2d: torch.Tensor):
+def _masked_layer(layers_of, i: int):
+    """Step for layer i of an encoder whose state is (hidden, 2-D attention mask); the 4-D mask is rebuilt
+    per step exactly as the model's forward builds it, so only the 2-D mask needs caching."""
     from transformers.masking_utils import create_bidirectional_mask
 
-    return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask2d)
+    def step(m, s):
+        hidden, mask = s
+        b = m.base_model
+        out = layers_of(b)[i](hidden, create_bidirectional_mask(config=b.config, inputs_embeds=hidden,
+                                                                attention_mask=mask))
+        return (out[0] if isinstance(out, tuple) else out, mask)
+
+    return step
 
 
 @register_adapter("bert", "roberta")
@@ -127,15 +136,6 @@ class BertAdapter(TransformersAdapter):
             b = m.base_model
             return (b.embeddings(input_ids=ids, token_type_ids=types), mask)
 
-        def layer(i):
-            def step(m, s):
-                hidden, mask = s
-                b = m.base_model
-                out = b.encoder.layer[i](hidden, _bidirectional_mask(b.config, hidden, mask))
-                return (out[0] if isinstance(out, tuple) else out, mask)
-
-            return step
-
         def readout(m, s):
             b = m.base_model
             if b.pooler is not None:
@@ -143,7 +143,8 @@ class BertAdapter(TransformersAdapter):
             return (s[0][:, 0],)
 
         layout = [("embeddings", [f"{p}embeddings"], embed)]
-        layout += [(f"layer.{i}", [f"{p}encoder.layer.{i}"], layer(i)) for i in range(len(base.encoder.layer))]
+        layout += [(f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
+                   for i in range(len(base.encoder.layer))]
         layout.append(("readout", [f"{p}pooler"] if base.pooler is not None else [], readout))
         return layout
 
@@ -162,17 +163,9 @@ class DistilBertAdapter(TransformersAdapter):
         def embed(m, s):
             return (m.base_model.embeddings(s[0]), s[1])
 
-        def layer(i):
-            def step(m, s):
-                hidden, mask = s
-                b = m.base_model
-                out = b.transformer.layer[i](hidden, _bidirectional_mask(b.config, hidden, mask))
-                return (out[0] if isinstance(out, tuple) else out, mask)
-
-            return step
-
         layout = [("embeddings", [f"{p}embeddings"], embed)]
-        layout += [(f"layer.{i}", [f"{p}transformer.layer.{i}"], layer(i)) for i in range(len(base.transformer.layer))]
+        layout += [(f"layer.{i}", [f"{p}transformer.layer.{i}"], _masked_layer(lambda b: b.transformer.layer, i))
+                   for i in range(len(base.transformer.layer))]
         layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
         return layout
 

@@ -56,7 +56,8 @@ class Executor:
     def _inputs(self, candidate: EngineCandidate, items: tuple[int, ...], counters: Counters) -> State:
         start = time.perf_counter()
         inputs = self.prepare(candidate.input_key, items)
-        state = tuple(t.to(self.device, non_blocking=True) for t in candidate.initial_state(inputs))
+        with torch.inference_mode():
+            state = tuple(t.to(self.device, non_blocking=True) for t in candidate.initial_state(inputs))
         counters.add_time("prepare_data", time.perf_counter() - start)
         return state
 
@@ -68,9 +69,18 @@ class Executor:
         counters.add_time("prepare_model", self.lru.load_seconds - secs)
         return loaded
 
-    def _sync(self) -> None:
+    def _run_blocks(self, blocks, state: State, items: int, counters: Counters) -> State:
+        """Runs the (loaded) blocks in order on one batch, counting executions, FLOPs and time."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for block in blocks:
+                state = block.run(state)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        counters.add_time("inference", time.perf_counter() - t0)
+        counters.block_executions += len(blocks) * items
+        counters.compute_cost += sum(b.cost for b in blocks) * items
+        return state
 
     # -- alsatian: one chunk of a DFS+ plan ------------------------------------------------------------------
     def run_plan_chunk(self, plan: Plan, chunk: list[tuple[int, ...]], counters: Counters) -> None:
@@ -91,15 +101,8 @@ class Executor:
             from_root = step.start == 0
             sources = iter(chunk) if from_root else self.cache.batches(step.input)
             for batch_items, source in zip(chunk, sources):
-                with torch.inference_mode():
-                    state = self._inputs(candidate, batch_items, counters) if from_root else source
-                    t0 = time.perf_counter()
-                    for block in blocks:
-                        state = block.run(state)
-                    self._sync()
-                    counters.add_time("inference", time.perf_counter() - t0)
-                counters.block_executions += len(blocks) * len(batch_items)
-                counters.compute_cost += sum(b.cost for b in blocks) * len(batch_items)
+                state = self._inputs(candidate, batch_items, counters) if from_root else source
+                state = self._run_blocks(blocks, state, len(batch_items), counters)
                 for model_id in step.features_of:
                     self.features.add(model_id, batch_items, state[0])
                 if keep:
@@ -117,14 +120,7 @@ class Executor:
         self.lru.clear()  # the baselines load each model on its own
         blocks = self._load(candidate.blocks, counters)
         for batch_items in batches:
-            with torch.inference_mode():
-                state = self._inputs(candidate, batch_items, counters)
-                t0 = time.perf_counter()
-                for block in blocks:
-                    state = block.run(state)
-                self._sync()
-                counters.add_time("inference", time.perf_counter() - t0)
-            counters.block_executions += len(blocks) * len(batch_items)
-            counters.compute_cost += sum(b.cost for b in blocks) * len(batch_items)
+            state = self._run_blocks(blocks, self._inputs(candidate, batch_items, counters), len(batch_items),
+                                     counters)
             self.features.add(model_id, batch_items, state[0])
         self.lru.clear()
