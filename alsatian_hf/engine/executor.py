@@ -51,6 +51,7 @@ class Executor:
         self.cache = cache
         self.features = features
         self.lru = BlockLRU(device, block_lru_bytes)
+        self.on_batch: Callable[[int], object] | None = None  # progress: called with block executions done
 
     # -- shared pieces ---------------------------------------------------------------------------------------
     def _inputs(self, candidate: EngineCandidate, items: tuple[int, ...], counters: Counters) -> State:
@@ -80,6 +81,8 @@ class Executor:
         counters.add_time("inference", time.perf_counter() - t0)
         counters.block_executions += len(blocks) * items
         counters.compute_cost += sum(b.cost for b in blocks) * items
+        if self.on_batch is not None:
+            self.on_batch(len(blocks) * items)
         return state
 
     # -- alsatian: one chunk of a DFS+ plan ------------------------------------------------------------------

@@ -47,7 +47,7 @@ class SearchArguments:
     max_test_items: int | None = field(default=1000, metadata={"help": "Cap on D_test's size."})
     max_train_items: int | None = field(default=None, metadata={"help": "Cap on D_train's size (None: all)."})
     batch_size: int = field(default=64, metadata={"help": "Items per inference batch."})
-    num_workers: int = field(default=0, metadata={"help": "Worker processes for preprocessing (0: in-process)."})
+    num_workers: int = field(default=0, metadata={"help": "Threads for preprocessing (0: in the calling thread)."})
     cache_budget: str = field(default="auto", metadata={
         "help": "Bytes for cached intermediates (e.g. 2GB), or `auto`: half of free RAM plus free accelerator "
                 "memory. Below the plan's C_min the data is chunked."})

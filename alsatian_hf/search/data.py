@@ -158,6 +158,7 @@ class PreparedData:
 
     dataset: Any
     column: str
+    num_workers: int = 0  # >0: preprocess slices of a batch in that many threads
     processors: dict[str, Processor] = field(default_factory=dict)
     _rows: dict[str, dict[int, dict[str, torch.Tensor]]] = field(default_factory=dict)
 
@@ -169,8 +170,17 @@ class PreparedData:
         rows = self._rows.setdefault(input_key, {})
         missing = [i for i in items if i not in rows]
         if missing:
-            values = self.dataset.select(missing)[self.column]
-            batch = self.processors[input_key].fn(values)
+            fn = self.processors[input_key].fn
+            values = list(self.dataset.select(missing)[self.column])
+            if self.num_workers > 0 and len(values) > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                step = -(-len(values) // self.num_workers)
+                with ThreadPoolExecutor(self.num_workers) as pool:
+                    parts = list(pool.map(fn, [values[i: i + step] for i in range(0, len(values), step)]))
+                batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            else:
+                batch = fn(values)
             for j, item in enumerate(missing):
                 rows[item] = {k: v[j] for k, v in batch.items()}
         keys = rows[items[0]].keys()

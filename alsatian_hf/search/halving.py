@@ -66,6 +66,12 @@ class HalvingOutcome:
         return [r.survivors for r in self.iterations]
 
 
+def _bar(**kwargs):
+    from huggingface_hub.utils import tqdm  # honours HF_HUB_DISABLE_PROGRESS_BARS
+
+    return tqdm(**kwargs)
+
+
 def select(alive: list[str], scores: dict[str, float], keep: int, order: dict[str, int]) -> list[str]:
     """The `keep` best of `alive`: higher score first, ties by input order."""
     return sorted(alive, key=lambda m: (-scores[m], order[m]))[:keep]
@@ -112,6 +118,8 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
             batches = [b for u in units for b in u.batches(batch_size)]
             record = IterationRecord(it, list(alive), {}, [], sum(len(b) for b in batches),
                                      len(schedule.train_items(it)), counters)
+            bar = _bar(desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False)
+            executor.on_batch = bar.update
             if strategy == "alsatian":
                 assert tree is not None
                 record.unique_edges, record.naive_edges = tree.num_edges(), tree.naive_edges()
@@ -130,11 +138,12 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
                 record.new_items = sum(len(b) for b in every)
                 for model_id in alive:
                     executor.run_model(model_id, every, counters)
+            bar.close()
             # proxy scoring on D_1..D_it and D_test
             t0 = time.perf_counter()
             train_items, test_items = schedule.train_items(it), schedule.test.items
             ytr, yte = label_t[list(train_items)], label_t[list(test_items)]
-            for model_id in alive:
+            for model_id in _bar(iterable=alive, desc=f"scoring, iteration {it}", unit="model", leave=False):
                 record.scores[model_id] = float(scorer.score(
                     train_features=features.get(model_id, train_items), train_labels=ytr,
                     test_features=features.get(model_id, test_items), test_labels=yte))

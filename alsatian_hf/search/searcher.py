@@ -171,7 +171,7 @@ class ModelSearcher:
         stats = FetchStats()
         reader = RangeReader(allow_full_download=args.allow_full_download, stats=stats)
         store = BlockStore(args.store_dir)
-        data = PreparedData(dataset, self.columns.input)
+        data = PreparedData(dataset, self.columns.input, num_workers=args.num_workers)
         schedule = make_schedule(labels, num_candidates=max(len(self.candidates), 1), result_size=args.result_size,
                                  test_size=args.test_size if args.test_size < 1 else int(args.test_size),
                                  max_test_items=args.max_test_items, max_train_items=args.max_train_items,

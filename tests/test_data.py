@@ -1,0 +1,52 @@
+"""Offline datasets and the data store: features, stratification, preprocessing once per processor."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from datasets import ClassLabel, Image, Value
+
+from alsatian_hf.search.data import PreparedData, detect_columns, timm_processor
+from alsatian_hf.zoo.data import digits, fashion_mnist, newsgroups
+
+
+def test_fashion_mnist_and_digits_are_image_classlabel_datasets():
+    for ds in (fashion_mnist(num_items=50, seed=0), digits(num_items=50, seed=0)):
+        assert isinstance(ds.features["image"], Image) and isinstance(ds.features["label"], ClassLabel)
+        assert ds.num_rows == 50 and len(set(ds["label"])) == 10  # a balanced subset keeps every class
+    assert fashion_mnist(num_items=20, seed=3)["label"] == fashion_mnist(num_items=20, seed=3)["label"]
+    assert fashion_mnist(num_items=10, split="test")[0]["image"].size == (28, 28)
+
+
+def test_newsgroups_reads_the_tab_files_without_importing_orange():
+    import sys
+
+    ds = newsgroups(num_items=40, seed=0, categories=["sci.space", "rec.autos"])
+    assert isinstance(ds.features["text"], Value) and ds.features["label"].names == ["rec.autos", "sci.space"]
+    assert ds.num_rows == 40 and all(isinstance(t, str) and t for t in ds["text"])
+    # (its .pth file may register an empty `orangecontrib` namespace at start-up; none of its code is imported)
+    assert not any(name.startswith(("orangecontrib.", "Orange")) for name in sys.modules)
+
+
+def test_column_detection():
+    cols = detect_columns(digits(num_items=10))
+    assert (cols.kind, cols.input, cols.label) == ("image", "image", "label")
+    cols = detect_columns(newsgroups(num_items=10, categories=["sci.space", "rec.autos"]))
+    assert (cols.kind, cols.input) == ("text", "text")
+
+
+def test_preprocessing_is_cached_and_threads_give_the_same_tensors():
+    ds = digits(num_items=30, seed=0)
+    proc = timm_processor(timm.create_model("test_resnet"), image_size=32)
+    calls = []
+    fn = proc.fn
+    proc.fn = lambda values: calls.append(len(values)) or fn(values)
+    plain = PreparedData(ds, "image")
+    key = plain.add(proc)
+    first = plain(key, tuple(range(30)))
+    again = plain(key, (3, 1, 2))
+    assert calls == [30] and torch.equal(again["pixel_values"], first["pixel_values"][[3, 1, 2]])
+    threaded = PreparedData(ds, "image", num_workers=3)
+    threaded.add(proc)
+    assert torch.equal(threaded(key, tuple(range(30)))["pixel_values"], first["pixel_values"])
+    assert first["pixel_values"].shape == (30, 3, 32, 32)
