@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,15 @@ class SearchResult:
         return pd.DataFrame(rows)
 
     def plot(self, path: str | Path | None = None):
-        """Scores and survivors per iteration, and the time breakdown per iteration; saved as PNG if `path`."""
-        import matplotlib
+        """Scores and survivors per iteration, and the time breakdown per iteration; saved as PNG if `path`.
+
+        Raises:
+            ImportError: without matplotlib (`pip install 'alsatian-hf[plot]'`).
+        """
+        try:
+            import matplotlib
+        except ImportError as e:
+            raise ImportError("SearchResult.plot needs matplotlib: pip install 'alsatian-hf[plot]'") from e
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
@@ -127,10 +135,14 @@ class SearchResult:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "result.json").write_text(json.dumps(asdict(self), indent=2, default=str))
         (directory / "summary.md").write_text(self.summary())
-        fig = self.plot(directory / "result.png")
-        import matplotlib.pyplot as plt
+        try:
+            fig = self.plot(directory / "result.png")
+        except ImportError as e:
+            logging.getLogger("alsatian_hf").warning("result.png not written: %s", e)
+        else:
+            import matplotlib.pyplot as plt
 
-        plt.close(fig)
+            plt.close(fig)
         return directory
 
     @classmethod
