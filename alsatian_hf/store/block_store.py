@@ -89,6 +89,7 @@ class BlockStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
         (self.root / "blocks").mkdir(parents=True, exist_ok=True)
+        self._verified: set[tuple[str, int, int]] = set()  # (hash, size, mtime) of files re-hashed in this process
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
         with self._db() as db:
@@ -144,7 +145,11 @@ class BlockStore:
         return block_hash
 
     def get(self, block_hash: str):
-        """The block's tensors (block-relative names), memory-mapped, after re-verifying the content hash.
+        """The block's tensors (block-relative names), memory-mapped, after verifying the content hash.
+
+        A file is re-hashed the first time this store object reads it, and again whenever its size or
+        modification time changes; repeated loads of an unchanged file (a baseline reloading a model every
+        iteration) skip the hashing.
 
         Raises:
             BlockIntegrityError: when the file is missing or its bytes no longer match the hash.
@@ -154,8 +159,13 @@ class BlockStore:
         path = self.path(block_hash)
         if not path.is_file():
             raise BlockIntegrityError(f"block {block_hash[:12]} is not in the store at {self.root}.")
-        if content_hash(decode_safetensors(path.read_bytes())) != block_hash:
-            raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run `alsatian-hf store gc`.")
+        st = path.stat()
+        stamp = (block_hash, st.st_size, st.st_mtime_ns)
+        if stamp not in self._verified:
+            if content_hash(decode_safetensors(path.read_bytes())) != block_hash:
+                raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run "
+                                          "`alsatian-hf store gc --verify`.")
+            self._verified.add(stamp)
         return load_file(str(path))
 
     # -- index ---------------------------------------------------------------------------------------------
