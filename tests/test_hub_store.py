@@ -211,6 +211,7 @@ def test_corrupt_block_file_is_detected_on_read(tmp_path):
 
     store = BlockStore(tmp_path / "s")
     h = store.put([("w", "F32", (2,), b"\0" * 8)])
+    store.index_model("org/m", "0" * 40, "family", {0: h})
     assert store.get(h)["w"].shape == (2,)
     path = store.path(h)
     blob = bytearray(path.read_bytes())
