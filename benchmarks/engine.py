@@ -61,7 +61,7 @@ def main(argv=None) -> None:
                               distribution=dist, seed=0), root)
         probe = ShapeProbe()
         cands = [build_candidate(f"z/{d.name}", d, LocalSafetensors(d), input_key=f"px{args.image_size}",
-                                 probe_state=(x[:1],), probe=probe)[0] for d in sorted((root / "z").iterdir())]
+                                 probe_inputs={"pixel_values": x[:1]}, probe=probe)[0] for d in sorted((root / "z").iterdir())]
         sched = make_schedule(labels, num_candidates=len(cands), result_size=args.result_size, seed=0)
         times: dict[str, list[float]] = {"alsatian": [], "shift": [], "base": []}
         cost: dict[str, float] = {}

@@ -30,7 +30,7 @@ def _candidates(root, org, x, input_key="px32"):
     out = []
     for folder in sorted((root / org).iterdir()):
         cand, _ = build_candidate(f"{org}/{folder.name}", folder, LocalSafetensors(folder), input_key=input_key,
-                                  probe_state=(x[:1],), probe=probe)
+                                  probe_inputs={"pixel_values": x[:1]}, probe=probe)
         out.append(cand)
     return out
 

@@ -100,16 +100,21 @@ class ShapeProbe:
 
 
 def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource, *, input_key: str,
-                    probe_state: tuple[torch.Tensor, ...], probe: ShapeProbe) -> tuple[EngineCandidate, SplitModel]:
+                    probe_inputs: dict[str, torch.Tensor], probe: ShapeProbe,
+                    skeleton: torch.nn.Module | None = None) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
+
+    Args:
+        probe_inputs: one prepared item (batched tensors), to measure output sizes and FLOPs per block.
+        skeleton: the model built on the meta device from `config_dir`, if the caller has it already.
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
     """
-    skeleton = build_model(config_dir, device="meta")
+    skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
     split = split_model(skeleton, checkpoint_keys=source.keys())
     check_coverage(split, source.keys())
-    sizes, flops = probe.measure(Path(config_dir), input_key, probe_state)
+    sizes, flops = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
     blocks = []
     for i, block in enumerate(split.blocks):
         def load(device, _i=i, _b=block):

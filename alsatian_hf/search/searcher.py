@@ -11,7 +11,6 @@ from typing import Iterable
 
 import torch
 
-from ..adapters import split_model
 from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError
 from ..plan import make_schedule
 from ..scoring import get_scorer
@@ -191,9 +190,8 @@ class ModelSearcher:
                 skeleton = build_model(repo.folder, device="meta")
                 processor = self._processor(library, skeleton, repo.folder)
                 key = data.add(processor)
-                initial = split_model(skeleton).adapter.initial_state(data(key, probe_item))
                 cand, _ = build_candidate(model_id, repo.folder, repo.source, input_key=key,
-                                          probe_state=initial, probe=probe)
+                                          probe_inputs=data(key, probe_item), probe=probe, skeleton=skeleton)
             except CandidateSkipped as e:
                 self._skip(model_id, e.reason)
                 continue
