@@ -23,12 +23,15 @@ def library_of(config: dict) -> str:
                                        "`model_type`; only timm and transformers models can be split into blocks.")
 
 
-_META_CACHE: dict[str, nn.Module] = {}  # config.json digest -> meta skeleton (copied, never handed out)
+_META_CACHE: dict[str, nn.Module] = {}  # config.json digest -> the shared meta skeleton
 _META_CACHE_SIZE = 16
 
 
-def build_model(config_dir: str | Path, *, device: str | torch.device = "meta") -> nn.Module:
+def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", shared: bool = True) -> nn.Module:
     """The model described by `config_dir/config.json`, in eval mode, without loading any weights.
+
+    A meta skeleton is built once per config and shared (`shared=False` gives a private copy): callers
+    assign the tensors they need right before they run a block (see `search.candidates.build_candidate`).
 
     On "meta" no weight is allocated: accelerate's `init_empty_weights` keeps buffers real, because
     non-persistent ones (BERT's `position_ids`, Swin's `relative_position_index`) never come from a checkpoint.
@@ -37,14 +40,14 @@ def build_model(config_dir: str | Path, *, device: str | torch.device = "meta") 
     config_dir = Path(config_dir)
     raw = (config_dir / "config.json").read_bytes()
     if str(device) == "meta":
-        # Fine-tunes of one base share a config: build once, then copy. A library's weight init still runs on
-        # the meta device and costs far more than a copy (timm's ViT: ~0.3 s a model, a copy ~0.02 s).
+        # Fine-tunes of one base share a config: build it once. A library's weight init still runs on the meta
+        # device (timm's ViT: ~0.3 s a model), which dominated the set-up of a search over many fine-tunes.
         key = hashlib.sha256(raw).hexdigest()
         if key not in _META_CACHE:
             if len(_META_CACHE) >= _META_CACHE_SIZE:
                 _META_CACHE.pop(next(iter(_META_CACHE)))
             _META_CACHE[key] = _build(config_dir, raw, device)
-        return copy.deepcopy(_META_CACHE[key])
+        return _META_CACHE[key] if shared else copy.deepcopy(_META_CACHE[key])
     return _build(config_dir, raw, device)
 
 

@@ -104,6 +104,10 @@ def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource,
                     skeleton: torch.nn.Module | None = None) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
+    Candidates with one config share one meta skeleton (`build_model` caches it), so a block's loaded
+    tensors are kept with the block and assigned into the skeleton right before each run; assignment is a
+    few attribute writes, far cheaper than a skeleton per candidate.
+
     Args:
         probe_inputs: one prepared item (batched tensors), to measure output sizes and FLOPs per block.
         skeleton: the model built on the meta device from `config_dir`, if the caller has it already.
@@ -117,14 +121,18 @@ def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource,
     sizes, flops = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
     blocks = []
     for i, block in enumerate(split.blocks):
-        def load(device, _i=i, _b=block):
-            tensors = {k: v.to(device) for k, v in source.load_tensors(split, _i).items()}
-            load_block(split, _b, tensors)
+        loaded: dict[str, torch.Tensor] = {}
 
-        def unload(_b=block):
+        def load(device, _i=i, _loaded=loaded):
+            if not _loaded:
+                _loaded.update({k: v.to(device) for k, v in source.load_tensors(split, _i).items()})
+
+        def unload(_b=block, _loaded=loaded):
+            _loaded.clear()
             unload_block(split, _b)
 
-        def run(state, _b=block):
+        def run(state, _b=block, _loaded=loaded):
+            load_block(split, _b, _loaded)  # the shared skeleton may hold another candidate's weights here
             return _b.step(split.model, state)
 
         param_bytes = sum(_numel(skeleton, block.model_key(k)) for k in block.keys)
