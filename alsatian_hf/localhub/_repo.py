@@ -86,7 +86,6 @@ class FolderRepo:
 
     def files(self) -> list[RepoFile]:
         out = []
-        base = self.folder.resolve()
         root = self.root.resolve()
         for dirpath, dirnames, filenames in os.walk(self.folder, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".git"))
@@ -106,7 +105,6 @@ class FolderRepo:
                     pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
                     git_oid = hashlib.sha1(f"blob {len(pointer)}\0{pointer}".encode()).hexdigest()
                 out.append(RepoFile(rel, size, sha256, git_oid, lfs))
-        del base
         return out
 
     def commit_sha(self, files: list[RepoFile] | None = None) -> str:
