@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     from alsatian_hf.store.block_store import BlockStore
     from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
     from alsatian_hf.zoo.data import fashion_mnist
-    from benchmarks.run import _feature_extractor_bytes
+    from benchmarks.run import _feature_extractor_bytes, header_bytes
 
     ds = fashion_mnist(num_items=args.items, seed=0)
     print(f"{args.models} x {args.arch}, cold store per distribution")
@@ -49,8 +49,7 @@ def main(argv=None) -> None:
         hub.clear_log()
         res = ModelSearcher.from_hub(author=org, train_dataset=ds, args=SearchArguments(
             result_size=1, image_size=32, store_dir=str(store), scorer="knn")).search()
-        weights = [r for r in hub.requests(kind="resolve") if r.path.endswith(".safetensors")]
-        header = sum(r.bytes_sent for r in weights if r.range and r.range.startswith(("bytes=0-7", "bytes=8-")))
+        header = header_bytes(hub)
         fe = _feature_extractor_bytes(hub.root / org)
         info = BlockStore(store).info()
         print(f"{dist:<12} {res.bytes_fetched / args.models / 1e6:>9.2f} {res.requests / args.models:>10.1f} "

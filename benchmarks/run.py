@@ -198,8 +198,7 @@ def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServ
                 hub.clear_log()
                 ds = _dataset(arch, 64 if ARCHS[arch].modality == "image" else 40)
                 res = _search(org, ds, suite, "alsatian", store)  # a cold store: every block fetched once
-                weights = [r for r in hub.requests(kind="resolve") if r.path.endswith(".safetensors")]
-                header = sum(r.bytes_sent for r in weights if r.range and r.range.startswith(("bytes=0-7", "bytes=8-")))
+                header = header_bytes(hub)
                 fe = _feature_extractor_bytes(hub.root / org)
                 bs = BlockStore(store)
                 info = bs.info()
@@ -220,6 +219,12 @@ def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServ
                 tables["end_to_end"].drop(**cell)
                 tables["time_breakdown"].drop(**cell)
                 _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
+
+
+def header_bytes(hub: HubServer) -> int:
+    """Bytes of safetensors header reads (the 8-byte length and the JSON) in the hub's request log."""
+    return sum(r.bytes_sent for r in hub.requests(kind="resolve")
+               if r.path.endswith(".safetensors") and r.range and r.range.startswith(("bytes=0-7", "bytes=8-")))
 
 
 def _feature_extractor_bytes(org_dir: Path) -> int:

@@ -171,10 +171,14 @@ class ModelSearcher:
         reader = RangeReader(allow_full_download=args.allow_full_download, stats=stats)
         store = BlockStore(args.store_dir)
         data = PreparedData(dataset, self.columns.input, num_workers=args.num_workers)
-        schedule = make_schedule(labels, num_candidates=max(len(self.candidates), 1), result_size=args.result_size,
+
+        def schedule_for(num_candidates: int):
+            return make_schedule(labels, num_candidates=num_candidates, result_size=args.result_size,
                                  test_size=args.test_size if args.test_size < 1 else int(args.test_size),
                                  max_test_items=args.max_test_items, max_train_items=args.max_train_items,
                                  seed=args.seed, test_items=test_items)
+
+        schedule = schedule_for(max(len(self.candidates), 1))
         probe_item = (schedule.train_slices[0].items[0],)
         probe = ShapeProbe()
         engine_candidates, revisions = [], {}
@@ -210,10 +214,7 @@ class ModelSearcher:
         if not engine_candidates:
             raise ConfigurationError(f"No candidate can be scored; skipped: {self.skipped}.")
         if len(engine_candidates) != len(self.candidates):  # the schedule depends on how many are left
-            schedule = make_schedule(labels, num_candidates=len(engine_candidates), result_size=args.result_size,
-                                     test_size=args.test_size if args.test_size < 1 else int(args.test_size),
-                                     max_test_items=args.max_test_items, max_train_items=args.max_train_items,
-                                     seed=args.seed, test_items=test_items)
+            schedule = schedule_for(len(engine_candidates))
         setup_seconds = time.perf_counter() - start + self.listing_seconds
         scorer = get_scorer(args.scorer, **args.scorer_kwargs)
         if hasattr(scorer, "device"):
