@@ -221,3 +221,25 @@ def test_corrupt_block_file_is_detected_on_read(tmp_path):
     with pytest.raises(BlockIntegrityError, match="corrupt"):
         store.get(h)
     assert BlockStore(tmp_path / "s").gc(verify=True)["corrupt"] == 1
+
+
+def test_verified_file_versions_are_remembered_across_store_objects(tmp_path):
+    """A repeat search trusts a block file whose size, mtime and inode are unchanged since it was verified (so it
+    does not re-hash gigabytes); a changed file is re-hashed, and `gc --verify` re-hashes everything."""
+    from alsatian_hf.errors import BlockIntegrityError
+
+    store = BlockStore(tmp_path / "s")
+    h = store.put([("w", "F32", (2,), b"\0" * 8)])
+    store.index_model("org/m", "0" * 40, "family", {0: h})
+    path = store.path(h)
+    before = path.stat()
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))  # same size and inode; restore the mtime: this file version looks verified
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert BlockStore(tmp_path / "s").get(h)["w"].shape == (2,)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))  # a new version: hashed again
+    with pytest.raises(BlockIntegrityError, match="corrupt"):
+        BlockStore(tmp_path / "s").get(h)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert BlockStore(tmp_path / "s").gc(verify=True)["corrupt"] == 1

@@ -1,7 +1,9 @@
 """A content-addressed store of blocks on disk, shared safely between processes.
 
 - Each unique block is one safetensors file `blocks/<h[:2]>/<h>.safetensors`, keyed by its content hash and
-  written atomically (temp file, fsync, rename). Reading re-hashes the bytes, so corruption is caught.
+  written atomically (temp file, fsync, rename). A file is re-hashed when first read and whenever its size,
+  modification time or inode changes, so a damaged or replaced file is caught; the index remembers which
+  file versions were verified, so repeat searches do not re-hash gigabytes (`store gc --verify` re-hashes all).
 - An SQLite index maps (repo, commit, block index) to the content hash, remembers checkpoint layouts (so a
   repeat search sends no request at all and works with HF_HUB_OFFLINE=1) and maps checkpoint LFS sha256s to
   block hashes (identical files need no fetch).
@@ -34,6 +36,8 @@ CREATE TABLE IF NOT EXISTS layouts (repo TEXT NOT NULL, revision TEXT NOT NULL, 
     PRIMARY KEY (repo, revision));
 CREATE TABLE IF NOT EXISTS file_blocks (files_sha TEXT NOT NULL, family TEXT NOT NULL, block INTEGER NOT NULL,
     hash TEXT NOT NULL, PRIMARY KEY (files_sha, family, block));
+CREATE TABLE IF NOT EXISTS verified (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL);
 """
 
 Tensors = list[tuple[str, str, tuple[int, ...], bytes]]  # (relative name, dtype tag, shape, raw bytes)
@@ -89,7 +93,7 @@ class BlockStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
         (self.root / "blocks").mkdir(parents=True, exist_ok=True)
-        self._verified: set[tuple[str, int, int]] = set()  # (hash, size, mtime) of files re-hashed in this process
+        self._verified: set[tuple[str, int, int, int]] = set()  # file versions known to match their hash
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
         with self._db() as db:
@@ -115,6 +119,26 @@ class BlockStore:
     # -- blocks --------------------------------------------------------------------------------------------
     def has(self, block_hash: str) -> bool:
         return self.path(block_hash).is_file()
+
+    @staticmethod
+    def _stamp(block_hash: str, path: Path) -> tuple[str, int, int, int]:
+        st = path.stat()
+        return block_hash, st.st_size, st.st_mtime_ns, st.st_ino
+
+    def _mark_verified(self, stamp: tuple[str, int, int, int]) -> None:
+        self._verified.add(stamp)
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)", stamp)
+
+    def _is_verified(self, stamp: tuple[str, int, int, int]) -> bool:
+        if stamp in self._verified:
+            return True
+        with self._db() as db:
+            row = db.execute("SELECT hash, size, mtime_ns, inode FROM verified WHERE hash=?", stamp[:1]).fetchone()
+        if row is not None and tuple(row) == stamp:
+            self._verified.add(stamp)
+            return True
+        return False
 
     def put(self, tensors: Tensors, expected_hash: str | None = None) -> str:
         """Store a block once; returns its content hash.
@@ -142,14 +166,15 @@ class BlockStore:
                     raise
                 with self._db() as db:
                     db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (block_hash, len(blob), time.time()))
+                self._mark_verified(self._stamp(block_hash, target))  # these bytes hashed to block_hash above
         return block_hash
 
     def get(self, block_hash: str):
         """The block's tensors (block-relative names), memory-mapped, after verifying the content hash.
 
-        A file is re-hashed the first time this store object reads it, and again whenever its size or
-        modification time changes; repeated loads of an unchanged file (a baseline reloading a model every
-        iteration) skip the hashing.
+        A file is re-hashed unless this file version (size, modification time, inode) was verified before, by
+        any process; repeated loads of an unchanged file (a baseline reloading a model every iteration, a
+        repeat search) skip the hashing, and a changed or replaced file is hashed again.
 
         Raises:
             BlockIntegrityError: when the file is missing or its bytes no longer match the hash.
@@ -159,13 +184,12 @@ class BlockStore:
         path = self.path(block_hash)
         if not path.is_file():
             raise BlockIntegrityError(f"block {block_hash[:12]} is not in the store at {self.root}.")
-        st = path.stat()
-        stamp = (block_hash, st.st_size, st.st_mtime_ns)
-        if stamp not in self._verified:
+        stamp = self._stamp(block_hash, path)
+        if not self._is_verified(stamp):
             if content_hash(decode_safetensors(path.read_bytes())) != block_hash:
                 raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run "
                                           "`alsatian-hf store gc --verify`.")
-            self._verified.add(stamp)
+            self._mark_verified(stamp)
         return load_file(str(path))
 
     # -- index ---------------------------------------------------------------------------------------------
@@ -238,6 +262,7 @@ class BlockStore:
                 stale = [(r,) for r, h in rows if h not in present]
                 db.executemany(f"DELETE FROM {table} WHERE rowid=?", stale)
                 removed["stale_rows"] += len(stale)
-            db.execute("DELETE FROM blocks WHERE hash NOT IN (%s)" % ",".join("?" * len(present)) if present
-                       else "DELETE FROM blocks", tuple(present))
+            for table in ("blocks", "verified"):
+                db.execute(f"DELETE FROM {table} WHERE hash NOT IN (%s)" % ",".join("?" * len(present)) if present
+                           else f"DELETE FROM {table}", tuple(present))
         return removed
