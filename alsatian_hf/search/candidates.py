@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from pathlib import Path
 from typing import Protocol
 
@@ -135,14 +136,23 @@ def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource,
             load_block(split, _b, _loaded)  # the shared skeleton may hold another candidate's weights here
             return _b.step(split.model, state)
 
-        param_bytes = sum(_numel(skeleton, block.model_key(k)) for k in block.keys)
+        param_bytes = sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys)
         blocks.append(EngineBlock(content_hash=source.block_hash(split, i), param_bytes=param_bytes,
                                   bytes_per_item=sizes[i], load=load, unload=unload, run=run, cost=flops[i] or 1.0))
     return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state), split
 
 
-def _numel(model: torch.nn.Module, key: str) -> int:
+_TENSOR_BYTES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _tensor_bytes(model: torch.nn.Module, key: str) -> int:
+    """Bytes of one parameter or buffer; the table is built once per (shared) skeleton."""
+    sizes = _TENSOR_BYTES.get(model)
+    if sizes is None:
+        named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+        sizes = _TENSOR_BYTES[model] = {k: t.numel() * t.element_size() for k, t in named}
+    if key in sizes:
+        return sizes[key]
     path, _, attr = key.rpartition(".")
-    module = model.get_submodule(path) if path else model
-    t = getattr(module, attr)
+    t = getattr(model.get_submodule(path) if path else model, attr)
     return t.numel() * t.element_size()
