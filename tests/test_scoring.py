@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alsatian_hf.errors import ConfigurationError
-from alsatian_hf.scoring import KNN, HScore, LinearProbe, LogME, get_scorer
+from alsatian_hf.scoring import KNN, HScore, LinearProbe, LogME, get_scorer, score_all
 
 
 def _data(seed=0):
@@ -65,3 +65,51 @@ def test_get_scorer_by_name_and_bad_kwargs():
         get_scorer("svm")
     with pytest.raises(ConfigurationError, match="scorer_kwargs"):
         get_scorer("linear", nope=1)
+
+
+def _autograd_probe(xtr, ytr, xte, yte, *, lr, epochs, batch_size, momentum, weight_decay, seed=0):
+    """The reference: nn.Linear + CrossEntropyLoss + optim.SGD, with LinearProbe's seeded init and batch order."""
+    mean, std = xtr.mean(0, keepdim=True), xtr.std(0, keepdim=True, unbiased=False).clamp_min(1e-6)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    gen = torch.Generator().manual_seed(seed)
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    layer = torch.nn.Linear(xtr.shape[1], num_classes)
+    bound = 1.0 / xtr.shape[1] ** 0.5
+    with torch.no_grad():
+        layer.weight.copy_(torch.empty(num_classes, xtr.shape[1]).uniform_(-bound, bound, generator=gen))
+        layer.bias.copy_(torch.empty(num_classes).uniform_(-bound, bound, generator=gen))
+    opt = torch.optim.SGD(layer.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for _ in range(epochs):
+        order = torch.randperm(len(xtr), generator=gen)
+        for start in range(0, len(xtr), batch_size):
+            idx = order[start: start + batch_size]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(layer(xtr[idx]), ytr[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        return layer(xte).argmax(1)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
+def test_linear_probe_matches_autograd_sgd(momentum, weight_decay):
+    """The closed-form, batched probe makes the same updates as torch's autograd and SGD."""
+    y, good, _ = _data()
+    x = good + 1.5 * torch.randn(good.shape, generator=torch.Generator().manual_seed(1))  # not separable
+    kw = dict(lr=0.1, epochs=20, batch_size=32, momentum=momentum, weight_decay=weight_decay)
+    reference = _autograd_probe(x[:180], y[:180], x[180:], y[180:], **kw)
+    want = float((reference == y[180:]).float().mean())
+    assert 0.3 < want < 1.0
+    assert _score(LinearProbe(**kw), x, y) == pytest.approx(want, abs=1 / 60)  # at most one test item flips
+
+
+def test_score_many_equals_scoring_one_by_one():
+    y, good, noise = _data()
+    sets = [good, noise, good * 3 + 1, torch.cat([good, noise], 1)]  # two widths: two groups
+    probe = LinearProbe(epochs=10, max_group_bytes=good[:180].numel() * 4)  # groups of one model each, too
+    for p in (probe, LinearProbe(epochs=10)):
+        many = score_all(p, train_features=[s[:180] for s in sets], train_labels=y[:180],
+                         test_features=[s[180:] for s in sets], test_labels=y[180:])
+        assert many == [_score(LinearProbe(epochs=10), s, y) for s in sets]
+    knn = KNN(k=3)
+    assert score_all(knn, train_features=[s[:180] for s in sets], train_labels=y[:180],
+                     test_features=[s[180:] for s in sets], test_labels=y[180:]) == [_score(knn, s, y) for s in sets]

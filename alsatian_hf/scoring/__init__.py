@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._base import Scorer, Scorer_T, validate
+from ._base import Scorer, Scorer_T, score_all, validate
 from .hscore import HScore
 from .knn import KNN
 from .linear import LinearProbe
@@ -26,4 +26,4 @@ def get_scorer(name: Scorer_T | Scorer, **kwargs: Any) -> Scorer:
         raise ConfigurationError(f"`scorer_kwargs` do not fit scorer {name!r}: {e}") from e
 
 
-__all__ = ["HScore", "KNN", "LinearProbe", "LogME", "SCORERS", "Scorer", "Scorer_T", "get_scorer", "validate"]
+__all__ = ["HScore", "KNN", "LinearProbe", "LogME", "SCORERS", "Scorer", "Scorer_T", "get_scorer", "score_all", "validate"]

@@ -45,3 +45,13 @@ def validate(train_features, train_labels, test_features, test_labels) -> tuple[
     if not torch.isfinite(xtr).all() or not torch.isfinite(xte).all():
         raise ConfigurationError("features contain NaN or inf; the candidate's blocks produced non-finite values.")
     return xtr.float(), ytr.long(), xte.float(), yte.long()
+
+
+def score_all(scorer: Scorer, *, train_features: list, train_labels, test_features: list, test_labels) -> list[float]:
+    """One score per feature set on one split; scorers with a `score_many` (the linear probe) batch them."""
+    many = getattr(scorer, "score_many", None)
+    if many is not None:
+        return [float(s) for s in many(train_features=train_features, train_labels=train_labels,
+                                       test_features=test_features, test_labels=test_labels)]
+    return [float(scorer.score(train_features=xtr, train_labels=train_labels, test_features=xte,
+                               test_labels=test_labels)) for xtr, xte in zip(train_features, test_features)]

@@ -22,7 +22,7 @@ import torch
 
 from ..engine import Counters, EngineCandidate, Executor, FeatureStore, Tier, TieredCache, default_tiers
 from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
-from ..scoring import Scorer
+from ..scoring import Scorer, score_all
 
 logger = logging.getLogger("alsatian_hf")
 
@@ -143,10 +143,12 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
             t0 = time.perf_counter()
             train_items, test_items = schedule.train_items(it), schedule.test.items
             ytr, yte = label_t[list(train_items)], label_t[list(test_items)]
-            for model_id in _bar(iterable=alive, desc=f"scoring, iteration {it}", unit="model", leave=False):
-                record.scores[model_id] = float(scorer.score(
-                    train_features=features.get(model_id, train_items), train_labels=ytr,
-                    test_features=features.get(model_id, test_items), test_labels=yte))
+            bar = _bar(total=len(alive), desc=f"scoring, iteration {it}", unit="model", leave=False)
+            scores = score_all(scorer, train_features=[features.get(m, train_items) for m in alive], train_labels=ytr,
+                               test_features=[features.get(m, test_items) for m in alive], test_labels=yte)
+            record.scores.update(zip(alive, scores))
+            bar.update(len(alive))
+            bar.close()
             counters.add_time("proxy_scoring", time.perf_counter() - t0)
             keep = schedule.survivors_after(it, len(alive))
             ranked = select(alive, record.scores, keep, order)
