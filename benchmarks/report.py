@@ -171,7 +171,7 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         *headlines(out), "",
         "## Where the time goes", "",
         "Inference alone (the block executions the plan changes) against the FLOP bound, and the fixed costs every "
-        "strategy pays (set-up, data preparation, block loading with first-read hash checks, proxy scoring):", "",
+        "strategy pays (set-up, data preparation, block loading, proxy scoring):", "",
         "| architecture | distribution | items | inference, shift/alsatian | ideal | alsatian inference s | "
         "alsatian fixed s |", "|---|---|---:|---:|---:|---:|---|",
         *inference_lines(out), "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import os
 import platform
 import statistics
@@ -62,7 +63,9 @@ class Suite:
 SUITES = {
     "paper-cpu": Suite(archs=["resnet18", "vit_tiny", "effnet_lite0", "minilm"],
                        distributions=["top_50", "top_25", "top_layers"],
-                       sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 2000],
+                       # EfficientNet-Lite0 stops at 1000 and MiniLM at 200 items so the suite fits ~90 min on 2
+                       # CPU cores: their `base` rows dominate (142 s per repeat for EfficientNet at 2000 items).
+                       sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 1000],
                               "minilm": [100, 200]},
                        num_models=35, repeats=3),
     "smoke": Suite(archs=["test_resnet"], distributions=["top_layers"], sizes={"test_resnet": [64]}, num_models=4,
@@ -71,20 +74,20 @@ SUITES = {
 
 COLUMNS = {
     "end_to_end": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "cache_budget",
-                   "device", "torch_version", "seconds", "search_seconds", "setup_seconds", "repeats",
-                   "speedup_vs_base", "speedup_vs_shift", "ideal_speedup", "of_ideal", "block_executions",
+                   "device", "torch_version", "code_revision", "seconds", "search_seconds", "setup_seconds",
+                   "repeats", "speedup_vs_base", "speedup_vs_shift", "ideal_speedup", "of_ideal", "block_executions",
                    "compute_cost", "bytes_fetched", "same_ranking"],
     "time_breakdown": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "device",
-                       "torch_version", "prepare_data", "prepare_model", "inference", "proxy_scoring", "setup",
-                       "seconds"],
+                       "torch_version", "code_revision", "prepare_data", "prepare_model", "inference",
+                       "proxy_scoring", "setup", "seconds"],
     "memory_budget": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy",
-                      "cache_budget", "device", "torch_version", "seconds", "chunks", "c_min", "cache_peak",
-                      "peak_within_budget", "same_ranking"],
+                      "cache_budget", "device", "torch_version", "code_revision", "seconds", "chunks", "c_min",
+                      "cache_peak", "peak_within_budget", "same_ranking"],
     "planner_scaling": ["suite", "num_models", "blocks_per_model", "unique_edges", "seconds", "device",
-                        "torch_version"],
+                        "torch_version", "code_revision"],
     "hub_fetch": ["suite", "architecture", "distribution", "num_models", "bytes_fetched", "header_bytes",
                   "feature_extractor_bytes", "requests", "bytes_per_model", "requests_per_model", "store_bytes",
-                  "unique_block_bytes", "dedup_ratio", "device", "torch_version"],
+                  "unique_block_bytes", "dedup_ratio", "device", "torch_version", "code_revision"],
 }
 
 
@@ -172,11 +175,26 @@ def _search(org: str, ds, suite: Suite, strategy: str, store: Path, cache_budget
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
 
 
+@functools.lru_cache(maxsize=None)  # once per run: the run's own CSV writes must not count as changes
+def _code_revision() -> str:
+    """The commit the run measured, `+dirty` when alsatian_hf/ or benchmarks/ code differs from it."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "alsatian_hf", "benchmarks/*.py"],
+                               cwd=HERE.parent, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
 def _env() -> dict:
     import torch
 
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"device": device, "torch_version": torch.__version__}
+    return {"device": device, "torch_version": torch.__version__, "code_revision": _code_revision()}
 
 
 def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
