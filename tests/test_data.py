@@ -50,3 +50,30 @@ def test_preprocessing_is_cached_and_threads_give_the_same_tensors():
     threaded.add(proc)
     assert torch.equal(threaded(key, tuple(range(30)))["pixel_values"], first["pixel_values"])
     assert first["pixel_values"].shape == (30, 3, 32, 32)
+
+
+def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
+    """Fine-tunes with the same tokenizer files get one input key (and one loaded tokenizer); a changed
+    vocabulary is a different processor with different ids."""
+    import json
+    import shutil
+
+    from alsatian_hf.search.data import text_processor
+    from alsatian_hf.zoo.minilm import minilm_dir
+
+    folders = []
+    for name in ("a", "b", "changed"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            shutil.copy(minilm_dir() / f, folder / f)
+        folders.append(folder)
+    vocab = (folders[2] / "vocab.txt").read_text().splitlines()
+    swap = vocab.index("hello"), vocab.index("world")
+    vocab[swap[0]], vocab[swap[1]] = vocab[swap[1]], vocab[swap[0]]
+    (folders[2] / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    assert json.loads((folders[0] / "config.json").read_text())["model_type"] == "bert"
+    a, b, changed = (text_processor(f, max_length=8) for f in folders)
+    assert a.key == b.key != changed.key
+    ids = [p.fn(["hello world"])["input_ids"][0].tolist() for p in (a, b, changed)]
+    assert ids[0] == ids[1] and ids[0][1:3] == list(swap) and ids[2][1:3] == list(reversed(swap))

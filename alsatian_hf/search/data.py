@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -115,19 +116,41 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
     path = config_dir / "preprocessor_config.json"
     if not path.is_file():
         raise CandidateSkipped(str(config_dir), "no preprocessor_config.json: the image preprocessing is unknown.")
-    proc = AutoImageProcessor.from_pretrained(config_dir)
     kwargs: dict[str, Any] = {}
     if image_size is not None:
         kwargs["size"] = {"height": image_size, "width": image_size}
         kwargs["do_center_crop"] = False
     spec = json.loads(path.read_text())
     spec.pop("processor_class", None)
+    proc = _loaded("image-" + _key([spec, _model_type(config_dir)]),
+                   lambda: AutoImageProcessor.from_pretrained(config_dir))
 
     def fn(images):
         return {"pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt",
                                      **kwargs)["pixel_values"]}
 
     return Processor(_key(["hf-image", spec, kwargs]), "image", fn, type(proc).__name__)
+
+
+_LOADED: "OrderedDict[str, Any]" = OrderedDict()  # tokenizers and image processors by the digest of their files
+
+
+def _loaded(digest: str, load: Callable[[], Any], keep: int = 16) -> Any:
+    """A processor object loaded once per content digest: an org's fine-tunes share one tokenizer, and loading
+    it per candidate was most of a text search's set-up (35 x ~50 ms)."""
+    if digest in _LOADED:
+        _LOADED.move_to_end(digest)
+        return _LOADED[digest]
+    obj = _LOADED[digest] = load()
+    while len(_LOADED) > keep:
+        _LOADED.popitem(last=False)
+    return obj
+
+
+def _model_type(config_dir: Path) -> str:
+    """What else Auto* classes read: config.json's model_type picks the class when the processor files don't."""
+    path = config_dir / "config.json"
+    return str(json.loads(path.read_text()).get("model_type", "")) if path.is_file() else ""
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
@@ -140,10 +163,10 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
     files = [config_dir / f for f in TOKENIZER_FILES if (config_dir / f).is_file()]
     if not files:
         raise CandidateSkipped(str(config_dir), "no tokenizer files: the text preprocessing is unknown.")
-    tok = AutoTokenizer.from_pretrained(config_dir)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(_model_type(config_dir).encode())
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    tok = _loaded("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
 
     def fn(texts):
         enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
