@@ -144,6 +144,10 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
     dists = sorted({r["distribution"] for r in e2e}) or suite.distributions
     sizes = ", ".join(f"{a}: {'/'.join(sorted({r['num_items'] for r in e2e if r['architecture'] == a}, key=int))}"
                       for a in archs)
+    revisions = {}  # code revision -> architectures measured at it
+    for r in e2e:
+        revisions.setdefault(r.get("code_revision") or "unknown", set()).add(r["architecture"])
+    measured_at = "; ".join(f"{rev}: {', '.join(sorted(a))}" for rev, a in sorted(revisions.items()))
     body = [
         "", f"# alsatian_hf benchmarks: `{suite_name}`", "",
         "The paper's experiments (Alsatian, SIGMOD 2025: §6.1 end-to-end, §6.4 memory budget, §6.5 BERT) at CPU "
@@ -158,7 +162,8 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         "linear-probe proxy with SHiFT's defaults (SGD, lr 0.1, 100 epochs); result size 1;",
         f"- machine: {machine}; " + (f"this invocation took {seconds / 60:.1f} min (cells already in the CSVs "
                                      "are skipped, so a resumed run reports only its own time)." if seconds else
-                                     "this card was regenerated from the CSVs."), "",
+                                     "this card was regenerated from the CSVs."),
+        f"- code revisions of the end-to-end rows (`code_revision` column): {measured_at}.", "",
         "`seconds` is the end-to-end search time (listing, headers, candidate set-up from the warm block store, "
         "every iteration); `search_seconds` leaves the set-up out. `ideal_speedup` is the compute-weighted "
         "sharing bound: the FLOPs of every block execution, shift over alsatian (base over shift on shift's row); "
