@@ -125,10 +125,9 @@ class BlockStore:
         st = path.stat()
         return block_hash, st.st_size, st.st_mtime_ns, st.st_ino
 
-    def _mark_verified(self, stamp: tuple[str, int, int, int]) -> None:
+    def _mark_verified(self, stamp: tuple[str, int, int, int], db: sqlite3.Connection) -> None:
         self._verified.add(stamp)
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)", stamp)
+        db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)", stamp)
 
     def _is_verified(self, stamp: tuple[str, int, int, int]) -> bool:
         if stamp in self._verified:
@@ -164,9 +163,9 @@ class BlockStore:
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-                with self._db() as db:
+                with self._db() as db:  # one transaction: the block and its verified file version
                     db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (block_hash, len(blob), time.time()))
-                self._mark_verified(self._stamp(block_hash, target))  # these bytes hashed to block_hash above
+                    self._mark_verified(self._stamp(block_hash, target), db)  # these bytes hashed to block_hash
         return block_hash
 
     def get(self, block_hash: str):
@@ -189,7 +188,8 @@ class BlockStore:
             if content_hash(decode_safetensors(path.read_bytes())) != block_hash:
                 raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run "
                                           "`alsatian-hf store gc --verify`.")
-            self._mark_verified(stamp)
+            with self._db() as db:
+                self._mark_verified(stamp, db)
         return load_file(str(path))
 
     # -- index ---------------------------------------------------------------------------------------------
