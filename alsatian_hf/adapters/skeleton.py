@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._digest_cache import DigestCache
 from ..errors import UnsupportedArchitectureError
 
 
@@ -23,8 +24,7 @@ def library_of(config: dict) -> str:
                                        "`model_type`; only timm and transformers models can be split into blocks.")
 
 
-_META_CACHE: dict[str, nn.Module] = {}  # config.json digest -> the shared meta skeleton
-_META_CACHE_SIZE = 16
+_META_CACHE = DigestCache()  # config.json digest -> the shared meta skeleton
 
 
 def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", shared: bool = True) -> nn.Module:
@@ -42,12 +42,8 @@ def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", 
     if str(device) == "meta":
         # Fine-tunes of one base share a config: build it once. A library's weight init still runs on the meta
         # device (timm's ViT: ~0.3 s a model), which dominated the set-up of a search over many fine-tunes.
-        key = hashlib.sha256(raw).hexdigest()
-        if key not in _META_CACHE:
-            if len(_META_CACHE) >= _META_CACHE_SIZE:
-                _META_CACHE.pop(next(iter(_META_CACHE)))
-            _META_CACHE[key] = _build(config_dir, raw, device)
-        return _META_CACHE[key] if shared else copy.deepcopy(_META_CACHE[key])
+        model = _META_CACHE.get(hashlib.sha256(raw).hexdigest(), lambda: _build(config_dir, raw, device))
+        return model if shared else copy.deepcopy(model)
     return _build(config_dir, raw, device)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from .._digest_cache import DigestCache
 from ..errors import CandidateSkipped, DatasetError
 
 logger = logging.getLogger("alsatian_hf")
@@ -96,6 +96,11 @@ def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Tokenizers and image processors by the digest of their files: loading one tokenizer per candidate was most
+# of a 35-model text search's set-up (35 x ~50 ms).
+_LOADED = DigestCache()
+
+
 def timm_processor(model, image_size: int | None) -> Processor:
     from timm.data import create_transform, resolve_data_config
 
@@ -122,29 +127,14 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
         kwargs["do_center_crop"] = False
     spec = json.loads(path.read_text())
     spec.pop("processor_class", None)
-    proc = _loaded("image-" + _key([spec, _model_type(config_dir)]),
-                   lambda: AutoImageProcessor.from_pretrained(config_dir))
+    proc = _LOADED.get("image-" + _key([spec, _model_type(config_dir)]),
+                       lambda: AutoImageProcessor.from_pretrained(config_dir))
 
     def fn(images):
         return {"pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt",
                                      **kwargs)["pixel_values"]}
 
     return Processor(_key(["hf-image", spec, kwargs]), "image", fn, type(proc).__name__)
-
-
-_LOADED: "OrderedDict[str, Any]" = OrderedDict()  # tokenizers and image processors by the digest of their files
-
-
-def _loaded(digest: str, load: Callable[[], Any], keep: int = 16) -> Any:
-    """A processor object loaded once per content digest: an org's fine-tunes share one tokenizer, and loading
-    it per candidate was most of a text search's set-up (35 x ~50 ms)."""
-    if digest in _LOADED:
-        _LOADED.move_to_end(digest)
-        return _LOADED[digest]
-    obj = _LOADED[digest] = load()
-    while len(_LOADED) > keep:
-        _LOADED.popitem(last=False)
-    return obj
 
 
 def _model_type(config_dir: Path) -> str:
@@ -166,7 +156,7 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
     digest = hashlib.sha256(_model_type(config_dir).encode())
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
-    tok = _loaded("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
+    tok = _LOADED.get("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
 
     def fn(texts):
         enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
