@@ -28,6 +28,7 @@ from ._repo import FolderRepo, RepoFile, list_repos
 logger = logging.getLogger("alsatian_hf.localhub")
 
 PAGE_SIZE = 50
+LOG_WAIT_S = 10.0  # how long a log reader waits for requests still in flight
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc).isoformat().replace("+00:00", ".000Z")
 
@@ -71,6 +72,10 @@ class HubServer:
         self.log: list[LoggedRequest] = []
         self._resolve_count = 0
         self._lock = threading.Lock()
+        # A request is logged after its last byte went out, so a client can hold the response before the entry
+        # exists; readers of the log wait until no request is in flight.
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         handler = type("_BoundHandler", (_Handler,), {"hub": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -105,20 +110,29 @@ class HubServer:
 
     # -- request log -------------------------------------------------------------------------------------
     def clear_log(self) -> None:
-        with self._lock:
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=LOG_WAIT_S)
             self.log.clear()
 
     def requests(self, *, kind: str | None = None) -> list[LoggedRequest]:
-        """Logged requests; `kind="resolve"` keeps file downloads only."""
-        with self._lock:
+        """Logged requests, including every one whose response a client has received; `kind="resolve"` keeps
+        file downloads only."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=LOG_WAIT_S)
             log = list(self.log)
         if kind == "resolve":
             log = [r for r in log if "/resolve/" in r.path]
         return log
 
-    def _record(self, entry: LoggedRequest) -> None:
+    def _begin(self) -> None:
         with self._lock:
+            self._in_flight += 1
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._idle:
             self.log.append(entry)
+            self._in_flight -= 1
+            self._idle.notify_all()
 
     def _next_resolve(self) -> int:
         with self._lock:
@@ -168,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self._query = parse_qs(split.query, keep_blank_values=True)
         path = split.path
+        self.hub._begin()  # paired with _record in `finally`
         try:
             self._route(method, path)
         except _HttpError as e:
