@@ -7,6 +7,7 @@ errors instead of hanging on DNS retries.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -58,6 +59,15 @@ def hub():
 @pytest.fixture(scope="session")
 def hub_root() -> Path:
     return _HUB.root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the hub and drop its ~400 MB of zoos after a passing run; a failing run keeps them to look at."""
+    _HUB.stop()
+    if exitstatus == 0:
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    else:
+        print(f"\nthe session's local hub and HF_HOME are kept in {_SESSION_DIR}")
 
 
 def pytest_collection_modifyitems(config, items):
