@@ -25,7 +25,13 @@ def main(argv=None) -> None:
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--work-dir", type=Path, default=None)
     args = p.parse_args(argv)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="alsatian-hub-fetch-"))
+    if args.work_dir is not None:
+        return _run(args, args.work_dir)
+    with tempfile.TemporaryDirectory(prefix="alsatian-hub-fetch-") as work:  # zoos and stores: hundreds of MB
+        return _run(args, Path(work))
+
+
+def _run(args, work: Path) -> None:
     os.environ.setdefault("HF_HOME", str(work / "hf-home"))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     hub = HubServer(work / "hub").start()
