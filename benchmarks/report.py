@@ -11,14 +11,15 @@ from pathlib import Path
 TARGETS = {("resnet18", "top_50"): ("shift", 3.8), ("resnet18", "top_25"): ("shift", 4.8),
            ("resnet18", "top_layers"): ("shift", 5.7), ("vit_tiny", "top_layers"): ("shift", 10.7),
            ("minilm", "top_layers"): ("base", 13.8)}
-TABLES = ["end_to_end", "time_breakdown", "memory_budget", "planner_scaling", "hub_fetch"]
+TABLES = ["end_to_end", "time_breakdown", "memory_budget", "input_scaling", "planner_scaling", "hub_fetch"]
 DTYPES = {"seconds": "float64", "search_seconds": "float64", "setup_seconds": "float64", "speedup_vs_base": "float64",
           "speedup_vs_shift": "float64", "ideal_speedup": "float64", "of_ideal": "float64", "dedup_ratio": "float64",
           "prepare_data": "float64", "prepare_model": "float64", "inference": "float64", "proxy_scoring": "float64",
-          "setup": "float64", "requests_per_model": "float64"}
+          "setup": "float64", "requests_per_model": "float64", "other_seconds": "float64",
+          "inference_speedup_vs_shift": "float64"}
 INTS = {"num_models", "num_items", "repeats", "block_executions", "bytes_fetched", "chunks", "c_min", "cache_peak",
         "blocks_per_model", "unique_edges", "header_bytes", "feature_extractor_bytes", "requests", "bytes_per_model",
-        "store_bytes", "unique_block_bytes"}
+        "store_bytes", "unique_block_bytes", "image_size"}
 
 
 def _read(path: Path) -> list[dict]:
@@ -111,6 +112,23 @@ def inference_lines(out: Path) -> list[str]:
     return lines
 
 
+def scaling_lines(out: Path) -> list[str]:
+    """The input-size cells: alsatian's end-to-end and inference-only ratio to shift, next to the FLOP bound."""
+    rows = [r for r in _read(out / "input_scaling.csv") if r["strategy"] == "alsatian"]
+    shift = {(r["architecture"], r["distribution"], r["num_items"], r["image_size"]): r
+             for r in _read(out / "input_scaling.csv") if r["strategy"] == "shift"}
+    lines = []
+    for r in sorted(rows, key=lambda r: (r["architecture"], r["distribution"], int(r["image_size"]))):
+        s = shift.get((r["architecture"], r["distribution"], r["num_items"], r["image_size"]))
+        if s is None:
+            continue
+        lines.append(f"| {r['architecture']} | {r['distribution']} | {r['num_items']} | {r['image_size']} | "
+                     f"{float(r['seconds']):.1f} / {float(s['seconds']):.1f} | {float(r['other_seconds']):.1f} | "
+                     f"{float(r['speedup_vs_shift']):.2f}x | {float(r['inference_speedup_vs_shift']):.2f}x | "
+                     f"{float(r['ideal_speedup']):.2f}x | {float(r['of_ideal']):.0%} |")
+    return lines
+
+
 def missing_cells(out: Path, suite) -> list[str]:
     done = {(r["architecture"], r["distribution"], r["num_items"]) for r in _read(out / "end_to_end.csv")}
     return [f"{a} {d} {n}" for a in suite.archs for d in suite.distributions for n in suite.sizes[a]
@@ -180,6 +198,12 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         "| architecture | distribution | items | inference, shift/alsatian | ideal | alsatian inference s | "
         "alsatian fixed s |", "|---|---|---:|---:|---:|---:|---|",
         *inference_lines(out), "",
+        *(["### Input size", "",
+           "The same search at growing image sizes (`input_scaling`): inference grows with the pixels, the other "
+           "costs of a search do not, so the end-to-end ratio moves towards the inference ratio.", "",
+           "| architecture | distribution | items | px | seconds, alsatian / shift | alsatian non-inference s | "
+           "vs shift | inference vs shift | ideal | of ideal |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+           *scaling_lines(out), ""] if scaling_lines(out) else []),
         *(["Cells of this suite not in the CSVs: " + ", ".join(missing_cells(out, suite)) + ".", ""]
           if missing_cells(out, suite) else []),
         "## Tables", "",

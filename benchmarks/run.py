@@ -58,6 +58,9 @@ class Suite:
     budget_arch: str = "resnet18"
     budget_items: int = 500
     planner_models: list[int] = field(default_factory=lambda: [500, 5000])
+    # Input-size cells (arch, distribution, items, image sizes): alsatian against shift as inference grows
+    # against the fixed costs every strategy pays.
+    scaling: list[tuple[str, str, int, list[int]]] = field(default_factory=list)
 
 
 SUITES = {
@@ -67,9 +70,14 @@ SUITES = {
                        # CPU cores: their `base` rows dominate (142 s per repeat for EfficientNet at 2000 items).
                        sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 1000],
                               "minilm": [100, 200]},
-                       num_models=35, repeats=3),
+                       num_models=35, repeats=3,
+                       # resnet18 top_layers: its gap to the bound is fixed cost; EfficientNet top_25: its inference
+                       # itself stays below the FLOP bound at 32px.
+                       scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]),
+                                ("effnet_lite0", "top_25", 500, [32, 96])]),
     "smoke": Suite(archs=["test_resnet"], distributions=["top_layers"], sizes={"test_resnet": [64]}, num_models=4,
-                   repeats=1, budget_arch="test_resnet", budget_items=64, planner_models=[50, 500]),
+                   repeats=1, budget_arch="test_resnet", budget_items=64, planner_models=[50, 500],
+                   scaling=[("test_resnet", "top_layers", 64, [32, 48])]),
 }
 
 COLUMNS = {
@@ -85,6 +93,10 @@ COLUMNS = {
                       "cache_peak", "peak_within_budget", "same_ranking"],
     "planner_scaling": ["suite", "num_models", "blocks_per_model", "unique_edges", "seconds", "device",
                         "torch_version", "code_revision"],
+    "input_scaling": ["suite", "architecture", "distribution", "num_models", "num_items", "image_size", "strategy",
+                      "device", "torch_version", "code_revision", "seconds", "inference", "other_seconds", "repeats",
+                      "speedup_vs_shift", "inference_speedup_vs_shift", "ideal_speedup", "of_ideal",
+                      "same_ranking"],
     "hub_fetch": ["suite", "architecture", "distribution", "num_models", "bytes_fetched", "header_bytes",
                   "feature_extractor_bytes", "requests", "bytes_per_model", "requests_per_model", "store_bytes",
                   "unique_block_bytes", "dedup_ratio", "device", "torch_version", "code_revision"],
@@ -166,10 +178,11 @@ def _ensure_zoo(root: Path, arch: str, dist: str, num_models: int) -> None:
           f"{time.perf_counter() - start:.0f}s", flush=True)
 
 
-def _search(org: str, ds, suite: Suite, strategy: str, store: Path, cache_budget="auto", batch_size: int = 64):
+def _search(org: str, ds, suite: Suite, strategy: str, store: Path, cache_budget="auto", batch_size: int = 64,
+            image_size: int | None = None):
     from alsatian_hf import ModelSearcher, SearchArguments
 
-    args = SearchArguments(result_size=1, strategy=strategy, image_size=suite.image_size,
+    args = SearchArguments(result_size=1, strategy=strategy, image_size=image_size or suite.image_size,
                            max_length=suite.max_length, store_dir=str(store), cache_budget=cache_budget,
                            batch_size=batch_size)
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
@@ -326,6 +339,43 @@ def run_memory_budget(suite_name: str, suite: Suite, out: Path, work: Path, hub:
               f"{statistics.median(r.seconds for r in runs):.1f}s", flush=True)
 
 
+def run_input_scaling(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
+    """Alsatian against shift at growing image sizes: inference grows, the fixed costs of a search do not."""
+    table = Table(out / "input_scaling.csv", COLUMNS["input_scaling"])
+    env = _env()
+    for arch, dist, num_items, image_sizes in suite.scaling:
+        _ensure_zoo(hub.root, arch, dist, suite.num_models)
+        org = _org(arch, dist)
+        store, ds = work / "stores" / org, _dataset(arch, num_items)
+        for size in image_sizes:
+            key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, num_items=num_items,
+                       image_size=size)
+            if not force and table.has(**key):
+                continue
+            table.drop(**key)
+            runs: dict[str, list] = {"alsatian": [], "shift": []}
+            for r in range(suite.repeats):
+                for strategy in (("alsatian", "shift") if r % 2 == 0 else ("shift", "alsatian")):
+                    runs[strategy].append(_search(org, ds, suite, strategy, store, image_size=size))
+            med = {s: statistics.median(x.seconds for x in v) for s, v in runs.items()}
+            inf = {s: statistics.median(sum(it["seconds"]["inference"] for it in x.iterations) for x in v)
+                   for s, v in runs.items()}
+            cost = {s: sum(it["compute_cost"] for it in v[0].iterations) for s, v in runs.items()}
+            ideal = cost["shift"] / cost["alsatian"]
+            same = runs["alsatian"][0].models == runs["shift"][0].models
+            for s in runs:
+                table.add({"suite": suite_name, **key, "strategy": s, **env, "seconds": round(med[s], 3),
+                           "inference": round(inf[s], 3), "other_seconds": round(med[s] - inf[s], 3),
+                           "repeats": suite.repeats, "speedup_vs_shift": round(med["shift"] / med[s], 3),
+                           "inference_speedup_vs_shift": round(inf["shift"] / inf[s], 3),
+                           "ideal_speedup": round(ideal if s == "alsatian" else 1.0, 3),
+                           "of_ideal": round(med["shift"] / med[s] / ideal, 3) if s == "alsatian" else "",
+                           "same_ranking": same})
+            print(f"  {org} n={num_items} {size}px: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s -> "
+                  f"{med['shift'] / med['alsatian']:.2f}x (inference {inf['shift'] / inf['alsatian']:.2f}x, "
+                  f"ideal {ideal:.2f}x); same ranking: {same}", flush=True)
+
+
 def run_planner_scaling(suite_name: str, suite: Suite, out: Path, force: bool) -> None:
     import random
 
@@ -362,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=int, help="models per zoo")
     p.add_argument("--repeats", type=int)
     p.add_argument("--force", action="store_true", help="rerun cells whose CSV rows exist")
-    p.add_argument("--skip", nargs="*", default=[], choices=["cells", "memory", "planner"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["cells", "memory", "scaling", "planner"])
     p.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
     p.add_argument("--work-dir", type=Path, help="zoos and block stores (default: benchmarks/.work/<suite>)")
     args = p.parse_args(argv)
@@ -393,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             run_cells(args.suite, suite, out, work, hub, args.force)
         if "memory" not in args.skip:
             run_memory_budget(args.suite, suite, out, work, hub, args.force)
+        if "scaling" not in args.skip:
+            run_input_scaling(args.suite, suite, out, work, hub, args.force)
         if "planner" not in args.skip:
             run_planner_scaling(args.suite, suite, out, args.force)
     finally:

@@ -33,14 +33,18 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
                           "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {f"{t}.csv" for t in ("end_to_end", "time_breakdown", "memory_budget", "planner_scaling",
-                                 "hub_fetch")} <= names
+    assert {f"{t}.csv" for t in ("end_to_end", "time_breakdown", "memory_budget", "input_scaling",
+                                 "planner_scaling", "hub_fetch")} <= names
     assert {"end_to_end.png", "time_breakdown.png", "README.md"} <= names
     _check_card(tmp_path / "out")
     e2e = datasets.load_dataset(str(tmp_path / "out"), name="end_to_end", split="train")
     assert set(e2e["strategy"]) == {"alsatian", "shift", "base"} and all(e2e["same_ranking"])
     budget = datasets.load_dataset(str(tmp_path / "out"), name="memory_budget", split="train")
     assert all(budget["peak_within_budget"]) and all(budget["same_ranking"])
+    scaling = datasets.load_dataset(str(tmp_path / "out"), name="input_scaling", split="train")
+    assert sorted(zip(scaling["image_size"], scaling["strategy"])) == [
+        (32, "alsatian"), (32, "shift"), (48, "alsatian"), (48, "shift")] and all(scaling["same_ranking"])
+    assert all(0 < i <= s for i, s in zip(scaling["inference"], scaling["seconds"]))
     # resumable: a second run skips the cells whose rows exist
     again = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "smoke", "--out", str(tmp_path / "out"),
                             "--work-dir", str(tmp_path / "work"), "--skip", "memory", "planner"],
