@@ -97,7 +97,9 @@ COLUMNS = {
                       "device", "torch_version", "code_revision", "seconds", "inference", "other_seconds", "repeats",
                       "speedup_vs_shift", "inference_speedup_vs_shift", "ideal_speedup", "of_ideal",
                       "same_ranking"],
-    "hub_fetch": ["suite", "architecture", "distribution", "num_models", "bytes_fetched", "header_bytes",
+    "block_times": ["suite", "architecture", "image_size", "block", "name", "output_shape", "batch_size",
+                    "ms_per_batch", "time_share", "flop_share", "device", "torch_version", "code_revision"],
+    "hub_fetch": ["suite", "architecture", "distribution", "num_models", "strategy", "bytes_fetched", "header_bytes",
                   "feature_extractor_bytes", "requests", "bytes_per_model", "requests_per_model", "store_bytes",
                   "unique_block_bytes", "dedup_ratio", "device", "torch_version", "code_revision"],
 }
@@ -219,29 +221,7 @@ def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServ
             org = _org(arch, dist)
             store = work / "stores" / org
             key = dict(architecture=arch, distribution=dist, num_models=suite.num_models)
-            if force or not tables["hub_fetch"].has(**key):
-                import shutil
-
-                from alsatian_hf.store.block_store import BlockStore, decode_safetensors
-
-                shutil.rmtree(store, ignore_errors=True)
-                tables["hub_fetch"].drop(**key)
-                hub.clear_log()
-                ds = _dataset(arch, 64 if ARCHS[arch].modality == "image" else 40)
-                res = _search(org, ds, suite, "alsatian", store)  # a cold store: every block fetched once
-                header = header_bytes(hub)
-                fe = _feature_extractor_bytes(hub.root / org)
-                bs = BlockStore(store)
-                info = bs.info()
-                unique = sum(len(b) for p in bs.block_files() for *_, b in decode_safetensors(p.read_bytes()))
-                tables["hub_fetch"].add({"suite": suite_name, **key, "bytes_fetched": res.bytes_fetched,
-                                         "header_bytes": header, "feature_extractor_bytes": fe,
-                                         "requests": res.requests, "bytes_per_model": res.bytes_fetched // suite.num_models,
-                                         "requests_per_model": round(res.requests / suite.num_models, 1),
-                                         "store_bytes": info.bytes, "unique_block_bytes": unique,
-                                         "dedup_ratio": round(info.dedup_ratio, 3), **env})
-                print(f"  {org}: fetched {res.bytes_fetched / 1e6:.1f} MB in {res.requests} requests, store dedup "
-                      f"{info.dedup_ratio:.2f}", flush=True)
+            _hub_fetch(suite_name, suite, arch, dist, store, hub, tables["hub_fetch"], env, force)
             for num_items in suite.sizes[arch]:
                 cell = dict(**key, num_items=num_items)
                 if not force and tables["end_to_end"].has(**cell):
@@ -250,6 +230,39 @@ def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServ
                 tables["end_to_end"].drop(**cell)
                 tables["time_breakdown"].drop(**cell)
                 _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
+
+
+def _hub_fetch(suite_name, suite, arch, dist, store, hub, table, env, force) -> None:
+    """One search per strategy from a cold block store: what each fetches from the hub, and the store it leaves.
+
+    The last one leaves the store warm for the timed cells, whose searches then fetch nothing.
+    """
+    import shutil
+
+    from alsatian_hf.store.block_store import BlockStore, decode_safetensors
+
+    org = _org(arch, dist)
+    ds = _dataset(arch, 64 if ARCHS[arch].modality == "image" else 40)
+    fe = _feature_extractor_bytes(hub.root / org)
+    for strategy in STRATEGIES:
+        key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, strategy=strategy)
+        if not force and table.has(**key) and store.is_dir():
+            continue
+        table.drop(**key)
+        shutil.rmtree(store, ignore_errors=True)
+        hub.clear_log()
+        res = _search(org, ds, suite, strategy, store)
+        header = header_bytes(hub)
+        bs = BlockStore(store)
+        info = bs.info()
+        unique = sum(len(b) for p in bs.block_files() for *_, b in decode_safetensors(p.read_bytes()))
+        table.add({"suite": suite_name, **key, "bytes_fetched": res.bytes_fetched, "header_bytes": header,
+                   "feature_extractor_bytes": fe, "requests": res.requests,
+                   "bytes_per_model": res.bytes_fetched // suite.num_models,
+                   "requests_per_model": round(res.requests / suite.num_models, 1), "store_bytes": info.bytes,
+                   "unique_block_bytes": unique, "dedup_ratio": round(info.dedup_ratio, 3), **env})
+        print(f"  {org} {strategy}: fetched {res.bytes_fetched / 1e6:.1f} MB in {res.requests} requests "
+              f"(feature extractors {fe / 1e6:.1f} MB), store dedup {info.dedup_ratio:.2f}", flush=True)
 
 
 def header_bytes(hub: HubServer) -> int:
@@ -376,6 +389,53 @@ def run_input_scaling(suite_name: str, suite: Suite, out: Path, work: Path, hub:
                   f"ideal {ideal:.2f}x); same ranking: {same}", flush=True)
 
 
+def run_block_times(suite_name: str, suite: Suite, out: Path, hub: HubServer, force: bool) -> None:
+    """Time and FLOPs of each engine block of the input-size cells' models: where time per FLOP departs from even.
+
+    The sharing bound weights block executions by FLOPs; it holds as a time ratio only where every block takes
+    the same time per FLOP. This table shows which blocks do not, at each image size.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alsatian_hf.adapters import split_model
+    from alsatian_hf.adapters.skeleton import build_model
+
+    table = Table(out / "block_times.csv", COLUMNS["block_times"])
+    env, batch = _env(), 64
+    for arch, dist, _, image_sizes in suite.scaling:
+        _ensure_zoo(hub.root, arch, dist, suite.num_models)
+        model = build_model(hub.root / _org(arch, dist) / "model-base", device="cpu", shared=False)
+        split = split_model(model)
+        for size in image_sizes:
+            if not force and table.has(architecture=arch, image_size=size):
+                continue
+            table.drop(architecture=arch, image_size=size)
+            state = split.adapter.initial_state({"pixel_values": torch.randn(batch, 3, size, size)})
+            rows = []
+            with torch.inference_mode():
+                for i, block in enumerate(split.blocks):
+                    counter = FlopCounterMode(display=False)
+                    with counter:
+                        out_state = block.step(model, state)
+                    times = []
+                    for _ in range(5):
+                        start = time.perf_counter()
+                        block.step(model, state)
+                        times.append(time.perf_counter() - start)
+                    rows.append((i, block.name, "x".join(map(str, out_state[0].shape[1:])),
+                                 statistics.median(times), counter.get_total_flops()))
+                    state = out_state
+            total_t, total_f = sum(r[3] for r in rows), max(sum(r[4] for r in rows), 1)
+            for i, name, shape, t, f in rows:
+                table.add({"suite": suite_name, "architecture": arch, "image_size": size, "block": i, "name": name,
+                           "output_shape": shape, "batch_size": batch, "ms_per_batch": round(t * 1000, 3),
+                           "time_share": round(t / total_t, 4), "flop_share": round(f / total_f, 4), **env})
+            worst = max(rows, key=lambda r: r[3] / total_t - r[4] / total_f)
+            print(f"  blocks {arch} {size}px: {total_t * 1000:.0f} ms per batch of {batch}; most over its FLOP share: "
+                  f"{worst[1]} ({worst[3] / total_t:.0%} of time, {worst[4] / total_f:.0%} of FLOPs)", flush=True)
+
+
 def run_planner_scaling(suite_name: str, suite: Suite, out: Path, force: bool) -> None:
     import random
 
@@ -412,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=int, help="models per zoo")
     p.add_argument("--repeats", type=int)
     p.add_argument("--force", action="store_true", help="rerun cells whose CSV rows exist")
-    p.add_argument("--skip", nargs="*", default=[], choices=["cells", "memory", "scaling", "planner"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["cells", "memory", "scaling", "blocks", "planner"])
     p.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
     p.add_argument("--work-dir", type=Path, help="zoos and block stores (default: benchmarks/.work/<suite>)")
     args = p.parse_args(argv)
@@ -445,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             run_memory_budget(args.suite, suite, out, work, hub, args.force)
         if "scaling" not in args.skip:
             run_input_scaling(args.suite, suite, out, work, hub, args.force)
+        if "blocks" not in args.skip:
+            run_block_times(args.suite, suite, out, hub, args.force)
         if "planner" not in args.skip:
             run_planner_scaling(args.suite, suite, out, args.force)
     finally:
