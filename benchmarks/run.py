@@ -8,6 +8,10 @@ Zoos are built with `alsatian_hf.zoo` and served by the local hub; every measure
 `ModelSearcher.from_hub(...).search()`. Strategies run in alternating order in one process and each cell
 reports the median of `--repeats`. Results go to `benchmarks/results/<suite>/`: one CSV per table, PNG plots
 and a README.md dataset card. The run is resumable: a cell whose CSV row exists is skipped unless `--force`.
+
+Steps, each skippable with `--skip`: `cells` (end_to_end, time_breakdown, and hub_fetch: each strategy once
+from a cold block store), `memory` (§6.4 cache budgets), `scaling` (input_scaling: alsatian vs shift at growing
+image sizes), `blocks` (block_times: time and FLOPs per engine block) and `planner` (planner_scaling).
 """
 
 from __future__ import annotations
