@@ -70,6 +70,16 @@ def test_strategies_agree_on_resnet18_zoos(resnet18_zoo, pixels):
     # shift runs every surviving model whole on the new items
     assert [r.counters.block_executions for r in s.iterations] == [
         r.naive_edges * r.new_items for r in a.iterations]
+    # per-block time: every execution counted under its content hash, within the inference time; alsatian runs
+    # only blocks shift runs too, each at most as often
+    for outcome in (a, s, b):
+        for r in outcome.iterations:
+            c = r.counters
+            assert sum(n for n, _ in c.block_time.values()) == c.block_executions
+            assert (0 < sum(t for _, t in c.block_time.values()) <= c.seconds["inference"]) == (
+                c.block_executions > 0)  # base runs everything in its first iteration, nothing after
+    for ra, rs in zip(a.iterations, s.iterations):
+        assert all(n <= rs.counters.block_time[h][0] for h, (n, _) in ra.counters.block_time.items())
 
 
 def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):

@@ -37,9 +37,18 @@ class Counters:
     chunks: int = 0
     c_min: int = 0
     compute_cost: float = 0.0  # sum of block cost x items executed
+    # content hash -> [items, seconds]: what each block cost in time, which FLOPs only approximate (a strided
+    # stem or a depthwise conv on a tiny map takes far more time per FLOP than a wide matmul)
+    block_time: dict[str, list] = field(default_factory=dict)
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
+
+
+def _cuda_mark() -> torch.cuda.Event:
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
 
 class Executor:
@@ -71,16 +80,26 @@ class Executor:
         return loaded
 
     def _run_blocks(self, blocks, state: State, items: int, counters: Counters) -> State:
-        """Runs the (loaded) blocks in order on one batch, counting executions, FLOPs and time."""
+        """Runs the (loaded) blocks in order on one batch, counting executions, FLOPs and time, also per block."""
+        cuda = self.device.type == "cuda"
         t0 = time.perf_counter()
+        marks = [_cuda_mark() if cuda else t0]  # CUDA events time the kernels without a sync per block
         with torch.inference_mode():
             for block in blocks:
                 state = block.run(state)
-        if self.device.type == "cuda":
+                marks.append(_cuda_mark() if cuda else time.perf_counter())
+        if cuda:
             torch.cuda.synchronize(self.device)
+            spans = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
+        else:
+            spans = [b - a for a, b in zip(marks, marks[1:])]
         counters.add_time("inference", time.perf_counter() - t0)
         counters.block_executions += len(blocks) * items
         counters.compute_cost += sum(b.cost for b in blocks) * items
+        for block, span in zip(blocks, spans):
+            entry = counters.block_time.setdefault(block.content_hash, [0, 0.0])
+            entry[0] += items
+            entry[1] += span
         if self.on_batch is not None:
             self.on_batch(len(blocks) * items)
         return state

@@ -51,6 +51,7 @@ class IterationRecord:
             "bytes_loaded": c.bytes_loaded, "cache_peak": c.cache_peak, "cache_tier_peaks": dict(c.cache_tier_peaks),
             "chunks": c.chunks, "c_min": c.c_min, "compute_cost": c.compute_cost,
             "unique_edges": self.unique_edges, "naive_edges": self.naive_edges,
+            "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
         }
 
 
