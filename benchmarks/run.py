@@ -9,9 +9,10 @@ Zoos are built with `alsatian_hf.zoo` and served by the local hub; every measure
 reports the median of `--repeats`. Results go to `benchmarks/results/<suite>/`: one CSV per table, PNG plots
 and a README.md dataset card. The run is resumable: a cell whose CSV row exists is skipped unless `--force`.
 
-Steps, each skippable with `--skip`: `cells` (end_to_end, time_breakdown, and hub_fetch: each strategy once
-from a cold block store), `memory` (§6.4 cache budgets), `scaling` (input_scaling: alsatian vs shift at growing
-image sizes), `blocks` (block_times: time and FLOPs per engine block) and `planner` (planner_scaling).
+Steps, each skippable with `--skip`: `cells` (end_to_end, time_breakdown), `fetch` (hub_fetch: each
+strategy once from a cold block store, before a zoo's cells), `memory` (§6.4 cache budgets), `scaling`
+(input_scaling: alsatian vs shift at growing image sizes), `blocks` (block_times: time and FLOPs per engine
+block) and `planner` (planner_scaling).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ SUITES = {
 COLUMNS = {
     "end_to_end": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "cache_budget",
                    "device", "torch_version", "code_revision", "seconds", "search_seconds", "setup_seconds",
-                   "repeats", "speedup_vs_base", "speedup_vs_shift", "ideal_speedup", "of_ideal", "block_executions",
+                   "repeats", "speedup_vs_base", "speedup_vs_shift", "ideal_speedup", "of_ideal", "time_ideal_speedup",
+                   "of_time_ideal", "block_executions",
                    "compute_cost", "bytes_fetched", "same_ranking"],
     "time_breakdown": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "device",
                        "torch_version", "code_revision", "prepare_data", "prepare_model", "inference",
@@ -100,7 +102,7 @@ COLUMNS = {
     "input_scaling": ["suite", "architecture", "distribution", "num_models", "num_items", "image_size", "strategy",
                       "device", "torch_version", "code_revision", "seconds", "inference", "other_seconds", "repeats",
                       "speedup_vs_shift", "inference_speedup_vs_shift", "ideal_speedup", "of_ideal",
-                      "same_ranking"],
+                      "time_ideal_speedup", "of_time_ideal", "same_ranking"],
     "block_times": ["suite", "architecture", "image_size", "block", "name", "output_shape", "batch_size",
                     "ms_per_batch", "time_share", "flop_share", "device", "torch_version", "code_revision"],
     "hub_fetch": ["suite", "architecture", "distribution", "num_models", "strategy", "bytes_fetched", "header_bytes",
@@ -216,7 +218,8 @@ def _env() -> dict:
     return {"device": device, "torch_version": torch.__version__, "code_revision": _code_revision()}
 
 
-def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
+def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool,
+              fetch: bool = True) -> None:
     tables = {name: Table(out / f"{name}.csv", cols) for name, cols in COLUMNS.items()}
     env = _env()
     for arch in suite.archs:
@@ -225,7 +228,8 @@ def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServ
             org = _org(arch, dist)
             store = work / "stores" / org
             key = dict(architecture=arch, distribution=dist, num_models=suite.num_models)
-            _hub_fetch(suite_name, suite, arch, dist, store, hub, tables["hub_fetch"], env, force)
+            if fetch or not store.is_dir():  # the timed cells need a warm store either way
+                _hub_fetch(suite_name, suite, arch, dist, store, hub, tables["hub_fetch"], env, force)
             for num_items in suite.sizes[arch]:
                 cell = dict(**key, num_items=num_items)
                 if not force and tables["end_to_end"].has(**cell):
@@ -290,6 +294,36 @@ def _feature_extractor_bytes(org_dir: Path) -> int:
     return total
 
 
+def time_ideal(reference: list, runs: list) -> float | None:
+    """The sharing bound in time: the reference's block time over `runs`' block executions priced at it.
+
+    Each block's time per item comes from the reference strategy's own runs (all repeats, all iterations), so
+    this is the speedup `runs`' strategy would reach if it ran every block as fast as the reference does and
+    spent nothing else; unlike the FLOP-weighted ideal, it holds whatever each block's time per FLOP. None when
+    a block of `runs` never ran in the reference.
+    """
+    def per_block(results):
+        out: dict[str, list] = {}
+        for res in results:
+            for it in res.iterations:
+                for h, (n, t) in it.get("block_time", {}).items():
+                    entry = out.setdefault(h, [0, 0.0])
+                    entry[0] += n
+                    entry[1] += t
+        return out
+
+    ref_all, ref_one, own = per_block(reference), per_block(reference[:1]), per_block(runs[:1])
+    if not ref_all or not own or not own.keys() <= ref_all.keys():
+        return None
+    rate = {h: t / n for h, (n, t) in ref_all.items() if n}
+    priced = sum(n * rate[h] for h, (n, _) in own.items())
+    return sum(n * rate[h] for h, (n, _) in ref_one.items()) / priced if priced else None
+
+
+def _ratio(value: float | None) -> float | str:
+    return round(value, 3) if value is not None else ""
+
+
 def _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env) -> None:
     ds = _dataset(arch, num_items)
     results: dict[str, list] = {s: [] for s in STRATEGIES}
@@ -302,6 +336,8 @@ def _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
     cost = {s: sum(it["compute_cost"] for it in v[0].iterations) for s, v in results.items()}
     same = len({tuple(v[0].models) for v in results.values()}) == 1
     ideal = {"alsatian": cost["shift"] / cost["alsatian"], "shift": cost["base"] / cost["shift"], "base": 1.0}
+    t_ideal = {"alsatian": time_ideal(results["shift"], results["alsatian"]),
+               "shift": time_ideal(results["base"], results["shift"]), "base": 1.0}
     for s in STRATEGIES:
         first = results[s][0]
         vs_shift = med["shift"] / med[s]
@@ -312,7 +348,11 @@ def _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
             "repeats": suite.repeats, "speedup_vs_base": round(med["base"] / med[s], 3),
             "speedup_vs_shift": round(vs_shift, 3), "ideal_speedup": round(ideal[s], 3),
             "of_ideal": round((vs_shift if s == "alsatian" else med["base"] / med[s]) / ideal[s], 3)
-            if s != "base" else "", "block_executions": sum(it["block_executions"] for it in first.iterations),
+            if s != "base" else "",
+            "time_ideal_speedup": _ratio(t_ideal[s]),
+            "of_time_ideal": _ratio((vs_shift if s == "alsatian" else med["base"] / med[s]) / t_ideal[s])
+            if s != "base" and t_ideal[s] else "",
+            "block_executions": sum(it["block_executions"] for it in first.iterations),
             "compute_cost": f"{cost[s]:.4g}", "bytes_fetched": first.bytes_fetched, "same_ranking": same})
         phases = {p: statistics.median(sum(it["seconds"][p] for it in x.iterations) for x in results[s])
                   for p in PHASES}
@@ -321,7 +361,8 @@ def _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
                                       **{p: round(v, 3) for p, v in phases.items()},
                                       "setup": round(med[s] - search[s], 3), "seconds": round(med[s], 3)})
     print(f"  {org} n={num_items}: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s base {med['base']:.1f}s"
-          f" -> {med['shift'] / med['alsatian']:.2f}x vs shift (ideal {ideal['alsatian']:.2f}x), "
+          f" -> {med['shift'] / med['alsatian']:.2f}x vs shift (ideal {ideal['alsatian']:.2f}x, in time "
+          f"{t_ideal['alsatian'] or 0:.2f}x), "
           f"{med['base'] / med['alsatian']:.2f}x vs base; same ranking: {same}", flush=True)
 
 
@@ -379,6 +420,7 @@ def run_input_scaling(suite_name: str, suite: Suite, out: Path, work: Path, hub:
                    for s, v in runs.items()}
             cost = {s: sum(it["compute_cost"] for it in v[0].iterations) for s, v in runs.items()}
             ideal = cost["shift"] / cost["alsatian"]
+            t_ideal = time_ideal(runs["shift"], runs["alsatian"])
             same = runs["alsatian"][0].models == runs["shift"][0].models
             for s in runs:
                 table.add({"suite": suite_name, **key, "strategy": s, **env, "seconds": round(med[s], 3),
@@ -387,10 +429,13 @@ def run_input_scaling(suite_name: str, suite: Suite, out: Path, work: Path, hub:
                            "inference_speedup_vs_shift": round(inf["shift"] / inf[s], 3),
                            "ideal_speedup": round(ideal if s == "alsatian" else 1.0, 3),
                            "of_ideal": round(med["shift"] / med[s] / ideal, 3) if s == "alsatian" else "",
+                           "time_ideal_speedup": _ratio(t_ideal if s == "alsatian" else 1.0),
+                           "of_time_ideal": _ratio(med["shift"] / med[s] / t_ideal)
+                           if s == "alsatian" and t_ideal else "",
                            "same_ranking": same})
             print(f"  {org} n={num_items} {size}px: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s -> "
                   f"{med['shift'] / med['alsatian']:.2f}x (inference {inf['shift'] / inf['alsatian']:.2f}x, "
-                  f"ideal {ideal:.2f}x); same ranking: {same}", flush=True)
+                  f"ideal {ideal:.2f}x, in time {t_ideal or 0:.2f}x); same ranking: {same}", flush=True)
 
 
 def run_block_times(suite_name: str, suite: Suite, out: Path, hub: HubServer, force: bool) -> None:
@@ -476,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=int, help="models per zoo")
     p.add_argument("--repeats", type=int)
     p.add_argument("--force", action="store_true", help="rerun cells whose CSV rows exist")
-    p.add_argument("--skip", nargs="*", default=[], choices=["cells", "memory", "scaling", "blocks", "planner"])
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["cells", "fetch", "memory", "scaling", "blocks", "planner"])
     p.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
     p.add_argument("--work-dir", type=Path, help="zoos and block stores (default: benchmarks/.work/<suite>)")
     args = p.parse_args(argv)
@@ -504,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     try:
         if "cells" not in args.skip:
-            run_cells(args.suite, suite, out, work, hub, args.force)
+            run_cells(args.suite, suite, out, work, hub, args.force, fetch="fetch" not in args.skip)
         if "memory" not in args.skip:
             run_memory_budget(args.suite, suite, out, work, hub, args.force)
         if "scaling" not in args.skip:

@@ -39,6 +39,9 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
     _check_card(tmp_path / "out")
     e2e = datasets.load_dataset(str(tmp_path / "out"), name="end_to_end", split="train")
     assert set(e2e["strategy"]) == {"alsatian", "shift", "base"} and all(e2e["same_ranking"])
+    # the bound in time is measured for every row; base is its own reference
+    assert all(t > 0 for t in e2e["time_ideal_speedup"])
+    assert [t for s, t in zip(e2e["strategy"], e2e["time_ideal_speedup"]) if s == "base"] == [1.0]
     budget = datasets.load_dataset(str(tmp_path / "out"), name="memory_budget", split="train")
     assert all(budget["peak_within_budget"]) and all(budget["same_ranking"])
     fetch = datasets.load_dataset(str(tmp_path / "out"), name="hub_fetch", split="train")
@@ -49,6 +52,7 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
     scaling = datasets.load_dataset(str(tmp_path / "out"), name="input_scaling", split="train")
     assert sorted(zip(scaling["image_size"], scaling["strategy"])) == [
         (32, "alsatian"), (32, "shift"), (48, "alsatian"), (48, "shift")] and all(scaling["same_ranking"])
+    assert all(t > 0 for t in scaling["time_ideal_speedup"])
     assert all(0 < i <= s for i, s in zip(scaling["inference"], scaling["seconds"]))
     blocks = datasets.load_dataset(str(tmp_path / "out"), name="block_times", split="train").to_pandas()
     for _, one in blocks.groupby("image_size"):  # every engine block of the model, shares summing to one
