@@ -254,7 +254,8 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
            "(random init, batch 64, median of 5) and shows they do not: a block that is slow per FLOP and shared "
            "lets alsatian beat the FLOP ratio (resnet18's stem), one that is slow and unique to each model "
            "holds it below (EfficientNet-Lite0's last stage at 32px, whose 1x1 maps are smaller than its "
-           "depthwise 5x5 kernels).", "",
+           "depthwise 5x5 kernels). `time_ideal_speedup` prices every block at its measured time instead, and "
+           "is the bound to read where the two differ.", "",
            "| architecture | px | ms per batch | blocks most above their FLOP share |", "|---|---:|---:|---|",
            *block_lines(out), ""] if block_lines(out) else []),
         *(["## Bytes from the hub", "",
