@@ -143,7 +143,7 @@ def block_lines(out: Path) -> list[str]:
     lines = []
     for arch, size in sorted({(r["architecture"], int(r["image_size"])) for r in rows}):
         blocks = [r for r in rows if r["architecture"] == arch and int(r["image_size"]) == size]
-        over = sorted((r for r in blocks if float(r["time_share"]) > float(r["flop_share"])),
+        over = sorted((r for r in blocks if float(r["time_share"]) > float(r["flop_share"]) + 0.01),
                       key=lambda r: float(r["flop_share"]) - float(r["time_share"]))[:2]
         worst = "; ".join(f"`{r['name']}` (out {r['output_shape']}): {float(r['time_share']):.0%} of time, "
                           f"{float(r['flop_share']):.0%} of FLOPs" for r in over)
