@@ -120,9 +120,10 @@ def inference_lines(out: Path) -> list[str]:
 
 def scaling_lines(out: Path) -> list[str]:
     """The input-size cells: alsatian's end-to-end and inference-only ratio to shift, next to the FLOP bound."""
-    rows = [r for r in _read(out / "input_scaling.csv") if r["strategy"] == "alsatian"]
+    table = _read(out / "input_scaling.csv")
+    rows = [r for r in table if r["strategy"] == "alsatian"]
     shift = {(r["architecture"], r["distribution"], r["num_items"], r["image_size"]): r
-             for r in _read(out / "input_scaling.csv") if r["strategy"] == "shift"}
+             for r in table if r["strategy"] == "shift"}
     lines = []
     for r in sorted(rows, key=lambda r: (r["architecture"], r["distribution"], int(r["image_size"]))):
         s = shift.get((r["architecture"], r["distribution"], r["num_items"], r["image_size"]))
@@ -206,6 +207,8 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
     for r in e2e:
         revisions.setdefault(r.get("code_revision") or "unknown", set()).add(r["architecture"])
     measured_at = "; ".join(f"{rev}: {', '.join(sorted(a))}" for rev, a in sorted(revisions.items()))
+    scaling, blocks, fetched = scaling_lines(out), block_lines(out), fetch_lines(out)
+    missing = missing_cells(out, suite)
     body = [
         "", f"# alsatian_hf benchmarks: `{suite_name}`", "",
         "The paper's experiments (Alsatian, SIGMOD 2025: §6.1 end-to-end, §6.4 memory budget, §6.5 BERT) at CPU "
@@ -247,7 +250,7 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
            "| architecture | distribution | items | px | seconds, alsatian / shift | alsatian non-inference s | "
            "vs shift | inference vs shift | ideal | of ideal | ideal in time (of it) |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-           *scaling_lines(out), ""] if scaling_lines(out) else []),
+           *scaling, ""] if scaling else []),
         *(["### Time per FLOP is not even", "",
            "`ideal_speedup` weights every block execution by its FLOPs, so it bounds the time ratio only if every "
            "block takes the same time per FLOP. `block_times` times each engine block of the input-size models "
@@ -257,16 +260,15 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
            "depthwise 5x5 kernels). `time_ideal_speedup` prices every block at its measured time instead, and "
            "is the bound to read where the two differ.", "",
            "| architecture | px | ms per batch | blocks most above their FLOP share |", "|---|---:|---:|---|",
-           *block_lines(out), ""] if block_lines(out) else []),
+           *blocks, ""] if blocks else []),
         *(["## Bytes from the hub", "",
            "One search per strategy from a cold block store (`hub_fetch`). Every strategy fetches the same bytes: "
            "the safetensors headers and each candidate's feature-extractor tensors, never a head; the block store "
            "keeps each unique block once. The timed cells run from the warm store and fetch nothing.", "",
            "| architecture | distribution | MB fetched, alsatian / shift / base | feature extractors MB | "
            "headers KB | requests per model | store MB | dedup |", "|---|---|---:|---:|---:|---:|---:|---:|",
-           *fetch_lines(out), ""] if fetch_lines(out) else []),
-        *(["Cells of this suite not in the CSVs: " + ", ".join(missing_cells(out, suite)) + ".", ""]
-          if missing_cells(out, suite) else []),
+           *fetched, ""] if fetched else []),
+        *(["Cells of this suite not in the CSVs: " + ", ".join(missing) + ".", ""] if missing else []),
         "## Tables", "",
         *[f"- `{t}` ({t}.csv)" for t in present], "",
         "Plots: `end_to_end.png` (Fig. 10 style) and `time_breakdown.png` (Fig. 11 style).", "",
