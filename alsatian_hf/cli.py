@@ -104,7 +104,8 @@ def _search(argv: list[str]) -> int:
         ds = ds.shuffle(seed=args.seed).select(range(cli.max_items))
     columns = dict(image_column=cli.image_column, text_column=cli.text_column, label_column=cli.label_column)
     if cli.models:
-        searcher = ModelSearcher([m.strip() for m in cli.models.split(",") if m.strip()], ds, args, **columns)
+        searcher = ModelSearcher([m.strip() for m in cli.models.split(",") if m.strip()], train_dataset=ds, args=args,
+                                 **columns)
     else:
         filters = [f.strip() for f in cli.filter.split(",")] if cli.filter else None
         searcher = ModelSearcher.from_hub(author=cli.author, filter=filters, search=cli.search,

@@ -42,3 +42,32 @@ class BlockFetchError(AlsatianError, OSError):
 
 class BlockIntegrityError(AlsatianError, OSError):
     """A stored block does not match its content hash."""
+
+
+class SafetensorsHeaderError(AlsatianError, ValueError):
+    """A safetensors header is malformed: implausible length, invalid JSON, or entries that disagree with
+    their byte counts."""
+
+
+class NoSafetensorsError(AlsatianError, FileNotFoundError):
+    """A repo or folder has no safetensors checkpoint (a .bin checkpoint is never unpickled)."""
+
+
+class CacheKeyError(AlsatianError, KeyError):
+    """An activation-cache entry was written twice: a plan that does not match its task tree."""
+
+
+class MissingDependencyError(AlsatianError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra that brings it."""
+
+
+class DataNotInstalledError(AlsatianError, FileNotFoundError):
+    """The offline weights or data a zoo or example needs are not installed; the message says how."""
+
+
+class ConversionError(AlsatianError, ValueError):
+    """A shipped checkpoint does not convert onto its timm architecture (key order or shape mismatch)."""
+
+
+class ZooExistsError(AlsatianError, FileExistsError):
+    """A zoo folder exists already; pass `overwrite=True` to rebuild it."""

@@ -20,7 +20,7 @@ import torch
 
 from alsatian_hf.plan import make_schedule
 from alsatian_hf.scoring import LinearProbe
-from alsatian_hf.search.candidates import LocalSafetensors, ShapeProbe, build_candidate
+from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
 from alsatian_hf.search.halving import run_halving
 from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import fashion_mnist
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
             build_zoo(ZooSpec("z", TimmSource(args.arch, model_args={"num_classes": 10}), num_models=args.models,
                               distribution=dist, seed=0), root)
         probe = ShapeProbe()
-        cands = [build_candidate(f"z/{d.name}", d, LocalSafetensors(d), input_key=f"px{args.image_size}",
+        cands = [build_candidate(f"z/{d.name}", d, LocalBlockSource(d), input_key=f"px{args.image_size}",
                                  probe_inputs={"pixel_values": x[:1]}, probe=probe)[0] for d in sorted((root / "z").iterdir())]
         sched = make_schedule(labels, num_candidates=len(cands), result_size=args.result_size, seed=0)
         times: dict[str, list[float]] = {"alsatian": [], "shift": [], "base": []}

@@ -247,7 +247,8 @@ def _hub_fetch(suite_name, suite, arch, dist, store, hub, table, env, force) -> 
     """
     import shutil
 
-    from alsatian_hf.store.block_store import BlockStore, decode_safetensors
+    from alsatian_hf._safetensors import decode
+    from alsatian_hf.store.block_store import BlockStore
 
     org = _org(arch, dist)
     ds = _dataset(arch, 64 if ARCHS[arch].modality == "image" else 40)
@@ -263,7 +264,7 @@ def _hub_fetch(suite_name, suite, arch, dist, store, hub, table, env, force) -> 
         header = header_bytes(hub)
         bs = BlockStore(store)
         info = bs.info()
-        unique = sum(len(b) for p in bs.block_files() for *_, b in decode_safetensors(p.read_bytes()))
+        unique = sum(len(b) for p in bs.block_files() for *_, b in decode(p.read_bytes()))
         table.add({"suite": suite_name, **key, "bytes_fetched": res.bytes_fetched, "header_bytes": header,
                    "feature_extractor_bytes": fe, "requests": res.requests,
                    "bytes_per_model": res.bytes_fetched // suite.num_models,

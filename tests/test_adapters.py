@@ -13,7 +13,7 @@ from safetensors.torch import load, save
 from alsatian_hf.adapters import check_coverage, load_block, split_model
 from alsatian_hf.adapters.skeleton import build_model
 from alsatian_hf.errors import UnsupportedArchitectureError
-from alsatian_hf.search.candidates import LocalSafetensors
+from alsatian_hf.candidates import LocalBlockSource
 
 ATOL = 1e-5
 _BERT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
@@ -117,7 +117,7 @@ def test_transformers_equivalence_resume_and_coverage(name, factory, inputs, ref
     model = factory().eval()
     x = inputs()
     model.save_pretrained(tmp_path)
-    keys = LocalSafetensors(tmp_path).keys()
+    keys = LocalBlockSource(tmp_path).keys()
     split = split_model(model, checkpoint_keys=keys)
     check_coverage(split, keys)
     with torch.no_grad():
@@ -144,7 +144,7 @@ def test_timm_equivalence_resume_and_coverage(arch, kwargs):
 def test_vit_checkpoint_keys_are_in_checkpoint_space(tmp_path):
     model = T.ViTForImageClassification(T.ViTConfig(**_VIT)).eval()
     model.save_pretrained(tmp_path)
-    split = split_model(model, checkpoint_keys=LocalSafetensors(tmp_path).keys())
+    split = split_model(model, checkpoint_keys=LocalBlockSource(tmp_path).keys())
     layer = split.blocks[1]
     assert "vit.encoder.layer.0.attention.attention.query.weight" in layer.keys
     assert layer.model_key("vit.encoder.layer.0.attention.attention.query.weight") == \
@@ -155,7 +155,7 @@ def test_sharded_checkpoint_maps_and_loads_into_meta_skeleton(tmp_path):
     torch.manual_seed(0)
     model = T.ViTForImageClassification(T.ViTConfig(**_VIT)).eval()
     model.save_pretrained(tmp_path, max_shard_size="20KB")
-    source = LocalSafetensors(tmp_path)
+    source = LocalBlockSource(tmp_path)
     assert len(set(source.weight_map.values())) >= 3
     skeleton = build_model(tmp_path, device="meta")
     split = split_model(skeleton, checkpoint_keys=source.keys())
@@ -171,7 +171,7 @@ def test_real_minilm_matches_transformers(tmp_path):
     from alsatian_hf.zoo.minilm import minilm_dir
 
     folder = minilm_dir()
-    source = LocalSafetensors(folder)
+    source = LocalBlockSource(folder)
     skeleton = build_model(folder, device="meta")
     split = split_model(skeleton, checkpoint_keys=source.keys())
     check_coverage(split, source.keys())  # the legacy `embeddings.position_ids` key is ignored, as transformers does
@@ -229,7 +229,7 @@ def test_discovery_for_unregistered_vision_models(factory, tmp_path):
     torch.manual_seed(0)
     model = factory().eval()
     model.save_pretrained(tmp_path)
-    keys = LocalSafetensors(tmp_path).keys()
+    keys = LocalBlockSource(tmp_path).keys()
     split = split_model(model, checkpoint_keys=keys)
     assert split.family.startswith("discovered:")
     check_coverage(split, keys)

@@ -6,7 +6,8 @@ import timm
 import torch
 from datasets import ClassLabel, Image, Value
 
-from alsatian_hf.search.data import PreparedData, detect_columns, timm_processor
+from alsatian_hf.candidates import timm_processor
+from alsatian_hf.search.data import PreparedData, detect_columns
 from alsatian_hf.zoo.data import digits, fashion_mnist, newsgroups
 
 
@@ -58,7 +59,7 @@ def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
     import json
     import shutil
 
-    from alsatian_hf.search.data import text_processor
+    from alsatian_hf.candidates import text_processor
     from alsatian_hf.zoo.minilm import minilm_dir
 
     folders = []

@@ -11,7 +11,7 @@ from alsatian_hf.engine import Tier, TieredCache
 from alsatian_hf.errors import ConfigurationError, PlanningError
 from alsatian_hf.plan import make_schedule
 from alsatian_hf.scoring import KNN, LinearProbe
-from alsatian_hf.search.candidates import LocalSafetensors, ShapeProbe, build_candidate
+from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
 from alsatian_hf.search.halving import run_halving
 from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import digits
@@ -29,7 +29,7 @@ def _candidates(root, org, x, input_key="px32"):
     probe = ShapeProbe()
     out = []
     for folder in sorted((root / org).iterdir()):
-        cand, _ = build_candidate(f"{org}/{folder.name}", folder, LocalSafetensors(folder), input_key=input_key,
+        cand, _ = build_candidate(f"{org}/{folder.name}", folder, LocalBlockSource(folder), input_key=input_key,
                                   probe_inputs={"pixel_values": x[:1]}, probe=probe)
         out.append(cand)
     return out

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from alsatian_hf.errors import BlockFetchError
-from alsatian_hf.hub import RangeReader, list_candidates, merge_ranges, open_hub
+from alsatian_hf.candidates import open_hub
+from alsatian_hf.hub import RangeReader, list_candidates, merge_ranges
 from alsatian_hf.search import ModelSearcher, SearchArguments
-from alsatian_hf.store.block_store import BlockStore, decode_safetensors
+from alsatian_hf._safetensors import decode
+from alsatian_hf.store.block_store import BlockStore
 from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import digits
 
@@ -79,16 +81,16 @@ def test_bytes_fetched_store_size_and_nothing_extra(hub, hub_root, fetch_zoo, sm
     # the store keeps each unique block once
     store = BlockStore(tmp_path / "store")
     info = store.info()
-    unique_bytes = sum(len(b) for p in store.block_files() for _, _, _, b in decode_safetensors(p.read_bytes()))
+    unique_bytes = sum(len(b) for p in store.block_files() for _, _, _, b in decode(p.read_bytes()))
     assert info.bytes <= 1.05 * unique_bytes + 4096 * info.blocks  # safetensors headers per block file
     assert info.blocks == fetch_zoo.unique_blocks  # the weightless read-out needs no file
     assert info.logical_bytes > info.bytes and info.dedup_ratio == info.logical_bytes / info.bytes
 
 
 def test_repeat_search_fetches_nothing_and_runs_offline(hub, tiny_zoo, small_ds, tmp_path):
-    first = ModelSearcher(tiny_zoo.repo_ids, small_ds, _args(tmp_path)).search()
+    first = ModelSearcher(tiny_zoo.repo_ids, train_dataset=small_ds, args=_args(tmp_path)).search()
     hub.clear_log()
-    second = ModelSearcher(tiny_zoo.repo_ids, small_ds, _args(tmp_path)).search()
+    second = ModelSearcher(tiny_zoo.repo_ids, train_dataset=small_ds, args=_args(tmp_path)).search()
     assert second.models == first.models
     assert second.bytes_fetched == 0
     assert sum(r.bytes_sent for r in _weight_requests(hub)) == 0
@@ -97,8 +99,8 @@ def test_repeat_search_fetches_nothing_and_runs_offline(hub, tiny_zoo, small_ds,
 import os, json
 from alsatian_hf.search import ModelSearcher, SearchArguments
 from alsatian_hf.zoo.data import digits
-res = ModelSearcher({pinned!r}, digits(num_items=60, seed=0),
-                    SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir={str(tmp_path / 'store')!r})).search()
+res = ModelSearcher({pinned!r}, train_dataset=digits(num_items=60, seed=0),
+                    args=SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir={str(tmp_path / 'store')!r})).search()
 print(json.dumps([res.models, res.bytes_fetched, res.skipped]))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
@@ -123,13 +125,13 @@ def test_server_ignoring_range_is_a_clear_error_unless_allowed(hub, tiny_zoo, tm
 def test_truncated_bodies_and_500s_are_retried_and_never_stored(hub, tiny_zoo, small_ds, tmp_path):
     hub.faults.truncate = 10
     with pytest.raises(Exception):
-        ModelSearcher(tiny_zoo.repo_ids[:2], small_ds, _args(tmp_path)).search()
+        ModelSearcher(tiny_zoo.repo_ids[:2], train_dataset=small_ds, args=_args(tmp_path)).search()
     store = BlockStore(tmp_path / "store")
     assert store.info().blocks == 0  # nothing half-written entered the store
     assert store.gc(verify=True)["corrupt"] == 0
     hub.faults.reset()
     hub.faults.fail_every = 3  # every third resolve request fails once: retries get through
-    result = ModelSearcher(tiny_zoo.repo_ids[:3], small_ds, _args(tmp_path)).search()
+    result = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=small_ds, args=_args(tmp_path)).search()
     assert not result.skipped and len(result.ranking) == 2
     for path in store.block_files():  # every stored block matches its hash
         store.get(path.stem)
@@ -141,7 +143,8 @@ def test_merge_ranges_merges_touching_spans():
 
 def test_two_processes_fill_one_store(hub, tiny_zoo, tmp_path):
     script = f"""
-from alsatian_hf.hub import RangeReader, open_hub
+from alsatian_hf.candidates import open_hub
+from alsatian_hf.hub import RangeReader
 from alsatian_hf.adapters.skeleton import build_model
 from alsatian_hf.adapters import split_model
 from alsatian_hf.store.block_store import BlockStore
@@ -187,14 +190,15 @@ def test_repo_without_safetensors_is_skipped_with_reason(hub, hub_root, tiny_zoo
     (folder / "pytorch_model.bin").write_bytes(b"not a pickle we would ever open")
     listed = list(list_candidates(author="binonly"))
     assert listed[0].skip_reason and "safetensors" in listed[0].skip_reason
-    result = ModelSearcher([*listed, tiny_zoo.repo_ids[0], "binonly/missing"], small_ds, _args(tmp_path)).search()
+    result = ModelSearcher([*listed, tiny_zoo.repo_ids[0], "binonly/missing"], train_dataset=small_ds,
+                           args=_args(tmp_path)).search()
     assert "safetensors" in result.skipped["binonly/model"]
     assert "binonly/missing" in result.skipped
     assert result.models == [tiny_zoo.repo_ids[0]]
 
 
 def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
-    ModelSearcher(tiny_zoo.repo_ids[:2], small_ds, _args(tmp_path)).search()
+    ModelSearcher(tiny_zoo.repo_ids[:2], train_dataset=small_ds, args=_args(tmp_path)).search()
     env = {**os.environ, "ALSATIAN_STORE": str(tmp_path / "store")}
     out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", "store", "info"], env=env, capture_output=True,
                          text=True, check=True).stdout

@@ -12,10 +12,12 @@ from ._base import (
     Block,
     SplitModel,
     State,
+    base_model,
     check_coverage,
     find_adapter,
+    list_adapters,
     register_adapter,
-    registered_names,
+    state_nbytes,
 )
 
 
@@ -108,11 +110,13 @@ __all__ = [
     "Block",
     "SplitModel",
     "State",
+    "base_model",
     "check_coverage",
     "find_adapter",
+    "list_adapters",
     "load_block",
     "register_adapter",
-    "registered_names",
     "split_model",
+    "state_nbytes",
     "unload_block",
 ]

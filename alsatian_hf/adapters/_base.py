@@ -11,6 +11,8 @@ only the tensors of the blocks it needs (`load_block`) and drops them again (`un
 
 from __future__ import annotations
 
+import fnmatch
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -19,7 +21,7 @@ from torch import nn
 
 from ..errors import UnsupportedArchitectureError
 
-State = tuple[torch.Tensor, ...]
+State = tuple[torch.Tensor, ...]  # what blocks pass on: hidden states, attention masks, ...
 StepFn = Callable[[nn.Module, State], State]
 
 
@@ -93,23 +95,44 @@ _REGISTRY: dict[str, Adapter] = {}
 def register_adapter(*names: str) -> Callable[[type[Adapter]], type[Adapter]]:
     """Class decorator: registers an adapter under transformers `model_type`s or timm `architecture`s.
 
+    timm models are looked up as `timm:<ModelClass>` first and by their exact `architecture` name before that.
+    Registering a name again replaces the earlier adapter, with a warning.
+
     Example:
-        >>> @register_adapter("my_arch")  # doctest: +SKIP
+        >>> from alsatian_hf.adapters import Adapter, list_adapters, register_adapter
+        >>> @register_adapter("my_arch")
         ... class MyAdapter(Adapter):
-        ...     def split(self, model): ...
+        ...     family = "my-family"
+        ...     def split(self, model, checkpoint_keys=None):
+        ...         ...  # return a SplitModel with the feature extractor's blocks
+        >>> list_adapters("my_*")
+        ['my_arch']
     """
 
     def wrap(cls: type[Adapter]) -> type[Adapter]:
         instance = cls()
         for name in names:
+            if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
+                warnings.warn(f"register_adapter: {name!r} was registered to {type(_REGISTRY[name]).__name__}; "
+                              f"{cls.__name__} replaces it.", stacklevel=2)
             _REGISTRY[name] = instance
         return cls
 
     return wrap
 
 
-def registered_names() -> list[str]:
-    return sorted(_REGISTRY)
+def list_adapters(filter: str | Iterable[str] = "") -> list[str]:
+    """Registered names, sorted, optionally matching shell-style patterns (like `timm.list_models`).
+
+    Example:
+        >>> list_adapters("timm:Eff*")
+        ['timm:EfficientNet']
+    """
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    names = sorted(_REGISTRY)
+    if not any(patterns):
+        return names
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns if p)]
 
 
 def find_adapter(*names: str | None, model_class: str = "?") -> Adapter:
@@ -127,6 +150,18 @@ def find_adapter(*names: str | None, model_class: str = "?") -> Adapter:
         "`@alsatian_hf.adapters.register_adapter('<model_type or timm architecture>')` on an `Adapter` subclass "
         "whose `split(model)` returns the feature extractor's blocks."
     )
+
+
+def state_nbytes(state: State) -> int:
+    """Bytes held by a state's tensors."""
+    return sum(t.numel() * t.element_size() for t in state)
+
+
+def base_model(model: nn.Module) -> tuple[nn.Module, str]:
+    """The model's base (backbone) module and its key prefix: transformers' `base_model` under
+    `base_model_prefix`, or the model itself (timm) with an empty prefix."""
+    base = getattr(model, "base_model", model)
+    return base, ("" if base is model else f"{model.base_model_prefix}.")
 
 
 # -- helpers shared by the family modules -------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
-from ._base import Block, SplitModel, state_keys
+from ._base import Block, SplitModel, base_model, state_keys
 
 
 class _Captured(Exception):
@@ -29,14 +29,9 @@ def _unsupported(model: nn.Module, why: str) -> UnsupportedArchitectureError:
         "`@alsatian_hf.adapters.register_adapter('<model_type or timm architecture>')` on an `Adapter` subclass.")
 
 
-def _base(model: nn.Module) -> tuple[nn.Module, str]:
-    base = getattr(model, "base_model", model)
-    return base, ("" if base is model else f"{model.base_model_prefix}.")
-
-
 def find_block_list(model: nn.Module) -> tuple[str, nn.Module]:
     """(path, module) of the outermost homogeneous list holding most of the base model's parameters."""
-    base, prefix = _base(model)
+    base, prefix = base_model(model)
     total = sum(p.numel() for p in base.parameters())
     for name, module in base.named_modules():  # pre-order: outer lists come first
         if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) >= 2:
@@ -56,7 +51,7 @@ def discover(model: nn.Module, family: str) -> SplitModel:
     if _is_text(model):
         raise _unsupported(model, "text models are not discovered (their layers need attention masks)")
     path, layers = find_block_list(model)
-    base, prefix = _base(model)
+    base, prefix = base_model(model)
     all_keys = list(model.state_dict(keep_vars=True))
     list_keys = {k for k in all_keys if k.startswith(path + ".")}
     is_timm = hasattr(model, "forward_features")
@@ -96,7 +91,7 @@ def discover(model: nn.Module, family: str) -> SplitModel:
 
     def readout(m, s):
         x = s[0]
-        b = getattr(m, "base_model", m)
+        b = base_model(m)[0]
         for name, _ in after_modules:
             x = b.get_submodule(name)(x)
         return (_pool(x),)
@@ -135,7 +130,7 @@ def reference_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The library's own features: timm's pre-logits, or transformers' `pooler_output` (else pooled states)."""
     if hasattr(model, "forward_features"):
         return model.forward_head(model.forward_features(x), pre_logits=True)
-    out = getattr(model, "base_model", model)(pixel_values=x)
+    out = base_model(model)[0](pixel_values=x)
     pooled = getattr(out, "pooler_output", None)
     return _pool(pooled) if pooled is not None else _pool(out.last_hidden_state)
 

@@ -31,7 +31,7 @@ def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", 
     """The model described by `config_dir/config.json`, in eval mode, without loading any weights.
 
     A meta skeleton is built once per config and shared (`shared=False` gives a private copy): callers
-    assign the tensors they need right before they run a block (see `search.candidates.build_candidate`).
+    assign the tensors they need right before they run a block (see `candidates.build_candidate`).
 
     On "meta" no weight is allocated: accelerate's `init_empty_weights` keeps buffers real, because
     non-persistent ones (BERT's `position_ids`, Swin's `relative_position_index`) never come from a checkpoint.

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
-from ._base import Adapter, Block, SplitModel, State, register_adapter, state_keys
+from ._base import Adapter, Block, SplitModel, State, base_model, register_adapter, state_keys
 
 
 def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]:
@@ -67,11 +67,6 @@ def _common_prefix(keys: tuple[str, ...]) -> str:
     return ".".join(common) + "." if common else ""
 
 
-def _base(model: nn.Module) -> tuple[nn.Module, str]:
-    base = model.base_model
-    return base, ("" if base is model else f"{model.base_model_prefix}.")
-
-
 class TransformersAdapter(Adapter):
     """Shared plumbing: the subclass lists (name, module paths, step) triples in the model's key space."""
 
@@ -79,7 +74,7 @@ class TransformersAdapter(Adapter):
         raise NotImplementedError
 
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
-        base, p = _base(model)
+        base, p = base_model(model)
         key_map = checkpoint_key_map(model, checkpoint_keys)
         blocks = []
         owned: set[str] = set()

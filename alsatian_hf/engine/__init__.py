@@ -1,8 +1,7 @@
 """`alsatian_hf.engine`: executes plans with a tiered cache, a block LRU and a feature store."""
 
 from .blocks import BlockLRU
-from .cache import AUTO_BUDGET_FRACTION, Tier, TieredCache, default_tiers, resolve_budget, state_nbytes
-from .candidate import EngineBlock, EngineCandidate
+from .cache import AUTO_BUDGET_FRACTION, Tier, TieredCache, default_tiers, resolve_budget
 from .executor import PHASES, Counters, Executor
 from .features import FeatureStore
 
@@ -10,8 +9,6 @@ __all__ = [
     "AUTO_BUDGET_FRACTION",
     "BlockLRU",
     "Counters",
-    "EngineBlock",
-    "EngineCandidate",
     "Executor",
     "FeatureStore",
     "PHASES",
@@ -19,5 +16,4 @@ __all__ = [
     "TieredCache",
     "default_tiers",
     "resolve_budget",
-    "state_nbytes",
 ]

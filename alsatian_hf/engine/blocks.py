@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import torch
 
-from .candidate import EngineBlock
+from ..candidates.candidate import EngineBlock
 
 
 class BlockLRU:

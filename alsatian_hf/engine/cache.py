@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import ConfigurationError, PlanningError
+from ..adapters import State, state_nbytes
+from ..errors import CacheKeyError, ConfigurationError, PlanningError
 
 logger = logging.getLogger("alsatian_hf")
-
-State = tuple[torch.Tensor, ...]
 
 # "auto": this fraction of free RAM plus free accelerator memory (paper §4.1 sets the budget to their sum).
 AUTO_BUDGET_FRACTION = 0.5
@@ -41,10 +40,6 @@ class _Entry:
     reserved: int
     batches: list = field(default_factory=list)  # states, or disk file paths
     used: int = 0
-
-
-def state_nbytes(state: State) -> int:
-    return sum(t.numel() * t.element_size() for t in state)
 
 
 def free_memory() -> dict[str, int]:
@@ -112,7 +107,7 @@ class TieredCache:
             PlanningError: when the budget itself has no room (the planner should have chunked).
         """
         if key in self.entries:
-            raise KeyError(f"cache entry {key!r} exists")
+            raise CacheKeyError(f"cache entry {key!r} exists: the plan reserves a node twice")
         reserved = sum(e.reserved for e in self.entries.values())
         if reserved + nbytes > self.budget:
             raise PlanningError(f"cache budget of {self.budget} bytes exceeded: {reserved} reserved + {nbytes} asked.")

@@ -12,10 +12,11 @@ from typing import Callable
 
 import torch
 
+from ..adapters import State
+from ..candidates.candidate import EngineCandidate
 from ..plan import BlockInference, ModifyCache, Plan
 from .blocks import BlockLRU
 from .cache import TieredCache
-from .candidate import EngineCandidate, State
 from .features import FeatureStore
 
 # prepared(input_key, items) -> dict of batched input tensors (the data store's job)

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import asdict, dataclass
 
+from .._safetensors import read_header
+from ..errors import NoSafetensorsError
 from .ranges import RangeReader
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
-MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
-
-
-class NoSafetensorsError(FileNotFoundError):
-    """The repo has no safetensors checkpoint (we never unpickle .bin files)."""
 
 
 @dataclass(frozen=True)
@@ -40,18 +36,15 @@ def checkpoint_files(siblings: list[str]) -> list[str] | None:
 
 
 def read_file_header(reader: RangeReader, repo_id: str, filename: str, revision: str) -> dict[str, TensorLocation]:
-    (length,) = struct.unpack("<Q", reader.read(repo_id, filename, revision, 0, 8, header=True))
-    if length > MAX_HEADER:
-        raise ValueError(f"{repo_id}/{filename}: safetensors header of {length} bytes is not plausible.")
-    header = json.loads(reader.read(repo_id, filename, revision, 8, 8 + length, header=True))
-    base = 8 + length
-    out = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        begin, finish = meta["data_offsets"]
-        out[name] = TensorLocation(filename, meta["dtype"], tuple(meta["shape"]), base + begin, base + finish)
-    return out
+    """Every tensor's location in one safetensors file, from two Range requests (length, then JSON).
+
+    Raises:
+        SafetensorsHeaderError: when the header is malformed.
+    """
+    header, base = read_header(lambda start, end: reader.read(repo_id, filename, revision, start, end, header=True),
+                               name=f"{repo_id}/{filename}")
+    return {name: TensorLocation(filename, meta["dtype"], tuple(meta["shape"]), base + meta["data_offsets"][0],
+                                 base + meta["data_offsets"][1]) for name, meta in header.items()}
 
 
 def read_layout(reader: RangeReader, repo_id: str, revision: str, siblings: list[str]) -> dict[str, TensorLocation]:

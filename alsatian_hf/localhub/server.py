@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import re
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from .._safetensors import read_file_header
+from ..errors import SafetensorsHeaderError
 from ._repo import FolderRepo, RepoFile, list_repos
 
 logger = logging.getLogger("alsatian_hf.localhub")
@@ -437,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
             shard_path = repo.safe_path(shard)
             if shard_path is None or not shard_path.is_file():
                 raise _not_found("EntryNotFound", f"shard {shard} not found in {repo.repo_id}")
-            headers[shard] = _read_safetensors_header(shard_path)
+            headers[shard] = read_file_header(shard_path, with_metadata=True)[0]
         self._send_json({"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers})
 
     def _resolve(self, method: str, repo: FolderRepo, revision: str, rel: str) -> None:
@@ -514,22 +515,17 @@ def _file_entry(f: RepoFile) -> dict:
     return entry
 
 
-def _read_safetensors_header(path: Path) -> dict:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
 def _safetensors_summary(repo: FolderRepo, files: list[RepoFile]) -> dict | None:
     """Parameter counts per dtype, as the Hub's `safetensors` model-info field reports them."""
     counts: dict[str, int] = {}
     for f in files:
         if not f.path.endswith(".safetensors"):
             continue
-        header = _read_safetensors_header(repo.folder / f.path)
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
+        try:
+            header, _ = read_file_header(repo.folder / f.path)
+        except SafetensorsHeaderError:
+            continue  # a malformed file: clients that read it get the error; the repo still lists
+        for meta in header.values():
             numel = 1
             for d in meta["shape"]:
                 numel *= d

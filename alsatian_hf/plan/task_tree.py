@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 from ..store.identity import prefix_hash
+from ..errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ class TaskTree:
     # -- building -----------------------------------------------------------------------------------------
     def add_model(self, model_id: str, input_key: str, blocks: Sequence[BlockInfo]) -> None:
         if model_id in self.model_paths:
-            raise ValueError(f"model {model_id!r} is already in the task tree")
+            raise ConfigurationError(f"model {model_id!r} is already in the task tree; pass each candidate once.")
         if not blocks:
-            raise ValueError(f"model {model_id!r} has no blocks")
+            raise ConfigurationError(f"model {model_id!r} has no blocks; its adapter split off nothing.")
         root = self.roots.get(input_key)
         if root is None:
             root = self.roots[input_key] = Node(key=f"root:{input_key}", parent=None, depth=0, input_key=input_key)

@@ -1,26 +1,65 @@
-"""The proxy-score interface: `score(*, train_features, train_labels, test_features, test_labels) -> float`.
+"""The proxy-score protocol, input checks, and scoring many feature sets on one split.
 
 Higher is better for every scorer. Equal inputs give bit-equal scores (seeded, deterministic kernels).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+import inspect
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from ..errors import ConfigurationError
 
 Scorer_T = Literal["linear", "knn", "logme", "hscore"]
+Device = torch.device | str
 
 
+@runtime_checkable
 class Scorer(Protocol):
+    """What a search needs of a proxy score: parameters in `__init__`, a pure `score`.
+
+    `device` is where the search keeps its tensors (its accelerator, or "cpu"); a scorer may compute there.
+
+    Example:
+        >>> class NearestMean:
+        ...     def score(self, *, train_features, train_labels, test_features, test_labels, device="cpu"):
+        ...         means = torch.stack([train_features[train_labels == c].mean(0) for c in train_labels.unique()])
+        ...         pred = torch.cdist(test_features, means).argmin(1)
+        ...         return float((train_labels.unique()[pred] == test_labels).float().mean())
+        >>> check_scorer(NearestMean())  # passes: ModelSearcher(..., scorer=NearestMean()) accepts it
+    """
+
     def score(self, *, train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-              test_labels: torch.Tensor) -> float: ...
+              test_labels: torch.Tensor, device: Device = "cpu") -> float: ...
 
 
-def validate(train_features, train_labels, test_features, test_labels) -> tuple[torch.Tensor, ...]:
-    """Checks shapes and dtypes; returns float32 features and int64 labels on the CPU or their device.
+@runtime_checkable
+class BatchScorer(Scorer, Protocol):
+    """A scorer that scores several feature sets on one split at once (halving scores all survivors on the
+    same items), e.g. the linear probe's probes trained side by side."""
+
+    def score_many(self, *, train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
+                   test_features: Sequence[torch.Tensor], test_labels: torch.Tensor,
+                   device: Device = "cpu") -> list[float]: ...
+
+
+def check_scorer(scorer: object) -> None:
+    """Raises ConfigurationError unless `scorer` follows the `Scorer` protocol, `device` keyword included."""
+    if not isinstance(scorer, Scorer):
+        raise ConfigurationError(f"`scorer` must be one of {list(Scorer_T.__args__)} or an object with a "
+                                 f"`score(*, train_features, train_labels, test_features, test_labels, device)` "
+                                 f"method (see `alsatian_hf.scoring.Scorer`); got {type(scorer).__name__}.")
+    params = inspect.signature(scorer.score).parameters
+    if "device" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ConfigurationError(f"`scorer` {type(scorer).__name__}.score must accept the keyword `device` (where "
+                                 "the search keeps its tensors); add `device=\"cpu\"` to its signature.")
+
+
+def validate(train_features, train_labels, test_features, test_labels, device: Device = "cpu"
+             ) -> tuple[torch.Tensor, ...]:
+    """Checks shapes and values; returns float32 features and int64 labels on `device`.
 
     Raises:
         ConfigurationError: naming the argument that is wrong.
@@ -44,14 +83,17 @@ def validate(train_features, train_labels, test_features, test_labels) -> tuple[
         raise ConfigurationError("`train_features` is empty.")
     if not torch.isfinite(xtr).all() or not torch.isfinite(xte).all():
         raise ConfigurationError("features contain NaN or inf; the candidate's blocks produced non-finite values.")
-    return xtr.float(), ytr.long(), xte.float(), yte.long()
+    device = torch.device(device)
+    return xtr.to(device).float(), ytr.to(device).long(), xte.to(device).float(), yte.to(device).long()
 
 
-def score_all(scorer: Scorer, *, train_features: list, train_labels, test_features: list, test_labels) -> list[float]:
-    """One score per feature set on one split; scorers with a `score_many` (the linear probe) batch them."""
-    many = getattr(scorer, "score_many", None)
-    if many is not None:
-        return [float(s) for s in many(train_features=train_features, train_labels=train_labels,
-                                       test_features=test_features, test_labels=test_labels)]
+def score_all(scorer: Scorer, *, train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
+              test_features: Sequence[torch.Tensor], test_labels: torch.Tensor, device: Device = "cpu") -> list[float]:
+    """One score per feature set on one split: batched when the scorer is a `BatchScorer`."""
+    if isinstance(scorer, BatchScorer):
+        return [float(s) for s in scorer.score_many(train_features=train_features, train_labels=train_labels,
+                                                    test_features=test_features, test_labels=test_labels,
+                                                    device=device)]
     return [float(scorer.score(train_features=xtr, train_labels=train_labels, test_features=xte,
-                               test_labels=test_labels)) for xtr, xte in zip(train_features, test_features)]
+                               test_labels=test_labels, device=device))
+            for xtr, xte in zip(train_features, test_features)]

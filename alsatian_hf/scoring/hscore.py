@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import validate
+from ._base import Device, validate
 
 
 @dataclass
 class HScore:
-    def score(self, *, train_features, train_labels, test_features, test_labels) -> float:
-        xtr, ytr, _, _ = validate(train_features, train_labels, test_features, test_labels)
+    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
+        xtr, ytr, _, _ = validate(train_features, train_labels, test_features, test_labels, device)
         f = xtr.double()
         f = f - f.mean(0, keepdim=True)
         cov_f = f.T @ f / f.shape[0]

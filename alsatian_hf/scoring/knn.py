@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from ..errors import ConfigurationError
-from ._base import validate
+from ._base import Device, validate
 
 
 @dataclass
@@ -27,8 +27,8 @@ class KNN:
         if self.metric not in ("cosine", "euclidean"):
             raise ConfigurationError(f"`metric` must be 'cosine' or 'euclidean', got {self.metric!r}.")
 
-    def score(self, *, train_features, train_labels, test_features, test_labels) -> float:
-        xtr, ytr, xte, yte = validate(train_features, train_labels, test_features, test_labels)
+    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
+        xtr, ytr, xte, yte = validate(train_features, train_labels, test_features, test_labels, device)
         xtr, xte = xtr.double(), xte.double()
         if self.metric == "cosine":
             xtr = torch.nn.functional.normalize(xtr, dim=1)
@@ -41,8 +41,8 @@ class KNN:
         nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k]
         labels = ytr[nearest]
         num_classes = int(max(ytr.max().item(), yte.max().item())) + 1
-        votes = torch.zeros(xte.shape[0], num_classes, dtype=torch.float64)
-        weights = torch.linspace(1.0, 0.5, k, dtype=torch.float64)  # nearer neighbours weigh a hair more: ties go near
+        votes = torch.zeros(xte.shape[0], num_classes, dtype=torch.float64, device=xte.device)
+        weights = torch.linspace(1.0, 0.5, k, dtype=torch.float64, device=xte.device)  # nearer neighbours weigh a hair more: ties go near
         votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64) + 1e-6 * weights)
         pred = votes.argmax(1)
         return float((pred == yte).double().mean().item())

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from ._base import validate
+from ._base import Device, validate
 
 
 @dataclass
@@ -18,7 +19,6 @@ class LinearProbe:
         normalize: standardise features with the train mean/std first, which keeps lr 0.1 stable across
             feature scales.
         seed: seeds the layer's initialisation and the shuffling, so equal inputs give bit-equal scores.
-        device: where to train (the engine passes its own device).
         max_group_bytes: `score_many` trains the probes of equally wide features together, in groups of at
             most this many feature bytes.
     """
@@ -30,21 +30,22 @@ class LinearProbe:
     weight_decay: float = 0.0
     normalize: bool = True
     seed: int = 0
-    device: str | torch.device = "cpu"
     max_group_bytes: int = 256 << 20
 
-    def score(self, *, train_features, train_labels, test_features, test_labels) -> float:
+    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
         return self.score_many(train_features=[train_features], train_labels=train_labels,
-                               test_features=[test_features], test_labels=test_labels)[0]
+                               test_features=[test_features], test_labels=test_labels, device=device)[0]
 
-    def score_many(self, *, train_features: list, train_labels, test_features: list, test_labels) -> list[float]:
+    def score_many(self, *, train_features: Sequence[torch.Tensor], train_labels, test_features: Sequence[torch.Tensor],
+                   test_labels, device: Device = "cpu") -> list[float]:
         """Scores of several feature sets on one split, one probe each, trained side by side.
 
         Every probe sees the same initialisation and batch order, as if trained alone; training them as one
         batched matrix product is 2-3x faster on a CPU than one after another (halving scores all survivors
         on the same items). Groups depend only on the inputs' order and widths, so equal inputs give equal scores.
         """
-        checked = [validate(xtr, train_labels, xte, test_labels) for xtr, xte in zip(train_features, test_features)]
+        checked = [validate(xtr, train_labels, xte, test_labels, device)
+                   for xtr, xte in zip(train_features, test_features)]
         scores: list[float | None] = [None] * len(checked)
         by_width: dict[int, list[int]] = {}
         for i, (xtr, *_) in enumerate(checked):
@@ -62,9 +63,8 @@ class LinearProbe:
 
     def _train(self, xtr: list[torch.Tensor], ytr: torch.Tensor, xte: list[torch.Tensor],
                yte: torch.Tensor) -> list[float]:
-        dev = torch.device(self.device)
-        xtr_b, xte_b = torch.stack(xtr).to(dev), torch.stack(xte).to(dev)  # (models, items, width)
-        ytr, yte = ytr.to(dev), yte.to(dev)
+        dev = xtr[0].device  # `validate` put everything on the search's device
+        xtr_b, xte_b = torch.stack(xtr), torch.stack(xte)  # (models, items, width)
         if self.normalize:
             mean = xtr_b.mean(1, keepdim=True)
             std = xtr_b.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import validate
+from ._base import Device, validate
 
 
 @dataclass
@@ -19,8 +19,8 @@ class LogME:
     max_iter: int = 11
     tol: float = 0.01
 
-    def score(self, *, train_features, train_labels, test_features, test_labels) -> float:
-        xtr, ytr, _, _ = validate(train_features, train_labels, test_features, test_labels)
+    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
+        xtr, ytr, _, _ = validate(train_features, train_labels, test_features, test_labels, device)
         fh = xtr.double()  # (N, D)
         f = fh.T  # (D, N)
         d, n = f.shape

@@ -1,12 +1,14 @@
-"""`alsatian_hf.search`: successive halving, the strategies, `ModelSearcher` and `SearchResult`."""
+"""`alsatian_hf.search`: successive halving, the execution strategies, `ModelSearcher` and `SearchResult`."""
 
 from .arguments import SearchArguments
 from .callbacks import LoggingCallback, SearchCallback
-from .halving import STRATEGIES, HalvingOutcome, IterationRecord, run_halving
+from .halving import HalvingOutcome, IterationRecord, run_halving, select
 from .result import SearchResult
 from .searcher import ModelSearcher
+from .strategies import STRATEGIES, ExecutionStrategy, Strategy_T
 
 __all__ = [
+    "ExecutionStrategy",
     "HalvingOutcome",
     "IterationRecord",
     "LoggingCallback",
@@ -15,5 +17,7 @@ __all__ = [
     "SearchArguments",
     "SearchCallback",
     "SearchResult",
+    "Strategy_T",
     "run_halving",
+    "select",
 ]

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..scoring import SCORERS
+from ..scoring import Scorer_T, get_scorer
+from .strategies import STRATEGIES, Strategy_T
 
 _UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
@@ -28,7 +29,7 @@ class SearchArguments:
     """Arguments of a model search.
 
     `scorer_kwargs` also takes a dict, and `cache_budget` an int; after validation they are a dict and an int
-    number of bytes (or "auto").
+    number of bytes (or "auto"), and `test_size` is a fraction below 1 or an int count of items.
 
     Example:
         >>> args = SearchArguments(result_size=3, strategy="alsatian", cache_budget="2GB")
@@ -37,13 +38,15 @@ class SearchArguments:
     """
 
     result_size: int = field(default=1, metadata={"help": "How many models to return (k)."})
-    strategy: str = field(default="alsatian", metadata={
+    strategy: Strategy_T = field(default="alsatian", metadata={
         "help": "Execution strategy: `alsatian` (shared blocks, DFS+, caching), `shift` (successive halving, "
                 "models run whole) or `base` (every model on all data). All return the same ranking."})
-    scorer: str = field(default="linear", metadata={"help": "Proxy score: linear, knn, logme or hscore."})
+    scorer: Scorer_T = field(default="linear", metadata={
+        "help": "Proxy score: linear, knn, logme or hscore. A scorer object goes to `ModelSearcher(scorer=...)`."})
     scorer_kwargs: str = field(default="{}", metadata={
         "help": "Keyword arguments of the scorer, as a dict or a JSON string (e.g. '{\"epochs\": 50}')."})
-    test_size: float = field(default=0.2, metadata={"help": "Fraction (0-1) or number (>1) of items held out as D_test."})
+    test_size: float = field(default=0.2, metadata={
+        "help": "Fraction in (0, 1), or a whole number (>= 1) of items, held out as D_test."})
     max_test_items: int | None = field(default=1000, metadata={"help": "Cap on D_test's size."})
     max_train_items: int | None = field(default=None, metadata={"help": "Cap on D_train's size (None: all)."})
     batch_size: int = field(default=64, metadata={"help": "Items per inference batch."})
@@ -66,10 +69,11 @@ class SearchArguments:
     def __post_init__(self) -> None:
         if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:
             raise ConfigurationError(f"`result_size` must be a positive integer, got {self.result_size!r}.")
-        if self.strategy not in ("alsatian", "shift", "base"):
-            raise ConfigurationError(f"`strategy` must be 'alsatian', 'shift' or 'base', got {self.strategy!r}.")
-        if self.scorer not in SCORERS:
-            raise ConfigurationError(f"`scorer` must be one of {sorted(SCORERS)}, got {self.scorer!r}.")
+        if self.strategy not in STRATEGIES:
+            raise ConfigurationError(f"`strategy` must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
+        if not isinstance(self.scorer, str):
+            raise ConfigurationError(f"`scorer` names a scorer ({list(Scorer_T.__args__)}); pass a scorer object as "
+                                     f"`ModelSearcher(scorer=...)` instead, got {type(self.scorer).__name__}.")
         if isinstance(self.scorer_kwargs, str):
             try:
                 self.scorer_kwargs = json.loads(self.scorer_kwargs) if self.scorer_kwargs.strip() else {}
@@ -77,12 +81,13 @@ class SearchArguments:
                 raise ConfigurationError(f"`scorer_kwargs` is not valid JSON: {e}.") from e
         if not isinstance(self.scorer_kwargs, dict):
             raise ConfigurationError(f"`scorer_kwargs` must be a dict, got {type(self.scorer_kwargs).__name__}.")
-        from ..scoring import get_scorer
-
-        get_scorer(self.scorer, **self.scorer_kwargs)  # raises ConfigurationError naming `scorer_kwargs`
-        if not (0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())):
+        get_scorer(self.scorer, **self.scorer_kwargs)  # raises ConfigurationError naming `scorer` or `scorer_kwargs`
+        if isinstance(self.test_size, bool) or not (
+                0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())):
             raise ConfigurationError(f"`test_size` must be a fraction in (0, 1) or a whole number of items, got "
                                      f"{self.test_size!r}.")
+        if self.test_size >= 1:
+            self.test_size = int(self.test_size)  # a count of items (the CLI parses "200" as 200.0)
         for name in ("max_test_items", "max_train_items"):
             value = getattr(self, name)
             if value is not None and value < 1:

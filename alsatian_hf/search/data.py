@@ -1,30 +1,25 @@
-"""The data store: column detection, checks, and preprocessing once per distinct processor config.
+"""The data store: column detection, label checks, and preprocessing once per distinct processor.
 
-A *processor* turns dataset items into a model's input tensors: timm's `resolve_data_config` +
-`create_transform`, transformers' `AutoImageProcessor`, or `AutoTokenizer` at a fixed `max_length`. Its
-config is hashed into an `input_key`; candidates with equal keys share prepared inputs (and a task-tree root).
+Candidates with equal input keys (see `candidates.processors`) share prepared inputs and a task-tree root.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .._digest_cache import DigestCache
-from ..errors import CandidateSkipped, DatasetError
+from ..candidates.processors import Modality_T, Processor
+from ..errors import DatasetError
 
 logger = logging.getLogger("alsatian_hf")
 
 
 @dataclass
 class Columns:
-    kind: str  # "image" or "text"
+    kind: Modality_T
     input: str
     label: str
 
@@ -82,87 +77,6 @@ def check_labels(labels: list[int], *, name: str = "train_dataset") -> None:
     if len(labels) < 2 * len(classes):
         raise DatasetError(f"`{name}` has {len(labels)} items for {len(classes)} classes; it needs at least "
                            f"{2 * len(classes)} (2 per class) to hold out a test split.")
-
-
-@dataclass
-class Processor:
-    key: str  # the input key: a hash of the processor config
-    kind: str  # "image" or "text"
-    fn: Callable[[list[Any]], dict[str, torch.Tensor]]
-    description: str = ""
-
-
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# Tokenizers and image processors by the digest of their files: loading one tokenizer per candidate was most
-# of a 35-model text search's set-up (35 x ~50 ms).
-_LOADED = DigestCache()
-
-
-def timm_processor(model, image_size: int | None) -> Processor:
-    from timm.data import create_transform, resolve_data_config
-
-    cfg = resolve_data_config({}, model=model)
-    if image_size is not None:
-        cfg = {**cfg, "input_size": (3, image_size, image_size), "crop_pct": 1.0}
-    transform = create_transform(**cfg, is_training=False)
-
-    def fn(images):
-        return {"pixel_values": torch.stack([transform(im.convert("RGB")) for im in images])}
-
-    return Processor(_key(["timm", cfg]), "image", fn, f"timm {cfg['input_size']}")
-
-
-def image_processor(config_dir: Path, image_size: int | None) -> Processor:
-    from transformers import AutoImageProcessor
-
-    path = config_dir / "preprocessor_config.json"
-    if not path.is_file():
-        raise CandidateSkipped(str(config_dir), "no preprocessor_config.json: the image preprocessing is unknown.")
-    kwargs: dict[str, Any] = {}
-    if image_size is not None:
-        kwargs["size"] = {"height": image_size, "width": image_size}
-        kwargs["do_center_crop"] = False
-    spec = json.loads(path.read_text())
-    spec.pop("processor_class", None)
-    proc = _LOADED.get("image-" + _key([spec, _model_type(config_dir)]),
-                       lambda: AutoImageProcessor.from_pretrained(config_dir))
-
-    def fn(images):
-        return {"pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt",
-                                     **kwargs)["pixel_values"]}
-
-    return Processor(_key(["hf-image", spec, kwargs]), "image", fn, type(proc).__name__)
-
-
-def _model_type(config_dir: Path) -> str:
-    """What else Auto* classes read: config.json's model_type picks the class when the processor files don't."""
-    path = config_dir / "config.json"
-    return str(json.loads(path.read_text()).get("model_type", "")) if path.is_file() else ""
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
-                   "special_tokens_map.json", "spiece.model", "sentencepiece.bpe.model")
-
-
-def text_processor(config_dir: Path, max_length: int) -> Processor:
-    from transformers import AutoTokenizer
-
-    files = [config_dir / f for f in TOKENIZER_FILES if (config_dir / f).is_file()]
-    if not files:
-        raise CandidateSkipped(str(config_dir), "no tokenizer files: the text preprocessing is unknown.")
-    digest = hashlib.sha256(_model_type(config_dir).encode())
-    for f in files:
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
-    tok = _LOADED.get("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
-
-    def fn(texts):
-        enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
-        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-
-    return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn, type(tok).__name__)
 
 
 @dataclass

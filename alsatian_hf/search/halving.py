@@ -1,12 +1,7 @@
-"""Successive halving over engine candidates, with three interchangeable execution strategies.
+"""Successive halving over engine candidates, with an interchangeable execution strategy (`strategies`).
 
-- `alsatian`: one task tree for all candidates, a DFS+ plan per iteration, shared prefixes computed once
-  and intermediates cached within the budget (chunking the iteration's items when it is too small).
-- `shift`: successive halving, each surviving model run whole on the iteration's new items; no sharing.
-- `base`: every model run whole on all the data up front; no halving of the extraction work.
-
-All three score the same features with the same proxy on the same data schedule and select the same way, so
-they return the same ranking and the same survivors at every iteration. Only execution differs.
+Every strategy scores the same features with the same proxy on the same data schedule and selects the same
+way, so all return the same ranking and the same survivors at every iteration.
 
 Selection rule: higher score first; equal scores keep the candidates' input order (earlier wins).
 """
@@ -16,18 +11,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
-from ..engine import Counters, EngineCandidate, Executor, FeatureStore, Tier, TieredCache, default_tiers
-from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
+from .._progress import progress_bar
+from ..candidates import EngineCandidate
+from ..engine import Counters, Executor, FeatureStore, Tier, TieredCache, default_tiers
+from ..errors import ConfigurationError
+from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
+from .strategies import STRATEGIES, Strategy_T
 
 logger = logging.getLogger("alsatian_hf")
-
-Strategy_T = Literal["alsatian", "shift", "base"]
-STRATEGIES: tuple[str, ...] = ("alsatian", "shift", "base")
 
 
 @dataclass
@@ -67,12 +63,6 @@ class HalvingOutcome:
         return [r.survivors for r in self.iterations]
 
 
-def _bar(**kwargs):
-    from huggingface_hub.utils import tqdm  # honours HF_HUB_DISABLE_PROGRESS_BARS
-
-    return tqdm(**kwargs)
-
-
 def select(alive: list[str], scores: dict[str, float], keep: int, order: dict[str, int]) -> list[str]:
     """The `keep` best of `alive`: higher score first, ties by input order."""
     return sorted(alive, key=lambda m: (-scores[m], order[m]))[:keep]
@@ -90,75 +80,42 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
         candidates: the models, in input order (which breaks score ties).
         labels: the label of every item of the target dataset (indexed like `schedule`'s items).
         prepare: the data store: `prepare(input_key, items)` -> batched input tensors.
+        scorer: the proxy score (see `alsatian_hf.scoring.Scorer`); it gets `device`.
         cache_budget: bytes for intermediates (alsatian); None means unlimited.
         tiers: cache tiers; by default accelerator memory, RAM and disk.
+
+    Raises:
+        ConfigurationError: for an unknown `strategy`.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"`strategy` must be one of {STRATEGIES}, got {strategy!r}.")
+        raise ConfigurationError(f"`strategy` must be one of {list(STRATEGIES)}, got {strategy!r}.")
     device = torch.device(device)
     start = time.perf_counter()
-    by_id = {c.model_id: c for c in candidates}
     order = {c.model_id: i for i, c in enumerate(candidates)}
     budget = cache_budget if cache_budget is not None else 1 << 62
     cache = TieredCache(budget, tiers or default_tiers(budget, device), device=device, disk_dir=cache_dir)
     features = FeatureStore()
-    executor = Executor(by_id, prepare, device=device, cache=cache, features=features)
+    executor = Executor({c.model_id: c for c in candidates}, prepare, device=device, cache=cache, features=features)
+    extractor = STRATEGIES[strategy](executor=executor, candidates=candidates, schedule=schedule,
+                                     batch_size=batch_size, cache=cache, cache_budget=cache_budget)
     label_t = torch.as_tensor(labels)
-    tree = None
-    if strategy == "alsatian":
-        tree = TaskTree()
-        for c in candidates:
-            tree.add_model(c.model_id, c.input_key,
-                           [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks])
     alive = [c.model_id for c in candidates]
     outcome = HalvingOutcome(ranking=[], scores={})
     try:
         for it in range(1, schedule.num_iterations + 1):
-            counters = Counters()
-            units = schedule.new_units(it)
-            batches = [b for u in units for b in u.batches(batch_size)]
-            record = IterationRecord(it, list(alive), {}, [], sum(len(b) for b in batches),
-                                     len(schedule.train_items(it)), counters)
-            bar = _bar(desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False)
+            new_items = sum(len(u.items) for u in schedule.new_units(it))
+            record = IterationRecord(it, list(alive), {}, [], new_items, len(schedule.train_items(it)), Counters())
+            bar = progress_bar(desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item",
+                               leave=False)
             executor.on_batch = bar.update
-            if strategy == "alsatian":
-                assert tree is not None
-                record.unique_edges, record.naive_edges = tree.num_edges(), tree.naive_edges()
-                plan = fit_budget(plan_iteration(tree), batches, cache_budget)
-                counters.chunks = plan.num_chunks
-                counters.c_min = plan.c_min(max(sum(len(b) for b in ch) for ch in plan.chunks))
-                cache.reset_peaks()
-                for chunk in plan.chunks:
-                    executor.run_plan_chunk(plan, chunk, counters)
-                cache.clear()
-            elif strategy == "shift":
-                for model_id in alive:
-                    executor.run_model(model_id, batches, counters)
-            elif it == 1:  # base: everything, once
-                every = [b for u in (schedule.test, *schedule.train_slices) for b in u.batches(batch_size)]
-                record.new_items = sum(len(b) for b in every)
-                for model_id in alive:
-                    executor.run_model(model_id, every, counters)
+            extractor.extract(it, alive, record)
             bar.close()
-            # proxy scoring on D_1..D_it and D_test
-            t0 = time.perf_counter()
-            train_items, test_items = schedule.train_items(it), schedule.test.items
-            ytr, yte = label_t[list(train_items)], label_t[list(test_items)]
-            bar = _bar(total=len(alive), desc=f"scoring, iteration {it}", unit="model", leave=False)
-            scores = score_all(scorer, train_features=[features.get(m, train_items) for m in alive], train_labels=ytr,
-                               test_features=[features.get(m, test_items) for m in alive], test_labels=yte)
-            record.scores.update(zip(alive, scores))
-            bar.update(len(alive))
-            bar.close()
-            counters.add_time("proxy_scoring", time.perf_counter() - t0)
-            keep = schedule.survivors_after(it, len(alive))
-            ranked = select(alive, record.scores, keep, order)
-            record.survivors = ranked
-            pruned = [m for m in alive if m not in ranked]
+            record.scores.update(_score(scorer, features, alive, schedule, it, label_t, device, record.counters))
+            record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
+            pruned = [m for m in alive if m not in record.survivors]
             features.drop(pruned)
-            if tree is not None:
-                tree.prune(pruned)
-            alive = ranked
+            extractor.prune(pruned)
+            alive = record.survivors
             outcome.iterations.append(record)
             logger.info("iteration %d/%d: %d -> %d candidates", it, schedule.num_iterations, len(record.candidates),
                         len(alive))
@@ -171,3 +128,19 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
     outcome.scores = {m: outcome.iterations[-1].scores[m] for m in alive}
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _score(scorer: Scorer, features: FeatureStore, alive: list[str], schedule: DataSchedule, iteration: int,
+           labels: torch.Tensor, device: torch.device, counters: Counters) -> dict[str, float]:
+    """Proxy scores of `alive` on D_1..D_iteration (train) and D_test."""
+    t0 = time.perf_counter()
+    train_items, test_items = schedule.train_items(iteration), schedule.test.items
+    bar = progress_bar(total=len(alive), desc=f"scoring, iteration {iteration}", unit="model", leave=False)
+    scores = score_all(scorer, train_features=[features.get(m, train_items) for m in alive],
+                       train_labels=labels[list(train_items)],
+                       test_features=[features.get(m, test_items) for m in alive],
+                       test_labels=labels[list(test_items)], device=device)
+    bar.update(len(alive))
+    bar.close()
+    counters.add_time("proxy_scoring", time.perf_counter() - t0)
+    return dict(zip(alive, scores))

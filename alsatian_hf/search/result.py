@@ -8,17 +8,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-PHASES = ("prepare_data", "prepare_model", "inference", "proxy_scoring")
+from ..engine import PHASES
+from ..errors import MissingDependencyError
 
 
 @dataclass
 class SearchResult:
     """What a search returns.
 
+    `ModelSearcher.search` returns one; `SearchResult.load` reads a saved one back.
+
     Example:
-        >>> result = searcher.search()  # doctest: +SKIP
-        >>> result.to_pandas()  # doctest: +SKIP
-        >>> result.save("search-output")  # doctest: +SKIP
+        >>> result = SearchResult(ranking=[{"rank": 1, "model": "org/a", "score": 0.91, "revision": None},
+        ...                                {"rank": 2, "model": "org/b", "score": 0.87, "revision": None}])
+        >>> result.best, result.models
+        ('org/a', ['org/a', 'org/b'])
+        >>> result.to_pandas()["model"].tolist()
+        ['org/a', 'org/b']
     """
 
     ranking: list[dict[str, Any]]  # [{"rank", "model", "score", "revision"}], best first
@@ -65,12 +71,12 @@ class SearchResult:
         """Scores and survivors per iteration, and the time breakdown per iteration; saved as PNG if `path`.
 
         Raises:
-            ImportError: without matplotlib (`pip install 'alsatian-hf[plot]'`).
+            MissingDependencyError: without matplotlib (`pip install 'alsatian-hf[plot]'`).
         """
         try:
             import matplotlib
         except ImportError as e:
-            raise ImportError("SearchResult.plot needs matplotlib: pip install 'alsatian-hf[plot]'") from e
+            raise MissingDependencyError("SearchResult.plot needs matplotlib: pip install 'alsatian-hf[plot]'") from e
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt

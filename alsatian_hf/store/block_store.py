@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-import struct
 import tempfile
 import time
 from contextlib import contextmanager
@@ -25,7 +23,8 @@ from typing import Iterable
 
 from filelock import FileLock
 
-from ..errors import BlockIntegrityError
+from .._safetensors import Tensors, decode, encode
+from ..errors import BlockIntegrityError, SafetensorsHeaderError
 from .identity import content_hash
 
 _SCHEMA = """
@@ -40,11 +39,10 @@ CREATE TABLE IF NOT EXISTS verified (hash TEXT PRIMARY KEY, size INTEGER NOT NUL
     inode INTEGER NOT NULL);
 """
 
-Tensors = list[tuple[str, str, tuple[int, ...], bytes]]  # (relative name, dtype tag, shape, raw bytes)
 
 
 def default_store_dir() -> Path:
-    """`$ALSATIAN_STORE`, else `$HF_HOME/alsatian/blocks` (HF_HOME as huggingface_hub resolves it)."""
+    """`$ALSATIAN_STORE`, else `$HF_HOME/alsatian/store` (HF_HOME as huggingface_hub resolves it)."""
     if os.environ.get("ALSATIAN_STORE"):
         return Path(os.environ["ALSATIAN_STORE"])
     from huggingface_hub import constants
@@ -52,23 +50,12 @@ def default_store_dir() -> Path:
     return Path(constants.HF_HOME) / "alsatian" / "store"
 
 
-def encode_safetensors(tensors: Tensors) -> bytes:
-    header, offset, chunks = {}, 0, []
-    for name, dtype, shape, data in sorted(tensors, key=lambda t: t[0]):
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        chunks.append(data)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # 8-byte alignment, as safetensors writes it
-    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
-
-
-def decode_safetensors(blob: bytes) -> Tensors:
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8: 8 + n])
-    base = 8 + n
-    return [(name, m["dtype"], tuple(m["shape"]), blob[base + m["data_offsets"][0]: base + m["data_offsets"][1]])
-            for name, m in header.items() if name != "__metadata__"]
+def _matches(path: Path, block_hash: str) -> bool:
+    """Whether the block file's tensors hash to `block_hash` (a torn or malformed file does not)."""
+    try:
+        return content_hash(decode(path.read_bytes(), name=str(path))) == block_hash
+    except SafetensorsHeaderError:
+        return False
 
 
 @dataclass
@@ -85,9 +72,18 @@ class StoreInfo:
 
 
 class BlockStore:
-    """Example:
-        >>> store = BlockStore("/tmp/store")  # doctest: +SKIP
-        >>> h = store.put([("weight", "F32", (2,), b"\\0" * 8)])  # doctest: +SKIP
+    """Blocks on disk under `root` (default: `default_store_dir()`), with their SQLite index.
+
+    Example:
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> store = BlockStore(tmp.name)
+        >>> h = store.put([("weight", "F32", (2,), bytes(8))])
+        >>> store.put([("weight", "F32", (2,), bytes(8))]) == h  # stored once
+        True
+        >>> store.get(h)["weight"]
+        tensor([0., 0.])
+        >>> tmp.cleanup()
     """
 
     def __init__(self, root: str | Path | None = None):
@@ -152,7 +148,7 @@ class BlockStore:
         with self.lock(block_hash):
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                blob = encode_safetensors(tensors)
+                blob = encode(tensors)
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
                 try:
                     with os.fdopen(fd, "wb") as f:
@@ -185,7 +181,7 @@ class BlockStore:
             raise BlockIntegrityError(f"block {block_hash[:12]} is not in the store at {self.root}.")
         stamp = self._stamp(block_hash, path)
         if not self._is_verified(stamp):
-            if content_hash(decode_safetensors(path.read_bytes())) != block_hash:
+            if not _matches(path, block_hash):
                 raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run "
                                           "`alsatian-hf store gc --verify`.")
             with self._db() as db:
@@ -252,7 +248,7 @@ class BlockStore:
                 with self.lock(h):
                     path.unlink(missing_ok=True)
                 removed["unreferenced"] += 1
-            elif verify and content_hash(decode_safetensors(path.read_bytes())) != h:
+            elif verify and not _matches(path, h):
                 path.unlink(missing_ok=True)
                 removed["corrupt"] += 1
         present = {p.stem for p in self.block_files()}

@@ -11,6 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Literal
+from ..errors import ConfigurationError
 
 Distribution_T = Literal["top_50", "top_25", "top_layers"]
 DISTRIBUTIONS: tuple[str, ...] = ("top_50", "top_25", "top_layers")
@@ -41,16 +42,16 @@ def sample_num_reinit(distribution: Distribution_T, num_blocks: int, rng: random
     elif distribution == "top_layers":
         mean, std, high = 1.0, 1.0, max(1, math.ceil(0.2 * num_blocks))
     else:
-        raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}, got {distribution!r}.")
+        raise ConfigurationError(f"`distribution` must be one of {DISTRIBUTIONS}, got {distribution!r}.")
     return _truncnorm(rng, mean, std, 1, high)
 
 
 def plan_zoo(num_models: int, num_blocks: int, distribution: Distribution_T, seed: int) -> list[ZooEntry]:
     """The seeded list of zoo entries; entry 0 is the base model."""
     if num_models < 1:
-        raise ValueError(f"`num_models` must be >= 1, got {num_models}.")
+        raise ConfigurationError(f"`num_models` must be >= 1, got {num_models}.")
     if num_blocks < 1:
-        raise ValueError(f"`num_blocks` must be >= 1, got {num_blocks}.")
+        raise ConfigurationError(f"`num_blocks` must be >= 1, got {num_blocks}.")
     rng = random.Random(seed)
     entries = [ZooEntry(0, None, 0)]
     for i in range(1, num_models):

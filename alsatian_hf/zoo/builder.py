@@ -20,6 +20,7 @@ from torch import nn
 from ..adapters import Block, SplitModel, split_model
 from ..store.identity import tensor_content_hash
 from ._recipe import Distribution_T, ZooEntry, expected_unique_blocks, plan_zoo
+from ..errors import ZooExistsError
 
 # fine_tune(model, split, blocks_to_change, generator): mutate `model` in place. The default re-initialises.
 FineTuneFn = Callable[[nn.Module, SplitModel, list[Block], torch.Generator], None]
@@ -174,7 +175,7 @@ def build_zoo(spec: ZooSpec, root: str | Path, *, overwrite: bool = False) -> Zo
         folder = root / repo_id
         if folder.exists():
             if not overwrite:
-                raise FileExistsError(f"{folder} exists; pass `overwrite=True` to rebuild the zoo.")
+                raise ZooExistsError(f"{folder} exists; pass `overwrite=True` to rebuild the zoo.")
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         spec.source.save(template, state, folder, spec.shard_size)

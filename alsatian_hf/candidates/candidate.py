@@ -1,4 +1,4 @@
-"""What the engine needs of a candidate: an ordered list of blocks, independent of Hub and model family."""
+"""What the engine runs: a candidate as an ordered list of blocks, independent of Hub and model family."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-State = tuple[torch.Tensor, ...]
+from ..adapters import State
 
 
 @dataclass

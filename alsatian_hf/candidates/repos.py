@@ -1,16 +1,21 @@
-"""Open a model repo for block access: its small files locally, its weights as a lazy block source."""
+"""Open a candidate: its small files locally, its weights as a lazy block source."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
-from ..errors import BlockFetchError
+from .._progress import silent_tqdm_class
+from ..errors import BlockFetchError, CandidateSkipped
+from ..hub import Candidate, RangeReader
+from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
 from ..store.block_store import BlockStore
-from .headers import SINGLE, layout_from_json, layout_to_json, read_layout
-from .ranges import RangeReader
-from .source import HubBlockSource, files_identity
+from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
+
+# A repo id on the configured Hub (`org/name` or `org/name@revision`), a local model folder, or a listed Candidate.
+CandidateSpec = Union[str, Path, Candidate]
 
 # Everything but weights: configs, processors, tokenizers, the card. Weights come block by block.
 SMALL_FILES = ["*.json", "*.txt", "*.model", "README.md"]
@@ -21,14 +26,37 @@ class OpenedRepo:
     repo_id: str
     revision: str
     folder: Path  # config.json, processor and tokenizer files
-    source: object  # a TensorSource
+    source: TensorSource
 
 
-def open_local(folder: str | Path):
-    from ..search.candidates import LocalSafetensors
+def candidate_id(spec: CandidateSpec) -> str:
+    """The id a candidate is reported under: its repo id (without `@revision`) or its folder."""
+    if isinstance(spec, Candidate):
+        return spec.repo_id
+    spec = str(spec)
+    return spec if Path(spec).is_dir() else spec.partition("@")[0]
 
+
+def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, reader: RangeReader) -> OpenedRepo:
+    """Open a listed candidate, a local folder, or a repo id (`revision` pins Hub repos unless the spec does).
+
+    Raises:
+        CandidateSkipped: for a listed candidate that carries a skip reason.
+    """
+    if isinstance(spec, Candidate):
+        if spec.skip_reason:
+            raise CandidateSkipped(spec.repo_id, spec.skip_reason)
+        return open_hub(spec.repo_id, revision or spec.revision, store=store, reader=reader)
+    spec = str(spec)
+    if Path(spec).is_dir():
+        return open_local(spec)
+    repo_id, _, pinned = spec.partition("@")
+    return open_hub(repo_id, pinned or revision, store=store, reader=reader)
+
+
+def open_local(folder: str | Path) -> OpenedRepo:
     folder = Path(folder)
-    return OpenedRepo(str(folder), "local", folder, LocalSafetensors(folder))
+    return OpenedRepo(str(folder), "local", folder, LocalBlockSource(folder))
 
 
 def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: RangeReader) -> OpenedRepo:
@@ -51,7 +79,9 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         lfs = {s.rfilename: (s.lfs.sha256 if s.lfs else None) for s in info.siblings or []}
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
-    folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=SMALL_FILES))
+    # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
+    folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=SMALL_FILES,
+                                    tqdm_class=silent_tqdm_class()))
     if revision is None or len(revision) != 40:
         revision = folder.name  # the snapshot folder is named after the commit
     cached = store.load_layout(repo_id, revision)

@@ -1,0 +1,127 @@
+"""Build an engine candidate: a split skeleton whose blocks load their tensors from a block source on demand.
+
+`CandidateAssembler` is the whole step from a candidate spec (repo id, folder or listed `Candidate`) to an
+`EngineCandidate`: open the repo, pick its processor, split the skeleton, hash the blocks, probe the shapes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..adapters import SplitModel, check_coverage, load_block, split_model, unload_block
+from ..adapters.skeleton import build_model
+from ..hub import RangeReader
+from ..store.block_store import BlockStore
+from .candidate import EngineBlock, EngineCandidate
+from .probe import ShapeProbe
+from .processors import Modality_T, Processor, processor_for
+from .repos import CandidateSpec, open_repo
+from .sources import TensorSource
+
+
+def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource, *, input_key: str,
+                    probe_inputs: dict[str, torch.Tensor], probe: ShapeProbe,
+                    skeleton: torch.nn.Module | None = None) -> tuple[EngineCandidate, SplitModel]:
+    """An engine candidate whose blocks load their tensors from `source` on demand.
+
+    Candidates with one config share one meta skeleton (`build_model` caches it), so a block's loaded
+    tensors are kept with the block and assigned into the skeleton right before each run; assignment is a
+    few attribute writes, far cheaper than a skeleton per candidate.
+
+    Args:
+        probe_inputs: one prepared item (batched tensors), to measure output sizes and FLOPs per block.
+        skeleton: the model built on the meta device from `config_dir`, if the caller has it already.
+
+    Raises:
+        UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
+    """
+    skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
+    split = split_model(skeleton, checkpoint_keys=source.keys())
+    check_coverage(split, source.keys())
+    sizes, flops = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
+    blocks = []
+    for i, block in enumerate(split.blocks):
+        loaded: dict[str, torch.Tensor] = {}
+
+        def load(device, _i=i, _loaded=loaded):
+            if not _loaded:
+                _loaded.update({k: v.to(device) for k, v in source.load_tensors(split, _i).items()})
+
+        def unload(_b=block, _loaded=loaded):
+            _loaded.clear()
+            unload_block(split, _b)
+
+        def run(state, _b=block, _loaded=loaded):
+            load_block(split, _b, _loaded)  # the shared skeleton may hold another candidate's weights here
+            return _b.step(split.model, state)
+
+        param_bytes = sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys)
+        blocks.append(EngineBlock(content_hash=source.block_hash(split, i), param_bytes=param_bytes,
+                                  bytes_per_item=sizes[i], load=load, unload=unload, run=run, cost=flops[i] or 1.0))
+    return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state), split
+
+
+_TENSOR_BYTES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _tensor_bytes(model: torch.nn.Module, key: str) -> int:
+    """Bytes of one parameter or buffer; the table is built once per (shared) skeleton."""
+    sizes = _TENSOR_BYTES.get(model)
+    if sizes is None:
+        named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+        sizes = _TENSOR_BYTES[model] = {k: t.numel() * t.element_size() for k, t in named}
+    if key in sizes:
+        return sizes[key]
+    path, _, attr = key.rpartition(".")
+    t = getattr(model.get_submodule(path) if path else model, attr)
+    return t.numel() * t.element_size()
+
+
+@dataclass
+class AssembledCandidate:
+    candidate: EngineCandidate
+    revision: str
+    processor: Processor
+
+
+class CandidateAssembler:
+    """Turns candidate specs into engine candidates, sharing one block store, range reader and shape probe.
+
+    Args:
+        store: where Hub blocks are hashed and kept once.
+        reader: the Range reader for Hub files (it counts requests and bytes).
+        modality: the dataset's ("image" or "text"); candidates of the other are skipped.
+        inputs_for: one prepared item (batched tensors) in a processor's input, for the shape probe.
+        revision: pins every Hub candidate to this branch or commit.
+        image_size, max_length: overrides of the processors' image size and token length.
+    """
+
+    def __init__(self, *, store: BlockStore, reader: RangeReader, modality: Modality_T,
+                 inputs_for: Callable[[Processor], dict[str, torch.Tensor]], revision: str | None = None,
+                 image_size: int | None = None, max_length: int = 128):
+        self.store = store
+        self.reader = reader
+        self.modality = modality
+        self.inputs_for = inputs_for
+        self.revision = revision
+        self.image_size = image_size
+        self.max_length = max_length
+        self.probe = ShapeProbe()
+
+    def assemble(self, spec: CandidateSpec, model_id: str) -> AssembledCandidate:
+        """Raises:
+            CandidateSkipped: the candidate cannot be scored (listed skip reason, modality, preprocessing).
+            UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
+        """
+        repo = open_repo(spec, revision=self.revision, store=self.store, reader=self.reader)
+        skeleton = build_model(repo.folder, device="meta")
+        processor = processor_for(repo.folder, skeleton, modality=self.modality, image_size=self.image_size,
+                                  max_length=self.max_length)
+        candidate, _ = build_candidate(model_id, repo.folder, repo.source, input_key=processor.key,
+                                       probe_inputs=self.inputs_for(processor), probe=self.probe, skeleton=skeleton)
+        return AssembledCandidate(candidate, repo.revision, processor)

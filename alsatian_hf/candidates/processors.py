@@ -1,0 +1,125 @@
+"""Processors: how a candidate turns dataset items into its input tensors.
+
+A processor is timm's `resolve_data_config` + `create_transform`, transformers' `AutoImageProcessor`, or
+`AutoTokenizer` at a fixed `max_length`. Its config is hashed into an `input_key`; candidates with equal keys
+share prepared inputs (and a task-tree root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+
+from .._digest_cache import DigestCache
+from ..adapters.skeleton import library_of
+from ..errors import CandidateSkipped
+
+Modality_T = Literal["image", "text"]
+
+
+@dataclass
+class Processor:
+    key: str  # the input key: a hash of the processor config
+    kind: Modality_T
+    fn: Callable[[list[Any]], dict[str, torch.Tensor]]
+    description: str = ""
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Tokenizers and image processors by the digest of their files: loading one tokenizer per candidate was most
+# of a 35-model text search's set-up (35 x ~50 ms).
+_LOADED = DigestCache()
+
+
+def timm_processor(model, image_size: int | None) -> Processor:
+    from timm.data import create_transform, resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    if image_size is not None:
+        cfg = {**cfg, "input_size": (3, image_size, image_size), "crop_pct": 1.0}
+    transform = create_transform(**cfg, is_training=False)
+
+    def fn(images):
+        return {"pixel_values": torch.stack([transform(im.convert("RGB")) for im in images])}
+
+    return Processor(_key(["timm", cfg]), "image", fn, f"timm {cfg['input_size']}")
+
+
+def image_processor(config_dir: Path, image_size: int | None) -> Processor:
+    from transformers import AutoImageProcessor
+
+    path = config_dir / "preprocessor_config.json"
+    if not path.is_file():
+        raise CandidateSkipped(str(config_dir), "no preprocessor_config.json: the image preprocessing is unknown.")
+    kwargs: dict[str, Any] = {}
+    if image_size is not None:
+        kwargs["size"] = {"height": image_size, "width": image_size}
+        kwargs["do_center_crop"] = False
+    spec = json.loads(path.read_text())
+    spec.pop("processor_class", None)
+    proc = _LOADED.get("image-" + _key([spec, _model_type(config_dir)]),
+                       lambda: AutoImageProcessor.from_pretrained(config_dir))
+
+    def fn(images):
+        return {"pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt",
+                                     **kwargs)["pixel_values"]}
+
+    return Processor(_key(["hf-image", spec, kwargs]), "image", fn, type(proc).__name__)
+
+
+def _model_type(config_dir: Path) -> str:
+    """What else Auto* classes read: config.json's model_type picks the class when the processor files don't."""
+    path = config_dir / "config.json"
+    return str(json.loads(path.read_text()).get("model_type", "")) if path.is_file() else ""
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
+                   "special_tokens_map.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def text_processor(config_dir: Path, max_length: int) -> Processor:
+    from transformers import AutoTokenizer
+
+    files = [config_dir / f for f in TOKENIZER_FILES if (config_dir / f).is_file()]
+    if not files:
+        raise CandidateSkipped(str(config_dir), "no tokenizer files: the text preprocessing is unknown.")
+    digest = hashlib.sha256(_model_type(config_dir).encode())
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    tok = _LOADED.get("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
+
+    def fn(texts):
+        enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn, type(tok).__name__)
+
+
+def processor_for(config_dir: Path, skeleton: torch.nn.Module, *, modality: Modality_T, image_size: int | None,
+                  max_length: int) -> Processor:
+    """The processor of the model in `config_dir` for a dataset of `modality`.
+
+    Raises:
+        CandidateSkipped: when the model's modality differs from the dataset's, or its preprocessing is unknown.
+    """
+    config_dir = Path(config_dir)
+    if library_of(json.loads((config_dir / "config.json").read_text())) == "timm":
+        if modality == "text":
+            raise CandidateSkipped(str(config_dir), "an image model (timm), but the dataset is text.")
+        return timm_processor(skeleton, image_size)
+    has_text = any((config_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+    if (config_dir / "preprocessor_config.json").is_file() or not has_text:
+        if modality == "text" and not has_text:
+            raise CandidateSkipped(str(config_dir), "an image model, but the dataset is text.")
+        return image_processor(config_dir, image_size)
+    if modality == "image":
+        raise CandidateSkipped(str(config_dir), "a text model, but the dataset is images.")
+    return text_processor(config_dir, max_length)

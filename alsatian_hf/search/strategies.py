@@ -1,0 +1,99 @@
+"""The three execution strategies: how one successive-halving iteration extracts its features.
+
+- `alsatian`: one task tree for all candidates, a DFS+ plan per iteration, shared prefixes computed once and
+  intermediates cached within the budget (chunking the iteration's items when it is too small).
+- `shift`: successive halving, each surviving model run whole on the iteration's new items; no sharing.
+- `base`: every model run whole on all the data up front; no halving of the extraction work.
+
+They extract the same features for the same items, so scoring and selection (in `halving`) are shared and
+the ranking does not depend on the strategy. Only execution differs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..candidates import EngineCandidate
+from ..engine import Executor, TieredCache
+from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
+
+Strategy_T = Literal["alsatian", "shift", "base"]
+
+
+class ExecutionStrategy:
+    """Extracts an iteration's features into the executor's feature store.
+
+    Args:
+        executor: runs blocks and whole models, and holds the feature store.
+        candidates: every candidate, in input order.
+        schedule: the data schedule (which items each iteration adds).
+        batch_size: items per inference batch.
+        cache: the activation cache (only `alsatian` caches).
+        cache_budget: bytes for cached intermediates; None means unlimited.
+    """
+
+    def __init__(self, *, executor: Executor, candidates: list[EngineCandidate], schedule: DataSchedule,
+                 batch_size: int, cache: TieredCache, cache_budget: int | None):
+        self.executor = executor
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.cache = cache
+        self.cache_budget = cache_budget
+
+    def extract(self, iteration: int, alive: list[str], record) -> None:
+        """Features of `alive` for every item scoring needs at `iteration`; fills `record`'s counters."""
+        raise NotImplementedError
+
+    def prune(self, pruned: list[str]) -> None:
+        """Forget candidates that selection dropped."""
+
+    def _new_batches(self, iteration: int) -> list[tuple[int, ...]]:
+        return [b for u in self.schedule.new_units(iteration) for b in u.batches(self.batch_size)]
+
+
+class AlsatianStrategy(ExecutionStrategy):
+    def __init__(self, *, candidates: list[EngineCandidate], **kwargs):
+        super().__init__(candidates=candidates, **kwargs)
+        self.tree = TaskTree()
+        for c in candidates:
+            self.tree.add_model(c.model_id, c.input_key,
+                                [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks])
+
+    def extract(self, iteration: int, alive: list[str], record) -> None:
+        batches, counters = self._new_batches(iteration), record.counters
+        record.unique_edges, record.naive_edges = self.tree.num_edges(), self.tree.naive_edges()
+        plan = fit_budget(plan_iteration(self.tree), batches, self.cache_budget)  # DFS+ (paper §5.3)
+        counters.chunks = plan.num_chunks
+        counters.c_min = plan.c_min(max(sum(len(b) for b in chunk) for chunk in plan.chunks))
+        self.cache.reset_peaks()
+        for chunk in plan.chunks:
+            self.executor.run_plan_chunk(plan, chunk, counters)
+        self.cache.clear()
+
+    def prune(self, pruned: list[str]) -> None:
+        self.tree.prune(pruned)
+
+
+class ShiftStrategy(ExecutionStrategy):
+    def extract(self, iteration: int, alive: list[str], record) -> None:
+        batches = self._new_batches(iteration)
+        for model_id in alive:
+            self.executor.run_model(model_id, batches, record.counters)
+
+
+class BaseStrategy(ExecutionStrategy):
+    def extract(self, iteration: int, alive: list[str], record) -> None:
+        if iteration != 1:
+            return  # every feature was extracted in the first iteration
+        schedule = self.schedule
+        every = [b for u in (schedule.test, *schedule.train_slices) for b in u.batches(self.batch_size)]
+        record.new_items = sum(len(b) for b in every)
+        for model_id in alive:
+            self.executor.run_model(model_id, every, record.counters)
+
+
+STRATEGIES: dict[str, type[ExecutionStrategy]] = {
+    "alsatian": AlsatianStrategy,
+    "shift": ShiftStrategy,
+    "base": BaseStrategy,
+}
