@@ -10,6 +10,7 @@ from typing import Union
 from .._progress import silent_tqdm_class
 from ..errors import BlockFetchError, CandidateSkipped
 from ..hub import Candidate, RangeReader
+from ..hub.ranges import with_retries
 from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
 from ..store.block_store import BlockStore
 from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
@@ -73,15 +74,15 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     files_sha = None
     siblings: list[str] = []
     if not offline:
-        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+        info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True))
         revision = info.sha
         siblings = [s.rfilename for s in info.siblings or []]
         lfs = {s.rfilename: (s.lfs.sha256 if s.lfs else None) for s in info.siblings or []}
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
     # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
-    folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=SMALL_FILES,
-                                    tqdm_class=silent_tqdm_class()))
+    folder = Path(with_retries(lambda: snapshot_download(repo_id, revision=revision, allow_patterns=SMALL_FILES,
+                                                         tqdm_class=silent_tqdm_class()), transport=False))
     if revision is None or len(revision) != 40:
         revision = folder.name  # the snapshot folder is named after the commit
     cached = store.load_layout(repo_id, revision)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from ..errors import BlockFetchError
 
 logger = logging.getLogger("alsatian_hf")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +45,41 @@ def merge_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append([start, end])
     return [(s, e) for s, e in merged]
+
+
+@functools.cache
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The transient failures of huggingface_hub's HTTP client: its `TransportError` (httpx's, or that of the
+    httpx fork the client is built on), so a bug in our own code is never retried as if it were the network."""
+    from huggingface_hub import get_session
+
+    client_module = importlib.import_module(type(get_session()).__module__.partition(".")[0])
+    return (client_module.TransportError,)
+
+
+def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int = 4, backoff: float = 0.2) -> T:
+    """`call()`, retried with exponential backoff on 429/5xx answers and (with `transport`) transport errors only.
+
+    For huggingface_hub calls that do not retry a 500 themselves (`model_info`, `snapshot_download`). Pass
+    `transport=False` for downloads, which huggingface_hub already retries on connection errors.
+    """
+    transient = _transport_errors() if transport else ()
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else None
+            if status not in RETRY_STATUSES or attempt == retries:
+                raise
+            logger.info("retrying after %s (attempt %d of %d)", status, attempt + 1, retries)
+        except transient as e:
+            if attempt == retries:
+                raise
+            logger.info("retrying after %s (attempt %d of %d)", type(e).__name__, attempt + 1, retries)
+        time.sleep(backoff * 2 ** attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RangeReader:
@@ -84,10 +123,10 @@ class RangeReader:
             if attempt:
                 self.stats.retries += 1
                 time.sleep(self.backoff * 2 ** (attempt - 1))
+            headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
             try:
-                headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
                 response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)
-            except Exception as e:  # connection reset, truncated body, timeout: all transient
+            except _transport_errors() as e:  # connection reset, truncated body, timeout: all transient
                 last_error = e
                 continue
             if response.status_code in RETRY_STATUSES:
