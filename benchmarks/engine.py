@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
 from alsatian_hf.plan import make_schedule
 from alsatian_hf.scoring import LinearProbe
-from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
 from alsatian_hf.search.halving import run_halving
 from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import fashion_mnist
@@ -48,20 +48,41 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device={name} torch={torch.__version__} threads={torch.get_num_threads()} arch={args.arch} "
-          f"models={args.models} items={args.items} image={args.image_size}px batch={args.batch_size}")
+    print(
+        f"device={name} torch={torch.__version__} threads={torch.get_num_threads()} arch={args.arch} "
+        f"models={args.models} items={args.items} image={args.image_size}px batch={args.batch_size}"
+    )
     x, labels = pixels(args.items, args.image_size)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="alsatian-bench-"))
-    print(f"{'distribution':<12} {'alsatian':>9} {'shift':>9} {'base':>9} {'vs shift':>9} {'vs base':>9} "
-          f"{'ideal':>7} {'of ideal':>9}")
+    print(
+        f"{'distribution':<12} {'alsatian':>9} {'shift':>9} {'base':>9} {'vs shift':>9} {'vs base':>9} "
+        f"{'ideal':>7} {'of ideal':>9}"
+    )
     for dist in args.distributions:
         root = work / dist
         if not (root / "z").exists():
-            build_zoo(ZooSpec("z", TimmSource(args.arch, model_args={"num_classes": 10}), num_models=args.models,
-                              distribution=dist, seed=0), root)
+            build_zoo(
+                ZooSpec(
+                    "z",
+                    TimmSource(args.arch, model_args={"num_classes": 10}),
+                    num_models=args.models,
+                    distribution=dist,
+                    seed=0,
+                ),
+                root,
+            )
         probe = ShapeProbe()
-        cands = [build_candidate(f"z/{d.name}", d, LocalBlockSource(d), input_key=f"px{args.image_size}",
-                                 probe_inputs={"pixel_values": x[:1]}, probe=probe)[0] for d in sorted((root / "z").iterdir())]
+        cands = [
+            build_candidate(
+                f"z/{d.name}",
+                d,
+                LocalBlockSource(d),
+                input_key=f"px{args.image_size}",
+                probe_inputs={"pixel_values": x[:1]},
+                probe=probe,
+            )[0]
+            for d in sorted((root / "z").iterdir())
+        ]
         sched = make_schedule(labels, num_candidates=len(cands), result_size=args.result_size, seed=0)
         times: dict[str, list[float]] = {"alsatian": [], "shift": [], "base": []}
         cost: dict[str, float] = {}
@@ -70,9 +91,16 @@ def main(argv=None) -> None:
             order = ["alsatian", "shift", "base"] if r % 2 == 0 else ["base", "shift", "alsatian"]
             for strategy in order:
                 start = time.perf_counter()
-                out = run_halving(cands, labels, sched, prepare=lambda k, items: {"pixel_values": x[list(items)]},
-                                  scorer=LinearProbe(epochs=args.epochs, device=device), strategy=strategy,
-                                  batch_size=args.batch_size, device=device)
+                out = run_halving(
+                    cands,
+                    labels,
+                    sched,
+                    prepare=lambda k, items: {"pixel_values": x[list(items)]},
+                    scorer=LinearProbe(epochs=args.epochs, device=device),
+                    strategy=strategy,
+                    batch_size=args.batch_size,
+                    device=device,
+                )
                 times[strategy].append(time.perf_counter() - start)
                 cost[strategy] = sum(it.counters.compute_cost for it in out.iterations)
                 rankings[strategy] = out.ranking
@@ -80,9 +108,11 @@ def main(argv=None) -> None:
         ideal = cost["shift"] / cost["alsatian"]
         vs_shift = med["shift"] / med["alsatian"]
         same = rankings["alsatian"] == rankings["shift"] == rankings["base"]
-        print(f"{dist:<12} {med['alsatian']:>8.1f}s {med['shift']:>8.1f}s {med['base']:>8.1f}s {vs_shift:>8.2f}x "
-              f"{med['base'] / med['alsatian']:>8.2f}x {ideal:>6.2f}x {vs_shift / ideal:>8.0%}"
-              f"{'' if same else '  RANKINGS DIFFER'}")
+        print(
+            f"{dist:<12} {med['alsatian']:>8.1f}s {med['shift']:>8.1f}s {med['base']:>8.1f}s {vs_shift:>8.2f}x "
+            f"{med['base'] / med['alsatian']:>8.2f}x {ideal:>6.2f}x {vs_shift / ideal:>8.0%}"
+            f"{'' if same else '  RANKINGS DIFFER'}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,22 +45,38 @@ def _run(args, work: Path) -> None:
 
     ds = fashion_mnist(num_items=args.items, seed=0)
     print(f"{args.models} x {args.arch}, cold store per distribution")
-    print(f"{'distribution':<12} {'MB/model':>9} {'req/model':>10} {'header KB':>10} {'fetched/FE':>11} "
-          f"{'store MB':>9} {'dedup':>6}")
+    print(
+        f"{'distribution':<12} {'MB/model':>9} {'req/model':>10} {'header KB':>10} {'fetched/FE':>11} "
+        f"{'store MB':>9} {'dedup':>6}"
+    )
     for dist in ("top_50", "top_25", "top_layers"):
         org = f"fetch-{dist.replace('_', '-')}"
-        build_zoo(ZooSpec(org, TimmSource(args.arch, model_args={"num_classes": 10}), num_models=args.models,
-                          distribution=dist, seed=0), hub.root, overwrite=True)
+        build_zoo(
+            ZooSpec(
+                org,
+                TimmSource(args.arch, model_args={"num_classes": 10}),
+                num_models=args.models,
+                distribution=dist,
+                seed=0,
+            ),
+            hub.root,
+            overwrite=True,
+        )
         store = work / "stores" / org
         hub.clear_log()
-        res = ModelSearcher.from_hub(author=org, train_dataset=ds, args=SearchArguments(
-            result_size=1, image_size=32, store_dir=str(store), scorer="knn")).search()
+        res = ModelSearcher.from_hub(
+            author=org,
+            train_dataset=ds,
+            args=SearchArguments(result_size=1, image_size=32, store_dir=str(store), scorer="knn"),
+        ).search()
         header = header_bytes(hub)
         fe = _feature_extractor_bytes(hub.root / org)
         info = BlockStore(store).info()
-        print(f"{dist:<12} {res.bytes_fetched / args.models / 1e6:>9.2f} {res.requests / args.models:>10.1f} "
-              f"{header / 1e3:>10.1f} {(res.bytes_fetched - header) / fe:>11.3f} {info.bytes / 1e6:>9.1f} "
-              f"{info.dedup_ratio:>6.2f}")
+        print(
+            f"{dist:<12} {res.bytes_fetched / args.models / 1e6:>9.2f} {res.requests / args.models:>10.1f} "
+            f"{header / 1e3:>10.1f} {(res.bytes_fetched - header) / fe:>11.3f} {info.bytes / 1e6:>9.1f} "
+            f"{info.dedup_ratio:>6.2f}"
+        )
     hub.stop()
 
 

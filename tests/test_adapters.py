@@ -12,21 +12,31 @@ from safetensors.torch import load, save
 
 from alsatian_hf.adapters import check_coverage, load_block, split_model
 from alsatian_hf.adapters.skeleton import build_model
-from alsatian_hf.errors import UnsupportedArchitectureError
 from alsatian_hf.candidates import LocalBlockSource
+from alsatian_hf.errors import UnsupportedArchitectureError
+
 
 ATOL = 1e-5
-_BERT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-             max_position_embeddings=64)
-_VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32,
-            patch_size=8)
+_BERT = dict(
+    vocab_size=31,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=64,
+)
+_VIT = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
+)
 _SWIN = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4)
 
 
 def _text():
     g = torch.Generator().manual_seed(0)
-    return {"input_ids": torch.randint(5, 30, (2, 7), generator=g),
-            "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])}
+    return {
+        "input_ids": torch.randint(5, 30, (2, 7), generator=g),
+        "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2]),
+    }
 
 
 def _pixels(size=32):
@@ -40,44 +50,96 @@ def _cls(h):
 # (name, model factory, inputs, reference features)
 TRANSFORMERS_CASES = [
     ("BertModel", lambda: T.BertModel(T.BertConfig(**_BERT)), _text, lambda m, x: m(**x).pooler_output),
-    ("BertForSequenceClassification", lambda: T.BertForSequenceClassification(T.BertConfig(**_BERT)), _text,
-     lambda m, x: m.bert(**x).pooler_output),
-    ("RobertaModel", lambda: T.RobertaModel(T.RobertaConfig(**_BERT, pad_token_id=1)), _text,
-     lambda m, x: m(**x).pooler_output),
-    ("RobertaForSequenceClassification",
-     lambda: T.RobertaForSequenceClassification(T.RobertaConfig(**_BERT, pad_token_id=1)), _text,
-     lambda m, x: _cls(m.roberta(**x))),
-    ("DistilBertModel", lambda: T.DistilBertModel(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2,
-                                                                      hidden_dim=37)), _text, lambda m, x: _cls(m(**x))),
-    ("DistilBertForSequenceClassification",
-     lambda: T.DistilBertForSequenceClassification(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2,
-                                                                      hidden_dim=37)), _text,
-     lambda m, x: _cls(m.distilbert(**x))),
+    (
+        "BertForSequenceClassification",
+        lambda: T.BertForSequenceClassification(T.BertConfig(**_BERT)),
+        _text,
+        lambda m, x: m.bert(**x).pooler_output,
+    ),
+    (
+        "RobertaModel",
+        lambda: T.RobertaModel(T.RobertaConfig(**_BERT, pad_token_id=1)),
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "RobertaForSequenceClassification",
+        lambda: T.RobertaForSequenceClassification(T.RobertaConfig(**_BERT, pad_token_id=1)),
+        _text,
+        lambda m, x: _cls(m.roberta(**x)),
+    ),
+    (
+        "DistilBertModel",
+        lambda: T.DistilBertModel(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2, hidden_dim=37)),
+        _text,
+        lambda m, x: _cls(m(**x)),
+    ),
+    (
+        "DistilBertForSequenceClassification",
+        lambda: T.DistilBertForSequenceClassification(
+            T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2, hidden_dim=37)
+        ),
+        _text,
+        lambda m, x: _cls(m.distilbert(**x)),
+    ),
     ("ViTModel", lambda: T.ViTModel(T.ViTConfig(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
-    ("ViTForImageClassification", lambda: T.ViTForImageClassification(T.ViTConfig(**_VIT)), _pixels,
-     lambda m, x: _cls(m.vit(**x))),
+    (
+        "ViTForImageClassification",
+        lambda: T.ViTForImageClassification(T.ViTConfig(**_VIT)),
+        _pixels,
+        lambda m, x: _cls(m.vit(**x)),
+    ),
     ("DeiTModel", lambda: T.DeiTModel(T.DeiTConfig(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
-    ("DeiTForImageClassification", lambda: T.DeiTForImageClassification(T.DeiTConfig(**_VIT)), _pixels,
-     lambda m, x: _cls(m.deit(**x))),
-    ("DeiTForImageClassificationWithTeacher",
-     lambda: T.DeiTForImageClassificationWithTeacher(T.DeiTConfig(**_VIT)), _pixels,
-     lambda m, x: (lambda h: (h[:, 0] + h[:, 1]) / 2)(m.deit(**x).last_hidden_state)),
+    (
+        "DeiTForImageClassification",
+        lambda: T.DeiTForImageClassification(T.DeiTConfig(**_VIT)),
+        _pixels,
+        lambda m, x: _cls(m.deit(**x)),
+    ),
+    (
+        "DeiTForImageClassificationWithTeacher",
+        lambda: T.DeiTForImageClassificationWithTeacher(T.DeiTConfig(**_VIT)),
+        _pixels,
+        lambda m, x: (lambda h: (h[:, 0] + h[:, 1]) / 2)(m.deit(**x).last_hidden_state),
+    ),
     ("Dinov2Model", lambda: T.Dinov2Model(T.Dinov2Config(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
-    ("Dinov2ForImageClassification", lambda: T.Dinov2ForImageClassification(T.Dinov2Config(**_VIT)), _pixels,
-     lambda m, x: (lambda h: torch.cat([h[:, 0], h[:, 1:].mean(1)], 1))(m.dinov2(**x).last_hidden_state)),
-    ("ResNetModel", lambda: T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2])),
-     _pixels, lambda m, x: m(**x).pooler_output.flatten(1)),
-    ("ResNetForImageClassification",
-     lambda: T.ResNetForImageClassification(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2])),
-     _pixels, lambda m, x: m.resnet(**x).pooler_output.flatten(1)),
-    ("ConvNextModel", lambda: T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
-     _pixels, lambda m, x: m(**x).pooler_output),
-    ("ConvNextForImageClassification",
-     lambda: T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
-     _pixels, lambda m, x: m.convnext(**x).pooler_output),
+    (
+        "Dinov2ForImageClassification",
+        lambda: T.Dinov2ForImageClassification(T.Dinov2Config(**_VIT)),
+        _pixels,
+        lambda m, x: (lambda h: torch.cat([h[:, 0], h[:, 1:].mean(1)], 1))(m.dinov2(**x).last_hidden_state),
+    ),
+    (
+        "ResNetModel",
+        lambda: T.ResNetModel(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2])),
+        _pixels,
+        lambda m, x: m(**x).pooler_output.flatten(1),
+    ),
+    (
+        "ResNetForImageClassification",
+        lambda: T.ResNetForImageClassification(T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2])),
+        _pixels,
+        lambda m, x: m.resnet(**x).pooler_output.flatten(1),
+    ),
+    (
+        "ConvNextModel",
+        lambda: T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
+        _pixels,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "ConvNextForImageClassification",
+        lambda: T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
+        _pixels,
+        lambda m, x: m.convnext(**x).pooler_output,
+    ),
     ("SwinModel", lambda: T.SwinModel(T.SwinConfig(**_SWIN)), _pixels, lambda m, x: m(**x).pooler_output),
-    ("SwinForImageClassification", lambda: T.SwinForImageClassification(T.SwinConfig(**_SWIN)), _pixels,
-     lambda m, x: m.swin(**x).pooler_output),
+    (
+        "SwinForImageClassification",
+        lambda: T.SwinForImageClassification(T.SwinConfig(**_SWIN)),
+        _pixels,
+        lambda m, x: m.swin(**x).pooler_output,
+    ),
 ]
 
 TIMM_CASES = [
@@ -88,8 +150,10 @@ TIMM_CASES = [
     ("test_vit", {}),
     ("deit_tiny_patch16_224", {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}),
     ("test_convnext", {}),
-    ("swin_tiny_patch4_window7_224", {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2),
-                                      "img_size": 56, "window_size": 7}),
+    (
+        "swin_tiny_patch4_window7_224",
+        {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2), "img_size": 56, "window_size": 7},
+    ),
 ]
 
 
@@ -111,7 +175,9 @@ def _check_equivalence(model, split, state, reference):
             assert torch.allclose(resumed, reference, atol=ATOL), k
 
 
-@pytest.mark.parametrize("name, factory, inputs, reference", TRANSFORMERS_CASES, ids=[c[0] for c in TRANSFORMERS_CASES])
+@pytest.mark.parametrize(
+    "name, factory, inputs, reference", TRANSFORMERS_CASES, ids=[c[0] for c in TRANSFORMERS_CASES]
+)
 def test_transformers_equivalence_resume_and_coverage(name, factory, inputs, reference, tmp_path):
     torch.manual_seed(0)
     model = factory().eval()
@@ -147,8 +213,10 @@ def test_vit_checkpoint_keys_are_in_checkpoint_space(tmp_path):
     split = split_model(model, checkpoint_keys=LocalBlockSource(tmp_path).keys())
     layer = split.blocks[1]
     assert "vit.encoder.layer.0.attention.attention.query.weight" in layer.keys
-    assert layer.model_key("vit.encoder.layer.0.attention.attention.query.weight") == \
-        "vit.layers.0.attention.q_proj.weight"
+    assert (
+        layer.model_key("vit.encoder.layer.0.attention.attention.query.weight")
+        == "vit.layers.0.attention.q_proj.weight"
+    )
 
 
 def test_sharded_checkpoint_maps_and_loads_into_meta_skeleton(tmp_path):
@@ -181,7 +249,9 @@ def test_real_minilm_matches_transformers(tmp_path):
     enc = dict(tok(["a search for base models", "offline"], padding="max_length", max_length=16, return_tensors="pt"))
     reference = T.BertModel.from_pretrained(folder).eval()
     with torch.no_grad():
-        assert torch.allclose(split.run(split.adapter.initial_state(enc))[0], reference(**enc).pooler_output, atol=ATOL)
+        assert torch.allclose(
+            split.run(split.adapter.initial_state(enc))[0], reference(**enc).pooler_output, atol=ATOL
+        )
 
 
 def test_real_efficientnet_lite0_matches_its_package():
@@ -219,10 +289,14 @@ def test_serialisable_state_between_blocks_is_tensors_only():
     assert len(buf.getvalue()) > 0
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: T.BeitModel(T.BeitConfig(**_VIT)),
-    lambda: T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(**_VIT)),
-], ids=["beit", "dinov2-registers"])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: T.BeitModel(T.BeitConfig(**_VIT)),
+        lambda: T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(**_VIT)),
+    ],
+    ids=["beit", "dinov2-registers"],
+)
 def test_discovery_for_unregistered_vision_models(factory, tmp_path):
     from alsatian_hf.adapters.discovery import reference_features
 

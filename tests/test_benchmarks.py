@@ -10,6 +10,7 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard
 
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = ROOT / "benchmarks" / "results" / "paper-cpu"
 
@@ -29,12 +30,37 @@ def _check_card(folder: Path) -> None:
 
 @pytest.mark.slow
 def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "smoke", "--out", str(tmp_path / "out"),
-                          "--work-dir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--suite",
+            "smoke",
+            "--out",
+            str(tmp_path / "out"),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {f"{t}.csv" for t in ("end_to_end", "time_breakdown", "memory_budget", "input_scaling", "block_times",
-                                 "planner_scaling", "hub_fetch")} <= names
+    assert {
+        f"{t}.csv"
+        for t in (
+            "end_to_end",
+            "time_breakdown",
+            "memory_budget",
+            "input_scaling",
+            "block_times",
+            "planner_scaling",
+            "hub_fetch",
+        )
+    } <= names
     assert {"end_to_end.png", "time_breakdown.png", "README.md"} <= names
     _check_card(tmp_path / "out")
     e2e = datasets.load_dataset(str(tmp_path / "out"), name="end_to_end", split="train")
@@ -47,11 +73,17 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
     fetch = datasets.load_dataset(str(tmp_path / "out"), name="hub_fetch", split="train")
     assert sorted(fetch["strategy"]) == ["alsatian", "base", "shift"]
     # from a cold store, each strategy fetches the headers and every feature-extractor byte once, never a head
-    assert all(b - h == fe for b, h, fe in zip(fetch["bytes_fetched"], fetch["header_bytes"],
-                                                fetch["feature_extractor_bytes"]))
+    assert all(
+        b - h == fe
+        for b, h, fe in zip(fetch["bytes_fetched"], fetch["header_bytes"], fetch["feature_extractor_bytes"])
+    )
     scaling = datasets.load_dataset(str(tmp_path / "out"), name="input_scaling", split="train")
     assert sorted(zip(scaling["image_size"], scaling["strategy"])) == [
-        (32, "alsatian"), (32, "shift"), (48, "alsatian"), (48, "shift")] and all(scaling["same_ranking"])
+        (32, "alsatian"),
+        (32, "shift"),
+        (48, "alsatian"),
+        (48, "shift"),
+    ] and all(scaling["same_ranking"])
     assert all(t > 0 for t in scaling["time_ideal_speedup"])
     assert all(0 < i <= s for i, s in zip(scaling["inference"], scaling["seconds"]))
     blocks = datasets.load_dataset(str(tmp_path / "out"), name="block_times", split="train").to_pandas()
@@ -59,9 +91,26 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
         assert list(one["block"]) == list(range(len(one))) and len(one) > 2
         assert abs(one["time_share"].sum() - 1) < 0.01 and abs(one["flop_share"].sum() - 1) < 0.01
     # resumable: a second run skips the cells whose rows exist
-    again = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "smoke", "--out", str(tmp_path / "out"),
-                            "--work-dir", str(tmp_path / "work"), "--skip", "memory", "planner"],
-                           capture_output=True, text=True, timeout=900, cwd=ROOT)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--suite",
+            "smoke",
+            "--out",
+            str(tmp_path / "out"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--skip",
+            "memory",
+            "planner",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert again.returncode == 0 and "(done)" in again.stdout
 
 

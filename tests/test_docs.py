@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alsatian_hf.adapters.catalog import ROWS, block_count
 
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 

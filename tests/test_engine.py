@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
 from alsatian_hf.engine import Tier, TieredCache
 from alsatian_hf.errors import ConfigurationError, PlanningError
 from alsatian_hf.plan import make_schedule
 from alsatian_hf.scoring import KNN, LinearProbe
-from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
 from alsatian_hf.search.halving import run_halving
 from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import digits
@@ -29,24 +29,45 @@ def _candidates(root, org, x, input_key="px32"):
     probe = ShapeProbe()
     out = []
     for folder in sorted((root / org).iterdir()):
-        cand, _ = build_candidate(f"{org}/{folder.name}", folder, LocalBlockSource(folder), input_key=input_key,
-                                  probe_inputs={"pixel_values": x[:1]}, probe=probe)
+        cand, _ = build_candidate(
+            f"{org}/{folder.name}",
+            folder,
+            LocalBlockSource(folder),
+            input_key=input_key,
+            probe_inputs={"pixel_values": x[:1]},
+            probe=probe,
+        )
         out.append(cand)
     return out
 
 
 def _search(cands, x, labels, strategy, **kw):
     sched = make_schedule(labels, num_candidates=len(cands), result_size=kw.pop("result_size", 2), seed=0)
-    return run_halving(cands, labels, sched, prepare=lambda key, items: {"pixel_values": x[list(items)]},
-                       scorer=kw.pop("scorer", LinearProbe(epochs=10)), strategy=strategy,
-                       batch_size=kw.pop("batch_size", 32), **kw)
+    return run_halving(
+        cands,
+        labels,
+        sched,
+        prepare=lambda key, items: {"pixel_values": x[list(items)]},
+        scorer=kw.pop("scorer", LinearProbe(epochs=10)),
+        strategy=strategy,
+        batch_size=kw.pop("batch_size", 32),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module", params=["top_50", "top_25", "top_layers"])
 def resnet18_zoo(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"zoo-{request.param}")
-    report = build_zoo(ZooSpec("r18", TimmSource("resnet18", model_args={"num_classes": 10}), num_models=16,
-                               distribution=request.param, seed=3), root)
+    report = build_zoo(
+        ZooSpec(
+            "r18",
+            TimmSource("resnet18", model_args={"num_classes": 10}),
+            num_models=16,
+            distribution=request.param,
+            seed=3,
+        ),
+        root,
+    )
     return root, report
 
 
@@ -65,11 +86,11 @@ def test_strategies_agree_on_resnet18_zoos(resnet18_zoo, pixels):
     # work at the bound: every unique edge once per new item
     bound = sum(r.unique_edges * r.new_items for r in a.iterations)
     assert sum(r.counters.block_executions for r in a.iterations) == bound
-    assert sum(r.counters.block_executions for r in a.iterations) < sum(r.counters.block_executions
-                                                                        for r in s.iterations)
+    assert sum(r.counters.block_executions for r in a.iterations) < sum(
+        r.counters.block_executions for r in s.iterations
+    )
     # shift runs every surviving model whole on the new items
-    assert [r.counters.block_executions for r in s.iterations] == [
-        r.naive_edges * r.new_items for r in a.iterations]
+    assert [r.counters.block_executions for r in s.iterations] == [r.naive_edges * r.new_items for r in a.iterations]
     # per-block time: every execution counted under its content hash, within the inference time; alsatian runs
     # only blocks shift runs too, each at most as often
     for outcome in (a, s, b):
@@ -77,7 +98,8 @@ def test_strategies_agree_on_resnet18_zoos(resnet18_zoo, pixels):
             c = r.counters
             assert sum(n for n, _ in c.block_time.values()) == c.block_executions
             assert (0 < sum(t for _, t in c.block_time.values()) <= c.seconds["inference"]) == (
-                c.block_executions > 0)  # base runs everything in its first iteration, nothing after
+                c.block_executions > 0
+            )  # base runs everything in its first iteration, nothing after
     for ra, rs in zip(a.iterations, s.iterations):
         assert all(n <= rs.counters.block_time[h][0] for h, (n, _) in ra.counters.block_time.items())
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from alsatian_hf.errors import BlockFetchError
+from alsatian_hf._safetensors import decode
 from alsatian_hf.candidates import open_hub
+from alsatian_hf.errors import BlockFetchError
 from alsatian_hf.hub import RangeReader, list_candidates, merge_ranges
 from alsatian_hf.search import ModelSearcher, SearchArguments
-from alsatian_hf._safetensors import decode
 from alsatian_hf.store.block_store import BlockStore
 from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import digits
@@ -24,8 +24,16 @@ from alsatian_hf.zoo.data import digits
 @pytest.fixture(scope="module")
 def fetch_zoo(hub_root):
     """35 `test_resnet` models, top_layers (a benchmark-shaped zoo with tiny blocks)."""
-    return build_zoo(ZooSpec("fetch", TimmSource("test_resnet", model_args={"num_classes": 10}), num_models=35,
-                             distribution="top_layers", seed=5), hub_root)
+    return build_zoo(
+        ZooSpec(
+            "fetch",
+            TimmSource("test_resnet", model_args={"num_classes": 10}),
+            num_models=35,
+            distribution="top_layers",
+            seed=5,
+        ),
+        hub_root,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +42,9 @@ def small_ds():
 
 
 def _args(tmp_path, **kw):
-    return SearchArguments(result_size=2, image_size=32, scorer="knn", store_dir=str(tmp_path / "store"),
-                           batch_size=32, **kw)
+    return SearchArguments(
+        result_size=2, image_size=32, scorer="knn", store_dir=str(tmp_path / "store"), batch_size=32, **kw
+    )
 
 
 def _header(path: Path) -> tuple[int, dict]:
@@ -46,14 +55,18 @@ def _header(path: Path) -> tuple[int, dict]:
 
 def _head_ranges(path: Path) -> list[tuple[int, int]]:
     n, header = _header(path)
-    return [(8 + n + m["data_offsets"][0], 8 + n + m["data_offsets"][1]) for k, m in header.items()
-            if k.startswith("fc.")]
+    return [
+        (8 + n + m["data_offsets"][0], 8 + n + m["data_offsets"][1]) for k, m in header.items() if k.startswith("fc.")
+    ]
 
 
 def _fe_bytes(path: Path) -> int:
     n, header = _header(path)
-    return sum(m["data_offsets"][1] - m["data_offsets"][0] for k, m in header.items()
-               if k != "__metadata__" and not k.startswith("fc."))
+    return sum(
+        m["data_offsets"][1] - m["data_offsets"][0]
+        for k, m in header.items()
+        if k != "__metadata__" and not k.startswith("fc.")
+    )
 
 
 def _weight_requests(hub):
@@ -100,7 +113,7 @@ import os, json
 from alsatian_hf.search import ModelSearcher, SearchArguments
 from alsatian_hf.zoo.data import digits
 res = ModelSearcher({pinned!r}, train_dataset=digits(num_items=60, seed=0),
-                    args=SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir={str(tmp_path / 'store')!r})).search()
+                    args=SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir={str(tmp_path / "store")!r})).search()
 print(json.dumps([res.models, res.bytes_fetched, res.skipped]))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
@@ -148,7 +161,7 @@ from alsatian_hf.hub import RangeReader
 from alsatian_hf.adapters.skeleton import build_model
 from alsatian_hf.adapters import split_model
 from alsatian_hf.store.block_store import BlockStore
-store = BlockStore({str(tmp_path / 'shared')!r})
+store = BlockStore({str(tmp_path / "shared")!r})
 for repo in {tiny_zoo.repo_ids!r}:
     opened = open_hub(repo, None, store=store, reader=RangeReader())
     split = split_model(build_model(opened.folder), checkpoint_keys=opened.source.keys())
@@ -190,8 +203,9 @@ def test_repo_without_safetensors_is_skipped_with_reason(hub, hub_root, tiny_zoo
     (folder / "pytorch_model.bin").write_bytes(b"not a pickle we would ever open")
     listed = list(list_candidates(author="binonly"))
     assert listed[0].skip_reason and "safetensors" in listed[0].skip_reason
-    result = ModelSearcher([*listed, tiny_zoo.repo_ids[0], "binonly/missing"], train_dataset=small_ds,
-                           args=_args(tmp_path)).search()
+    result = ModelSearcher(
+        [*listed, tiny_zoo.repo_ids[0], "binonly/missing"], train_dataset=small_ds, args=_args(tmp_path)
+    ).search()
     assert "safetensors" in result.skipped["binonly/model"]
     assert "binonly/missing" in result.skipped
     assert result.models == [tiny_zoo.repo_ids[0]]
@@ -200,12 +214,14 @@ def test_repo_without_safetensors_is_skipped_with_reason(hub, hub_root, tiny_zoo
 def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
     ModelSearcher(tiny_zoo.repo_ids[:2], train_dataset=small_ds, args=_args(tmp_path)).search()
     env = {**os.environ, "ALSATIAN_STORE": str(tmp_path / "store")}
-    out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", "store", "info"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "alsatian_hf.cli", "store", "info"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "blocks" in out and "dedup ratio" in out
     stray = BlockStore(tmp_path / "store").put([("w", "F32", (1,), b"\0\0\0\0")])
-    out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", "store", "gc"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "alsatian_hf.cli", "store", "gc"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "unreferenced: 1" in out
     assert not BlockStore(tmp_path / "store").has(stray)
 

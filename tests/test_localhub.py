@@ -184,11 +184,13 @@ def test_path_traversal_is_refused(hub, tiny_zoo, hub_root, tmp_path):
     secret.write_text("top secret")
     (hub_root / tiny_zoo.repo_ids[0] / "leak.txt").symlink_to(secret)
     try:
-        for path in [f"/{tiny_zoo.repo_ids[0]}/resolve/main/../../../secret.txt",
-                     f"/{tiny_zoo.repo_ids[0]}/resolve/main/%2e%2e/%2e%2e/%2e%2e/secret.txt",
-                     f"/{tiny_zoo.repo_ids[0]}/resolve/main//etc/passwd",
-                     f"/{tiny_zoo.repo_ids[0]}/resolve/main/leak.txt",
-                     "/../../secret.txt/resolve/main/x"]:
+        for path in [
+            f"/{tiny_zoo.repo_ids[0]}/resolve/main/../../../secret.txt",
+            f"/{tiny_zoo.repo_ids[0]}/resolve/main/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+            f"/{tiny_zoo.repo_ids[0]}/resolve/main//etc/passwd",
+            f"/{tiny_zoo.repo_ids[0]}/resolve/main/leak.txt",
+            "/../../secret.txt/resolve/main/x",
+        ]:
             r = httpx2.get(hub.url + path)
             assert r.status_code in (400, 404), path
             assert b"top secret" not in r.content
@@ -246,8 +248,11 @@ def test_cli_serve_hub(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "alsatian_hf.cli", "serve-hub", str(tmp_path), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alsatian_hf.cli", "serve-hub", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(100):
             try:

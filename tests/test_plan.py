@@ -51,8 +51,9 @@ def test_fig7_add_and_fig8_prune():
     assert t.num_edges() == 10
     assert b7.models == {"M3"}
     assert all("M2" not in n.models for n in t.nodes())
-    assert sorted(n.block_hash for n in t.nodes()) == sorted(["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B11",
-                                                               "B12"])
+    assert sorted(n.block_hash for n in t.nodes()) == sorted(
+        ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B11", "B12"]
+    )
 
 
 def test_equal_blocks_behind_different_prefixes_do_not_share():
@@ -112,8 +113,9 @@ def test_chains_are_folded_into_one_step():
     t.add_model("b", "x", _blocks("B1", "B2", "B5", "B6"))
     plan = plan_iteration(t)
     bis = [s for s in plan.steps if isinstance(s, BlockInference)]
-    assert [s.block_hashes for s in bis] == [("B1", "B2"), ("B3", "B4"), ("B5", "B6")] or \
-        [s.block_hashes for s in bis] == [("B1", "B2"), ("B5", "B6"), ("B3", "B4")]
+    assert [s.block_hashes for s in bis] == [("B1", "B2"), ("B3", "B4"), ("B5", "B6")] or [
+        s.block_hashes for s in bis
+    ] == [("B1", "B2"), ("B5", "B6"), ("B3", "B4")]
     assert {s.features_of for s in bis[1:]} == {("a",), ("b",)}
 
 

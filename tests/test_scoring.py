@@ -12,8 +12,13 @@ from alsatian_hf.scoring import KNN, HScore, LinearProbe, LogME, get_scorer, sco
 def _data(seed=0):
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(240) % 4
-    good = torch.cat([torch.nn.functional.one_hot(y, 4).float() * 3 + torch.randn(240, 4, generator=g),
-                      torch.randn(240, 12, generator=g)], 1)
+    good = torch.cat(
+        [
+            torch.nn.functional.one_hot(y, 4).float() * 3 + torch.randn(240, 4, generator=g),
+            torch.randn(240, 12, generator=g),
+        ],
+        1,
+    )
     noise = torch.randn(240, 16, generator=g)
     return y, good, noise
 
@@ -22,8 +27,11 @@ def _score(scorer, x, y):
     return scorer.score(train_features=x[:180], train_labels=y[:180], test_features=x[180:], test_labels=y[180:])
 
 
-@pytest.mark.parametrize("scorer", [LinearProbe(epochs=30), KNN(k=3), KNN(metric="euclidean"), LogME(), HScore()],
-                         ids=["linear", "knn-cos", "knn-l2", "logme", "hscore"])
+@pytest.mark.parametrize(
+    "scorer",
+    [LinearProbe(epochs=30), KNN(k=3), KNN(metric="euclidean"), LogME(), HScore()],
+    ids=["linear", "knn-cos", "knn-l2", "logme", "hscore"],
+)
 def test_informative_features_score_higher_and_bit_equal(scorer):
     y, good, noise = _data()
     assert _score(scorer, good, y) > _score(scorer, noise, y)
@@ -37,16 +45,47 @@ def test_linear_probe_defaults_follow_shift():
     assert _score(p, good, y) > 0.8  # the one-hot signal sits under unit noise: ~0.9 is the ceiling
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    (dict(train_features=torch.zeros(10), train_labels=torch.zeros(10), test_features=torch.zeros(3, 2),
-          test_labels=torch.zeros(3)), "train_features"),
-    (dict(train_features=torch.zeros(10, 2), train_labels=torch.zeros(9), test_features=torch.zeros(3, 2),
-          test_labels=torch.zeros(3)), "train_labels"),
-    (dict(train_features=torch.zeros(10, 2), train_labels=torch.zeros(10), test_features=torch.zeros(3, 5),
-          test_labels=torch.zeros(3)), "test_features"),
-    (dict(train_features=torch.zeros(10, 2), train_labels=torch.zeros(10), test_features=torch.zeros(3, 2),
-          test_labels=torch.zeros(4)), "test_labels"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (
+            dict(
+                train_features=torch.zeros(10),
+                train_labels=torch.zeros(10),
+                test_features=torch.zeros(3, 2),
+                test_labels=torch.zeros(3),
+            ),
+            "train_features",
+        ),
+        (
+            dict(
+                train_features=torch.zeros(10, 2),
+                train_labels=torch.zeros(9),
+                test_features=torch.zeros(3, 2),
+                test_labels=torch.zeros(3),
+            ),
+            "train_labels",
+        ),
+        (
+            dict(
+                train_features=torch.zeros(10, 2),
+                train_labels=torch.zeros(10),
+                test_features=torch.zeros(3, 5),
+                test_labels=torch.zeros(3),
+            ),
+            "test_features",
+        ),
+        (
+            dict(
+                train_features=torch.zeros(10, 2),
+                train_labels=torch.zeros(10),
+                test_features=torch.zeros(3, 2),
+                test_labels=torch.zeros(4),
+            ),
+            "test_labels",
+        ),
+    ],
+)
 def test_shape_errors_name_the_argument(kwargs, argument):
     with pytest.raises(ConfigurationError, match=f"`{argument}`"):
         LinearProbe(epochs=1).score(**kwargs)
@@ -82,7 +121,7 @@ def _autograd_probe(xtr, ytr, xte, yte, *, lr, epochs, batch_size, momentum, wei
     for _ in range(epochs):
         order = torch.randperm(len(xtr), generator=gen)
         for start in range(0, len(xtr), batch_size):
-            idx = order[start: start + batch_size]
+            idx = order[start : start + batch_size]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(layer(xtr[idx]), ytr[idx]).backward()
             opt.step()
@@ -107,9 +146,19 @@ def test_score_many_equals_scoring_one_by_one():
     sets = [good, noise, good * 3 + 1, torch.cat([good, noise], 1)]  # two widths: two groups
     probe = LinearProbe(epochs=10, max_group_bytes=good[:180].numel() * 4)  # groups of one model each, too
     for p in (probe, LinearProbe(epochs=10)):
-        many = score_all(p, train_features=[s[:180] for s in sets], train_labels=y[:180],
-                         test_features=[s[180:] for s in sets], test_labels=y[180:])
+        many = score_all(
+            p,
+            train_features=[s[:180] for s in sets],
+            train_labels=y[:180],
+            test_features=[s[180:] for s in sets],
+            test_labels=y[180:],
+        )
         assert many == [_score(LinearProbe(epochs=10), s, y) for s in sets]
     knn = KNN(k=3)
-    assert score_all(knn, train_features=[s[:180] for s in sets], train_labels=y[:180],
-                     test_features=[s[180:] for s in sets], test_labels=y[180:]) == [_score(knn, s, y) for s in sets]
+    assert score_all(
+        knn,
+        train_features=[s[:180] for s in sets],
+        train_labels=y[:180],
+        test_features=[s[180:] for s in sets],
+        test_labels=y[180:],
+    ) == [_score(knn, s, y) for s in sets]

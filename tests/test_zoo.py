@@ -34,8 +34,11 @@ def test_plan_is_seeded_and_parents_exist():
 
 
 def test_tiny_zoo_cards_and_unique_blocks(tiny_zoo, hub_root):
-    assert tiny_zoo.unique_blocks == tiny_zoo.expected_unique_blocks == expected_unique_blocks(
-        tiny_zoo.entries, tiny_zoo.num_blocks)
+    assert (
+        tiny_zoo.unique_blocks
+        == tiny_zoo.expected_unique_blocks
+        == expected_unique_blocks(tiny_zoo.entries, tiny_zoo.num_blocks)
+    )
     card = (hub_root / tiny_zoo.repo_ids[1] / "README.md").read_text()
     assert card.startswith("---") and 'base_model: "tiny/model-base"' in card and 'library_name: "timm"' in card
     assert FolderRepo(hub_root, "model", tiny_zoo.repo_ids[1]).card_data()["pipeline_tag"] == "image-classification"
@@ -43,14 +46,23 @@ def test_tiny_zoo_cards_and_unique_blocks(tiny_zoo, hub_root):
 
 def test_existing_zoo_is_not_overwritten_silently(tiny_zoo, hub_root):
     with pytest.raises(FileExistsError, match="overwrite"):
-        build_zoo(ZooSpec("tiny", TimmSource("test_resnet", model_args={"num_classes": 10}), num_models=6,
-                          distribution="top_25", seed=1), hub_root)
+        build_zoo(
+            ZooSpec(
+                "tiny",
+                TimmSource("test_resnet", model_args={"num_classes": 10}),
+                num_models=6,
+                distribution="top_25",
+                seed=1,
+            ),
+            hub_root,
+        )
 
 
 @pytest.mark.slow
 def test_resnet18_top_layers_zoo_of_35_is_reproducible(tmp_path):
-    spec = ZooSpec("r18", TimmSource("resnet18", model_args={"num_classes": 10}), num_models=35,
-                   distribution="top_layers", seed=0)
+    spec = ZooSpec(
+        "r18", TimmSource("resnet18", model_args={"num_classes": 10}), num_models=35, distribution="top_layers", seed=0
+    )
     first = build_zoo(spec, tmp_path / "a")
     assert first.unique_blocks == first.expected_unique_blocks and len(first.repo_ids) == 35
     shas = {repo: FolderRepo(tmp_path / "a", "model", repo).commit_sha() for repo in first.repo_ids}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import timm_family, transformers_family  # noqa: F401  (they register their adapters)
 from ..errors import UnsupportedArchitectureError
+from . import timm_family, transformers_family  # noqa: F401  (they register their adapters)
 from ._base import (
     Adapter,
     Block,
@@ -37,8 +37,9 @@ def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint
     if architecture is None:
         architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     try:
-        adapter = find_adapter(model_type, architecture, f"timm:{type(model).__name__}",
-                               model_class=type(model).__name__)
+        adapter = find_adapter(
+            model_type, architecture, f"timm:{type(model).__name__}", model_class=type(model).__name__
+        )
     except UnsupportedArchitectureError:
         return _discovered(model, checkpoint_keys)
     split = adapter.split(model, checkpoint_keys)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import UnsupportedArchitectureError
 
+
 State = tuple[torch.Tensor, ...]  # what blocks pass on: hidden states, attention masks, ...
 StepFn = Callable[[nn.Module, State], State]
 
@@ -48,7 +49,7 @@ class Block:
         return self.model_keys.get(key, key)
 
     def relative_name(self, key: str) -> str:
-        return key[len(self.prefix):] if self.prefix and key.startswith(self.prefix) else key
+        return key[len(self.prefix) :] if self.prefix and key.startswith(self.prefix) else key
 
 
 @dataclass
@@ -113,8 +114,11 @@ def register_adapter(*names: str) -> Callable[[type[Adapter]], type[Adapter]]:
         instance = cls()
         for name in names:
             if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-                warnings.warn(f"register_adapter: {name!r} was registered to {type(_REGISTRY[name]).__name__}; "
-                              f"{cls.__name__} replaces it.", stacklevel=2)
+                warnings.warn(
+                    f"register_adapter: {name!r} was registered to {type(_REGISTRY[name]).__name__}; "
+                    f"{cls.__name__} replaces it.",
+                    stacklevel=2,
+                )
             _REGISTRY[name] = instance
         return cls
 

@@ -26,7 +26,8 @@ class _Captured(Exception):
 def _unsupported(model: nn.Module, why: str) -> UnsupportedArchitectureError:
     return UnsupportedArchitectureError(
         f"No block adapter is registered for {type(model).__name__}, and discovery failed: {why}. Register one with "
-        "`@alsatian_hf.adapters.register_adapter('<model_type or timm architecture>')` on an `Adapter` subclass.")
+        "`@alsatian_hf.adapters.register_adapter('<model_type or timm architecture>')` on an `Adapter` subclass."
+    )
 
 
 def find_block_list(model: nn.Module) -> tuple[str, nn.Module]:
@@ -60,7 +61,7 @@ def discover(model: nn.Module, family: str) -> SplitModel:
     order = [k for k in all_keys if k not in list_keys]
     first_list = next(i for i, k in enumerate(all_keys) if k in list_keys)
     before = [k for k in all_keys[:first_list] if k not in list_keys]
-    after_modules = _modules_after(base, path[len(prefix):])
+    after_modules = _modules_after(base, path[len(prefix) :])
     after_keys = [prefix + n + "." + k for n, m in after_modules for k in m.state_dict(keep_vars=True)]
     head = [k for k in order if k not in before and k not in after_keys]
     if is_timm:
@@ -69,8 +70,9 @@ def discover(model: nn.Module, family: str) -> SplitModel:
         after_modules = [(n, m) for n, m in after_modules if not (n + ".").startswith(head_prefixes)]
 
     def stem(m, s):
-        handle = m.get_submodule(path)[0].register_forward_pre_hook(lambda _mod, args: (_ for _ in ()).throw(
-            _Captured(args[0])))
+        handle = m.get_submodule(path)[0].register_forward_pre_hook(
+            lambda _mod, args: (_ for _ in ()).throw(_Captured(args[0]))
+        )
         try:
             if is_timm:
                 m.forward_features(s[0])
@@ -97,8 +99,10 @@ def discover(model: nn.Module, family: str) -> SplitModel:
         return (_pool(x),)
 
     blocks = [Block("stem", tuple(before), stem)]
-    blocks += [Block(f"{path}.{i}", state_keys(layers[i], f"{path}.{i}."), layer(i), prefix=f"{path}.{i}.")
-               for i in range(len(layers))]
+    blocks += [
+        Block(f"{path}.{i}", state_keys(layers[i], f"{path}.{i}."), layer(i), prefix=f"{path}.{i}.")
+        for i in range(len(layers))
+    ]
     blocks.append(Block("readout", tuple(after_keys), readout))
     return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=family)
 
@@ -111,7 +115,7 @@ def _modules_after(base: nn.Module, list_path: str) -> list[tuple[str, nn.Module
         parent_path = ".".join(parts[: depth - 1])
         parent = base.get_submodule(parent_path) if parent_path else base
         names = list(parent._modules)
-        for name in names[names.index(parts[depth - 1]) + 1:]:
+        for name in names[names.index(parts[depth - 1]) + 1 :]:
             child = parent._modules[name]
             if child is not None:
                 out.append((f"{parent_path}.{name}" if parent_path else name, child))

@@ -20,8 +20,10 @@ def library_of(config: dict) -> str:
         return "timm"
     if "model_type" in config:
         return "transformers"
-    raise UnsupportedArchitectureError("config.json names neither a timm `architecture` nor a transformers "
-                                       "`model_type`; only timm and transformers models can be split into blocks.")
+    raise UnsupportedArchitectureError(
+        "config.json names neither a timm `architecture` nor a transformers "
+        "`model_type`; only timm and transformers models can be split into blocks."
+    )
 
 
 _META_CACHE = DigestCache()  # config.json digest -> the shared meta skeleton

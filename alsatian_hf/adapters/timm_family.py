@@ -82,7 +82,9 @@ class TimmEfficientNetAdapter(Adapter):
         for i, stage in enumerate(model.blocks):
             for j in range(len(stage)):
                 blocks.append(_sub_block(model, f"blocks.{i}.{j}"))
-        blocks.append(_modules_block(model, "conv_head", ["conv_head", "bn2"], lambda m, s: (m.bn2(m.conv_head(s[0])),)))
+        blocks.append(
+            _modules_block(model, "conv_head", ["conv_head", "bn2"], lambda m, s: (m.bn2(m.conv_head(s[0])),))
+        )
         blocks.append(Block("readout", (), lambda m, s: (m.forward_head(s[0], pre_logits=True),)))
         return _finish(model, self.family, blocks)
 
@@ -101,15 +103,24 @@ class TimmViTAdapter(Adapter):
         def readout(m, s):
             return (m.forward_head(m.norm(s[0]), pre_logits=True),)
 
-        blocks = [_modules_block(model, "stem", ["cls_token", "reg_token", "pos_embed", "patch_embed", "norm_pre"], stem)]
+        blocks = [
+            _modules_block(model, "stem", ["cls_token", "reg_token", "pos_embed", "patch_embed", "norm_pre"], stem)
+        ]
         for i in range(len(model.blocks)):
             blocks.append(_sub_block(model, f"blocks.{i}"))
         blocks.append(_modules_block(model, "readout", ["norm", "attn_pool", "fc_norm"], readout))
         return _finish(model, self.family, blocks)
 
 
-def _staged(model: nn.Module, family: str, stem_paths: list[str], stem_step, stages_attr: str,
-            readout_paths: list[str], readout_step) -> SplitModel:
+def _staged(
+    model: nn.Module,
+    family: str,
+    stem_paths: list[str],
+    stem_step,
+    stages_attr: str,
+    readout_paths: list[str],
+    readout_step,
+) -> SplitModel:
     """stem | per stage: its downsample (when it has weights), then every block | read-out."""
     blocks = [_modules_block(model, "stem", stem_paths, stem_step)]
     for i, stage in enumerate(getattr(model, stages_attr)):
@@ -132,9 +143,15 @@ class TimmConvNeXtAdapter(Adapter):
     family = "timm-convnext"
 
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
-        return _staged(model, self.family, ["stem"], lambda m, s: (m.stem(s[0]),), "stages",
-                       ["norm_pre", "head.norm", "head.pre_logits"],
-                       lambda m, s: (m.forward_head(m.norm_pre(s[0]), pre_logits=True),))
+        return _staged(
+            model,
+            self.family,
+            ["stem"],
+            lambda m, s: (m.stem(s[0]),),
+            "stages",
+            ["norm_pre", "head.norm", "head.pre_logits"],
+            lambda m, s: (m.forward_head(m.norm_pre(s[0]), pre_logits=True),),
+        )
 
 
 @register_adapter("timm:SwinTransformer")
@@ -144,5 +161,12 @@ class TimmSwinAdapter(Adapter):
     family = "timm-swin"
 
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
-        return _staged(model, self.family, ["patch_embed"], lambda m, s: (m.patch_embed(s[0]),), "layers",
-                       ["norm"], lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),))
+        return _staged(
+            model,
+            self.family,
+            ["patch_embed"],
+            lambda m, s: (m.patch_embed(s[0]),),
+            "layers",
+            ["norm"],
+            lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),),
+        )

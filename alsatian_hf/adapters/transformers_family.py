@@ -25,7 +25,12 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]
         UnsupportedArchitectureError: when the conversion is not one key to one key (merged experts, fused qkv).
     """
     from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key, revert_weight_conversion
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        rename_source_key,
+        revert_weight_conversion,
+    )
 
     model_sd = model.state_dict(keep_vars=True)
     if checkpoint_keys is None:
@@ -35,8 +40,9 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]
         out = {}
         for ckpt_key, t in reverted.items():
             if id(t) not in by_id:
-                raise UnsupportedArchitectureError(f"{type(model).__name__}: checkpoint key {ckpt_key!r} is not a "
-                                                   "one-to-one rename of a model key.")
+                raise UnsupportedArchitectureError(
+                    f"{type(model).__name__}: checkpoint key {ckpt_key!r} is not a one-to-one rename of a model key."
+                )
             out[by_id[id(t)]] = ckpt_key
         return out
     conversions = get_model_conversion_mapping(model)
@@ -47,8 +53,10 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]
     for ckpt_key in checkpoint_keys:
         model_key, converter = rename_source_key(ckpt_key, renamings, converters, prefix, model_sd)
         if converter is not None:
-            raise UnsupportedArchitectureError(f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
-                                               "not renamed; blocks cannot be mapped one to one.")
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
+                "not renamed; blocks cannot be mapped one to one."
+            )
         if model_key in model_sd:
             out[model_key] = ckpt_key
     return out
@@ -90,12 +98,25 @@ class TransformersAdapter(Adapter):
                     model_keys.append(path)
             keys = tuple(key_map[k] for k in model_keys if k in key_map)
             owned.update(model_keys)
-            blocks.append(Block(name=name, keys=keys, step=step, prefix=_common_prefix(keys),
-                                model_keys={key_map[k]: k for k in model_keys if k in key_map}))
+            blocks.append(
+                Block(
+                    name=name,
+                    keys=keys,
+                    step=step,
+                    prefix=_common_prefix(keys),
+                    model_keys={key_map[k]: k for k in model_keys if k in key_map},
+                )
+            )
         head = {v: k for k, v in key_map.items() if k not in owned}
         ignored = tuple(k for k in checkpoint_keys or () if k not in set(key_map.values()))
-        return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=self.family, head_model_keys=head,
-                          ignored_keys=ignored)
+        return SplitModel(
+            model=model,
+            blocks=blocks,
+            head_keys=tuple(head),
+            family=self.family,
+            head_model_keys=head,
+            ignored_keys=ignored,
+        )
 
 
 def _masked_layer(layers_of, i: int):
@@ -106,8 +127,9 @@ def _masked_layer(layers_of, i: int):
     def step(m, s):
         hidden, mask = s
         b = m.base_model
-        out = layers_of(b)[i](hidden, create_bidirectional_mask(config=b.config, inputs_embeds=hidden,
-                                                                attention_mask=mask))
+        out = layers_of(b)[i](
+            hidden, create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
+        )
         return (out[0] if isinstance(out, tuple) else out, mask)
 
     return step
@@ -138,8 +160,10 @@ class BertAdapter(TransformersAdapter):
             return (s[0][:, 0],)
 
         layout = [("embeddings", [f"{p}embeddings"], embed)]
-        layout += [(f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
-                   for i in range(len(base.encoder.layer))]
+        layout += [
+            (f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
+            for i in range(len(base.encoder.layer))
+        ]
         layout.append(("readout", [f"{p}pooler"] if base.pooler is not None else [], readout))
         return layout
 
@@ -159,8 +183,10 @@ class DistilBertAdapter(TransformersAdapter):
             return (m.base_model.embeddings(s[0]), s[1])
 
         layout = [("embeddings", [f"{p}embeddings"], embed)]
-        layout += [(f"layer.{i}", [f"{p}transformer.layer.{i}"], _masked_layer(lambda b: b.transformer.layer, i))
-                   for i in range(len(base.transformer.layer))]
+        layout += [
+            (f"layer.{i}", [f"{p}transformer.layer.{i}"], _masked_layer(lambda b: b.transformer.layer, i))
+            for i in range(len(base.transformer.layer))
+        ]
         layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
         return layout
 
@@ -228,8 +254,10 @@ class HfResNetAdapter(TransformersAdapter):
 
         layout = [("embedder", [f"{p}embedder"], lambda m, s: (m.base_model.embedder(s[0]),))]
         for i, stage in enumerate(base.encoder.stages):
-            layout += [(f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
-                       for j in range(len(stage.layers))]
+            layout += [
+                (f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
+                for j in range(len(stage.layers))
+            ]
         layout.append(("readout", [], lambda m, s: (torch.flatten(m.base_model.pooler(s[0]), 1),)))
         return layout
 
@@ -257,8 +285,10 @@ class HfConvNextAdapter(TransformersAdapter):
         for i, stage in enumerate(base.encoder.stages):
             if len(stage.downsampling_layer):
                 layout.append((f"stages.{i}.downsample", [f"{p}encoder.stages.{i}.downsampling_layer"], down(i)))
-            layout += [(f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
-                       for j in range(len(stage.layers))]
+            layout += [
+                (f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
+                for j in range(len(stage.layers))
+            ]
         layout.append(("readout", [f"{p}layernorm"], lambda m, s: (m.base_model.layernorm(s[0].mean([-2, -1])),)))
         return layout
 
@@ -302,8 +332,10 @@ class HfSwinAdapter(TransformersAdapter):
 
         layout = [("embeddings", [f"{p}embeddings"], embed)]
         for i, stage in enumerate(base.encoder.layers):
-            layout += [(f"layers.{i}.blocks.{j}", [f"{p}encoder.layers.{i}.blocks.{j}"], block(i, j))
-                       for j in range(len(stage.blocks))]
+            layout += [
+                (f"layers.{i}.blocks.{j}", [f"{p}encoder.layers.{i}.blocks.{j}"], block(i, j))
+                for j in range(len(stage.blocks))
+            ]
             if stage.downsample is not None:
                 layout.append((f"layers.{i}.downsample", [f"{p}encoder.layers.{i}.downsample"], merge(i)))
         layout.append(("readout", [f"{p}layernorm"], readout))

@@ -12,6 +12,7 @@ from .processors import Modality_T, Processor, image_processor, processor_for, t
 from .repos import CandidateSpec, OpenedRepo, candidate_id, open_hub, open_local, open_repo
 from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
 
+
 __all__ = [
     "AssembledCandidate",
     "CandidateAssembler",

@@ -24,9 +24,16 @@ from .repos import CandidateSpec, open_repo
 from .sources import TensorSource
 
 
-def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource, *, input_key: str,
-                    probe_inputs: dict[str, torch.Tensor], probe: ShapeProbe,
-                    skeleton: torch.nn.Module | None = None) -> tuple[EngineCandidate, SplitModel]:
+def build_candidate(
+    model_id: str,
+    config_dir: str | Path,
+    source: TensorSource,
+    *,
+    input_key: str,
+    probe_inputs: dict[str, torch.Tensor],
+    probe: ShapeProbe,
+    skeleton: torch.nn.Module | None = None,
+) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
     Candidates with one config share one meta skeleton (`build_model` caches it), so a block's loaded
@@ -61,8 +68,17 @@ def build_candidate(model_id: str, config_dir: str | Path, source: TensorSource,
             return _b.step(split.model, state)
 
         param_bytes = sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys)
-        blocks.append(EngineBlock(content_hash=source.block_hash(split, i), param_bytes=param_bytes,
-                                  bytes_per_item=sizes[i], load=load, unload=unload, run=run, cost=flops[i] or 1.0))
+        blocks.append(
+            EngineBlock(
+                content_hash=source.block_hash(split, i),
+                param_bytes=param_bytes,
+                bytes_per_item=sizes[i],
+                load=load,
+                unload=unload,
+                run=run,
+                cost=flops[i] or 1.0,
+            )
+        )
     return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state), split
 
 
@@ -101,9 +117,17 @@ class CandidateAssembler:
         image_size, max_length: overrides of the processors' image size and token length.
     """
 
-    def __init__(self, *, store: BlockStore, reader: RangeReader, modality: Modality_T,
-                 inputs_for: Callable[[Processor], dict[str, torch.Tensor]], revision: str | None = None,
-                 image_size: int | None = None, max_length: int = 128):
+    def __init__(
+        self,
+        *,
+        store: BlockStore,
+        reader: RangeReader,
+        modality: Modality_T,
+        inputs_for: Callable[[Processor], dict[str, torch.Tensor]],
+        revision: str | None = None,
+        image_size: int | None = None,
+        max_length: int = 128,
+    ):
         self.store = store
         self.reader = reader
         self.modality = modality
@@ -115,13 +139,21 @@ class CandidateAssembler:
 
     def assemble(self, spec: CandidateSpec, model_id: str) -> AssembledCandidate:
         """Raises:
-            CandidateSkipped: the candidate cannot be scored (listed skip reason, modality, preprocessing).
-            UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
+        CandidateSkipped: the candidate cannot be scored (listed skip reason, modality, preprocessing).
+        UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
         """
         repo = open_repo(spec, revision=self.revision, store=self.store, reader=self.reader)
         skeleton = build_model(repo.folder, device="meta")
-        processor = processor_for(repo.folder, skeleton, modality=self.modality, image_size=self.image_size,
-                                  max_length=self.max_length)
-        candidate, _ = build_candidate(model_id, repo.folder, repo.source, input_key=processor.key,
-                                       probe_inputs=self.inputs_for(processor), probe=self.probe, skeleton=skeleton)
+        processor = processor_for(
+            repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length
+        )
+        candidate, _ = build_candidate(
+            model_id,
+            repo.folder,
+            repo.source,
+            input_key=processor.key,
+            probe_inputs=self.inputs_for(processor),
+            probe=self.probe,
+            skeleton=skeleton,
+        )
         return AssembledCandidate(candidate, repo.revision, processor)

@@ -36,10 +36,10 @@ class EngineBlock:
 @dataclass
 class EngineCandidate:
     """Args:
-        model_id: the candidate's id (repo id or folder).
-        input_key: identity of its preprocessing; candidates with equal keys share inputs.
-        blocks: the feature extractor's blocks, the read-out last.
-        initial_state: prepared inputs (a dict of batched tensors) -> the state block 0 consumes.
+    model_id: the candidate's id (repo id or folder).
+    input_key: identity of its preprocessing; candidates with equal keys share inputs.
+    blocks: the feature extractor's blocks, the read-out last.
+    initial_state: prepared inputs (a dict of batched tensors) -> the state block 0 consumes.
     """
 
     model_id: str

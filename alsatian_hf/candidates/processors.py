@@ -19,6 +19,7 @@ from .._digest_cache import DigestCache
 from ..adapters.skeleton import library_of
 from ..errors import CandidateSkipped
 
+
 Modality_T = Literal["image", "text"]
 
 
@@ -65,12 +66,16 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
         kwargs["do_center_crop"] = False
     spec = json.loads(path.read_text())
     spec.pop("processor_class", None)
-    proc = _LOADED.get("image-" + _key([spec, _model_type(config_dir)]),
-                       lambda: AutoImageProcessor.from_pretrained(config_dir))
+    proc = _LOADED.get(
+        "image-" + _key([spec, _model_type(config_dir)]), lambda: AutoImageProcessor.from_pretrained(config_dir)
+    )
 
     def fn(images):
-        return {"pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt",
-                                     **kwargs)["pixel_values"]}
+        return {
+            "pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt", **kwargs)[
+                "pixel_values"
+            ]
+        }
 
     return Processor(_key(["hf-image", spec, kwargs]), "image", fn, type(proc).__name__)
 
@@ -81,8 +86,16 @@ def _model_type(config_dir: Path) -> str:
     return str(json.loads(path.read_text()).get("model_type", "")) if path.is_file() else ""
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
-                   "special_tokens_map.json", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "special_tokens_map.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 def text_processor(config_dir: Path, max_length: int) -> Processor:
@@ -103,8 +116,9 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
     return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn, type(tok).__name__)
 
 
-def processor_for(config_dir: Path, skeleton: torch.nn.Module, *, modality: Modality_T, image_size: int | None,
-                  max_length: int) -> Processor:
+def processor_for(
+    config_dir: Path, skeleton: torch.nn.Module, *, modality: Modality_T, image_size: int | None, max_length: int
+) -> Processor:
     """The processor of the model in `config_dir` for a dataset of `modality`.
 
     Raises:

@@ -10,10 +10,11 @@ from typing import Union
 from .._progress import silent_tqdm_class
 from ..errors import BlockFetchError, CandidateSkipped
 from ..hub import Candidate, RangeReader
-from ..hub.ranges import with_retries
 from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
+from ..hub.ranges import with_retries
 from ..store.block_store import BlockStore
 from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
+
 
 # A repo id on the configured Hub (`org/name` or `org/name@revision`), a local model folder, or a listed Candidate.
 CandidateSpec = Union[str, Path, Candidate]
@@ -81,8 +82,14 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
     # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
-    folder = Path(with_retries(lambda: snapshot_download(repo_id, revision=revision, allow_patterns=SMALL_FILES,
-                                                         tqdm_class=silent_tqdm_class()), transport=False))
+    folder = Path(
+        with_retries(
+            lambda: snapshot_download(
+                repo_id, revision=revision, allow_patterns=SMALL_FILES, tqdm_class=silent_tqdm_class()
+            ),
+            transport=False,
+        )
+    )
     if revision is None or len(revision) != 40:
         revision = folder.name  # the snapshot folder is named after the commit
     cached = store.load_layout(repo_id, revision)
@@ -90,8 +97,10 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         layout = layout_from_json(cached)
     else:
         if offline:
-            raise BlockFetchError(f"HF_HUB_OFFLINE is set and the block store has no layout of {repo_id}@"
-                                  f"{revision[:8]}. Run the search once online to fill the store.")
+            raise BlockFetchError(
+                f"HF_HUB_OFFLINE is set and the block store has no layout of {repo_id}@"
+                f"{revision[:8]}. Run the search once online to fill the store."
+            )
         layout = read_layout(reader, repo_id, revision, siblings)
         store.save_layout(repo_id, revision, layout_to_json(layout))
     return OpenedRepo(repo_id, revision, folder, HubBlockSource(repo_id, revision, layout, store, reader, files_sha))

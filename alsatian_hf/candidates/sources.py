@@ -21,6 +21,7 @@ from ..hub import RangeReader, TensorLocation, merge_ranges
 from ..store.block_store import BlockStore
 from ..store.identity import content_hash, empty_block_hash, safetensors_dtype
 
+
 logger = logging.getLogger("alsatian_hf")
 
 
@@ -56,8 +57,10 @@ class LocalBlockSource:
             with safe_open(self.folder / "model.safetensors", framework="pt") as f:
                 weight_map = {k: "model.safetensors" for k in f.keys()}
         else:
-            raise NoSafetensorsError(f"{self.folder} has no model.safetensors or model.safetensors.index.json; "
-                                     "weights load only from safetensors (convert a .bin checkpoint first).")
+            raise NoSafetensorsError(
+                f"{self.folder} has no model.safetensors or model.safetensors.index.json; "
+                "weights load only from safetensors (convert a .bin checkpoint first)."
+            )
         self.weight_map: dict[str, str] = weight_map
         self._handles: dict[str, object] = {}
 
@@ -80,8 +83,12 @@ class LocalBlockSource:
         def items():
             for key in block.keys:
                 t = self._tensor(key).contiguous()
-                yield (block.relative_name(key), safetensors_dtype(t.dtype), list(t.shape),
-                       t.reshape(-1).view(torch.uint8).numpy().tobytes())
+                yield (
+                    block.relative_name(key),
+                    safetensors_dtype(t.dtype),
+                    list(t.shape),
+                    t.reshape(-1).view(torch.uint8).numpy().tobytes(),
+                )
 
         return content_hash(items())
 
@@ -92,8 +99,15 @@ class LocalBlockSource:
 class HubBlockSource:
     """A `TensorSource` for one repo at one commit. Heads are never fetched: only blocks' keys are read."""
 
-    def __init__(self, repo_id: str, revision: str, layout: dict[str, TensorLocation], store: BlockStore,
-                 reader: RangeReader, files_sha: str | None = None):
+    def __init__(
+        self,
+        repo_id: str,
+        revision: str,
+        layout: dict[str, TensorLocation],
+        store: BlockStore,
+        reader: RangeReader,
+        files_sha: str | None = None,
+    ):
         self.repo_id = repo_id
         self.revision = revision
         self.layout = layout
@@ -149,7 +163,7 @@ class HubBlockSource:
                 body = self.reader.read(self.repo_id, filename, self.revision, start, end)
                 for loc in locs:
                     if start <= loc.start and loc.end <= end:
-                        raw[(filename, loc.start)] = body[loc.start - start: loc.end - start]
+                        raw[(filename, loc.start)] = body[loc.start - start : loc.end - start]
         out = []
         for key in keys:
             loc = self.layout[key]

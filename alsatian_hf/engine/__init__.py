@@ -5,6 +5,7 @@ from .cache import AUTO_BUDGET_FRACTION, Tier, TieredCache, default_tiers, resol
 from .executor import PHASES, Counters, Executor
 from .features import FeatureStore
 
+
 __all__ = [
     "AUTO_BUDGET_FRACTION",
     "BlockLRU",

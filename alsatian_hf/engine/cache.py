@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from ..adapters import State, state_nbytes
 from ..errors import CacheKeyError, ConfigurationError, PlanningError
 
+
 logger = logging.getLogger("alsatian_hf")
 
 # "auto": this fraction of free RAM plus free accelerator memory (paper §4.1 sets the budget to their sum).
@@ -74,14 +75,17 @@ def default_tiers(budget: int, device: torch.device) -> list[Tier]:
 
 
 class TieredCache:
-    """Example:
+    """Intermediates under one byte budget, in the first tier with room for each entry.
+
+    Example:
         >>> cache = TieredCache(budget=1 << 20, tiers=[Tier("cpu", 1 << 10), Tier("disk", 1 << 20)])
-        >>> cache.reserve("n", 4096)
+        >>> cache.reserve("n", 4096)  # too big for RAM's 1 KiB: it spills to disk
         'disk'
     """
 
-    def __init__(self, budget: int, tiers: list[Tier], *, device: torch.device | str = "cpu",
-                 disk_dir: str | Path | None = None):
+    def __init__(
+        self, budget: int, tiers: list[Tier], *, device: torch.device | str = "cpu", disk_dir: str | Path | None = None
+    ):
         self.budget = budget
         self.tiers = tiers
         self.device = torch.device(device)
@@ -118,8 +122,9 @@ class TieredCache:
                 if tier is not self.tiers[0]:
                     logger.debug("cache entry %s spills to tier %s", key[:12], tier.name)
                 return tier.name
-        raise PlanningError(f"no cache tier has room for {nbytes} bytes (tiers: "
-                            f"{[(t.name, t.capacity) for t in self.tiers]}).")
+        raise PlanningError(
+            f"no cache tier has room for {nbytes} bytes (tiers: {[(t.name, t.capacity) for t in self.tiers]})."
+        )
 
     def append(self, key: str, state: State) -> None:
         entry = self.entries[key]

@@ -19,6 +19,7 @@ from .blocks import BlockLRU
 from .cache import TieredCache
 from .features import FeatureStore
 
+
 # prepared(input_key, items) -> dict of batched input tensors (the data store's job)
 PrepareFn = Callable[[str, tuple[int, ...]], dict[str, torch.Tensor]]
 
@@ -53,8 +54,16 @@ def _cuda_mark() -> torch.cuda.Event:
 
 
 class Executor:
-    def __init__(self, candidates: dict[str, EngineCandidate], prepare: PrepareFn, *, device: torch.device,
-                 cache: TieredCache, features: FeatureStore, block_lru_bytes: int = 2 << 30):
+    def __init__(
+        self,
+        candidates: dict[str, EngineCandidate],
+        prepare: PrepareFn,
+        *,
+        device: torch.device,
+        cache: TieredCache,
+        features: FeatureStore,
+        block_lru_bytes: int = 2 << 30,
+    ):
         self.candidates = candidates
         self.prepare = prepare
         self.device = device
@@ -117,7 +126,7 @@ class Executor:
             if not isinstance(step, BlockInference):
                 continue  # ScoreModel runs after the last chunk
             candidate = self.candidates[step.model]
-            blocks = self._load(candidate.blocks[step.start: step.stop], counters)
+            blocks = self._load(candidate.blocks[step.start : step.stop], counters)
             keep = step.output in needed_inputs
             if keep:
                 self.cache.reserve(step.output, plan.node_bytes_per_item[step.output] * chunk_items)
@@ -143,7 +152,8 @@ class Executor:
         self.lru.clear()  # the baselines load each model on its own
         blocks = self._load(candidate.blocks, counters)
         for batch_items in batches:
-            state = self._run_blocks(blocks, self._inputs(candidate, batch_items, counters), len(batch_items),
-                                     counters)
+            state = self._run_blocks(
+                blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters
+            )
             self.features.add(model_id, batch_items, state[0])
         self.lru.clear()

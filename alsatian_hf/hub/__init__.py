@@ -4,6 +4,7 @@ from .headers import TensorLocation, read_layout
 from .listing import Candidate, list_candidates
 from .ranges import FetchStats, RangeReader, merge_ranges
 
+
 __all__ = [
     "Candidate",
     "FetchStats",

@@ -9,6 +9,7 @@ from .._safetensors import read_header
 from ..errors import NoSafetensorsError
 from .ranges import RangeReader
 
+
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 
@@ -41,10 +42,20 @@ def read_file_header(reader: RangeReader, repo_id: str, filename: str, revision:
     Raises:
         SafetensorsHeaderError: when the header is malformed.
     """
-    header, base = read_header(lambda start, end: reader.read(repo_id, filename, revision, start, end, header=True),
-                               name=f"{repo_id}/{filename}")
-    return {name: TensorLocation(filename, meta["dtype"], tuple(meta["shape"]), base + meta["data_offsets"][0],
-                                 base + meta["data_offsets"][1]) for name, meta in header.items()}
+    header, base = read_header(
+        lambda start, end: reader.read(repo_id, filename, revision, start, end, header=True),
+        name=f"{repo_id}/{filename}",
+    )
+    return {
+        name: TensorLocation(
+            filename,
+            meta["dtype"],
+            tuple(meta["shape"]),
+            base + meta["data_offsets"][0],
+            base + meta["data_offsets"][1],
+        )
+        for name, meta in header.items()
+    }
 
 
 def read_layout(reader: RangeReader, repo_id: str, revision: str, siblings: list[str]) -> dict[str, TensorLocation]:
@@ -55,8 +66,10 @@ def read_layout(reader: RangeReader, repo_id: str, revision: str, siblings: list
     """
     files = checkpoint_files(siblings)
     if files is None:
-        raise NoSafetensorsError(f"{repo_id} has no model.safetensors or {INDEX}; weights load only from safetensors "
-                                 "(a .bin checkpoint is never unpickled).")
+        raise NoSafetensorsError(
+            f"{repo_id} has no model.safetensors or {INDEX}; weights load only from safetensors "
+            "(a .bin checkpoint is never unpickled)."
+        )
     if files == [INDEX]:
         from huggingface_hub import hf_hub_download
 
@@ -73,5 +86,7 @@ def layout_to_json(layout: dict[str, TensorLocation]) -> str:
 
 
 def layout_from_json(text: str) -> dict[str, TensorLocation]:
-    return {k: TensorLocation(v["filename"], v["dtype"], tuple(v["shape"]), v["start"], v["end"])
-            for k, v in json.loads(text).items()}
+    return {
+        k: TensorLocation(v["filename"], v["dtype"], tuple(v["shape"]), v["start"], v["end"])
+        for k, v in json.loads(text).items()
+    }

@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 
 from .headers import checkpoint_files
 
+
 logger = logging.getLogger("alsatian_hf")
 
 _EXPAND = ["sha", "siblings", "safetensors", "tags", "library_name", "pipeline_tag", "gated", "config", "cardData"]
@@ -38,10 +39,18 @@ def _to_candidate(info) -> Candidate:
     return c
 
 
-def list_candidates(*, author: str | None = None, filter: str | Iterable[str] | None = None,
-                    search: str | None = None, base_model: str | None = None, library: str | None = None,
-                    pipeline_tag: str | None = None, max_params: int | None = None, limit: int | None = None,
-                    include_skipped: bool = True) -> Iterator[Candidate]:
+def list_candidates(
+    *,
+    author: str | None = None,
+    filter: str | Iterable[str] | None = None,
+    search: str | None = None,
+    base_model: str | None = None,
+    library: str | None = None,
+    pipeline_tag: str | None = None,
+    max_params: int | None = None,
+    limit: int | None = None,
+    include_skipped: bool = True,
+) -> Iterator[Candidate]:
     """Candidates matching a metadata query, lazily, as `HfApi.list_models` pages through them.
 
     Args:
@@ -67,8 +76,13 @@ def list_candidates(*, author: str | None = None, filter: str | Iterable[str] | 
         queue = deque([base_model])
         while queue:
             parent = queue.popleft()
-            for info in api.list_models(filter=filters + [f"base_model:finetune:{parent}"], author=author,
-                                        search=search, pipeline_tag=pipeline_tag, expand=_EXPAND):
+            for info in api.list_models(
+                filter=filters + [f"base_model:finetune:{parent}"],
+                author=author,
+                search=search,
+                pipeline_tag=pipeline_tag,
+                expand=_EXPAND,
+            ):
                 if info.id not in seen and info.id != base_model:
                     queue.append(info.id)
                     yield info
@@ -76,8 +90,9 @@ def list_candidates(*, author: str | None = None, filter: str | Iterable[str] | 
     if base_model is not None:
         iterator = from_tree()
     else:
-        iterator = api.list_models(author=author, filter=filters or None, search=search, pipeline_tag=pipeline_tag,
-                                   expand=_EXPAND)
+        iterator = api.list_models(
+            author=author, filter=filters or None, search=search, pipeline_tag=pipeline_tag, expand=_EXPAND
+        )
     for info in iterator:
         if info.id in seen:
             continue

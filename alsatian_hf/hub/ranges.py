@@ -11,6 +11,7 @@ from typing import Callable, TypeVar
 
 from ..errors import BlockFetchError
 
+
 logger = logging.getLogger("alsatian_hf")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -78,7 +79,7 @@ def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int 
             if attempt == retries:
                 raise
             logger.info("retrying after %s (attempt %d of %d)", type(e).__name__, attempt + 1, retries)
-        time.sleep(backoff * 2 ** attempt)
+        time.sleep(backoff * 2**attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -92,8 +93,15 @@ class RangeReader:
             exponential backoff starting at `backoff` seconds.
     """
 
-    def __init__(self, *, allow_full_download: bool = False, retries: int = 4, backoff: float = 0.2,
-                 timeout: float = 60.0, stats: FetchStats | None = None):
+    def __init__(
+        self,
+        *,
+        allow_full_download: bool = False,
+        retries: int = 4,
+        backoff: float = 0.2,
+        timeout: float = 60.0,
+        stats: FetchStats | None = None,
+    ):
         self.allow_full_download = allow_full_download
         self.retries = retries
         self.backoff = backoff
@@ -111,8 +119,10 @@ class RangeReader:
         from huggingface_hub.utils import build_hf_headers
 
         if constants.HF_HUB_OFFLINE:
-            raise BlockFetchError(f"HF_HUB_OFFLINE is set and {repo_id}/{filename}@{revision[:8]} bytes "
-                                  f"{start}-{end} are not in the block store. Run once online to fill it.")
+            raise BlockFetchError(
+                f"HF_HUB_OFFLINE is set and {repo_id}/{filename}@{revision[:8]} bytes "
+                f"{start}-{end} are not in the block store. Run once online to fill it."
+            )
         url = hf_hub_url(repo_id, filename, revision=revision)
         key = f"{repo_id}@{revision}/{filename}"
         if key in self._full_files:
@@ -135,16 +145,19 @@ class RangeReader:
             if response.status_code == 200:
                 return self._whole_file(key, url, response, start, end)
             if response.status_code != 206:
-                raise BlockFetchError(f"{url} answered {response.status_code} to a Range request for bytes "
-                                      f"{start}-{end - 1}; expected 206.")
+                raise BlockFetchError(
+                    f"{url} answered {response.status_code} to a Range request for bytes "
+                    f"{start}-{end - 1}; expected 206."
+                )
             body = response.content
             self.stats.record(repo_id, len(body), header=header)
             if len(body) != want:
                 last_error = BlockFetchError(f"{url} sent {len(body)} bytes for a {want}-byte range.")
                 continue
             return body
-        raise BlockFetchError(f"Could not fetch bytes {start}-{end - 1} of {url} after {self.retries + 1} "
-                              f"attempts: {last_error}") from last_error
+        raise BlockFetchError(
+            f"Could not fetch bytes {start}-{end - 1} of {url} after {self.retries + 1} attempts: {last_error}"
+        ) from last_error
 
     def _whole_file(self, key: str, url: str, response, start: int, end: int) -> bytes:
         if not self.allow_full_download:

@@ -14,8 +14,21 @@ from pathlib import Path
 
 import yaml
 
+
 # Files the Hub would store through LFS; everything else is a regular git blob.
-LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".h5", ".onnx", ".msgpack", ".parquet", ".arrow", ".npz")
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pth",
+    ".pt",
+    ".ckpt",
+    ".h5",
+    ".onnx",
+    ".msgpack",
+    ".parquet",
+    ".arrow",
+    ".npz",
+)
 LFS_MIN_SIZE = 10 * 1024 * 1024
 _CHUNK = 1 << 20
 

@@ -26,6 +26,7 @@ from .._safetensors import read_file_header
 from ..errors import SafetensorsHeaderError
 from ._repo import FolderRepo, RepoFile, list_repos
 
+
 logger = logging.getLogger("alsatian_hf.localhub")
 
 PAGE_SIZE = 50
@@ -61,8 +62,10 @@ class HubServer:
     """Serves `root` on `host:port` (port 0 picks a free port) in a background thread.
 
     Example:
-        >>> with HubServer("/tmp/zoo") as hub:  # doctest: +SKIP
-        ...     print(hub.url)
+        >>> import tempfile, urllib.request, json
+        >>> with tempfile.TemporaryDirectory() as root, HubServer(root) as hub:
+        ...     json.load(urllib.request.urlopen(hub.url + "/api/models"))
+        []
     """
 
     def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0, page_size: int = PAGE_SIZE):
@@ -187,8 +190,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._route(method, path)
         except _HttpError as e:
-            self._send_json({"error": e.message}, status=e.status, headers={"X-Error-Code": e.code} if e.code else {},
-                            error_message=e.message)
+            self._send_json(
+                {"error": e.message},
+                status=e.status,
+                headers={"X-Error-Code": e.code} if e.code else {},
+                error_message=e.message,
+            )
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
@@ -259,12 +266,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._paths_info(repo, "/".join(rest[1:]))
         if op == "refs":
             sha = repo.commit_sha()
-            return self._send_json({"branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": sha}],
-                                    "converts": [], "tags": []})
+            return self._send_json(
+                {
+                    "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": sha}],
+                    "converts": [],
+                    "tags": [],
+                }
+            )
         if op == "commits" and len(rest) >= 2:
             sha = self._revision(repo, "/".join(rest[1:]))
-            return self._send_json([{"id": sha, "title": "Snapshot", "message": "", "authors": [],
-                                     "date": _EPOCH}])
+            return self._send_json([{"id": sha, "title": "Snapshot", "message": "", "authors": [], "date": _EPOCH}])
         if op == "safetensors-metadata" and repo_type == "model":
             return self._safetensors_metadata(repo, "/".join(rest[1:]) or "model.safetensors.index.json")
         raise _HttpError(404, f"The local hub does not serve /api/{kind}/{repo.repo_id}/{'/'.join(rest)}.")
@@ -310,7 +321,7 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             matches.append((repo, files, card, tags))
         page = self.hub.page_size if not limit else min(limit, self.hub.page_size)
-        chunk = matches[cursor: cursor + page]
+        chunk = matches[cursor : cursor + page]
         payload = [self._info_payload(r, f, c, t, full=full, expand=expand, listing=True) for r, f, c, t in chunk]
         headers = {}
         if cursor + page < len(matches) and (not limit or cursor + page < limit):
@@ -326,12 +337,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._revision(repo, revision, files)
         card = repo.card_data()
         blobs = bool(self._query.get("blobs"))
-        payload = self._info_payload(repo, files, card, repo.tags(card, files), full=True,
-                                     expand=self._query.get("expand"), blobs=blobs)
+        payload = self._info_payload(
+            repo, files, card, repo.tags(card, files), full=True, expand=self._query.get("expand"), blobs=blobs
+        )
         self._send_json(payload)
 
-    def _info_payload(self, repo: FolderRepo, files: list[RepoFile], card: dict, tags: list[str], *, full: bool,
-                      expand: list[str] | None = None, blobs: bool = False, listing: bool = False) -> dict:
+    def _info_payload(
+        self,
+        repo: FolderRepo,
+        files: list[RepoFile],
+        card: dict,
+        tags: list[str],
+        *,
+        full: bool,
+        expand: list[str] | None = None,
+        blobs: bool = False,
+        listing: bool = False,
+    ) -> dict:
         sha = repo.commit_sha(files)
         siblings = []
         for f in files:
@@ -382,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
         for f in files:
             if not f.path.startswith(prefix):
                 continue
-            rest = f.path[len(prefix):]
+            rest = f.path[len(prefix) :]
             if "/" in rest:
                 segs = rest.split("/")
                 upto = len(segs) - 1 if recursive else 1
@@ -410,7 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
         if cursor + page < len(entries):
             nxt = f"{self.hub.url}{urlsplit(self.path).path}?recursive={str(recursive).lower()}&cursor={cursor + page}"
             headers["Link"] = f'<{nxt}>; rel="next"'
-        self._send_json(entries[cursor: cursor + page], headers=headers)
+        self._send_json(entries[cursor : cursor + page], headers=headers)
 
     def _paths_info(self, repo: FolderRepo, revision: str) -> None:
         form = self._body_form()

@@ -4,6 +4,7 @@ from .dfs_plus import BlockInference, ModifyCache, Plan, ScoreModel, Step, fit_b
 from .schedule import DataSchedule, Unit, make_schedule, num_iterations, stratified_split
 from .task_tree import BlockInfo, Node, TaskTree
 
+
 __all__ = [
     "BlockInference",
     "BlockInfo",

@@ -24,7 +24,7 @@ class Unit:
     items: tuple[int, ...]  # indices into the target dataset
 
     def batches(self, batch_size: int) -> list[tuple[int, ...]]:
-        return [self.items[i: i + batch_size] for i in range(0, len(self.items), batch_size)]
+        return [self.items[i : i + batch_size] for i in range(0, len(self.items), batch_size)]
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ def num_iterations(num_candidates: int, result_size: int) -> int:
     return max(1, math.ceil(math.log2(num_candidates / result_size)))
 
 
-def stratified_split(labels: list[int], *, test_size: float | int, max_test_items: int | None, seed: int
-                     ) -> tuple[list[int], list[int]]:
+def stratified_split(
+    labels: list[int], *, test_size: float | int, max_test_items: int | None, seed: int
+) -> tuple[list[int], list[int]]:
     """Seeded, stratified split of item indices into (train, test).
 
     Each class contributes to D_test in proportion to its frequency (largest remainders), and at least one
@@ -88,14 +89,22 @@ def stratified_split(labels: list[int], *, test_size: float | int, max_test_item
         if take[c] < len(by_class[c]) - 1:
             take[c] += 1
     test = sorted(i for c in classes for i in by_class[c][: take[c]])
-    train = [i for c in classes for i in by_class[c][take[c]:]]
+    train = [i for c in classes for i in by_class[c][take[c] :]]
     rng.shuffle(train)  # a seeded order: the slices D_1..D_l are prefixes of it
     return train, test
 
 
-def make_schedule(labels: list[int], *, num_candidates: int, result_size: int, test_size: float | int = 0.2,
-                  max_test_items: int | None = 1000, max_train_items: int | None = None, seed: int = 0,
-                  test_items: list[int] | None = None) -> DataSchedule:
+def make_schedule(
+    labels: list[int],
+    *,
+    num_candidates: int,
+    result_size: int,
+    test_size: float | int = 0.2,
+    max_test_items: int | None = 1000,
+    max_train_items: int | None = None,
+    seed: int = 0,
+    test_items: list[int] | None = None,
+) -> DataSchedule:
     """Split the target dataset and cut D_train into doubling slices.
 
     Args:
@@ -111,12 +120,12 @@ def make_schedule(labels: list[int], *, num_candidates: int, result_size: int, t
         train, test = stratified_split(labels, test_size=test_size, max_test_items=max_test_items, seed=seed)
     if max_train_items is not None:
         train = train[:max_train_items]
-    l = num_iterations(num_candidates, result_size)
-    # |D_i| = 2^(i-1) * |D_1| and the slices cover D_train exactly: |D_1| = |D_train| / (2^l - 1).
-    total = (1 << l) - 1
+    levels = num_iterations(num_candidates, result_size)
+    # |D_i| = 2^(i-1) * |D_1| and the slices cover D_train exactly: |D_1| = |D_train| / (2^levels - 1).
+    total = (1 << levels) - 1
     slices, start = [], 0
-    for i in range(1, l + 1):
-        end = max(start + 1, round(len(train) * ((1 << i) - 1) / total)) if i < l else len(train)
+    for i in range(1, levels + 1):
+        end = max(start + 1, round(len(train) * ((1 << i) - 1) / total)) if i < levels else len(train)
         slices.append(Unit(f"train_{i}", tuple(train[start:end])))
         start = end
     return DataSchedule(Unit("test", tuple(test)), tuple(slices), num_candidates, result_size)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
-from ..store.identity import prefix_hash
 from ..errors import ConfigurationError
+from ..store.identity import prefix_hash
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,15 @@ class TaskTree:
             key = prefix_hash(node.key, block.content_hash)
             child = node.children.get(key)
             if child is None:
-                child = Node(key=key, parent=node, depth=node.depth + 1, block_hash=block.content_hash,
-                             bytes_per_item=int(block.bytes_per_item), cost=float(block.cost), input_key=input_key)
+                child = Node(
+                    key=key,
+                    parent=node,
+                    depth=node.depth + 1,
+                    block_hash=block.content_hash,
+                    bytes_per_item=int(block.bytes_per_item),
+                    cost=float(block.cost),
+                    input_key=input_key,
+                )
                 node.children[key] = child
             child.models.add(model_id)
             path.append(child)

@@ -11,6 +11,7 @@ from .knn import KNN
 from .linear import LinearProbe
 from .logme import LogME
 
+
 SCORERS: dict[str, type] = {"linear": LinearProbe, "knn": KNN, "logme": LogME, "hscore": HScore}
 
 
@@ -27,8 +28,10 @@ def get_scorer(scorer: Scorer_T | Scorer, **kwargs: Any) -> Scorer:
     """
     if not isinstance(scorer, str):
         if kwargs:
-            raise ConfigurationError("`scorer_kwargs` apply to a scorer given by name; configure a scorer object "
-                                     "in its constructor instead.")
+            raise ConfigurationError(
+                "`scorer_kwargs` apply to a scorer given by name; configure a scorer object "
+                "in its constructor instead."
+            )
         check_scorer(scorer)
         return scorer
     if scorer not in SCORERS:

@@ -12,6 +12,7 @@ import torch
 
 from ..errors import ConfigurationError
 
+
 Scorer_T = Literal["linear", "knn", "logme", "hscore"]
 Device = torch.device | str
 
@@ -31,8 +32,15 @@ class Scorer(Protocol):
         >>> check_scorer(NearestMean())  # passes: ModelSearcher(..., scorer=NearestMean()) accepts it
     """
 
-    def score(self, *, train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-              test_labels: torch.Tensor, device: Device = "cpu") -> float: ...
+    def score(
+        self,
+        *,
+        train_features: torch.Tensor,
+        train_labels: torch.Tensor,
+        test_features: torch.Tensor,
+        test_labels: torch.Tensor,
+        device: Device = "cpu",
+    ) -> float: ...
 
 
 @runtime_checkable
@@ -40,33 +48,48 @@ class BatchScorer(Scorer, Protocol):
     """A scorer that scores several feature sets on one split at once (halving scores all survivors on the
     same items), e.g. the linear probe's probes trained side by side."""
 
-    def score_many(self, *, train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
-                   test_features: Sequence[torch.Tensor], test_labels: torch.Tensor,
-                   device: Device = "cpu") -> list[float]: ...
+    def score_many(
+        self,
+        *,
+        train_features: Sequence[torch.Tensor],
+        train_labels: torch.Tensor,
+        test_features: Sequence[torch.Tensor],
+        test_labels: torch.Tensor,
+        device: Device = "cpu",
+    ) -> list[float]: ...
 
 
 def check_scorer(scorer: object) -> None:
     """Raises ConfigurationError unless `scorer` follows the `Scorer` protocol, `device` keyword included."""
     if not isinstance(scorer, Scorer):
-        raise ConfigurationError(f"`scorer` must be one of {list(Scorer_T.__args__)} or an object with a "
-                                 f"`score(*, train_features, train_labels, test_features, test_labels, device)` "
-                                 f"method (see `alsatian_hf.scoring.Scorer`); got {type(scorer).__name__}.")
+        raise ConfigurationError(
+            f"`scorer` must be one of {list(Scorer_T.__args__)} or an object with a "
+            f"`score(*, train_features, train_labels, test_features, test_labels, device)` "
+            f"method (see `alsatian_hf.scoring.Scorer`); got {type(scorer).__name__}."
+        )
     params = inspect.signature(scorer.score).parameters
     if "device" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise ConfigurationError(f"`scorer` {type(scorer).__name__}.score must accept the keyword `device` (where "
-                                 "the search keeps its tensors); add `device=\"cpu\"` to its signature.")
+        raise ConfigurationError(
+            f"`scorer` {type(scorer).__name__}.score must accept the keyword `device` (where "
+            'the search keeps its tensors); add `device="cpu"` to its signature.'
+        )
 
 
-def validate(train_features, train_labels, test_features, test_labels, device: Device = "cpu"
-             ) -> tuple[torch.Tensor, ...]:
+def validate(
+    train_features, train_labels, test_features, test_labels, device: Device = "cpu"
+) -> tuple[torch.Tensor, ...]:
     """Checks shapes and values; returns float32 features and int64 labels on `device`.
 
     Raises:
         ConfigurationError: naming the argument that is wrong.
     """
     out = []
-    for name, t, want_dim in (("train_features", train_features, 2), ("train_labels", train_labels, 1),
-                              ("test_features", test_features, 2), ("test_labels", test_labels, 1)):
+    for name, t, want_dim in (
+        ("train_features", train_features, 2),
+        ("train_labels", train_labels, 1),
+        ("test_features", test_features, 2),
+        ("test_labels", test_labels, 1),
+    ):
         if not isinstance(t, torch.Tensor):
             t = torch.as_tensor(t)
         if t.dim() != want_dim:
@@ -87,13 +110,36 @@ def validate(train_features, train_labels, test_features, test_labels, device: D
     return xtr.to(device).float(), ytr.to(device).long(), xte.to(device).float(), yte.to(device).long()
 
 
-def score_all(scorer: Scorer, *, train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
-              test_features: Sequence[torch.Tensor], test_labels: torch.Tensor, device: Device = "cpu") -> list[float]:
+def score_all(
+    scorer: Scorer,
+    *,
+    train_features: Sequence[torch.Tensor],
+    train_labels: torch.Tensor,
+    test_features: Sequence[torch.Tensor],
+    test_labels: torch.Tensor,
+    device: Device = "cpu",
+) -> list[float]:
     """One score per feature set on one split: batched when the scorer is a `BatchScorer`."""
     if isinstance(scorer, BatchScorer):
-        return [float(s) for s in scorer.score_many(train_features=train_features, train_labels=train_labels,
-                                                    test_features=test_features, test_labels=test_labels,
-                                                    device=device)]
-    return [float(scorer.score(train_features=xtr, train_labels=train_labels, test_features=xte,
-                               test_labels=test_labels, device=device))
-            for xtr, xte in zip(train_features, test_features)]
+        return [
+            float(s)
+            for s in scorer.score_many(
+                train_features=train_features,
+                train_labels=train_labels,
+                test_features=test_features,
+                test_labels=test_labels,
+                device=device,
+            )
+        ]
+    return [
+        float(
+            scorer.score(
+                train_features=xtr,
+                train_labels=train_labels,
+                test_features=xte,
+                test_labels=test_labels,
+                device=device,
+            )
+        )
+        for xtr, xte in zip(train_features, test_features)
+    ]

@@ -14,8 +14,8 @@ from ._base import Device, validate
 @dataclass
 class KNN:
     """Args:
-        k: neighbours per vote; ties go to the nearest neighbour's label.
-        metric: "cosine" or "euclidean".
+    k: neighbours per vote; ties go to the nearest neighbour's label.
+    metric: "cosine" or "euclidean".
     """
 
     k: int = 5
@@ -42,7 +42,9 @@ class KNN:
         labels = ytr[nearest]
         num_classes = int(max(ytr.max().item(), yte.max().item())) + 1
         votes = torch.zeros(xte.shape[0], num_classes, dtype=torch.float64, device=xte.device)
-        weights = torch.linspace(1.0, 0.5, k, dtype=torch.float64, device=xte.device)  # nearer neighbours weigh a hair more: ties go near
+        weights = torch.linspace(
+            1.0, 0.5, k, dtype=torch.float64, device=xte.device
+        )  # nearer neighbours weigh a hair more: ties go near
         votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64) + 1e-6 * weights)
         pred = votes.argmax(1)
         return float((pred == yte).double().mean().item())

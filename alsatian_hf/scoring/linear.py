@@ -33,19 +33,32 @@ class LinearProbe:
     max_group_bytes: int = 256 << 20
 
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
-        return self.score_many(train_features=[train_features], train_labels=train_labels,
-                               test_features=[test_features], test_labels=test_labels, device=device)[0]
+        return self.score_many(
+            train_features=[train_features],
+            train_labels=train_labels,
+            test_features=[test_features],
+            test_labels=test_labels,
+            device=device,
+        )[0]
 
-    def score_many(self, *, train_features: Sequence[torch.Tensor], train_labels, test_features: Sequence[torch.Tensor],
-                   test_labels, device: Device = "cpu") -> list[float]:
+    def score_many(
+        self,
+        *,
+        train_features: Sequence[torch.Tensor],
+        train_labels,
+        test_features: Sequence[torch.Tensor],
+        test_labels,
+        device: Device = "cpu",
+    ) -> list[float]:
         """Scores of several feature sets on one split, one probe each, trained side by side.
 
         Every probe sees the same initialisation and batch order, as if trained alone; training them as one
         batched matrix product is 2-3x faster on a CPU than one after another (halving scores all survivors
         on the same items). Groups depend only on the inputs' order and widths, so equal inputs give equal scores.
         """
-        checked = [validate(xtr, train_labels, xte, test_labels, device)
-                   for xtr, xte in zip(train_features, test_features)]
+        checked = [
+            validate(xtr, train_labels, xte, test_labels, device) for xtr, xte in zip(train_features, test_features)
+        ]
         scores: list[float | None] = [None] * len(checked)
         by_width: dict[int, list[int]] = {}
         for i, (xtr, *_) in enumerate(checked):
@@ -54,15 +67,20 @@ class LinearProbe:
             per_model = checked[members[0]][0].numel() * 4
             step = max(1, self.max_group_bytes // max(per_model, 1))
             for start in range(0, len(members), step):
-                group = members[start: start + step]
-                accs = self._train([checked[i][0] for i in group], checked[group[0]][1],
-                                   [checked[i][2] for i in group], checked[group[0]][3])
+                group = members[start : start + step]
+                accs = self._train(
+                    [checked[i][0] for i in group],
+                    checked[group[0]][1],
+                    [checked[i][2] for i in group],
+                    checked[group[0]][3],
+                )
                 for i, acc in zip(group, accs):
                     scores[i] = acc
         return scores  # type: ignore[return-value]
 
-    def _train(self, xtr: list[torch.Tensor], ytr: torch.Tensor, xte: list[torch.Tensor],
-               yte: torch.Tensor) -> list[float]:
+    def _train(
+        self, xtr: list[torch.Tensor], ytr: torch.Tensor, xte: list[torch.Tensor], yte: torch.Tensor
+    ) -> list[float]:
         dev = xtr[0].device  # `validate` put everything on the search's device
         xtr_b, xte_b = torch.stack(xtr), torch.stack(xte)  # (models, items, width)
         if self.normalize:
@@ -85,7 +103,7 @@ class LinearProbe:
         for _ in range(self.epochs):
             order = torch.randperm(n, generator=gen).to(dev)
             for start in range(0, n, self.batch_size):
-                idx = order[start: start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 xb = xtr_b[:, idx]
                 grad = torch.softmax(torch.baddbmm(bias, xb, weight), dim=2)
                 grad.sub_(onehot[idx]).div_(len(idx))

@@ -43,8 +43,13 @@ class LogME:
                 if abs(new_lam - lam) / lam < self.tol:
                     break
                 lam = new_lam
-            evidence = (d / 2.0 * math.log(alpha) + n / 2.0 * math.log(beta)
-                        - 0.5 * float(torch.log(alpha + beta * s).sum())
-                        - beta / 2.0 * (beta_de + eps) - alpha / 2.0 * (alpha_de + eps) - n / 2.0 * math.log(2 * math.pi))
+            evidence = (
+                d / 2.0 * math.log(alpha)
+                + n / 2.0 * math.log(beta)
+                - 0.5 * float(torch.log(alpha + beta * s).sum())
+                - beta / 2.0 * (beta_de + eps)
+                - alpha / 2.0 * (alpha_de + eps)
+                - n / 2.0 * math.log(2 * math.pi)
+            )
             scores.append(evidence / n)
         return float(sum(scores) / len(scores))

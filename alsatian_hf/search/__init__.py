@@ -7,6 +7,7 @@ from .result import SearchResult
 from .searcher import ModelSearcher
 from .strategies import STRATEGIES, ExecutionStrategy, Strategy_T
 
+
 __all__ = [
     "ExecutionStrategy",
     "HalvingOutcome",

@@ -10,6 +10,7 @@ from ..errors import ConfigurationError
 from ..scoring import Scorer_T, get_scorer
 from .strategies import STRATEGIES, Strategy_T
 
+
 _UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
 
@@ -38,32 +39,57 @@ class SearchArguments:
     """
 
     result_size: int = field(default=1, metadata={"help": "How many models to return (k)."})
-    strategy: Strategy_T = field(default="alsatian", metadata={
-        "help": "Execution strategy: `alsatian` (shared blocks, DFS+, caching), `shift` (successive halving, "
-                "models run whole) or `base` (every model on all data). All return the same ranking."})
-    scorer: Scorer_T = field(default="linear", metadata={
-        "help": "Proxy score: linear, knn, logme or hscore. A scorer object goes to `ModelSearcher(scorer=...)`."})
-    scorer_kwargs: str = field(default="{}", metadata={
-        "help": "Keyword arguments of the scorer, as a dict or a JSON string (e.g. '{\"epochs\": 50}')."})
-    test_size: float = field(default=0.2, metadata={
-        "help": "Fraction in (0, 1), or a whole number (>= 1) of items, held out as D_test."})
+    strategy: Strategy_T = field(
+        default="alsatian",
+        metadata={
+            "help": "Execution strategy: `alsatian` (shared blocks, DFS+, caching), `shift` (successive halving, "
+            "models run whole) or `base` (every model on all data). All return the same ranking."
+        },
+    )
+    scorer: Scorer_T = field(
+        default="linear",
+        metadata={
+            "help": "Proxy score: linear, knn, logme or hscore. A scorer object goes to `ModelSearcher(scorer=...)`."
+        },
+    )
+    scorer_kwargs: str = field(
+        default="{}",
+        metadata={"help": "Keyword arguments of the scorer, as a dict or a JSON string (e.g. '{\"epochs\": 50}')."},
+    )
+    test_size: float = field(
+        default=0.2, metadata={"help": "Fraction in (0, 1), or a whole number (>= 1) of items, held out as D_test."}
+    )
     max_test_items: int | None = field(default=1000, metadata={"help": "Cap on D_test's size."})
     max_train_items: int | None = field(default=None, metadata={"help": "Cap on D_train's size (None: all)."})
     batch_size: int = field(default=64, metadata={"help": "Items per inference batch."})
     num_workers: int = field(default=0, metadata={"help": "Threads for preprocessing (0: in the calling thread)."})
-    cache_budget: str = field(default="auto", metadata={
-        "help": "Bytes for cached intermediates (e.g. 2GB), or `auto`: half of free RAM plus free accelerator "
-                "memory. Below the plan's C_min the data is chunked."})
+    cache_budget: str = field(
+        default="auto",
+        metadata={
+            "help": "Bytes for cached intermediates (e.g. 2GB), or `auto`: half of free RAM plus free accelerator "
+            "memory. Below the plan's C_min the data is chunked."
+        },
+    )
     device: str | None = field(default=None, metadata={"help": "cuda, cuda:1, cpu; default: CUDA when present."})
     seed: int = field(default=0, metadata={"help": "Seeds the split, the slices and the proxy."})
-    image_size: int | None = field(default=None, metadata={
-        "help": "Resize images to this square size instead of each model's own input size (faster on CPU)."})
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Resize images to this square size instead of each model's own input size (faster on CPU)."},
+    )
     max_length: int = field(default=128, metadata={"help": "Token length for text models (padded/truncated)."})
-    output_dir: str | None = field(default=None, metadata={"help": "Write the SearchResult (JSON, PNG, summary) here."})
-    revision: str | None = field(default=None, metadata={
-        "help": "Pin candidates to this revision (a branch or commit); default: the commit seen at listing."})
-    allow_full_download: bool = field(default=False, metadata={
-        "help": "If a server ignores Range requests, download whole checkpoints instead of failing."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Write the SearchResult (JSON, PNG, summary) here."}
+    )
+    revision: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pin candidates to this revision (a branch or commit); default: the commit seen at listing."
+        },
+    )
+    allow_full_download: bool = field(
+        default=False,
+        metadata={"help": "If a server ignores Range requests, download whole checkpoints instead of failing."},
+    )
     store_dir: str | None = field(default=None, metadata={"help": "Block store folder (default under HF_HOME)."})
 
     def __post_init__(self) -> None:
@@ -72,8 +98,10 @@ class SearchArguments:
         if self.strategy not in STRATEGIES:
             raise ConfigurationError(f"`strategy` must be one of {list(STRATEGIES)}, got {self.strategy!r}.")
         if not isinstance(self.scorer, str):
-            raise ConfigurationError(f"`scorer` names a scorer ({list(Scorer_T.__args__)}); pass a scorer object as "
-                                     f"`ModelSearcher(scorer=...)` instead, got {type(self.scorer).__name__}.")
+            raise ConfigurationError(
+                f"`scorer` names a scorer ({list(Scorer_T.__args__)}); pass a scorer object as "
+                f"`ModelSearcher(scorer=...)` instead, got {type(self.scorer).__name__}."
+            )
         if isinstance(self.scorer_kwargs, str):
             try:
                 self.scorer_kwargs = json.loads(self.scorer_kwargs) if self.scorer_kwargs.strip() else {}
@@ -83,9 +111,11 @@ class SearchArguments:
             raise ConfigurationError(f"`scorer_kwargs` must be a dict, got {type(self.scorer_kwargs).__name__}.")
         get_scorer(self.scorer, **self.scorer_kwargs)  # raises ConfigurationError naming `scorer` or `scorer_kwargs`
         if isinstance(self.test_size, bool) or not (
-                0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())):
-            raise ConfigurationError(f"`test_size` must be a fraction in (0, 1) or a whole number of items, got "
-                                     f"{self.test_size!r}.")
+            0 < self.test_size < 1 or (self.test_size >= 1 and float(self.test_size).is_integer())
+        ):
+            raise ConfigurationError(
+                f"`test_size` must be a fraction in (0, 1) or a whole number of items, got {self.test_size!r}."
+            )
         if self.test_size >= 1:
             self.test_size = int(self.test_size)  # a count of items (the CLI parses "200" as 200.0)
         for name in ("max_test_items", "max_train_items"):
@@ -99,10 +129,13 @@ class SearchArguments:
         try:
             self.cache_budget = parse_bytes(self.cache_budget)
         except ValueError as e:
-            raise ConfigurationError(f"`cache_budget` must be bytes (e.g. 2GB) or 'auto', got {self.cache_budget!r}."
-                                     ) from e
+            raise ConfigurationError(
+                f"`cache_budget` must be bytes (e.g. 2GB) or 'auto', got {self.cache_budget!r}."
+            ) from e
         if self.cache_budget != "auto" and self.cache_budget <= 0:
-            raise ConfigurationError(f"`cache_budget` must be positive, got {self.cache_budget}. Pass bytes or 'auto'.")
+            raise ConfigurationError(
+                f"`cache_budget` must be positive, got {self.cache_budget}. Pass bytes or 'auto'."
+            )
         if self.image_size is not None and self.image_size < 8:
             raise ConfigurationError(f"`image_size` must be >= 8 pixels, got {self.image_size}.")
         if self.max_length < 2:

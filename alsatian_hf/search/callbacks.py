@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+
 logger = logging.getLogger("alsatian_hf")
 
 

@@ -14,6 +14,7 @@ import torch
 from ..candidates.processors import Modality_T, Processor
 from ..errors import DatasetError
 
+
 logger = logging.getLogger("alsatian_hf")
 
 
@@ -24,8 +25,9 @@ class Columns:
     label: str
 
 
-def detect_columns(dataset, *, image_column: str | None = None, text_column: str | None = None,
-                   label_column: str | None = None) -> Columns:
+def detect_columns(
+    dataset, *, image_column: str | None = None, text_column: str | None = None, label_column: str | None = None
+) -> Columns:
     """Find the input and label columns by feature type, or check the ones given.
 
     Raises:
@@ -39,8 +41,10 @@ def detect_columns(dataset, *, image_column: str | None = None, text_column: str
         labels = [n for n, f in features.items() if isinstance(f, ClassLabel)]
         label_column = labels[0] if len(labels) == 1 else ("label" if "label" in features else None)
         if label_column is None:
-            raise DatasetError(f"No label column found (looked for one ClassLabel column or `label`); the dataset "
-                               f"has columns {names}. Pass `label_column=...`.")
+            raise DatasetError(
+                f"No label column found (looked for one ClassLabel column or `label`); the dataset "
+                f"has columns {names}. Pass `label_column=...`."
+            )
     elif label_column not in features:
         raise DatasetError(f"Label column `{label_column}` is not in the dataset; its columns are {names}.")
     if image_column is not None and text_column is not None:
@@ -51,12 +55,17 @@ def detect_columns(dataset, *, image_column: str | None = None, text_column: str
             raise DatasetError(f"Column `{col}` is not in the dataset; its columns are {names}.")
         return Columns("image" if image_column else "text", col, label_column)
     images = [n for n, f in features.items() if isinstance(f, Image) and n != label_column]
-    texts = [n for n, f in features.items() if isinstance(f, Value) and f.dtype in ("string", "large_string")
-             and n != label_column]
+    texts = [
+        n
+        for n, f in features.items()
+        if isinstance(f, Value) and f.dtype in ("string", "large_string") and n != label_column
+    ]
     if len(images) + len(texts) != 1:
         found = images + texts
-        raise DatasetError(f"Cannot tell which column is the input: found {found or 'no image or text column'} among "
-                           f"{names}. Pass `image_column=...` or `text_column=...`.")
+        raise DatasetError(
+            f"Cannot tell which column is the input: found {found or 'no image or text column'} among "
+            f"{names}. Pass `image_column=...` or `text_column=...`."
+        )
     return Columns("image", images[0], label_column) if images else Columns("text", texts[0], label_column)
 
 
@@ -75,8 +84,10 @@ def check_labels(labels: list[int], *, name: str = "train_dataset") -> None:
     if len(classes) < 2:
         raise DatasetError(f"`{name}` has {len(classes)} class; a search needs at least 2 labelled classes.")
     if len(labels) < 2 * len(classes):
-        raise DatasetError(f"`{name}` has {len(labels)} items for {len(classes)} classes; it needs at least "
-                           f"{2 * len(classes)} (2 per class) to hold out a test split.")
+        raise DatasetError(
+            f"`{name}` has {len(labels)} items for {len(classes)} classes; it needs at least "
+            f"{2 * len(classes)} (2 per class) to hold out a test split."
+        )
 
 
 @dataclass
@@ -104,7 +115,7 @@ class PreparedData:
 
                 step = -(-len(values) // self.num_workers)
                 with ThreadPoolExecutor(self.num_workers) as pool:
-                    parts = list(pool.map(fn, [values[i: i + step] for i in range(0, len(values), step)]))
+                    parts = list(pool.map(fn, [values[i : i + step] for i in range(0, len(values), step)]))
                 batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
             else:
                 batch = fn(values)

@@ -23,6 +23,7 @@ from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
 from .strategies import STRATEGIES, Strategy_T
 
+
 logger = logging.getLogger("alsatian_hf")
 
 
@@ -41,12 +42,23 @@ class IterationRecord:
     def to_dict(self) -> dict:
         c = self.counters
         return {
-            "iteration": self.iteration, "candidates": self.candidates, "scores": self.scores,
-            "survivors": self.survivors, "new_items": self.new_items, "train_items": self.train_items,
-            "seconds": dict(c.seconds), "block_executions": c.block_executions, "blocks_loaded": c.blocks_loaded,
-            "bytes_loaded": c.bytes_loaded, "cache_peak": c.cache_peak, "cache_tier_peaks": dict(c.cache_tier_peaks),
-            "chunks": c.chunks, "c_min": c.c_min, "compute_cost": c.compute_cost,
-            "unique_edges": self.unique_edges, "naive_edges": self.naive_edges,
+            "iteration": self.iteration,
+            "candidates": self.candidates,
+            "scores": self.scores,
+            "survivors": self.survivors,
+            "new_items": self.new_items,
+            "train_items": self.train_items,
+            "seconds": dict(c.seconds),
+            "block_executions": c.block_executions,
+            "blocks_loaded": c.blocks_loaded,
+            "bytes_loaded": c.bytes_loaded,
+            "cache_peak": c.cache_peak,
+            "cache_tier_peaks": dict(c.cache_tier_peaks),
+            "chunks": c.chunks,
+            "c_min": c.c_min,
+            "compute_cost": c.compute_cost,
+            "unique_edges": self.unique_edges,
+            "naive_edges": self.naive_edges,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
         }
 
@@ -68,12 +80,21 @@ def select(alive: list[str], scores: dict[str, float], keep: int, order: dict[st
     return sorted(alive, key=lambda m: (-scores[m], order[m]))[:keep]
 
 
-def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: DataSchedule, *,
-                prepare: Callable[[str, tuple[int, ...]], dict[str, torch.Tensor]], scorer: Scorer,
-                strategy: Strategy_T = "alsatian", batch_size: int = 64, cache_budget: int | None = None,
-                tiers: list[Tier] | None = None, device: torch.device | str = "cpu",
-                cache_dir: str | None = None, on_iteration_end: Callable[[IterationRecord], None] | None = None,
-                ) -> HalvingOutcome:
+def run_halving(
+    candidates: list[EngineCandidate],
+    labels: list[int],
+    schedule: DataSchedule,
+    *,
+    prepare: Callable[[str, tuple[int, ...]], dict[str, torch.Tensor]],
+    scorer: Scorer,
+    strategy: Strategy_T = "alsatian",
+    batch_size: int = 64,
+    cache_budget: int | None = None,
+    tiers: list[Tier] | None = None,
+    device: torch.device | str = "cpu",
+    cache_dir: str | None = None,
+    on_iteration_end: Callable[[IterationRecord], None] | None = None,
+) -> HalvingOutcome:
     """Successive halving with the chosen execution strategy.
 
     Args:
@@ -96,8 +117,14 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
     cache = TieredCache(budget, tiers or default_tiers(budget, device), device=device, disk_dir=cache_dir)
     features = FeatureStore()
     executor = Executor({c.model_id: c for c in candidates}, prepare, device=device, cache=cache, features=features)
-    extractor = STRATEGIES[strategy](executor=executor, candidates=candidates, schedule=schedule,
-                                     batch_size=batch_size, cache=cache, cache_budget=cache_budget)
+    extractor = STRATEGIES[strategy](
+        executor=executor,
+        candidates=candidates,
+        schedule=schedule,
+        batch_size=batch_size,
+        cache=cache,
+        cache_budget=cache_budget,
+    )
     label_t = torch.as_tensor(labels)
     alive = [c.model_id for c in candidates]
     outcome = HalvingOutcome(ranking=[], scores={})
@@ -105,8 +132,9 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
         for it in range(1, schedule.num_iterations + 1):
             new_items = sum(len(u.items) for u in schedule.new_units(it))
             record = IterationRecord(it, list(alive), {}, [], new_items, len(schedule.train_items(it)), Counters())
-            bar = progress_bar(desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item",
-                               leave=False)
+            bar = progress_bar(
+                desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
+            )
             executor.on_batch = bar.update
             extractor.extract(it, alive, record)
             bar.close()
@@ -117,8 +145,9 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
             extractor.prune(pruned)
             alive = record.survivors
             outcome.iterations.append(record)
-            logger.info("iteration %d/%d: %d -> %d candidates", it, schedule.num_iterations, len(record.candidates),
-                        len(alive))
+            logger.info(
+                "iteration %d/%d: %d -> %d candidates", it, schedule.num_iterations, len(record.candidates), len(alive)
+            )
             if on_iteration_end is not None:
                 on_iteration_end(record)
     finally:
@@ -130,16 +159,28 @@ def run_halving(candidates: list[EngineCandidate], labels: list[int], schedule: 
     return outcome
 
 
-def _score(scorer: Scorer, features: FeatureStore, alive: list[str], schedule: DataSchedule, iteration: int,
-           labels: torch.Tensor, device: torch.device, counters: Counters) -> dict[str, float]:
+def _score(
+    scorer: Scorer,
+    features: FeatureStore,
+    alive: list[str],
+    schedule: DataSchedule,
+    iteration: int,
+    labels: torch.Tensor,
+    device: torch.device,
+    counters: Counters,
+) -> dict[str, float]:
     """Proxy scores of `alive` on D_1..D_iteration (train) and D_test."""
     t0 = time.perf_counter()
     train_items, test_items = schedule.train_items(iteration), schedule.test.items
     bar = progress_bar(total=len(alive), desc=f"scoring, iteration {iteration}", unit="model", leave=False)
-    scores = score_all(scorer, train_features=[features.get(m, train_items) for m in alive],
-                       train_labels=labels[list(train_items)],
-                       test_features=[features.get(m, test_items) for m in alive],
-                       test_labels=labels[list(test_items)], device=device)
+    scores = score_all(
+        scorer,
+        train_features=[features.get(m, train_items) for m in alive],
+        train_labels=labels[list(train_items)],
+        test_features=[features.get(m, test_items) for m in alive],
+        test_labels=labels[list(test_items)],
+        device=device,
+    )
     bar.update(len(alive))
     bar.close()
     counters.add_time("proxy_scoring", time.perf_counter() - t0)

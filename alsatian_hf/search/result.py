@@ -63,8 +63,14 @@ class SearchResult:
         rows = []
         for it in self.iterations:
             for model, score in it["scores"].items():
-                rows.append({"iteration": it["iteration"], "model": model, "score": score,
-                             "survived": model in it["survivors"]})
+                rows.append(
+                    {
+                        "iteration": it["iteration"],
+                        "model": model,
+                        "score": score,
+                        "survived": model in it["survivors"],
+                    }
+                )
         return pd.DataFrame(rows)
 
     def plot(self, path: str | Path | None = None):
@@ -102,8 +108,13 @@ class SearchResult:
             ax2.bar(xs, vals, bottom=bottom, label=phase)
             bottom = [b + v for b, v in zip(bottom, vals)]
         for x, it in zip(xs, self.iterations):
-            ax2.annotate(f"{len(it['candidates'])}→{len(it['survivors'])}", (x, bottom[xs.index(x)]), ha="center",
-                         va="bottom", fontsize=8)
+            ax2.annotate(
+                f"{len(it['candidates'])}→{len(it['survivors'])}",
+                (x, bottom[xs.index(x)]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax2.set_xlabel("iteration")
         ax2.set_ylabel("seconds")
         ax2.set_title(f"time by phase ({self.strategy})")
@@ -114,23 +125,38 @@ class SearchResult:
         return fig
 
     def summary(self) -> str:
-        lines = [f"# Model search ({self.strategy})", "",
-                 f"{len(self.ranking)} model(s) returned; {self.seconds:.1f}s in total "
-                 f"({self.setup_seconds:.1f}s setup) on {self.device}.", "",
-                 "| rank | model | score |", "|---:|---|---:|"]
+        lines = [
+            f"# Model search ({self.strategy})",
+            "",
+            f"{len(self.ranking)} model(s) returned; {self.seconds:.1f}s in total "
+            f"({self.setup_seconds:.1f}s setup) on {self.device}.",
+            "",
+            "| rank | model | score |",
+            "|---:|---|---:|",
+        ]
         lines += [f"| {r['rank']} | {r['model']} | {r['score']:.4f} |" for r in self.ranking]
-        lines += ["", "## Iterations", "", "| iteration | candidates | survivors | new items | block executions | "
-                  "chunks | cache peak (bytes) | seconds |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Iterations",
+            "",
+            "| iteration | candidates | survivors | new items | block executions | "
+            "chunks | cache peak (bytes) | seconds |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for it in self.iterations:
-            lines.append(f"| {it['iteration']} | {len(it['candidates'])} | {len(it['survivors'])} | {it['new_items']} "
-                         f"| {it['block_executions']} | {it['chunks']} | {it['cache_peak']} | "
-                         f"{sum(it['seconds'].values()):.2f} |")
+            lines.append(
+                f"| {it['iteration']} | {len(it['candidates'])} | {len(it['survivors'])} | {it['new_items']} "
+                f"| {it['block_executions']} | {it['chunks']} | {it['cache_peak']} | "
+                f"{sum(it['seconds'].values()):.2f} |"
+            )
         phases = self.phase_seconds()
         lines += ["", "## Time by phase", ""] + [f"- {p}: {s:.2f}s" for p, s in phases.items()]
         lines += ["", f"Bytes fetched: {self.bytes_fetched} in {self.requests} requests."]
         if self.store:
-            lines.append(f"Block store: {self.store.get('blocks')} blocks, {self.store.get('bytes')} bytes, dedup "
-                         f"ratio {self.store.get('dedup_ratio', 1.0):.2f}.")
+            lines.append(
+                f"Block store: {self.store.get('blocks')} blocks, {self.store.get('bytes')} bytes, dedup "
+                f"ratio {self.store.get('dedup_ratio', 1.0):.2f}."
+            )
         if self.skipped:
             lines += ["", "## Skipped candidates", ""] + [f"- {m}: {r}" for m, r in self.skipped.items()]
         return "\n".join(lines) + "\n"

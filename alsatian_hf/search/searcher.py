@@ -22,6 +22,7 @@ from .data import PreparedData, check_labels, detect_columns, labels_of
 from .halving import HalvingOutcome, run_halving
 from .result import SearchResult
 
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
@@ -68,10 +69,19 @@ class ModelSearcher:
         >>> result.to_pandas()  # doctest: +SKIP
     """
 
-    def __init__(self, candidates: Iterable[CandidateSpec], *, train_dataset: "Dataset",
-                 args: SearchArguments | None = None, eval_dataset: "Dataset | None" = None,
-                 callbacks: list[SearchCallback] | None = None, scorer: Scorer_T | Scorer | None = None,
-                 image_column: str | None = None, text_column: str | None = None, label_column: str | None = None):
+    def __init__(
+        self,
+        candidates: Iterable[CandidateSpec],
+        *,
+        train_dataset: "Dataset",
+        args: SearchArguments | None = None,
+        eval_dataset: "Dataset | None" = None,
+        callbacks: list[SearchCallback] | None = None,
+        scorer: Scorer_T | Scorer | None = None,
+        image_column: str | None = None,
+        text_column: str | None = None,
+        label_column: str | None = None,
+    ):
         self.args = args or SearchArguments()
         self.candidates = list(candidates)
         ids = [candidate_id(c) for c in self.candidates]
@@ -82,22 +92,37 @@ class ModelSearcher:
         self.eval_dataset = eval_dataset
         self.callbacks = [LoggingCallback(), *(callbacks or [])]
         by_name = scorer is None or isinstance(scorer, str)
-        self.scorer = get_scorer(scorer if scorer is not None else self.args.scorer,
-                                 **(self.args.scorer_kwargs if by_name else {}))
+        self.scorer = get_scorer(
+            scorer if scorer is not None else self.args.scorer, **(self.args.scorer_kwargs if by_name else {})
+        )
         self._scorer_name = (scorer or self.args.scorer) if by_name else type(scorer).__name__
-        self.columns = detect_columns(train_dataset, image_column=image_column, text_column=text_column,
-                                      label_column=label_column)
+        self.columns = detect_columns(
+            train_dataset, image_column=image_column, text_column=text_column, label_column=label_column
+        )
         self.skipped: dict[str, str] = {}
         self.listing_seconds = 0.0
 
     @classmethod
-    def from_hub(cls, *, train_dataset: "Dataset", author: str | None = None, filter: str | Iterable[str] | None = None,
-                 search: str | None = None, base_model: str | None = None, library: str | None = None,
-                 pipeline_tag: str | None = None, max_params: int | None = None, limit: int | None = None,
-                 args: SearchArguments | None = None, eval_dataset: "Dataset | None" = None,
-                 callbacks: list[SearchCallback] | None = None, scorer: Scorer_T | Scorer | None = None,
-                 image_column: str | None = None, text_column: str | None = None,
-                 label_column: str | None = None) -> "ModelSearcher":
+    def from_hub(
+        cls,
+        *,
+        train_dataset: "Dataset",
+        author: str | None = None,
+        filter: str | Iterable[str] | None = None,
+        search: str | None = None,
+        base_model: str | None = None,
+        library: str | None = None,
+        pipeline_tag: str | None = None,
+        max_params: int | None = None,
+        limit: int | None = None,
+        args: SearchArguments | None = None,
+        eval_dataset: "Dataset | None" = None,
+        callbacks: list[SearchCallback] | None = None,
+        scorer: Scorer_T | Scorer | None = None,
+        image_column: str | None = None,
+        text_column: str | None = None,
+        label_column: str | None = None,
+    ) -> "ModelSearcher":
         """Candidates from a Hub query (paper §4.1's metadata query), pinned to the commits seen now.
 
         The query arguments are those of `alsatian_hf.hub.list_candidates`; the rest are the constructor's.
@@ -105,11 +130,28 @@ class ModelSearcher:
         from ..hub import list_candidates
 
         start = time.perf_counter()
-        query = list_candidates(author=author, filter=filter, search=search, base_model=base_model, library=library,
-                                pipeline_tag=pipeline_tag, max_params=max_params, limit=limit)
+        query = list_candidates(
+            author=author,
+            filter=filter,
+            search=search,
+            base_model=base_model,
+            library=library,
+            pipeline_tag=pipeline_tag,
+            max_params=max_params,
+            limit=limit,
+        )
         listed = list(progress_bar(iterable=query, desc="listing candidates", unit="model"))
-        searcher = cls(listed, train_dataset=train_dataset, args=args, eval_dataset=eval_dataset, callbacks=callbacks,
-                       scorer=scorer, image_column=image_column, text_column=text_column, label_column=label_column)
+        searcher = cls(
+            listed,
+            train_dataset=train_dataset,
+            args=args,
+            eval_dataset=eval_dataset,
+            callbacks=callbacks,
+            scorer=scorer,
+            image_column=image_column,
+            text_column=text_column,
+            label_column=label_column,
+        )
         searcher.listing_seconds = time.perf_counter() - start
         return searcher
 
@@ -124,8 +166,9 @@ class ModelSearcher:
         prepared = self._prepare()
         setup_seconds = time.perf_counter() - start + self.listing_seconds
         outcome = self._run(prepared)
-        result = self._result(prepared, outcome, seconds=time.perf_counter() - start + self.listing_seconds,
-                              setup_seconds=setup_seconds)
+        result = self._result(
+            prepared, outcome, seconds=time.perf_counter() - start + self.listing_seconds, setup_seconds=setup_seconds
+        )
         if self.args.output_dir:
             result.save(self.args.output_dir)
         for cb in self.callbacks:
@@ -136,24 +179,38 @@ class ModelSearcher:
     def _prepare(self) -> _Prepared:
         args = self.args
         if not self.candidates:
-            raise ConfigurationError("No candidates to search: the candidate list is empty. Check the Hub query "
-                                     "(`author`, `filter`, ...) or pass repo ids / model folders.")
+            raise ConfigurationError(
+                "No candidates to search: the candidate list is empty. Check the Hub query "
+                "(`author`, `filter`, ...) or pass repo ids / model folders."
+            )
         dataset, labels, test_items = self._dataset()
         stats = FetchStats()
         store = BlockStore(args.store_dir)
         data = PreparedData(dataset, self.columns.input, num_workers=args.num_workers)
 
         def schedule_for(num_candidates: int) -> DataSchedule:
-            return make_schedule(labels, num_candidates=num_candidates, result_size=args.result_size,
-                                 test_size=args.test_size, max_test_items=args.max_test_items,
-                                 max_train_items=args.max_train_items, seed=args.seed, test_items=test_items)
+            return make_schedule(
+                labels,
+                num_candidates=num_candidates,
+                result_size=args.result_size,
+                test_size=args.test_size,
+                max_test_items=args.max_test_items,
+                max_train_items=args.max_train_items,
+                seed=args.seed,
+                test_items=test_items,
+            )
 
         schedule = schedule_for(len(self.candidates))
         probe_item = (schedule.train_slices[0].items[0],)
         assembler = CandidateAssembler(
-            store=store, reader=RangeReader(allow_full_download=args.allow_full_download, stats=stats),
-            modality=self.columns.kind, inputs_for=lambda processor: data(data.add(processor), probe_item),
-            revision=args.revision, image_size=args.image_size, max_length=args.max_length)
+            store=store,
+            reader=RangeReader(allow_full_download=args.allow_full_download, stats=stats),
+            modality=self.columns.kind,
+            inputs_for=lambda processor: data(data.add(processor), probe_item),
+            revision=args.revision,
+            image_size=args.image_size,
+            max_length=args.max_length,
+        )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
             cb.on_search_begin(candidates=ids, args=args)
@@ -198,8 +255,9 @@ class ModelSearcher:
         if self.eval_dataset is not None:
             from datasets import concatenate_datasets
 
-            eval_ds = self.eval_dataset.cast(ds.features) if self.eval_dataset.features != ds.features else \
-                self.eval_dataset
+            eval_ds = (
+                self.eval_dataset.cast(ds.features) if self.eval_dataset.features != ds.features else self.eval_dataset
+            )
             test_items = list(range(len(ds), len(ds) + len(eval_ds)))
             ds = concatenate_datasets([ds, eval_ds])
         if len(ds) == 0:
@@ -223,19 +281,30 @@ class ModelSearcher:
             for cb in self.callbacks:
                 cb.on_iteration_end(iteration=record.iteration, scores=record.scores, survivors=record.survivors)
 
-        return run_halving(prepared.candidates, prepared.labels, prepared.schedule, prepare=prepared.data,
-                           scorer=self.scorer, strategy=self.args.strategy, batch_size=self.args.batch_size,
-                           cache_budget=resolve_budget(self.args.cache_budget, prepared.device),
-                           device=prepared.device, on_iteration_end=on_iteration_end)
+        return run_halving(
+            prepared.candidates,
+            prepared.labels,
+            prepared.schedule,
+            prepare=prepared.data,
+            scorer=self.scorer,
+            strategy=self.args.strategy,
+            batch_size=self.args.batch_size,
+            cache_budget=resolve_budget(self.args.cache_budget, prepared.device),
+            device=prepared.device,
+            on_iteration_end=on_iteration_end,
+        )
 
     # -- phase 3: the result --------------------------------------------------------------------------------
-    def _result(self, prepared: _Prepared, outcome: HalvingOutcome, *, seconds: float,
-                setup_seconds: float) -> SearchResult:
+    def _result(
+        self, prepared: _Prepared, outcome: HalvingOutcome, *, seconds: float, setup_seconds: float
+    ) -> SearchResult:
         info = prepared.store.info()
         candidates = prepared.candidates
         return SearchResult(
-            ranking=[{"rank": i + 1, "model": m, "score": outcome.scores[m], "revision": prepared.revisions.get(m)}
-                     for i, m in enumerate(outcome.ranking)],
+            ranking=[
+                {"rank": i + 1, "model": m, "score": outcome.scores[m], "revision": prepared.revisions.get(m)}
+                for i, m in enumerate(outcome.ranking)
+            ],
             iterations=[r.to_dict() for r in outcome.iterations],
             skipped=dict(self.skipped),
             strategy=self.args.strategy,
@@ -245,11 +314,17 @@ class ModelSearcher:
             bytes_fetched=prepared.stats.bytes,
             requests=prepared.stats.requests,
             store={**asdict(info), "dedup_ratio": info.dedup_ratio},
-            plan={"unique_blocks": len({b.content_hash for c in candidates for b in c.blocks}),
-                  "total_blocks": sum(len(c.blocks) for c in candidates),
-                  "chunks": max((r.counters.chunks for r in outcome.iterations), default=0),
-                  "input_keys": sorted({c.input_key for c in candidates})},
-            dataset={"items": len(prepared.dataset), "test_items": len(prepared.schedule.test.items),
-                     "modality": self.columns.kind, "classes": len(set(prepared.labels))},
+            plan={
+                "unique_blocks": len({b.content_hash for c in candidates for b in c.blocks}),
+                "total_blocks": sum(len(c.blocks) for c in candidates),
+                "chunks": max((r.counters.chunks for r in outcome.iterations), default=0),
+                "input_keys": sorted({c.input_key for c in candidates}),
+            },
+            dataset={
+                "items": len(prepared.dataset),
+                "test_items": len(prepared.schedule.test.items),
+                "modality": self.columns.kind,
+                "classes": len(set(prepared.labels)),
+            },
             device=str(prepared.device),
         )

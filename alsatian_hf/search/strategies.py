@@ -17,6 +17,7 @@ from ..candidates import EngineCandidate
 from ..engine import Executor, TieredCache
 from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
 
+
 Strategy_T = Literal["alsatian", "shift", "base"]
 
 
@@ -32,8 +33,16 @@ class ExecutionStrategy:
         cache_budget: bytes for cached intermediates; None means unlimited.
     """
 
-    def __init__(self, *, executor: Executor, candidates: list[EngineCandidate], schedule: DataSchedule,
-                 batch_size: int, cache: TieredCache, cache_budget: int | None):
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        candidates: list[EngineCandidate],
+        schedule: DataSchedule,
+        batch_size: int,
+        cache: TieredCache,
+        cache_budget: int | None,
+    ):
         self.executor = executor
         self.schedule = schedule
         self.batch_size = batch_size
@@ -56,8 +65,9 @@ class AlsatianStrategy(ExecutionStrategy):
         super().__init__(candidates=candidates, **kwargs)
         self.tree = TaskTree()
         for c in candidates:
-            self.tree.add_model(c.model_id, c.input_key,
-                                [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks])
+            self.tree.add_model(
+                c.model_id, c.input_key, [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks]
+            )
 
     def extract(self, iteration: int, alive: list[str], record) -> None:
         batches, counters = self._new_batches(iteration), record.counters

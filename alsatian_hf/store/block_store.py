@@ -27,6 +27,7 @@ from .._safetensors import Tensors, decode, encode
 from ..errors import BlockIntegrityError, SafetensorsHeaderError
 from .identity import content_hash
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (hash TEXT PRIMARY KEY, nbytes INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS model_blocks (repo TEXT NOT NULL, revision TEXT NOT NULL, block INTEGER NOT NULL,
@@ -38,7 +39,6 @@ CREATE TABLE IF NOT EXISTS file_blocks (files_sha TEXT NOT NULL, family TEXT NOT
 CREATE TABLE IF NOT EXISTS verified (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL);
 """
-
 
 
 def default_store_dir() -> Path:
@@ -182,8 +182,9 @@ class BlockStore:
         stamp = self._stamp(block_hash, path)
         if not self._is_verified(stamp):
             if not _matches(path, block_hash):
-                raise BlockIntegrityError(f"block file {path} is corrupt (hash mismatch); run "
-                                          "`alsatian-hf store gc --verify`.")
+                raise BlockIntegrityError(
+                    f"block file {path} is corrupt (hash mismatch); run `alsatian-hf store gc --verify`."
+                )
             with self._db() as db:
                 self._mark_verified(stamp, db)
         return load_file(str(path))
@@ -191,24 +192,31 @@ class BlockStore:
     # -- index ---------------------------------------------------------------------------------------------
     def index_model(self, repo: str, revision: str, family: str, hashes: dict[int, str]) -> None:
         with self._db() as db:
-            db.executemany("INSERT OR REPLACE INTO model_blocks VALUES (?, ?, ?, ?, ?)",
-                           [(repo, revision, i, family, h) for i, h in hashes.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO model_blocks VALUES (?, ?, ?, ?, ?)",
+                [(repo, revision, i, family, h) for i, h in hashes.items()],
+            )
 
     def model_hashes(self, repo: str, revision: str, family: str) -> dict[int, str]:
         with self._db() as db:
-            rows = db.execute("SELECT block, hash FROM model_blocks WHERE repo=? AND revision=? AND family=?",
-                              (repo, revision, family)).fetchall()
+            rows = db.execute(
+                "SELECT block, hash FROM model_blocks WHERE repo=? AND revision=? AND family=?",
+                (repo, revision, family),
+            ).fetchall()
         return {i: h for i, h in rows if self.has(h)}
 
     def index_files(self, files_sha: str, family: str, hashes: dict[int, str]) -> None:
         with self._db() as db:
-            db.executemany("INSERT OR REPLACE INTO file_blocks VALUES (?, ?, ?, ?)",
-                           [(files_sha, family, i, h) for i, h in hashes.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO file_blocks VALUES (?, ?, ?, ?)",
+                [(files_sha, family, i, h) for i, h in hashes.items()],
+            )
 
     def files_hashes(self, files_sha: str, family: str) -> dict[int, str]:
         with self._db() as db:
-            rows = db.execute("SELECT block, hash FROM file_blocks WHERE files_sha=? AND family=?",
-                              (files_sha, family)).fetchall()
+            rows = db.execute(
+                "SELECT block, hash FROM file_blocks WHERE files_sha=? AND family=?", (files_sha, family)
+            ).fetchall()
         return {i: h for i, h in rows if self.has(h)}
 
     def save_layout(self, repo: str, revision: str, layout_json: str) -> None:
@@ -259,6 +267,10 @@ class BlockStore:
                 db.executemany(f"DELETE FROM {table} WHERE rowid=?", stale)
                 removed["stale_rows"] += len(stale)
             for table in ("blocks", "verified"):
-                db.execute(f"DELETE FROM {table} WHERE hash NOT IN (%s)" % ",".join("?" * len(present)) if present
-                           else f"DELETE FROM {table}", tuple(present))
+                db.execute(
+                    f"DELETE FROM {table} WHERE hash NOT IN (%s)" % ",".join("?" * len(present))
+                    if present
+                    else f"DELETE FROM {table}",
+                    tuple(present),
+                )
         return removed

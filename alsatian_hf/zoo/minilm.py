@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .builder import TransformersSource
 from ..errors import DataNotInstalledError
+from .builder import TransformersSource
 
 
 def minilm_dir() -> Path:
@@ -22,5 +22,10 @@ def minilm_source(num_labels: int = 4) -> TransformersSource:
 
     folder = minilm_dir()
     config = AutoConfig.from_pretrained(folder, num_labels=num_labels, architectures=["BertForSequenceClassification"])
-    return TransformersSource(config=config, pretrained_dir=folder, auto_class="AutoModelForSequenceClassification",
-                              processor=AutoTokenizer.from_pretrained(folder), pipeline_tag="text-classification")
+    return TransformersSource(
+        config=config,
+        pretrained_dir=folder,
+        auto_class="AutoModelForSequenceClassification",
+        processor=AutoTokenizer.from_pretrained(folder),
+        pipeline_tag="text-classification",
+    )

@@ -17,12 +17,14 @@ from alsatian_hf.search import SearchCallback
 from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
 from alsatian_hf.zoo.data import digits, fashion_mnist, newsgroups
 
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _args(tmp_path, **kw):
-    base = dict(result_size=2, image_size=32, store_dir=str(tmp_path / "store"), batch_size=32,
-                scorer_kwargs={"epochs": 20})
+    base = dict(
+        result_size=2, image_size=32, store_dir=str(tmp_path / "store"), batch_size=32, scorer_kwargs={"epochs": 20}
+    )
     base.update(kw)
     return SearchArguments(**base)
 
@@ -31,8 +33,12 @@ def _args(tmp_path, **kw):
 def minilm_zoo(hub_root):
     from alsatian_hf.zoo.minilm import minilm_source
 
-    return build_zoo(ZooSpec("textorg", minilm_source(num_labels=4), num_models=4, distribution="top_layers",
-                             seed=0, name="minilm"), hub_root)
+    return build_zoo(
+        ZooSpec(
+            "textorg", minilm_source(num_labels=4), num_models=4, distribution="top_layers", seed=0, name="minilm"
+        ),
+        hub_root,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +46,27 @@ def vit_zoo(hub_root):
     """Tiny transformers ViTs with an image processor, for the image path through AutoImageProcessor."""
     from transformers import ViTConfig, ViTImageProcessor
 
-    config = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
-                       image_size=32, patch_size=8, num_labels=10)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        num_labels=10,
+    )
     proc = ViTImageProcessor(size={"height": 32, "width": 32})
-    return build_zoo(ZooSpec("vitorg", TransformersSource(config=config, processor=proc), num_models=5,
-                             distribution="top_50", seed=0, name="vit"), hub_root)
+    return build_zoo(
+        ZooSpec(
+            "vitorg",
+            TransformersSource(config=config, processor=proc),
+            num_models=5,
+            distribution="top_50",
+            seed=0,
+            name="vit",
+        ),
+        hub_root,
+    )
 
 
 @pytest.mark.slow
@@ -56,8 +78,9 @@ def test_image_search_fashion_mnist_matches_base(hub, tiny_zoo, tmp_path):
         def on_iteration_end(self, *, iteration, scores, survivors):
             seen.append((iteration, survivors))
 
-    res = ModelSearcher.from_hub(author="tiny", train_dataset=ds, args=_args(tmp_path),
-                                 callbacks=[Recorder()]).search()
+    res = ModelSearcher.from_hub(
+        author="tiny", train_dataset=ds, args=_args(tmp_path), callbacks=[Recorder()]
+    ).search()
     base = ModelSearcher.from_hub(author="tiny", train_dataset=ds, args=_args(tmp_path, strategy="base")).search()
     shift = ModelSearcher.from_hub(author="tiny", train_dataset=ds, args=_args(tmp_path, strategy="shift")).search()
     assert res.models == base.models == shift.models and len(res.models) == 2
@@ -78,8 +101,9 @@ def test_text_search_minilm_on_newsgroups_matches_base(hub, minilm_zoo, tmp_path
     ds = newsgroups(num_items=120, seed=0, categories=cats)
     args = dict(max_length=48, scorer="knn", scorer_kwargs={})
     res = ModelSearcher.from_hub(author="textorg", train_dataset=ds, args=_args(tmp_path, **args)).search()
-    base = ModelSearcher.from_hub(author="textorg", train_dataset=ds, args=_args(tmp_path, strategy="base",
-                                                                                 **args)).search()
+    base = ModelSearcher.from_hub(
+        author="textorg", train_dataset=ds, args=_args(tmp_path, strategy="base", **args)
+    ).search()
     assert not res.skipped and res.models == base.models and len(res.models) == 2
     assert res.dataset["modality"] == "text"
 
@@ -95,11 +119,34 @@ def test_cli_ranking_matches_api(hub, tiny_zoo, tmp_path):
     ds = digits(num_items=100, seed=0)
     ds.save_to_disk(str(tmp_path / "ds"))
     api = ModelSearcher.from_hub(author="tiny", train_dataset=ds, args=_args(tmp_path)).search()
-    out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset",
-                          str(tmp_path / "ds"), "--result-size", "2", "--image-size", "32", "--store-dir",
-                          str(tmp_path / "store"), "--batch-size", "32", "--scorer-kwargs", '{"epochs": 20}',
-                          "--output-dir", str(tmp_path / "cli-out")],
-                         capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alsatian_hf.cli",
+            "search",
+            "--author",
+            "tiny",
+            "--dataset",
+            str(tmp_path / "ds"),
+            "--result-size",
+            "2",
+            "--image-size",
+            "32",
+            "--store-dir",
+            str(tmp_path / "store"),
+            "--batch-size",
+            "32",
+            "--scorer-kwargs",
+            '{"epochs": 20}',
+            "--output-dir",
+            str(tmp_path / "cli-out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert SearchResult.load(tmp_path / "cli-out").models == api.models
     for model in api.models:
@@ -108,10 +155,26 @@ def test_cli_ranking_matches_api(hub, tiny_zoo, tmp_path):
 
 @pytest.mark.slow
 def test_make_demo_writes_the_report(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "alsatian_hf.demo", "--cache-dir", str(tmp_path / "cache"),
-                          "--output-dir", str(tmp_path / "demo-output"), "--models", "8", "--items", "300"],
-                         capture_output=True, text=True, timeout=900, cwd=ROOT,
-                         env={k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_HOME")})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alsatian_hf.demo",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--output-dir",
+            str(tmp_path / "demo-output"),
+            "--models",
+            "8",
+            "--items",
+            "300",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_HOME")},
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "same ranking: True" in out.stdout
     assert (tmp_path / "demo-output" / "summary.md").is_file()
@@ -121,7 +184,8 @@ def test_make_demo_writes_the_report(tmp_path):
 def _image_ds(n=40, classes=4):
     ds = digits(num_items=n, seed=0)
     return ds.map(lambda ex: {"label": ex["label"] % classes}).cast_column(
-        "label", ClassLabel(names=[str(i) for i in range(classes)]))
+        "label", ClassLabel(names=[str(i) for i in range(classes)])
+    )
 
 
 def test_missing_label_column_lists_columns(tiny_zoo, tmp_path):
@@ -162,8 +226,11 @@ def test_empty_candidate_list(tmp_path):
 
 def test_image_models_on_text_dataset_are_skipped(hub, tiny_zoo, minilm_zoo, tmp_path):
     ds = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos"])
-    res = ModelSearcher([tiny_zoo.repo_ids[0], minilm_zoo.repo_ids[0], minilm_zoo.repo_ids[1]], train_dataset=ds,
-                        args=_args(tmp_path, max_length=32, scorer="knn", scorer_kwargs={})).search()
+    res = ModelSearcher(
+        [tiny_zoo.repo_ids[0], minilm_zoo.repo_ids[0], minilm_zoo.repo_ids[1]],
+        train_dataset=ds,
+        args=_args(tmp_path, max_length=32, scorer="knn", scorer_kwargs={}),
+    ).search()
     assert "dataset is text" in res.skipped[tiny_zoo.repo_ids[0]] or "text" in res.skipped[tiny_zoo.repo_ids[0]]
     assert sorted(res.models) == sorted(minilm_zoo.repo_ids[:2])
 
@@ -175,17 +242,25 @@ def test_missing_preprocessor_config_is_skipped(hub, hub_root, vit_zoo, tmp_path
     if not broken.exists():
         shutil.copytree(hub_root / vit_zoo.repo_ids[1], broken)
         (broken / "preprocessor_config.json").unlink()
-    res = ModelSearcher([vit_zoo.repo_ids[0], vit_zoo.repo_ids[2], "vitorg/vit-noproc"], train_dataset=digits(num_items=60),
-                        args=_args(tmp_path, result_size=1, image_size=None)).search()
+    res = ModelSearcher(
+        [vit_zoo.repo_ids[0], vit_zoo.repo_ids[2], "vitorg/vit-noproc"],
+        train_dataset=digits(num_items=60),
+        args=_args(tmp_path, result_size=1, image_size=None),
+    ).search()
     assert "preprocessor_config.json" in res.skipped["vitorg/vit-noproc"]
     assert len(res.models) == 1
 
 
 def test_search_arguments_validation_names_the_field():
-    for kwargs, name in [({"result_size": 0}, "result_size"), ({"strategy": "fast"}, "strategy"),
-                         ({"cache_budget": -1}, "cache_budget"), ({"scorer": "svm"}, "scorer"),
-                         ({"test_size": 1.5}, "test_size"), ({"scorer_kwargs": "{bad"}, "scorer_kwargs"),
-                         ({"scorer": "knn", "scorer_kwargs": {"epochs": 3}}, "scorer_kwargs")]:
+    for kwargs, name in [
+        ({"result_size": 0}, "result_size"),
+        ({"strategy": "fast"}, "strategy"),
+        ({"cache_budget": -1}, "cache_budget"),
+        ({"scorer": "svm"}, "scorer"),
+        ({"test_size": 1.5}, "test_size"),
+        ({"scorer_kwargs": "{bad"}, "scorer_kwargs"),
+        ({"scorer": "knn", "scorer_kwargs": {"epochs": 3}}, "scorer_kwargs"),
+    ]:
         with pytest.raises(ConfigurationError, match=f"`{name}`"):
             SearchArguments(**kwargs)
 
