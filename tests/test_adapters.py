@@ -319,3 +319,26 @@ def test_discovery_refuses_what_it_cannot_reproduce():
     electra = T.ElectraModel(T.ElectraConfig(**_BERT)).eval()
     with pytest.raises(UnsupportedArchitectureError, match="text models"):
         split_model(electra)
+
+
+def test_register_adapter_warns_on_overwrite_and_list_adapters_filters():
+    from alsatian_hf.adapters import Adapter, list_adapters, register_adapter
+    from alsatian_hf.adapters._base import _REGISTRY
+
+    @register_adapter("test_layout_arch")
+    class First(Adapter):
+        pass
+
+    try:
+        with pytest.warns(UserWarning, match="First"):
+
+            @register_adapter("test_layout_arch")
+            class Second(Adapter):
+                pass
+
+        assert type(_REGISTRY["test_layout_arch"]).__name__ == "Second"
+        assert list_adapters("test_layout_*") == ["test_layout_arch"]
+        assert "timm:ResNet" in list_adapters(["timm:Res*", "bert"]) and "bert" in list_adapters(["timm:Res*", "bert"])
+        assert list_adapters() == sorted(_REGISTRY)
+    finally:
+        _REGISTRY.pop("test_layout_arch", None)

@@ -162,3 +162,46 @@ def test_score_many_equals_scoring_one_by_one():
         test_features=[s[180:] for s in sets],
         test_labels=y[180:],
     ) == [_score(knn, s, y) for s in sets]
+
+
+def test_batch_scorer_protocol_is_declared_and_batched_scores_equal_single_ones():
+    from alsatian_hf.scoring import BatchScorer, Scorer
+
+    y, good, noise = _data()
+    assert isinstance(LinearProbe(), BatchScorer) and not isinstance(KNN(), BatchScorer)
+    assert all(isinstance(s, Scorer) for s in (LinearProbe(), KNN(), LogME(), HScore()))
+    probe = LinearProbe(epochs=10)
+    many = score_all(
+        probe,
+        train_features=[good[:180], noise[:180]],
+        train_labels=y[:180],
+        test_features=[good[180:], noise[180:]],
+        test_labels=y[180:],
+        device="cpu",
+    )
+    assert many == [_score(probe, good, y), _score(probe, noise, y)]
+
+
+def test_scorer_objects_are_checked_against_the_protocol():
+    from alsatian_hf.scoring import check_scorer
+
+    class Good:
+        def score(self, *, train_features, train_labels, test_features, test_labels, device="cpu"):
+            return 1.0
+
+    class Kwargs:
+        def score(self, **kwargs):
+            return 1.0
+
+    class NoDevice:
+        def score(self, *, train_features, train_labels, test_features, test_labels):
+            return 1.0
+
+    assert (
+        get_scorer(Good()).score(train_features=None, train_labels=None, test_features=None, test_labels=None) == 1.0
+    )
+    check_scorer(Kwargs())
+    with pytest.raises(ConfigurationError, match="`device`"):
+        check_scorer(NoDevice())
+    with pytest.raises(ConfigurationError, match="scorer_kwargs"):
+        get_scorer(Good(), k=3)

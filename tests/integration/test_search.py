@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import ClassLabel
 
 from alsatian_hf import ModelSearcher, SearchArguments, SearchResult
@@ -269,3 +270,96 @@ def test_eval_dataset_serves_as_test_split(hub, tiny_zoo, tmp_path):
     train, test = _image_ds(60), _image_ds(24)
     res = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=train, args=_args(tmp_path), eval_dataset=test).search()
     assert res.dataset["test_items"] == 24 and res.dataset["items"] == 84
+
+
+class _NearestMean:
+    """A user's scorer that follows the documented protocol: a pure `score` that takes `device`."""
+
+    def __init__(self):
+        self.devices = []
+
+    def score(self, *, train_features, train_labels, test_features, test_labels, device="cpu"):
+        self.devices.append(str(device))
+        classes = train_labels.unique()
+        means = torch.stack([train_features[train_labels == c].mean(0) for c in classes])
+        pred = classes[torch.cdist(test_features.float(), means.float()).argmin(1)]
+        return float((pred == test_labels).float().mean())
+
+
+def test_a_scorer_object_ranks_alike_in_every_strategy_and_gets_the_device(hub, tiny_zoo, tmp_path):
+    ds = digits(num_items=80, seed=0)
+    results = {}
+    for strategy in ("alsatian", "shift", "base"):
+        scorer = _NearestMean()
+        results[strategy] = ModelSearcher(
+            tiny_zoo.repo_ids,
+            train_dataset=ds,
+            args=_args(tmp_path, strategy=strategy, scorer_kwargs={}),
+            scorer=scorer,
+        ).search()
+        assert scorer.devices and set(scorer.devices) == {results[strategy].device}
+    assert results["alsatian"].models == results["shift"].models == results["base"].models
+    assert results["alsatian"].arguments["scorer"] == "_NearestMean"
+
+
+def test_a_scorer_object_without_the_protocol_is_refused_with_the_fix(tiny_zoo, tmp_path):
+    class NoDevice:
+        def score(self, *, train_features, train_labels, test_features, test_labels):
+            return 0.0
+
+    with pytest.raises(ConfigurationError, match="`device`"):
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=_image_ds(), args=_args(tmp_path), scorer=NoDevice())
+    with pytest.raises(ConfigurationError, match="Scorer"):
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=_image_ds(), args=_args(tmp_path), scorer=object())
+    with pytest.raises(ConfigurationError, match="ModelSearcher\\(scorer=...\\)"):
+        SearchArguments(scorer=_NearestMean())
+
+
+def test_entry_point_is_keyword_only_and_rejects_duplicates(tiny_zoo, tmp_path):
+    with pytest.raises(TypeError):
+        ModelSearcher(tiny_zoo.repo_ids, _image_ds())  # the dataset must be passed by name
+    with pytest.raises(ConfigurationError, match="more than once"):
+        ModelSearcher([tiny_zoo.repo_ids[0]] * 2, train_dataset=_image_ds(), args=_args(tmp_path))
+
+
+def test_hf_argument_parser_offers_the_literal_choices():
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(SearchArguments)
+    actions = {a.dest: a for a in parser._actions}
+    assert tuple(actions["strategy"].choices) == ("alsatian", "shift", "base")
+    assert tuple(actions["scorer"].choices) == ("linear", "knn", "logme", "hscore")
+    (args,) = parser.parse_args_into_dataclasses(["--strategy", "shift", "--test_size", "200"])
+    assert args.strategy == "shift" and args.test_size == 200 and isinstance(args.test_size, int)
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--strategy", "fast"])
+
+
+def test_the_console_shows_one_bar_per_phase(hub, tiny_zoo, tmp_path):
+    """With progress bars on, a search draws its own phase bars and no per-candidate download bar."""
+    ds = digits(num_items=60, seed=0)
+    ds.save_to_disk(str(tmp_path / "ds"))
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env["HF_HOME"] = str(tmp_path / "fresh-hf-home")  # a cold HF cache: every candidate's small files download
+    cmd = [
+        sys.executable,
+        "-m",
+        "alsatian_hf.cli",
+        "search",
+        "--author",
+        "tiny",
+        "--dataset",
+        str(tmp_path / "ds"),
+        "--result-size",
+        "2",
+        "--image-size",
+        "32",
+        "--store-dir",
+        str(tmp_path / "store"),
+        "--scorer",
+        "knn",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "listing candidates" in out.stderr and "preparing candidates" in out.stderr
+    assert "Fetching" not in out.stderr and "Download complete" not in out.stderr
