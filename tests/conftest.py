@@ -43,11 +43,6 @@ socket.getaddrinfo = _local_only_getaddrinfo
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def session_dir() -> Path:
-    return _SESSION_DIR
-
-
 @pytest.fixture()
 def hub():
     """The session's local hub; its fault settings and request log are reset around each test."""

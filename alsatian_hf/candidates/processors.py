@@ -28,7 +28,6 @@ class Processor:
     key: str  # the input key: a hash of the processor config
     kind: Modality_T
     fn: Callable[[list[Any]], dict[str, torch.Tensor]]
-    description: str = ""
 
 
 def _key(obj: Any) -> str:
@@ -51,7 +50,7 @@ def timm_processor(model, image_size: int | None) -> Processor:
     def fn(images):
         return {"pixel_values": torch.stack([transform(im.convert("RGB")) for im in images])}
 
-    return Processor(_key(["timm", cfg]), "image", fn, f"timm {cfg['input_size']}")
+    return Processor(_key(["timm", cfg]), "image", fn)
 
 
 def image_processor(config_dir: Path, image_size: int | None) -> Processor:
@@ -77,7 +76,7 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
             ]
         }
 
-    return Processor(_key(["hf-image", spec, kwargs]), "image", fn, type(proc).__name__)
+    return Processor(_key(["hf-image", spec, kwargs]), "image", fn)
 
 
 def _model_type(config_dir: Path) -> str:
@@ -113,7 +112,7 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
         enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
-    return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn, type(tok).__name__)
+    return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn)
 
 
 def processor_for(

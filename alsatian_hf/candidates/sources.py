@@ -119,9 +119,6 @@ class HubBlockSource:
     def keys(self) -> list[str]:
         return list(self.layout)
 
-    def feature_extractor_bytes(self, split: SplitModel) -> int:
-        return sum(self.layout[k].nbytes for b in split.blocks for k in b.keys)
-
     def _index(self, split: SplitModel) -> dict[int, str]:
         if self._known is None:
             self._known = self.store.model_hashes(self.repo_id, self.revision, split.family)

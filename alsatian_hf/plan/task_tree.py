@@ -130,10 +130,3 @@ class TaskTree:
     def naive_edges(self) -> int:
         """Block executions per item without sharing (every model runs whole)."""
         return sum(len(p) for p in self.model_paths.values())
-
-    def shared_cost(self) -> float:
-        """Compute cost per item with sharing: every unique edge once."""
-        return sum(n.cost for n in self.nodes())
-
-    def naive_cost(self) -> float:
-        return sum(n.cost for p in self.model_paths.values() for n in p)
