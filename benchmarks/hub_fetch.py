@@ -1,84 +1,89 @@
-"""Hub fetch benchmark: bytes and requests per model, and the block store's dedup ratio, per distribution.
+"""Bytes from the hub (`hub_fetch`): one search per strategy from a cold block store, against the lower bound.
 
-    python -m benchmarks.hub_fetch [--arch resnet18] [--models 35]
-
-For each distribution it builds a zoo (paper §6, M_syn), serves it with the local hub, runs one search with a
-cold block store, and reads the hub's request log: weight bytes and requests per model, header bytes, the
-candidates' feature-extractor bytes (the lower bound: every block of every candidate fetched once), and
-the store's size against the bytes the candidates reference.
+The lower bound is every candidate's feature-extractor bytes once, plus the safetensors headers; a head is
+never fetched. The last search leaves the zoo's store warm for the timed cells.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import tempfile
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from alsatian_hf.localhub import HubServer, use_endpoint
+from alsatian_hf._safetensors import decode, read_file_header
+from alsatian_hf.localhub import HubServer
+from alsatian_hf.store.block_store import BlockStore
+
+from ._tables import Table
+from .suites import ARCHS, STRATEGIES, Run, dataset, org_of, search
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="resnet18")
-    p.add_argument("--models", type=int, default=35)
-    p.add_argument("--items", type=int, default=64)
-    p.add_argument("--work-dir", type=Path, default=None)
-    args = p.parse_args(argv)
-    if args.work_dir is not None:
-        return _run(args, args.work_dir)
-    with tempfile.TemporaryDirectory(prefix="alsatian-hub-fetch-") as work:  # zoos and stores: hundreds of MB
-        return _run(args, Path(work))
+HEAD_PREFIXES = ("fc.", "classifier.", "head.")
 
 
-def _run(args, work: Path) -> None:
-    os.environ.setdefault("HF_HOME", str(work / "hf-home"))
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    hub = HubServer(work / "hub").start()
-    use_endpoint(hub.url)
+@dataclass(kw_only=True)
+class HubFetchRow:
+    suite: str
+    architecture: str
+    distribution: str
+    num_models: int
+    strategy: str
+    bytes_fetched: int
+    header_bytes: int
+    feature_extractor_bytes: int  # the lower bound: every candidate's feature extractor once
+    requests: int
+    bytes_per_model: int
+    requests_per_model: float
+    store_bytes: int
+    unique_block_bytes: int
+    dedup_ratio: float
+    device: str
+    torch_version: str
+    code_revision: str
 
-    from alsatian_hf import ModelSearcher, SearchArguments
-    from alsatian_hf.store.block_store import BlockStore
-    from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
-    from alsatian_hf.zoo.data import fashion_mnist
-    from benchmarks.run import _feature_extractor_bytes, header_bytes
 
-    ds = fashion_mnist(num_items=args.items, seed=0)
-    print(f"{args.models} x {args.arch}, cold store per distribution")
-    print(
-        f"{'distribution':<12} {'MB/model':>9} {'req/model':>10} {'header KB':>10} {'fetched/FE':>11} "
-        f"{'store MB':>9} {'dedup':>6}"
+def run_hub_fetch(run: Run, *, arch: str, dist: str) -> None:
+    table = Table(run.out / "hub_fetch.csv", HubFetchRow)
+    org, store = org_of(arch, dist), run.store(org_of(arch, dist))
+    ds = dataset(arch, 64 if ARCHS[arch].modality == "image" else 40)
+    fe = feature_extractor_bytes(run.hub.root / org)
+    num_models = run.suite.num_models
+    for strategy in STRATEGIES:
+        key = dict(architecture=arch, distribution=dist, num_models=num_models, strategy=strategy)
+        if not run.force and table.has(**key) and store.is_dir():
+            continue
+        table.drop(**key)
+        shutil.rmtree(store, ignore_errors=True)
+        run.hub.clear_log()
+        res = search(run, org=org, ds=ds, strategy=strategy)
+        blocks = BlockStore(store)
+        info = blocks.info()
+        unique = sum(len(b) for p in blocks.block_files() for *_, b in decode(p.read_bytes()))
+        table.add(HubFetchRow(
+            suite=run.suite_name, **key, bytes_fetched=res.bytes_fetched, header_bytes=header_bytes(run.hub),
+            feature_extractor_bytes=fe, requests=res.requests, bytes_per_model=res.bytes_fetched // num_models,
+            requests_per_model=round(res.requests / num_models, 1), store_bytes=info.bytes,
+            unique_block_bytes=unique, dedup_ratio=round(info.dedup_ratio, 3), **run.env,
+        ))  # fmt: skip
+        print(f"  {org} {strategy}: fetched {res.bytes_fetched / 1e6:.1f} MB in {res.requests} requests "
+              f"(feature extractors {fe / 1e6:.1f} MB), store dedup {info.dedup_ratio:.2f}", flush=True)  # fmt: skip
+
+
+def header_bytes(hub: HubServer) -> int:
+    """Bytes of safetensors header reads (the 8-byte length and the JSON) in the hub's request log."""
+    return sum(
+        r.bytes_sent
+        for r in hub.requests(kind="resolve")
+        if r.path.endswith(".safetensors") and r.range and r.range.startswith(("bytes=0-7", "bytes=8-"))
     )
-    for dist in ("top_50", "top_25", "top_layers"):
-        org = f"fetch-{dist.replace('_', '-')}"
-        build_zoo(
-            ZooSpec(
-                org,
-                TimmSource(args.arch, model_args={"num_classes": 10}),
-                num_models=args.models,
-                distribution=dist,
-                seed=0,
-            ),
-            hub.root,
-            overwrite=True,
-        )
-        store = work / "stores" / org
-        hub.clear_log()
-        res = ModelSearcher.from_hub(
-            author=org,
-            train_dataset=ds,
-            args=SearchArguments(result_size=1, image_size=32, store_dir=str(store), scorer="knn"),
-        ).search()
-        header = header_bytes(hub)
-        fe = _feature_extractor_bytes(hub.root / org)
-        info = BlockStore(store).info()
-        print(
-            f"{dist:<12} {res.bytes_fetched / args.models / 1e6:>9.2f} {res.requests / args.models:>10.1f} "
-            f"{header / 1e3:>10.1f} {(res.bytes_fetched - header) / fe:>11.3f} {info.bytes / 1e6:>9.1f} "
-            f"{info.dedup_ratio:>6.2f}"
-        )
-    hub.stop()
 
 
-if __name__ == "__main__":
-    main()
+def feature_extractor_bytes(org_dir: Path) -> int:
+    """Bytes of every tensor but the heads' in an org's checkpoints."""
+    total = 0
+    for repo in sorted(p for p in org_dir.iterdir() if p.is_dir()):
+        for shard in repo.glob("*.safetensors"):
+            header, _ = read_file_header(shard)
+            total += sum(m["data_offsets"][1] - m["data_offsets"][0] for k, m in header.items()
+                         if not k.startswith(HEAD_PREFIXES))  # fmt: skip
+    return total

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import platform
 from pathlib import Path
+
+from ._tables import dtypes, read_rows
+from .block_times import BlockTimesRow
+from .end_to_end import EndToEndRow, TimeBreakdownRow
+from .hub_fetch import HubFetchRow
+from .input_scaling import InputScalingRow
+from .memory_budget import MemoryBudgetRow
+from .planner_scaling import PlannerScalingRow
 
 
 # The paper's GPU ratios at 2000 items (§6.1, §6.5): alsatian vs shift, except BERT (vs base).
@@ -16,128 +23,90 @@ TARGETS = {
     ("vit_tiny", "top_layers"): ("shift", 10.7),
     ("minilm", "top_layers"): ("base", 13.8),
 }
-TABLES = [
-    "end_to_end",
-    "time_breakdown",
-    "memory_budget",
-    "input_scaling",
-    "block_times",
-    "planner_scaling",
-    "hub_fetch",
-]
-DTYPES = {
-    "seconds": "float64",
-    "search_seconds": "float64",
-    "setup_seconds": "float64",
-    "speedup_vs_base": "float64",
-    "speedup_vs_shift": "float64",
-    "ideal_speedup": "float64",
-    "of_ideal": "float64",
-    "dedup_ratio": "float64",
-    "prepare_data": "float64",
-    "prepare_model": "float64",
-    "inference": "float64",
-    "proxy_scoring": "float64",
-    "setup": "float64",
-    "requests_per_model": "float64",
-    "other_seconds": "float64",
-    "inference_speedup_vs_shift": "float64",
-    "ms_per_batch": "float64",
-    "time_share": "float64",
-    "flop_share": "float64",
-    "time_ideal_speedup": "float64",
-    "of_time_ideal": "float64",
+# Each table's row dataclass: its fields are the CSV's columns and their annotations the card's dtypes.
+TABLES: dict[str, type] = {
+    "end_to_end": EndToEndRow,
+    "time_breakdown": TimeBreakdownRow,
+    "memory_budget": MemoryBudgetRow,
+    "input_scaling": InputScalingRow,
+    "block_times": BlockTimesRow,
+    "planner_scaling": PlannerScalingRow,
+    "hub_fetch": HubFetchRow,
 }
-INTS = {
-    "num_models",
-    "num_items",
-    "repeats",
-    "block_executions",
-    "bytes_fetched",
-    "chunks",
-    "c_min",
-    "cache_peak",
-    "blocks_per_model",
-    "unique_edges",
-    "header_bytes",
-    "feature_extractor_bytes",
-    "requests",
-    "bytes_per_model",
-    "store_bytes",
-    "unique_block_bytes",
-    "image_size",
-    "block",
-    "batch_size",
-}
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _dtype(column: str) -> str:
-    if column in DTYPES:
-        return DTYPES[column]
-    if column in INTS:
-        return "int64"
-    return "string"
+STRATEGY_ORDER = ["base", "shift", "alsatian"]
+PHASE_ORDER = ["setup", "prepare_data", "prepare_model", "inference", "proxy_scoring"]
 
 
 def plot(out: Path) -> None:
+    """`end_to_end.png` in the style of the paper's Fig. 10 and `time_breakdown.png` in that of Fig. 11."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _read(out / "end_to_end.csv")
+    rows = read_rows(out / "end_to_end.csv")
     if rows:
-        cells = sorted({(r["architecture"], r["distribution"], int(r["num_items"])) for r in rows})
-        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(cells)), 4))
-        width = 0.27
-        for i, strategy in enumerate(["base", "shift", "alsatian"]):
-            vals = [
-                next(
-                    (
-                        float(r["seconds"])
-                        for r in rows
-                        if (r["architecture"], r["distribution"], int(r["num_items"])) == c
-                        and r["strategy"] == strategy
-                    ),
-                    0.0,
-                )
-                for c in cells
-            ]
-            ax.bar([x + (i - 1) * width for x in range(len(cells))], vals, width, label=strategy)
-        ax.set_xticks(range(len(cells)), [f"{a}\n{d}\n{n}" for a, d, n in cells], fontsize=7)
-        ax.set_ylabel("end-to-end seconds (median)")
-        ax.set_title("Search time per strategy (cf. paper Fig. 10)")
-        ax.legend()
+        fig = _grouped_panels(plt, rows, value=lambda r: float(r["seconds"]), ylabel="end-to-end seconds (median)")
+        fig.suptitle("Search time per strategy (cf. paper Fig. 10)")
         fig.tight_layout()
         fig.savefig(out / "end_to_end.png", dpi=100)
         plt.close(fig)
-    rows = _read(out / "time_breakdown.csv")
+    rows = read_rows(out / "time_breakdown.csv")
     if rows:
-        labels = [f"{r['architecture']}\n{r['distribution']}\n{r['num_items']}\n{r['strategy']}" for r in rows]
-        fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows)), 4.5))
-        bottom = [0.0] * len(rows)
-        for phase in ["setup", "prepare_data", "prepare_model", "inference", "proxy_scoring"]:
-            vals = [float(r[phase]) for r in rows]
-            ax.bar(range(len(rows)), vals, bottom=bottom, label=phase)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.set_xticks(range(len(rows)), labels, fontsize=5)
-        ax.set_ylabel("seconds (median)")
-        ax.set_title("Time by phase (cf. paper Fig. 11)")
-        ax.legend(fontsize=7)
+        fig = _grouped_panels(plt, rows, value=lambda r: [float(r[p]) for p in PHASE_ORDER],
+                              ylabel="seconds (median)", stacked=PHASE_ORDER)  # fmt: skip
+        fig.suptitle("Time by phase, bars base / shift / alsatian (cf. paper Fig. 11)")
         fig.tight_layout()
         fig.savefig(out / "time_breakdown.png", dpi=100)
         plt.close(fig)
 
 
+def _grouped_panels(plt, rows: list[dict], *, value, ylabel: str, stacked: list[str] | None = None):
+    """One panel per architecture; in each, a group per (distribution, items) with the strategies side by side.
+
+    With `stacked`, `value` returns one number per phase and each strategy's bar stacks them.
+    """
+    archs = sorted({r["architecture"] for r in rows})
+    ncols = min(2, len(archs))
+    nrows = -(-len(archs) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(6.4 * ncols, 3.8 * nrows), squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(archs) :]:
+        ax.set_visible(False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    width = 0.8 / len(STRATEGY_ORDER)
+    for ax, arch in zip(axes, archs):
+        mine = [r for r in rows if r["architecture"] == arch]
+        groups = sorted({(r["distribution"], int(r["num_items"])) for r in mine}, key=_paper_order)
+        for i, strategy in enumerate(STRATEGY_ORDER):
+            xs = [g + (i - 1) * width for g in range(len(groups))]
+            found = [next((r for r in mine if (r["distribution"], int(r["num_items"])) == g
+                           and r["strategy"] == strategy), None) for g in groups]  # fmt: skip
+            if stacked is None:
+                ax.bar(xs, [value(r) if r else 0.0 for r in found], width, label=strategy, color=colors[i])
+                continue
+            bottom = [0.0] * len(groups)
+            for j, phase in enumerate(stacked):
+                vals = [value(r)[j] if r else 0.0 for r in found]
+                ax.bar(xs, vals, width, bottom=bottom, color=colors[j], edgecolor="white", linewidth=0.3,
+                       label=phase if i == 0 else None)  # fmt: skip
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(range(len(groups)), [f"{d}\n{n} items" for d, n in groups], fontsize=8)
+        ax.set_title(arch)
+        ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def _paper_order(group: tuple[str, int]) -> tuple[int, int]:
+    """Distributions as the paper orders them (top_50, top_25, top_layers), then items."""
+    order = ["top_50", "top_25", "top_layers"]
+    dist, items = group
+    return (order.index(dist) if dist in order else len(order), items)
+
+
 def headlines(out: Path) -> list[str]:
-    rows = [r for r in _read(out / "end_to_end.csv") if r["strategy"] == "alsatian"]
+    rows = [r for r in read_rows(out / "end_to_end.csv") if r["strategy"] == "alsatian"]
     lines = []
     for r in sorted(rows, key=lambda r: (r["architecture"], r["distribution"], int(r["num_items"]))):
         target = TARGETS.get((r["architecture"], r["distribution"]))
@@ -165,10 +134,10 @@ def inference_lines(out: Path) -> list[str]:
     """Inference time alone (time_breakdown), shift over alsatian, next to the FLOP bound: the engine's own share."""
     e2e = {
         (r["architecture"], r["distribution"], r["num_items"]): r
-        for r in _read(out / "end_to_end.csv")
+        for r in read_rows(out / "end_to_end.csv")
         if r["strategy"] == "alsatian"
     }
-    tb = _read(out / "time_breakdown.csv")
+    tb = read_rows(out / "time_breakdown.csv")
     lines = []
     for key, row in sorted(e2e.items(), key=lambda kv: (kv[0][0], kv[0][1], int(kv[0][2]))):
         by = {r["strategy"]: r for r in tb if (r["architecture"], r["distribution"], r["num_items"]) == key}
@@ -187,7 +156,7 @@ def inference_lines(out: Path) -> list[str]:
 
 def scaling_lines(out: Path) -> list[str]:
     """The input-size cells: alsatian's end-to-end and inference-only ratio to shift, next to the FLOP bound."""
-    table = _read(out / "input_scaling.csv")
+    table = read_rows(out / "input_scaling.csv")
     rows = [r for r in table if r["strategy"] == "alsatian"]
     shift = {
         (r["architecture"], r["distribution"], r["num_items"], r["image_size"]): r
@@ -216,7 +185,7 @@ def scaling_lines(out: Path) -> list[str]:
 
 def block_lines(out: Path) -> list[str]:
     """Per model and image size: the blocks whose share of the time is furthest above their share of the FLOPs."""
-    rows = _read(out / "block_times.csv")
+    rows = read_rows(out / "block_times.csv")
     lines = []
     for arch, size in sorted({(r["architecture"], int(r["image_size"])) for r in rows}):
         blocks = [r for r in rows if r["architecture"] == arch and int(r["image_size"]) == size]
@@ -236,7 +205,7 @@ def block_lines(out: Path) -> list[str]:
 
 def fetch_lines(out: Path) -> list[str]:
     """Per zoo: what each strategy fetched from a cold store, against the feature extractors' bytes."""
-    rows = _read(out / "hub_fetch.csv")
+    rows = read_rows(out / "hub_fetch.csv")
     zoos = sorted({(r["architecture"], r["distribution"]) for r in rows if r.get("strategy")})
     lines = []
     for zoo in zoos:
@@ -254,7 +223,7 @@ def fetch_lines(out: Path) -> list[str]:
 
 
 def missing_cells(out: Path, suite) -> list[str]:
-    done = {(r["architecture"], r["distribution"], r["num_items"]) for r in _read(out / "end_to_end.csv")}
+    done = {(r["architecture"], r["distribution"], r["num_items"]) for r in read_rows(out / "end_to_end.csv")}
     return [
         f"{a} {d} {n}"
         for a in suite.archs
@@ -264,7 +233,17 @@ def missing_cells(out: Path, suite) -> list[str]:
     ]
 
 
-def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
+def _arrow_nbytes(path: Path, types: dict[str, str]) -> int:
+    """The split's size as `datasets` records it: the bytes of its Arrow table, read with the card's dtypes."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    arrow = {"int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+    options = csv.ConvertOptions(column_types={c: arrow[t] for c, t in types.items()})
+    return csv.read_csv(path, convert_options=options).nbytes
+
+
+def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot(out)
     present = [t for t in TABLES if (out / f"{t}.csv").is_file()]
@@ -288,11 +267,23 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         )
     yaml.append("dataset_info:")
     for t in present:
-        rows = _read(out / f"{t}.csv")
-        columns = list(rows[0].keys()) if rows else []
+        path, types = out / f"{t}.csv", dtypes(TABLES[t])
+        rows = read_rows(path)
+        missing = set(rows[0]) ^ set(types) if rows else set()
+        if missing:
+            raise SystemExit(
+                f"{path}: columns {sorted(missing)} differ from {TABLES[t].__name__}; rerun with --force."
+            )
+        nbytes = _arrow_nbytes(path, types)
         yaml += [f"  - config_name: {t}", "    features:"]
-        yaml += [f"      - name: {c}\n        dtype: {_dtype(c)}" for c in columns]
-        yaml += ["    splits:", "      - name: train", f"        num_examples: {len(rows)}"]
+        yaml += [f"      - name: {c}\n        dtype: {types[c]}" for c in (rows[0] if rows else types)]
+        yaml += [
+            "    splits:",
+            "      - name: train",
+            f"        num_bytes: {nbytes}",
+            f"        num_examples: {len(rows)}",
+        ]
+        yaml += [f"    download_size: {path.stat().st_size}", f"    dataset_size: {nbytes}"]
     yaml.append("---")
     import torch
 
@@ -300,7 +291,7 @@ def write_report(out: Path, suite_name: str, suite, seconds: float) -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}"
     )
-    e2e = _read(out / "end_to_end.csv")  # describe what the CSVs hold, across resumed invocations
+    e2e = read_rows(out / "end_to_end.csv")  # describe what the CSVs hold, across resumed invocations
     archs = sorted({r["architecture"] for r in e2e}) or suite.archs
     dists = sorted({r["distribution"] for r in e2e}) or suite.distributions
     sizes = ", ".join(

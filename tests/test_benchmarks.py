@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -15,21 +16,29 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = ROOT / "benchmarks" / "results" / "paper-cpu"
 
 
-def _check_card(folder: Path) -> None:
+def _check_card(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
     card = DatasetCard.load(folder / "README.md")
     configs = {c["config_name"]: c for c in card.data.configs}
     assert configs["end_to_end"].get("default") is True
     assert card.data.license == "apache-2.0" and "benchmark" in card.data.tags
     assert {i["config_name"] for i in card.data.dataset_info} == set(configs)
     assert "## Reproduce" in card.text and "python -m benchmarks.run" in card.text
+    from benchmarks._tables import dtypes
+    from benchmarks.report import TABLES
+
     for name, info in ((i["config_name"], i) for i in card.data.dataset_info):
-        ds = datasets.load_dataset(str(folder), name=name, split="train")
+        with caplog.at_level(logging.WARNING, logger="datasets"):
+            ds = datasets.load_dataset(str(folder), name=name, split="train")
+        assert not [r for r in caplog.records if "dataset_info" in r.getMessage()], caplog.text
         assert ds.num_rows == info["splits"][0]["num_examples"] > 0
+        assert ds.info.splits["train"].num_bytes == info["splits"][0]["num_bytes"] > 0
         assert ds.column_names == [f["name"] for f in info["features"]]
+        # every column is typed as its row dataclass declares it (bools are bools, not "True" strings)
+        assert {c: f.dtype for c, f in ds.features.items()} == dtypes(TABLES[name])
 
 
 @pytest.mark.slow
-def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
+def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     out = subprocess.run(
         [
             sys.executable,
@@ -62,7 +71,7 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
         )
     } <= names
     assert {"end_to_end.png", "time_breakdown.png", "README.md"} <= names
-    _check_card(tmp_path / "out")
+    _check_card(tmp_path / "out", caplog)
     e2e = datasets.load_dataset(str(tmp_path / "out"), name="end_to_end", split="train")
     assert set(e2e["strategy"]) == {"alsatian", "shift", "base"} and all(e2e["same_ranking"])
     # the bound in time is measured for every row; base is its own reference
@@ -115,5 +124,5 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path):
 
 
 @pytest.mark.skipif(not (CHECKED_IN / "README.md").is_file(), reason="no checked-in paper-cpu results")
-def test_checked_in_results_card_loads():
-    _check_card(CHECKED_IN)
+def test_checked_in_results_card_loads(caplog):
+    _check_card(CHECKED_IN, caplog)

@@ -1,0 +1,61 @@
+"""Result tables: one typed row dataclass per CSV, appended row by row so an interrupted run resumes."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+
+R = TypeVar("R")
+
+# A row field's annotation -> its `datasets` dtype in the card (annotations are strings here).
+_DTYPES = {"int": "int64", "float": "float64", "bool": "bool", "str": "string"}
+
+
+def columns(row_type: type) -> list[str]:
+    return [f.name for f in fields(row_type)]
+
+
+def dtypes(row_type: type) -> dict[str, str]:
+    """Column -> `datasets` dtype, from the row dataclass's annotations (`float | None` is a float column)."""
+    return {f.name: _DTYPES[str(f.type).replace(" | None", "")] for f in fields(row_type)}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Table(Generic[R]):
+    """A CSV of `row_type` rows; `add` rewrites the file, so what was measured survives an interruption."""
+
+    def __init__(self, path: Path, row_type: type[R]):
+        self.path, self.row_type = path, row_type
+        self.columns = columns(row_type)
+        self.rows: list[dict[str, Any]] = read_rows(path)
+
+    def has(self, **key: Any) -> bool:
+        return any(self._matches(r, key) for r in self.rows)
+
+    def drop(self, **key: Any) -> None:
+        self.rows = [r for r in self.rows if not self._matches(r, key)]
+        self._write()
+
+    def add(self, row: R) -> None:
+        self.rows.append({k: "" if v is None else v for k, v in asdict(row).items()})
+        self._write()
+
+    @staticmethod
+    def _matches(row: dict[str, Any], key: dict[str, Any]) -> bool:
+        return all(str(row.get(k)) == str(v) for k, v in key.items())
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows({c: r.get(c, "") for c in self.columns} for r in self.rows)

@@ -1,0 +1,205 @@
+"""What a suite runs: architectures, zoo distributions, sizes, repeats; and the helpers every table shares."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from alsatian_hf.localhub import HubServer
+
+
+HERE = Path(__file__).resolve().parent
+STRATEGIES = ("alsatian", "shift", "base")
+# The reference each strategy's bound is priced against: alsatian against shift, shift against base.
+REFERENCE = {"alsatian": "shift", "shift": "base", "base": "base"}
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    modality: Literal["image", "text"]
+    display: str
+
+
+ARCHS = {
+    "resnet18": Arch("resnet18", "image", "timm resnet18 (random init)"),
+    "vit_tiny": Arch("vit_tiny", "image", "timm vit_tiny, patch 8 at 32px (random init)"),
+    "effnet_lite0": Arch("effnet_lite0", "image", "EfficientNet-Lite0, real ImageNet weights"),
+    "minilm": Arch("minilm", "text", "all-MiniLM-L6-v2 (BERT), real weights"),
+    "test_resnet": Arch("test_resnet", "image", "timm test_resnet (random init)"),
+}
+
+
+@dataclass
+class Suite:
+    archs: list[str]
+    distributions: list[str]
+    sizes: dict[str, list[int]]  # per arch
+    num_models: int
+    repeats: int
+    image_size: int = 32
+    max_length: int = 32
+    budget_arch: str = "resnet18"
+    budget_items: int = 500
+    planner_models: list[int] = field(default_factory=lambda: [500, 5000])
+    # Input-size cells (arch, distribution, items, image sizes): alsatian against shift as inference grows
+    # against the fixed costs every strategy pays.
+    scaling: list[tuple[str, str, int, list[int]]] = field(default_factory=list)
+
+
+SUITES = {
+    "paper-cpu": Suite(
+        archs=["resnet18", "vit_tiny", "effnet_lite0", "minilm"],
+        distributions=["top_50", "top_25", "top_layers"],
+        # EfficientNet-Lite0 stops at 1000 and MiniLM at 200 items so the suite fits ~90 min on 2 CPU cores:
+        # their `base` rows dominate (142 s per repeat for EfficientNet at 2000 items).
+        sizes={"resnet18": [500, 2000], "vit_tiny": [500, 2000], "effnet_lite0": [500, 1000], "minilm": [100, 200]},
+        num_models=35,
+        repeats=3,
+        # resnet18 top_layers: its gap to the bound is fixed cost; EfficientNet top_25: its inference itself
+        # stays below the FLOP bound at 32px.
+        scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]), ("effnet_lite0", "top_25", 500, [32, 96])],
+    ),
+    "smoke": Suite(
+        archs=["test_resnet"],
+        distributions=["top_layers"],
+        sizes={"test_resnet": [64]},
+        num_models=4,
+        repeats=1,
+        budget_arch="test_resnet",
+        budget_items=64,
+        planner_models=[50, 500],
+        scaling=[("test_resnet", "top_layers", 64, [32, 48])],
+    ),
+}
+
+
+@dataclass
+class Run:
+    """One invocation: the suite, where results and zoos go, the local hub, and the provenance of every row."""
+
+    suite_name: str
+    suite: Suite
+    out: Path
+    work: Path
+    hub: HubServer
+    force: bool
+    env: dict[str, str] = field(default_factory=dict)
+
+    def store(self, org: str) -> Path:
+        return self.work / "stores" / org
+
+
+def source(arch: str):
+    from alsatian_hf.zoo import TimmSource
+
+    if arch == "resnet18":
+        return TimmSource("resnet18", model_args={"num_classes": 10})
+    if arch == "test_resnet":
+        return TimmSource("test_resnet", model_args={"num_classes": 10})
+    if arch == "vit_tiny":
+        return TimmSource("vit_tiny_patch16_224", model_args={"num_classes": 10, "img_size": 32, "patch_size": 8})
+    if arch == "effnet_lite0":
+        from alsatian_hf.zoo.efficientnet_lite import efficientnet_lite0_source
+
+        return efficientnet_lite0_source(num_classes=10)
+    if arch == "minilm":
+        from alsatian_hf.zoo.minilm import minilm_source
+
+        return minilm_source(num_labels=20)
+    raise SystemExit(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
+
+
+def dataset(arch: str, num_items: int):
+    from alsatian_hf.zoo.data import fashion_mnist, newsgroups
+
+    if ARCHS[arch].modality == "text":
+        return newsgroups(num_items=num_items, seed=0)
+    return fashion_mnist(num_items=num_items, seed=0)
+
+
+def org_of(arch: str, dist: str) -> str:
+    return f"{arch.replace('_', '-')}-{dist.replace('_', '-')}"
+
+
+def ensure_zoo(run: Run, *, arch: str, dist: str) -> str:
+    """The zoo's org on the run's hub, built (paper §6, M_syn) unless it is there with the suite's size."""
+    from alsatian_hf.zoo import ZooSpec, build_zoo
+
+    org, num_models = org_of(arch, dist), run.suite.num_models
+    folder = run.hub.root / org
+    if folder.is_dir() and len([p for p in folder.iterdir() if p.is_dir()]) == num_models:
+        return org
+    start = time.perf_counter()
+    spec = ZooSpec(org, source(arch), num_models=num_models, distribution=dist, seed=0)
+    report = build_zoo(spec, run.hub.root, overwrite=True)
+    print(
+        f"  built {org}: {num_models} models, {report.unique_blocks} unique blocks, "
+        f"{time.perf_counter() - start:.0f}s",
+        flush=True,
+    )
+    return org
+
+
+def search(
+    run: Run,
+    *,
+    org: str,
+    ds,
+    strategy: str,
+    cache_budget: int | str = "auto",
+    batch_size: int = 64,
+    image_size: int | None = None,
+):
+    """One measured search through the public API, from the org's (warm) block store."""
+    from alsatian_hf import ModelSearcher, SearchArguments
+
+    args = SearchArguments(
+        result_size=1,
+        strategy=strategy,
+        image_size=image_size or run.suite.image_size,
+        max_length=run.suite.max_length,
+        store_dir=str(run.store(org)),
+        cache_budget=cache_budget,
+        batch_size=batch_size,
+    )
+    return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
+
+
+def alternating(repeats: int, strategies: tuple[str, ...]) -> list[str]:
+    """Strategies in alternating order per repeat, so drift on a shared machine hits each alike."""
+    order: list[str] = []
+    for r in range(repeats):
+        order += strategies if r % 2 == 0 else tuple(reversed(strategies))
+    return order
+
+
+@functools.cache  # once per run: the run's own CSV writes must not count as changes
+def code_revision() -> str:
+    """The commit the run measured, `+dirty` when alsatian_hf/ or benchmarks/ code differs from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "alsatian_hf", "benchmarks/*.py"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict[str, Any]:
+    """The columns every row ends with: device, torch version and code revision."""
+    import torch
+
+    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"device": device, "torch_version": torch.__version__, "code_revision": code_revision()}
