@@ -116,38 +116,19 @@ def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zo
     assert len(res.plan["input_keys"]) == 1  # one processor config for all five models
 
 
+def _cli_search(tmp_path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`alsatian-hf search` over org `tiny` and the dataset saved in tmp_path/ds."""
+    cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset", str(tmp_path / "ds"),
+           "--result-size", "2", "--image-size", "32", "--store-dir", str(tmp_path / "store"), *extra]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env or os.environ.copy())
+
+
 def test_cli_ranking_matches_api(hub, tiny_zoo, tmp_path):
     ds = digits(num_items=100, seed=0)
     ds.save_to_disk(str(tmp_path / "ds"))
     api = ModelSearcher.from_hub(author="tiny", train_dataset=ds, args=_args(tmp_path)).search()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alsatian_hf.cli",
-            "search",
-            "--author",
-            "tiny",
-            "--dataset",
-            str(tmp_path / "ds"),
-            "--result-size",
-            "2",
-            "--image-size",
-            "32",
-            "--store-dir",
-            str(tmp_path / "store"),
-            "--batch-size",
-            "32",
-            "--scorer-kwargs",
-            '{"epochs": 20}',
-            "--output-dir",
-            str(tmp_path / "cli-out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ.copy(),
-    )
+    out = _cli_search(tmp_path, "--batch-size", "32", "--scorer-kwargs", '{"epochs": 20}', "--output-dir",
+                      str(tmp_path / "cli-out"))  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert SearchResult.load(tmp_path / "cli-out").models == api.models
     for model in api.models:
@@ -341,25 +322,7 @@ def test_the_console_shows_one_bar_per_phase(hub, tiny_zoo, tmp_path):
     ds.save_to_disk(str(tmp_path / "ds"))
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
     env["HF_HOME"] = str(tmp_path / "fresh-hf-home")  # a cold HF cache: every candidate's small files download
-    cmd = [
-        sys.executable,
-        "-m",
-        "alsatian_hf.cli",
-        "search",
-        "--author",
-        "tiny",
-        "--dataset",
-        str(tmp_path / "ds"),
-        "--result-size",
-        "2",
-        "--image-size",
-        "32",
-        "--store-dir",
-        str(tmp_path / "store"),
-        "--scorer",
-        "knn",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    out = _cli_search(tmp_path, "--scorer", "knn", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "listing candidates" in out.stderr and "preparing candidates" in out.stderr
     assert "Fetching" not in out.stderr and "Download complete" not in out.stderr
