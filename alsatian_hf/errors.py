@@ -71,3 +71,7 @@ class ConversionError(AlsatianError, ValueError):
 
 class ZooExistsError(AlsatianError, FileExistsError):
     """A zoo folder exists already; pass `overwrite=True` to rebuild it."""
+
+
+class XorbFormatError(AlsatianError, ValueError):
+    """Xorb bytes from a CAS are truncated or use a chunk encoding this client does not read."""
