@@ -68,9 +68,7 @@ def _window_hashes(data: np.ndarray) -> np.ndarray:
     h = _GEAR[data]
     width = 1
     while width < WINDOW:
-        shifted = np.zeros_like(h)
-        shifted[width:] = h[:-width] << np.uint64(width)
-        h = shifted + h
+        h[width:] += h[:-width] << np.uint64(width)  # the shifted operand is a new array: no aliasing
         width *= 2
     return h
 
