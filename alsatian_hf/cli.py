@@ -1,8 +1,9 @@
 """The `alsatian-hf` command line.
 
 alsatian-hf search (--author ORG | --base-model ID | --models A,B) --dataset PATH_OR_REPO [--result-size 3] ...
-alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000]
+alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000] [--no-xet] [--upload-mode dedup|no-dedup]
 alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
+                      [--xet-upload dedup|no-dedup|none]
 alsatian-hf store {info,gc} [--store-dir DIR]
 """
 
@@ -16,8 +17,9 @@ from dataclasses import dataclass, field
 def _serve_hub(args: argparse.Namespace) -> int:
     from .localhub import HubServer
 
-    hub = HubServer(args.root, host=args.host, port=args.port)
-    print(f"Serving {hub.root} at {hub.url}  (export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1)", flush=True)
+    hub = HubServer(args.root, host=args.host, port=args.port, xet=not args.no_xet, upload_mode=args.upload_mode)
+    hint = f"export HF_ENDPOINT={hub.url}" + (" HF_HUB_DISABLE_XET=1" if args.no_xet else "")
+    print(f"Serving {hub.root} at {hub.url}  ({hint})", flush=True)
     try:
         hub.serve_forever()
     except KeyboardInterrupt:
@@ -46,6 +48,7 @@ def _build_zoo(args: argparse.Namespace) -> int:
         ),
         args.root,
         overwrite=args.overwrite,
+        xet_upload=None if args.xet_upload == "none" else args.xet_upload,
     )
     print(
         f"{len(report.repo_ids)} repos under {args.root}/{args.org}: {report.unique_blocks} unique blocks, "
@@ -160,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="Folder with <org>/<name> model repos and datasets/<org>/<name> dataset repos.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port.")
+    p.add_argument("--no-xet", action="store_true", help="Serve plain HTTP only: no Xet hashes, tokens or CAS.")
+    p.add_argument("--upload-mode", default="dedup", choices=["dedup", "no-dedup"],
+                   help="How files not chunked yet get their xorbs: `dedup` references chunks earlier files stored, "
+                        "`no-dedup` gives each file its own.")  # fmt: skip
     p.set_defaults(func=_serve_hub)
 
     p = sub.add_parser("build-zoo", help="Write a synthetic zoo of fine-tunes (paper §6, M_syn).")
@@ -172,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distribution", default="top_layers", choices=["top_50", "top_25", "top_layers"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--xet-upload", default="dedup", choices=["dedup", "no-dedup", "none"],
+                   help="Chunk each repo into the local Hub's Xet index as it is written (`none`: on first use).")  # fmt: skip
     p.set_defaults(func=_build_zoo)
 
     p = sub.add_parser("store", help="Inspect or clean the block store.")

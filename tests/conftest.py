@@ -15,7 +15,7 @@ from pathlib import Path
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="alsatian-tests-"))
 os.environ["HF_HOME"] = str(_SESSION_DIR / "hf_home")
-os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ.pop("HF_HUB_DISABLE_XET", None)  # the session hub speaks Xet, so downloads go through hf_xet
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"

@@ -16,13 +16,11 @@ def use_endpoint(url: str) -> None:
     """
     url = url.rstrip("/")
     os.environ["HF_ENDPOINT"] = url
-    os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         constants.ENDPOINT = url
         constants.HUGGINGFACE_CO_URL_TEMPLATE = url + "/{repo_id}/resolve/{revision}/{filename}"
-        constants.HF_HUB_DISABLE_XET = True
     ds_config = sys.modules.get("datasets.config")
     if ds_config is not None:
         ds_config.HF_ENDPOINT = url

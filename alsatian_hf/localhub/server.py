@@ -10,9 +10,12 @@ For tests it keeps a request log and can be told to misbehave (`HubServer.faults
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from .._safetensors import read_file_header
 from ..errors import SafetensorsHeaderError
 from ._repo import FolderRepo, RepoFile, list_repos
+from ._xet_cas import UploadMode_T, XetIndex
 
 
 logger = logging.getLogger("alsatian_hf.localhub")
@@ -68,10 +72,16 @@ class HubServer:
         []
     """
 
-    def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0, page_size: int = PAGE_SIZE):
+    def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0, page_size: int = PAGE_SIZE,
+                 xet: bool = True, upload_mode: UploadMode_T = "dedup", token_ttl: float = 3600.0):  # fmt: skip
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.page_size = page_size
+        # Xet: LFS files are served through a CAS at /cas as well (`xet=False` serves plain HTTP only)
+        self.xet = XetIndex(self.root, upload_mode) if xet else None
+        self.token_ttl = token_ttl
+        self._tokens: dict[str, float] = {}  # access token -> expiry (unix seconds)
+        self._signing_key = secrets.token_bytes(32)
         self.faults = Faults()
         self.log: list[LoggedRequest] = []
         self._resolve_count = 0
@@ -102,6 +112,8 @@ class HubServer:
             self._thread.join()
             self._thread = None
         self.httpd.server_close()
+        if self.xet is not None:
+            self.xet.close()
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
@@ -138,6 +150,22 @@ class HubServer:
             self._in_flight -= 1
             self._idle.notify_all()
 
+    # -- Xet access tokens and signed xorb ranges -----------------------------------------------------------
+    def issue_token(self) -> tuple[str, int]:
+        token, expiry = secrets.token_urlsafe(24), time.time() + self.token_ttl
+        with self._lock:
+            self._tokens[token] = expiry
+        return token, int(expiry)
+
+    def token_valid(self, authorization: str | None) -> bool:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        with self._lock:
+            expiry = self._tokens.get(token)
+        return expiry is not None and expiry > time.time()
+
+    def sign(self, xorb: str, start: int, end: int) -> str:
+        return hmac.new(self._signing_key, f"{xorb}:{start}-{end}".encode(), hashlib.sha256).hexdigest()
+
     def _next_resolve(self) -> int:
         with self._lock:
             self._resolve_count += 1
@@ -145,9 +173,9 @@ class HubServer:
 
 
 @contextlib.contextmanager
-def serve_hub(root: str | Path, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+def serve_hub(root: str | Path, *, host: str = "127.0.0.1", port: int = 0, xet: bool = True) -> Iterator[str]:
     """Serve `root` in-process and yield the base URL (bind port 0 for a free port)."""
-    with HubServer(root, host=host, port=port) as hub:
+    with HubServer(root, host=host, port=port, xet=xet) as hub:
         yield hub.url
 
 
@@ -230,6 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
         if parts[:1] == ["api"]:
             return self._route_api(method, parts[1:])
+        if parts[:1] == ["cas"] and self.hub.xet is not None and method == "GET":
+            return self._route_cas(parts[1:])
         # /{org}/{name}/resolve/{rev}/{path} and /datasets/{org}/{name}/resolve/{rev}/{path}
         repo_type = "model"
         if parts[:1] == ["datasets"]:
@@ -276,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
         if op == "commits" and len(rest) >= 2:
             sha = self._revision(repo, "/".join(rest[1:]))
             return self._send_json([{"id": sha, "title": "Snapshot", "message": "", "authors": [], "date": _EPOCH}])
+        if op == "xet-read-token" and len(rest) >= 2 and self.hub.xet is not None:
+            return self._xet_read_token(repo, "/".join(rest[1:]))
         if op == "safetensors-metadata" and repo_type == "model":
             return self._safetensors_metadata(repo, "/".join(rest[1:]) or "model.safetensors.index.json")
         raise _HttpError(404, f"The local hub does not serve /api/{kind}/{repo.repo_id}/{'/'.join(rest)}.")
@@ -412,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
                     dirs.setdefault(prefix + "/".join(segs[:i]), None)
                 if not recursive:
                     continue
-            entries.append(_file_entry(f))
+            entries.append(self._file_entry(repo, f))
         dir_entries = [{"type": "directory", "oid": "0" * 40, "path": d} for d in dirs]
         return sorted(dir_entries + entries, key=lambda e: e["path"])
 
@@ -445,7 +477,7 @@ class _Handler(BaseHTTPRequestHandler):
         for p in paths:
             p = str(p).strip("/")
             if p in by_path:
-                out.append(_file_entry(by_path[p]))
+                out.append(self._file_entry(repo, by_path[p]))
             elif p in dirs:
                 out.append({"type": "directory", "oid": "0" * 40, "path": p})
         self._send_json(out)
@@ -503,6 +535,12 @@ class _Handler(BaseHTTPRequestHandler):
         if entry.lfs:
             self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
             self.send_header("X-Linked-Size", str(size))
+            xet_hash = self._xet_hash(repo, entry)
+            if xet_hash is not None:
+                refresh = f"{self.hub.url}/api/{repo.repo_type}s/{repo.repo_id}/xet-read-token/{sha}"
+                self.send_header("X-Xet-Hash", xet_hash)
+                self.send_header("X-Xet-Refresh-Route", refresh)
+                self.send_header("Link", f'<{refresh}>; rel="xet-auth"')
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
@@ -522,19 +560,105 @@ class _Handler(BaseHTTPRequestHandler):
         if to_send < length:
             self.close_connection = True
 
+    # -- Xet ----------------------------------------------------------------------------------------------
+    def _xet_hash(self, repo: FolderRepo, f: RepoFile) -> str | None:
+        """The Xet hash of an LFS file (chunked on first use of this version), or None without Xet."""
+        if self.hub.xet is None or not f.lfs:
+            return None
+        return self.hub.xet.file_hash(repo.folder / f.path)
+
+    def _file_entry(self, repo: FolderRepo, f: RepoFile) -> dict:
+        entry = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
+        if f.lfs:
+            entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": 134}
+            xet_hash = self._xet_hash(repo, f)
+            if xet_hash is not None:
+                entry["xetHash"] = xet_hash
+        return entry
+
+    def _xet_read_token(self, repo: FolderRepo, revision: str) -> None:
+        self._revision(repo, revision)
+        token, expiry = self.hub.issue_token()
+        cas = f"{self.hub.url}/cas"
+        headers = {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(expiry)}
+        self._send_json({"accessToken": token, "exp": expiry, "casUrl": cas}, headers=headers)
+
+    def _route_cas(self, parts: list[str]) -> None:
+        """/cas/v1/reconstructions/{file_hash} and /cas/xorbs/{xorb}?sig=...; v2 answers 404 (clients fall back)."""
+        if parts[:2] == ["v1", "reconstructions"] and len(parts) == 3:
+            if not self.hub.token_valid(self.headers.get("Authorization")):
+                raise _HttpError(401, "Missing, unknown or expired Xet access token.")
+            return self._reconstruction(parts[2])
+        if parts[:1] == ["xorbs"] and len(parts) == 2:
+            return self._xorb(parts[1])
+        raise _HttpError(404, f"The local CAS does not serve /cas/{'/'.join(parts)}.")
+
+    def _reconstruction(self, file_hash: str) -> None:
+        index = self.hub.xet
+        terms = index.terms(file_hash)
+        if terms is None:
+            raise _not_found("FileNotFound", f"No file with Xet hash {file_hash}.")
+        size = sum(t.nbytes for t in terms)
+        first, last = 0, size - 1
+        range_header = self.headers.get("Range")
+        if range_header:
+            m = _RANGE_RE.match(range_header.strip())
+            if not m or not m.group(1):
+                return self._send_416(size)
+            first = int(m.group(1))
+            last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            if first >= size or first > last:
+                return self._send_416(size)
+        offset, kept = index.reconstruction(file_hash, first, last) if size else (0, [])
+        # Per xorb, the union of the terms' chunk ranges as disjoint runs: each term lies inside exactly one
+        # fetch range, as the real CAS answers (overlapping entries make hf_xet refuse the reconstruction).
+        runs: dict[str, list[list[int]]] = {}
+        for t in sorted(kept, key=lambda t: (t.xorb, t.start)):
+            merged = runs.setdefault(t.xorb, [])
+            if merged and t.start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], t.end)
+            else:
+                merged.append([t.start, t.end])
+        fetch_info: dict[str, list[dict]] = {}
+        for xorb, merged in runs.items():
+            offsets = index.xorb_offsets(xorb)
+            for i, j in merged:
+                a, b = offsets[i], offsets[j] - 1
+                fetch_info.setdefault(xorb, []).append({
+                    "range": {"start": i, "end": j}, "url_range": {"start": a, "end": b},
+                    "url": f"{self.hub.url}/cas/xorbs/{xorb}?sig={self.hub.sign(xorb, a, b)}",
+                })  # fmt: skip
+        terms_json = [{"hash": t.xorb, "unpacked_length": t.nbytes, "range": {"start": t.start, "end": t.end}}
+                      for t in kept]  # fmt: skip
+        self._send_json({"offset_into_first_range": offset, "terms": terms_json, "fetch_info": fetch_info})
+
+    def _xorb(self, xorb: str) -> None:
+        """Xorb bytes: only the exact range the signed URL was issued for."""
+        m = _RANGE_RE.match((self.headers.get("Range") or "").strip())
+        sig = (self._query.get("sig") or [""])[0]
+        if not m or not m.group(1) or not m.group(2):
+            raise _HttpError(403, "A xorb is served by signed range only; send the url_range as Range.")
+        start, end = int(m.group(1)), int(m.group(2))
+        if not hmac.compare_digest(sig, self.hub.sign(xorb, start, end)):
+            raise _HttpError(403, "The signature does not grant this xorb range.")
+        if self.hub.xet.xorb(xorb) is None:
+            raise _not_found("XorbNotFound", f"No xorb {xorb}.")
+        body = self.hub.xet.read_xorb(xorb, start, end)
+        self._status = 206
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{self.hub.xet.xorb_offsets(xorb)[-1]}")
+        self.end_headers()
+        self.wfile.write(body)
+        self._sent = len(body)
+
     def _send_416(self, size: int) -> None:
         self._status = 416
         self.send_response(416)
         self.send_header("Content-Range", f"bytes */{size}")
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-
-def _file_entry(f: RepoFile) -> dict:
-    entry = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
-    if f.lfs:
-        entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": 134}
-    return entry
 
 
 def _safetensors_summary(repo: FolderRepo, files: list[RepoFile]) -> dict | None:

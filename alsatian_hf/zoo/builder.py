@@ -19,6 +19,7 @@ from torch import nn
 
 from ..adapters import Block, SplitModel, split_model
 from ..errors import ZooExistsError
+from ..localhub._xet_cas import UploadMode_T
 from ..store.identity import tensor_content_hash
 from ._recipe import Distribution_T, ZooEntry, expected_unique_blocks, plan_zoo
 
@@ -143,8 +144,15 @@ def _reset(model: nn.Module, keys: tuple[str, ...] | list[str], generator: torch
                     t.abs_()
 
 
-def build_zoo(spec: ZooSpec, root: str | Path, *, overwrite: bool = False) -> ZooReport:
+def build_zoo(
+    spec: ZooSpec, root: str | Path, *, overwrite: bool = False, xet_upload: UploadMode_T | None = None
+) -> ZooReport:
     """Write `spec.num_models` repos under `root/<org>/` following the M_syn recipe.
+
+    Args:
+        xet_upload: chunk each repo's LFS files into the local Hub's Xet index as it is written, as an upload
+            would: `dedup` references chunks earlier repos stored (the base's, for a fine-tune), `no-dedup` gives
+            each file xorbs of its own. None leaves chunking to the server's first use of each file.
 
     Example:
         >>> import tempfile
@@ -190,8 +198,22 @@ def build_zoo(spec: ZooSpec, root: str | Path, *, overwrite: bool = False) -> Zo
         _write_card(folder, repo_id, spec, entry, parent_id)
         written += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         repo_ids.append(repo_id)
+        if xet_upload is not None:
+            _xet_upload(root, repo_id, xet_upload)
     expected = expected_unique_blocks(entries, len(trainable))
     return ZooReport(repo_ids, entries, len(trainable), len(hashes), expected, written)
+
+
+def _xet_upload(root: Path, repo_id: str, mode: UploadMode_T) -> None:
+    from ..localhub._repo import FolderRepo
+    from ..localhub._xet_cas import XetIndex
+
+    index = XetIndex(root, mode)
+    try:
+        repo = FolderRepo(root, "model", repo_id)
+        index.index_files([repo.folder / f.path for f in repo.files() if f.lfs])
+    finally:
+        index.close()
 
 
 def _save_state(state: dict[str, torch.Tensor], folder: Path, shard_size: int | None) -> None:
