@@ -65,7 +65,8 @@ def _store(args: argparse.Namespace) -> int:
         info = store.info()
         print(
             f"store: {info.path}\nblocks: {info.blocks}\nbytes: {info.bytes}\nmodels indexed: {info.models}\n"
-            f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}"
+            f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}\n"
+            "block identity: " + (", ".join(f"{m} {n}" for m, n in sorted(info.identity.items())) or "none")
         )
     else:
         removed = store.gc(verify=args.verify)

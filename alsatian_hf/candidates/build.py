@@ -16,6 +16,7 @@ import torch
 from ..adapters import SplitModel, check_coverage, load_block, split_model, unload_block
 from ..adapters.skeleton import build_model
 from ..hub import RangeReader
+from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .candidate import EngineBlock, EngineCandidate
 from .probe import ShapeProbe
@@ -50,6 +51,7 @@ def build_candidate(
     skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
     split = split_model(skeleton, checkpoint_keys=source.keys())
     check_coverage(split, source.keys())
+    source.prepare(split)
     sizes, flops = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
     blocks = []
     for i, block in enumerate(split.blocks):
@@ -111,6 +113,8 @@ class CandidateAssembler:
     Args:
         store: where Hub blocks are hashed and kept once.
         reader: the Range reader for Hub files (it counts requests and bytes).
+        xet: reads Xet reconstructions, to prove blocks identical before fetching them; None fetches every
+            block not in the store.
         modality: the dataset's ("image" or "text"); candidates of the other are skipped.
         inputs_for: one prepared item (batched tensors) in a processor's input, for the shape probe.
         revision: pins every Hub candidate to this branch or commit.
@@ -127,9 +131,11 @@ class CandidateAssembler:
         revision: str | None = None,
         image_size: int | None = None,
         max_length: int = 128,
+        xet: XetReader | None = None,
     ):
         self.store = store
         self.reader = reader
+        self.xet = xet
         self.modality = modality
         self.inputs_for = inputs_for
         self.revision = revision
@@ -142,7 +148,7 @@ class CandidateAssembler:
         CandidateSkipped: the candidate cannot be scored (listed skip reason, modality, preprocessing).
         UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
         """
-        repo = open_repo(spec, revision=self.revision, store=self.store, reader=self.reader)
+        repo = open_repo(spec, revision=self.revision, store=self.store, reader=self.reader, xet=self.xet)
         skeleton = build_model(repo.folder, device="meta")
         processor = processor_for(
             repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length

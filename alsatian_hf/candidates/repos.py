@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,12 @@ from ..errors import BlockFetchError, CandidateSkipped
 from ..hub import Candidate, RangeReader
 from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
 from ..hub.ranges import with_retries
+from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
 
+
+logger = logging.getLogger("alsatian_hf")
 
 # A repo id on the configured Hub (`org/name` or `org/name@revision`), a local model folder, or a listed Candidate.
 CandidateSpec = Union[str, Path, Candidate]
@@ -39,7 +43,8 @@ def candidate_id(spec: CandidateSpec) -> str:
     return spec if Path(spec).is_dir() else spec.partition("@")[0]
 
 
-def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, reader: RangeReader) -> OpenedRepo:
+def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, reader: RangeReader,
+              xet: XetReader | None = None) -> OpenedRepo:  # fmt: skip
     """Open a listed candidate, a local folder, or a repo id (`revision` pins Hub repos unless the spec does).
 
     Raises:
@@ -48,12 +53,12 @@ def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, r
     if isinstance(spec, Candidate):
         if spec.skip_reason:
             raise CandidateSkipped(spec.repo_id, spec.skip_reason)
-        return open_hub(spec.repo_id, revision or spec.revision, store=store, reader=reader)
+        return open_hub(spec.repo_id, revision or spec.revision, store=store, reader=reader, xet=xet)
     spec = str(spec)
     if Path(spec).is_dir():
         return open_local(spec)
     repo_id, _, pinned = spec.partition("@")
-    return open_hub(repo_id, pinned or revision, store=store, reader=reader)
+    return open_hub(repo_id, pinned or revision, store=store, reader=reader, xet=xet)
 
 
 def open_local(folder: str | Path) -> OpenedRepo:
@@ -61,10 +66,13 @@ def open_local(folder: str | Path) -> OpenedRepo:
     return OpenedRepo(str(folder), "local", folder, LocalBlockSource(folder))
 
 
-def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: RangeReader) -> OpenedRepo:
+def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: RangeReader,
+             xet: XetReader | None = None) -> OpenedRepo:  # fmt: skip
     """Download the repo's small files (never its weights), and read its safetensors layout by Range.
 
-    With HF_HUB_OFFLINE=1 everything comes from the HF cache and the block store's index.
+    With `xet`, the checkpoint files' Xet hashes are read too (one paths-info request), so blocks can be proven
+    identical to stored ones before they are downloaded. With HF_HUB_OFFLINE=1 everything comes from the HF
+    cache and the block store's index.
 
     Raises:
         NoSafetensorsError, huggingface_hub errors (RepositoryNotFoundError, GatedRepoError, ...).
@@ -72,8 +80,9 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     from huggingface_hub import HfApi, constants, snapshot_download
 
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1"
-    files_sha = None
+    files_sha, base_model = None, None
     siblings: list[str] = []
+    weights: list[str] = []
     if not offline:
         info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True))
         revision = info.sha
@@ -81,6 +90,8 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         lfs = {s.rfilename: (s.lfs.sha256 if s.lfs else None) for s in info.siblings or []}
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
+        bases = (info.card_data or {}).get("base_model") if info.card_data else None
+        base_model = bases if isinstance(bases, str) else (bases[0] if bases else None)
     # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
     folder = Path(
         with_retries(
@@ -103,4 +114,31 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
             )
         layout = read_layout(reader, repo_id, revision, siblings)
         store.save_layout(repo_id, revision, layout_to_json(layout))
-    return OpenedRepo(repo_id, revision, folder, HubBlockSource(repo_id, revision, layout, store, reader, files_sha))
+    xet_hashes = _xet_hashes(repo_id, revision, sorted({loc.filename for loc in layout.values()}), store, reader)
+    source = HubBlockSource(repo_id, revision, layout, store, reader, files_sha, xet=xet,
+                            xet_hashes=xet_hashes if xet is not None else None, base_model=base_model)  # fmt: skip
+    return OpenedRepo(repo_id, revision, folder, source)
+
+
+def _xet_hashes(repo_id: str, revision: str, files: list[str], store: BlockStore, reader: RangeReader
+                ) -> dict[str, str]:  # fmt: skip
+    """The checkpoint files' Xet hashes, from the store or one paths-info request ({} where the Hub has none).
+
+    They are kept in the store even when this search proves nothing, because later candidates use this
+    checkpoint as their reference.
+    """
+    from huggingface_hub import HfApi, constants
+
+    known = store.xet_hashes(repo_id, revision)
+    if set(files) <= set(known) or constants.HF_HUB_OFFLINE:
+        return known
+    try:
+        entries = with_retries(lambda: HfApi().get_paths_info(repo_id, files, revision=revision))
+    except Exception as e:  # Xet hashes only enable proofs: without them, blocks are fetched as before
+        logger.info("%s: no Xet hashes (%s: %s); its blocks are fetched", repo_id, type(e).__name__, e)
+        return known
+    reader.stats.record_metadata(0)
+    found = {e.path: e.xet_hash for e in entries if getattr(e, "xet_hash", None)}
+    if found:
+        store.save_xet_hashes(repo_id, revision, found)
+    return {**known, **found}

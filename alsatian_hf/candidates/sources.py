@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +20,8 @@ import torch
 from ..adapters import SplitModel
 from ..errors import NoSafetensorsError
 from ..hub import RangeReader, TensorLocation, merge_ranges
+from ..hub.headers import layout_from_json
+from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from ..store.identity import content_hash, empty_block_hash, safetensors_dtype
 
@@ -40,6 +44,9 @@ class TensorSource(Protocol):
     def block_hash(self, split: SplitModel, index: int) -> str: ...
 
     def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]: ...
+
+    def prepare(self, split: SplitModel) -> None:
+        """Establish every block's hash ahead of `block_hash` calls (a Hub source does it in parallel)."""
 
 
 class LocalBlockSource:
@@ -95,9 +102,23 @@ class LocalBlockSource:
     def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]:
         return {k: self._tensor(k) for k in split.blocks[index].keys}
 
+    def prepare(self, split: SplitModel) -> None:
+        """Nothing to do: local blocks are hashed from memory-mapped tensors on demand."""
+
 
 class HubBlockSource:
-    """A `TensorSource` for one repo at one commit. Heads are never fetched: only blocks' keys are read."""
+    """A `TensorSource` for one repo at one commit. Heads are never fetched: only blocks' keys are read.
+
+    A block not in the store yet is established, in this order: by an identical checkpoint's LFS sha256; by a
+    Xet proof against a stored block (the base model's first), fetching only what the proof leaves open (see
+    `xet_identity`); or by fetching and hashing its bytes. The store records which.
+
+    Args:
+        files_sha: one id of the checkpoint's LFS sha256s (see `files_identity`).
+        xet: reads Xet reconstructions; None (or no `xet_hashes`) skips proofs.
+        xet_hashes: the checkpoint files' Xet hashes.
+        base_model: the repo the card names as `base_model`, tried first as the proofs' reference.
+    """
 
     def __init__(
         self,
@@ -107,6 +128,10 @@ class HubBlockSource:
         store: BlockStore,
         reader: RangeReader,
         files_sha: str | None = None,
+        *,
+        xet: XetReader | None = None,
+        xet_hashes: dict[str, str] | None = None,
+        base_model: str | None = None,
     ):
         self.repo_id = repo_id
         self.revision = revision
@@ -114,20 +139,35 @@ class HubBlockSource:
         self.store = store
         self.reader = reader
         self.files_sha = files_sha
+        self.xet = xet if xet_hashes else None
+        self.xet_hashes = xet_hashes or {}
+        self.base_model = base_model
         self._known: dict[int, str] | None = None
+        self._index_lock = threading.Lock()
+
+    def prepare(self, split: SplitModel, *, workers: int = 8) -> None:
+        """Establish every block's identity now, several blocks at a time (the requests are I/O-bound)."""
+        todo = [i for i, b in enumerate(split.blocks) if b.keys and i not in self._index(split)]
+        if len(todo) > 1:
+            with ThreadPoolExecutor(min(workers, len(todo))) as pool:
+                list(pool.map(lambda i: self.block_hash(split, i), todo))
 
     def keys(self) -> list[str]:
         return list(self.layout)
 
     def _index(self, split: SplitModel) -> dict[int, str]:
-        if self._known is None:
-            self._known = self.store.model_hashes(self.repo_id, self.revision, split.family)
-            if self.files_sha:
-                shortcut = self.store.files_hashes(self.files_sha, split.family)
-                if shortcut and len(shortcut) > len(self._known):
-                    logger.debug("%s: blocks known from an identical checkpoint (LFS sha256)", self.repo_id)
-                    self._known.update(shortcut)
-                    self.store.index_model(self.repo_id, self.revision, split.family, shortcut)
+        with self._index_lock:
+            if self._known is None:
+                self._known = self.store.model_hashes(self.repo_id, self.revision, split.family)
+                if self.files_sha:
+                    shortcut = self.store.files_hashes(self.files_sha, split.family)
+                    new = {i: h for i, h in shortcut.items() if i not in self._known}
+                    if new:
+                        logger.debug("%s: blocks known from an identical checkpoint (LFS sha256)", self.repo_id)
+                        self._known.update(new)
+                        self.store.index_model(self.repo_id, self.revision, split.family, new, method="lfs-sha")
+                        for _ in new:
+                            self.reader.stats.record_identity("lfs-sha")
         return self._known
 
     def block_hash(self, split: SplitModel, index: int) -> str:
@@ -141,13 +181,51 @@ class HubBlockSource:
             known.update(self.store.model_hashes(self.repo_id, self.revision, split.family))
             if index in known:
                 return known[index]
-            tensors = self._fetch(block.keys, block.relative_name)
-            h = self.store.put(tensors)
+            h, method = self._establish(split, index)
         known[index] = h
-        self.store.index_model(self.repo_id, self.revision, split.family, {index: h})
+        self.store.index_model(self.repo_id, self.revision, split.family, {index: h}, method=method)
+        self.reader.stats.record_identity(method)
         if self.files_sha:
             self.store.index_files(self.files_sha, split.family, {index: h})
         return h
+
+    def _establish(self, split: SplitModel, index: int) -> tuple[str, str]:
+        """(content hash, identity method) of a block the store does not know for this checkpoint yet."""
+        block = split.blocks[index]
+        for ref_repo, ref_rev, ref_hash in self._references(split, index):
+            outcome = self._prove(block, ref_repo, ref_rev, ref_hash)
+            if outcome is None:
+                continue
+            if outcome.identical:
+                return ref_hash, ("xet-proof" if outcome.proven_bytes else "bytes")
+            tensors = [(block.relative_name(k), self.layout[k].dtype, self.layout[k].shape, outcome.raw[k])
+                       for k in block.keys]  # fmt: skip
+            return self.store.put(tensors), "bytes"
+        return self.store.put(self._fetch(block.keys, block.relative_name)), "bytes"
+
+    def _references(self, split: SplitModel, index: int, limit: int = 3) -> list[tuple[str, str, str]]:
+        """Stored blocks to prove against: the base model's first, then the newest of other repos."""
+        if self.xet is None:
+            return []
+        refs = self.store.references(split.family, index, exclude=self.repo_id)
+        refs.sort(key=lambda r: r[0] != self.base_model)  # stable: newest first otherwise
+        return refs[:limit]
+
+    def _prove(self, block, ref_repo: str, ref_rev: str, ref_hash: str):
+        from .xet_identity import XetFile, prove
+
+        layout_json, ref_hashes = self.store.load_layout(ref_repo, ref_rev), self.store.xet_hashes(ref_repo, ref_rev)
+        if not layout_json or not ref_hashes:
+            return None
+        return prove(
+            keys=block.keys,
+            cand=XetFile(self.repo_id, self.revision, self.xet_hashes, self.layout),
+            ref=XetFile(ref_repo, ref_rev, ref_hashes, layout_from_json(layout_json)),
+            ref_raw=self.store.raw(ref_hash),
+            rel_name=block.relative_name,
+            xet=self.xet,
+            reader=self.reader,
+        )
 
     def _fetch(self, keys, rel_name) -> list[tuple[str, str, tuple[int, ...], bytes]]:
         """The block's tensors with the fewest Range requests: contiguous tensors are merged, one range each."""

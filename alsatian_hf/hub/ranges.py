@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -20,21 +21,44 @@ T = TypeVar("T")
 
 @dataclass
 class FetchStats:
-    requests: int = 0
+    """What a search asked of the Hub; safe to update from the threads that fetch blocks in parallel."""
+
+    requests: int = 0  # Range requests on `resolve` (headers and weights)
     bytes: int = 0
     header_bytes: int = 0
+    edge_bytes: int = 0  # of `bytes`: fetched to confirm the unproven edges of blocks proven identical
+    metadata_requests: int = 0  # Xet tokens and reconstructions
+    metadata_bytes: int = 0
     retries: int = 0
     full_downloads: int = 0
     per_repo: dict[str, list[int]] = field(default_factory=dict)  # repo -> [requests, bytes]
+    # how each block's identity was established this search: xet-proof, lfs-sha, bytes, or stored (known already)
+    identity: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record_identity(self, method: str) -> None:
+        with self._lock:
+            self.identity[method] = self.identity.get(method, 0) + 1
+
+    def record_metadata(self, nbytes: int) -> None:
+        """A Xet metadata request (token or reconstruction), counted apart from weight bytes."""
+        with self._lock:
+            self.metadata_requests += 1
+            self.metadata_bytes += nbytes
+
+    def record_edges(self, nbytes: int) -> None:
+        with self._lock:
+            self.edge_bytes += nbytes
 
     def record(self, repo_id: str, nbytes: int, *, header: bool = False) -> None:
-        self.requests += 1
-        self.bytes += nbytes
-        if header:
-            self.header_bytes += nbytes
-        entry = self.per_repo.setdefault(repo_id, [0, 0])
-        entry[0] += 1
-        entry[1] += nbytes
+        with self._lock:
+            self.requests += 1
+            self.bytes += nbytes
+            if header:
+                self.header_bytes += nbytes
+            entry = self.per_repo.setdefault(repo_id, [0, 0])
+            entry[0] += 1
+            entry[1] += nbytes
 
 
 def merge_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -49,7 +73,7 @@ def merge_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 @functools.cache
-def _transport_errors() -> tuple[type[Exception], ...]:
+def transport_errors() -> tuple[type[Exception], ...]:
     """The transient failures of huggingface_hub's HTTP client: its `TransportError` (httpx's, or that of the
     httpx fork the client is built on), so a bug in our own code is never retried as if it were the network."""
     from huggingface_hub import get_session
@@ -64,7 +88,7 @@ def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int 
     For huggingface_hub calls that do not retry a 500 themselves (`model_info`, `snapshot_download`). Pass
     `transport=False` for downloads, which huggingface_hub already retries on connection errors.
     """
-    transient = _transport_errors() if transport else ()
+    transient = transport_errors() if transport else ()
     from huggingface_hub.errors import HfHubHTTPError
 
     for attempt in range(retries + 1):
@@ -109,7 +133,16 @@ class RangeReader:
         self.stats = stats or FetchStats()
         self._full_files: dict[str, bytes] = {}
 
-    def read(self, repo_id: str, filename: str, revision: str, start: int, end: int, *, header: bool = False) -> bytes:
+    def read(
+        self,
+        repo_id: str,
+        filename: str,
+        revision: str,
+        start: int,
+        end: int,
+        *,
+        header: bool = False,
+    ) -> bytes:
         """Bytes [start, end) of the file, exactly.
 
         Raises:
@@ -136,7 +169,7 @@ class RangeReader:
             headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
             try:
                 response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)
-            except _transport_errors() as e:  # connection reset, truncated body, timeout: all transient
+            except transport_errors() as e:  # connection reset, truncated body, timeout: all transient
                 last_error = e
                 continue
             if response.status_code in RETRY_STATUSES:

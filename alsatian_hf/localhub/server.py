@@ -41,13 +41,17 @@ _EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc).isoformat().replace("+00:00",
 
 @dataclass
 class Faults:
-    """Ways to make the server misbehave, for fault tests. They apply to `resolve` requests only."""
+    """Ways to make the server misbehave, for fault tests: `resolve` requests, and the CAS's reconstructions."""
 
     ignore_range: bool = False  # answer 200 with the whole file to a Range request
     truncate: int | None = None  # send at most this many body bytes, but announce the full length
     fail_requests: set[int] = field(default_factory=set)  # 1-based resolve-request numbers answered 500
     fail_every: int | None = None  # answer 500 to every n-th resolve request
     delay: float = 0.0  # seconds to sleep before answering
+    # The Xet CAS's reconstructions: answer this status, or cut the JSON after this many bytes
+    cas_status: int | None = None
+    cas_truncate: int | None = None
+    expire_tokens: bool = False  # every access token is refused as expired
 
     def reset(self) -> None:
         self.__init__()
@@ -158,6 +162,8 @@ class HubServer:
         return token, int(expiry)
 
     def token_valid(self, authorization: str | None) -> bool:
+        if self.faults.expire_tokens:
+            return False
         token = (authorization or "").removeprefix("Bearer ").strip()
         with self._lock:
             expiry = self._tokens.get(token)
@@ -594,7 +600,9 @@ class _Handler(BaseHTTPRequestHandler):
         raise _HttpError(404, f"The local CAS does not serve /cas/{'/'.join(parts)}.")
 
     def _reconstruction(self, file_hash: str) -> None:
-        index = self.hub.xet
+        faults, index = self.hub.faults, self.hub.xet
+        if faults.cas_status:
+            raise _HttpError(faults.cas_status, "Injected CAS failure")
         terms = index.terms(file_hash)
         if terms is None:
             raise _not_found("FileNotFound", f"No file with Xet hash {file_hash}.")
@@ -630,7 +638,19 @@ class _Handler(BaseHTTPRequestHandler):
                 })  # fmt: skip
         terms_json = [{"hash": t.xorb, "unpacked_length": t.nbytes, "range": {"start": t.start, "end": t.end}}
                       for t in kept]  # fmt: skip
-        self._send_json({"offset_into_first_range": offset, "terms": terms_json, "fetch_info": fetch_info})
+        payload = {"offset_into_first_range": offset, "terms": terms_json, "fetch_info": fetch_info}
+        if faults.cas_truncate is not None:  # a body cut short, with the full length announced
+            body = json.dumps(payload).encode()
+            self._status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: faults.cas_truncate])
+            self._sent = min(len(body), faults.cas_truncate)
+            self.close_connection = True
+            return
+        self._send_json(payload)
 
     def _xorb(self, xorb: str) -> None:
         """Xorb bytes: only the exact range the signed URL was issued for."""

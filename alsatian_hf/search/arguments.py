@@ -91,6 +91,13 @@ class SearchArguments:
         metadata={"help": "If a server ignores Range requests, download whole checkpoints instead of failing."},
     )
     store_dir: str | None = field(default=None, metadata={"help": "Block store folder (default under HF_HOME)."})
+    xet_identity: bool = field(
+        default=True,
+        metadata={
+            "help": "Prove blocks identical to stored ones from the Hub's Xet metadata before downloading them "
+            "(only unproven edge bytes are fetched); off: fetch and hash every block not in the store."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:

@@ -34,8 +34,11 @@ class SearchResult:
     arguments: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     setup_seconds: float = 0.0  # listing, headers, block fetching and hashing, before the first iteration
-    bytes_fetched: int = 0
+    bytes_fetched: int = 0  # every byte of Range requests: headers, weights and edge bytes
     requests: int = 0
+    # header_bytes, edge_bytes, Xet metadata_requests / metadata_bytes, and `identity`: how many blocks were
+    # established this search by xet-proof, lfs-sha or bytes
+    fetch: dict[str, Any] = field(default_factory=dict)
     store: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +155,11 @@ class SearchResult:
         phases = self.phase_seconds()
         lines += ["", "## Time by phase", ""] + [f"- {p}: {s:.2f}s" for p, s in phases.items()]
         lines += ["", f"Bytes fetched: {self.bytes_fetched} in {self.requests} requests."]
+        if self.fetch.get("identity"):
+            methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
+            lines.append(f"Block identity established this search: {methods}; Xet metadata: "
+                         f"{self.fetch.get('metadata_requests', 0)} requests, {self.fetch.get('metadata_bytes', 0)} "
+                         f"bytes; edge bytes compared: {self.fetch.get('edge_bytes', 0)}.")  # fmt: skip
         if self.store:
             lines.append(
                 f"Block store: {self.store.get('blocks')} blocks, {self.store.get('bytes')} bytes, dedup "

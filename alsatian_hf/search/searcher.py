@@ -13,6 +13,7 @@ from .._progress import progress_bar
 from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id
 from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError
 from ..hub import FetchStats, RangeReader
+from ..hub.xet import XetReader
 from ..plan import DataSchedule, make_schedule
 from ..scoring import Scorer, Scorer_T, get_scorer
 from ..store.block_store import BlockStore
@@ -210,6 +211,7 @@ class ModelSearcher:
             revision=args.revision,
             image_size=args.image_size,
             max_length=args.max_length,
+            xet=XetReader(stats=stats) if args.xet_identity else None,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
@@ -313,6 +315,13 @@ class ModelSearcher:
             setup_seconds=setup_seconds,
             bytes_fetched=prepared.stats.bytes,
             requests=prepared.stats.requests,
+            fetch={
+                "header_bytes": prepared.stats.header_bytes,
+                "edge_bytes": prepared.stats.edge_bytes,
+                "metadata_requests": prepared.stats.metadata_requests,
+                "metadata_bytes": prepared.stats.metadata_bytes,
+                "identity": dict(prepared.stats.identity),
+            },  # fmt: skip
             store={**asdict(info), "dedup_ratio": info.dedup_ratio},
             plan={
                 "unique_blocks": len({b.content_hash for c in candidates for b in c.blocks}),

@@ -17,7 +17,7 @@ import sqlite3
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -38,7 +38,12 @@ CREATE TABLE IF NOT EXISTS file_blocks (files_sha TEXT NOT NULL, family TEXT NOT
     hash TEXT NOT NULL, PRIMARY KEY (files_sha, family, block));
 CREATE TABLE IF NOT EXISTS verified (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS xet_files (repo TEXT NOT NULL, revision TEXT NOT NULL, filename TEXT NOT NULL,
+    xet_hash TEXT NOT NULL, PRIMARY KEY (repo, revision, filename));
 """
+# How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
+# LFS sha256, or by hashing its bytes.
+IDENTITY_METHODS = ("xet-proof", "lfs-sha", "bytes")
 
 
 def default_store_dir() -> Path:
@@ -65,6 +70,7 @@ class StoreInfo:
     bytes: int  # physical bytes of block files
     logical_bytes: int  # bytes of all indexed (repo, revision, block) entries
     models: int
+    identity: dict[str, int] = field(default_factory=dict)  # indexed blocks per identity method
 
     @property
     def dedup_ratio(self) -> float:
@@ -94,6 +100,9 @@ class BlockStore:
         self._lock_dir.mkdir(exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(model_blocks)")}
+            if "method" not in columns:  # stores written before identity methods were recorded
+                db.execute("ALTER TABLE model_blocks ADD COLUMN method TEXT NOT NULL DEFAULT 'bytes'")
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @contextmanager
@@ -189,13 +198,47 @@ class BlockStore:
                 self._mark_verified(stamp, db)
         return load_file(str(path))
 
+    def raw(self, block_hash: str) -> dict[str, bytes]:
+        """The block's tensors as raw bytes by block-relative name, after the same verification as `get`."""
+        self.get(block_hash)
+        return {name: data for name, _, _, data in decode(self.path(block_hash).read_bytes())}
+
     # -- index ---------------------------------------------------------------------------------------------
-    def index_model(self, repo: str, revision: str, family: str, hashes: dict[int, str]) -> None:
+    def index_model(self, repo: str, revision: str, family: str, hashes: dict[int, str], *,
+                    method: str = "bytes") -> None:  # fmt: skip
+        """Record which block each index of a checkpoint is, and how that was established (IDENTITY_METHODS)."""
         with self._db() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO model_blocks VALUES (?, ?, ?, ?, ?)",
-                [(repo, revision, i, family, h) for i, h in hashes.items()],
+                "INSERT OR REPLACE INTO model_blocks (repo, revision, block, family, hash, method) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(repo, revision, i, family, h, method) for i, h in hashes.items()],
             )
+
+    def references(self, family: str, block: int, *, exclude: str) -> list[tuple[str, str, str]]:
+        """(repo, revision, hash) of stored blocks at this index of this family, newest first, other repos only."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT repo, revision, hash FROM model_blocks WHERE family=? AND block=? AND repo!=? "
+                "ORDER BY rowid DESC",
+                (family, block, exclude),
+            ).fetchall()
+        return [tuple(r) for r in rows if self.has(r[2])]
+
+    def identity_counts(self) -> dict[str, int]:
+        with self._db() as db:
+            rows = db.execute("SELECT method, COUNT(*) FROM model_blocks GROUP BY method").fetchall()
+        return dict(rows)
+
+    def save_xet_hashes(self, repo: str, revision: str, hashes: dict[str, str]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO xet_files VALUES (?, ?, ?, ?)",
+                           [(repo, revision, f, h) for f, h in hashes.items()])  # fmt: skip
+
+    def xet_hashes(self, repo: str, revision: str) -> dict[str, str]:
+        with self._db() as db:
+            rows = db.execute("SELECT filename, xet_hash FROM xet_files WHERE repo=? AND revision=?",
+                              (repo, revision)).fetchall()  # fmt: skip
+        return dict(rows)
 
     def model_hashes(self, repo: str, revision: str, family: str) -> dict[int, str]:
         with self._db() as db:
@@ -238,7 +281,7 @@ class BlockStore:
             refs = db.execute("SELECT hash FROM model_blocks").fetchall()
             models = db.execute("SELECT COUNT(DISTINCT repo || '@' || revision) FROM model_blocks").fetchone()[0]
         logical = sum(files.get(h, 0) for (h,) in refs)
-        return StoreInfo(str(self.root), len(files), sum(files.values()), logical, models)
+        return StoreInfo(str(self.root), len(files), sum(files.values()), logical, models, self.identity_counts())
 
     def gc(self, *, verify: bool = False) -> dict[str, int]:
         """Remove temp files, blocks no index entry references, index rows whose block is gone, and (with

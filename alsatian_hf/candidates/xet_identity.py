@@ -1,0 +1,149 @@
+"""Prove that a block's bytes equal a stored block's before downloading them, from Xet reconstruction terms.
+
+For a candidate's block and a reference (a stored block at the same index of the same family, from the
+base model first), each run of the block's tensors that is contiguous in both files with one offset `d` is a
+span. Xorbs are immutable, so a term of the candidate's span (xorb X, chunks [i, j) at offset p) is proven
+equal to the reference's bytes at p + d when the reference file has X's chunk i starting exactly at p + d and
+running through chunk j - 1. What no term proves (the span's edges, where the two files' chunkers were not
+yet in step, and any changed region) is fetched and compared with the reference's local bytes. The block's
+bytes are then the reference's bytes with the fetched ranges put in: identical when nothing fetched differs,
+a new block otherwise. Different terms never prove different bytes; identity is only ever claimed on proof.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .. import _xet
+from ..hub import RangeReader, TensorLocation, merge_ranges
+from ..hub.xet import Segment, XetReader
+
+
+logger = logging.getLogger("alsatian_hf")
+
+MAX_PROBES_PER_SPAN = 6  # ranged reconstructions of the reference to align terms inside its long ones
+# A span shorter than two maximal chunks rarely holds a chunk that both files cut alike (the head is out of step
+# until the first common boundary), so it is fetched and compared without asking for terms: small tensors such
+# as BatchNorm statistics, and blocks with no interior chunk.
+SMALL_SPAN = 2 * _xet.MAX_CHUNK
+
+
+@dataclass(frozen=True)
+class XetFile:
+    """One side of a proof: a repo file at a commit with its Xet hash and layout."""
+
+    repo_id: str
+    revision: str
+    file_hashes: dict[str, str]  # filename -> Xet hash
+    layout: dict[str, TensorLocation]
+
+
+@dataclass(frozen=True)
+class Span:
+    filename: str  # in the candidate
+    start: int
+    end: int
+    ref_filename: str
+    shift: int  # reference offset minus candidate offset
+    keys: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    raw: dict[str, bytes]  # the candidate block's tensors, by checkpoint key
+    identical: bool  # equal to the reference block, byte for byte
+    proven_bytes: int  # bytes proven by terms alone (0: the proof fell back to bytes entirely)
+
+
+def spans(keys: tuple[str, ...], cand: XetFile, ref: XetFile) -> list[Span] | None:
+    """The block's tensors grouped into runs contiguous in both files at one shift; None when the reference's
+    tensors differ in name, dtype or shape."""
+    out: list[Span] = []
+    for key in sorted(keys, key=lambda k: (cand.layout[k].filename, cand.layout[k].start)):
+        c, r = cand.layout[key], ref.layout.get(key)
+        if r is None or (r.dtype, r.shape) != (c.dtype, c.shape):
+            return None
+        last = out[-1] if out else None
+        if (last and last.filename == c.filename and last.ref_filename == r.filename and last.end == c.start
+                and last.shift == r.start - c.start):  # fmt: skip
+            out[-1] = Span(c.filename, last.start, c.end, r.filename, last.shift, (*last.keys, key))
+        else:
+            out.append(Span(c.filename, c.start, c.end, r.filename, r.start - c.start, (key,)))
+    return out
+
+
+def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[str, bytes], rel_name,
+          xet: XetReader, reader: RangeReader) -> Outcome | None:  # fmt: skip
+    """The candidate block's bytes from proofs against `ref` plus fetched unproven ranges, or None when no
+    proof can be tried (no Xet hashes, a layout mismatch, or Xet metadata that failed: fetch as usual)."""
+    groups = spans(keys, cand, ref)
+    if groups is None:
+        return None
+    raw: dict[str, bytes] = {}
+    identical, proven_total, fetched_bytes = True, 0, 0
+    for span in groups:
+        c_hash, r_hash = cand.file_hashes.get(span.filename), ref.file_hashes.get(span.ref_filename)
+        if not c_hash or not r_hash:
+            return None
+        reference = b"".join(ref_raw[rel_name(k)] for k in span.keys)
+        proven = [] if span.end - span.start < SMALL_SPAN else _proven(span, c_hash, r_hash, cand, ref, xet)
+        if proven is None:
+            return None
+        data = bytearray(reference)
+        for start, end in _gaps(proven, span.start, span.end):
+            fetched = reader.read(cand.repo_id, span.filename, cand.revision, start, end)
+            fetched_bytes += len(fetched)
+            if fetched != reference[start - span.start : end - span.start]:
+                identical = False
+                data[start - span.start : end - span.start] = fetched
+        proven_total += sum(e - s for s, e in proven)
+        for key in span.keys:
+            loc = cand.layout[key]
+            raw[key] = bytes(data[loc.start - span.start : loc.end - span.start])
+    if identical and proven_total:  # what was fetched only confirmed the proof's edges
+        reader.stats.record_edges(fetched_bytes)
+    return Outcome(raw, identical, proven_total)
+
+
+def _proven(span: Span, c_hash: str, r_hash: str, cand: XetFile, ref: XetFile,
+            xet: XetReader) -> list[tuple[int, int]] | None:  # fmt: skip
+    """Candidate byte ranges of the span proven equal to the reference's by terms; None if metadata failed."""
+    d = span.shift
+    mine = xet.segments(cand.repo_id, cand.revision, c_hash, span.start, span.end)
+    theirs = xet.segments(ref.repo_id, ref.revision, r_hash, span.start + d, span.end + d)
+    if mine is None or theirs is None:
+        return None
+    their_xorbs = {t.xorb for t in theirs}
+    proven: list[tuple[int, int]] = []
+    probes = 0
+    for seg in mine:
+        if seg.xorb not in their_xorbs:
+            continue  # chunks the reference does not hold at all: new bytes, or unshared edges
+        if not any(_aligned(seg, t, d) for t in theirs):
+            if probes == MAX_PROBES_PER_SPAN:
+                continue
+            probes += 1  # the chunk may sit inside a longer term of the reference: ask from the aligned offset
+            probe = xet.segments(ref.repo_id, ref.revision, r_hash, seg.start + d, seg.start + d + seg.length)
+            if not probe or not _aligned(seg, probe[0], d):
+                continue
+        proven.append((max(seg.start, span.start), min(seg.start + seg.length, span.end)))
+    return merge_ranges(proven)
+
+
+def _aligned(seg: Segment, theirs: Segment, d: int) -> bool:
+    """The reference term starts with the same chunk of the same xorb at the shifted offset and runs at least
+    as far: then the candidate term's bytes are the reference's bytes at that offset."""
+    return theirs.xorb == seg.xorb and theirs.first == seg.first and theirs.start == seg.start + d and (
+        theirs.end >= seg.end)  # fmt: skip
+
+
+def _gaps(proven: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    gaps, pos = [], start
+    for s, e in proven:
+        if s > pos:
+            gaps.append((pos, s))
+        pos = max(pos, e)
+    if pos < end:
+        gaps.append((pos, end))
+    return gaps

@@ -1,0 +1,148 @@
+"""Block identity from Xet metadata: proven where it holds, never claimed where it does not, and faults fall back.
+
+Each search here runs cold against the session hub, which speaks Xet. The check that matters: every block
+hash the search stored equals the hash of that repo's real bytes (read locally, no Xet involved).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf._safetensors import read_file_header
+from alsatian_hf.adapters import split_model
+from alsatian_hf.adapters.skeleton import build_model
+from alsatian_hf.candidates import LocalBlockSource
+from alsatian_hf.localhub._xet_cas import XetIndex
+from alsatian_hf.store.block_store import BlockStore
+from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
+from alsatian_hf.zoo.data import digits
+
+
+def _variant(hub_root, base: str, name: str, edit) -> str:
+    """A copy of `base` whose checkpoint `edit(tensors)` changed; its card names `base` as base_model."""
+    org, _ = base.split("/")
+    target = hub_root / org / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(hub_root / base, target)
+    tensors = load_file(target / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, target / "model.safetensors", metadata={"format": "pt"})
+    (target / "README.md").write_text(f"---\nbase_model: {base}\nlibrary_name: timm\n---\n")
+    return f"{org}/{name}"
+
+
+@pytest.fixture(scope="module")
+def zoos(hub_root):
+    """resnet18 zoos (multi-MB blocks) uploaded with and without dedup, plus hand-made hard cases."""
+    spec = dict(source=TimmSource("resnet18", model_args={"num_classes": 10}), num_models=3, distribution="top_layers")
+    dedup = build_zoo(ZooSpec("xdedup", **spec, seed=0), hub_root, overwrite=True, xet_upload="dedup")
+    # another seed: a CAS keeps one reconstruction per file hash, so equal files would share the dedup terms
+    plain = build_zoo(ZooSpec("xplain", **spec, seed=1), hub_root, overwrite=True, xet_upload="no-dedup")
+    base = dedup.repo_ids[0]
+
+    def one_element(t):  # one element in the middle of a 9.4 MB block
+        t["layer4.1.conv2.weight"].view(-1)[1_000_000] += 1.0
+
+    def moved(t):  # a bigger head sorts before the layers: every block moves, its neighbours change
+        t["fc.weight"] = torch.randn(1000, 512, generator=torch.Generator().manual_seed(5))
+        t["fc.bias"] = torch.zeros(1000)
+
+    def zeros(t):
+        for k in [k for k in t if k.startswith("layer3.1.")]:
+            t[k] = torch.zeros_like(t[k])
+
+    variants = [_variant(hub_root, base, n, f) for n, f in [("v-one-element", one_element), ("v-moved", moved),
+                                                             ("v-zeros", zeros)]]  # fmt: skip
+    index = XetIndex(hub_root, "dedup")  # uploaded after the base, so they reference its chunks
+    index.index_files([hub_root / r / "model.safetensors" for r in variants])
+    index.close()
+    return {"dedup": dedup.repo_ids, "plain": plain.repo_ids, "variants": variants}
+
+
+def _search(repos, tmp_path, **kw):
+    args = SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir=str(tmp_path / "store"),
+                           batch_size=32, **kw)  # fmt: skip
+    return ModelSearcher(repos, train_dataset=digits(num_items=60, seed=0), args=args).search()
+
+
+def _assert_no_false_identity(hub_root, store_dir, repos):
+    """Every stored (repo, block) hash equals the hash of that repo's real bytes."""
+    store = BlockStore(store_dir)
+    for repo in repos:
+        folder = hub_root / repo
+        source = LocalBlockSource(folder)
+        split = split_model(build_model(folder, device="meta"), checkpoint_keys=source.keys())
+        rows = _stored(store, repo, split.family)
+        assert len(rows) == sum(1 for b in split.blocks if b.keys), repo
+        for index, stored in rows:
+            assert stored == source.block_hash(split, index), (repo, index)
+
+
+def _stored(store: BlockStore, repo: str, family: str) -> list[tuple[int, str]]:
+    with store._db() as db:
+        return db.execute("SELECT block, hash FROM model_blocks WHERE repo=? AND family=?", (repo, family)).fetchall()
+
+
+def test_dedup_zoo_proves_shared_blocks_and_fetches_only_what_is_unique(hub, hub_root, zoos, tmp_path):
+    repos = zoos["dedup"] + zoos["variants"]
+    res = _search(repos, tmp_path)
+    ident = res.fetch["identity"]
+    assert ident.get("xet-proof", 0) >= 20, ident  # the variants share almost every block with the base
+    store = BlockStore(tmp_path / "store")
+    unique = sum(p.stat().st_size for p in store.block_files())
+    weights = res.bytes_fetched - res.fetch["header_bytes"]
+    assert weights <= 1.05 * unique + 256 * 1024 * ident["xet-proof"]
+    assert res.fetch["metadata_requests"] <= 3 * sum(ident.values())
+    _assert_no_false_identity(hub_root, tmp_path / "store", repos)
+    assert store.gc(verify=True)["corrupt"] == 0
+    plain = _search(repos, tmp_path / "plain", strategy="base", xet_identity=False)
+    assert res.models == plain.models
+    again = _search(repos, tmp_path)  # a repeat search fetches no weight byte
+    assert again.bytes_fetched == 0 and not again.fetch["identity"]
+
+
+def test_changed_moved_and_zero_blocks_get_their_own_hashes(hub, hub_root, zoos, tmp_path):
+    base, (one, moved, zeros) = zoos["dedup"][0], zoos["variants"]
+    res = _search([base, one, moved, zeros], tmp_path)
+    _assert_no_false_identity(hub_root, tmp_path / "store", [base, one, moved, zeros])
+    store = BlockStore(tmp_path / "store")
+    fam = "timm-resnet"
+    by = {r: dict(_stored(store, r, fam)) for r in (base, one, moved, zeros)}
+    changed = [i for i in by[base] if by[one][i] != by[base][i]]
+    assert len(changed) == 1  # one element changed: exactly one block differs, and it was detected
+    assert by[moved] == by[base]  # the same bytes at other offsets, with other neighbours: identical
+    assert sum(by[zeros][i] != by[base][i] for i in by[base]) == 1
+    assert res.fetch["identity"].get("xet-proof", 0) > 0
+    shared_moved = read_file_header(hub_root / moved / "model.safetensors")[1]
+    assert shared_moved != read_file_header(hub_root / base / "model.safetensors")[1]  # the offsets did move
+
+
+def test_no_dedup_upload_proves_nothing_and_fetches_like_before(hub, hub_root, zoos, tmp_path):
+    repos = zoos["plain"]
+    res = _search(repos, tmp_path)
+    before = _search(repos, tmp_path / "before", xet_identity=False)
+    assert "xet-proof" not in res.fetch["identity"]
+    assert res.bytes_fetched <= 1.02 * before.bytes_fetched
+    assert res.fetch["metadata_requests"] <= 3 * sum(res.fetch["identity"].values())
+    _assert_no_false_identity(hub_root, tmp_path / "store", repos)
+    assert res.models == before.models
+
+
+@pytest.mark.parametrize("fault", ["cas_status", "cas_truncate", "expire_tokens"])
+def test_cas_faults_fall_back_to_bytes_and_lose_nothing(hub, hub_root, zoos, tmp_path, caplog, fault):
+    repos = [zoos["dedup"][0], *zoos["variants"][:2]]
+    setattr(hub.faults, fault, {"cas_status": 500, "cas_truncate": 40, "expire_tokens": True}[fault])
+    with caplog.at_level(logging.INFO, logger="alsatian_hf"):
+        res = _search(repos, tmp_path)
+    assert "xet-proof" not in res.fetch["identity"] and not res.skipped
+    assert "falling back to bytes" in caplog.text
+    _assert_no_false_identity(hub_root, tmp_path / "store", repos)
+    hub.faults.reset()
+    clean = _search(repos, tmp_path / "clean", strategy="base")
+    assert res.models == clean.models
