@@ -2,6 +2,7 @@
 
 alsatian-hf search (--author ORG | --base-model ID | --models A,B) --dataset PATH_OR_REPO [--result-size 3] ...
 alsatian-hf serve-hub ROOT [--host 127.0.0.1] [--port 8000] [--no-xet] [--upload-mode dedup|no-dedup]
+                      [--bandwidth 100MB/s]
 alsatian-hf build-zoo ROOT --org ORG --arch resnet18 [--num-models 35] [--distribution top_layers] [--seed 0]
                       [--xet-upload dedup|no-dedup|none]
 alsatian-hf store {info,gc} [--store-dir DIR]
@@ -15,9 +16,12 @@ from dataclasses import dataclass, field
 
 
 def _serve_hub(args: argparse.Namespace) -> int:
+    from ._units import parse_bytes
     from .localhub import HubServer
 
-    hub = HubServer(args.root, host=args.host, port=args.port, xet=not args.no_xet, upload_mode=args.upload_mode)
+    bandwidth = parse_bytes(args.bandwidth.lower().removesuffix("/s")) if args.bandwidth else None
+    hub = HubServer(args.root, host=args.host, port=args.port, xet=not args.no_xet, upload_mode=args.upload_mode,
+                    bandwidth=bandwidth)  # fmt: skip
     hint = f"export HF_ENDPOINT={hub.url}" + (" HF_HUB_DISABLE_XET=1" if args.no_xet else "")
     print(f"Serving {hub.root} at {hub.url}  ({hint})", flush=True)
     try:
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port.")
     p.add_argument("--no-xet", action="store_true", help="Serve plain HTTP only: no Xet hashes, tokens or CAS.")
+    p.add_argument("--bandwidth", help="Bytes per second for file and xorb bytes, over all connections (100MB/s).")
     p.add_argument("--upload-mode", default="dedup", choices=["dedup", "no-dedup"],
                    help="How files not chunked yet get their xorbs: `dedup` references chunks earlier files stored, "
                         "`no-dedup` gives each file its own.")  # fmt: skip

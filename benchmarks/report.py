@@ -13,6 +13,7 @@ from .hub_fetch import HubFetchRow
 from .input_scaling import InputScalingRow
 from .memory_budget import MemoryBudgetRow
 from .planner_scaling import PlannerScalingRow
+from .xet_transfer import ColdSearchRow, XetFetchRow
 
 
 # The paper's GPU ratios at 2000 items (§6.1, §6.5): alsatian vs shift, except BERT (vs base).
@@ -32,6 +33,8 @@ TABLES: dict[str, type] = {
     "block_times": BlockTimesRow,
     "planner_scaling": PlannerScalingRow,
     "hub_fetch": HubFetchRow,
+    "xet_fetch": XetFetchRow,
+    "cold_search": ColdSearchRow,
 }
 STRATEGY_ORDER = ["base", "shift", "alsatian"]
 PHASE_ORDER = ["setup", "prepare_data", "prepare_model", "inference", "proxy_scoring"]
@@ -222,6 +225,25 @@ def fetch_lines(out: Path) -> list[str]:
     return lines
 
 
+def xet_lines(out: Path) -> list[str]:
+    """Per zoo and upload mode: bytes of a cold search with Xet identity against fetching everything, and time."""
+    fetch, cold = read_rows(out / "xet_fetch.csv"), read_rows(out / "cold_search.csv")
+    timed = {(r["architecture"], r["distribution"], r["upload_mode"]): r for r in cold}
+    lines = []
+    for r in sorted((r for r in fetch if r["xet_identity"] == "True"),
+                    key=lambda r: (r["architecture"], r["distribution"], r["upload_mode"])):  # fmt: skip
+        t = timed.get((r["architecture"], r["distribution"], r["upload_mode"]))
+        time_cell = (f"{float(t['xet_seconds']):.1f} / {float(t['fetch_everything_seconds']):.1f} "
+                     f"({float(t['speedup']):.2f}x)") if t else "-"  # fmt: skip
+        lines.append(
+            f"| {r['architecture']} | {r['distribution']} | {r['upload_mode']} | {int(r['bytes_fetched']) / 1e6:.1f} | "
+            f"{float(r['vs_fetch_everything']):.2f}x | {int(r['unique_block_bytes']) / 1e6:.1f} | "
+            f"{r['proven_blocks']} of {r['blocks']} | {int(r['edge_bytes']) / 1e3:.0f} | {r['metadata_requests']} | "
+            f"{'yes' if r['within_target'] == 'True' else 'no'} | {time_cell} |"
+        )
+    return lines
+
+
 def missing_cells(out: Path, suite) -> list[str]:
     done = {(r["architecture"], r["distribution"], r["num_items"]) for r in read_rows(out / "end_to_end.csv")}
     return [
@@ -302,6 +324,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
         revisions.setdefault(r.get("code_revision") or "unknown", set()).add(r["architecture"])
     measured_at = "; ".join(f"{rev}: {', '.join(sorted(a))}" for rev, a in sorted(revisions.items()))
     scaling, blocks, fetched = scaling_lines(out), block_lines(out), fetch_lines(out)
+    xet_rows = xet_lines(out)
     missing = missing_cells(out, suite)
     body = [
         "",
@@ -409,6 +432,24 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "",
             ]
             if fetched
+            else []
+        ),
+        *(
+            [
+                "## A cold search with Xet identity",
+                "",
+                "Block identity proven from the hub's Xet metadata before downloading (`xet_fetch`), per upload "
+                "mode, from an empty block store and HF cache, against the same search fetching every block "
+                "(`xet_identity=False`); the timed pair (`cold_search`) runs with the hub limited to 100 MB/s. "
+                "Target: weight bytes within 1.05 x the unique block bytes + 256 KiB per proven (model, block) pair.",
+                "",
+                "| architecture | distribution | upload | MB fetched | less than everything | unique blocks MB | "
+                "proven blocks | edge KB | metadata requests | within target | cold s, Xet / everything |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
+                *xet_rows,
+                "",
+            ]
+            if xet_rows
             else []
         ),
         *(["Cells of this suite not in the CSVs: " + ", ".join(missing) + ".", ""] if missing else []),

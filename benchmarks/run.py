@@ -13,7 +13,8 @@ Steps, each skippable with `--skip`, each in a module of its own with the row da
 `cells` (end_to_end.py: end_to_end, time_breakdown), `fetch` (hub_fetch.py: each strategy once from a cold
 block store, before a zoo's cells), `memory` (memory_budget.py: §6.4 cache budgets), `scaling`
 (input_scaling.py: alsatian vs shift at growing image sizes), `blocks` (block_times.py: time and FLOPs per
-engine block) and `planner` (planner_scaling.py).
+engine block), `planner` (planner_scaling.py) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
+search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from .memory_budget import run_memory_budget
 from .planner_scaling import run_planner_scaling
 from .report import write_report
 from .suites import ARCHS, HERE, SUITES, Run, provenance
+from .xet_transfer import run_xet_transfer
 
 
-STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "planner"]
+STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "planner", "xet"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             run_block_times(run)
         if "planner" not in args.skip:
             run_planner_scaling(run)
+        if "xet" not in args.skip:
+            run_xet_transfer(run)
     finally:
         hub.stop()
     write_report(out, suite_name=args.suite, suite=suite, seconds=time.perf_counter() - started)

@@ -77,7 +77,8 @@ class HubServer:
     """
 
     def __init__(self, root: str | Path, *, host: str = "127.0.0.1", port: int = 0, page_size: int = PAGE_SIZE,
-                 xet: bool = True, upload_mode: UploadMode_T = "dedup", token_ttl: float = 3600.0):  # fmt: skip
+                 xet: bool = True, upload_mode: UploadMode_T = "dedup", token_ttl: float = 3600.0,
+                 bandwidth: float | None = None):  # fmt: skip
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.page_size = page_size
@@ -86,6 +87,9 @@ class HubServer:
         self.token_ttl = token_ttl
         self._tokens: dict[str, float] = {}  # access token -> expiry (unix seconds)
         self._signing_key = secrets.token_bytes(32)
+        # file and xorb bytes share this many bytes per second over all connections (None: unlimited), so
+        # a cold search's transfer time is what it would be on a real link
+        self.throttle = _Throttle(bandwidth) if bandwidth else None
         self.faults = Faults()
         self.log: list[LoggedRequest] = []
         self._resolve_count = 0
@@ -183,6 +187,27 @@ def serve_hub(root: str | Path, *, host: str = "127.0.0.1", port: int = 0, xet: 
     """Serve `root` in-process and yield the base URL (bind port 0 for a free port)."""
     with HubServer(root, host=host, port=port, xet=xet) as hub:
         yield hub.url
+
+
+class _Throttle:
+    """A token bucket shared by every connection: at most `rate` bytes per second, bursts of 1/20 s."""
+
+    def __init__(self, rate: float):
+        self.rate = float(rate)
+        self.burst = max(self.rate / 20, 1 << 16)
+        self.tokens = self.burst
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            self.tokens -= n
+            wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
+        if wait:
+            time.sleep(wait)
 
 
 class _HttpError(Exception):
@@ -560,8 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = f.read(min(1 << 20, remaining))
                 if not chunk:
                     break
-                self.wfile.write(chunk)
-                self._sent += len(chunk)
+                self._write_data(chunk)
                 remaining -= len(chunk)
         if to_send < length:
             self.close_connection = True
@@ -670,8 +694,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Range", f"bytes {start}-{end}/{self.hub.xet.xorb_offsets(xorb)[-1]}")
         self.end_headers()
-        self.wfile.write(body)
-        self._sent = len(body)
+        for i in range(0, len(body), 1 << 16):
+            self._write_data(body[i : i + (1 << 16)])
+
+    def _write_data(self, data: bytes) -> None:
+        """File or xorb bytes, within the hub's bandwidth."""
+        throttle = self.hub.throttle
+        for i in range(0, len(data), 1 << 16):
+            piece = data[i : i + (1 << 16)]
+            if throttle is not None:
+                throttle.take(len(piece))
+            self.wfile.write(piece)
+            self._sent += len(piece)
 
     def _send_416(self, size: int) -> None:
         self._status = 416

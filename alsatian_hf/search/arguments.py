@@ -6,23 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._units import parse_bytes
 from ..errors import ConfigurationError
 from ..scoring import Scorer_T, get_scorer
 from .strategies import STRATEGIES, Strategy_T
-
-
-_UNITS = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
-
-
-def parse_bytes(value: int | str) -> int | str:
-    """`"auto"`, an int, or a size like "512MB" / "2GB" -> bytes."""
-    if isinstance(value, int) or value == "auto":
-        return value
-    text = str(value).strip().lower()
-    for unit, factor in _UNITS.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
 
 
 @dataclass
