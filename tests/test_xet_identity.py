@@ -146,3 +146,49 @@ def test_cas_faults_fall_back_to_bytes_and_lose_nothing(hub, hub_root, zoos, tmp
     hub.faults.reset()
     clean = _search(repos, tmp_path / "clean", strategy="base")
     assert res.models == clean.models
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_sharded_half_precision_checkpoints_are_proven_and_never_misclaimed(hub, hub_root, zoos, tmp_path, dtype):
+    from huggingface_hub import save_torch_state_dict
+
+    from alsatian_hf.candidates import open_hub
+    from alsatian_hf.hub import FetchStats, RangeReader
+    from alsatian_hf.hub.xet import XetReader
+
+    base = zoos["dedup"][0]
+    tag = str(dtype).removeprefix("torch.")
+    repos = []
+    for name, change in ((f"v-{tag}-base", False), (f"v-{tag}-one", True)):
+        folder = hub_root / "xdedup" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(hub_root / base, folder)
+        tensors = {
+            k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(folder / "model.safetensors").items()
+        }
+        if change:
+            tensors["layer4.1.conv2.weight"].view(-1)[1_000_000] += 1.0
+        (folder / "model.safetensors").unlink()
+        save_torch_state_dict(tensors, folder, max_shard_size="8MB", metadata={"format": "pt"})
+        card = (
+            f"---\nbase_model: xdedup/v-{tag}-base\nlibrary_name: timm\n---\n"
+            if change
+            else "---\nlibrary_name: timm\n---\n"
+        )
+        (folder / "README.md").write_text(card)
+        repos.append(f"xdedup/{name}")
+    index = XetIndex(hub_root, "dedup")
+    index.index_files([p for r in repos for p in sorted((hub_root / r).glob("*.safetensors"))])
+    index.close()
+    assert len(list((hub_root / repos[0]).glob("*.safetensors"))) > 2  # sharded
+
+    store, stats = BlockStore(tmp_path / "store"), FetchStats()
+    reader = RangeReader(stats=stats)
+    for repo in repos:
+        opened = open_hub(repo, None, store=store, reader=reader, xet=XetReader(stats=stats))
+        split = split_model(build_model(opened.folder, device="meta"), checkpoint_keys=opened.source.keys())
+        opened.source.prepare(split)
+    assert stats.identity.get("xet-proof", 0) > 0, stats.identity
+    _assert_no_false_identity(hub_root, tmp_path / "store", repos)
+    by = [dict(_stored(store, r, "timm-resnet")) for r in repos]
+    assert sum(by[0][i] != by[1][i] for i in by[0]) == 1
