@@ -69,6 +69,12 @@ def test_real_client_downloads_byte_identical_files_through_xet(xet_hub, tmp_pat
     file_path, snapshot = out.stdout.split()
     assert Path(file_path).read_bytes() == path.read_bytes()
     assert (Path(snapshot) / "model.safetensors").read_bytes() == path.read_bytes()
+    hf = Path(sys.executable).with_name("hf")  # the `hf download` command line, through hf_xet as well
+    cli = [str(hf), "download", "xorg/base", "model.safetensors", "--local-dir", str(tmp_path / "cli")]
+    out = subprocess.run(cli, env={**env, "HF_HOME": str(tmp_path / "hf2")}, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == path.read_bytes()
     paths = [r.path for r in xet_hub.requests()]
     assert any("/cas/v1/reconstructions/" in p for p in paths) and any("/cas/xorbs/" in p for p in paths)
     assert not any(r.path.endswith("model.safetensors") and r.method == "GET" for r in xet_hub.requests())

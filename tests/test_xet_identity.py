@@ -192,3 +192,13 @@ def test_sharded_half_precision_checkpoints_are_proven_and_never_misclaimed(hub,
     _assert_no_false_identity(hub_root, tmp_path / "store", repos)
     by = [dict(_stored(store, r, "timm-resnet")) for r in repos]
     assert sum(by[0][i] != by[1][i] for i in by[0]) == 1
+
+
+def test_refused_xorb_ranges_do_not_matter_to_proofs(hub, hub_root, zoos, tmp_path):
+    """Proofs read reconstruction metadata only, never xorb bytes: refused xorbs change nothing."""
+    repos = [zoos["dedup"][0], zoos["variants"][0]]
+    hub.faults.refuse_xorbs = True
+    res = _search(repos, tmp_path)
+    assert res.fetch["identity"].get("xet-proof", 0) > 0 and not res.skipped
+    assert not [r for r in hub.requests() if "/cas/xorbs/" in r.path]
+    _assert_no_false_identity(hub_root, tmp_path / "store", repos)

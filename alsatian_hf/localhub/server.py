@@ -52,6 +52,7 @@ class Faults:
     cas_status: int | None = None
     cas_truncate: int | None = None
     expire_tokens: bool = False  # every access token is refused as expired
+    refuse_xorbs: bool = False  # every xorb GET is answered 403, signed or not
 
     def reset(self) -> None:
         self.__init__()
@@ -680,6 +681,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Xorb bytes: only the exact range the signed URL was issued for."""
         m = _RANGE_RE.match((self.headers.get("Range") or "").strip())
         sig = (self._query.get("sig") or [""])[0]
+        if self.hub.faults.refuse_xorbs:
+            raise _HttpError(403, "Injected refusal of a xorb range")
         if not m or not m.group(1) or not m.group(2):
             raise _HttpError(403, "A xorb is served by signed range only; send the url_range as Range.")
         start, end = int(m.group(1)), int(m.group(2))
