@@ -7,6 +7,7 @@ never fetched). Both give the same content hash for the same tensors.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -104,6 +105,12 @@ class LocalBlockSource:
 
     def prepare(self, split: SplitModel) -> None:
         """Nothing to do: local blocks are hashed from memory-mapped tensors on demand."""
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_layout(text: str) -> dict[str, TensorLocation]:
+    """A stored layout, parsed once: the base model's is every fine-tune's reference, block after block."""
+    return layout_from_json(text)
 
 
 class HubBlockSource:
@@ -220,7 +227,7 @@ class HubBlockSource:
         return prove(
             keys=block.keys,
             cand=XetFile(self.repo_id, self.revision, self.xet_hashes, self.layout),
-            ref=XetFile(ref_repo, ref_rev, ref_hashes, layout_from_json(layout_json)),
+            ref=XetFile(ref_repo, ref_rev, ref_hashes, _parsed_layout(layout_json)),
             ref_raw=self.store.raw(ref_hash),
             rel_name=block.relative_name,
             xet=self.xet,

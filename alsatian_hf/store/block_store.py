@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,22 +81,24 @@ class StoreInfo:
 class BlockStore:
     """Blocks on disk under `root` (default: `default_store_dir()`), with their SQLite index.
 
-    Example:
-        >>> import tempfile
-        >>> tmp = tempfile.TemporaryDirectory()
-        >>> store = BlockStore(tmp.name)
-        >>> h = store.put([("weight", "F32", (2,), bytes(8))])
-        >>> store.put([("weight", "F32", (2,), bytes(8))]) == h  # stored once
-        True
-        >>> store.get(h)["weight"]
-        tensor([0., 0.])
-        >>> tmp.cleanup()
+        Example:
+            >>> import tempfile
+    import threading
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> store = BlockStore(tmp.name)
+            >>> h = store.put([("weight", "F32", (2,), bytes(8))])
+            >>> store.put([("weight", "F32", (2,), bytes(8))]) == h  # stored once
+            True
+            >>> store.get(h)["weight"]
+            tensor([0., 0.])
+            >>> tmp.cleanup()
     """
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
         (self.root / "blocks").mkdir(parents=True, exist_ok=True)
         self._verified: set[tuple[str, int, int, int]] = set()  # file versions known to match their hash
+        self._local = threading.local()  # a connection per thread (sqlite3 connections are not shared)
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
         with self._db() as db:
@@ -107,13 +110,20 @@ class BlockStore:
     # -- plumbing ------------------------------------------------------------------------------------------
     @contextmanager
     def _db(self):
-        db = sqlite3.connect(self.root / "index.sqlite", timeout=60)
-        try:
+        """One transaction on this thread's connection (opened once: a search makes thousands of index calls,
+        and opening, committing with a full sync and closing each took ~2 ms). WAL with synchronous=NORMAL
+        keeps every commit atomic; a power cut may lose the last ones, never corrupt the index."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.root / "index.sqlite", timeout=60)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
             yield db
             db.commit()
-        finally:
-            db.close()
+        except BaseException:
+            db.rollback()
+            raise
 
     def path(self, block_hash: str) -> Path:
         return self.root / "blocks" / block_hash[:2] / f"{block_hash}.safetensors"
@@ -185,6 +195,13 @@ class BlockStore:
         """
         from safetensors.torch import load_file
 
+        return load_file(str(self._verified_path(block_hash)))
+
+    def raw(self, block_hash: str) -> dict[str, bytes]:
+        """The block's tensors as raw bytes by block-relative name, after the same verification as `get`."""
+        return {name: data for name, _, _, data in decode(self._verified_path(block_hash).read_bytes())}
+
+    def _verified_path(self, block_hash: str) -> Path:
         path = self.path(block_hash)
         if not path.is_file():
             raise BlockIntegrityError(f"block {block_hash[:12]} is not in the store at {self.root}.")
@@ -196,12 +213,7 @@ class BlockStore:
                 )
             with self._db() as db:
                 self._mark_verified(stamp, db)
-        return load_file(str(path))
-
-    def raw(self, block_hash: str) -> dict[str, bytes]:
-        """The block's tensors as raw bytes by block-relative name, after the same verification as `get`."""
-        self.get(block_hash)
-        return {name: data for name, _, _, data in decode(self.path(block_hash).read_bytes())}
+        return path
 
     # -- index ---------------------------------------------------------------------------------------------
     def index_model(self, repo: str, revision: str, family: str, hashes: dict[int, str], *,
