@@ -185,9 +185,10 @@ class HubBlockSource:
         if index in known:
             return known[index]
         with self.store.lock(f"{self.repo_id}-{self.revision}-{index}".replace("/", "--")):
-            known.update(self.store.model_hashes(self.repo_id, self.revision, split.family))
-            if index in known:
-                return known[index]
+            stored = self.store.model_block(self.repo_id, self.revision, split.family, index)
+            if stored is not None:  # another process established it while this one waited
+                known[index] = stored
+                return stored
             h, method = self._establish(split, index)
         known[index] = h
         self.store.index_model(self.repo_id, self.revision, split.family, {index: h}, method=method)
@@ -214,14 +215,16 @@ class HubBlockSource:
         """Stored blocks to prove against: the base model's first, then the newest of other repos."""
         if self.xet is None:
             return []
-        refs = self.store.references(split.family, index, exclude=self.repo_id)
-        refs.sort(key=lambda r: r[0] != self.base_model)  # stable: newest first otherwise
-        return refs[:limit]
+        return self.store.references(split.family, index, exclude=self.repo_id, prefer=self.base_model, limit=limit)
+
+    @functools.lru_cache(maxsize=16)  # noqa: B019 (a source lives for one search)
+    def _ref_xet_hashes(self, repo: str, revision: str) -> dict[str, str]:
+        return self.store.xet_hashes(repo, revision)
 
     def _prove(self, block, ref_repo: str, ref_rev: str, ref_hash: str):
         from .xet_identity import XetFile, prove
 
-        layout_json, ref_hashes = self.store.load_layout(ref_repo, ref_rev), self.store.xet_hashes(ref_repo, ref_rev)
+        layout_json, ref_hashes = self.store.load_layout(ref_repo, ref_rev), self._ref_xet_hashes(ref_repo, ref_rev)
         if not layout_json or not ref_hashes:
             return None
         return prove(

@@ -51,6 +51,7 @@ class XetReader:
         # answers by (file hash, start, end): a base model is the reference of every fine-tune's proofs
         self._answers: OrderedDict[tuple[str, int, int], list[Segment]] = OrderedDict()
         self._lock = threading.Lock()
+        self._token_lock = threading.Lock()
 
     def _get(self, url: str, headers: dict[str, str]):
         from huggingface_hub import get_session
@@ -64,17 +65,16 @@ class XetReader:
         from huggingface_hub.utils import build_hf_headers
 
         key = (repo_id, revision)
-        with self._lock:
+        with self._token_lock:  # threads establishing one candidate's blocks wait for one token request
             cached = self._tokens.get(key)
-        if cached and not renew and cached[1] > time.time() + 5:
-            return cached[0], cached[2]
-        url = f"{constants.ENDPOINT}/api/models/{repo_id}/xet-read-token/{revision}"
-        _, body = self._json(url, build_hf_headers(), what=f"a Xet token for {repo_id}")
-        if body is None:
-            return None
-        with self._lock:
+            if cached and not renew and cached[1] > time.time() + 5:
+                return cached[0], cached[2]
+            url = f"{constants.ENDPOINT}/api/models/{repo_id}/xet-read-token/{revision}"
+            _, body = self._json(url, build_hf_headers(), what=f"a Xet token for {repo_id}")
+            if body is None:
+                return None
             self._tokens[key] = (body["accessToken"], float(body["exp"]), body["casUrl"])
-        return body["accessToken"], body["casUrl"]
+            return body["accessToken"], body["casUrl"]
 
     def _json(self, url: str, headers: dict[str, str], *, what: str) -> tuple[int, dict | None]:
         """(status, parsed body); transient failures and truncated bodies are retried, then (0, None)."""

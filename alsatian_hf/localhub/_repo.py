@@ -104,9 +104,10 @@ class FolderRepo:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".git"))
             for name in sorted(filenames):
                 full = Path(dirpath) / name
-                real = full.resolve()
-                # A symlink that points out of ROOT is invisible, as if it did not exist.
-                if not real.is_file() or not real.is_relative_to(root):
+                # A symlink that points out of ROOT is invisible, as if it did not exist. Only links are resolved:
+                # resolving every path (a realpath per component) was most of a `resolve` request's time.
+                real = full.resolve() if full.is_symlink() else full
+                if not real.is_file() or (real is not full and not real.is_relative_to(root)):
                     continue
                 rel = full.relative_to(self.folder).as_posix()
                 if rel.startswith(".") or "/." in rel:

@@ -15,6 +15,7 @@ Two upload modes, so both cases of the real Hub can be tested:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -63,17 +64,21 @@ class XetIndex:
     """
 
     def __init__(self, root: Path, mode: UploadMode_T = "dedup"):
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.mode = mode
         (self.root / ".xet").mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / ".xet" / "index.sqlite", check_same_thread=False)
         self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()  # one indexer at a time; sqlite itself is used from the server's threads
+        self._lock = threading.RLock()  # every use of the connection, and indexing (one file at a time)
+        # Served from memory once read: a search asks for reconstructions hundreds of times a second.
         self._xorb_cache: dict[str, list[XorbChunk]] = {}
+        self._entries: dict[str, tuple[tuple[int, int, int], str, list[Term]]] = {}  # rel -> stamp, hash, terms
+        self._paths: dict[str, str] = {}  # file hash -> rel
         self.files_chunked = 0  # file versions chunked by this process (a restart over an indexed root: 0)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     # -- indexing -----------------------------------------------------------------------------------------
     def file_hash(self, path: Path) -> str:
@@ -82,10 +87,14 @@ class XetIndex:
 
     def terms(self, file_hash: str) -> list[Term] | None:
         """The terms of a file by its Xet hash (after re-indexing it if a file it shares xorbs with changed)."""
-        row = self._db.execute("SELECT path FROM files WHERE file_hash=? LIMIT 1", (file_hash,)).fetchone()
-        if row is None or not (self.root / row[0]).is_file():
+        rel = self._paths.get(file_hash)
+        if rel is None:
+            with self._lock:
+                row = self._db.execute("SELECT path FROM files WHERE file_hash=? LIMIT 1", (file_hash,)).fetchone()
+            rel = row[0] if row else None
+        if rel is None or not (self.root / rel).is_file():
             return None
-        current, terms = self._entry(self.root / row[0])
+        current, terms = self._entry(self.root / rel)
         return terms if current == file_hash else None
 
     def index_files(self, paths: list[Path]) -> None:
@@ -94,21 +103,31 @@ class XetIndex:
             self._entry(path)
 
     def _entry(self, path: Path) -> tuple[str, list[Term]]:
-        rel = path.resolve().relative_to(self.root.resolve()).as_posix()
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        rel = Path(os.path.relpath(os.path.abspath(path), self.root)).as_posix()
+        stamp = _stamp(self.root / rel)
+        hit = self._entries.get(rel)
+        if hit is not None and hit[0] == stamp and self._intact({t.xorb for t in hit[2]}):
+            return hit[1], hit[2]
         with self._lock:
             row = self._db.execute("SELECT size, mtime_ns, inode, file_hash, terms FROM files WHERE path=?",
                                    (rel,)).fetchone()  # fmt: skip
             if row is not None and tuple(row[:3]) == stamp:
-                terms = [Term(*t) for t in json.loads(row[4])]
-                # a file it shares chunks with may have changed since: then its terms are stale too
-                if all(self._xorb_intact(x) for x in {t.xorb for t in terms}):
-                    return row[3], terms
-            file_hash, terms = self._index(path, rel)
-            with self._db:
-                self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                 (rel, *stamp, file_hash, json.dumps([list(t.__dict__.values()) for t in terms])))  # fmt: skip
+                file_hash, terms = row[3], [Term(*t) for t in json.loads(row[4])]
+            else:
+                file_hash, terms = self._index(self.root / rel, rel)
+                with self._db:
+                    self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                                     (rel, *stamp, file_hash, json.dumps([list(t.__dict__.values()) for t in terms])))  # fmt: skip
+            self._entries[rel] = (stamp, file_hash, terms)
+            self._paths[file_hash] = rel
+            # a file it shares chunks with may have changed since: then its terms are stale, and it is chunked again
+            if not self._intact({t.xorb for t in terms}):
+                file_hash, terms = self._index(self.root / rel, rel)
+                with self._db:
+                    self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                                     (rel, *stamp, file_hash, json.dumps([list(t.__dict__.values()) for t in terms])))  # fmt: skip
+                self._entries[rel] = (stamp, file_hash, terms)
+                self._paths[file_hash] = rel
             return file_hash, terms
 
     def _index(self, path: Path, rel: str) -> tuple[str, list[Term]]:
@@ -118,7 +137,7 @@ class XetIndex:
         if self.mode == "dedup":
             for c in chunks:
                 row = self._db.execute("SELECT xorb, idx FROM chunks WHERE hash=?", (c.hash.hex(),)).fetchone()
-                if row is not None and self._xorb_intact(row[0]):
+                if row is not None and self._intact({row[0]}):
                     located[c.hash] = (row[0], row[1])
         new: list[_xet.Chunk] = []
         seen = set(located)
@@ -139,15 +158,19 @@ class XetIndex:
                         self._db.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?)", (c.hash.hex(), xorb, i))
         return _xet.hash_hex(_xet.file_hash(chunks)), _terms(chunks, located)
 
-    def _xorb_intact(self, xorb: str) -> bool:
-        """Whether the files a xorb's chunks come from are still the versions that were indexed."""
-        for path in {c.path for c in self.xorb(xorb) or []}:
-            row = self._db.execute("SELECT size, mtime_ns, inode FROM files WHERE path=?", (path,)).fetchone()
-            full = self.root / path
-            if row is None or not full.is_file():
-                return False
-            st = full.stat()
-            if tuple(row) != (st.st_size, st.st_mtime_ns, st.st_ino):
+    def _intact(self, xorbs: set[str]) -> bool:
+        """Whether the files these xorbs' chunks come from are still the versions that were indexed."""
+        for path in {c.path for x in xorbs for c in self.xorb(x) or []}:
+            indexed = self._entries.get(path)
+            if indexed is None:
+                with self._lock:
+                    row = self._db.execute("SELECT size, mtime_ns, inode FROM files WHERE path=?", (path,)).fetchone()
+                if row is None:
+                    return False
+                stamp = tuple(row)
+            else:
+                stamp = indexed[0]
+            if _stamp(self.root / path) != stamp:
                 return False
         return True
 
@@ -182,7 +205,8 @@ class XetIndex:
 
     def xorb(self, xorb: str) -> list[XorbChunk] | None:
         if xorb not in self._xorb_cache:
-            row = self._db.execute("SELECT chunks FROM xorbs WHERE xorb=?", (xorb,)).fetchone()
+            with self._lock:
+                row = self._db.execute("SELECT chunks FROM xorbs WHERE xorb=?", (xorb,)).fetchone()
             if row is None:
                 return None
             self._xorb_cache[xorb] = [XorbChunk(*c) for c in json.loads(row[0])]
@@ -209,6 +233,12 @@ class XetIndex:
             out += _xet.encode_xorb_chunk(data)
         first = next(p for p, c in zip(offsets, chunks) if p + _HEADER_BYTES + c.size > start)
         return bytes(out[start - first : end - first + 1])
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """A file version: size, modification time and inode."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _pack(chunks: list[_xet.Chunk]) -> list[list[_xet.Chunk]]:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import tempfile
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS file_blocks (files_sha TEXT NOT NULL, family TEXT NOT
     hash TEXT NOT NULL, PRIMARY KEY (files_sha, family, block));
 CREATE TABLE IF NOT EXISTS verified (hash TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS model_blocks_by_block ON model_blocks (family, block);
 CREATE TABLE IF NOT EXISTS xet_files (repo TEXT NOT NULL, revision TEXT NOT NULL, filename TEXT NOT NULL,
     xet_hash TEXT NOT NULL, PRIMARY KEY (repo, revision, filename));
 """
@@ -99,6 +101,7 @@ class BlockStore:
         (self.root / "blocks").mkdir(parents=True, exist_ok=True)
         self._verified: set[tuple[str, int, int, int]] = set()  # file versions known to match their hash
         self._local = threading.local()  # a connection per thread (sqlite3 connections are not shared)
+        self._layouts: dict[tuple[str, str], str] = {}
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
         with self._db() as db:
@@ -129,7 +132,10 @@ class BlockStore:
         return self.root / "blocks" / block_hash[:2] / f"{block_hash}.safetensors"
 
     def lock(self, name: str) -> FileLock:
-        return FileLock(str(self._lock_dir / f"{name[:64]}.lock"), timeout=600)
+        """A lock shared by every process of this store. Names are hashed: truncating them made every block of
+        a repo with a long id share one lock, so a candidate's blocks were established one at a time."""
+        digest = hashlib.sha256(name.encode()).hexdigest()[:40]
+        return FileLock(str(self._lock_dir / f"{digest}.lock"), timeout=600)
 
     # -- blocks --------------------------------------------------------------------------------------------
     def has(self, block_hash: str) -> bool:
@@ -226,15 +232,30 @@ class BlockStore:
                 [(repo, revision, i, family, h, method) for i, h in hashes.items()],
             )
 
-    def references(self, family: str, block: int, *, exclude: str) -> list[tuple[str, str, str]]:
-        """(repo, revision, hash) of stored blocks at this index of this family, newest first, other repos only."""
+    def references(self, family: str, block: int, *, exclude: str, prefer: str | None = None,
+                   limit: int = 3) -> list[tuple[str, str, str]]:  # fmt: skip
+        """(repo, revision, hash) of up to `limit` stored blocks at this index of this family from other repos:
+        `prefer`'s first (the base model), then the newest."""
         with self._db() as db:
             rows = db.execute(
                 "SELECT repo, revision, hash FROM model_blocks WHERE family=? AND block=? AND repo!=? "
-                "ORDER BY rowid DESC",
-                (family, block, exclude),
-            ).fetchall()
-        return [tuple(r) for r in rows if self.has(r[2])]
+                "ORDER BY repo=? DESC, rowid DESC",
+                (family, block, exclude, prefer or ""),
+            )
+            out = []
+            for row in rows:
+                if self.has(row[2]):
+                    out.append(tuple(row))
+                    if len(out) == limit:
+                        break
+        return out
+
+    def model_block(self, repo: str, revision: str, family: str, block: int) -> str | None:
+        """The stored hash of one block of a checkpoint, if the store has it."""
+        with self._db() as db:
+            row = db.execute("SELECT hash FROM model_blocks WHERE repo=? AND revision=? AND family=? AND block=?",
+                             (repo, revision, family, block)).fetchone()  # fmt: skip
+        return row[0] if row and self.has(row[0]) else None
 
     def identity_counts(self) -> dict[str, int]:
         with self._db() as db:
@@ -279,9 +300,15 @@ class BlockStore:
             db.execute("INSERT OR REPLACE INTO layouts VALUES (?, ?, ?)", (repo, revision, layout_json))
 
     def load_layout(self, repo: str, revision: str) -> str | None:
-        with self._db() as db:
-            row = db.execute("SELECT layout FROM layouts WHERE repo=? AND revision=?", (repo, revision)).fetchone()
-        return row[0] if row else None
+        """A checkpoint's layout (JSON); a commit's layout never changes, so it is read from disk once."""
+        key = (repo, revision)
+        if key not in self._layouts:
+            with self._db() as db:
+                row = db.execute("SELECT layout FROM layouts WHERE repo=? AND revision=?", key).fetchone()
+            if row is None:
+                return None
+            self._layouts[key] = row[0]
+        return self._layouts[key]
 
     # -- maintenance ---------------------------------------------------------------------------------------
     def block_files(self) -> Iterable[Path]:
