@@ -113,22 +113,20 @@ class XetIndex:
                                    (rel,)).fetchone()  # fmt: skip
             if row is not None and tuple(row[:3]) == stamp:
                 file_hash, terms = row[3], [Term(*t) for t in json.loads(row[4])]
-            else:
-                file_hash, terms = self._index(self.root / rel, rel)
-                with self._db:
-                    self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                     (rel, *stamp, file_hash, json.dumps([list(t.__dict__.values()) for t in terms])))  # fmt: skip
-            self._entries[rel] = (stamp, file_hash, terms)
-            self._paths[file_hash] = rel
-            # a file it shares chunks with may have changed since: then its terms are stale, and it is chunked again
-            if not self._intact({t.xorb for t in terms}):
-                file_hash, terms = self._index(self.root / rel, rel)
-                with self._db:
-                    self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                                     (rel, *stamp, file_hash, json.dumps([list(t.__dict__.values()) for t in terms])))  # fmt: skip
-                self._entries[rel] = (stamp, file_hash, terms)
-                self._paths[file_hash] = rel
+                self._remember(rel, stamp, file_hash, terms)
+                if self._intact({t.xorb for t in terms}):
+                    return file_hash, terms
+                # a file it shares chunks with changed since: its terms are stale, so it is chunked again
+            file_hash, terms = self._index(self.root / rel, rel)
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                                 (rel, *stamp, file_hash, json.dumps([list(t.__dict__.values()) for t in terms])))  # fmt: skip
+            self._remember(rel, stamp, file_hash, terms)
             return file_hash, terms
+
+    def _remember(self, rel: str, stamp: tuple[int, int, int], file_hash: str, terms: list[Term]) -> None:
+        self._entries[rel] = (stamp, file_hash, terms)
+        self._paths[file_hash] = rel
 
     def _index(self, path: Path, rel: str) -> tuple[str, list[Term]]:
         chunks = _xet.chunk_file(path)
