@@ -26,6 +26,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     for var in ("HF_ENDPOINT", "HF_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel's temporary hub and HF home go where pytest cleans
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
