@@ -83,17 +83,16 @@ class StoreInfo:
 class BlockStore:
     """Blocks on disk under `root` (default: `default_store_dir()`), with their SQLite index.
 
-        Example:
-            >>> import tempfile
-    import threading
-            >>> tmp = tempfile.TemporaryDirectory()
-            >>> store = BlockStore(tmp.name)
-            >>> h = store.put([("weight", "F32", (2,), bytes(8))])
-            >>> store.put([("weight", "F32", (2,), bytes(8))]) == h  # stored once
-            True
-            >>> store.get(h)["weight"]
-            tensor([0., 0.])
-            >>> tmp.cleanup()
+    Example:
+        >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> store = BlockStore(tmp.name)
+        >>> h = store.put([("weight", "F32", (2,), bytes(8))])
+        >>> store.put([("weight", "F32", (2,), bytes(8))]) == h  # stored once
+        True
+        >>> store.get(h)["weight"]
+        tensor([0., 0.])
+        >>> tmp.cleanup()
     """
 
     def __init__(self, root: str | Path | None = None):
