@@ -37,25 +37,15 @@ def _check_card(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
         assert {c: f.dtype for c, f in ds.features.items()} == dtypes(TABLES[name])
 
 
+def _run_smoke(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "benchmarks.run", "--suite", "smoke", "--out", str(tmp_path / "out"),
+           "--work-dir", str(tmp_path / "work"), *extra]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
 @pytest.mark.slow
 def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--suite",
-            "smoke",
-            "--out",
-            str(tmp_path / "out"),
-            "--work-dir",
-            str(tmp_path / "work"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    out = _run_smoke(tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {
@@ -68,6 +58,8 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
             "block_times",
             "planner_scaling",
             "hub_fetch",
+            "xet_fetch",
+            "cold_search",
         )
     } <= names
     assert {"end_to_end.png", "time_breakdown.png", "README.md"} <= names
@@ -100,26 +92,7 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
         assert list(one["block"]) == list(range(len(one))) and len(one) > 2
         assert abs(one["time_share"].sum() - 1) < 0.01 and abs(one["flop_share"].sum() - 1) < 0.01
     # resumable: a second run skips the cells whose rows exist
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--suite",
-            "smoke",
-            "--out",
-            str(tmp_path / "out"),
-            "--work-dir",
-            str(tmp_path / "work"),
-            "--skip",
-            "memory",
-            "planner",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
+    again = _run_smoke(tmp_path, "--skip", "memory", "planner")
     assert again.returncode == 0 and "(done)" in again.stdout
 
 

@@ -82,7 +82,6 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1"
     files_sha, base_model = None, None
     siblings: list[str] = []
-    weights: list[str] = []
     if not offline:
         info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True))
         revision = info.sha

@@ -51,7 +51,7 @@ class Span:
 
 @dataclass
 class Outcome:
-    raw: dict[str, bytes]  # the candidate block's tensors, by checkpoint key
+    raw: dict[str, bytes]  # the candidate block's tensors, by checkpoint key (empty when identical)
     identical: bool  # equal to the reference block, byte for byte
     proven_bytes: int  # bytes proven by terms alone (0: the proof fell back to bytes entirely)
 
@@ -80,8 +80,8 @@ def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[s
     groups = spans(keys, cand, ref)
     if groups is None:
         return None
-    raw: dict[str, bytes] = {}
     identical, proven_total, fetched_bytes = True, 0, 0
+    assembled: list[tuple[Span, bytes | bytearray]] = []  # each span's bytes: the reference, or a patched copy
     for span in groups:
         c_hash, r_hash = cand.file_hashes.get(span.filename), ref.file_hashes.get(span.ref_filename)
         if not c_hash or not r_hash:
@@ -90,19 +90,23 @@ def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[s
         proven = [] if span.end - span.start < SMALL_SPAN else _proven(span, c_hash, r_hash, cand, ref, xet)
         if proven is None:
             return None
-        data = bytearray(reference)
+        data: bytes | bytearray = reference
         for start, end in _gaps(proven, span.start, span.end):
             fetched = reader.read(cand.repo_id, span.filename, cand.revision, start, end)
             fetched_bytes += len(fetched)
-            if fetched != reference[start - span.start : end - span.start]:
+            a, b = start - span.start, end - span.start
+            if memoryview(reference)[a:b] != fetched:  # compared in place: most blocks are identical
                 identical = False
-                data[start - span.start : end - span.start] = fetched
+                data = data if isinstance(data, bytearray) else bytearray(reference)
+                data[a:b] = fetched
         proven_total += sum(e - s for s, e in proven)
-        for key in span.keys:
-            loc = cand.layout[key]
-            raw[key] = bytes(data[loc.start - span.start : loc.end - span.start])
-    if identical and proven_total:  # what was fetched only confirmed the proof's edges
-        reader.stats.record_edges(fetched_bytes)
+        assembled.append((span, data))
+    if identical:
+        if proven_total:  # what was fetched only confirmed the proof's edges
+            reader.stats.record_edges(fetched_bytes)
+        return Outcome({}, True, proven_total)  # the block is the reference: no tensor bytes are needed
+    raw = {key: bytes(data[cand.layout[key].start - span.start : cand.layout[key].end - span.start])
+           for span, data in assembled for key in span.keys}  # fmt: skip
     return Outcome(raw, identical, proven_total)
 
 

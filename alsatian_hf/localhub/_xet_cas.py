@@ -181,10 +181,10 @@ class XetIndex:
         out: list[Term] = []
         offset_into_first, pos = 0, 0
         for t in self.terms(file_hash) or []:
-            sizes = [c.size for c in (self.xorb(t.xorb) or [])[t.start : t.end]]
             if pos + t.nbytes <= first or pos > last:
                 pos += t.nbytes
                 continue
+            sizes = [c.size for c in (self.xorb(t.xorb) or [])[t.start : t.end]]
             i, j, cpos = 0, len(sizes), pos
             while cpos + sizes[i] <= first:  # drop whole chunks before `first`
                 cpos += sizes[i]
