@@ -8,6 +8,11 @@ running through chunk j - 1. What no term proves (the span's edges, where the tw
 yet in step, and any changed region) is fetched and compared with the reference's local bytes. The block's
 bytes are then the reference's bytes with the fetched ranges put in: identical when nothing fetched differs,
 a new block otherwise. Different terms never prove different bytes; identity is only ever claimed on proof.
+
+Terms come from one reconstruction of each whole file, so a file costs one metadata request however many
+blocks it holds (the base's answer serves every fine-tune), and a small tensor inside a long shared term is
+proven at no extra cost. A block with no chunk of its own that both files cut alike (a small block at a
+boundary, or a changed one) is fetched and compared: the rule for blocks with no interior chunk.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .. import _xet
 from ..hub import RangeReader, TensorLocation, merge_ranges
 from ..hub.xet import Segment, XetReader
 
@@ -23,10 +27,6 @@ from ..hub.xet import Segment, XetReader
 logger = logging.getLogger("alsatian_hf")
 
 MAX_PROBES_PER_SPAN = 6  # ranged reconstructions of the reference to align terms inside its long ones
-# A span shorter than two maximal chunks rarely holds a chunk that both files cut alike (the head is out of step
-# until the first common boundary), so it is fetched and compared without asking for terms: small tensors such
-# as BatchNorm statistics, and blocks with no interior chunk.
-SMALL_SPAN = 2 * _xet.MAX_CHUNK
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[s
         if not c_hash or not r_hash:
             return None
         reference = b"".join(ref_raw[rel_name(k)] for k in span.keys)
-        proven = [] if span.end - span.start < SMALL_SPAN else _proven(span, c_hash, r_hash, cand, ref, xet)
+        proven = _proven(span, c_hash, r_hash, cand, ref, xet)
         if proven is None:
             return None
         data: bytes | bytearray = reference
@@ -114,10 +114,12 @@ def _proven(span: Span, c_hash: str, r_hash: str, cand: XetFile, ref: XetFile,
             xet: XetReader) -> list[tuple[int, int]] | None:  # fmt: skip
     """Candidate byte ranges of the span proven equal to the reference's by terms; None if metadata failed."""
     d = span.shift
-    mine = xet.segments(cand.repo_id, cand.revision, c_hash, span.start, span.end)
-    theirs = xet.segments(ref.repo_id, ref.revision, r_hash, span.start + d, span.end + d)
+    mine = xet.file_segments(cand.repo_id, cand.revision, c_hash)
+    theirs = xet.file_segments(ref.repo_id, ref.revision, r_hash)
     if mine is None or theirs is None:
         return None
+    mine = _within(_coalesce(mine), span.start, span.end)
+    theirs = _within(_coalesce(theirs), span.start + d, span.end + d)
     their_xorbs = {t.xorb for t in theirs}
     proven: list[tuple[int, int]] = []
     probes = 0
@@ -129,10 +131,27 @@ def _proven(span: Span, c_hash: str, r_hash: str, cand: XetFile, ref: XetFile,
                 continue
             probes += 1  # the chunk may sit inside a longer term of the reference: ask from the aligned offset
             probe = xet.segments(ref.repo_id, ref.revision, r_hash, seg.start + d, seg.start + d + seg.length)
-            if not probe or not _aligned(seg, probe[0], d):
+            if not probe or not _aligned(seg, _coalesce(probe)[0], d):
                 continue
         proven.append((max(seg.start, span.start), min(seg.start + seg.length, span.end)))
     return merge_ranges(proven)
+
+
+def _coalesce(segments: list[Segment]) -> list[Segment]:
+    """Adjacent terms that continue one xorb's chunks merged into one: together they are that chunk range."""
+    out: list[Segment] = []
+    for seg in segments:
+        last = out[-1] if out else None
+        if last and last.xorb == seg.xorb and last.end == seg.first and last.start + last.length == seg.start:
+            out[-1] = Segment(seg.xorb, last.first, seg.end, last.start, last.length + seg.length)
+        else:
+            out.append(seg)
+    return out
+
+
+def _within(segments: list[Segment], start: int, end: int) -> list[Segment]:
+    """The terms overlapping bytes [start, end), whole (a term is proven or not as one chunk range)."""
+    return [s for s in segments if s.start < end and s.start + s.length > start]
 
 
 def _aligned(seg: Segment, theirs: Segment, d: int) -> bool:

@@ -52,6 +52,9 @@ class XetReader:
         self._answers: OrderedDict[tuple[str, int, int], list[Segment]] = OrderedDict()
         self._lock = threading.Lock()
         self._token_lock = threading.Lock()
+        # whole-file answers by file hash, each requested once: every block of a file is proven from one answer
+        self._files: dict[str, list[Segment] | None] = {}
+        self._file_locks: dict[str, threading.Lock] = {}
 
     def _get(self, url: str, headers: dict[str, str]):
         from huggingface_hub import get_session
@@ -114,14 +117,32 @@ class XetReader:
                     self._answers.popitem(last=False)
         return found
 
-    def _segments(self, repo_id: str, revision: str, file_hash: str, start: int, end: int) -> list[Segment] | None:
+    def file_segments(self, repo_id: str, revision: str, file_hash: str) -> list[Segment] | None:
+        """Every term of the file, placed at its offset, from one reconstruction (or None: fall back).
+
+        One request per file instead of one per block: a fine-tune's answer is a few terms (the runs of the
+        base's xorb it kept, and its new xorbs), and the base's answer is every fine-tune's reference.
+        """
+        with self._lock:
+            lock = self._file_locks.setdefault(file_hash, threading.Lock())
+        with lock:  # the threads establishing one file's blocks wait for one request
+            if file_hash not in self._files:
+                self._files[file_hash] = self._segments(repo_id, revision, file_hash, None, None)
+            return self._files[file_hash]
+
+    def _segments(self, repo_id: str, revision: str, file_hash: str, start: int | None,
+                  end: int | None) -> list[Segment] | None:  # fmt: skip
+        """A reconstruction of bytes [start, end), or of the whole file when `start` is None."""
         for renew in (False, True):  # a token that expired mid-search is renewed once
             token = self._token(repo_id, revision, renew=renew)
             if token is None:
                 return None
             access, cas = token
-            headers = {"Authorization": f"Bearer {access}", "Range": f"bytes={start}-{end - 1}"}
-            what = f"the reconstruction of {repo_id} bytes {start}-{end - 1}"
+            headers = {"Authorization": f"Bearer {access}"}
+            what = f"the reconstruction of {repo_id} {file_hash[:12]}"
+            if start is not None:
+                headers["Range"] = f"bytes={start}-{end - 1}"
+                what += f" bytes {start}-{end - 1}"
             status, body = self._json(f"{cas}/v1/reconstructions/{file_hash}", headers, what=what)
             if status == 401 and not renew:
                 continue
@@ -129,7 +150,7 @@ class XetReader:
                 if status:
                     logger.info("Xet: %s answered %s; falling back to bytes", what, status)
                 return None
-            return _place(body, start)
+            return _place(body, start or 0)
         return None
 
 
