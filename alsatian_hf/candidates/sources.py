@@ -153,11 +153,37 @@ class HubBlockSource:
         self._index_lock = threading.Lock()
 
     def prepare(self, split: SplitModel, *, workers: int = 8) -> None:
-        """Establish every block's identity now, several blocks at a time (the requests are I/O-bound)."""
-        todo = [i for i, b in enumerate(split.blocks) if b.keys and i not in self._index(split)]
-        if len(todo) > 1:
-            with ThreadPoolExecutor(min(workers, len(todo))) as pool:
-                list(pool.map(lambda i: self.block_hash(split, i), todo))
+        """Establish every block's identity now, several blocks at a time (the requests are I/O-bound).
+
+        The candidate is locked once, not block by block, and its blocks are indexed in one transaction: a
+        lock and a commit per block cost more than proving a block from cached terms.
+        """
+        known = self._index(split)
+        if all(i in known for i, b in enumerate(split.blocks) if b.keys):
+            return
+        with self.store.lock(self._lock_name()):
+            known.update(self.store.model_hashes(self.repo_id, self.revision, split.family))  # another process's
+            todo = [i for i, b in enumerate(split.blocks) if b.keys and i not in known]
+            refs = self._references(split, todo)
+            with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+                established = dict(zip(todo, pool.map(lambda i: self._establish(split, i, refs[i]), todo)))
+            self._record(split, established)
+
+    def _lock_name(self) -> str:
+        return f"{self.repo_id}-{self.revision}".replace("/", "--")
+
+    def _record(self, split: SplitModel, established: dict[int, tuple[str, str]]) -> None:
+        """Index newly established blocks, one transaction per identity method."""
+        by_method: dict[str, dict[int, str]] = {}
+        for i, (h, method) in established.items():
+            by_method.setdefault(method, {})[i] = h
+            self.reader.stats.record_identity(method)
+        for method, hashes in by_method.items():
+            self.store.index_model(self.repo_id, self.revision, split.family, hashes, method=method)
+        hashes = {i: h for i, (h, _) in established.items()}
+        if self.files_sha and hashes:
+            self.store.index_files(self.files_sha, split.family, hashes)
+        self._known.update(hashes)
 
     def keys(self) -> list[str]:
         return list(self.layout)
@@ -184,23 +210,19 @@ class HubBlockSource:
         known = self._index(split)
         if index in known:
             return known[index]
-        with self.store.lock(f"{self.repo_id}-{self.revision}-{index}".replace("/", "--")):
+        with self.store.lock(self._lock_name()):
             stored = self.store.model_block(self.repo_id, self.revision, split.family, index)
             if stored is not None:  # another process established it while this one waited
                 known[index] = stored
                 return stored
-            h, method = self._establish(split, index)
-        known[index] = h
-        self.store.index_model(self.repo_id, self.revision, split.family, {index: h}, method=method)
-        self.reader.stats.record_identity(method)
-        if self.files_sha:
-            self.store.index_files(self.files_sha, split.family, {index: h})
-        return h
+            self._record(split, {index: self._establish(split, index, self._references(split, [index])[index])})
+        return known[index]
 
-    def _establish(self, split: SplitModel, index: int) -> tuple[str, str]:
-        """(content hash, identity method) of a block the store does not know for this checkpoint yet."""
+    def _establish(self, split: SplitModel, index: int, references: list[tuple[str, str, str]]) -> tuple[str, str]:
+        """(content hash, identity method) of a block the store does not know for this checkpoint yet, proven
+        against `references` (see `_references`) when it can be."""
         block = split.blocks[index]
-        for ref_repo, ref_rev, ref_hash in self._references(split, index):
+        for ref_repo, ref_rev, ref_hash in references:
             outcome = self._prove(block, ref_repo, ref_rev, ref_hash)
             if outcome is None:
                 continue
@@ -211,11 +233,12 @@ class HubBlockSource:
             return self.store.put(tensors), "bytes"
         return self.store.put(self._fetch(block.keys, block.relative_name)), "bytes"
 
-    def _references(self, split: SplitModel, index: int, limit: int = 3) -> list[tuple[str, str, str]]:
-        """Stored blocks to prove against: the base model's first, then the newest of other repos."""
+    def _references(self, split: SplitModel, indices: list[int], limit: int = 3) -> dict[int, list]:
+        """Stored blocks to prove each block against: the base model's first, then the newest of other repos."""
         if self.xet is None:
-            return []
-        return self.store.references(split.family, index, exclude=self.repo_id, prefer=self.base_model, limit=limit)
+            return {i: [] for i in indices}
+        return self.store.references(split.family, indices, exclude=self.repo_id, prefer=self.base_model,
+                                     limit=limit)  # fmt: skip
 
     @functools.lru_cache(maxsize=16)  # noqa: B019 (a source lives for one search)
     def _ref_xet_hashes(self, repo: str, revision: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS xet_files (repo TEXT NOT NULL, revision TEXT NOT NULL
 # How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
 # LFS sha256, or by hashing its bytes.
 IDENTITY_METHODS = ("xet-proof", "lfs-sha", "bytes")
+
+
+RAW_CACHE_BYTES = 256 * 2**20  # see `BlockStore.raw`
 
 
 def default_store_dir() -> Path:
@@ -101,6 +105,10 @@ class BlockStore:
         self._verified: set[tuple[str, int, int, int]] = set()  # file versions known to match their hash
         self._local = threading.local()  # a connection per thread (sqlite3 connections are not shared)
         self._layouts: dict[tuple[str, str], str] = {}
+        # raw bytes of recently read blocks: a base model's block is the reference of every fine-tune's proof
+        self._raw: OrderedDict[str, dict[str, bytes]] = OrderedDict()
+        self._raw_bytes = 0
+        self._raw_lock = threading.Lock()
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
         with self._db() as db:
@@ -203,8 +211,23 @@ class BlockStore:
         return load_file(str(self._verified_path(block_hash)))
 
     def raw(self, block_hash: str) -> dict[str, bytes]:
-        """The block's tensors as raw bytes by block-relative name, after the same verification as `get`."""
-        return {name: data for name, _, _, data in decode(self._verified_path(block_hash).read_bytes())}
+        """The block's tensors as raw bytes by block-relative name, after the same verification as `get`.
+
+        The last `RAW_CACHE_BYTES` are kept: blocks are immutable, and proofs read the same reference again."""
+        with self._raw_lock:
+            if block_hash in self._raw:
+                self._raw.move_to_end(block_hash)
+                return self._raw[block_hash]
+        raw = {name: data for name, _, _, data in decode(self._verified_path(block_hash).read_bytes())}
+        size = sum(len(v) for v in raw.values())
+        with self._raw_lock:
+            if size <= RAW_CACHE_BYTES and block_hash not in self._raw:
+                self._raw[block_hash] = raw
+                self._raw_bytes += size
+                while self._raw_bytes > RAW_CACHE_BYTES:
+                    _, old = self._raw.popitem(last=False)
+                    self._raw_bytes -= sum(len(v) for v in old.values())
+        return raw
 
     def _verified_path(self, block_hash: str) -> Path:
         path = self.path(block_hash)
@@ -231,22 +254,21 @@ class BlockStore:
                 [(repo, revision, i, family, h, method) for i, h in hashes.items()],
             )
 
-    def references(self, family: str, block: int, *, exclude: str, prefer: str | None = None,
-                   limit: int = 3) -> list[tuple[str, str, str]]:  # fmt: skip
-        """(repo, revision, hash) of up to `limit` stored blocks at this index of this family from other repos:
-        `prefer`'s first (the base model), then the newest."""
+    def references(self, family: str, blocks: Iterable[int], *, exclude: str, prefer: str | None = None,
+                   limit: int = 3) -> dict[int, list[tuple[str, str, str]]]:  # fmt: skip
+        """(repo, revision, hash) of up to `limit` stored blocks at each index of this family from other repos:
+        `prefer`'s first (the base model), then the newest. One query for all of a candidate's blocks."""
+        wanted = set(blocks)
+        out: dict[int, list[tuple[str, str, str]]] = {i: [] for i in wanted}
         with self._db() as db:
             rows = db.execute(
-                "SELECT repo, revision, hash FROM model_blocks WHERE family=? AND block=? AND repo!=? "
-                "ORDER BY repo=? DESC, rowid DESC",
-                (family, block, exclude, prefer or ""),
-            )
-            out = []
-            for row in rows:
-                if self.has(row[2]):
-                    out.append(tuple(row))
-                    if len(out) == limit:
-                        break
+                "SELECT block, repo, revision, hash FROM model_blocks WHERE family=? AND repo!=? "
+                "ORDER BY block, repo=? DESC, rowid DESC",
+                (family, exclude, prefer or ""),
+            ).fetchall()
+        for block, repo, revision, h in rows:
+            if block in wanted and len(out[block]) < limit and self.has(h):
+                out[block].append((repo, revision, h))
         return out
 
     def model_block(self, repo: str, revision: str, family: str, block: int) -> str | None:
