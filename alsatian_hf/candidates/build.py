@@ -21,7 +21,7 @@ from ..store.block_store import BlockStore
 from .candidate import EngineBlock, EngineCandidate
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
-from .repos import CandidateSpec, open_repo
+from .repos import CandidateSpec, OpenedRepo, open_repo
 from .sources import TensorSource
 
 
@@ -143,12 +143,23 @@ class CandidateAssembler:
         self.max_length = max_length
         self.probe = ShapeProbe()
 
-    def assemble(self, spec: CandidateSpec, model_id: str) -> AssembledCandidate:
-        """Raises:
-        CandidateSkipped: the candidate cannot be scored (listed skip reason, modality, preprocessing).
-        UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
+    def open(self, spec: CandidateSpec) -> OpenedRepo:
+        """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
+        candidates while it assembles one, so their requests overlap.
+
+        Raises:
+            CandidateSkipped, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
         """
-        repo = open_repo(spec, revision=self.revision, store=self.store, reader=self.reader, xet=self.xet)
+        return open_repo(spec, revision=self.revision, store=self.store, reader=self.reader, xet=self.xet)
+
+    def assemble(self, spec: CandidateSpec, model_id: str, opened: OpenedRepo | None = None) -> AssembledCandidate:
+        """`opened` is `open(spec)`'s result, if the caller opened the candidate ahead.
+
+        Raises:
+            CandidateSkipped: the candidate cannot be scored (listed skip reason, modality, preprocessing).
+            UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
+        """
+        repo = opened if opened is not None else self.open(spec)
         skeleton = build_model(repo.folder, device="meta")
         processor = processor_for(
             repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Iterable
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = logging.getLogger("alsatian_hf")
+
+OPEN_AHEAD = 4  # threads opening candidates ahead of the one being assembled
 
 
 @dataclass
@@ -218,13 +221,17 @@ class ModelSearcher:
             cb.on_search_begin(candidates=ids, args=args)
         candidates, revisions = [], {}
         bar = progress_bar(total=len(ids), desc="preparing candidates", unit="model")
-        for spec, model_id in zip(self.candidates, ids):
-            assembled = self._assemble(assembler, spec, model_id)
-            if assembled is not None:
-                candidates.append(assembled.candidate)
-                revisions[model_id] = assembled.revision
-            bar.set_postfix_str(f"{stats.bytes / 1e6:.1f} MB fetched", refresh=False)
-            bar.update()
+        # Candidates are opened (small files, layout, Xet hashes: a few requests each) ahead, in threads, while
+        # one is assembled; blocks are established in order, so a fine-tune finds its base in the store.
+        with ThreadPoolExecutor(OPEN_AHEAD) as pool:
+            opening = [pool.submit(assembler.open, spec) for spec in self.candidates]
+            for spec, model_id, opened in zip(self.candidates, ids, opening):
+                assembled = self._assemble(assembler, spec, model_id, opened)
+                if assembled is not None:
+                    candidates.append(assembled.candidate)
+                    revisions[model_id] = assembled.revision
+                bar.set_postfix_str(f"{stats.bytes / 1e6:.1f} MB fetched", refresh=False)
+                bar.update()
         bar.close()
         if not candidates:
             raise ConfigurationError(f"No candidate can be scored; skipped: {self.skipped}.")
@@ -232,12 +239,12 @@ class ModelSearcher:
             schedule = schedule_for(len(candidates))
         return _Prepared(candidates, revisions, dataset, labels, schedule, data, stats, store, self._device())
 
-    def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str):
+    def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future):
         """The assembled candidate, or None after recording why it is skipped (one candidate never ends a search)."""
         from huggingface_hub.errors import HfHubHTTPError
 
         try:
-            return assembler.assemble(spec, model_id)
+            return assembler.assemble(spec, model_id, opened.result())
         except CandidateSkipped as e:
             reason = e.reason
         except (AlsatianError, HfHubHTTPError, OSError) as e:
