@@ -1,7 +1,7 @@
 """Bytes from the hub (`hub_fetch`): one search per strategy from a cold block store, against the lower bound.
 
 The lower bound is every candidate's feature-extractor bytes once, plus the safetensors headers; a head is
-never fetched. The last search leaves the zoo's store warm for the timed cells.
+never fetched. This is the fetch-and-hash path (`xet_identity=False`); `xet_fetch` measures Xet identity. The last search leaves the zoo's store warm for the timed cells.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def run_hub_fetch(run: Run, *, arch: str, dist: str) -> None:
         table.drop(**key)
         shutil.rmtree(store, ignore_errors=True)
         run.hub.clear_log()
-        res = search(run, org=org, ds=ds, strategy=strategy)
+        res = search(run, org=org, ds=ds, strategy=strategy, xet_identity=False)  # Xet: see `xet_fetch`
         blocks = BlockStore(store)
         info = blocks.info()
         unique = sum(len(b) for p in blocks.block_files() for *_, b in decode(p.read_bytes()))
