@@ -100,9 +100,9 @@ def read_file_header(path: str | Path, *, with_metadata: bool = False) -> tuple[
         return read_header(read, name=str(path), with_metadata=with_metadata)
 
 
-def encode(tensors: Tensors) -> bytes:
+def encode(tensors: Tensors, *, metadata: dict[str, str] | None = None) -> bytes:
     """A safetensors file of raw tensors, sorted by name, with the 8-byte alignment safetensors writes."""
-    header, offset, chunks = {}, 0, []
+    header, offset, chunks = ({"__metadata__": metadata} if metadata else {}), 0, []
     for name, dtype, shape, data in sorted(tensors, key=lambda t: t[0]):
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
         offset += len(data)

@@ -44,6 +44,10 @@ class BlockIntegrityError(AlsatianError, OSError):
     """A stored block does not match its content hash."""
 
 
+class FeatureIntegrityError(AlsatianError, OSError):
+    """A feature-cache segment does not match its digest (it is deleted and its items recomputed)."""
+
+
 class SafetensorsHeaderError(AlsatianError, ValueError):
     """A safetensors header is malformed: implausible length, invalid JSON, or entries that disagree with
     their byte counts."""
