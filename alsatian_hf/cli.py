@@ -63,17 +63,21 @@ def _build_zoo(args: argparse.Namespace) -> int:
 
 def _store(args: argparse.Namespace) -> int:
     from .store.block_store import BlockStore
+    from .store.feature_cache import FeatureCache
 
     store = BlockStore(args.store_dir)
+    features = FeatureCache(store.root / "features", budget=0)  # the budget applies when a search evicts
     if args.action == "info":
-        info = store.info()
+        info, cached = store.info(), features.info()
         print(
             f"store: {info.path}\nblocks: {info.blocks}\nbytes: {info.bytes}\nmodels indexed: {info.models}\n"
             f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}\n"
-            "block identity: " + (", ".join(f"{m} {n}" for m, n in sorted(info.identity.items())) or "none")
+            "block identity: " + (", ".join(f"{m} {n}" for m, n in sorted(info.identity.items())) or "none") + "\n"
+            f"feature cache: {cached.models} models, {cached.segments} segments, {cached.bytes} bytes"
         )
     else:
         removed = store.gc(verify=args.verify)
+        removed.update({f"feature_{k}": v for k, v in features.gc(verify=args.verify).items()})
         print("\n".join(f"{k}: {v}" for k, v in removed.items()))
     return 0
 

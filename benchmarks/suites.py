@@ -154,8 +154,10 @@ def search(
     cache_budget: int | str = "auto",
     batch_size: int = 64,
     image_size: int | None = None,
+    xet_identity: bool = True,
 ):
-    """One measured search through the public API, from the org's (warm) block store."""
+    """One measured search through the public API, from the org's (warm) block store, without the feature
+    cache (`persistence` measures that)."""
     from alsatian_hf import ModelSearcher, SearchArguments
 
     args = SearchArguments(
@@ -166,6 +168,8 @@ def search(
         store_dir=str(run.store(org)),
         cache_budget=cache_budget,
         batch_size=batch_size,
+        xet_identity=xet_identity,
+        feature_cache=False,  # every repeat computes its features: the cells time extraction, not the cache
     )
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
 

@@ -135,7 +135,7 @@ def _cold_search(run: Run, *, hub: HubServer, org: str, ds, xet: bool, name: str
     old_cache, constants.HF_HUB_CACHE = constants.HF_HUB_CACHE, str(cache)
     try:
         args = SearchArguments(result_size=1, image_size=run.suite.image_size, max_length=run.suite.max_length,
-                               store_dir=str(store), xet_identity=xet)  # fmt: skip
+                               store_dir=str(store), xet_identity=xet, feature_cache=False)  # fmt: skip
         res = ModelSearcher.from_hub(author=org, train_dataset=ds, args=args, limit=limit).search()
         return res, store
     finally:

@@ -212,7 +212,7 @@ def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "alsatian_hf.cli", "store", "info"], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert "blocks" in out and "dedup ratio" in out
+    assert "blocks" in out and "dedup ratio" in out and "feature cache: 2 models" in out
     stray = BlockStore(tmp_path / "store").put([("w", "F32", (1,), b"\0\0\0\0")])
     out = subprocess.run(
         [sys.executable, "-m", "alsatian_hf.cli", "store", "gc"], env=env, capture_output=True, text=True, check=True

@@ -1,19 +1,53 @@
-"""Extracted features, per model and item, kept in RAM (the baselines too) and reused across iterations."""
+"""Extracted features, per model and item, kept in RAM (the baselines too) and reused across iterations.
+
+With a `FeatureCache`, every batch a model extracts is also written to disk, and `preload` reads back what
+earlier searches (or this one, before a crash) extracted: those models skip extraction for those items.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from ..store.feature_cache import FeatureCache
+
 
 class FeatureStore:
-    def __init__(self) -> None:
+    """Args:
+    disk: the persistent cache, or None (RAM only).
+    keys: each model's `feature_key` (models without one are never persisted).
+    fingerprint: the dataset's fingerprint, naming its items on disk.
+    """
+
+    def __init__(
+        self, disk: FeatureCache | None = None, keys: dict[str, str] | None = None, fingerprint: str | None = None
+    ) -> None:
         self._rows: dict[str, dict[int, tuple[torch.Tensor, int]]] = {}  # model -> item -> (batch tensor, row)
+        self.disk = disk if fingerprint else None
+        self.keys = keys or {}
+        self.fingerprint = fingerprint
 
     def add(self, model_id: str, items: tuple[int, ...], features: torch.Tensor) -> None:
         features = features.detach().to("cpu").float().flatten(1)
         rows = self._rows.setdefault(model_id, {})
         for row, item in enumerate(items):
             rows[item] = (features, row)
+        if self.disk is not None and model_id in self.keys:
+            self.disk.put(self.keys[model_id], self.fingerprint, tuple(items), features)
+
+    def preload(self, model_id: str, items) -> bool:
+        """Whether the model has every item's features now, reading missing ones from the disk cache."""
+        rows = self._rows.setdefault(model_id, {})
+        missing = [i for i in items if i not in rows]
+        if not missing:
+            return True
+        if self.disk is None or model_id not in self.keys:
+            return False
+        found = self.disk.get(self.keys[model_id], self.fingerprint, missing)
+        if len(found) != len(missing):
+            return False  # the model runs on these items anyway: a partial hit saves nothing in a batch
+        for item, row in found.items():
+            rows[item] = (row.unsqueeze(0), 0)
+        return True
 
     def has(self, model_id: str, items) -> bool:
         rows = self._rows.get(model_id, {})

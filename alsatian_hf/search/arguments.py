@@ -78,6 +78,16 @@ class SearchArguments:
         metadata={"help": "If a server ignores Range requests, download whole checkpoints instead of failing."},
     )
     store_dir: str | None = field(default=None, metadata={"help": "Block store folder (default under HF_HOME)."})
+    feature_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep extracted features on disk beside the block store, so a repeat, resumed or incremental "
+            "search computes no model's features twice (off: RAM only)."
+        },
+    )
+    feature_cache_budget: str = field(
+        default="10GB", metadata={"help": "Bytes of features kept on disk (e.g. 10GB); least recently used go first."}
+    )
     xet_identity: bool = field(
         default=True,
         metadata={
@@ -129,6 +139,16 @@ class SearchArguments:
         if self.cache_budget != "auto" and self.cache_budget <= 0:
             raise ConfigurationError(
                 f"`cache_budget` must be positive, got {self.cache_budget}. Pass bytes or 'auto'."
+            )
+        try:
+            self.feature_cache_budget = parse_bytes(self.feature_cache_budget)
+        except ValueError as e:
+            raise ConfigurationError(
+                f"`feature_cache_budget` must be bytes (e.g. 10GB), got {self.feature_cache_budget!r}."
+            ) from e
+        if self.feature_cache_budget == "auto" or self.feature_cache_budget < 0:
+            raise ConfigurationError(
+                f"`feature_cache_budget` must be a size in bytes >= 0 (e.g. 10GB), got {self.feature_cache_budget!r}."
             )
         if self.image_size is not None and self.image_size < 8:
             raise ConfigurationError(f"`image_size` must be >= 8 pixels, got {self.image_size}.")

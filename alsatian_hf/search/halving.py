@@ -8,6 +8,8 @@ Selection rule: higher score first; equal scores keep the candidates' input orde
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,12 +17,14 @@ from typing import Callable
 
 import torch
 
+from .. import __version__
 from .._progress import progress_bar
 from ..candidates import EngineCandidate
 from ..engine import Counters, Executor, FeatureStore, Tier, TieredCache, default_tiers
 from ..errors import ConfigurationError
 from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
+from ..store.feature_cache import FeatureCache, feature_key
 from .strategies import STRATEGIES, Strategy_T
 
 
@@ -38,6 +42,8 @@ class IterationRecord:
     counters: Counters
     unique_edges: int = 0
     naive_edges: int = 0
+    cached: list[str] = field(default_factory=list)  # candidates whose features came from the feature cache
+    restored: bool = False  # scores and survivors restored from a persisted run of this iteration
 
     def to_dict(self) -> dict:
         c = self.counters
@@ -59,6 +65,8 @@ class IterationRecord:
             "compute_cost": c.compute_cost,
             "unique_edges": self.unique_edges,
             "naive_edges": self.naive_edges,
+            "cached": self.cached,
+            "restored": self.restored,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
         }
 
@@ -93,6 +101,9 @@ def run_halving(
     tiers: list[Tier] | None = None,
     device: torch.device | str = "cpu",
     cache_dir: str | None = None,
+    feature_cache: FeatureCache | None = None,
+    fingerprint: str | None = None,
+    scorer_key: str | None = None,
     on_iteration_end: Callable[[IterationRecord], None] | None = None,
 ) -> HalvingOutcome:
     """Successive halving with the chosen execution strategy.
@@ -104,6 +115,11 @@ def run_halving(
         scorer: the proxy score (see `alsatian_hf.scoring.Scorer`); it gets `device`.
         cache_budget: bytes for intermediates (alsatian); None means unlimited.
         tiers: cache tiers; by default accelerator memory, RAM and disk.
+        feature_cache: features on disk: a candidate whose features for an iteration's items are there is not
+            run, and every batch extracted is written there.
+        fingerprint: the dataset's fingerprint (the feature cache's name for its items).
+        scorer_key: names the scorer and its settings; with it, each finished iteration is persisted in the
+            feature cache, and a repeated or resumed search restores it instead of scoring again.
 
     Raises:
         ConfigurationError: for an unknown `strategy`.
@@ -115,7 +131,9 @@ def run_halving(
     order = {c.model_id: i for i, c in enumerate(candidates)}
     budget = cache_budget if cache_budget is not None else 1 << 62
     cache = TieredCache(budget, tiers or default_tiers(budget, device), device=device, disk_dir=cache_dir)
-    features = FeatureStore()
+    kind = f"{device.type}/torch-{torch.__version__}/alsatian-{__version__}"  # what else decides the numerics
+    keys = {c.model_id: feature_key(c.input_key, [b.content_hash for b in c.blocks], kind) for c in candidates}
+    features = FeatureStore(feature_cache, keys, fingerprint)
     executor = Executor({c.model_id: c for c in candidates}, prepare, device=device, cache=cache, features=features)
     extractor = STRATEGIES[strategy](
         executor=executor,
@@ -127,16 +145,31 @@ def run_halving(
     )
     label_t = torch.as_tensor(labels)
     alive = [c.model_id for c in candidates]
+    search_key = None
+    if feature_cache is not None and fingerprint and scorer_key:
+        search_key = _search_key(keys, fingerprint, schedule, scorer_key)
     outcome = HalvingOutcome(ranking=[], scores={})
     try:
         for it in range(1, schedule.num_iterations + 1):
             new_items = sum(len(u.items) for u in schedule.new_units(it))
             record = IterationRecord(it, list(alive), {}, [], new_items, len(schedule.train_items(it)), Counters())
+            restored = _restore(feature_cache, search_key, it, alive, features, schedule)
+            if restored is not None:
+                record.scores, record.survivors, record.cached = restored["scores"], restored["survivors"], alive
+                record.restored = True
+                features.drop([m for m in alive if m not in record.survivors])
+                extractor.prune([m for m in alive if m not in record.survivors])
+                alive = record.survivors
+                outcome.iterations.append(record)
+                continue
             bar = progress_bar(
                 desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
             )
             executor.on_batch = bar.update
-            extractor.extract(it, alive, record)
+            needed = extractor.items_needed(it)
+            in_ram = {m for m in alive if features.has(m, needed)}  # `base` extracted everything in iteration 1
+            record.cached = [m for m in alive if m not in in_ram and features.preload(m, needed)]
+            extractor.extract(it, [m for m in alive if m not in in_ram and m not in record.cached], record)
             bar.close()
             record.scores.update(_score(scorer, features, alive, schedule, it, label_t, device, record.counters))
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
@@ -145,6 +178,9 @@ def run_halving(
             extractor.prune(pruned)
             alive = record.survivors
             outcome.iterations.append(record)
+            if search_key is not None:
+                state = {"candidates": record.candidates, "scores": record.scores, "survivors": record.survivors}
+                feature_cache.save_iteration(search_key, it, state)
             logger.info(
                 "iteration %d/%d: %d -> %d candidates", it, schedule.num_iterations, len(record.candidates), len(alive)
             )
@@ -157,6 +193,27 @@ def run_halving(
     outcome.scores = {m: outcome.iterations[-1].scores[m] for m in alive}
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _search_key(keys: dict[str, str], fingerprint: str, schedule: DataSchedule, scorer_key: str) -> str:
+    """Names one search: its candidates' features in order, the data, every unit's items and the scorer. Not
+    the strategy: it never changes a score."""
+    units = [schedule.test.items, *(u.items for u in schedule.train_slices)]
+    text = json.dumps([list(keys.items()), fingerprint, units, schedule.result_size, scorer_key])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _restore(cache: FeatureCache | None, search_key: str | None, iteration: int, alive: list[str],
+             features: FeatureStore, schedule: DataSchedule) -> dict | None:  # fmt: skip
+    """A persisted iteration of this search with the same candidates, once the survivors' features for every
+    item scored so far are back in RAM (the next iteration scores them); None: run the iteration."""
+    state = cache.load_iteration(search_key, iteration) if cache is not None and search_key else None
+    if state is None or state.get("candidates") != alive:
+        return None
+    items = (*schedule.test.items, *schedule.train_items(iteration))
+    if not all(features.preload(m, items) for m in state["survivors"]):
+        return None
+    return state
 
 
 def _score(

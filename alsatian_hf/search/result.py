@@ -40,6 +40,9 @@ class SearchResult:
     # established this search by xet-proof, lfs-sha or bytes
     fetch: dict[str, Any] = field(default_factory=dict)
     store: dict[str, Any] = field(default_factory=dict)
+    # the persistent feature cache: hit_items / miss_items ((model, item) rows), bytes_read / bytes_written,
+    # corrupt segments, and `cached`: the candidates whose features some iteration read instead of computing
+    feature_cache: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
@@ -164,6 +167,14 @@ class SearchResult:
             lines.append(
                 f"Block store: {self.store.get('blocks')} blocks, {self.store.get('bytes')} bytes, dedup "
                 f"ratio {self.store.get('dedup_ratio', 1.0):.2f}."
+            )
+        fc = self.feature_cache
+        if fc.get("hit_items") or fc.get("miss_items"):
+            restored = sum(1 for it in self.iterations if it.get("restored"))
+            lines.append(
+                f"Feature cache: {fc['hit_items']} (model, item) rows read, {fc['miss_items']} computed; "
+                f"{len(fc.get('cached', []))} candidate(s) served from disk, {restored} iteration(s) restored"
+                + (f"; {fc['corrupt']} corrupt segment(s) recomputed." if fc.get("corrupt") else ".")
             )
         if self.skipped:
             lines += ["", "## Skipped candidates", ""] + [f"- {m}: {r}" for m, r in self.skipped.items()]

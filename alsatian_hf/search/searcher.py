@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +19,7 @@ from ..hub.xet import XetReader
 from ..plan import DataSchedule, make_schedule
 from ..scoring import Scorer, Scorer_T, get_scorer
 from ..store.block_store import BlockStore
+from ..store.feature_cache import FeatureCache
 from .arguments import SearchArguments
 from .callbacks import LoggingCallback, SearchCallback
 from .data import PreparedData, check_labels, detect_columns, labels_of
@@ -46,6 +48,7 @@ class _Prepared:
     stats: FetchStats
     store: BlockStore
     device: torch.device
+    feature_cache: FeatureCache | None = None
 
 
 class ModelSearcher:
@@ -100,6 +103,10 @@ class ModelSearcher:
             scorer if scorer is not None else self.args.scorer, **(self.args.scorer_kwargs if by_name else {})
         )
         self._scorer_name = (scorer or self.args.scorer) if by_name else type(scorer).__name__
+        # a scorer by name is known by its name and settings; an object's settings are not (nothing restored)
+        self._scorer_key = (
+            json.dumps([self._scorer_name, self.args.scorer_kwargs], sort_keys=True) if by_name else None
+        )
         self.columns = detect_columns(
             train_dataset, image_column=image_column, text_column=text_column, label_column=label_column
         )
@@ -237,7 +244,12 @@ class ModelSearcher:
             raise ConfigurationError(f"No candidate can be scored; skipped: {self.skipped}.")
         if len(candidates) != len(self.candidates):  # the schedule depends on how many are left
             schedule = schedule_for(len(candidates))
-        return _Prepared(candidates, revisions, dataset, labels, schedule, data, stats, store, self._device())
+        feature_cache = None
+        if args.feature_cache:
+            feature_cache = FeatureCache(store.root / "features", budget=args.feature_cache_budget)
+        return _Prepared(
+            candidates, revisions, dataset, labels, schedule, data, stats, store, self._device(), feature_cache
+        )
 
     def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future):
         """The assembled candidate, or None after recording why it is skipped (one candidate never ends a search)."""
@@ -300,8 +312,17 @@ class ModelSearcher:
             batch_size=self.args.batch_size,
             cache_budget=resolve_budget(self.args.cache_budget, prepared.device),
             device=prepared.device,
+            feature_cache=prepared.feature_cache,
+            fingerprint=self._fingerprint(prepared.dataset),
+            scorer_key=self._scorer_key,
             on_iteration_end=on_iteration_end,
         )
+
+    def _fingerprint(self, dataset) -> str | None:
+        """The dataset's name for the feature cache: `datasets`' fingerprint (it changes with the content and
+        every transform) and the input column; None (nothing persisted) for data without one."""
+        fp = getattr(dataset, "_fingerprint", None)
+        return f"{fp}-{self.columns.input}" if fp else None
 
     # -- phase 3: the result --------------------------------------------------------------------------------
     def _result(
@@ -309,6 +330,9 @@ class ModelSearcher:
     ) -> SearchResult:
         info = prepared.store.info()
         candidates = prepared.candidates
+        cache = prepared.feature_cache
+        if cache is not None:
+            cache.evict()
         return SearchResult(
             ranking=[
                 {"rank": i + 1, "model": m, "score": outcome.scores[m], "revision": prepared.revisions.get(m)}
@@ -330,6 +354,10 @@ class ModelSearcher:
                 "identity": dict(prepared.stats.identity),
             },  # fmt: skip
             store={**asdict(info), "dedup_ratio": info.dedup_ratio},
+            feature_cache={
+                **(cache.stats.to_dict() if cache else {}),
+                "cached": sorted({m for r in outcome.iterations for m in r.cached}),
+            },
             plan={
                 "unique_blocks": len({b.content_hash for c in candidates for b in c.blocks}),
                 "total_blocks": sum(len(c.blocks) for c in candidates),

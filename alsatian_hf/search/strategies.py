@@ -53,6 +53,10 @@ class ExecutionStrategy:
         """Features of `alive` for every item scoring needs at `iteration`; fills `record`'s counters."""
         raise NotImplementedError
 
+    def items_needed(self, iteration: int) -> tuple[int, ...]:
+        """The items whose features `extract` computes at `iteration` (the feature cache is asked for them)."""
+        return tuple(i for u in self.schedule.new_units(iteration) for i in u.items)
+
     def prune(self, pruned: list[str]) -> None:
         """Forget candidates that selection dropped."""
 
@@ -63,16 +67,18 @@ class ExecutionStrategy:
 class AlsatianStrategy(ExecutionStrategy):
     def __init__(self, *, candidates: list[EngineCandidate], **kwargs):
         super().__init__(candidates=candidates, **kwargs)
-        self.tree = TaskTree()
-        for c in candidates:
-            self.tree.add_model(
-                c.model_id, c.input_key, [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks]
-            )
+        self.candidates = candidates
+        self.tree = _tree(candidates)
 
     def extract(self, iteration: int, alive: list[str], record) -> None:
+        if not alive:
+            return
         batches, counters = self._new_batches(iteration), record.counters
-        record.unique_edges, record.naive_edges = self.tree.num_edges(), self.tree.naive_edges()
-        plan = fit_budget(plan_iteration(self.tree), batches, self.cache_budget)  # DFS+ (paper §5.3)
+        # the task tree of the models that run: those whose features are on disk are not in it
+        tree = self.tree if set(alive) == set(self.tree.models) else _tree(
+            [c for c in self.candidates if c.model_id in set(alive)])  # fmt: skip
+        record.unique_edges, record.naive_edges = tree.num_edges(), tree.naive_edges()
+        plan = fit_budget(plan_iteration(tree), batches, self.cache_budget)  # DFS+ (paper §5.3)
         counters.chunks = plan.num_chunks
         counters.c_min = plan.c_min(max(sum(len(b) for b in chunk) for chunk in plan.chunks))
         self.cache.reset_peaks()
@@ -84,6 +90,15 @@ class AlsatianStrategy(ExecutionStrategy):
         self.tree.prune(pruned)
 
 
+def _tree(candidates: list[EngineCandidate]) -> TaskTree:
+    tree = TaskTree()
+    for c in candidates:
+        tree.add_model(
+            c.model_id, c.input_key, [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks]
+        )
+    return tree
+
+
 class ShiftStrategy(ExecutionStrategy):
     def extract(self, iteration: int, alive: list[str], record) -> None:
         batches = self._new_batches(iteration)
@@ -92,9 +107,16 @@ class ShiftStrategy(ExecutionStrategy):
 
 
 class BaseStrategy(ExecutionStrategy):
-    def extract(self, iteration: int, alive: list[str], record) -> None:
+    def items_needed(self, iteration: int) -> tuple[int, ...]:
         if iteration != 1:
-            return  # every feature was extracted in the first iteration
+            return super().items_needed(iteration)  # in RAM since the first iteration, unless it was restored
+        return tuple(i for u in (self.schedule.test, *self.schedule.train_slices) for i in u.items)
+
+    def extract(self, iteration: int, alive: list[str], record) -> None:
+        if iteration != 1:  # only models whose first iteration was restored, not run, get here
+            for model_id in alive:
+                self.executor.run_model(model_id, self._new_batches(iteration), record.counters)
+            return
         schedule = self.schedule
         every = [b for u in (schedule.test, *schedule.train_slices) for b in u.batches(self.batch_size)]
         record.new_items = sum(len(b) for b in every)

@@ -1,0 +1,149 @@
+"""The persistent feature cache: repeat and incremental searches compute nothing twice, rankings never change,
+and a torn or corrupt entry is recomputed, never used."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf.errors import ConfigurationError
+from alsatian_hf.store.feature_cache import FeatureCache, feature_key
+from alsatian_hf.zoo.data import digits
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return digits(num_items=80, seed=0)
+
+
+def _search(repos, ds, store, **kw):
+    kw = {"result_size": 1, "image_size": 32, "scorer": "knn", "batch_size": 16, **kw}
+    args = SearchArguments(store_dir=str(store), **kw)
+    return ModelSearcher(repos, train_dataset=ds, args=args).search()
+
+
+def _executions(result) -> int:
+    return sum(it["block_executions"] for it in result.iterations)
+
+
+@pytest.mark.parametrize("strategy", ["alsatian", "shift", "base"])
+def test_repeat_search_computes_no_block_and_ranks_alike(hub, tiny_zoo, ds, tmp_path, strategy):
+    first = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", strategy=strategy)
+    assert _executions(first) > 0 and first.feature_cache["bytes_written"] > 0
+    again = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", strategy=strategy)
+    assert _executions(again) == 0
+    assert again.feature_cache["miss_items"] == 0 and again.feature_cache["hit_items"] > 0
+    assert again.feature_cache["cached"] == sorted(tiny_zoo.repo_ids)
+    assert all(it["restored"] for it in again.iterations)  # and no iteration was scored again
+    for key in ("candidates", "scores", "survivors"):
+        assert [it[key] for it in again.iterations] == [it[key] for it in first.iterations]
+    assert again.models == first.models
+    assert [r["score"] for r in again.ranking] == [r["score"] for r in first.ranking]  # bit-identical features
+
+
+def test_features_from_one_strategy_serve_the_others(hub, tiny_zoo, ds, tmp_path):
+    clean = _search(tiny_zoo.repo_ids, ds, tmp_path / "clean", strategy="base", feature_cache=False)
+    assert not (tmp_path / "clean" / "features").exists() and not clean.feature_cache.get("hit_items")
+    _search(tiny_zoo.repo_ids, ds, tmp_path / "store", strategy="base")  # every model on every item
+    for strategy in ("alsatian", "shift"):
+        res = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", strategy=strategy)
+        assert res.models == clean.models and _executions(res) == 0
+
+
+def test_other_data_or_settings_do_not_hit(hub, tiny_zoo, ds, tmp_path):
+    _search(tiny_zoo.repo_ids, ds, tmp_path / "store")
+    other = _search(tiny_zoo.repo_ids, digits(num_items=80, seed=1), tmp_path / "store")
+    assert other.feature_cache["hit_items"] == 0 and _executions(other) > 0
+    resized = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", image_size=40)  # another input key
+    assert resized.feature_cache["hit_items"] == 0 and _executions(resized) > 0
+
+
+def test_an_org_that_gained_models_runs_only_the_new_ones(hub, tiny_zoo, ds, tmp_path):
+    old, new = tiny_zoo.repo_ids[:4], tiny_zoo.repo_ids[4:]
+    _search(old, ds, tmp_path / "store")
+    grown = _search(old + new, ds, tmp_path / "store")
+    clean = _search(old + new, ds, tmp_path / "clean", feature_cache=False)
+    assert grown.models == clean.models
+    first = grown.iterations[0]
+    assert sorted(first["cached"]) == sorted(old)  # D_1 of the bigger search is a prefix of the old D_1
+    assert first["block_executions"] < clean.iterations[0]["block_executions"]
+
+
+def test_corrupt_and_torn_segments_are_recomputed(hub, tiny_zoo, ds, tmp_path, caplog):
+    first = _search(tiny_zoo.repo_ids, ds, tmp_path / "store")
+    segments = sorted((tmp_path / "store" / "features").rglob("*.safetensors"))
+    data = bytearray(segments[0].read_bytes())
+    data[-3] ^= 0xFF  # a flipped bit in a feature
+    segments[0].write_bytes(bytes(data))
+    segments[1].write_bytes(segments[1].read_bytes()[:100])  # a torn write
+    with caplog.at_level("WARNING", logger="alsatian_hf"):
+        again = _search(tiny_zoo.repo_ids, ds, tmp_path / "store")
+    assert again.feature_cache["corrupt"] == 2 and "corrupt" in caplog.text
+    assert 0 < _executions(again) < _executions(first)
+    assert again.models == first.models
+    assert [r["score"] for r in again.ranking] == [r["score"] for r in first.ranking]
+    assert FeatureCache(tmp_path / "store" / "features", budget=1 << 40).gc(verify=True)["corrupt"] == 0
+
+
+@pytest.mark.parametrize("when", ["extraction", "between_iterations"])
+def test_a_killed_search_resumes_from_what_it_persisted(hub, tiny_zoo, ds, tmp_path, when):
+    """The process dies (os._exit: no clean-up, as a SIGKILL) inside iteration 1's extraction, or right after
+    iteration 1 was persisted; run again, it computes only the rest and ranks as a clean run."""
+    method, after = ("put", 12) if when == "extraction" else ("save_iteration", 1)
+    script = f"""
+import os
+from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf.store import feature_cache
+from alsatian_hf.zoo.data import digits
+original, count = feature_cache.FeatureCache.{method}, [0]
+def dying(self, *a, **k):
+    original(self, *a, **k)
+    count[0] += 1
+    if count[0] == {after}:
+        os._exit(9)
+feature_cache.FeatureCache.{method} = dying
+args = SearchArguments(result_size=1, image_size=32, scorer="knn", store_dir={str(tmp_path / "store")!r}, batch_size=16)
+ModelSearcher({tiny_zoo.repo_ids!r}, train_dataset=digits(num_items=80, seed=0), args=args).search()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 9, out.stderr[-2000:]
+    resumed = _search(tiny_zoo.repo_ids, ds, tmp_path / "store")
+    clean = _search(tiny_zoo.repo_ids, ds, tmp_path / "clean", feature_cache=False)
+    assert resumed.models == clean.models
+    assert [it["scores"] for it in resumed.iterations] == [it["scores"] for it in clean.iterations]
+    assert resumed.feature_cache["hit_items"] > 0
+    assert _executions(resumed) < _executions(clean)
+    if when == "between_iterations":
+        assert resumed.iterations[0]["restored"] and resumed.iterations[0]["block_executions"] == 0
+        assert [it["block_executions"] for it in resumed.iterations[1:]] == [
+            it["block_executions"] for it in clean.iterations[1:]]  # fmt: skip
+
+
+def test_eviction_keeps_the_budget_least_recently_used_first(tmp_path):
+    cache = FeatureCache(tmp_path, budget=3000)
+    keys = [feature_key("in", [f"block-{i}"], "cpu") for i in range(4)]
+    for i, key in enumerate(keys):
+        cache.put(key, "fp", (0, 1), torch.full((2, 128), float(i)))  # ~1.2 KB each
+        os.utime(tmp_path / key[:2] / key, (1000 + i, 1000 + i))  # written in this order
+    assert cache.get(keys[0], "fp", (0, 1))  # the oldest is used again: the second-oldest goes first
+    assert cache.evict() > 0 and cache.info().bytes <= 3000
+    assert cache.get(keys[0], "fp", (0, 1)) and not cache.get(keys[1], "fp", (0, 1))
+
+
+def test_two_writers_of_one_batch_leave_one_good_segment(tmp_path):
+    a, b = FeatureCache(tmp_path, budget=1 << 30), FeatureCache(tmp_path, budget=1 << 30)
+    key = feature_key("in", ["x"], "cpu")
+    a.put(key, "fp", (5, 6), torch.ones(2, 8))
+    b.put(key, "fp", (5, 6), torch.ones(2, 8))
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 1 and not list(tmp_path.rglob(".tmp-*"))
+    assert a.get(key, "fp", (5, 6))[6].tolist() == [1.0] * 8
+
+
+def test_bad_budget_is_a_clear_error():
+    with pytest.raises(ConfigurationError, match="feature_cache_budget"):
+        SearchArguments(feature_cache_budget="lots")
