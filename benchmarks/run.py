@@ -14,7 +14,9 @@ Steps, each skippable with `--skip`, each in a module of its own with the row da
 block store, before a zoo's cells), `memory` (memory_budget.py: §6.4 cache budgets), `scaling`
 (input_scaling.py: alsatian vs shift at growing image sizes), `blocks` (block_times.py: time and FLOPs per
 engine block), `planner` (planner_scaling.py) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
-search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one).
+search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one) and
+`persistence` (persistence.py: a repeat search, five new models, and a killed and resumed search against the
+feature cache).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from .block_times import run_block_times
 from .end_to_end import run_end_to_end
 from .input_scaling import run_input_scaling
 from .memory_budget import run_memory_budget
+from .persistence import run_persistence
 from .planner_scaling import run_planner_scaling
 from .report import write_report
 from .suites import ARCHS, HERE, SUITES, Run, provenance
 from .xet_transfer import run_xet_transfer
 
 
-STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "planner", "xet"]
+STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "planner", "xet", "persistence"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             run_planner_scaling(run)
         if "xet" not in args.skip:
             run_xet_transfer(run)
+        if "persistence" not in args.skip:
+            run_persistence(run)
     finally:
         hub.stop()
     write_report(out, suite_name=args.suite, suite=suite, seconds=time.perf_counter() - started)

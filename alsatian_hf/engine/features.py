@@ -34,20 +34,19 @@ class FeatureStore:
         if self.disk is not None and model_id in self.keys:
             self.disk.put(self.keys[model_id], self.fingerprint, tuple(items), features)
 
-    def preload(self, model_id: str, items) -> bool:
-        """Whether the model has every item's features now, reading missing ones from the disk cache."""
+    def preload(self, model_id: str, items) -> tuple[bool, bool]:
+        """Read the model's missing features among `items` from the disk cache, whatever part of them is there.
+        Returns (every item's features are in RAM now, some were read from disk)."""
         rows = self._rows.setdefault(model_id, {})
         missing = [i for i in items if i not in rows]
         if not missing:
-            return True
+            return True, False
         if self.disk is None or model_id not in self.keys:
-            return False
+            return False, False
         found = self.disk.get(self.keys[model_id], self.fingerprint, missing)
-        if len(found) != len(missing):
-            return False  # the model runs on these items anyway: a partial hit saves nothing in a batch
         for item, row in found.items():
             rows[item] = (row.unsqueeze(0), 0)
-        return True
+        return len(found) == len(missing), bool(found)
 
     def has(self, model_id: str, items) -> bool:
         rows = self._rows.get(model_id, {})

@@ -166,10 +166,9 @@ def run_halving(
                 desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
             )
             executor.on_batch = bar.update
-            needed = extractor.items_needed(it)
-            in_ram = {m for m in alive if features.has(m, needed)}  # `base` extracted everything in iteration 1
-            record.cached = [m for m in alive if m not in in_ram and features.preload(m, needed)]
-            extractor.extract(it, [m for m in alive if m not in in_ram and m not in record.cached], record)
+            batches = extractor.batches_for(it)
+            record.new_items = sum(len(b) for b in batches)
+            record.cached = _extract(extractor, features, alive, batches, it, record)
             bar.close()
             record.scores.update(_score(scorer, features, alive, schedule, it, label_t, device, record.counters))
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
@@ -195,6 +194,23 @@ def run_halving(
     return outcome
 
 
+def _extract(extractor, features: FeatureStore, alive: list[str], batches: list[tuple[int, ...]], iteration: int,
+             record: IterationRecord) -> list[str]:  # fmt: skip
+    """Extract what is neither in RAM nor in the feature cache, batch by batch; returns the candidates that
+    read features from the cache. Candidates missing the same batches run together (usually: all of them,
+    on every batch); the batches are the schedule's own, so a resumed or grown search computes the same bits."""
+    in_ram = {m for m in alive if all(features.has(m, b) for b in batches)}  # `base` after iteration 1
+    from_disk = {m for m in alive if m not in in_ram and features.preload(m, [i for b in batches for i in b])[1]}
+    groups: dict[tuple, list[str]] = {}
+    for m in alive:
+        missing = tuple(b for b in batches if not features.has(m, b))
+        if missing:
+            groups.setdefault(missing, []).append(m)
+    for missing, models in groups.items():
+        extractor.extract(iteration, models, record, list(missing))
+    return [m for m in alive if m in from_disk and not any(m in ms for ms in groups.values())]
+
+
 def _search_key(keys: dict[str, str], fingerprint: str, schedule: DataSchedule, scorer_key: str) -> str:
     """Names one search: its candidates' features in order, the data, every unit's items and the scorer. Not
     the strategy: it never changes a score."""
@@ -211,7 +227,7 @@ def _restore(cache: FeatureCache | None, search_key: str | None, iteration: int,
     if state is None or state.get("candidates") != alive:
         return None
     items = (*schedule.test.items, *schedule.train_items(iteration))
-    if not all(features.preload(m, items) for m in state["survivors"]):
+    if not all(features.preload(m, items)[0] for m in state["survivors"]):
         return None
     return state
 

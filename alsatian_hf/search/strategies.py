@@ -49,19 +49,17 @@ class ExecutionStrategy:
         self.cache = cache
         self.cache_budget = cache_budget
 
-    def extract(self, iteration: int, alive: list[str], record) -> None:
-        """Features of `alive` for every item scoring needs at `iteration`; fills `record`'s counters."""
+    def extract(self, iteration: int, alive: list[str], record, batches: list[tuple[int, ...]]) -> None:
+        """Features of `alive` for `batches` (of `batches_for(iteration)`); fills `record`'s counters."""
         raise NotImplementedError
 
-    def items_needed(self, iteration: int) -> tuple[int, ...]:
-        """The items whose features `extract` computes at `iteration` (the feature cache is asked for them)."""
-        return tuple(i for u in self.schedule.new_units(iteration) for i in u.items)
+    def batches_for(self, iteration: int) -> list[tuple[int, ...]]:
+        """The batches whose features scoring needs first at `iteration`: the new units', cut from each unit's
+        start, so every strategy (and every rerun) extracts identical batches and bit-identical features."""
+        return [b for u in self.schedule.new_units(iteration) for b in u.batches(self.batch_size)]
 
     def prune(self, pruned: list[str]) -> None:
         """Forget candidates that selection dropped."""
-
-    def _new_batches(self, iteration: int) -> list[tuple[int, ...]]:
-        return [b for u in self.schedule.new_units(iteration) for b in u.batches(self.batch_size)]
 
 
 class AlsatianStrategy(ExecutionStrategy):
@@ -70,17 +68,15 @@ class AlsatianStrategy(ExecutionStrategy):
         self.candidates = candidates
         self.tree = _tree(candidates)
 
-    def extract(self, iteration: int, alive: list[str], record) -> None:
-        if not alive:
-            return
-        batches, counters = self._new_batches(iteration), record.counters
+    def extract(self, iteration: int, alive: list[str], record, batches: list[tuple[int, ...]]) -> None:
+        counters = record.counters
         # the task tree of the models that run: those whose features are on disk are not in it
         tree = self.tree if set(alive) == set(self.tree.models) else _tree(
             [c for c in self.candidates if c.model_id in set(alive)])  # fmt: skip
         record.unique_edges, record.naive_edges = tree.num_edges(), tree.naive_edges()
         plan = fit_budget(plan_iteration(tree), batches, self.cache_budget)  # DFS+ (paper §5.3)
-        counters.chunks = plan.num_chunks
-        counters.c_min = plan.c_min(max(sum(len(b) for b in chunk) for chunk in plan.chunks))
+        counters.chunks = max(counters.chunks, plan.num_chunks)
+        counters.c_min = max(counters.c_min, plan.c_min(max(sum(len(b) for b in chunk) for chunk in plan.chunks)))
         self.cache.reset_peaks()
         for chunk in plan.chunks:
             self.executor.run_plan_chunk(plan, chunk, counters)
@@ -100,28 +96,19 @@ def _tree(candidates: list[EngineCandidate]) -> TaskTree:
 
 
 class ShiftStrategy(ExecutionStrategy):
-    def extract(self, iteration: int, alive: list[str], record) -> None:
-        batches = self._new_batches(iteration)
+    def extract(self, iteration: int, alive: list[str], record, batches: list[tuple[int, ...]]) -> None:
         for model_id in alive:
             self.executor.run_model(model_id, batches, record.counters)
 
 
-class BaseStrategy(ExecutionStrategy):
-    def items_needed(self, iteration: int) -> tuple[int, ...]:
-        if iteration != 1:
-            return super().items_needed(iteration)  # in RAM since the first iteration, unless it was restored
-        return tuple(i for u in (self.schedule.test, *self.schedule.train_slices) for i in u.items)
+class BaseStrategy(ShiftStrategy):
+    """Every model on all the data in the first iteration; later iterations find their features in RAM
+    (`extract` then only runs models whose first iteration was restored from the feature cache, not run)."""
 
-    def extract(self, iteration: int, alive: list[str], record) -> None:
-        if iteration != 1:  # only models whose first iteration was restored, not run, get here
-            for model_id in alive:
-                self.executor.run_model(model_id, self._new_batches(iteration), record.counters)
-            return
-        schedule = self.schedule
-        every = [b for u in (schedule.test, *schedule.train_slices) for b in u.batches(self.batch_size)]
-        record.new_items = sum(len(b) for b in every)
-        for model_id in alive:
-            self.executor.run_model(model_id, every, record.counters)
+    def batches_for(self, iteration: int) -> list[tuple[int, ...]]:
+        if iteration != 1:
+            return super().batches_for(iteration)
+        return [b for u in (self.schedule.test, *self.schedule.train_slices) for b in u.batches(self.batch_size)]
 
 
 STRATEGIES: dict[str, type[ExecutionStrategy]] = {
