@@ -72,7 +72,7 @@ def run_persistence(run: Run) -> None:
                   run.hub.root, overwrite=True)  # fmt: skip
     repos = sorted(p.parent.name for p in (run.hub.root / org).glob("*/config.json"))
     everyone = [f"{org}/{r}" for r in repos]  # `-base` sorts first
-    old, new = everyone[: suite.num_models], everyone[suite.num_models :]
+    old = everyone[: suite.num_models]  # the rest are the new fine-tunes
     ds = dataset(arch, num_items)
     store = run.work / "persistence-store"
     shutil.rmtree(store, ignore_errors=True)
