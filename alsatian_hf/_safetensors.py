@@ -64,6 +64,7 @@ def read_header(
     metadata = header.pop("__metadata__", None)
     for key, meta in header.items():
         _check_entry(name, key, meta)
+    _check_disjoint(name, header)
     if with_metadata and metadata is not None:
         header["__metadata__"] = metadata
     return header, 8 + length
@@ -87,6 +88,14 @@ def _check_entry(name: str, key: str, meta: Any) -> None:
                 f"{name}: tensor {key!r} ({dtype}, shape {shape}) spans {end - begin} "
                 f"bytes, not {numel * DTYPE_SIZES[dtype]}."
             )
+
+
+def _check_disjoint(name: str, header: Header) -> None:
+    """Tensors may not share bytes: a crafted header could otherwise make two tensors (or two blocks) alias."""
+    spans = sorted((int(m["data_offsets"][0]), int(m["data_offsets"][1]), k) for k, m in header.items())
+    for (_, end, first), (begin, next_end, second) in zip(spans, spans[1:]):
+        if begin < end and next_end > begin:
+            raise SafetensorsHeaderError(f"{name}: tensors {first!r} and {second!r} overlap (bytes {begin}-{end}).")
 
 
 def read_file_header(path: str | Path, *, with_metadata: bool = False) -> tuple[Header, int]:

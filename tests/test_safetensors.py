@@ -51,6 +51,15 @@ def test_encode_and_decode_round_trip():
         (_blob({"w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}), "offsets"),
         (_blob({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}), "spans 8 bytes, not 12"),
         (_blob({"w": {"dtype": "F32", "shape": [10**6, 10**6], "data_offsets": [0, 8]}}), "not 4000000000000"),
+        (
+            _blob(
+                {
+                    "a": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]},
+                    "b": {"dtype": "U8", "shape": [8], "data_offsets": [4, 12]},
+                }
+            ),
+            "overlap",
+        ),  # fmt: skip
     ],
 )
 def test_malformed_headers_are_named_errors(blob, match):

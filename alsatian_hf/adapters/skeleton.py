@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,7 +30,8 @@ def library_of(config: dict) -> str:
 _META_CACHE = DigestCache()  # config.json digest -> the shared meta skeleton
 
 
-def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", shared: bool = True) -> nn.Module:
+def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", shared: bool = True,
+                max_parameters: int | None = None) -> nn.Module:  # fmt: skip
     """The model described by `config_dir/config.json`, in eval mode, without loading any weights.
 
     A meta skeleton is built once per config and shared (`shared=False` gives a private copy): callers
@@ -38,24 +40,62 @@ def build_model(config_dir: str | Path, *, device: str | torch.device = "meta", 
     On "meta" no weight is allocated: accelerate's `init_empty_weights` keeps buffers real, because
     non-persistent ones (BERT's `position_ids`, Swin's `relative_position_index`) never come from a checkpoint.
     On "cpu" the weights are the library's random initialisation (used to probe shapes with one real item).
+
+    `max_parameters` bounds the parameters the config may create (a crafted config.json with a million layers
+    would otherwise take minutes and gigabytes to build before any check could refuse it).
+
+    Raises:
+        UnsupportedArchitectureError: for a config neither library builds, or one over `max_parameters`.
     """
     config_dir = Path(config_dir)
     raw = (config_dir / "config.json").read_bytes()
     if str(device) == "meta":
         # Fine-tunes of one base share a config: build it once. A library's weight init still runs on the meta
         # device (timm's ViT: ~0.3 s a model), which dominated the set-up of a search over many fine-tunes.
-        model = _META_CACHE.get(hashlib.sha256(raw).hexdigest(), lambda: _build(config_dir, raw, device))
+        build = lambda: _build(config_dir, raw, device, max_parameters)  # noqa: E731
+        model = _META_CACHE.get(hashlib.sha256(raw).hexdigest(), build)
+        if max_parameters is not None and sum(1 for _ in model.parameters()) > max_parameters:
+            raise _too_many(max_parameters)  # built earlier for a checkpoint with more tensors
         return model if shared else copy.deepcopy(model)
-    return _build(config_dir, raw, device)
+    return _build(config_dir, raw, device, max_parameters)
 
 
-def _build(config_dir: Path, raw: bytes, device) -> nn.Module:
+def _too_many(limit: int) -> UnsupportedArchitectureError:
+    return UnsupportedArchitectureError(
+        f"config.json describes a model with more than {limit} parameter tensors, far more than its checkpoint "
+        "holds; the config does not describe these weights."
+    )
+
+
+@contextmanager
+def _bounded(limit: int | None):
+    """Count parameters as modules register them and stop building past `limit`."""
+    if limit is None:
+        yield
+        return
+    registered, count = nn.Module.register_parameter, [0]
+
+    def counting(module, name, param):
+        if param is not None:
+            count[0] += 1
+            if count[0] > limit:
+                raise _too_many(limit)
+        return registered(module, name, param)
+
+    nn.Module.register_parameter = counting
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = registered
+
+
+def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = None) -> nn.Module:
     from accelerate import init_empty_weights
 
     config = json.loads(raw)
     library = library_of(config)
     context = init_empty_weights() if str(device) == "meta" else torch.device(device)
-    with context:
+    with context, _bounded(max_parameters):
         if library == "timm":
             import timm
             from timm.models._hub import load_model_config_from_path

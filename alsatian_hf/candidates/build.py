@@ -15,6 +15,7 @@ import torch
 
 from ..adapters import SplitModel, check_coverage, load_block, split_model, unload_block
 from ..adapters.skeleton import build_model
+from ..errors import UnsupportedArchitectureError
 from ..hub import RangeReader
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
@@ -51,6 +52,7 @@ def build_candidate(
     skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
     split = split_model(skeleton, checkpoint_keys=source.keys())
     check_coverage(split, source.keys())
+    _check_shapes(split, skeleton, source)
     source.prepare(split)
     sizes, flops = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
     blocks = []
@@ -84,20 +86,41 @@ def build_candidate(
     return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state), split
 
 
-_TENSOR_BYTES: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, int]]" = weakref.WeakKeyDictionary()
+_TENSORS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def _skeleton_tensor(model: torch.nn.Module, key: str) -> torch.Tensor:
+    """One parameter or buffer of the skeleton; the table is built once per (shared) skeleton."""
+    named = _TENSORS.get(model)
+    if named is None:
+        pairs = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+        named = _TENSORS[model] = dict(pairs)
+    if key in named:
+        return named[key]
+    path, _, attr = key.rpartition(".")
+    return getattr(model.get_submodule(path) if path else model, attr)
 
 
 def _tensor_bytes(model: torch.nn.Module, key: str) -> int:
-    """Bytes of one parameter or buffer; the table is built once per (shared) skeleton."""
-    sizes = _TENSOR_BYTES.get(model)
-    if sizes is None:
-        named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-        sizes = _TENSOR_BYTES[model] = {k: t.numel() * t.element_size() for k, t in named}
-    if key in sizes:
-        return sizes[key]
-    path, _, attr = key.rpartition(".")
-    t = getattr(model.get_submodule(path) if path else model, attr)
+    t = _skeleton_tensor(model, key)
     return t.numel() * t.element_size()
+
+
+def _check_shapes(split: SplitModel, skeleton: torch.nn.Module, source: TensorSource) -> None:
+    """Every block tensor of the checkpoint has the shape the config's model expects.
+
+    Raises:
+        UnsupportedArchitectureError: when config.json disagrees with the weights (found before any block
+            is fetched, instead of failing mid-search when the tensors are assigned).
+    """
+    for block in split.blocks:
+        for key in block.keys:
+            expected, got = tuple(_skeleton_tensor(skeleton, block.model_key(key)).shape), source.shape(key)
+            if expected != got:
+                raise UnsupportedArchitectureError(
+                    f"config.json disagrees with the checkpoint: {key} is {list(got)} in the weights but "
+                    f"{list(expected)} in the model the config builds."
+                )
 
 
 @dataclass
@@ -160,7 +183,9 @@ class CandidateAssembler:
             UnsupportedArchitectureError, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
         """
         repo = opened if opened is not None else self.open(spec)
-        skeleton = build_model(repo.folder, device="meta")
+        # a model has about as many parameters as its checkpoint has tensors (ties add a few): a config that
+        # builds far more does not describe these weights, and may be crafted to exhaust the machine
+        skeleton = build_model(repo.folder, device="meta", max_parameters=2 * len(repo.source.keys()) + 64)
         processor = processor_for(
             repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length
         )

@@ -82,10 +82,12 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1"
     files_sha, base_model = None, None
     siblings: list[str] = []
+    sizes: dict[str, int] = {}
     if not offline:
         info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True))
         revision = info.sha
         siblings = [s.rfilename for s in info.siblings or []]
+        sizes = {s.rfilename: s.size for s in info.siblings or [] if s.size is not None}
         lfs = {s.rfilename: (s.lfs.sha256 if s.lfs else None) for s in info.siblings or []}
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
@@ -111,7 +113,7 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
                 f"HF_HUB_OFFLINE is set and the block store has no layout of {repo_id}@"
                 f"{revision[:8]}. Run the search once online to fill the store."
             )
-        layout = read_layout(reader, repo_id, revision, siblings)
+        layout = read_layout(reader, repo_id, revision, siblings, sizes)
         store.save_layout(repo_id, revision, layout_to_json(layout))
     xet_hashes = _xet_hashes(repo_id, revision, sorted({loc.filename for loc in layout.values()}), store, reader)
     source = HubBlockSource(repo_id, revision, layout, store, reader, files_sha, xet=xet,

@@ -42,6 +42,10 @@ class TensorSource(Protocol):
 
     def keys(self) -> list[str]: ...
 
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The checkpoint tensor's shape (from its header: no bytes are read)."""
+        ...
+
     def block_hash(self, split: SplitModel, index: int) -> str: ...
 
     def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]: ...
@@ -75,13 +79,20 @@ class LocalBlockSource:
     def keys(self) -> list[str]:
         return list(self.weight_map)
 
-    def _tensor(self, key: str) -> torch.Tensor:
+    def shape(self, key: str) -> tuple[int, ...]:
+        self._tensor_handle(key)
+        return tuple(self._handles[self.weight_map[key]].get_slice(key).get_shape())
+
+    def _tensor_handle(self, key: str) -> None:
         from safetensors import safe_open
 
         shard = self.weight_map[key]
         if shard not in self._handles:
             self._handles[shard] = safe_open(self.folder / shard, framework="pt")
-        return self._handles[shard].get_tensor(key)
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        self._tensor_handle(key)
+        return self._handles[self.weight_map[key]].get_tensor(key)
 
     def block_hash(self, split: SplitModel, index: int) -> str:
         block = split.blocks[index]
@@ -187,6 +198,9 @@ class HubBlockSource:
 
     def keys(self) -> list[str]:
         return list(self.layout)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.layout[key].shape)
 
     def _index(self, split: SplitModel) -> dict[int, str]:
         with self._index_lock:

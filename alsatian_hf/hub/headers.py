@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from .._safetensors import read_header
-from ..errors import NoSafetensorsError
+from ..errors import NoSafetensorsError, SafetensorsHeaderError
 from .ranges import RangeReader
 
 
@@ -36,17 +36,21 @@ def checkpoint_files(siblings: list[str]) -> list[str] | None:
     return None
 
 
-def read_file_header(reader: RangeReader, repo_id: str, filename: str, revision: str) -> dict[str, TensorLocation]:
+def read_file_header(reader: RangeReader, repo_id: str, filename: str, revision: str,
+                     size: int | None = None) -> dict[str, TensorLocation]:  # fmt: skip
     """Every tensor's location in one safetensors file, from two Range requests (length, then JSON).
 
+    Args:
+        size: the file's size, if the Hub listed it: no tensor may run past it.
+
     Raises:
-        SafetensorsHeaderError: when the header is malformed.
+        SafetensorsHeaderError: when the header is malformed, or a tensor runs past the end of the file.
     """
     header, base = read_header(
         lambda start, end: reader.read(repo_id, filename, revision, start, end, header=True),
         name=f"{repo_id}/{filename}",
     )
-    return {
+    layout = {
         name: TensorLocation(
             filename,
             meta["dtype"],
@@ -56,10 +60,21 @@ def read_file_header(reader: RangeReader, repo_id: str, filename: str, revision:
         )
         for name, meta in header.items()
     }
+    past = [(k, loc.end) for k, loc in layout.items() if size is not None and loc.end > size]
+    if past:
+        raise SafetensorsHeaderError(
+            f"{repo_id}/{filename}: tensor {past[0][0]!r} ends at byte {past[0][1]}, past the end of the "
+            f"{size}-byte file; the header does not describe this file."
+        )
+    return layout
 
 
-def read_layout(reader: RangeReader, repo_id: str, revision: str, siblings: list[str]) -> dict[str, TensorLocation]:
+def read_layout(reader: RangeReader, repo_id: str, revision: str, siblings: list[str],
+                sizes: dict[str, int] | None = None) -> dict[str, TensorLocation]:  # fmt: skip
     """Every tensor's location in the repo's safetensors checkpoint, read by Range, no weights downloaded.
+
+    Args:
+        sizes: file sizes as the Hub lists them; a header whose tensors run past its file is refused.
 
     Raises:
         NoSafetensorsError: when the repo has no safetensors checkpoint.
@@ -77,7 +92,7 @@ def read_layout(reader: RangeReader, repo_id: str, revision: str, siblings: list
         files = sorted(set(index["weight_map"].values()))
     layout: dict[str, TensorLocation] = {}
     for filename in files:
-        layout.update(read_file_header(reader, repo_id, filename, revision))
+        layout.update(read_file_header(reader, repo_id, filename, revision, (sizes or {}).get(filename)))
     return layout
 
 
