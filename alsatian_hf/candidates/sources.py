@@ -240,8 +240,10 @@ class HubBlockSource:
             outcome = self._prove(block, ref_repo, ref_rev, ref_hash)
             if outcome is None:
                 continue
+            if not outcome.proven_bytes:  # no term shared with the best reference: fetch, don't ask others
+                break
             if outcome.identical:
-                return ref_hash, ("xet-proof" if outcome.proven_bytes else "bytes")
+                return ref_hash, "xet-proof"
             tensors = [(block.relative_name(k), self.layout[k].dtype, self.layout[k].shape, outcome.raw[k])
                        for k in block.keys]  # fmt: skip
             return self.store.put(tensors), "bytes"

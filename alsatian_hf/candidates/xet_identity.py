@@ -53,7 +53,10 @@ class Span:
 class Outcome:
     raw: dict[str, bytes]  # the candidate block's tensors, by checkpoint key (empty when identical)
     identical: bool  # equal to the reference block, byte for byte
-    proven_bytes: int  # bytes proven by terms alone (0: the proof fell back to bytes entirely)
+    proven_bytes: int  # bytes proven by terms alone
+
+
+NOTHING_PROVEN = Outcome({}, False, 0)
 
 
 def spans(keys: tuple[str, ...], cand: XetFile, ref: XetFile) -> list[Span] | None:
@@ -75,21 +78,27 @@ def spans(keys: tuple[str, ...], cand: XetFile, ref: XetFile) -> list[Span] | No
 
 def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[str, bytes], rel_name,
           xet: XetReader, reader: RangeReader) -> Outcome | None:  # fmt: skip
-    """The candidate block's bytes from proofs against `ref` plus fetched unproven ranges, or None when no
-    proof can be tried (no Xet hashes, a layout mismatch, or Xet metadata that failed: fetch as usual)."""
+    """The candidate block's bytes from proofs against `ref` plus fetched unproven ranges; None when no proof
+    can be tried (no Xet hashes, a layout mismatch, or Xet metadata that failed); `NOTHING_PROVEN` when no term
+    is shared with `ref` (a changed block): then it is fetched as usual, in few Range requests, and hashed."""
     groups = spans(keys, cand, ref)
     if groups is None:
         return None
-    identical, proven_total, fetched_bytes = True, 0, 0
-    assembled: list[tuple[Span, bytes | bytearray]] = []  # each span's bytes: the reference, or a patched copy
+    proofs = []
     for span in groups:
         c_hash, r_hash = cand.file_hashes.get(span.filename), ref.file_hashes.get(span.ref_filename)
         if not c_hash or not r_hash:
             return None
-        reference = b"".join(ref_raw[rel_name(k)] for k in span.keys)
         proven = _proven(span, c_hash, r_hash, cand, ref, xet)
         if proven is None:
             return None
+        proofs.append(proven)
+    if not any(proofs):  # a changed block: comparing its bytes with the reference's would only cost copies
+        return NOTHING_PROVEN
+    identical, proven_total, fetched_bytes = True, 0, 0
+    assembled: list[tuple[Span, bytes | bytearray]] = []  # each span's bytes: the reference, or a patched copy
+    for span, proven in zip(groups, proofs):
+        reference = b"".join(ref_raw[rel_name(k)] for k in span.keys)
         data: bytes | bytearray = reference
         for start, end in _gaps(proven, span.start, span.end):
             fetched = reader.read(cand.repo_id, span.filename, cand.revision, start, end)
@@ -101,9 +110,8 @@ def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[s
                 data[a:b] = fetched
         proven_total += sum(e - s for s, e in proven)
         assembled.append((span, data))
-    if identical:
-        if proven_total:  # what was fetched only confirmed the proof's edges
-            reader.stats.record_edges(fetched_bytes)
+    if identical:  # what was fetched only confirmed the proof's edges
+        reader.stats.record_edges(fetched_bytes)
         return Outcome({}, True, proven_total)  # the block is the reference: no tensor bytes are needed
     raw = {key: bytes(data[cand.layout[key].start - span.start : cand.layout[key].end - span.start])
            for span, data in assembled for key in span.keys}  # fmt: skip
