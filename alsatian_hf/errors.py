@@ -44,6 +44,10 @@ class BlockIntegrityError(AlsatianError, OSError):
     """A stored block does not match its content hash."""
 
 
+class StoreFullError(AlsatianError, OSError):
+    """The block store's disk is full: the search stops, since every later block would fail the same way."""
+
+
 class FeatureIntegrityError(AlsatianError, OSError):
     """A feature-cache segment does not match its digest (it is deleted and its items recomputed)."""
 

@@ -214,11 +214,13 @@ def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
     ).stdout
     assert "blocks" in out and "dedup ratio" in out and "feature cache: 2 models" in out
     stray = BlockStore(tmp_path / "store").put([("w", "F32", (1,), b"\0\0\0\0")])
+    fresh = BlockStore(tmp_path / "store").put([("w", "F32", (1,), b"\1\0\0\0")])
+    os.utime(BlockStore(tmp_path / "store").path(stray), (1, 1))  # unreferenced for long; `fresh` may be indexed next
     out = subprocess.run(
         [sys.executable, "-m", "alsatian_hf.cli", "store", "gc"], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert "unreferenced: 1" in out
-    assert not BlockStore(tmp_path / "store").has(stray)
+    assert not BlockStore(tmp_path / "store").has(stray) and BlockStore(tmp_path / "store").has(fresh)
 
 
 def test_corrupt_block_file_is_detected_on_read(tmp_path):

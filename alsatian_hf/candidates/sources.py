@@ -19,7 +19,7 @@ from typing import Protocol
 import torch
 
 from ..adapters import SplitModel
-from ..errors import NoSafetensorsError
+from ..errors import BlockIntegrityError, NoSafetensorsError
 from ..hub import RangeReader, TensorLocation, merge_ranges
 from ..hub.headers import layout_from_json
 from ..hub.xet import XetReader
@@ -298,5 +298,15 @@ class HubBlockSource:
         block = split.blocks[index]
         if not block.keys:
             return {}
-        stored = self.store.get(self.block_hash(split, index))
+        h = self.block_hash(split, index)
+        try:
+            stored = self.store.get(h)
+        except BlockIntegrityError as e:  # damaged or deleted since it was stored: the Hub still has it
+            logger.warning("%s: block %d (%s) in the store is unusable (%s); fetching it again", self.repo_id,
+                           index, h[:12], e)  # fmt: skip
+            self.store.discard(h)
+            self.store.put(self._fetch(block.keys, block.relative_name), expected_hash=h)
+            with self.reader.stats._lock:
+                self.reader.stats.refetched_blocks += 1
+            stored = self.store.get(h)
         return {key: stored[block.relative_name(key)] for key in block.keys}

@@ -6,9 +6,14 @@ earlier searches (or this one, before a crash) extracted: those models skip extr
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..store.feature_cache import FeatureCache
+
+
+logger = logging.getLogger("alsatian_hf")
 
 
 class FeatureStore:
@@ -25,6 +30,7 @@ class FeatureStore:
         self.disk = disk if fingerprint else None
         self.keys = keys or {}
         self.fingerprint = fingerprint
+        self.disk_error: str | None = None  # why the disk cache was given up mid-search (a full disk)
 
     def add(self, model_id: str, items: tuple[int, ...], features: torch.Tensor) -> None:
         features = features.detach().to("cpu").float().flatten(1)
@@ -32,7 +38,13 @@ class FeatureStore:
         for row, item in enumerate(items):
             rows[item] = (features, row)
         if self.disk is not None and model_id in self.keys:
-            self.disk.put(self.keys[model_id], self.fingerprint, tuple(items), features)
+            try:
+                self.disk.put(self.keys[model_id], self.fingerprint, tuple(items), features)
+            except OSError as e:  # a full disk costs this search its persistence, never its result
+                self.disk_error = f"{type(e).__name__}: {e}"
+                logger.warning("feature cache: cannot write to %s (%s); this search keeps its features in RAM "
+                               "only. Free space or lower `feature_cache_budget`.", self.disk.root, e)  # fmt: skip
+                self.disk = None
 
     def preload(self, model_id: str, items) -> tuple[bool, bool]:
         """Read the model's missing features among `items` from the disk cache, whatever part of them is there.

@@ -31,6 +31,7 @@ class FetchStats:
     metadata_bytes: int = 0
     retries: int = 0
     full_downloads: int = 0
+    refetched_blocks: int = 0  # stored blocks found corrupt or missing when loaded, fetched again
     per_repo: dict[str, list[int]] = field(default_factory=dict)  # repo -> [requests, bytes]
     # how each block's identity was established this search: xet-proof, lfs-sha, bytes, or stored (known already)
     identity: dict[str, int] = field(default_factory=dict)

@@ -77,6 +77,7 @@ class HalvingOutcome:
     scores: dict[str, float]  # final-iteration scores of the ranked models
     iterations: list[IterationRecord] = field(default_factory=list)
     seconds: float = 0.0
+    feature_cache_error: str | None = None  # why features stopped being persisted mid-search, if they did
 
     @property
     def survivors(self) -> list[list[str]]:
@@ -189,6 +190,7 @@ def run_halving(
         cache.clear()
         executor.lru.clear()
     outcome.ranking = alive
+    outcome.feature_cache_error = features.disk_error
     outcome.scores = {m: outcome.iterations[-1].scores[m] for m in alive}
     outcome.seconds = time.perf_counter() - start
     return outcome

@@ -13,7 +13,7 @@ import torch
 
 from .._progress import progress_bar
 from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id
-from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError
+from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError, StoreFullError
 from ..hub import FetchStats, RangeReader
 from ..hub.xet import XetReader
 from ..plan import DataSchedule, make_schedule
@@ -257,6 +257,8 @@ class ModelSearcher:
 
         try:
             return assembler.assemble(spec, model_id, opened.result())
+        except StoreFullError:
+            raise  # every later candidate would fail the same way: stop with the error that says what to do
         except CandidateSkipped as e:
             reason = e.reason
         except (AlsatianError, HfHubHTTPError, OSError) as e:
@@ -352,11 +354,13 @@ class ModelSearcher:
                 "metadata_requests": prepared.stats.metadata_requests,
                 "metadata_bytes": prepared.stats.metadata_bytes,
                 "identity": dict(prepared.stats.identity),
+                "refetched_blocks": prepared.stats.refetched_blocks,
             },  # fmt: skip
             store={**asdict(info), "dedup_ratio": info.dedup_ratio},
             feature_cache={
                 **(cache.stats.to_dict() if cache else {}),
                 "cached": sorted({m for r in outcome.iterations for m in r.cached}),
+                **({"error": outcome.feature_cache_error} if outcome.feature_cache_error else {}),
             },
             plan={
                 "unique_blocks": len({b.content_hash for c in candidates for b in c.blocks}),

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
@@ -27,7 +28,7 @@ from typing import Iterable
 from filelock import FileLock
 
 from .._safetensors import Tensors, decode, encode
-from ..errors import BlockIntegrityError, SafetensorsHeaderError
+from ..errors import BlockIntegrityError, SafetensorsHeaderError, StoreFullError
 from .identity import content_hash
 
 
@@ -51,6 +52,12 @@ IDENTITY_METHODS = ("xet-proof", "lfs-sha", "bytes")
 
 
 RAW_CACHE_BYTES = 256 * 2**20  # see `BlockStore.raw`
+UNREFERENCED_GRACE = 600.0  # seconds: `gc` keeps younger unreferenced blocks (a search may index them next)
+
+
+def _write_file(f, blob: bytes) -> None:
+    """Every block byte goes to disk through here (the fault tests make it fail as a full disk would)."""
+    f.write(blob)
 
 
 def default_store_dir() -> Path:
@@ -172,6 +179,7 @@ class BlockStore:
 
         Raises:
             BlockIntegrityError: when the bytes do not hash to `expected_hash`.
+            StoreFullError: when the disk is full (the temporary file is removed; nothing half-written stays).
         """
         block_hash = content_hash(tensors)
         if expected_hash is not None and block_hash != expected_hash:
@@ -184,17 +192,31 @@ class BlockStore:
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
                 try:
                     with os.fdopen(fd, "wb") as f:
-                        f.write(blob)
+                        _write_file(f, blob)
                         f.flush()
                         os.fsync(f.fileno())
                     os.replace(tmp, target)
-                except BaseException:
+                except BaseException as e:
                     Path(tmp).unlink(missing_ok=True)
+                    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise StoreFullError(
+                            f"No space left for blocks in the block store at {self.root} ({e.strerror}). Free "
+                            "space (`alsatian-hf store gc` drops unreferenced blocks) or point `store_dir` / "
+                            "ALSATIAN_STORE at a bigger disk; the store is consistent and keeps what it has."
+                        ) from e
                     raise
                 with self._db() as db:  # one transaction: the block and its verified file version
                     db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (block_hash, len(blob), time.time()))
                     self._mark_verified(self._stamp(block_hash, target), db)  # these bytes hashed to block_hash
         return block_hash
+
+    def discard(self, block_hash: str) -> None:
+        """Remove a block file (a corrupt one, before it is fetched again); its index rows stay."""
+        with self.lock(block_hash):
+            self.path(block_hash).unlink(missing_ok=True)
+        with self._raw_lock:
+            if block_hash in self._raw:
+                self._raw_bytes -= sum(len(v) for v in self._raw.pop(block_hash).values())
 
     def get(self, block_hash: str):
         """The block's tensors (block-relative names), memory-mapped, after verifying the content hash.
@@ -344,8 +366,9 @@ class BlockStore:
         return StoreInfo(str(self.root), len(files), sum(files.values()), logical, models, self.identity_counts())
 
     def gc(self, *, verify: bool = False) -> dict[str, int]:
-        """Remove temp files, blocks no index entry references, index rows whose block is gone, and (with
-        `verify`) corrupt blocks."""
+        """Remove temp files, blocks no index entry references (older than `UNREFERENCED_GRACE`: a search
+        running now may index a fresh one next), index rows whose block is gone, and (with `verify`) corrupt
+        blocks. Safe to run while searches use the store."""
         removed = {"temp_files": 0, "unreferenced": 0, "corrupt": 0, "stale_rows": 0}
         for tmp in (self.root / "blocks").glob("*/.tmp-*"):
             if time.time() - tmp.stat().st_mtime > 60:
@@ -355,6 +378,8 @@ class BlockStore:
             referenced = {h for (h,) in db.execute("SELECT hash FROM model_blocks UNION SELECT hash FROM file_blocks")}
         for path in list(self.block_files()):
             h = path.stem
+            if h not in referenced and time.time() - path.stat().st_mtime < UNREFERENCED_GRACE:
+                continue  # a running search stores a block a moment before it indexes it
             if h not in referenced:
                 with self.lock(h):
                     path.unlink(missing_ok=True)
@@ -362,8 +387,12 @@ class BlockStore:
             elif verify and not _matches(path, h):
                 path.unlink(missing_ok=True)
                 removed["corrupt"] += 1
-        present = {p.stem for p in self.block_files()}
         with self._db() as db:
+            # Take the write lock first, then list the files: a search indexes a block only after writing its
+            # file, so no row it adds meanwhile can name a file this listing missed. (A deferred transaction
+            # that read first and wrote later failed with "database is locked" beside a running search.)
+            db.execute("BEGIN IMMEDIATE")
+            present = {p.stem for p in self.block_files()}
             for table in ("model_blocks", "file_blocks"):
                 rows = db.execute(f"SELECT rowid, hash FROM {table}").fetchall()
                 stale = [(r,) for r, h in rows if h not in present]

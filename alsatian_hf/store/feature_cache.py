@@ -35,6 +35,11 @@ from ..errors import FeatureIntegrityError
 logger = logging.getLogger("alsatian_hf")
 
 
+def _write_file(f, blob: bytes) -> None:
+    """Every feature byte goes to disk through here (the fault tests make it fail as a full disk would)."""
+    f.write(blob)
+
+
 def feature_key(input_key: str, block_hashes: list[str], device_kind: str) -> str:
     """The key of a model's features: its input key, its block content hashes in order, and what else decides
     the numerics (`device_kind`: the device type and library versions; CPU and CUDA kernels round
@@ -154,7 +159,7 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(blob)
+                _write_file(f, blob)
             os.replace(tmp, folder / f"{name}.safetensors")  # one good segment, whoever renames last
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
