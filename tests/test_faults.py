@@ -1,7 +1,8 @@
 """Faults lose nothing: real searches against the local Hub under process, disk and concurrency faults rank as
 a clean run does, and leave the block store and the feature cache consistent.
 
-Server faults (500s, truncated bodies, Range ignored, a slow server) are in test_hub_store.py and
+A server killed mid-fetch and restarted is here; other server faults (500s, truncated bodies, Range ignored,
+a slow server) are in test_hub_store.py and
 test_localhub.py, Xet CAS faults in test_xet_identity.py, hostile repos in test_hostile_repos.py, and a search
 killed during feature writing or between iterations in test_feature_cache.py.
 """
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -162,4 +166,53 @@ def test_a_flipped_byte_in_a_stored_block_is_refetched(hub, tiny_zoo, clean, tmp
     assert again.models == clean.models and not again.skipped
     assert again.fetch["refetched_blocks"] == 1 and "fetching it again" in caplog.text
     assert again.bytes_fetched > 0  # the block came back from the Hub
+    _consistent(tmp_path / "store")
+
+
+def _serve(root, port: int) -> subprocess.Popen:
+    """`alsatian-hf serve-hub` in a process of its own, slowed to 3 MB/s so a search is mid-fetch for seconds."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alsatian_hf.cli", "serve-hub", str(root), "--port", str(port), "--no-xet",
+         "--bandwidth", "3MB/s"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert "Serving" in proc.stdout.readline()  # printed once it listens
+    return proc
+
+
+def test_server_killed_mid_fetch_and_restarted(hub, hub_root, tiny_zoo, clean, tmp_path):
+    from alsatian_hf.localhub import use_endpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _serve(hub_root, port)
+    use_endpoint(f"http://127.0.0.1:{port}")
+    result, errors = [], []
+
+    def search():
+        try:
+            result.append(_search(tiny_zoo.repo_ids, tmp_path / "store", xet_identity=False))
+        except Exception as e:  # noqa: BLE001 (the assertion below shows it)
+            errors.append(e)
+
+    thread = threading.Thread(target=search)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not any(BlockStore(tmp_path / "store").block_files()) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the first block is stored: the search is fetching now
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        server = _serve(hub_root, port)  # back on the same port within the clients' retry window
+        thread.join(timeout=300)
+    finally:
+        server.kill()
+        server.wait()
+        use_endpoint(hub.url)
+    assert not errors, errors
+    res = result[0]
+    assert res.fetch["retries"] >= 1  # the kill was felt mid-fetch, and retried through
+    assert res.models == clean.models and not res.skipped
+    assert [r["score"] for r in res.ranking] == [r["score"] for r in clean.ranking]
     _consistent(tmp_path / "store")

@@ -355,6 +355,7 @@ class ModelSearcher:
                 "metadata_bytes": prepared.stats.metadata_bytes,
                 "identity": dict(prepared.stats.identity),
                 "refetched_blocks": prepared.stats.refetched_blocks,
+                "retries": prepared.stats.retries,
             },  # fmt: skip
             store={**asdict(info), "dedup_ratio": info.dedup_ratio},
             feature_cache={
