@@ -274,3 +274,23 @@ def test_weights_load_through_the_hub_equal_the_files(tiny_zoo, hub_root):
     model = timm.create_model(f"hf-hub:{repo}", pretrained=True)
     on_disk = load_file(hub_root / repo / "model.safetensors")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in on_disk.items())
+
+
+def test_a_restarted_server_does_not_rehash_unchanged_files(tmp_path, monkeypatch):
+    from alsatian_hf.localhub import _repo
+
+    folder = tmp_path / "org" / "m"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(os.urandom(1 << 20))
+    first = _repo.FolderRepo(tmp_path, "model", "org/m").files()
+    monkeypatch.setattr(_repo, "_hash_cache", {})  # as in a new process: nothing in memory
+    monkeypatch.setattr(_repo, "_indexes", {})
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a file whose hashes are stored was read again")
+
+    monkeypatch.setattr(_repo, "open", no_reading, raising=False)
+    assert _repo.FolderRepo(tmp_path, "model", "org/m").files() == first
+    monkeypatch.delattr(_repo, "open")
+    (folder / "model.safetensors").write_bytes(os.urandom(1 << 20))  # changed: hashed again
+    assert _repo.FolderRepo(tmp_path, "model", "org/m").files()[0].sha256 != first[0].sha256

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,16 +48,61 @@ class RepoFile:
 
 _hash_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
 _hash_lock = threading.Lock()
+_indexes: dict[Path, "_HashIndex | None"] = {}
 
 
-def _file_hashes(path: Path, size: int) -> tuple[str, str]:
-    """sha256 and git-blob sha1 of a file, cached on (path, size, mtime)."""
+class _HashIndex:
+    """File hashes kept in `ROOT/.localhub/hashes.sqlite`, so a restarted server does not re-read every file
+    (a model store of 100 GB took minutes to list after a restart)."""
+
+    def __init__(self, root: Path):
+        folder = root / ".localhub"
+        folder.mkdir(exist_ok=True)
+        self._db = sqlite3.connect(folder / "hashes.sqlite", timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT, size INTEGER, mtime_ns INTEGER, "
+                         "sha256 TEXT, git_oid TEXT, PRIMARY KEY (path, size, mtime_ns))")  # fmt: skip
+        self._db.commit()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int, int]) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, git_oid FROM hashes WHERE path=? AND size=? AND mtime_ns=?", key
+            ).fetchone()
+        return tuple(row) if row else None
+
+    def put(self, key: tuple[str, int, int], value: tuple[str, str]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", (*key, *value))
+            self._db.commit()
+
+
+def _index(root: Path) -> _HashIndex | None:
+    """The root's persistent hash index, or None where ROOT is read-only (hashes then live in memory only)."""
+    with _hash_lock:
+        if root not in _indexes:
+            try:
+                _indexes[root] = _HashIndex(root)
+            except (OSError, sqlite3.Error):
+                _indexes[root] = None
+        return _indexes[root]
+
+
+def _file_hashes(path: Path, size: int, root: Path | None = None) -> tuple[str, str]:
+    """sha256 and git-blob sha1 of a file, cached on (path, size, mtime), in memory and under `root`."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _hash_lock:
         hit = _hash_cache.get(key)
     if hit:
         return hit
+    index = _index(root) if root is not None else None
+    stored = index.get(key) if index is not None else None
+    if stored is not None:
+        with _hash_lock:
+            _hash_cache[key] = stored
+        return stored
     sha256 = hashlib.sha256()
     blob = hashlib.sha1(f"blob {size}\0".encode())
     with open(path, "rb") as f:
@@ -66,6 +112,8 @@ def _file_hashes(path: Path, size: int) -> tuple[str, str]:
     result = (sha256.hexdigest(), blob.hexdigest())
     with _hash_lock:
         _hash_cache[key] = result
+    if index is not None:
+        index.put(key, result)
     return result
 
 
@@ -113,7 +161,7 @@ class FolderRepo:
                 if rel.startswith(".") or "/." in rel:
                     continue
                 size = real.stat().st_size
-                sha256, git_oid = _file_hashes(real, size)
+                sha256, git_oid = _file_hashes(real, size, root)
                 lfs = _is_lfs(rel, size)
                 if lfs:
                     pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
