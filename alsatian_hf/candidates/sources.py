@@ -270,7 +270,7 @@ class HubBlockSource:
             keys=block.keys,
             cand=XetFile(self.repo_id, self.revision, self.xet_hashes, self.layout),
             ref=XetFile(ref_repo, ref_rev, ref_hashes, _parsed_layout(layout_json)),
-            ref_raw=self.store.raw(ref_hash),
+            ref_raw=lambda: self.store.raw(ref_hash),  # read only once a term proves something
             rel_name=block.relative_name,
             xet=self.xet,
             reader=self.reader,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from ..hub import RangeReader, TensorLocation, merge_ranges
 from ..hub.xet import Segment, XetReader
@@ -76,7 +77,7 @@ def spans(keys: tuple[str, ...], cand: XetFile, ref: XetFile) -> list[Span] | No
     return out
 
 
-def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[str, bytes], rel_name,
+def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: Callable[[], dict[str, bytes]], rel_name,
           xet: XetReader, reader: RangeReader) -> Outcome | None:  # fmt: skip
     """The candidate block's bytes from proofs against `ref` plus fetched unproven ranges; None when no proof
     can be tried (no Xet hashes, a layout mismatch, or Xet metadata that failed); `NOTHING_PROVEN` when no term
@@ -95,10 +96,10 @@ def prove(*, keys: tuple[str, ...], cand: XetFile, ref: XetFile, ref_raw: dict[s
         proofs.append(proven)
     if not any(proofs):  # a changed block: comparing its bytes with the reference's would only cost copies
         return NOTHING_PROVEN
-    identical, proven_total, fetched_bytes = True, 0, 0
+    identical, proven_total, fetched_bytes, raw_ref = True, 0, 0, ref_raw()
     assembled: list[tuple[Span, bytes | bytearray]] = []  # each span's bytes: the reference, or a patched copy
     for span, proven in zip(groups, proofs):
-        reference = b"".join(ref_raw[rel_name(k)] for k in span.keys)
+        reference = b"".join(raw_ref[rel_name(k)] for k in span.keys)
         data: bytes | bytearray = reference
         for start, end in _gaps(proven, span.start, span.end):
             fetched = reader.read(cand.repo_id, span.filename, cand.revision, start, end)

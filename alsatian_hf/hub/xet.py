@@ -106,16 +106,19 @@ class XetReader:
         """The terms covering file bytes [start, end) placed at their file offsets, or None (fall back)."""
         key = (file_hash, start, end)  # a file hash names immutable content: its answers never change
         with self._lock:
-            if key in self._answers:
-                self._answers.move_to_end(key)
-                return self._answers[key]
-        found = self._segments(repo_id, revision, file_hash, start, end)
-        if found is not None:
+            lock = self._file_locks.setdefault(f"{file_hash}:{start}:{end}", threading.Lock())
+        with lock:  # threads asking the same range wait for one request
             with self._lock:
-                self._answers[key] = found
-                while len(self._answers) > 4096:
-                    self._answers.popitem(last=False)
-        return found
+                if key in self._answers:
+                    self._answers.move_to_end(key)
+                    return self._answers[key]
+            found = self._segments(repo_id, revision, file_hash, start, end)
+            if found is not None:
+                with self._lock:
+                    self._answers[key] = found
+                    while len(self._answers) > 4096:
+                        self._answers.popitem(last=False)
+            return found
 
     def file_segments(self, repo_id: str, revision: str, file_hash: str) -> list[Segment] | None:
         """Every term of the file, placed at its offset, from one reconstruction (or None: fall back).
