@@ -130,26 +130,8 @@ class SearchArguments:
             raise ConfigurationError(f"`batch_size` must be >= 1, got {self.batch_size}.")
         if self.num_workers < 0:
             raise ConfigurationError(f"`num_workers` must be >= 0, got {self.num_workers}.")
-        try:
-            self.cache_budget = parse_bytes(self.cache_budget)
-        except ValueError as e:
-            raise ConfigurationError(
-                f"`cache_budget` must be bytes (e.g. 2GB) or 'auto', got {self.cache_budget!r}."
-            ) from e
-        if self.cache_budget != "auto" and self.cache_budget <= 0:
-            raise ConfigurationError(
-                f"`cache_budget` must be positive, got {self.cache_budget}. Pass bytes or 'auto'."
-            )
-        try:
-            self.feature_cache_budget = parse_bytes(self.feature_cache_budget)
-        except ValueError as e:
-            raise ConfigurationError(
-                f"`feature_cache_budget` must be bytes (e.g. 10GB), got {self.feature_cache_budget!r}."
-            ) from e
-        if self.feature_cache_budget == "auto" or self.feature_cache_budget < 0:
-            raise ConfigurationError(
-                f"`feature_cache_budget` must be a size in bytes >= 0 (e.g. 10GB), got {self.feature_cache_budget!r}."
-            )
+        self.cache_budget = _bytes_field("cache_budget", self.cache_budget, example="2GB", auto=True, minimum=1)
+        self.feature_cache_budget = _bytes_field("feature_cache_budget", self.feature_cache_budget, example="10GB")
         if self.image_size is not None and self.image_size < 8:
             raise ConfigurationError(f"`image_size` must be >= 8 pixels, got {self.image_size}.")
         if self.max_length < 2:
@@ -164,3 +146,21 @@ class SearchArguments:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _bytes_field(name: str, value, *, example: str, auto: bool = False, minimum: int = 0) -> int | str:
+    """A byte size given as an int or text ("2GB"), or "auto" where `auto`.
+
+    Raises:
+        ConfigurationError: naming the field, what it got and what it takes.
+    """
+    takes = f"bytes (e.g. {example})" + (" or 'auto'" if auto else "") + f", at least {minimum}"
+    try:
+        size = parse_bytes(value)
+    except ValueError as e:
+        raise ConfigurationError(f"`{name}` must be {takes}; got {value!r}.") from e
+    if size == "auto" and auto:
+        return size
+    if size == "auto" or size < minimum:
+        raise ConfigurationError(f"`{name}` must be {takes}; got {value!r}.")
+    return size
