@@ -55,6 +55,14 @@ RAW_CACHE_BYTES = 256 * 2**20  # see `BlockStore.raw`
 UNREFERENCED_GRACE = 600.0  # seconds: `gc` keeps younger unreferenced blocks (a search may index them next)
 
 
+def _age(path: Path) -> float:
+    """Seconds since `path` changed; 0 for a file another process renamed or removed meanwhile."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
 def _write_file(f, blob: bytes) -> None:
     """Every block byte goes to disk through here (the fault tests make it fail as a full disk would)."""
     f.write(blob)
@@ -73,7 +81,7 @@ def _matches(path: Path, block_hash: str) -> bool:
     """Whether the block file's tensors hash to `block_hash` (a torn or malformed file does not)."""
     try:
         return content_hash(decode(path.read_bytes(), name=str(path))) == block_hash
-    except SafetensorsHeaderError:
+    except (SafetensorsHeaderError, FileNotFoundError):  # malformed, or removed since it was listed
         return False
 
 
@@ -371,20 +379,20 @@ class BlockStore:
         blocks. Safe to run while searches use the store."""
         removed = {"temp_files": 0, "unreferenced": 0, "corrupt": 0, "stale_rows": 0}
         for tmp in (self.root / "blocks").glob("*/.tmp-*"):
-            if time.time() - tmp.stat().st_mtime > 60:
+            if _age(tmp) > 60:  # a writer renames or removes its own within seconds
                 tmp.unlink(missing_ok=True)
                 removed["temp_files"] += 1
         with self._db() as db:
             referenced = {h for (h,) in db.execute("SELECT hash FROM model_blocks UNION SELECT hash FROM file_blocks")}
         for path in list(self.block_files()):
             h = path.stem
-            if h not in referenced and time.time() - path.stat().st_mtime < UNREFERENCED_GRACE:
+            if h not in referenced and _age(path) < UNREFERENCED_GRACE:
                 continue  # a running search stores a block a moment before it indexes it
             if h not in referenced:
                 with self.lock(h):
                     path.unlink(missing_ok=True)
                 removed["unreferenced"] += 1
-            elif verify and not _matches(path, h):
+            elif verify and path.is_file() and not _matches(path, h):
                 path.unlink(missing_ok=True)
                 removed["corrupt"] += 1
         with self._db() as db:

@@ -35,6 +35,14 @@ from ..errors import FeatureIntegrityError
 logger = logging.getLogger("alsatian_hf")
 
 
+def _age(path: Path) -> float:
+    """Seconds since `path` changed; 0 for one another process renamed or removed meanwhile."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
 def _write_file(f, blob: bytes) -> None:
     """Every feature byte goes to disk through here (the fault tests make it fail as a full disk would)."""
     f.write(blob)
@@ -147,7 +155,6 @@ class FeatureCache:
         items_t = torch.tensor(items, dtype=torch.int64)
         feats = features.detach().to("cpu", torch.float32).contiguous()
         folder = self._folder(key, fingerprint)
-        folder.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(items_t.numpy().tobytes()).hexdigest()[:32]
         blob = encode(
             [
@@ -156,7 +163,14 @@ class FeatureCache:
             ],
             metadata={"sha256": _digest(items_t, feats)},
         )
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        for attempt in range(3):  # `gc` may remove an empty folder between mkdir and mkstemp
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         try:
             with os.fdopen(fd, "wb") as f:
                 _write_file(f, blob)
@@ -212,7 +226,7 @@ class FeatureCache:
         """Remove stale temporary files, empty folders and (with `verify`) segments that fail verification."""
         removed = {"temp_files": 0, "corrupt": 0}
         for tmp in self.root.glob("*/*/*/.tmp-*"):
-            if time.time() - tmp.stat().st_mtime > 60:
+            if _age(tmp) > 60:  # a writer renames or removes its own within seconds
                 tmp.unlink(missing_ok=True)
                 removed["temp_files"] += 1
         if verify:
@@ -220,7 +234,10 @@ class FeatureCache:
             for path in self.root.glob("*/*/*/*.safetensors"):
                 self._read(path)
             removed["corrupt"] = self.stats.corrupt - before
-        for folder in sorted(self.root.glob("*/*/*"), reverse=True) + sorted(self.root.glob("*/*")):  # empty ones
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        for folder in sorted(self.root.glob("*/*/*"), reverse=True) + sorted(self.root.glob("*/*")):
+            try:  # empty and old: a search may have just made a folder it is about to write into
+                if folder.is_dir() and _age(folder) > 60 and not any(folder.iterdir()):
+                    folder.rmdir()
+            except OSError:  # written into, or removed, by another process meanwhile
+                pass
         return removed
