@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,12 @@ def transport_errors() -> tuple[type[Exception], ...]:
     return (client_module.TransportError,)
 
 
+def backoff_delay(base: float, attempt: int) -> float:
+    """Exponential backoff with jitter: threads that failed together must not retry in lockstep (against a
+    server that fails every n-th request, lockstep made one thread's every attempt land on a failure)."""
+    return base * 2**attempt * random.uniform(0.5, 1.5)
+
+
 def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int = 4, backoff: float = 0.2) -> T:
     """`call()`, retried with exponential backoff on 429/5xx answers and (with `transport`) transport errors only.
 
@@ -104,7 +111,7 @@ def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int 
             if attempt == retries:
                 raise
             logger.info("retrying after %s (attempt %d of %d)", type(e).__name__, attempt + 1, retries)
-        time.sleep(backoff * 2**attempt)
+        time.sleep(backoff_delay(backoff, attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -166,7 +173,7 @@ class RangeReader:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(backoff_delay(self.backoff, attempt - 1))
             headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
             try:
                 response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .ranges import RETRY_STATUSES, FetchStats, transport_errors
+from .ranges import RETRY_STATUSES, FetchStats, backoff_delay, transport_errors
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -84,7 +84,7 @@ class XetReader:
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(backoff_delay(self.backoff, attempt - 1))
             try:
                 response = self._get(url, headers)
             except transport_errors() as e:
