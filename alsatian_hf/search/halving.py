@@ -180,7 +180,11 @@ def run_halving(
             outcome.iterations.append(record)
             if search_key is not None:
                 state = {"candidates": record.candidates, "scores": record.scores, "survivors": record.survivors}
-                feature_cache.save_iteration(search_key, it, state)
+                try:
+                    feature_cache.save_iteration(search_key, it, state)
+                except OSError as e:  # a full disk costs the search its resumability, never its result
+                    logger.warning("feature cache: cannot save iteration %d (%s); later ones are not saved", it, e)
+                    search_key = None
             logger.info(
                 "iteration %d/%d: %d -> %d candidates", it, schedule.num_iterations, len(record.candidates), len(alive)
             )
