@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +28,7 @@ from filelock import FileLock
 
 from .._safetensors import Tensors, decode, encode
 from ..errors import BlockIntegrityError, SafetensorsHeaderError, StoreFullError
+from ._files import TEMP_PREFIX, age, sweep_temp_files, write_atomic
 from .identity import content_hash
 
 
@@ -53,14 +53,6 @@ IDENTITY_METHODS = ("xet-proof", "lfs-sha", "bytes")
 
 RAW_CACHE_BYTES = 256 * 2**20  # see `BlockStore.raw`
 UNREFERENCED_GRACE = 600.0  # seconds: `gc` keeps younger unreferenced blocks (a search may index them next)
-
-
-def _age(path: Path) -> float:
-    """Seconds since `path` changed; 0 for a file another process renamed or removed meanwhile."""
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 def _write_file(f, blob: bytes) -> None:
@@ -195,18 +187,11 @@ class BlockStore:
         target = self.path(block_hash)
         with self.lock(block_hash):
             if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
                 blob = encode(tensors)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".safetensors")
                 try:
-                    with os.fdopen(fd, "wb") as f:
-                        _write_file(f, blob)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, target)
-                except BaseException as e:
-                    Path(tmp).unlink(missing_ok=True)
-                    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    write_atomic(target, blob, write=_write_file, fsync=True, suffix=".safetensors")
+                except OSError as e:
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise StoreFullError(
                             f"No space left for blocks in the block store at {self.root} ({e.strerror}). Free "
                             "space (`alsatian-hf store gc` drops unreferenced blocks) or point `store_dir` / "
@@ -378,15 +363,12 @@ class BlockStore:
         running now may index a fresh one next), index rows whose block is gone, and (with `verify`) corrupt
         blocks. Safe to run while searches use the store."""
         removed = {"temp_files": 0, "unreferenced": 0, "corrupt": 0, "stale_rows": 0}
-        for tmp in (self.root / "blocks").glob("*/.tmp-*"):
-            if _age(tmp) > 60:  # a writer renames or removes its own within seconds
-                tmp.unlink(missing_ok=True)
-                removed["temp_files"] += 1
+        removed["temp_files"] = sweep_temp_files((self.root / "blocks").glob(f"*/{TEMP_PREFIX}*"))
         with self._db() as db:
             referenced = {h for (h,) in db.execute("SELECT hash FROM model_blocks UNION SELECT hash FROM file_blocks")}
         for path in list(self.block_files()):
             h = path.stem
-            if h not in referenced and _age(path) < UNREFERENCED_GRACE:
+            if h not in referenced and age(path) < UNREFERENCED_GRACE:
                 continue  # a running search stores a block a moment before it indexes it
             if h not in referenced:
                 with self.lock(h):

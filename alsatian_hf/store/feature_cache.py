@@ -20,9 +20,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,17 +28,10 @@ import torch
 
 from .._safetensors import decode, encode, read_header
 from ..errors import FeatureIntegrityError
+from ._files import STALE_TEMP_SECONDS, TEMP_PREFIX, age, sweep_temp_files, write_atomic
 
 
 logger = logging.getLogger("alsatian_hf")
-
-
-def _age(path: Path) -> float:
-    """Seconds since `path` changed; 0 for one another process renamed or removed meanwhile."""
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 def _write_file(f, blob: bytes) -> None:
@@ -163,21 +154,8 @@ class FeatureCache:
             ],
             metadata={"sha256": _digest(items_t, feats)},
         )
-        for attempt in range(3):  # `gc` may remove an empty folder between mkdir and mkstemp
-            folder.mkdir(parents=True, exist_ok=True)
-            try:
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-                break
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-        try:
-            with os.fdopen(fd, "wb") as f:
-                _write_file(f, blob)
-            os.replace(tmp, folder / f"{name}.safetensors")  # one good segment, whoever renames last
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # one good segment, whoever renames last
+        write_atomic(folder / f"{name}.safetensors", blob, write=_write_file)
         with self._lock:
             self.stats.bytes_written += len(blob)
 
@@ -187,12 +165,7 @@ class FeatureCache:
 
     def save_iteration(self, search_key: str, iteration: int, state: dict) -> None:
         """Persist a finished iteration's candidates, scores and survivors (atomically)."""
-        path = self._state_path(search_key, iteration)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, path)
+        write_atomic(self._state_path(search_key, iteration), json.dumps(state).encode(), write=_write_file)
 
     def load_iteration(self, search_key: str, iteration: int) -> dict | None:
         """A finished iteration of the same search, or None (never run, or unreadable: it is run again)."""
@@ -225,10 +198,7 @@ class FeatureCache:
     def gc(self, *, verify: bool = False) -> dict[str, int]:
         """Remove stale temporary files, empty folders and (with `verify`) segments that fail verification."""
         removed = {"temp_files": 0, "corrupt": 0}
-        for tmp in self.root.glob("*/*/*/.tmp-*"):
-            if _age(tmp) > 60:  # a writer renames or removes its own within seconds
-                tmp.unlink(missing_ok=True)
-                removed["temp_files"] += 1
+        removed["temp_files"] = sweep_temp_files(self.root.glob(f"*/*/*/{TEMP_PREFIX}*"))
         if verify:
             before = self.stats.corrupt
             for path in self.root.glob("*/*/*/*.safetensors"):
@@ -236,7 +206,7 @@ class FeatureCache:
             removed["corrupt"] = self.stats.corrupt - before
         for folder in sorted(self.root.glob("*/*/*"), reverse=True) + sorted(self.root.glob("*/*")):
             try:  # empty and old: a search may have just made a folder it is about to write into
-                if folder.is_dir() and _age(folder) > 60 and not any(folder.iterdir()):
+                if folder.is_dir() and age(folder) > STALE_TEMP_SECONDS and not any(folder.iterdir()):
                     folder.rmdir()
             except OSError:  # written into, or removed, by another process meanwhile
                 pass
