@@ -222,14 +222,8 @@ class HubBlockSource:
         if not block.keys:
             return empty_block_hash(split.family, block.name)
         known = self._index(split)
-        if index in known:
-            return known[index]
-        with self.store.lock(self._lock_name()):
-            stored = self.store.model_block(self.repo_id, self.revision, split.family, index)
-            if stored is not None:  # another process established it while this one waited
-                known[index] = stored
-                return stored
-            self._record(split, {index: self._establish(split, index, self._references(split, [index])[index])})
+        if index not in known:
+            self.prepare(split)  # establishes every block not known yet, under the candidate's lock
         return known[index]
 
     def _establish(self, split: SplitModel, index: int, references: list[tuple[str, str, str]]) -> tuple[str, str]:

@@ -286,13 +286,6 @@ class BlockStore:
                 out[block].append((repo, revision, h))
         return out
 
-    def model_block(self, repo: str, revision: str, family: str, block: int) -> str | None:
-        """The stored hash of one block of a checkpoint, if the store has it."""
-        with self._db() as db:
-            row = db.execute("SELECT hash FROM model_blocks WHERE repo=? AND revision=? AND family=? AND block=?",
-                             (repo, revision, family, block)).fetchone()  # fmt: skip
-        return row[0] if row and self.has(row[0]) else None
-
     def identity_counts(self) -> dict[str, int]:
         with self._db() as db:
             rows = db.execute("SELECT method, COUNT(*) FROM model_blocks GROUP BY method").fetchall()
