@@ -152,7 +152,8 @@ def run_halving(
     outcome = HalvingOutcome(ranking=[], scores={})
     try:
         for it in range(1, schedule.num_iterations + 1):
-            new_items = sum(len(u.items) for u in schedule.new_units(it))
+            batches = extractor.batches_for(it)
+            new_items = sum(len(b) for b in batches)
             record = IterationRecord(it, list(alive), {}, [], new_items, len(schedule.train_items(it)), Counters())
             restored = _restore(feature_cache, search_key, it, alive, features, schedule)
             if restored is not None:
@@ -167,8 +168,6 @@ def run_halving(
                 desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
             )
             executor.on_batch = bar.update
-            batches = extractor.batches_for(it)
-            record.new_items = sum(len(b) for b in batches)
             record.cached = _extract(extractor, features, alive, batches, it, record)
             bar.close()
             record.scores.update(_score(scorer, features, alive, schedule, it, label_t, device, record.counters))
@@ -205,8 +204,8 @@ def _extract(extractor, features: FeatureStore, alive: list[str], batches: list[
     """Extract what is neither in RAM nor in the feature cache, batch by batch; returns the candidates that
     read features from the cache. Candidates missing the same batches run together (usually: all of them,
     on every batch); the batches are the schedule's own, so a resumed or grown search computes the same bits."""
-    in_ram = {m for m in alive if all(features.has(m, b) for b in batches)}  # `base` after iteration 1
-    from_disk = {m for m in alive if m not in in_ram and features.preload(m, [i for b in batches for i in b])[1]}
+    items = [i for b in batches for i in b]
+    from_disk = {m for m in alive if features.preload(m, items)[1]}  # in RAM already (`base`) reads nothing
     groups: dict[tuple, list[str]] = {}
     for m in alive:
         missing = tuple(b for b in batches if not features.has(m, b))
@@ -214,7 +213,8 @@ def _extract(extractor, features: FeatureStore, alive: list[str], batches: list[
             groups.setdefault(missing, []).append(m)
     for missing, models in groups.items():
         extractor.extract(iteration, models, record, list(missing))
-    return [m for m in alive if m in from_disk and not any(m in ms for ms in groups.values())]
+    running = {m for models in groups.values() for m in models}
+    return [m for m in alive if m in from_disk and m not in running]
 
 
 def _search_key(keys: dict[str, str], fingerprint: str, schedule: DataSchedule, scorer_key: str) -> str:
