@@ -180,6 +180,8 @@ class ModelSearcher:
         result = self._result(
             prepared, outcome, seconds=time.perf_counter() - start + self.listing_seconds, setup_seconds=setup_seconds
         )
+        if prepared.feature_cache is not None:  # down to its budget, now that this search has written its features
+            prepared.feature_cache.evict()
         if self.args.output_dir:
             result.save(self.args.output_dir)
         for cb in self.callbacks:
@@ -333,8 +335,6 @@ class ModelSearcher:
         info = prepared.store.info()
         candidates = prepared.candidates
         cache = prepared.feature_cache
-        if cache is not None:
-            cache.evict()
         return SearchResult(
             ranking=[
                 {"rank": i + 1, "model": m, "score": outcome.scores[m], "revision": prepared.revisions.get(m)}
