@@ -235,10 +235,8 @@ def xet_lines(out: Path) -> list[str]:
     for r in sorted((r for r in fetch if r["xet_identity"] == "True"),
                     key=lambda r: (r["architecture"], r["distribution"], r["upload_mode"])):  # fmt: skip
         t = timed.get((r["architecture"], r["distribution"], r["upload_mode"]))
-        time_cell = (f"{float(t['xet_seconds']):.1f} / {float(t['fetch_everything_seconds']):.1f} "
-                     f"({float(t['speedup']):.2f}x)") if t else "-"  # fmt: skip
-        setup_cell = (f"{float(t['xet_setup_seconds']):.1f} / {float(t['fetch_everything_setup_seconds']):.1f} "
-                      f"({float(t['setup_speedup']):.2f}x)") if t and t.get("setup_speedup") else "-"  # fmt: skip
+        time_cell = _versus(t, "xet_seconds", "fetch_everything_seconds", "speedup")
+        setup_cell = _versus(t, "xet_setup_seconds", "fetch_everything_setup_seconds", "setup_speedup")
         lines.append(
             f"| {r['architecture']} | {r['distribution']} | {r['upload_mode']} | {int(r['bytes_fetched']) / 1e6:.1f} | "
             f"{float(r['vs_fetch_everything']):.2f}x | {int(r['unique_block_bytes']) / 1e6:.1f} | "
@@ -246,6 +244,13 @@ def xet_lines(out: Path) -> list[str]:
             f"{ {'True': 'yes', 'False': 'no'}.get(r['within_target'], '-') } | {time_cell} | {setup_cell} |"
         )
     return lines
+
+
+def _versus(row: dict[str, str] | None, mine: str, theirs: str, ratio: str) -> str:
+    """ "a / b (r x)" from three columns of a row, or "-" where the row (or an older row's column) is missing."""
+    if not row or not row.get(ratio):
+        return "-"
+    return f"{float(row[mine]):.1f} / {float(row[theirs]):.1f} ({float(row[ratio]):.2f}x)"
 
 
 def persistence_lines(out: Path) -> list[str]:
