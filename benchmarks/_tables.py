@@ -19,8 +19,15 @@ def columns(row_type: type) -> list[str]:
 
 
 def dtypes(row_type: type) -> dict[str, str]:
-    """Column -> `datasets` dtype, from the row dataclass's annotations (`float | None` is a float column)."""
-    return {f.name: _DTYPES[str(f.type).replace(" | None", "")] for f in fields(row_type)}
+    """Column -> `datasets` dtype, from the row dataclass's annotations (`float | None` is a float column).
+
+    Only floats may be missing: `datasets` reads a CSV through pandas, whose int and bool columns refuse empty cells.
+    """
+    types = {f.name: str(f.type) for f in fields(row_type)}
+    nullable = [name for name, t in types.items() if t.endswith(" | None") and t != "float | None"]
+    if nullable:
+        raise TypeError(f"{row_type.__name__}: {nullable} may be None, which only float columns may be.")
+    return {name: _DTYPES[t.replace(" | None", "")] for name, t in types.items()}
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

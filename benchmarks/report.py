@@ -304,11 +304,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
         "  - text-classification",
         "configs:",
     ]
-    for t in present:
-        yaml += [f"  - config_name: {t}", f"    data_files: {t}.csv"] + (
-            ["    default: true"] if t == "end_to_end" else []
-        )
-    yaml.append("dataset_info:")
+    info = ["dataset_info:"]
     for t in present:
         path, types = out / f"{t}.csv", dtypes(TABLES[t])
         rows = read_rows(path)
@@ -317,16 +313,21 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
             raise SystemExit(
                 f"{path}: columns {sorted(missing)} differ from {TABLES[t].__name__}; rerun with --force."
             )
-        nbytes = _arrow_nbytes(path, types)
-        yaml += [f"  - config_name: {t}", "    features:"]
-        yaml += [f"      - name: {c}\n        dtype: {types[c]}" for c in (rows[0] if rows else types)]
-        yaml += [
-            "    splits:",
-            "      - name: train",
-            f"        num_bytes: {nbytes}",
-            f"        num_examples: {len(rows)}",
+        # The features go in the config too: without them `datasets` lets pandas guess each column's type, and a
+        # short sha such as "069e395" reads as a float.
+        features = ["    features:"] + [
+            f"      - name: {c}\n        dtype: {types[c]}" for c in (rows[0] if rows else types)
         ]
-        yaml += [f"    download_size: {path.stat().st_size}", f"    dataset_size: {nbytes}"]
+        yaml += (
+            [f"  - config_name: {t}", f"    data_files: {t}.csv"]
+            + (["    default: true"] if t == "end_to_end" else [])
+            + features
+        )
+        nbytes = _arrow_nbytes(path, types)
+        info += [f"  - config_name: {t}", *features, "    splits:", "      - name: train"]
+        info += [f"        num_bytes: {nbytes}", f"        num_examples: {len(rows)}"]
+        info += [f"    download_size: {path.stat().st_size}", f"    dataset_size: {nbytes}"]
+    yaml += info
     yaml.append("---")
     import torch
 

@@ -99,3 +99,24 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
 @pytest.mark.skipif(not (CHECKED_IN / "README.md").is_file(), reason="no checked-in paper-cpu results")
 def test_checked_in_results_card_loads(caplog):
     _check_card(CHECKED_IN, caplog)
+
+
+def test_card_types_a_numeric_looking_sha_as_a_string(tmp_path, caplog):
+    """A short sha of digits and one "e" ("069e395") is a float to pandas; the card's features keep it a string."""
+    from benchmarks.report import write_report
+    from benchmarks.suites import SUITES
+
+    out = tmp_path / "card"
+    out.mkdir()
+    lines = (CHECKED_IN / "planner_scaling.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    col = header.index("code_revision")
+    rows = [line.split(",") for line in lines[1:3]]
+    for row, sha in zip(rows, ("069e395", "1234567")):
+        row[col] = sha
+    (out / "planner_scaling.csv").write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+    write_report(out, suite_name="paper-cpu", suite=SUITES["paper-cpu"], seconds=1.0)
+    with caplog.at_level(logging.WARNING, logger="datasets"):
+        ds = datasets.load_dataset(str(out), name="planner_scaling", split="train")
+    assert not [r for r in caplog.records if "dataset_info" in r.getMessage()], caplog.text
+    assert ds["code_revision"] == ["069e395", "1234567"]
