@@ -164,11 +164,96 @@ def test_score_many_equals_scoring_one_by_one():
     ) == [_score(knn, s, y) for s in sets]
 
 
+def _knn_reference(xtr, ytr, xte, yte, *, k, metric):
+    """The per-model kNN vote the batched one replaced."""
+    xtr, xte = xtr.double(), xte.double()
+    if metric == "cosine":
+        dist = -(torch.nn.functional.normalize(xte, dim=1) @ torch.nn.functional.normalize(xtr, dim=1).T)
+    else:
+        dist = torch.cdist(xte, xtr)
+    k = min(k, len(xtr))
+    labels = ytr[torch.sort(dist, dim=1, stable=True).indices[:, :k]]
+    votes = torch.zeros(len(xte), int(max(ytr.max(), yte.max())) + 1, dtype=torch.float64)
+    votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64) + 1e-6 * torch.linspace(1, 0.5, k))
+    return float((votes.argmax(1) == yte).double().mean())
+
+
+def _logme_reference(xtr, ytr, *, max_iter=11, tol=0.01):
+    """The authors' per-class fixed-point loop (You et al., 2021), in float64, as LogME ran it before batching."""
+    import math
+
+    fh = xtr.double()
+    f = fh.T
+    d, n = f.shape
+    v, s, vh = torch.linalg.svd(f @ fh, full_matrices=True)
+    eps, scores = 1e-5, []
+    for c in torch.unique(ytr):
+        y = (ytr == c).double()
+        alpha, beta = 1.0, 1.0
+        lam = alpha / beta
+        tmp = vh @ (f @ y)
+        for _ in range(max_iter):
+            gamma = float((s / (s + lam)).sum())
+            m = v @ (tmp * beta / (alpha + beta * s))
+            alpha_de = float((m * m).sum())
+            alpha = gamma / (alpha_de + eps)
+            beta_de = float(((y - fh @ m) ** 2).sum())
+            beta = (n - gamma) / (beta_de + eps)
+            new_lam = alpha / beta
+            if abs(new_lam - lam) / lam < tol:
+                break
+            lam = new_lam
+        evidence = (
+            d / 2.0 * math.log(alpha)
+            + n / 2.0 * math.log(beta)
+            - 0.5 * float(torch.log(alpha + beta * s).sum())
+            - beta / 2.0 * (beta_de + eps)
+            - alpha / 2.0 * (alpha_de + eps)
+            - n / 2.0 * math.log(2 * math.pi)
+        )
+        scores.append(evidence / n)
+    return sum(scores) / len(scores)
+
+
+def _hscore_reference(xtr, ytr):
+    f = xtr.double()
+    f = f - f.mean(0, keepdim=True)
+    g = torch.zeros_like(f)
+    for c in torch.unique(ytr):
+        g[ytr == c] = f[ytr == c].mean(0)
+    return float(torch.trace(torch.linalg.pinv(f.T @ f / len(f), hermitian=True) @ (g.T @ g / len(f))))
+
+
+def test_batched_scorers_equal_the_per_model_references():
+    """kNN, LogME and H-score score all feature sets of a width as one batched computation, within 1e-5 of the
+    per-model code they replaced; groups of one model (a tiny `max_group_bytes`) agree too."""
+    y, good, noise = _data()
+    g = torch.Generator().manual_seed(3)
+    sets = [good, noise, good * 3 + 1, good + 2 * torch.randn(good.shape, generator=g), torch.cat([good, noise], 1)]
+    split = dict(
+        train_features=[s[:180] for s in sets],
+        train_labels=y[:180],
+        test_features=[s[180:] for s in sets],
+        test_labels=y[180:],
+    )
+    tiny = sets[0][:180].numel() * 4
+    for knn in (KNN(k=3), KNN(k=5, metric="euclidean"), KNN(k=3, max_group_bytes=tiny)):
+        want = [_knn_reference(s[:180], y[:180], s[180:], y[180:], k=knn.k, metric=knn.metric) for s in sets]
+        assert knn.score_many(**split) == pytest.approx(want, abs=1e-5)
+    for logme in (LogME(), LogME(max_iter=3, tol=1e-3), LogME(max_group_bytes=tiny)):
+        want = [_logme_reference(s[:180], y[:180], max_iter=logme.max_iter, tol=logme.tol) for s in sets]
+        assert logme.score_many(**split) == pytest.approx(want, abs=1e-5)
+    for hscore in (HScore(), HScore(max_group_bytes=tiny)):
+        assert hscore.score_many(**split) == pytest.approx(
+            [_hscore_reference(s[:180], y[:180]) for s in sets], abs=1e-5
+        )
+
+
 def test_batch_scorer_protocol_is_declared_and_batched_scores_equal_single_ones():
     from alsatian_hf.scoring import BatchScorer, Scorer
 
     y, good, noise = _data()
-    assert isinstance(LinearProbe(), BatchScorer) and not isinstance(KNN(), BatchScorer)
+    assert all(isinstance(s, BatchScorer) for s in (LinearProbe(), KNN(), LogME(), HScore()))
     assert all(isinstance(s, Scorer) for s in (LinearProbe(), KNN(), LogME(), HScore()))
     probe = LinearProbe(epochs=10)
     many = score_all(

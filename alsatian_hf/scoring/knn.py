@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 
 from ..errors import ConfigurationError
-from ._base import Device, validate
+from ._base import Device, score_groups
 
 
 @dataclass
@@ -16,6 +16,8 @@ class KNN:
     """Args:
     k: neighbours per vote; ties go to the nearest neighbour's label.
     metric: "cosine" or "euclidean".
+    max_group_bytes: `score_many` computes the distances of equally wide feature sets together, in groups of
+        at most this many train-feature bytes.
     """
 
     k: int = 5
@@ -27,24 +29,52 @@ class KNN:
         if self.metric not in ("cosine", "euclidean"):
             raise ConfigurationError(f"`metric` must be 'cosine' or 'euclidean', got {self.metric!r}.")
 
+    max_group_bytes: int = 256 << 20
+
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
-        xtr, ytr, xte, yte = validate(train_features, train_labels, test_features, test_labels, device)
-        xtr, xte = xtr.double(), xte.double()
+        return self.score_many(
+            train_features=[train_features],
+            train_labels=train_labels,
+            test_features=[test_features],
+            test_labels=test_labels,
+            device=device,
+        )[0]
+
+    def score_many(
+        self,
+        *,
+        train_features: Sequence[torch.Tensor],
+        train_labels,
+        test_features: Sequence[torch.Tensor],
+        test_labels,
+        device: Device = "cpu",
+    ) -> list[float]:
+        """One accuracy per feature set; equally wide sets vote as one batched distance computation."""
+        return score_groups(
+            self._vote,
+            train_features=train_features,
+            train_labels=train_labels,
+            test_features=test_features,
+            test_labels=test_labels,
+            device=device,
+            max_group_bytes=self.max_group_bytes,
+        )
+
+    def _vote(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
+        xtr, xte = xtr.double(), xte.double()  # (models, items, width)
         if self.metric == "cosine":
-            xtr = torch.nn.functional.normalize(xtr, dim=1)
-            xte = torch.nn.functional.normalize(xte, dim=1)
-            dist = -(xte @ xtr.T)
+            xtr = torch.nn.functional.normalize(xtr, dim=2)
+            xte = torch.nn.functional.normalize(xte, dim=2)
+            dist = -torch.bmm(xte, xtr.transpose(1, 2))
         else:
             dist = torch.cdist(xte, xtr)
-        k = min(self.k, xtr.shape[0])
+        k = min(self.k, xtr.shape[1])
         # stable sort: equal distances keep train order, so the result is deterministic
-        nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-        labels = ytr[nearest]
+        nearest = torch.sort(dist, dim=2, stable=True).indices[:, :, :k]
+        labels = ytr[nearest]  # (models, test items, k)
         num_classes = int(max(ytr.max().item(), yte.max().item())) + 1
-        votes = torch.zeros(xte.shape[0], num_classes, dtype=torch.float64, device=xte.device)
-        weights = torch.linspace(
-            1.0, 0.5, k, dtype=torch.float64, device=xte.device
-        )  # nearer neighbours weigh a hair more: ties go near
-        votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float64) + 1e-6 * weights)
-        pred = votes.argmax(1)
-        return float((pred == yte).double().mean().item())
+        votes = torch.zeros(*labels.shape[:2], num_classes, dtype=torch.float64, device=xte.device)
+        # nearer neighbours weigh a hair more: ties go near
+        weights = torch.linspace(1.0, 0.5, k, dtype=torch.float64, device=xte.device)
+        votes.scatter_add_(2, labels, torch.ones_like(labels, dtype=torch.float64) + 1e-6 * weights)
+        return (votes.argmax(2) == yte).double().mean(1).tolist()

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from ._base import Device, validate
+from ._base import Device, score_groups
 
 
 @dataclass
@@ -56,46 +56,38 @@ class LinearProbe:
         batched matrix product is 2-3x faster on a CPU than one after another (halving scores all survivors
         on the same items). Groups depend only on the inputs' order and widths, so equal inputs give equal scores.
         """
-        checked = [
-            validate(xtr, train_labels, xte, test_labels, device) for xtr, xte in zip(train_features, test_features)
-        ]
-        scores: list[float | None] = [None] * len(checked)
-        by_width: dict[int, list[int]] = {}
-        for i, (xtr, *_) in enumerate(checked):
-            by_width.setdefault(xtr.shape[1], []).append(i)
-        for members in by_width.values():
-            per_model = checked[members[0]][0].numel() * 4
-            step = max(1, self.max_group_bytes // max(per_model, 1))
-            for start in range(0, len(members), step):
-                group = members[start : start + step]
-                accs = self._train(
-                    [checked[i][0] for i in group],
-                    checked[group[0]][1],
-                    [checked[i][2] for i in group],
-                    checked[group[0]][3],
-                )
-                for i, acc in zip(group, accs):
-                    scores[i] = acc
-        return scores  # type: ignore[return-value]
+        return score_groups(
+            self._train,
+            train_features=train_features,
+            train_labels=train_labels,
+            test_features=test_features,
+            test_labels=test_labels,
+            device=device,
+            max_group_bytes=self.max_group_bytes,
+        )
 
-    def _train(
-        self, xtr: list[torch.Tensor], ytr: torch.Tensor, xte: list[torch.Tensor], yte: torch.Tensor
-    ) -> list[float]:
-        dev = xtr[0].device  # `validate` put everything on the search's device
-        xtr_b, xte_b = torch.stack(xtr), torch.stack(xte)  # (models, items, width)
+    def _train(self, xtr_b: torch.Tensor, ytr: torch.Tensor, xte_b: torch.Tensor, yte: torch.Tensor) -> list[float]:
+        """Probes for (models, items, width) stacks of train and test features, one per model."""
+        dev = xtr_b.device  # `validate` put everything on the search's device
         if self.normalize:
             mean = xtr_b.mean(1, keepdim=True)
             std = xtr_b.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)
             xtr_b, xte_b = (xtr_b - mean) / std, (xte_b - mean) / std
         num_models, n, width = xtr_b.shape
+        # Items first, so a step's batch is one gather of whole rows (5x faster than gathering along dim 1); the
+        # (models, batch, width) view of it is what the batched products read.
+        xtr_items = xtr_b.transpose(0, 1).contiguous()
         num_classes = int(max(ytr.max().item(), yte.max().item() if yte.numel() else 0)) + 1
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         bound = 1.0 / max(width, 1) ** 0.5
         weight = torch.empty(num_classes, width).uniform_(-bound, bound, generator=gen)
         bias = torch.empty(num_classes).uniform_(-bound, bound, generator=gen)
-        # (models, width, classes) and (models, 1, classes): every probe starts from nn.Linear's seeded init.
-        weight = weight.T.to(dev).expand(num_models, -1, -1).contiguous()
+        # (models, classes, width) and (models, 1, classes): every probe starts from nn.Linear's seeded init. The
+        # weight keeps nn.Linear's (classes, width) layout: both batched products then write `width`-long rows,
+        # which runs 3-10x faster than a (width, classes) weight's 10-column outputs (oneDNN, 2-core CPU).
+        weight = weight.to(dev).expand(num_models, -1, -1).contiguous()
         bias = bias.to(dev).expand(num_models, 1, -1).contiguous()
+        bias_t = bias.transpose(1, 2)
         vel_w, vel_b = torch.zeros_like(weight), torch.zeros_like(bias)
         onehot = torch.nn.functional.one_hot(ytr, num_classes).to(xtr_b.dtype)
         # Softmax cross-entropy with its closed-form gradient: the same updates as nn.Linear + CrossEntropyLoss
@@ -104,10 +96,12 @@ class LinearProbe:
             order = torch.randperm(n, generator=gen).to(dev)
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                xb = xtr_b[:, idx]
-                grad = torch.softmax(torch.baddbmm(bias, xb, weight), dim=2)
-                grad.sub_(onehot[idx]).div_(len(idx))
-                g_w, g_b = torch.bmm(xb.transpose(1, 2), grad), grad.sum(1, keepdim=True)
+                xb = xtr_items.index_select(0, idx).transpose(0, 1)
+                # logits as (models, classes, batch): rows of `batch` outputs are again the fast shape
+                logits = torch.baddbmm(bias_t, weight, xb.transpose(1, 2)).transpose(1, 2)
+                grad = torch.softmax(logits, dim=2)
+                grad.sub_(onehot.index_select(0, idx)).div_(len(idx))
+                g_w, g_b = torch.bmm(grad.transpose(1, 2), xb), grad.sum(1, keepdim=True)
                 if self.weight_decay:
                     g_w += self.weight_decay * weight
                     g_b += self.weight_decay * bias
@@ -116,8 +110,8 @@ class LinearProbe:
                     vel_b.mul_(self.momentum).add_(g_b)
                     g_w, g_b = vel_w, vel_b
                 weight.sub_(g_w, alpha=self.lr)
-                bias.sub_(g_b, alpha=self.lr)
+                bias.sub_(g_b, alpha=self.lr)  # bias_t is a view of it
         if not yte.numel():
             return [0.0] * num_models
-        pred = torch.baddbmm(bias, xte_b, weight).argmax(2)
+        pred = torch.baddbmm(bias, xte_b, weight.transpose(1, 2)).argmax(2)
         return (pred == yte).float().mean(1).tolist()

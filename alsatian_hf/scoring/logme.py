@@ -8,48 +8,93 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from ._base import Device, validate
+from ._base import Device, score_groups
 
 
 @dataclass
 class LogME:
+    """Args:
+    max_iter, tol: the fixed-point iteration's limit and relative tolerance on alpha / beta (the authors').
+    max_group_bytes: `score_many` runs equally wide feature sets as one batched computation, in groups of at most
+        this many train-feature bytes.
+    """
+
     max_iter: int = 11
     tol: float = 0.01
+    max_group_bytes: int = 256 << 20
 
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
-        xtr, ytr, _, _ = validate(train_features, train_labels, test_features, test_labels, device)
-        fh = xtr.double()  # (N, D)
-        f = fh.T  # (D, N)
-        d, n = f.shape
-        v, s, vh = torch.linalg.svd(f @ fh, full_matrices=True)
+        return self.score_many(
+            train_features=[train_features],
+            train_labels=train_labels,
+            test_features=[test_features],
+            test_labels=test_labels,
+            device=device,
+        )[0]
+
+    def score_many(
+        self,
+        *,
+        train_features: Sequence[torch.Tensor],
+        train_labels,
+        test_features: Sequence[torch.Tensor],
+        test_labels,
+        device: Device = "cpu",
+    ) -> list[float]:
+        """One evidence per feature set: every (model, class) pair iterates at once, each stopping on its own."""
+        return score_groups(
+            self._evidence,
+            train_features=train_features,
+            train_labels=train_labels,
+            test_features=test_features,
+            test_labels=test_labels,
+            device=device,
+            max_group_bytes=self.max_group_bytes,
+        )
+
+    def _evidence(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
+        fh = xtr.double()  # (M, N, D)
+        f = fh.transpose(1, 2)  # (M, D, N)
+        _, d, n = f.shape
+        v, s, vh = torch.linalg.svd(f @ fh, full_matrices=True)  # (M, D, D), (M, D)
         eps = 1e-5
-        scores = []
-        for c in torch.unique(ytr):
-            y = (ytr == c).double()
-            alpha, beta = 1.0, 1.0
-            lam = alpha / beta
-            tmp = vh @ (f @ y)
-            for _ in range(self.max_iter):
-                gamma = float((s / (s + lam)).sum())
-                m = v @ (tmp * beta / (alpha + beta * s))
-                alpha_de = float((m * m).sum())
-                alpha = gamma / (alpha_de + eps)
-                beta_de = float(((y - fh @ m) ** 2).sum())
-                beta = (n - gamma) / (beta_de + eps)
-                new_lam = alpha / beta
-                if abs(new_lam - lam) / lam < self.tol:
-                    break
-                lam = new_lam
-            evidence = (
-                d / 2.0 * math.log(alpha)
-                + n / 2.0 * math.log(beta)
-                - 0.5 * float(torch.log(alpha + beta * s).sum())
-                - beta / 2.0 * (beta_de + eps)
-                - alpha / 2.0 * (alpha_de + eps)
-                - n / 2.0 * math.log(2 * math.pi)
-            )
-            scores.append(evidence / n)
-        return float(sum(scores) / len(scores))
+        y = (ytr[None, :] == torch.unique(ytr)[:, None]).double().T  # (N, C): one-vs-rest targets
+        tmp = vh @ (f @ y)  # (M, D, C)
+        shape = (f.shape[0], y.shape[1])
+        alpha = torch.ones(shape, dtype=torch.float64, device=f.device)
+        beta, lam = torch.ones_like(alpha), torch.ones_like(alpha)
+        alpha_de, beta_de = torch.zeros_like(alpha), torch.zeros_like(alpha)
+        running = torch.ones(shape, dtype=torch.bool, device=f.device)
+        s3 = s[:, :, None]  # (M, D, 1)
+        for _ in range(self.max_iter):
+            # Each (model, class) pair makes the authors' updates until its own tolerance stops it; a stopped
+            # pair keeps the values it stopped with, as the per-class loop's `break` does.
+            gamma = (s3 / (s3 + lam[:, None, :])).sum(1)
+            m = v @ (tmp * beta[:, None, :] / (alpha[:, None, :] + beta[:, None, :] * s3))
+            new_alpha_de = (m * m).sum(1)
+            new_alpha = gamma / (new_alpha_de + eps)
+            new_beta_de = ((y - fh @ m) ** 2).sum(1)
+            new_beta = (n - gamma) / (new_beta_de + eps)
+            alpha = torch.where(running, new_alpha, alpha)
+            beta = torch.where(running, new_beta, beta)
+            alpha_de = torch.where(running, new_alpha_de, alpha_de)
+            beta_de = torch.where(running, new_beta_de, beta_de)
+            new_lam = alpha / beta
+            converged = (new_lam - lam).abs() / lam < self.tol
+            lam = torch.where(running & ~converged, new_lam, lam)
+            running &= ~converged
+            if not running.any():
+                break
+        evidence = (
+            d / 2.0 * torch.log(alpha)
+            + n / 2.0 * torch.log(beta)
+            - 0.5 * torch.log(alpha[:, None, :] + beta[:, None, :] * s3).sum(1)
+            - beta / 2.0 * (beta_de + eps)
+            - alpha / 2.0 * (alpha_de + eps)
+            - n / 2.0 * math.log(2 * math.pi)
+        )
+        return (evidence / n).mean(1).tolist()
