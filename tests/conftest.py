@@ -96,6 +96,36 @@ def tiny_zoo(hub_root):
 
 
 @pytest.fixture(scope="session")
+def vit_zoo(hub_root):
+    """Tiny transformers ViTs with an image processor, for the image path through AutoImageProcessor."""
+    from transformers import ViTConfig, ViTImageProcessor
+
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        num_labels=10,
+    )
+    proc = ViTImageProcessor(size={"height": 32, "width": 32})
+    return build_zoo(
+        ZooSpec(
+            "vitorg",
+            TransformersSource(config=config, processor=proc),
+            num_models=5,
+            distribution="top_50",
+            seed=0,
+            name="vit",
+        ),
+        hub_root,
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_repo(hub_root):
     """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with a tokenizer."""
     from transformers import BertConfig, BertTokenizerFast

@@ -35,6 +35,7 @@ def build_candidate(
     probe_inputs: dict[str, torch.Tensor],
     probe: ShapeProbe,
     skeleton: torch.nn.Module | None = None,
+    channels_last: bool = True,
 ) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
@@ -45,6 +46,9 @@ def build_candidate(
     Args:
         probe_inputs: one prepared item (batched tensors), to measure output sizes and FLOPs per block.
         skeleton: the model built on the meta device from `config_dir`, if the caller has it already.
+        channels_last: load Conv2d weights in channels-last layout. A convolution with a channels-last operand
+            writes channels-last outputs, so the whole conv net runs in the layout oneDNN and cuDNN are fastest in
+            (resnet18, 2 CPU cores: 1.6x at 32 px, 1.9x at 112 px); the results differ by float rounding only.
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
@@ -56,12 +60,14 @@ def build_candidate(
     source.prepare(split)
     sizes, flops = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
     blocks = []
+    layout = {i: _conv_weights(skeleton, block) if channels_last else set() for i, block in enumerate(split.blocks)}
     for i, block in enumerate(split.blocks):
         loaded: dict[str, torch.Tensor] = {}
 
-        def load(device, _i=i, _loaded=loaded):
+        def load(device, _i=i, _loaded=loaded, _conv=layout[i]):
             if not _loaded:
-                _loaded.update({k: v.to(device) for k, v in source.load_tensors(split, _i).items()})
+                tensors = source.load_tensors(split, _i)
+                _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
 
         def unload(_b=block, _loaded=loaded):
             _loaded.clear()
@@ -83,7 +89,23 @@ def build_candidate(
                 cost=flops[i] or 1.0,
             )
         )
-    return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state), split
+    numerics = "channels_last" if any(layout.values()) else ""
+    return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state, numerics), split
+
+
+def _conv_weights(skeleton: torch.nn.Module, block) -> set[str]:
+    """The block's checkpoint keys that are Conv2d weights (other 4-D tensors may be viewed as contiguous)."""
+    keys = set()
+    for key in block.keys:
+        path, _, attr = block.model_key(key).rpartition(".")
+        if attr == "weight" and isinstance(skeleton.get_submodule(path), torch.nn.Conv2d):
+            keys.add(key)
+    return keys
+
+
+def _to(tensor: torch.Tensor, device: torch.device, *, channels_last: bool) -> torch.Tensor:
+    tensor = tensor.to(device)
+    return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
 
 
 _TENSORS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
@@ -142,6 +164,7 @@ class CandidateAssembler:
         inputs_for: one prepared item (batched tensors) in a processor's input, for the shape probe.
         revision: pins every Hub candidate to this branch or commit.
         image_size, max_length: overrides of the processors' image size and token length.
+        channels_last: Conv2d weights in channels-last layout (see `build_candidate`).
     """
 
     def __init__(
@@ -155,6 +178,7 @@ class CandidateAssembler:
         image_size: int | None = None,
         max_length: int = 128,
         xet: XetReader | None = None,
+        channels_last: bool = True,
     ):
         self.store = store
         self.reader = reader
@@ -165,6 +189,7 @@ class CandidateAssembler:
         self.image_size = image_size
         self.max_length = max_length
         self.probe = ShapeProbe()
+        self.channels_last = channels_last
 
     def open(self, spec: CandidateSpec) -> OpenedRepo:
         """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
@@ -197,5 +222,6 @@ class CandidateAssembler:
             probe_inputs=self.inputs_for(processor),
             probe=self.probe,
             skeleton=skeleton,
+            channels_last=self.channels_last,
         )
         return AssembledCandidate(candidate, repo.revision, processor)

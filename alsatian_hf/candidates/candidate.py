@@ -40,9 +40,12 @@ class EngineCandidate:
     input_key: identity of its preprocessing; candidates with equal keys share inputs.
     blocks: the feature extractor's blocks, the read-out last.
     initial_state: prepared inputs (a dict of batched tensors) -> the state block 0 consumes.
+    numerics: what besides the blocks' weights decides the features' float rounding (e.g. "channels_last"); it
+        is part of the feature cache's key.
     """
 
     model_id: str
     input_key: str
     blocks: list[EngineBlock]
     initial_state: Callable[[dict[str, torch.Tensor]], State]
+    numerics: str = ""

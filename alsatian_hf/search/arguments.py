@@ -96,6 +96,14 @@ class SearchArguments:
         },
     )
 
+    channels_last: bool = field(
+        default=True,
+        metadata={
+            "help": "Run convolutions in channels-last layout (oneDNN's and cuDNN's fastest); the features differ "
+            "from the default layout's by float rounding only."
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:
             raise ConfigurationError(f"`result_size` must be a positive integer, got {self.result_size!r}.")

@@ -133,7 +133,10 @@ def run_halving(
     budget = cache_budget if cache_budget is not None else 1 << 62
     cache = TieredCache(budget, tiers or default_tiers(budget, device), device=device, disk_dir=cache_dir)
     kind = f"{device.type}/torch-{torch.__version__}/alsatian-{__version__}"  # what else decides the numerics
-    keys = {c.model_id: feature_key(c.input_key, [b.content_hash for b in c.blocks], kind) for c in candidates}
+    keys = {
+        c.model_id: feature_key(c.input_key, [b.content_hash for b in c.blocks], f"{kind}/{c.numerics}")
+        for c in candidates
+    }
     features = FeatureStore(feature_cache, keys, fingerprint)
     executor = Executor({c.model_id: c for c in candidates}, prepare, device=device, cache=cache, features=features)
     extractor = STRATEGIES[strategy](

@@ -224,6 +224,7 @@ class ModelSearcher:
             image_size=args.image_size,
             max_length=args.max_length,
             xet=XetReader(stats=stats) if args.xet_identity else None,
+            channels_last=args.channels_last,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:

@@ -15,7 +15,7 @@ from datasets import ClassLabel
 from alsatian_hf import ModelSearcher, SearchArguments, SearchResult
 from alsatian_hf.errors import ConfigurationError, DatasetError
 from alsatian_hf.search import SearchCallback
-from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+from alsatian_hf.zoo import ZooSpec, build_zoo
 from alsatian_hf.zoo.data import digits, fashion_mnist, newsgroups
 
 
@@ -37,34 +37,6 @@ def minilm_zoo(hub_root):
     return build_zoo(
         ZooSpec(
             "textorg", minilm_source(num_labels=4), num_models=4, distribution="top_layers", seed=0, name="minilm"
-        ),
-        hub_root,
-    )
-
-
-@pytest.fixture(scope="module")
-def vit_zoo(hub_root):
-    """Tiny transformers ViTs with an image processor, for the image path through AutoImageProcessor."""
-    from transformers import ViTConfig, ViTImageProcessor
-
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=8,
-        num_labels=10,
-    )
-    proc = ViTImageProcessor(size={"height": 32, "width": 32})
-    return build_zoo(
-        ZooSpec(
-            "vitorg",
-            TransformersSource(config=config, processor=proc),
-            num_models=5,
-            distribution="top_50",
-            seed=0,
-            name="vit",
         ),
         hub_root,
     )

@@ -1,0 +1,54 @@
+"""The fast paths (channels-last convolutions, batched fast preprocessing) keep every search's result: the
+ranking equals `base`, and every score is within 1e-4 of a run with the fast paths off."""
+
+from __future__ import annotations
+
+import pytest
+
+from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf.zoo import TimmSource, ZooSpec, build_zoo
+from alsatian_hf.zoo.data import fashion_mnist, newsgroups
+
+
+@pytest.fixture(scope="module")
+def effnet_zoo(hub_root):
+    """timm's test_efficientnet: depthwise and pointwise convolutions, squeeze-excite, BatchNorm."""
+    spec = ZooSpec("effnetorg", TimmSource("test_efficientnet", model_args={"num_classes": 10}), num_models=4, seed=2)
+    return build_zoo(spec, hub_root)
+
+
+def _scores(res) -> dict[tuple[int, str], float]:
+    return {(it["iteration"], m): s for it in res.iterations for m, s in it["scores"].items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zoo", ["tiny_zoo", "effnet_zoo", "vit_zoo", "tiny_bert_repo"])
+def test_fast_paths_keep_rankings_and_scores(zoo, hub, tmp_path, request):
+    org = request.getfixturevalue(zoo).repo_ids[0].split("/")[0]
+    text = zoo == "tiny_bert_repo"
+    ds = (
+        newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.sport.hockey"])
+        if text
+        else fashion_mnist(num_items=120, seed=3)
+    )
+    results = {}
+    for fast in (True, False):
+        for strategy in ("alsatian", "base"):
+            args = SearchArguments(
+                result_size=1,
+                strategy=strategy,
+                image_size=32,
+                max_length=32,
+                batch_size=32,
+                store_dir=str(tmp_path / "store"),
+                feature_cache=False,
+                scorer="logme",  # a continuous score: float rounding shows, where an accuracy would hide it
+                channels_last=fast,
+            )
+            results[fast, strategy] = ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
+    assert all(not r.skipped for r in results.values())
+    assert len({tuple(r.models) for r in results.values()}) == 1
+    fast, slow = _scores(results[True, "alsatian"]), _scores(results[False, "alsatian"])
+    assert fast.keys() == slow.keys() and len(fast) >= 2
+    assert all(abs(fast[k] - slow[k]) <= 1e-4 for k in fast), (fast, slow)
+    assert _scores(results[True, "base"]) == pytest.approx(fast, abs=1e-4)
