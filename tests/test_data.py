@@ -78,3 +78,33 @@ def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
     assert a.key == b.key != changed.key
     ids = [p.fn(["hello world"])["input_ids"][0].tolist() for p in (a, b, changed)]
     assert ids[0] == ids[1] and ids[0][1:3] == list(swap) and ids[2][1:3] == list(reversed(swap))
+
+
+def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):
+    """timm: ToTensor and Normalize run once on the stacked batch, bit-equal to timm's transform per image (mixed
+    sizes fall back to it). transformers: the default torchvision-backed image processor agrees with the PIL one
+    within transformers' own fast-vs-slow tolerance."""
+    from timm.data import create_transform, resolve_data_config
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    from alsatian_hf.candidates.processors import image_processor
+
+    images = list(fashion_mnist(num_items=40, seed=0)["image"])
+    mixed = images[:5] + [images[5].resize((40, 30))]
+    for name, size in (("test_resnet", 32), ("test_vit", 48), ("test_resnet", None)):
+        model = timm.create_model(name, num_classes=10)
+        cfg = resolve_data_config({}, model=model)
+        if size is not None:
+            cfg = {**cfg, "input_size": (3, size, size), "crop_pct": 1.0}
+        transform = create_transform(**cfg, is_training=False)
+        for batch in (images, mixed):
+            want = torch.stack([transform(im.convert("RGB")) for im in batch])
+            assert torch.equal(timm_processor(model, size).fn(batch)["pixel_values"], want)
+
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "vit"}')
+    fast = image_processor(tmp_path, 32).fn(images)["pixel_values"]
+    pil = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    slow = pil(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(fast, slow, atol=1e-1, rtol=1e-3)  # transformers' fast-vs-slow test tolerance
+    assert (fast - slow).abs().mean() < 5e-3

@@ -46,11 +46,48 @@ def timm_processor(model, image_size: int | None) -> Processor:
     if image_size is not None:
         cfg = {**cfg, "input_size": (3, image_size, image_size), "crop_pct": 1.0}
     transform = create_transform(**cfg, is_training=False)
+    split = _tensor_tail(transform)
 
     def fn(images):
-        return {"pixel_values": torch.stack([transform(im.convert("RGB")) for im in images])}
+        images = [im.convert("RGB") for im in images]
+        if split is None:
+            return {"pixel_values": torch.stack([transform(im) for im in images])}
+        head, normalize = split
+        return {"pixel_values": _to_normalized_batch([head(im) for im in images], normalize, transform)}
 
     return Processor(_key(["timm", cfg]), "image", fn)
+
+
+def _tensor_tail(transform) -> tuple[Callable, Any] | None:
+    """(the per-image PIL steps, the Normalize) when a torchvision Compose ends in ToTensor, Normalize, as timm's
+    eval transform does; None for any other transform."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) < 2 or type(steps[-2]) not in (T.ToTensor, _maybe_to_tensor()):
+        return None
+    if type(steps[-1]) is not T.Normalize or steps[-1].inplace:
+        return None
+    return T.Compose(steps[:-2]), steps[-1]
+
+
+def _maybe_to_tensor() -> type:
+    from timm.data.transforms import MaybeToTensor
+
+    return MaybeToTensor
+
+
+def _to_normalized_batch(images: list, normalize, transform) -> torch.Tensor:
+    """ToTensor then Normalize on the whole batch at once: the same float operations as per image (uint8 / 255,
+    then - mean, / std), so the result is bit-equal, without three small tensor ops per image (0.6 s of 2000
+    Fashion-MNIST images at 32 px, most of preprocessing). Mixed sizes or modes fall back to per image."""
+    import numpy as np
+    import torchvision.transforms.functional as F
+
+    if len({(im.size, im.mode) for im in images}) != 1 or images[0].mode != "RGB":
+        return torch.stack([transform.transforms[-1](transform.transforms[-2](im)) for im in images])
+    batch = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
+    return F.normalize(batch.to(torch.get_default_dtype()).div(255), normalize.mean, normalize.std)
 
 
 def image_processor(config_dir: Path, image_size: int | None) -> Processor:
