@@ -65,7 +65,7 @@ def run_end_to_end(run: Run, *, fetch: bool = True) -> None:
     e2e = Table(run.out / "end_to_end.csv", EndToEndRow)
     phases = Table(run.out / "time_breakdown.csv", TimeBreakdownRow)
     for arch in run.suite.archs:
-        for dist in run.suite.distributions:
+        for dist in run.suite.distributions_of(arch):
             org = ensure_zoo(run, arch=arch, dist=dist)
             if fetch or not run.store(org).is_dir():  # the timed cells need a warm store either way
                 run_hub_fetch(run, arch=arch, dist=dist)

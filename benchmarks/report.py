@@ -270,7 +270,7 @@ def missing_cells(out: Path, suite) -> list[str]:
     return [
         f"{a} {d} {n}"
         for a in suite.archs
-        for d in suite.distributions
+        for d in suite.distributions_of(a)
         for n in suite.sizes[a]
         if (a, d, str(n)) not in done
     ]

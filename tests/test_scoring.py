@@ -290,3 +290,17 @@ def test_scorer_objects_are_checked_against_the_protocol():
         check_scorer(NoDevice())
     with pytest.raises(ConfigurationError, match="scorer_kwargs"):
         get_scorer(Good(), k=3)
+
+
+@pytest.mark.gpu
+def test_batched_scorers_on_cuda_equal_cpu():
+    y, good, noise = _data()
+    split = dict(
+        train_features=[good[:180], noise[:180], good[:180] * 2],
+        train_labels=y[:180],
+        test_features=[good[180:], noise[180:], good[180:] * 2],
+        test_labels=y[180:],
+    )
+    for scorer in (LinearProbe(epochs=20), KNN(k=3), LogME(), HScore()):
+        cpu = scorer.score_many(**split, device="cpu")
+        assert scorer.score_many(**split, device="cuda") == pytest.approx(cpu, abs=1e-4), type(scorer).__name__

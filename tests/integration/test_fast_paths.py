@@ -52,3 +52,24 @@ def test_fast_paths_keep_rankings_and_scores(zoo, hub, tmp_path, request):
     assert fast.keys() == slow.keys() and len(fast) >= 2
     assert all(abs(fast[k] - slow[k]) <= 1e-4 for k in fast), (fast, slow)
     assert _scores(results[True, "base"]) == pytest.approx(fast, abs=1e-4)
+
+
+@pytest.mark.gpu
+def test_a_search_on_cuda_ranks_as_on_cpu(hub, tiny_zoo, tmp_path):
+    ds = fashion_mnist(num_items=120, seed=3)
+    runs = {}
+    for device, strategy in (("cuda", "alsatian"), ("cuda", "base"), ("cpu", "base")):
+        args = SearchArguments(
+            result_size=2,
+            strategy=strategy,
+            device=device,
+            image_size=32,
+            batch_size=32,
+            store_dir=str(tmp_path / "store"),
+            feature_cache=False,
+            scorer="logme",
+        )
+        runs[device, strategy] = ModelSearcher.from_hub(author="tiny", train_dataset=ds, args=args).search()
+    assert runs["cuda", "alsatian"].device.startswith("cuda")
+    assert len({tuple(r.models) for r in runs.values()}) == 1
+    assert _scores(runs["cuda", "alsatian"]) == pytest.approx(_scores(runs["cpu", "base"]), abs=1e-3)
