@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 
 from ._tables import dtypes, read_rows
+from .block_speed import BlockSpeedRow
 from .block_times import BlockTimesRow
 from .end_to_end import EndToEndRow, TimeBreakdownRow
 from .hub_fetch import HubFetchRow
@@ -32,6 +33,7 @@ TABLES: dict[str, type] = {
     "memory_budget": MemoryBudgetRow,
     "input_scaling": InputScalingRow,
     "block_times": BlockTimesRow,
+    "block_speed": BlockSpeedRow,
     "planner_scaling": PlannerScalingRow,
     "hub_fetch": HubFetchRow,
     "xet_fetch": XetFetchRow,
@@ -208,6 +210,24 @@ def block_lines(out: Path) -> list[str]:
     return lines
 
 
+def speed_lines(out: Path) -> list[str]:
+    """Per model: items/s through all blocks, plain layout against the engine's fast paths, and the extremes."""
+    rows = read_rows(out / "block_speed.csv")
+    lines = []
+    for arch, size in sorted({(r["architecture"], int(r["image_size"])) for r in rows}):
+        blocks = [r for r in rows if r["architecture"] == arch and int(r["image_size"]) == size]
+        batch = int(blocks[0]["batch_size"])
+        plain = sum(batch / float(r["plain_items_per_second"]) for r in blocks)
+        fast = sum(batch / float(r["fast_items_per_second"]) for r in blocks)
+        ratios = [float(r["speedup"]) for r in blocks]
+        diff = max(float(r["max_abs_diff"]) for r in blocks)
+        lines.append(
+            f"| {arch} | {size} | {blocks[0]['threads']} | {batch / plain:.0f} | {batch / fast:.0f} | "
+            f"{plain / fast:.2f}x | {min(ratios):.2f}x - {max(ratios):.2f}x | {diff:.1e} |"
+        )
+    return lines
+
+
 def fetch_lines(out: Path) -> list[str]:
     """Per zoo: what each strategy fetched from a cold store, against the feature extractors' bytes."""
     rows = read_rows(out / "hub_fetch.csv")
@@ -346,6 +366,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
         revisions.setdefault(r.get("code_revision") or "unknown", set()).add(r["architecture"])
     measured_at = "; ".join(f"{rev}: {', '.join(sorted(a))}" for rev, a in sorted(revisions.items()))
     scaling, blocks, fetched = scaling_lines(out), block_lines(out), fetch_lines(out)
+    speed = speed_lines(out)
     xet_rows = xet_lines(out)
     persistence_rows = persistence_lines(out)
     missing = missing_cells(out, suite)
@@ -438,6 +459,23 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "",
             ]
             if blocks
+            else []
+        ),
+        *(
+            [
+                "### Block speed",
+                "",
+                "`block_speed` runs each engine block of the base model (built as a search builds it) on one thread "
+                "at batch 64, with the engine's fast paths (Conv2d weights loaded channels-last) and without, "
+                "alternating, median of 5. The ratio is the engine's per-block gain; the outputs differ by float "
+                "rounding only.",
+                "",
+                "| architecture | px | threads | plain items/s | fast items/s | speed-up | per block | max abs diff |",
+                "|---|---:|---:|---:|---:|---:|---|---:|",
+                *speed,
+                "",
+            ]
+            if speed
             else []
         ),
         *(

@@ -13,7 +13,8 @@ Steps, each skippable with `--skip`, each in a module of its own with the row da
 `cells` (end_to_end.py: end_to_end, time_breakdown), `fetch` (hub_fetch.py: each strategy once from a cold
 block store, before a zoo's cells), `memory` (memory_budget.py: §6.4 cache budgets), `scaling`
 (input_scaling.py: alsatian vs shift at growing image sizes), `blocks` (block_times.py: time and FLOPs per
-engine block), `planner` (planner_scaling.py) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
+engine block), `speed` (block_speed.py: per-block items/s on one thread, the engine's fast paths against
+the plain layout), `planner` (planner_scaling.py) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
 search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one) and
 `persistence` (persistence.py: a repeat search, five new models, and a killed and resumed search against the
 feature cache).
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from alsatian_hf.localhub import HubServer, use_endpoint
 
+from .block_speed import run_block_speed
 from .block_times import run_block_times
 from .end_to_end import run_end_to_end
 from .input_scaling import run_input_scaling
@@ -41,7 +43,7 @@ from .suites import ARCHS, HERE, SUITES, Run, provenance
 from .xet_transfer import run_xet_transfer
 
 
-STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "planner", "xet", "persistence"]
+STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "speed", "planner", "xet", "persistence"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             run_input_scaling(run)
         if "blocks" not in args.skip:
             run_block_times(run)
+        if "speed" not in args.skip:
+            run_block_speed(run)
         if "planner" not in args.skip:
             run_planner_scaling(run)
         if "xet" not in args.skip:

@@ -51,6 +51,8 @@ class Suite:
     # Input-size cells (arch, distribution, items, image sizes): alsatian against shift as inference grows
     # against the fixed costs every strategy pays.
     scaling: list[tuple[str, str, int, list[int]]] = field(default_factory=list)
+    # block_speed's models: (arch, distribution of its zoo, image size)
+    speed: list[tuple[str, str, int]] = field(default_factory=list)
     # distributions of one arch where it runs fewer than `distributions`
     arch_distributions: dict[str, list[str]] = field(default_factory=dict)
 
@@ -70,6 +72,8 @@ SUITES = {
         # resnet18 top_layers: its gap to the bound is fixed cost; EfficientNet top_25: its inference itself
         # stays below the FLOP bound at 32px.
         scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]), ("effnet_lite0", "top_25", 500, [32, 96])],
+        # vit_tiny's zoo is built for 32 px (patch 8): its position embeddings fix the input size
+        speed=[("resnet18", "top_layers", 112), ("vit_tiny", "top_layers", 32)],
     ),
     # benchmarks/gpu.sh, on one H100 in at most 8 minutes: paper-scale inputs (224 px, 2000 items).
     "gpu": Suite(
@@ -93,6 +97,7 @@ SUITES = {
         budget_items=64,
         planner_models=[50, 500],
         scaling=[("test_resnet", "top_layers", 64, [32, 48])],
+        speed=[("test_resnet", "top_layers", 48)],
     ),
 }
 

@@ -60,6 +60,7 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
             "hub_fetch",
             "xet_fetch",
             "cold_search",
+            "block_speed",
         )
     } <= names
     assert {"end_to_end.png", "time_breakdown.png", "README.md"} <= names
@@ -73,6 +74,9 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     assert all(budget["peak_within_budget"]) and all(budget["same_ranking"])
     fetch = datasets.load_dataset(str(tmp_path / "out"), name="hub_fetch", split="train")
     assert sorted(fetch["strategy"]) == ["alsatian", "base", "shift"]
+    speed = datasets.load_dataset(str(tmp_path / "out"), name="block_speed", split="train")
+    assert len(speed) > 1 and all(r > 0 for r in speed["fast_items_per_second"])
+    assert max(speed["max_abs_diff"]) < 1e-3  # the layouts differ by float rounding only
     # from a cold store, each strategy fetches the headers and every feature-extractor byte once, never a head
     assert all(
         b - h == fe
