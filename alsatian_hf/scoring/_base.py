@@ -140,7 +140,9 @@ def score_groups(
             _, ytr, _, yte = checked[group[0]]
             xtr = torch.stack([checked[i][0] for i in group])
             xte = torch.stack([checked[i][2] for i in group])
-            for i, value in zip(group, group_scores(xtr, ytr, xte, yte)):
+            with torch.inference_mode():  # no autograd bookkeeping on the many small ops of a probe's steps
+                values = group_scores(xtr, ytr, xte, yte)
+            for i, value in zip(group, values):
                 scores[i] = float(value)
     return scores
 
