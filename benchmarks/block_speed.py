@@ -1,5 +1,5 @@
 """Per-block throughput (`block_speed`): each engine block's items/s on 1 thread, with the engine's fast paths
-(channels-last convolutions) against the plain layout, in one run.
+(channels-last convolutions, BatchNorm folded into them) against neither, in one run.
 
 The blocks are the engine's own (`build_candidate` over the zoo's base model, loaded as a search loads them),
 so the table measures what a search runs. Both layouts run alternately per repeat on the same batch.
@@ -23,7 +23,7 @@ class BlockSpeedRow:
     block: int
     batch_size: int
     threads: int
-    plain_items_per_second: float  # channels_last=False: the engine before the fast paths
+    plain_items_per_second: float  # channels_last=False, fold_batchnorm=False: the engine before the fast paths
     fast_items_per_second: float  # the engine's defaults
     speedup: float
     max_abs_diff: float  # between the two layouts' block outputs
@@ -48,7 +48,7 @@ def run_block_speed(run: Run, *, batch: int = 64, repeats: int = 5, threads: int
         for fast in (False, True):
             candidates[fast], _ = build_candidate(
                 f"{arch}-{fast}", folder, LocalBlockSource(folder), input_key=f"px{size}",
-                probe_inputs={"pixel_values": x[:1]}, probe=ShapeProbe(), channels_last=fast,
+                probe_inputs={"pixel_values": x[:1]}, probe=ShapeProbe(), channels_last=fast, fold_batchnorm=fast,
             )  # fmt: skip
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)

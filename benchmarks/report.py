@@ -466,7 +466,8 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "### Block speed",
                 "",
                 "`block_speed` runs each engine block of the base model (built as a search builds it) on one thread "
-                "at batch 64, with the engine's fast paths (Conv2d weights loaded channels-last) and without, "
+                "at batch 64, with the engine's fast paths (Conv2d weights loaded channels-last, BatchNorm folded into "
+                "them) and without, "
                 "alternating, median of 5. The ratio is the engine's per-block gain; the outputs differ by float "
                 "rounding only.",
                 "",

@@ -104,6 +104,14 @@ class SearchArguments:
         },
     )
 
+    fold_batchnorm: bool = field(
+        default=True,
+        metadata={
+            "help": "Fold each BatchNorm that follows a convolution into it for inference (computed at load; the "
+            "stored blocks stay as they are); the features differ by float rounding only."
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:
             raise ConfigurationError(f"`result_size` must be a positive integer, got {self.result_size!r}.")

@@ -225,6 +225,7 @@ class ModelSearcher:
             max_length=args.max_length,
             xet=XetReader(stats=stats) if args.xet_identity else None,
             channels_last=args.channels_last,
+            fold_batchnorm=args.fold_batchnorm,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:

@@ -1,4 +1,4 @@
-"""The fast paths (channels-last convolutions, batched fast preprocessing) keep every search's result: the
+"""The fast paths (channels-last convolutions, BatchNorm folded into them) keep every search's result: the
 ranking equals `base`, and every score is within 1e-4 of a run with the fast paths off."""
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def test_fast_paths_keep_rankings_and_scores(zoo, hub, tmp_path, request):
                 feature_cache=False,
                 scorer="logme",  # a continuous score: float rounding shows, where an accuracy would hide it
                 channels_last=fast,
+                fold_batchnorm=fast,
             )
             results[fast, strategy] = ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
     assert all(not r.skipped for r in results.values())

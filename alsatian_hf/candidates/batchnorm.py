@@ -1,0 +1,156 @@
+"""BatchNorm folded into the convolution before it, for inference.
+
+In eval mode `bn(conv(x))` is one convolution with weight `w * s` and bias `beta + (b - mean) * s`, where
+`s = gamma / sqrt(var + eps)`: the BatchNorm pass over every activation disappears. The folded tensors are new
+tensors computed at load time; the stored block is never changed. On the shared skeleton a block runs folded
+inside `folded(...)`, which swaps each folded BatchNorm module for what remains of it (nothing, or timm's
+fused activation) and gives its convolution the bias, then puts both back.
+
+Pairs are found once per architecture by `find_pairs`, on the shape probe's random-init model: a BatchNorm whose
+input is the output of a Conv2d of the same block. Each block is then checked by running it folded and not
+on randomised BatchNorm statistics; a block whose outputs differ (a convolution output also used elsewhere,
+say) keeps its BatchNorms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..adapters import SplitModel, State
+
+
+@dataclass(frozen=True)
+class FoldPair:
+    conv: str  # module path of the Conv2d
+    bn: str  # module path of the BatchNorm2d that consumes its output
+
+
+def _foldable_bn(module: nn.Module) -> bool:
+    return isinstance(module, nn.BatchNorm2d) and module.track_running_stats and module.affine
+
+
+def _remainder(bn: nn.Module) -> nn.Module:
+    """What runs in a folded BatchNorm's place: timm's BatchNormAct2d keeps its dropout and activation."""
+    drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
+    if type(bn) is nn.BatchNorm2d:
+        return nn.Identity()
+    if isinstance(drop, nn.Module) and isinstance(act, nn.Module) and type(bn).__name__ == "BatchNormAct2d":
+        return nn.Sequential(drop, act)
+    raise TypeError(type(bn).__name__)  # an unknown subclass: its forward may do more; never folded
+
+
+def find_pairs(model: nn.Module, split: SplitModel, state: State) -> list[list[FoldPair]]:
+    """Per block, the (conv, BatchNorm) pairs that fold exactly: found by running the blocks on `state`, then
+    checked block by block against the unfolded block with randomised BatchNorm statistics. `model` is a
+    private random-init CPU model whose BatchNorm statistics this changes."""
+    paths = {m: p for p, m in model.named_modules()}
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if _foldable_bn(m):
+                m.running_mean.normal_(generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.normal_(1.0, 0.2, generator=gen)
+                m.bias.normal_(generator=gen)
+    pairs: list[list[FoldPair]] = []
+    with torch.inference_mode():
+        for block in split.blocks:
+            found = _trace_pairs(model, block, state, paths)
+            out = block.step(model, state)
+            if found and not _folds_exactly(model, block, state, out, found):
+                found = []
+            pairs.append(found)
+            state = out
+    return pairs
+
+
+def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, str]) -> list[FoldPair]:
+    conv_out: dict[int, nn.Module] = {}
+    found: list[FoldPair] = []
+
+    def after_conv(module, args, output):
+        conv_out[id(output)] = module
+
+    def before_bn(module, args):
+        conv = conv_out.get(id(args[0])) if args else None
+        if conv is not None and conv.padding_mode == "zeros" and _foldable_bn(module):
+            with contextlib.suppress(TypeError):
+                _remainder(module)
+                found.append(FoldPair(paths[conv], paths[module]))
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(after_conv))
+        elif isinstance(m, nn.BatchNorm2d):
+            handles.append(m.register_forward_pre_hook(before_bn))
+    try:
+        block.step(model, state)  # ids stay valid: every output is alive until the step returns
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(found))
+
+
+def _folds_exactly(model: nn.Module, block, state: State, want: State, pairs: list[FoldPair]) -> bool:
+    weights, biases = {}, {}
+    for p in pairs:
+        conv, bn = model.get_submodule(p.conv), model.get_submodule(p.bn)
+        weights[p.conv], biases[p.conv] = fold(conv.weight, conv.bias, bn)
+    originals = {p.conv: model.get_submodule(p.conv).weight for p in pairs}
+    try:
+        for path, w in weights.items():
+            model.get_submodule(path)._parameters["weight"] = nn.Parameter(w, requires_grad=False)
+        with folded(model, pairs, biases):
+            got = block.step(model, state)
+    finally:
+        for path, w in originals.items():
+            model.get_submodule(path)._parameters["weight"] = w
+    return len(got) == len(want) and all(
+        a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * max(float(b.abs().max()), 1.0))
+        for a, b in zip(got, want)
+    )
+
+
+def fold(
+    conv_weight: torch.Tensor, conv_bias: torch.Tensor | None, bn: nn.Module, tensors: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The folded (weight, bias). The BatchNorm's tensors come from `tensors` (gamma, beta, mean, var by name)
+    when given, else from the module; `eps` always from the module."""
+    t = tensors or {
+        "weight": bn.weight,
+        "bias": bn.bias,
+        "running_mean": bn.running_mean,
+        "running_var": bn.running_var,
+    }
+    scale = t["weight"] / torch.sqrt(t["running_var"] + bn.eps)
+    bias = t["bias"] - t["running_mean"] * scale
+    if conv_bias is not None:
+        bias = bias + conv_bias * scale
+    return conv_weight * scale.reshape(-1, *([1] * (conv_weight.dim() - 1))), bias
+
+
+@contextlib.contextmanager
+def folded(model: nn.Module, pairs: list[FoldPair], biases: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Runs `model` with each pair's BatchNorm replaced by its remainder and its conv given `biases[conv]`
+    (the conv's weight must already be the folded one); restores both on exit."""
+    swapped = []
+    try:
+        for p in pairs:
+            parent_path, _, name = p.bn.rpartition(".")
+            parent = model.get_submodule(parent_path)
+            bn = parent._modules[name]
+            conv = model.get_submodule(p.conv)
+            swapped.append((parent, name, bn, conv, conv._parameters.get("bias")))
+            parent._modules[name] = _remainder(bn)
+            conv._parameters["bias"] = nn.Parameter(biases[p.conv], requires_grad=False)
+        yield
+    finally:
+        for parent, name, bn, conv, bias in reversed(swapped):
+            parent._modules[name] = bn
+            conv._parameters["bias"] = bias
