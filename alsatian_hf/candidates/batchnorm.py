@@ -34,14 +34,15 @@ def _foldable_bn(module: nn.Module) -> bool:
     return isinstance(module, nn.BatchNorm2d) and module.track_running_stats and module.affine
 
 
-def _remainder(bn: nn.Module) -> nn.Module:
-    """What runs in a folded BatchNorm's place: timm's BatchNormAct2d keeps its dropout and activation."""
+def _remainder(bn: nn.Module) -> nn.Module | None:
+    """What runs in a folded BatchNorm's place: timm's BatchNormAct2d keeps its dropout and activation. None
+    for any other subclass: its forward may do more, so it is never folded."""
     drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
     if type(bn) is nn.BatchNorm2d:
         return nn.Identity()
     if isinstance(drop, nn.Module) and isinstance(act, nn.Module) and type(bn).__name__ == "BatchNormAct2d":
         return nn.Sequential(drop, act)
-    raise TypeError(type(bn).__name__)  # an unknown subclass: its forward may do more; never folded
+    return None
 
 
 def find_pairs(model: nn.Module, split: SplitModel, state: State) -> list[list[FoldPair]]:
@@ -78,10 +79,8 @@ def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, s
 
     def before_bn(module, args):
         conv = conv_out.get(id(args[0])) if args else None
-        if conv is not None and conv.padding_mode == "zeros" and _foldable_bn(module):
-            with contextlib.suppress(TypeError):
-                _remainder(module)
-                found.append(FoldPair(paths[conv], paths[module]))
+        if conv is not None and conv.padding_mode == "zeros" and _foldable_bn(module) and _remainder(module):
+            found.append(FoldPair(paths[conv], paths[module]))
 
     handles = []
     for m in model.modules():
