@@ -79,7 +79,12 @@ def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, s
 
     def before_bn(module, args):
         conv = conv_out.get(id(args[0])) if args else None
-        if conv is not None and conv.padding_mode == "zeros" and _foldable_bn(module) and _remainder(module):
+        if (
+            conv is not None
+            and conv.padding_mode == "zeros"
+            and _foldable_bn(module)
+            and _remainder(module) is not None
+        ):
             found.append(FoldPair(paths[conv], paths[module]))
 
     handles = []
