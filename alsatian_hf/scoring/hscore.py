@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -17,7 +17,7 @@ class HScore:
         this many train-feature bytes.
     """
 
-    max_group_bytes: int = 256 << 20
+    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
 
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
         return self.score_many(

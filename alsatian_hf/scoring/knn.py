@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import torch
@@ -29,7 +29,7 @@ class KNN:
         if self.metric not in ("cosine", "euclidean"):
             raise ConfigurationError(f"`metric` must be 'cosine' or 'euclidean', got {self.metric!r}.")
 
-    max_group_bytes: int = 256 << 20
+    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
 
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
         return self.score_many(

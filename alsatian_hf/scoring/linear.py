@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -30,7 +30,7 @@ class LinearProbe:
     weight_decay: float = 0.0
     normalize: bool = True
     seed: int = 0
-    max_group_bytes: int = 256 << 20
+    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
 
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
         return self.score_many(

@@ -7,7 +7,7 @@ train features only (the test arguments are validated and ignored).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -25,7 +25,7 @@ class LogME:
 
     max_iter: int = 11
     tol: float = 0.01
-    max_group_bytes: int = 256 << 20
+    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
 
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
         return self.score_many(
