@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._base import BatchScorer, Scorer, Scorer_T, check_scorer, score_all, validate
+from ._base import BatchScorer, GroupedScorer, Scorer, Scorer_T, check_scorer, score_all, score_groups, validate
 from .hscore import HScore
 from .knn import KNN
 from .linear import LinearProbe
@@ -44,6 +44,7 @@ def get_scorer(scorer: Scorer_T | Scorer, **kwargs: Any) -> Scorer:
 
 __all__ = [
     "BatchScorer",
+    "GroupedScorer",
     "HScore",
     "KNN",
     "LinearProbe",
@@ -54,5 +55,6 @@ __all__ = [
     "check_scorer",
     "get_scorer",
     "score_all",
+    "score_groups",
     "validate",
 ]

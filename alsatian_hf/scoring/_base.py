@@ -6,6 +6,7 @@ Higher is better for every scorer. Equal inputs give bit-equal scores (seeded, d
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -145,6 +146,47 @@ def score_groups(
             for i, value in zip(group, values):
                 scores[i] = float(value)
     return scores
+
+
+@dataclass
+class GroupedScorer:
+    """A `BatchScorer` whose `score_many` scores equally wide feature sets as one batched computation: a subclass
+    is a dataclass with its settings and a `_group_scores(xtr, ytr, xte, yte) -> list[float]` over (models,
+    items, width) stacks. `score` is `score_many` of one set, so the two agree exactly.
+
+    Args:
+        max_group_bytes: at most this many train-feature bytes per group (memory only: not in the repr).
+    """
+
+    max_group_bytes: int = field(default=256 << 20, repr=False, kw_only=True)
+
+    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
+        return self.score_many(
+            train_features=[train_features],
+            train_labels=train_labels,
+            test_features=[test_features],
+            test_labels=test_labels,
+            device=device,
+        )[0]
+
+    def score_many(
+        self,
+        *,
+        train_features: Sequence[torch.Tensor],
+        train_labels,
+        test_features: Sequence[torch.Tensor],
+        test_labels,
+        device: Device = "cpu",
+    ) -> list[float]:
+        return score_groups(
+            self._group_scores,  # type: ignore[attr-defined]
+            train_features=train_features,
+            train_labels=train_labels,
+            test_features=test_features,
+            test_labels=test_labels,
+            device=device,
+            max_group_bytes=self.max_group_bytes,
+        )
 
 
 def score_all(

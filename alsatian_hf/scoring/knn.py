@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from ..errors import ConfigurationError
-from ._base import Device, score_groups
+from ._base import GroupedScorer
 
 
 @dataclass
-class KNN:
+class KNN(GroupedScorer):
     """Args:
     k: neighbours per vote; ties go to the nearest neighbour's label.
     metric: "cosine" or "euclidean".
-    max_group_bytes: `score_many` computes the distances of equally wide feature sets together, in groups of
-        at most this many train-feature bytes.
     """
 
     k: int = 5
@@ -29,38 +27,7 @@ class KNN:
         if self.metric not in ("cosine", "euclidean"):
             raise ConfigurationError(f"`metric` must be 'cosine' or 'euclidean', got {self.metric!r}.")
 
-    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
-
-    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
-        return self.score_many(
-            train_features=[train_features],
-            train_labels=train_labels,
-            test_features=[test_features],
-            test_labels=test_labels,
-            device=device,
-        )[0]
-
-    def score_many(
-        self,
-        *,
-        train_features: Sequence[torch.Tensor],
-        train_labels,
-        test_features: Sequence[torch.Tensor],
-        test_labels,
-        device: Device = "cpu",
-    ) -> list[float]:
-        """One accuracy per feature set; equally wide sets vote as one batched distance computation."""
-        return score_groups(
-            self._vote,
-            train_features=train_features,
-            train_labels=train_labels,
-            test_features=test_features,
-            test_labels=test_labels,
-            device=device,
-            max_group_bytes=self.max_group_bytes,
-        )
-
-    def _vote(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
+    def _group_scores(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
         xtr, xte = xtr.double(), xte.double()  # (models, items, width)
         if self.metric == "cosine":
             xtr = torch.nn.functional.normalize(xtr, dim=2)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from ._base import Device, score_groups
+from ._base import GroupedScorer
 
 
 @dataclass
-class LinearProbe:
+class LinearProbe(GroupedScorer):
     """SHiFT's proxy (Renggli et al.): SGD, lr 0.1, 100 epochs, cross-entropy, test top-1 accuracy.
 
     Args:
@@ -19,8 +18,9 @@ class LinearProbe:
         normalize: standardise features with the train mean/std first, which keeps lr 0.1 stable across
             feature scales.
         seed: seeds the layer's initialisation and the shuffling, so equal inputs give bit-equal scores.
-        max_group_bytes: `score_many` trains the probes of equally wide features together, in groups of at
-            most this many feature bytes.
+
+    `score_many` trains the probes of equally wide features side by side, as one batched product per step: every
+    probe sees the same initialisation and batch order, as if trained alone.
     """
 
     lr: float = 0.1
@@ -30,43 +30,10 @@ class LinearProbe:
     weight_decay: float = 0.0
     normalize: bool = True
     seed: int = 0
-    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
 
-    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
-        return self.score_many(
-            train_features=[train_features],
-            train_labels=train_labels,
-            test_features=[test_features],
-            test_labels=test_labels,
-            device=device,
-        )[0]
-
-    def score_many(
-        self,
-        *,
-        train_features: Sequence[torch.Tensor],
-        train_labels,
-        test_features: Sequence[torch.Tensor],
-        test_labels,
-        device: Device = "cpu",
+    def _group_scores(
+        self, xtr_b: torch.Tensor, ytr: torch.Tensor, xte_b: torch.Tensor, yte: torch.Tensor
     ) -> list[float]:
-        """Scores of several feature sets on one split, one probe each, trained side by side.
-
-        Every probe sees the same initialisation and batch order, as if trained alone; training them as one
-        batched matrix product is 2-3x faster on a CPU than one after another (halving scores all survivors
-        on the same items). Groups depend only on the inputs' order and widths, so equal inputs give equal scores.
-        """
-        return score_groups(
-            self._train,
-            train_features=train_features,
-            train_labels=train_labels,
-            test_features=test_features,
-            test_labels=test_labels,
-            device=device,
-            max_group_bytes=self.max_group_bytes,
-        )
-
-    def _train(self, xtr_b: torch.Tensor, ytr: torch.Tensor, xte_b: torch.Tensor, yte: torch.Tensor) -> list[float]:
         """Probes for (models, items, width) stacks of train and test features, one per model."""
         dev = xtr_b.device  # `validate` put everything on the search's device
         if self.normalize:

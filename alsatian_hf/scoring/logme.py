@@ -7,56 +7,23 @@ train features only (the test arguments are validated and ignored).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from ._base import Device, score_groups
+from ._base import GroupedScorer
 
 
 @dataclass
-class LogME:
+class LogME(GroupedScorer):
     """Args:
     max_iter, tol: the fixed-point iteration's limit and relative tolerance on alpha / beta (the authors').
-    max_group_bytes: `score_many` runs equally wide feature sets as one batched computation, in groups of at most
-        this many train-feature bytes.
     """
 
     max_iter: int = 11
     tol: float = 0.01
-    max_group_bytes: int = field(default=256 << 20, repr=False)  # memory, not results: not in the repr
 
-    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
-        return self.score_many(
-            train_features=[train_features],
-            train_labels=train_labels,
-            test_features=[test_features],
-            test_labels=test_labels,
-            device=device,
-        )[0]
-
-    def score_many(
-        self,
-        *,
-        train_features: Sequence[torch.Tensor],
-        train_labels,
-        test_features: Sequence[torch.Tensor],
-        test_labels,
-        device: Device = "cpu",
-    ) -> list[float]:
-        """One evidence per feature set: every (model, class) pair iterates at once, each stopping on its own."""
-        return score_groups(
-            self._evidence,
-            train_features=train_features,
-            train_labels=train_labels,
-            test_features=test_features,
-            test_labels=test_labels,
-            device=device,
-            max_group_bytes=self.max_group_bytes,
-        )
-
-    def _evidence(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
+    def _group_scores(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
         fh = xtr.double()  # (M, N, D)
         f = fh.transpose(1, 2)  # (M, D, N)
         _, d, n = f.shape
