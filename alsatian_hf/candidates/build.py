@@ -50,7 +50,7 @@ def build_candidate(
         skeleton: the model built on the meta device from `config_dir`, if the caller has it already.
         channels_last: load Conv2d weights in channels-last layout. A convolution with a channels-last operand
             writes channels-last outputs, so the whole conv net runs in the layout oneDNN and cuDNN are fastest in
-            (resnet18, 2 CPU cores: 1.6x at 32 px, 1.9x at 112 px); the results differ by float rounding only.
+            (see the `block_speed` benchmark); the results differ by float rounding only.
         fold_batchnorm: run each eval-mode BatchNorm2d that follows a Conv2d folded into it (see
             `candidates.batchnorm`); the folded weights are computed at load, the stored block stays as it is.
 

@@ -79,8 +79,8 @@ def _maybe_to_tensor() -> type:
 
 def _to_normalized_batch(images: list, normalize, transform) -> torch.Tensor:
     """ToTensor then Normalize on the whole batch at once: the same float operations as per image (uint8 / 255,
-    then - mean, / std), so the result is bit-equal, without three small tensor ops per image (0.6 s of 2000
-    Fashion-MNIST images at 32 px, most of preprocessing). Mixed sizes or modes fall back to per image."""
+    then - mean, / std), so the result is bit-equal, without three small tensor ops per image (at 32 px they
+    were most of the preprocessing). Mixed sizes or modes fall back to per image."""
     import numpy as np
     import torchvision.transforms.functional as F
 

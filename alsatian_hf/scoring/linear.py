@@ -51,7 +51,7 @@ class LinearProbe(GroupedScorer):
         bias = torch.empty(num_classes).uniform_(-bound, bound, generator=gen)
         # (models, classes, width) and (models, 1, classes): every probe starts from nn.Linear's seeded init. The
         # weight keeps nn.Linear's (classes, width) layout: both batched products then write `width`-long rows,
-        # which runs 3-10x faster than a (width, classes) weight's 10-column outputs (oneDNN, 2-core CPU).
+        # which oneDNN runs several times faster than a (width, classes) weight's 10-column outputs.
         weight = weight.to(dev).expand(num_models, -1, -1).contiguous()
         bias = bias.to(dev).expand(num_models, 1, -1).contiguous()
         bias_t = bias.transpose(1, 2)
