@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from alsatian_hf.adapters import split_model
-from alsatian_hf.candidates.batchnorm import FoldPair, find_pairs, fold, folded
+from alsatian_hf.candidates.batchnorm import FoldPair, find_pairs, fold_module, folded
 
 
 class _Net(nn.Module):
@@ -56,10 +56,9 @@ def test_folded_timm_resnet_equals_the_unfolded_one():
     assert all(isinstance(model.get_submodule(p.bn), nn.BatchNorm2d) for p in flat)
     with torch.inference_mode():
         want = model.forward_features(x)
-        weights = {p.conv: model.get_submodule(p.conv).weight for p in flat}
         biases = {}
         for p in flat:
-            w, biases[p.conv] = fold(weights[p.conv], None, model.get_submodule(p.bn))
+            w, biases[p.conv] = fold_module(model.get_submodule(p.conv), model.get_submodule(p.bn))
             model.get_submodule(p.conv)._parameters["weight"] = nn.Parameter(w, requires_grad=False)
         with folded(model, flat, biases):
             got = model.forward_features(x)

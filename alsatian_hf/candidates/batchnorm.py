@@ -104,8 +104,7 @@ def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, s
 def _folds_exactly(model: nn.Module, block, state: State, want: State, pairs: list[FoldPair]) -> bool:
     weights, biases = {}, {}
     for p in pairs:
-        conv, bn = model.get_submodule(p.conv), model.get_submodule(p.bn)
-        weights[p.conv], biases[p.conv] = fold(conv.weight, conv.bias, bn)
+        weights[p.conv], biases[p.conv] = fold_module(model.get_submodule(p.conv), model.get_submodule(p.bn))
     originals = {p.conv: model.get_submodule(p.conv).weight for p in pairs}
     try:
         for path, w in weights.items():
@@ -122,21 +121,25 @@ def _folds_exactly(model: nn.Module, block, state: State, want: State, pairs: li
 
 
 def fold(
-    conv_weight: torch.Tensor, conv_bias: torch.Tensor | None, bn: nn.Module, tensors: dict | None = None
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded (weight, bias). The BatchNorm's tensors come from `tensors` (gamma, beta, mean, var by name)
-    when given, else from the module; `eps` always from the module."""
-    t = tensors or {
-        "weight": bn.weight,
-        "bias": bn.bias,
-        "running_mean": bn.running_mean,
-        "running_var": bn.running_var,
-    }
-    scale = t["weight"] / torch.sqrt(t["running_var"] + bn.eps)
-    bias = t["bias"] - t["running_mean"] * scale
+    """The folded conv (weight, bias) of a conv followed by an eval-mode BatchNorm with these tensors."""
+    scale = gamma / torch.sqrt(var + eps)
+    bias = beta - mean * scale
     if conv_bias is not None:
         bias = bias + conv_bias * scale
     return conv_weight * scale.reshape(-1, *([1] * (conv_weight.dim() - 1))), bias
+
+
+def fold_module(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fold` with the tensors the two modules hold."""
+    return fold(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
 
 @contextlib.contextmanager

@@ -75,10 +75,9 @@ def build_candidate(
 
         def load(device, _i=i, _loaded=loaded, _biases=biases, _conv=layout[i], _folds=folds[i]):
             if not _loaded:
-                tensors = source.load_tensors(split, _i)
+                tensors = dict(source.load_tensors(split, _i))  # a copy: folded weights replace stored ones
                 for pair, keys in _folds.items():
-                    weight, bias = _folded(skeleton, pair, keys, tensors)
-                    tensors = {**tensors, keys["weight"]: weight}
+                    tensors[keys["conv_weight"]], bias = _folded(skeleton, pair, keys, tensors)
                     _biases[pair.conv] = bias.to(device)
                 _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
 
@@ -123,27 +122,24 @@ def _conv_weights(skeleton: torch.nn.Module, block) -> set[str]:
 
 
 def _fold_keys(block, pairs: list[FoldPair]) -> dict[FoldPair, dict[str, str]]:
-    """Per pair whose tensors all lie in this block: role -> checkpoint key (conv "weight" and maybe "conv_bias";
-    the BatchNorm's "bn_weight", "bn_bias", "running_mean", "running_var")."""
+    """Per pair whose tensors all lie in this block: `fold`'s argument name -> checkpoint key (the conv's bias
+    only where it has one)."""
     by_model_key = {block.model_key(k): k for k in block.keys}
     out = {}
     for pair in pairs:
-        roles = {"weight": f"{pair.conv}.weight", "conv_bias": f"{pair.conv}.bias"}
-        roles |= {f"bn_{n}": f"{pair.bn}.{n}" for n in ("weight", "bias")}
-        roles |= {n: f"{pair.bn}.{n}" for n in ("running_mean", "running_var")}
+        roles = {"conv_weight": f"{pair.conv}.weight", "conv_bias": f"{pair.conv}.bias", "gamma": f"{pair.bn}.weight"}
+        roles |= {"beta": f"{pair.bn}.bias", "mean": f"{pair.bn}.running_mean", "var": f"{pair.bn}.running_var"}
         keys = {role: by_model_key[mk] for role, mk in roles.items() if mk in by_model_key}
-        if set(keys) >= {"weight", "bn_weight", "bn_bias", "running_mean", "running_var"}:
+        if set(keys) >= {"conv_weight", "gamma", "beta", "mean", "var"}:
             out[pair] = keys
     return out
 
 
 def _folded(skeleton, pair: FoldPair, keys: dict[str, str], tensors: dict[str, torch.Tensor]):
     """The pair's folded conv (weight, bias), computed in float32 and returned in the weight's dtype."""
-    f32 = {role: tensors[k].float() for role, k in keys.items()}
-    bn = {"weight": f32["bn_weight"], "bias": f32["bn_bias"], "running_mean": f32["running_mean"]}
-    bn["running_var"] = f32["running_var"]
-    weight, bias = fold(f32["weight"], f32.get("conv_bias"), skeleton.get_submodule(pair.bn), bn)
-    dtype = tensors[keys["weight"]].dtype
+    f32 = {"conv_bias": None} | {role: tensors[k].float() for role, k in keys.items()}
+    weight, bias = fold(**f32, eps=skeleton.get_submodule(pair.bn).eps)
+    dtype = tensors[keys["conv_weight"]].dtype
     return weight.to(dtype), bias.to(dtype)
 
 
