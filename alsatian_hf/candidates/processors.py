@@ -52,32 +52,27 @@ def timm_processor(model, image_size: int | None) -> Processor:
         images = [im.convert("RGB") for im in images]
         if split is None:
             return {"pixel_values": torch.stack([transform(im) for im in images])}
-        head, normalize = split
-        return {"pixel_values": _to_normalized_batch([head(im) for im in images], normalize, transform)}
+        head, to_tensor, normalize = split
+        return {"pixel_values": _to_normalized_batch([head(im) for im in images], to_tensor, normalize)}
 
     return Processor(_key(["timm", cfg]), "image", fn)
 
 
-def _tensor_tail(transform) -> tuple[Callable, Any] | None:
-    """(the per-image PIL steps, the Normalize) when a torchvision Compose ends in ToTensor, Normalize, as timm's
-    eval transform does; None for any other transform."""
+def _tensor_tail(transform) -> tuple[Callable, Callable, Any] | None:
+    """(the per-image PIL steps, the ToTensor, the Normalize) when a torchvision Compose ends in ToTensor,
+    Normalize, as timm's eval transform does; None for any other transform."""
+    from timm.data.transforms import MaybeToTensor
     from torchvision import transforms as T
 
     steps = list(getattr(transform, "transforms", []))
-    if len(steps) < 2 or type(steps[-2]) not in (T.ToTensor, _maybe_to_tensor()):
+    if len(steps) < 2 or type(steps[-2]) not in (T.ToTensor, MaybeToTensor):
         return None
     if type(steps[-1]) is not T.Normalize or steps[-1].inplace:
         return None
-    return T.Compose(steps[:-2]), steps[-1]
+    return T.Compose(steps[:-2]), steps[-2], steps[-1]
 
 
-def _maybe_to_tensor() -> type:
-    from timm.data.transforms import MaybeToTensor
-
-    return MaybeToTensor
-
-
-def _to_normalized_batch(images: list, normalize, transform) -> torch.Tensor:
+def _to_normalized_batch(images: list, to_tensor: Callable, normalize) -> torch.Tensor:
     """ToTensor then Normalize on the whole batch at once: the same float operations as per image (uint8 / 255,
     then - mean, / std), so the result is bit-equal, without three small tensor ops per image (at 32 px they
     were most of the preprocessing). Mixed sizes or modes fall back to per image."""
@@ -85,7 +80,7 @@ def _to_normalized_batch(images: list, normalize, transform) -> torch.Tensor:
     import torchvision.transforms.functional as F
 
     if len({(im.size, im.mode) for im in images}) != 1 or images[0].mode != "RGB":
-        return torch.stack([transform.transforms[-1](transform.transforms[-2](im)) for im in images])
+        return torch.stack([normalize(to_tensor(im)) for im in images])
     batch = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
     return F.normalize(batch.to(torch.get_default_dtype()).div(255), normalize.mean, normalize.std)
 
