@@ -83,19 +83,16 @@ def _time_blocks(candidates, x, repeats: int) -> tuple[list[tuple[float, float]]
     with torch.inference_mode():
         for pb, fb in zip(plain.blocks, fast.blocks):
             times: dict[bool, list[float]] = {False: [], True: []}
+            outs = {}
             for r in range(repeats + 1):  # the first round warms up (oneDNN primitive creation)
-                for layout, block in ((False, pb), (True, fb)) if r % 2 else ((True, fb), (False, pb)):
+                for fast_path, block in ((False, pb), (True, fb)) if r % 2 else ((True, fb), (False, pb)):
                     start = time.perf_counter()
-                    out = block.run(state)
+                    outs[fast_path] = block.run(state)
                     if r:
-                        times[layout].append(time.perf_counter() - start)
-                    if layout:
-                        fast_out = out
-                    else:
-                        plain_out = out
+                        times[fast_path].append(time.perf_counter() - start)
             seconds.append((statistics.median(times[False]), statistics.median(times[True])))
-            diffs.append(max((a.float() - b.float()).abs().max().item() for a, b in zip(plain_out, fast_out)))
-            state = plain_out
+            diffs.append(max((a.float() - b.float()).abs().max().item() for a, b in zip(outs[False], outs[True])))
+            state = outs[False]
     for c in candidates.values():
         for b in c.blocks:
             b.unload()
