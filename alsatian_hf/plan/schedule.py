@@ -5,8 +5,10 @@ k there are l = ceil(log2(n / k)) iterations (l = 0 when n <= k: everything is s
 which we run as one iteration). D_train is cut into slices D_1..D_l that double in size, so iteration i
 trains the proxy on D_1..D_i and the last one has used all of D_train.
 
-Every strategy extracts features in the same *units* (D_test, D_1, ..., D_l), each cut into batches from its
-start, so all strategies run identical batches and produce bit-identical features.
+Every strategy extracts features in the same *units* (D_test, D_1, ..., D_l), cut into batches on one grid
+over D_train (and one over D_test), so all strategies run identical batches and produce bit-identical
+features. The grid does not depend on the number of candidates: a search over a grown org cuts the batches an
+earlier one did (except where a slice boundary moved), so the states that search stored match batch for batch.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ class Unit:
 
     name: str
     items: tuple[int, ...]  # indices into the target dataset
+    offset: int = 0  # position of the unit's first item in D_train (0 for D_test)
 
     def batches(self, batch_size: int) -> list[tuple[int, ...]]:
-        return [self.items[i : i + batch_size] for i in range(0, len(self.items), batch_size)]
+        """The unit's items cut where the grid of `batch_size` over D_train (from `offset`) cuts them."""
+        cuts = [0, *range((-self.offset) % batch_size or batch_size, len(self.items), batch_size), len(self.items)]
+        return [self.items[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,6 @@ def make_schedule(
     slices, start = [], 0
     for i in range(1, levels + 1):
         end = max(start + 1, round(len(train) * ((1 << i) - 1) / total)) if i < levels else len(train)
-        slices.append(Unit(f"train_{i}", tuple(train[start:end])))
+        slices.append(Unit(f"train_{i}", tuple(train[start:end]), start))
         start = end
     return DataSchedule(Unit("test", tuple(test)), tuple(slices), num_candidates, result_size)
