@@ -52,6 +52,14 @@ class FeatureIntegrityError(AlsatianError, OSError):
     """A feature-cache segment does not match its digest (it is deleted and its items recomputed)."""
 
 
+class StateLostError(FeatureIntegrityError):
+    """A stored state a plan starts from is gone or corrupt; the search plans again without it."""
+
+    def __init__(self, key: str):
+        super().__init__(f"stored state {key[:16]} is missing or corrupt; it is recomputed")
+        self.key = key
+
+
 class SafetensorsHeaderError(AlsatianError, ValueError):
     """A safetensors header is malformed: implausible length, invalid JSON, or entries that disagree with
     their byte counts."""

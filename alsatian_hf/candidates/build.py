@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ..adapters import SplitModel, check_coverage, load_block, split_model, unload_block
+from ..adapters import SplitModel, check_coverage, load_block, split_model, state_nbytes, unload_block
 from ..adapters.skeleton import build_model
 from ..errors import UnsupportedArchitectureError
 from ..hub import RangeReader
@@ -62,7 +62,8 @@ def build_candidate(
     check_coverage(split, source.keys())
     _check_shapes(split, skeleton, source)
     source.prepare(split)
-    measured = probe.measure(Path(config_dir), input_key, split.adapter.initial_state(probe_inputs))
+    first = split.adapter.initial_state(probe_inputs)
+    measured = probe.measure(Path(config_dir), input_key, first)
     sizes, flops = measured.sizes, measured.flops
     blocks = []
     layout = {i: _conv_weights(skeleton, block) if channels_last else set() for i, block in enumerate(split.blocks)}
@@ -108,7 +109,8 @@ def build_candidate(
     numerics = "+".join(
         name for name, used in (("channels_last", any(layout.values())), ("bn_folded", any(folds.values()))) if used
     )
-    return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state, numerics), split
+    input_bytes = state_nbytes(first) // max(first[0].shape[0], 1)
+    return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state, numerics, input_bytes), split
 
 
 def _conv_weights(skeleton: torch.nn.Module, block) -> set[str]:

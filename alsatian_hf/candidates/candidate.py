@@ -42,6 +42,7 @@ class EngineCandidate:
     initial_state: prepared inputs (a dict of batched tensors) -> the state block 0 consumes.
     numerics: what besides the blocks' weights decides the features' float rounding (e.g. "channels_last"); it
         is part of the feature cache's key.
+    input_bytes_per_item: bytes of the state block 0 consumes, for one item.
     """
 
     model_id: str
@@ -49,3 +50,4 @@ class EngineCandidate:
     blocks: list[EngineBlock]
     initial_state: Callable[[dict[str, torch.Tensor]], State]
     numerics: str = ""
+    input_bytes_per_item: int = 0

@@ -11,6 +11,13 @@ in its metadata. Segments are written to a temporary file and renamed, so a read
 their name is a digest of their items, so two searches writing one batch at once leave one good segment. A
 segment whose bytes no longer match is deleted and recomputed, never used. Eviction is least recently used,
 by model key, down to the byte budget.
+
+*States* are the same for what the engine passes between blocks: the preprocessed inputs and the outputs of
+shared prefixes, keyed by `state_key` (the prefix's block hashes, none for the inputs) under `<root>/states/`.
+A segment holds one batch's whole state tuple (a BERT state carries its attention mask) in its own dtypes and
+memory layout. A search that finds a prefix's state on disk starts the models below it there, so a new
+fine-tune computes only the blocks it does not share. Eviction drops states before features: a state only
+saves time, while features are a model's result.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 
 from .._safetensors import decode, encode, read_header
 from ..errors import FeatureIntegrityError
@@ -32,6 +41,9 @@ from ._files import STALE_TEMP_SECONDS, TEMP_PREFIX, age, sweep_temp_files, writ
 
 
 logger = logging.getLogger("alsatian_hf")
+
+STATES = "states"  # the sub-folder of states (inputs and shared intermediates)
+STATE_SHARE = 0.5  # of the budget states may keep after eviction; features get the rest first
 
 
 def _write_file(f, blob: bytes) -> None:
@@ -47,6 +59,29 @@ def feature_key(input_key: str, block_hashes: list[str], device_kind: str) -> st
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def state_key(input_key: str, block_hashes: list[str], device_kind: str) -> str:
+    """The key of the state after `block_hashes` (a prefix of some model's blocks; none: the preprocessed
+    inputs). It differs from `feature_key` of the same blocks: a model's features are its state flattened."""
+    return feature_key(input_key, block_hashes, f"{device_kind}/state")
+
+
+def _segment_name(items: tuple[int, ...]) -> str:
+    return hashlib.sha256(torch.tensor(items, dtype=torch.int64).numpy().tobytes()).hexdigest()[:32]
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 @dataclass
 class FeatureCacheStats:
     hit_items: int = 0  # (model, item) rows read from disk
@@ -54,6 +89,8 @@ class FeatureCacheStats:
     bytes_read: int = 0
     bytes_written: int = 0
     corrupt: int = 0  # segments that failed verification (deleted, recomputed)
+    state_items_read: int = 0  # (state, item) rows that started models below a shared prefix
+    state_items_written: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -65,6 +102,8 @@ class FeatureCacheInfo:
     models: int
     segments: int
     bytes: int
+    states: int = 0  # keys of stored states (inputs and shared prefixes)
+    state_bytes: int = 0
 
 
 def _digest(items: torch.Tensor, features: torch.Tensor) -> str:
@@ -93,8 +132,8 @@ class FeatureCache:
         self.stats = FeatureCacheStats()
         self._lock = threading.Lock()
 
-    def _folder(self, key: str, fingerprint: str) -> Path:
-        return self.root / key[:2] / key / fingerprint
+    def _folder(self, key: str, fingerprint: str, *, state: bool = False) -> Path:
+        return (self.root / STATES if state else self.root) / key[:2] / key / fingerprint
 
     def get(self, key: str, fingerprint: str, items) -> dict[int, torch.Tensor]:
         """The stored feature rows among `items` (item -> 1-D float32 tensor); verified, corrupt ones dropped."""
@@ -146,7 +185,7 @@ class FeatureCache:
         items_t = torch.tensor(items, dtype=torch.int64)
         feats = features.detach().to("cpu", torch.float32).contiguous()
         folder = self._folder(key, fingerprint)
-        name = hashlib.sha256(items_t.numpy().tobytes()).hexdigest()[:32]
+        name = _segment_name(tuple(items))
         blob = encode(
             [
                 ("features", "F32", list(feats.shape), feats.numpy().tobytes()),
@@ -158,6 +197,77 @@ class FeatureCache:
         write_atomic(folder / f"{name}.safetensors", blob, write=_write_file)
         with self._lock:
             self.stats.bytes_written += len(blob)
+
+    # -- states: preprocessed inputs and shared prefixes' outputs, one segment per batch -----------------------
+    def _state_segment(self, key: str, fingerprint: str, items: tuple[int, ...]) -> Path:
+        return self._folder(key, fingerprint, state=True) / f"{_segment_name(tuple(items))}.safetensors"
+
+    def has_state(self, key: str, fingerprint: str, items: tuple[int, ...]) -> bool:
+        """Whether a segment for exactly this batch exists (it is verified when read)."""
+        return self._state_segment(key, fingerprint, items).is_file()
+
+    @staticmethod
+    def segment_name(items: tuple[int, ...]) -> str:
+        """The name a batch's segments have (a digest of its items)."""
+        return _segment_name(tuple(items))
+
+    def stored_states(self, key: str, fingerprint: str) -> set[str]:
+        """The segment names of the batches whose state `key` is stored (one listing, not a stat per batch)."""
+        try:
+            names = os.listdir(self._folder(key, fingerprint, state=True))
+        except FileNotFoundError:
+            return set()
+        return {n.removesuffix(".safetensors") for n in names if n.endswith(".safetensors")}
+
+    def put_state(self, key: str, fingerprint: str, items: tuple[int, ...], state: tuple[torch.Tensor, ...]) -> None:
+        """Store one batch's state tuple, atomically, with each tensor's dtype and memory layout."""
+        tensors = {"items": torch.tensor(items, dtype=torch.int64)}
+        layouts = []
+        for i, t in enumerate(state):
+            t = t.detach().to("cpu")
+            layouts.append("channels_last" if _is_channels_last(t) else "contiguous")
+            tensors[f"state.{i}"] = t.contiguous()
+        blob = save_tensors(tensors, metadata={"sha256": _tensors_digest(tensors), "layouts": json.dumps(layouts)})
+        write_atomic(self._state_segment(key, fingerprint, items), blob, write=_write_file)
+        with self._lock:
+            self.stats.bytes_written += len(blob)
+            self.stats.state_items_written += len(items)
+
+    def get_state(self, key: str, fingerprint: str, items: tuple[int, ...]) -> tuple[torch.Tensor, ...] | None:
+        """The stored state of exactly this batch, verified and in its original layout; None when it is missing
+        or corrupt (a corrupt segment is deleted and counted)."""
+        path = self._state_segment(key, fingerprint, items)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            tensors = load_tensors(blob)
+            header, _ = read_header(lambda a, b: blob[a:b], name=str(path), with_metadata=True)
+            metadata = header.get("__metadata__", {})
+            layouts = json.loads(metadata["layouts"])
+            if metadata.get("sha256") != _tensors_digest(tensors) or tensors["items"].tolist() != list(items):
+                raise FeatureIntegrityError("content digest mismatch")
+            state = tuple(
+                tensors[f"state.{i}"].contiguous(memory_format=torch.channels_last)
+                if layout == "channels_last"
+                else tensors[f"state.{i}"]
+                for i, layout in enumerate(layouts)
+            )
+        except Exception as e:  # torn, truncated or flipped: recomputed, never used
+            logger.warning("feature cache: state %s is corrupt (%s); it is recomputed", path, e)
+            path.unlink(missing_ok=True)
+            with self._lock:
+                self.stats.corrupt += 1
+            return None
+        try:
+            os.utime(path.parent.parent)  # least recently used: by key
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            self.stats.bytes_read += len(blob)
+            self.stats.state_items_read += len(items)
+        return state
 
     # -- iteration state ---------------------------------------------------------------------------------
     def _state_path(self, search_key: str, iteration: int) -> Path:
@@ -176,35 +286,85 @@ class FeatureCache:
 
     # -- maintenance ---------------------------------------------------------------------------------------
     def _models(self) -> list[Path]:
-        return [p for p in self.root.glob("*/*") if p.is_dir() and p.parent.name != "searches"]
+        return [p for p in self.root.glob("*/*") if p.is_dir() and p.parent.name not in ("searches", STATES)]
+
+    def _states(self) -> list[Path]:
+        return [p for p in (self.root / STATES).glob("*/*") if p.is_dir()]
 
     def info(self) -> FeatureCacheInfo:
-        segments = [p for p in self.root.glob("*/*/*/*.safetensors")]
+        segments = list(self.root.glob("*/*/*/*.safetensors"))
+        states = list((self.root / STATES).glob("*/*/*/*.safetensors"))
         return FeatureCacheInfo(
-            str(self.root), len(self._models()), len(segments), sum(p.stat().st_size for p in segments)
-        )
+            str(self.root), len(self._models()), len(segments), sum(p.stat().st_size for p in segments),
+            len(self._states()), sum(p.stat().st_size for p in states),
+        )  # fmt: skip
 
     def evict(self) -> int:
-        """Remove least recently used models' features until the cache fits its budget; returns bytes freed."""
-        sizes = {m: sum(p.stat().st_size for p in m.rglob("*.safetensors")) for m in self._models()}
-        total, freed = sum(sizes.values()), 0
-        for model in sorted(sizes, key=lambda m: m.stat().st_mtime):
+        """Remove least recently used keys until the cache fits its budget, and states until they fit their
+        share of it (`STATE_SHARE`), states first; returns bytes freed."""
+
+        def sizes(keys: list[Path]) -> dict[Path, tuple[int, float]]:  # key -> (bytes, last used)
+            out = {}
+            for k in keys:
+                try:
+                    out[k] = (sum(p.stat().st_size for p in k.rglob("*.safetensors")), k.stat().st_mtime)
+                except FileNotFoundError:  # evicted by another process meanwhile
+                    pass
+            return out
+
+        states, features = sizes(self._states()), sizes(self._models())
+        state_total = sum(n for n, _ in states.values())
+        total, freed = state_total + sum(n for n, _ in features.values()), 0
+        for key in sorted(states, key=lambda k: states[k][1]):
+            if total - freed <= self.budget and state_total <= self.budget * STATE_SHARE:
+                break
+            shutil.rmtree(key, ignore_errors=True)
+            freed += states[key][0]
+            state_total -= states[key][0]
+        for key in sorted(features, key=lambda k: features[k][1]):
             if total - freed <= self.budget:
                 break
-            shutil.rmtree(model, ignore_errors=True)
-            freed += sizes[model]
+            shutil.rmtree(key, ignore_errors=True)
+            freed += features[key][0]
         return freed
+
+    def _verify_state(self, path: Path) -> None:
+        """Reads a state segment the way a search does (deleting it when corrupt), whatever batch it holds."""
+        try:
+            items = load_tensors(path.read_bytes())["items"].tolist()
+        except FileNotFoundError:
+            return
+        except Exception as e:
+            logger.warning("feature cache: state %s is corrupt (%s); removed", path, e)
+            path.unlink(missing_ok=True)
+            with self._lock:
+                self.stats.corrupt += 1
+            return
+        key, fingerprint = path.parent.parent.name, path.parent.name
+        if path.name != f"{_segment_name(tuple(items))}.safetensors":
+            logger.warning("feature cache: state %s holds other items than its name says; removed", path)
+            path.unlink(missing_ok=True)
+            with self._lock:
+                self.stats.corrupt += 1
+            return
+        self.get_state(key, fingerprint, tuple(items))
 
     def gc(self, *, verify: bool = False) -> dict[str, int]:
         """Remove stale temporary files, empty folders and (with `verify`) segments that fail verification."""
         removed = {"temp_files": 0, "corrupt": 0}
-        removed["temp_files"] = sweep_temp_files(self.root.glob(f"*/*/*/{TEMP_PREFIX}*"))
+        states = self.root / STATES
+        removed["temp_files"] = sweep_temp_files(
+            [*self.root.glob(f"*/*/*/{TEMP_PREFIX}*"), *states.glob(f"*/*/*/{TEMP_PREFIX}*")]
+        )
         if verify:
             before = self.stats.corrupt
             for path in self.root.glob("*/*/*/*.safetensors"):
                 self._read(path)
+            for path in states.glob("*/*/*/*.safetensors"):
+                self._verify_state(path)
             removed["corrupt"] = self.stats.corrupt - before
-        for folder in sorted(self.root.glob("*/*/*"), reverse=True) + sorted(self.root.glob("*/*")):
+        folders = [*states.glob("*/*/*"), *self.root.glob("*/*/*"), *states.glob("*/*"), *self.root.glob("*/*")]
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
             try:  # empty and old: a search may have just made a folder it is about to write into
                 if folder.is_dir() and age(folder) > STALE_TEMP_SECONDS and not any(folder.iterdir()):
                     folder.rmdir()
