@@ -4,6 +4,7 @@ and a torn or corrupt entry is recomputed, never used."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +13,8 @@ import torch
 
 from alsatian_hf import ModelSearcher, SearchArguments
 from alsatian_hf.errors import ConfigurationError
-from alsatian_hf.store.feature_cache import FeatureCache, feature_key
-from alsatian_hf.zoo.data import digits
+from alsatian_hf.store.feature_cache import STATES, FeatureCache, feature_key, state_key
+from alsatian_hf.zoo.data import digits, newsgroups
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_corrupt_and_torn_segments_are_recomputed(hub, tiny_zoo, ds, tmp_path, c
     first = _search(tiny_zoo.repo_ids, ds, tmp_path / "store")
     # the longest-surviving model's segments: a repeat restores the iterations, then reads the survivors' features
     # (an early-pruned model's are never read again, and which one sorts first depends on the key hashes)
-    folders = {p.parent for p in (tmp_path / "store" / "features").rglob("*.safetensors")}
+    folders = {p.parent for p in (tmp_path / "store" / "features").rglob("*.safetensors") if STATES not in p.parts}
     segments = sorted(max(folders, key=lambda f: (len(list(f.glob("*.safetensors"))), str(f))).glob("*.safetensors"))
     data = bytearray(segments[0].read_bytes())
     data[-3] ^= 0xFF  # a flipped bit in a feature
@@ -102,7 +103,7 @@ def test_a_killed_search_resumes_from_what_it_persisted(hub, tiny_zoo, ds, tmp_p
 import os
 from alsatian_hf import ModelSearcher, SearchArguments
 from alsatian_hf.store import feature_cache
-from alsatian_hf.zoo.data import digits
+from alsatian_hf.zoo.data import digits, newsgroups
 original, count = feature_cache.FeatureCache.{method}, [0]
 def dying(self, *a, **k):
     original(self, *a, **k)
@@ -150,3 +151,103 @@ def test_two_writers_of_one_batch_leave_one_good_segment(tmp_path):
 def test_bad_budget_is_a_clear_error():
     with pytest.raises(ConfigurationError, match="feature_cache_budget"):
         SearchArguments(feature_cache_budget="lots")
+
+
+def _node_items(result) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for it in result.iterations:
+        for node, n in it["node_items"].items():
+            out[node] = out.get(node, 0) + n
+    return out
+
+
+@pytest.mark.parametrize("persist_states", [True, False])
+def test_a_grown_org_computes_only_the_blocks_its_new_model_adds(hub, tiny_zoo, ds, tmp_path, persist_states):
+    """A new fine-tune starts from the stored state of the prefix it shares with the old models: the grown
+    search executes exactly what a clean search executes at task-tree nodes that only the new model has (its
+    new block and the parameterless read-out after it). Without states it runs its shared prefix again.
+    Five and six candidates make the same schedule, so the old search cut the same batches."""
+    old, new = tiny_zoo.repo_ids[:5], tiny_zoo.repo_ids[5:]
+    clean_old = _search(old, ds, tmp_path / "clean", feature_cache=False)
+    clean_all = _search(old + new, ds, tmp_path / "clean", feature_cache=False)
+    _search(old, ds, tmp_path / "store", persist_states=persist_states)
+    grown = _search(old + new, ds, tmp_path / "store", persist_states=persist_states)
+    assert grown.models == clean_all.models
+    assert [r["score"] for r in grown.ranking] == [r["score"] for r in clean_all.ranking]  # bit-identical
+    old_nodes = set(_node_items(clean_old))
+    new_nodes = sum(n for node, n in _node_items(clean_all).items() if node not in old_nodes)
+    assert new_nodes > 0
+    if persist_states:
+        assert _executions(grown) == new_nodes
+        assert grown.feature_cache["state_items_read"] > 0
+    else:
+        assert _executions(grown) > 2 * new_nodes
+        assert not (tmp_path / "store" / "features" / STATES).exists()
+
+
+def _keep_only_states(store) -> None:
+    """Drop every model's features and finished iterations, as if the models had never been searched."""
+    for path in (store / "features").iterdir():
+        if path.name != STATES:
+            shutil.rmtree(path)
+
+
+@pytest.mark.parametrize("zoo", ["tiny_zoo", "vit_zoo", "tiny_bert_repo"])
+def test_models_started_from_stored_states_score_bit_identically(zoo, hub, tmp_path, request):
+    """Convolution states (channels-last), ViT token states and BERT's (hidden states, attention mask) tuples
+    all come back in their dtype and layout: a search that starts its models from them scores exactly as one
+    that ran them through."""
+    repos = request.getfixturevalue(zoo).repo_ids
+    text = zoo == "tiny_bert_repo"
+    data = (
+        newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.sport.hockey"])
+        if text
+        else digits(num_items=80, seed=0)
+    )
+    store = tmp_path / "store"
+    first = _search(repos, data, store, max_length=32)
+    assert first.feature_cache["state_items_written"] > 0
+    _keep_only_states(store)
+    again = _search(repos, data, store, max_length=32)
+    assert again.feature_cache["state_items_read"] > 0 and again.feature_cache["hit_items"] == 0
+    assert 0 < _executions(again) < _executions(first)
+    assert [it["scores"] for it in again.iterations] == [it["scores"] for it in first.iterations]
+
+
+def test_a_corrupt_state_is_recomputed_never_used(hub, tiny_zoo, ds, tmp_path, caplog):
+    store = tmp_path / "store"
+    first = _search(tiny_zoo.repo_ids, ds, store)
+    _keep_only_states(store)
+    segments = sorted((store / "features" / STATES).rglob("*.safetensors"))
+    for path in segments:  # a flipped bit near the end of every state: wherever a model starts, it finds one
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF
+        path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="alsatian_hf"):
+        again = _search(tiny_zoo.repo_ids, ds, store)
+    assert again.feature_cache["corrupt"] > 0 and "corrupt" in caplog.text
+    assert again.feature_cache["state_items_read"] == 0
+    assert [it["scores"] for it in again.iterations] == [it["scores"] for it in first.iterations]
+    cache = FeatureCache(store / "features", budget=1 << 40)
+    assert cache.gc(verify=True)["corrupt"] > 0  # shallower states the search never needed to read
+    assert cache.gc(verify=True)["corrupt"] == 0
+
+
+def test_states_keep_dtype_and_layout_and_are_evicted_first(tmp_path):
+    cache = FeatureCache(tmp_path, budget=1 << 30)
+    conv = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    key = state_key("in", ["block-a"], "cpu")
+    cache.put_state(key, "fp", (7, 9), (conv, mask))
+    got_conv, got_mask = cache.get_state(key, "fp", (7, 9))
+    assert torch.equal(got_conv, conv) and got_conv.stride() == conv.stride()
+    assert torch.equal(got_mask, mask) and got_mask.dtype == torch.int64
+    assert cache.get_state(key, "fp", (7, 8)) is None  # another batch
+    assert cache.stored_states(key, "fp") == {FeatureCache.segment_name((7, 9))}
+    features = feature_key("in", ["block-a"], "cpu")
+    cache.put(features, "fp", (7, 9), torch.ones(2, 8))
+    info = cache.info()
+    assert info.states == 1 and info.state_bytes > 0 and info.models == 1
+    cache.budget = info.bytes + info.state_bytes - 1  # one byte too many: the state goes, the features stay
+    assert cache.evict() == info.state_bytes
+    assert cache.get_state(key, "fp", (7, 9)) is None and cache.get(features, "fp", (7, 9))

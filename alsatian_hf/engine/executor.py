@@ -14,7 +14,9 @@ import torch
 
 from ..adapters import State
 from ..candidates.candidate import EngineCandidate
+from ..errors import StateLostError
 from ..plan import BlockInference, ModifyCache, Plan
+from ..store.identity import prefix_hash
 from .blocks import BlockLRU
 from .cache import TieredCache
 from .features import FeatureStore
@@ -42,6 +44,9 @@ class Counters:
     # content hash -> [items, seconds]: what each block cost in time, which FLOPs only approximate (a strided
     # stem or a depthwise conv on a tiny map takes far more time per FLOP than a wide matmul)
     block_time: dict[str, list] = field(default_factory=dict)
+    # task-tree node (its prefix chain hash, 16 hex digits) -> items its block ran on: which computations ran,
+    # where `block_time` says which weights (a parameterless pool after a unique block is a unique node)
+    node_items: dict[str, int] = field(default_factory=dict)
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
@@ -70,6 +75,7 @@ class Executor:
         self.cache = cache
         self.features = features
         self.lru = BlockLRU(device, block_lru_bytes)
+        self._chains: dict[str, list[str]] = {}
         self.on_batch: Callable[[int], object] | None = None  # progress: called with block executions done
 
     # -- shared pieces ---------------------------------------------------------------------------------------
@@ -89,34 +95,95 @@ class Executor:
         counters.add_time("prepare_model", self.lru.load_seconds - secs)
         return loaded
 
-    def _run_blocks(self, blocks, state: State, items: int, counters: Counters) -> State:
-        """Runs the (loaded) blocks in order on one batch, counting executions, FLOPs and time, also per block."""
+    def _chain(self, model_id: str) -> list[str]:
+        """The task-tree node keys of a model's path: [root, after block 1, after block 2, ...]."""
+        chain = self._chains.get(model_id)
+        if chain is None:
+            candidate = self.candidates[model_id]
+            chain = [f"root:{candidate.input_key}"]
+            for block in candidate.blocks:
+                chain.append(prefix_hash(chain[-1], block.content_hash))
+            self._chains[model_id] = chain
+        return chain
+
+    def _stored(self, key: str, items: tuple[int, ...], counters: Counters) -> State:
+        """A batch's stored state (what a plan rooted at a persisted prefix starts from), on the device.
+
+        Raises:
+            StateLostError: when it is gone or corrupt since planning; the strategy plans again without it.
+        """
+        start = time.perf_counter()
+        state = self.features.get_state(key, items)
+        if state is None:
+            raise StateLostError(key)
+        state = tuple(t.to(self.device, non_blocking=True) for t in state)
+        counters.add_time("prepare_data", time.perf_counter() - start)
+        return state
+
+    def _run_blocks(
+        self, blocks, state: State, items: int, counters: Counters, *, nodes: list[str] = (),
+        taps: dict[int, str] | None = None, batch: tuple[int, ...] = (),
+    ) -> State:  # fmt: skip
+        """Runs the (loaded) blocks in order on one batch, counting executions, FLOPs and time, also per block
+        and per task-tree node (`nodes`: the node each block's output is). `taps` maps a block's position to
+        the state key its output is persisted under (for `batch`)."""
         cuda = self.device.type == "cuda"
+        mark = _cuda_mark if cuda else time.perf_counter
         t0 = time.perf_counter()
-        marks = [_cuda_mark() if cuda else t0]  # CUDA events time the kernels without a sync per block
+        spans, begin = [], mark()  # CUDA events time the kernels without a sync per block
         with torch.inference_mode():
-            for block in blocks:
+            for j, block in enumerate(blocks):
                 state = block.run(state)
-                marks.append(_cuda_mark() if cuda else time.perf_counter())
+                end = mark()
+                spans.append((begin, end))
+                if taps and j in taps:  # a shared prefix's output: later models start from it
+                    self.features.put_state(taps[j], batch, state)
+                    end = mark()
+                begin = end
         if cuda:
             torch.cuda.synchronize(self.device)
-            spans = [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
+            seconds = [a.elapsed_time(b) / 1000 for a, b in spans]
         else:
-            spans = [b - a for a, b in zip(marks, marks[1:])]
+            seconds = [b - a for a, b in spans]
         counters.add_time("inference", time.perf_counter() - t0)
         counters.block_executions += len(blocks) * items
         counters.compute_cost += sum(b.cost for b in blocks) * items
-        for block, span in zip(blocks, spans):
+        for block, span in zip(blocks, seconds):
             entry = counters.block_time.setdefault(block.content_hash, [0, 0.0])
             entry[0] += items
             entry[1] += span
+        for node in nodes:
+            counters.node_items[node[:16]] = counters.node_items.get(node[:16], 0) + items
         if self.on_batch is not None:
             self.on_batch(len(blocks) * items)
         return state
 
+    def _taps(self, step: BlockInference, persist: set[str]) -> dict[int, str]:
+        """Positions in the step's blocks (-1: its input) whose output is a state to persist."""
+        taps = {}
+        for j in range(-1, step.stop - step.start):
+            key = self.features.state_key(step.model, step.start + j + 1)
+            if key is not None and key in persist:
+                taps[j] = key
+        return taps
+
     # -- alsatian: one chunk of a DFS+ plan ------------------------------------------------------------------
-    def run_plan_chunk(self, plan: Plan, chunk: list[tuple[int, ...]], counters: Counters) -> None:
-        """Executes the plan's block-inference and cache steps over the chunk's batches."""
+    def run_plan_chunk(
+        self,
+        plan: Plan,
+        chunk: list[tuple[int, ...]],
+        counters: Counters,
+        *,
+        sources: dict[str, str] | None = None,
+        persist: set[str] | None = None,
+    ) -> None:
+        """Executes the plan's block-inference and cache steps over the chunk's batches.
+
+        Args:
+            sources: root input key -> the state key of a stored state that root stands for (read, not computed).
+            persist: state keys to write as they are computed (outputs of shared prefixes, inputs).
+        """
+        sources, persist = sources or {}, persist or set()
         needed_inputs = {s.input for s in plan.steps if isinstance(s, BlockInference)}
         chunk_items = sum(len(b) for b in chunk)
         for step in plan.steps:
@@ -130,11 +197,22 @@ class Executor:
             keep = step.output in needed_inputs
             if keep:
                 self.cache.reserve(step.output, plan.node_bytes_per_item[step.output] * chunk_items)
-            from_root = step.start == 0
-            sources = iter(chunk) if from_root else self.cache.batches(step.input)
-            for batch_items, source in zip(chunk, sources):
-                state = self._inputs(candidate, batch_items, counters) if from_root else source
-                state = self._run_blocks(blocks, state, len(batch_items), counters)
+            root_input = plan.roots.get(step.input)
+            stored = sources.get(root_input) if root_input is not None else None
+            taps = self._taps(step, persist) if stored is None else {}
+            nodes = self._chain(step.model)[step.start + 1 : step.stop + 1]
+            cached = iter(chunk) if root_input is not None else self.cache.batches(step.input)
+            for batch_items, source in zip(chunk, cached):
+                if stored is not None:
+                    state = self._stored(stored, batch_items, counters)
+                elif root_input is not None:
+                    state = self._inputs(candidate, batch_items, counters)
+                    if -1 in taps:
+                        self.features.put_state(taps[-1], batch_items, state)
+                else:
+                    state = source
+                state = self._run_blocks(blocks, state, len(batch_items), counters, nodes=nodes, taps=taps,
+                                         batch=batch_items)  # fmt: skip
                 for model_id in step.features_of:
                     self.features.add(model_id, batch_items, state[0])
                 if keep:
@@ -153,7 +231,8 @@ class Executor:
         blocks = self._load(candidate.blocks, counters)
         for batch_items in batches:
             state = self._run_blocks(
-                blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters
-            )
+                blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters,
+                nodes=self._chain(model_id)[1:],
+            )  # fmt: skip
             self.features.add(model_id, batch_items, state[0])
         self.lru.clear()

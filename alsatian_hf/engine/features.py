@@ -2,6 +2,8 @@
 
 With a `FeatureCache`, every batch a model extracts is also written to disk, and `preload` reads back what
 earlier searches (or this one, before a crash) extracted: those models skip extraction for those items.
+The store also names, reads and writes the *states* of shared prefixes (`state_key`), which `alsatian`
+persists and starts later models from.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 
 import torch
 
+from ..adapters import State
 from ..store.feature_cache import FeatureCache
 
 
@@ -21,16 +24,30 @@ class FeatureStore:
     disk: the persistent cache, or None (RAM only).
     keys: each model's `feature_key` (models without one are never persisted).
     fingerprint: the dataset's fingerprint, naming its items on disk.
+    state_keys: each model's `state_key` after 0, 1, ... blocks (its last block's output is its features);
+        models without them never persist or read states.
     """
 
     def __init__(
-        self, disk: FeatureCache | None = None, keys: dict[str, str] | None = None, fingerprint: str | None = None
+        self,
+        disk: FeatureCache | None = None,
+        keys: dict[str, str] | None = None,
+        fingerprint: str | None = None,
+        state_keys: dict[str, list[str]] | None = None,
     ) -> None:
         self._rows: dict[str, dict[int, tuple[torch.Tensor, int]]] = {}  # model -> item -> (batch tensor, row)
         self.disk = disk if fingerprint else None
         self.keys = keys or {}
+        self.state_keys = state_keys or {}
         self.fingerprint = fingerprint
         self.disk_error: str | None = None  # why the disk cache was given up mid-search (a full disk)
+
+    def _give_up(self, e: OSError) -> None:
+        """A full disk costs this search its persistence, never its result."""
+        self.disk_error = f"{type(e).__name__}: {e}"
+        logger.warning("feature cache: cannot write to %s (%s); this search keeps its features in RAM only. "
+                       "Free space or lower `feature_cache_budget`.", self.disk.root, e)  # fmt: skip
+        self.disk = None
 
     def add(self, model_id: str, items: tuple[int, ...], features: torch.Tensor) -> None:
         features = features.detach().to("cpu").float().flatten(1)
@@ -40,11 +57,8 @@ class FeatureStore:
         if self.disk is not None and model_id in self.keys:
             try:
                 self.disk.put(self.keys[model_id], self.fingerprint, tuple(items), features)
-            except OSError as e:  # a full disk costs this search its persistence, never its result
-                self.disk_error = f"{type(e).__name__}: {e}"
-                logger.warning("feature cache: cannot write to %s (%s); this search keeps its features in RAM "
-                               "only. Free space or lower `feature_cache_budget`.", self.disk.root, e)  # fmt: skip
-                self.disk = None
+            except OSError as e:
+                self._give_up(e)
 
     def preload(self, model_id: str, items) -> tuple[bool, bool]:
         """Read the model's missing features among `items` from the disk cache, whatever part of them is there.
@@ -75,3 +89,25 @@ class FeatureStore:
     def drop(self, model_ids) -> None:
         for m in model_ids:
             self._rows.pop(m, None)
+
+    # -- states of shared prefixes ----------------------------------------------------------------------------
+    def state_key(self, model_id: str, depth: int) -> str | None:
+        """The key of `model_id`'s state after `depth` blocks (0: its preprocessed inputs); None where states
+        are not persisted, and for its last block (that output is its features)."""
+        keys = self.state_keys.get(model_id)
+        return keys[depth] if self.disk is not None and keys and depth < len(keys) else None
+
+    def stored_states(self, key: str) -> set[str]:
+        """The segment names (`FeatureCache.segment_name`) of the batches whose state `key` is on disk."""
+        return self.disk.stored_states(key, self.fingerprint) if self.disk is not None else set()
+
+    def get_state(self, key: str, items: tuple[int, ...]) -> State | None:
+        return self.disk.get_state(key, self.fingerprint, items) if self.disk is not None else None
+
+    def put_state(self, key: str, items: tuple[int, ...], state: State) -> None:
+        if self.disk is None or self.disk.has_state(key, self.fingerprint, items):
+            return
+        try:
+            self.disk.put_state(key, self.fingerprint, items, state)
+        except OSError as e:
+            self._give_up(e)

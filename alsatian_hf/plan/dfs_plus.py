@@ -62,6 +62,7 @@ class Plan:
     visit_order: list[str]  # materialised node keys in DFS+ order
     chunks: list[list[tuple[int, ...]]] = field(default_factory=list)  # batches per chunk
     budget: int | None = None
+    roots: dict[str, str] = field(default_factory=dict)  # root node key -> its input key
 
     @property
     def num_chunks(self) -> int:
@@ -149,7 +150,8 @@ def plan_iteration(tree: TaskTree) -> Plan:
     c_min = _cache_requirements(roots)
     steps, visit = _steps(roots)
     sizes = {n.key: n.bytes_per_item for n in tree.nodes()}
-    return Plan(steps=steps, c_min_per_item=c_min, node_bytes_per_item=sizes, visit_order=visit)
+    roots_of = {r.key: r.node.input_key for r in roots}
+    return Plan(steps=steps, c_min_per_item=c_min, node_bytes_per_item=sizes, visit_order=visit, roots=roots_of)
 
 
 def _cache_requirements(roots: list[_MNode]) -> int:

@@ -63,14 +63,16 @@ class TaskTree:
         self.model_paths: dict[str, list[Node]] = {}  # model id -> its nodes below the root, in order
 
     # -- building -----------------------------------------------------------------------------------------
-    def add_model(self, model_id: str, input_key: str, blocks: Sequence[BlockInfo]) -> None:
+    def add_model(self, model_id: str, input_key: str, blocks: Sequence[BlockInfo], *, depth: int = 0) -> None:
+        """Add a model's path. `depth` > 0 hangs `blocks` (the model's blocks from there on) under a root that
+        stands for a stored state after `depth` blocks; `input_key` then names that state."""
         if model_id in self.model_paths:
             raise ConfigurationError(f"model {model_id!r} is already in the task tree; pass each candidate once.")
         if not blocks:
             raise ConfigurationError(f"model {model_id!r} has no blocks; its adapter split off nothing.")
         root = self.roots.get(input_key)
         if root is None:
-            root = self.roots[input_key] = Node(key=f"root:{input_key}", parent=None, depth=0, input_key=input_key)
+            root = self.roots[input_key] = Node(key=f"root:{input_key}", parent=None, depth=depth, input_key=input_key)
         root.models.add(model_id)
         node, path = root, []
         for block in blocks:

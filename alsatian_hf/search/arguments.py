@@ -88,6 +88,14 @@ class SearchArguments:
     feature_cache_budget: str = field(
         default="10GB", metadata={"help": "Bytes of features kept on disk (e.g. 10GB); least recently used go first."}
     )
+    persist_states: bool = field(
+        default=True,
+        metadata={
+            "help": "With the feature cache (and the `alsatian` strategy): also keep on disk the outputs of block "
+            "prefixes that several candidates share, and the preprocessed inputs, so a model seen later (a new "
+            "fine-tune, a resumed search) computes only the blocks it does not share."
+        },
+    )
     xet_identity: bool = field(
         default=True,
         metadata={

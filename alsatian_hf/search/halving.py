@@ -24,7 +24,7 @@ from ..engine import Counters, Executor, FeatureStore, Tier, TieredCache, defaul
 from ..errors import ConfigurationError
 from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
-from ..store.feature_cache import FeatureCache, feature_key
+from ..store.feature_cache import FeatureCache, feature_key, state_key
 from .strategies import STRATEGIES, Strategy_T
 
 
@@ -68,6 +68,7 @@ class IterationRecord:
             "cached": self.cached,
             "restored": self.restored,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
+            "node_items": dict(c.node_items),
         }
 
 
@@ -105,6 +106,7 @@ def run_halving(
     feature_cache: FeatureCache | None = None,
     fingerprint: str | None = None,
     scorer_key: str | None = None,
+    persist_states: bool = True,
     on_iteration_end: Callable[[IterationRecord], None] | None = None,
 ) -> HalvingOutcome:
     """Successive halving with the chosen execution strategy.
@@ -121,6 +123,8 @@ def run_halving(
         fingerprint: the dataset's fingerprint (the feature cache's name for its items).
         scorer_key: names the scorer and its settings; with it, each finished iteration is persisted in the
             feature cache, and a repeated or resumed search restores it instead of scoring again.
+        persist_states: with a feature cache, `alsatian` also keeps the outputs of prefixes that several
+            candidates share (and the preprocessed inputs) there, and starts models from the deepest one stored.
 
     Raises:
         ConfigurationError: for an unknown `strategy`.
@@ -137,7 +141,14 @@ def run_halving(
         c.model_id: feature_key(c.input_key, [b.content_hash for b in c.blocks], f"{kind}/{c.numerics}")
         for c in candidates
     }
-    features = FeatureStore(feature_cache, keys, fingerprint)
+    state_keys = {}
+    if feature_cache is not None and persist_states:
+        for c in candidates:
+            hashes = [b.content_hash for b in c.blocks]
+            state_keys[c.model_id] = [
+                state_key(c.input_key, hashes[:d], f"{kind}/{c.numerics}") for d in range(len(hashes))
+            ]
+    features = FeatureStore(feature_cache, keys, fingerprint, state_keys)
     executor = Executor({c.model_id: c for c in candidates}, prepare, device=device, cache=cache, features=features)
     extractor = STRATEGIES[strategy](
         executor=executor,
@@ -180,6 +191,8 @@ def run_halving(
             extractor.prune(pruned)
             alive = record.survivors
             outcome.iterations.append(record)
+            if feature_cache is not None and features.disk is not None:
+                feature_cache.evict()  # within budget during a long search too, not only at its end
             if search_key is not None:
                 state = {"candidates": record.candidates, "scores": record.scores, "survivors": record.survivors}
                 try:

@@ -321,6 +321,7 @@ class ModelSearcher:
             feature_cache=prepared.feature_cache,
             fingerprint=self._fingerprint(prepared.dataset),
             scorer_key=self._scorer_key,
+            persist_states=self.args.persist_states,
             on_iteration_end=on_iteration_end,
         )
 

@@ -15,7 +15,9 @@ from typing import Literal
 
 from ..candidates import EngineCandidate
 from ..engine import Executor, TieredCache
+from ..errors import StateLostError
 from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
+from ..store.feature_cache import STATE_SHARE
 
 
 Strategy_T = Literal["alsatian", "shift", "base"]
@@ -54,8 +56,8 @@ class ExecutionStrategy:
         raise NotImplementedError
 
     def batches_for(self, iteration: int) -> list[tuple[int, ...]]:
-        """The batches whose features scoring needs first at `iteration`: the new units', cut from each unit's
-        start, so every strategy (and every rerun) extracts identical batches and bit-identical features."""
+        """The batches whose features scoring needs first at `iteration`: the new units', cut on the schedule's
+        grid, so every strategy (and every rerun) extracts identical batches and bit-identical features."""
         return [b for u in self.schedule.new_units(iteration) for b in u.batches(self.batch_size)]
 
     def prune(self, pruned: list[str]) -> None:
@@ -63,34 +65,115 @@ class ExecutionStrategy:
 
 
 class AlsatianStrategy(ExecutionStrategy):
+    """With a feature cache that keeps states (`FeatureStore.state_keys`), it also persists the outputs of
+    prefixes that several candidates share, and the preprocessed inputs, and starts every model from the
+    deepest state on disk: a repeated, resumed or grown search computes only the blocks below it."""
+
     def __init__(self, *, candidates: list[EngineCandidate], **kwargs):
         super().__init__(candidates=candidates, **kwargs)
         self.candidates = candidates
         self.tree = _tree(candidates)
+        self.shared = self._shared_states()
+
+    def _shared_states(self) -> dict[str, tuple[float, int]]:
+        """State key -> (block cost per item a stored copy saves, bytes per item) of every node that two or
+        more candidates pass through and go on from: where a candidate seen later most likely branches off."""
+        features = self.executor.features
+        inputs = {c.model_id: c.input_bytes_per_item for c in self.candidates}
+        shared: dict[str, tuple[float, int]] = {}
+        saved: dict[int, float] = {}  # id(node) -> cost of its prefix
+        for node in [*self.tree.roots.values(), *self.tree.nodes()]:  # parents before children
+            saved[id(node)] = 0.0 if node.is_root else saved[id(node.parent)] + node.cost
+            key = features.state_key(node.representative(), node.depth)
+            if key is not None and len(node.models) >= 2 and node.children:
+                size = inputs[node.representative()] if node.is_root else node.bytes_per_item
+                shared[key] = (saved[id(node)], size)
+        return shared
+
+    def _persist(self, tree: TaskTree, items: int) -> set[str]:
+        """The shared states this iteration writes: the most compute saved first, within the states' share of
+        the feature cache's budget (eviction keeps them there; this keeps one search from writing far more)."""
+        features = self.executor.features
+        if features.disk is None or not self.shared:
+            return set()
+        present = {features.state_key(n.representative(), n.depth) for n in [*tree.roots.values(), *tree.nodes()]}
+        allowance, chosen = features.disk.budget * STATE_SHARE, set()
+        for key, (_, size) in sorted(self.shared.items(), key=lambda kv: (-kv[1][0], kv[0])):
+            if key in present and size * items <= allowance:
+                chosen.add(key)
+                allowance -= size * items
+        return chosen
+
+    def _groups(self, tree: TaskTree, batches: list[tuple[int, ...]], lost: set[str]) -> list[tuple[dict, list]]:
+        """The batches grouped by where each model can start on them: model -> (depth, state key) of the deepest
+        state stored for that batch. States are per batch, as computed, so a run from one is bit-identical to
+        running through; batches alike (usually all of them) run one plan."""
+        features = self.executor.features
+        if features.disk is None:
+            return [({}, batches)]
+        stored: dict[str, set[str]] = {}  # state key -> names of its stored batches
+        groups: dict[tuple, tuple[dict, list]] = {}
+        for batch in batches:
+            name, starts = features.disk.segment_name(batch), {}
+            for model, path in tree.model_paths.items():
+                for depth in range(len(path) - 1, -1, -1):
+                    key = features.state_key(model, depth)
+                    if key is None or key in lost:
+                        continue
+                    if key not in stored:
+                        stored[key] = features.stored_states(key)
+                    if name in stored[key]:
+                        starts[model] = (depth, key)
+                        break
+            groups.setdefault(tuple(sorted(starts.items())), (starts, []))[1].append(batch)
+        return list(groups.values())
 
     def extract(self, iteration: int, alive: list[str], record, batches: list[tuple[int, ...]]) -> None:
         counters = record.counters
+        features = self.executor.features
         # the task tree of the models that run: those whose features are on disk are not in it
         tree = self.tree if set(alive) == set(self.tree.models) else _tree(
             [c for c in self.candidates if c.model_id in set(alive)])  # fmt: skip
         record.unique_edges, record.naive_edges = tree.num_edges(), tree.naive_edges()
-        plan = fit_budget(plan_iteration(tree), batches, self.cache_budget)  # DFS+ (paper §5.3)
-        counters.chunks = max(counters.chunks, plan.num_chunks)
-        counters.c_min = max(counters.c_min, plan.c_min(max(sum(len(b) for b in chunk) for chunk in plan.chunks)))
-        self.cache.reset_peaks()
-        for chunk in plan.chunks:
-            self.executor.run_plan_chunk(plan, chunk, counters)
-        self.cache.clear()
+        persist = self._persist(tree, sum(len(b) for b in batches))
+        lost: set[str] = set()
+        running = [c for c in self.candidates if c.model_id in set(alive)]
+        while running and batches:
+            try:
+                for starts, group in self._groups(tree, batches, lost):
+                    run_tree = _tree(running, starts) if starts else tree
+                    plan = fit_budget(plan_iteration(run_tree), group, self.cache_budget)  # DFS+ (paper §5.3)
+                    counters.chunks = max(counters.chunks, plan.num_chunks)
+                    counters.c_min = max(
+                        counters.c_min, plan.c_min(max(sum(len(b) for b in chunk) for chunk in plan.chunks))
+                    )
+                    sources = {f"state:{key}": key for _, key in starts.values()}
+                    self.cache.reset_peaks()
+                    for chunk in plan.chunks:
+                        self.executor.run_plan_chunk(plan, chunk, counters, sources=sources, persist=persist)
+                    self.cache.clear()
+                return
+            except StateLostError as e:  # deleted or corrupt since planning: plan what is left without it
+                self.cache.clear()
+                lost.add(e.key)
+                running = [c for c in running if not all(features.has(c.model_id, b) for b in batches)]
+                batches = [b for b in batches if not all(features.has(c.model_id, b) for c in running)]
+                tree = _tree(running)
 
     def prune(self, pruned: list[str]) -> None:
         self.tree.prune(pruned)
 
 
-def _tree(candidates: list[EngineCandidate]) -> TaskTree:
+def _tree(candidates: list[EngineCandidate], starts: dict[str, tuple[int, str]] | None = None) -> TaskTree:
+    """The candidates' task tree; a model in `starts` hangs below the root of its stored state instead."""
     tree = TaskTree()
     for c in candidates:
+        depth, key = (starts or {}).get(c.model_id, (0, None))
         tree.add_model(
-            c.model_id, c.input_key, [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks]
+            c.model_id,
+            c.input_key if key is None else f"state:{key}",
+            [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks[depth:]],
+            depth=depth,
         )
     return tree
 
