@@ -65,40 +65,43 @@ class ExecutionStrategy:
 
 
 class AlsatianStrategy(ExecutionStrategy):
-    """With a feature cache that keeps states (`FeatureStore.state_keys`), it also persists the outputs of
-    prefixes that several candidates share, and the preprocessed inputs, and starts every model from the
-    deepest state on disk: a repeated, resumed or grown search computes only the blocks below it."""
+    """With a feature cache that keeps states (`FeatureStore.state_keys`), it also persists the preprocessed
+    inputs and the outputs of every node a model goes on from (shared prefixes first), and starts every model
+    from the deepest state on disk: a repeated, resumed or grown search computes only the blocks below it."""
 
     def __init__(self, *, candidates: list[EngineCandidate], **kwargs):
         super().__init__(candidates=candidates, **kwargs)
         self.candidates = candidates
         self.tree = _tree(candidates)
-        self.shared = self._shared_states()
+        self.keepable = self._keepable_states()
 
-    def _shared_states(self) -> dict[str, tuple[float, int]]:
-        """State key -> (block cost per item a stored copy saves, bytes per item) of every node that two or
-        more candidates pass through and go on from: where a candidate seen later most likely branches off."""
+    def _keepable_states(self) -> dict[str, tuple[bool, float, int]]:
+        """State key -> (shared, block cost per item a stored copy saves, bytes per item) of every node a model
+        goes on from: where a candidate seen later may branch off. Nodes that two or more candidates pass
+        through come first (a fine-tune of the base most likely shares them), then single models' nodes, the
+        deepest first (fine-tunes mostly retrain the top blocks, so a new fine-tune of a fine-tune branches
+        off just above the old one's features)."""
         features = self.executor.features
         inputs = {c.model_id: c.input_bytes_per_item for c in self.candidates}
-        shared: dict[str, tuple[float, int]] = {}
+        keepable: dict[str, tuple[bool, float, int]] = {}
         saved: dict[int, float] = {}  # id(node) -> cost of its prefix
         for node in [*self.tree.roots.values(), *self.tree.nodes()]:  # parents before children
             saved[id(node)] = 0.0 if node.is_root else saved[id(node.parent)] + node.cost
             key = features.state_key(node.representative(), node.depth)
-            if key is not None and len(node.models) >= 2 and node.children:
+            if key is not None and node.children:
                 size = inputs[node.representative()] if node.is_root else node.bytes_per_item
-                shared[key] = (saved[id(node)], size)
-        return shared
+                keepable[key] = (len(node.models) >= 2, saved[id(node)], size)
+        return keepable
 
     def _persist(self, tree: TaskTree, items: int) -> set[str]:
-        """The shared states this iteration writes: the most compute saved first, within the states' share of
-        the feature cache's budget (eviction keeps them there; this keeps one search from writing far more)."""
+        """The states this iteration writes, in `_keepable_states`' order, within the states' share of the
+        feature cache's budget (eviction keeps them there; this keeps one search from writing far more)."""
         features = self.executor.features
-        if features.disk is None or not self.shared:
+        if features.disk is None or not self.keepable:
             return set()
         present = {features.state_key(n.representative(), n.depth) for n in [*tree.roots.values(), *tree.nodes()]}
         allowance, chosen = features.disk.budget * STATE_SHARE, set()
-        for key, (_, size) in sorted(self.shared.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        for key, (_, _, size) in sorted(self.keepable.items(), key=lambda kv: (not kv[1][0], -kv[1][1], kv[0])):
             if key in present and size * items <= allowance:
                 chosen.add(key)
                 allowance -= size * items
