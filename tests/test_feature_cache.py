@@ -251,3 +251,14 @@ def test_states_keep_dtype_and_layout_and_are_evicted_first(tmp_path):
     cache.budget = info.bytes + info.state_bytes - 1  # one byte too many: the state goes, the features stay
     assert cache.evict() == info.state_bytes
     assert cache.get_state(key, "fp", (7, 9)) is None and cache.get(features, "fp", (7, 9))
+
+
+def test_lazy_eviction_scans_again_once_the_writes_may_outgrow_the_budget(tmp_path):
+    cache = FeatureCache(tmp_path, budget=3000)
+    keys = [feature_key("in", [f"block-{i}"], "cpu") for i in range(3)]
+    cache.put(keys[0], "fp", (0, 1), torch.zeros(2, 128))  # ~1.2 KB each
+    assert cache.evict() == 0
+    cache.put(keys[1], "fp", (0, 1), torch.ones(2, 128))
+    assert cache.evict(lazy=True) == 0 and cache.info().bytes > 2000  # what was written still fits
+    cache.put(keys[2], "fp", (0, 1), torch.ones(2, 128))
+    assert cache.evict(lazy=True) > 0 and cache.info().bytes <= 3000

@@ -4,11 +4,18 @@ With a `FeatureCache`, every batch a model extracts is also written to disk, and
 earlier searches (or this one, before a crash) extracted: those models skip extraction for those items.
 The store also names, reads and writes the *states* of shared prefixes (`state_key`), which `alsatian`
 persists and starts later models from.
+
+Writes go to disk on one background thread, so encoding, hashing and file creation overlap the blocks that
+run meanwhile; `flush` waits for them (before an iteration is recorded as finished, and at the end). Blocks
+never modify their input in place (the activation cache relies on that too), so what is written is what was
+computed, and a write that still raced would fail verification when read, never be used.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -17,6 +24,8 @@ from ..store.feature_cache import FeatureCache
 
 
 logger = logging.getLogger("alsatian_hf")
+
+MAX_PENDING_WRITES = 64  # batches queued for the writer before `add` waits: bounds the RAM they hold
 
 
 class FeatureStore:
@@ -41,13 +50,41 @@ class FeatureStore:
         self.state_keys = state_keys or {}
         self.fingerprint = fingerprint
         self.disk_error: str | None = None  # why the disk cache was given up mid-search (a full disk)
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
 
     def _give_up(self, e: OSError) -> None:
         """A full disk costs this search its persistence, never its result."""
+        if self.disk is None:
+            return
         self.disk_error = f"{type(e).__name__}: {e}"
         logger.warning("feature cache: cannot write to %s (%s); this search keeps its features in RAM only. "
                        "Free space or lower `feature_cache_budget`.", self.disk.root, e)  # fmt: skip
         self.disk = None
+
+    def _submit(self, write, *args) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="alsatian-feature-cache")
+        while len(self._pending) >= MAX_PENDING_WRITES:
+            self._settle(self._pending.popleft())
+        self._pending.append(self._writer.submit(write, *args))
+
+    def _settle(self, future: Future) -> None:
+        try:
+            future.result()
+        except OSError as e:
+            self._give_up(e)
+
+    def flush(self) -> None:
+        """Wait until every queued write is on disk (or has failed, which gives the disk cache up)."""
+        while self._pending:
+            self._settle(self._pending.popleft())
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
 
     def add(self, model_id: str, items: tuple[int, ...], features: torch.Tensor) -> None:
         features = features.detach().to("cpu").float().flatten(1)
@@ -55,10 +92,7 @@ class FeatureStore:
         for row, item in enumerate(items):
             rows[item] = (features, row)
         if self.disk is not None and model_id in self.keys:
-            try:
-                self.disk.put(self.keys[model_id], self.fingerprint, tuple(items), features)
-            except OSError as e:
-                self._give_up(e)
+            self._submit(self.disk.put, self.keys[model_id], self.fingerprint, tuple(items), features)
 
     def preload(self, model_id: str, items) -> tuple[bool, bool]:
         """Read the model's missing features among `items` from the disk cache, whatever part of them is there.
@@ -105,9 +139,12 @@ class FeatureStore:
         return self.disk.get_state(key, self.fingerprint, items) if self.disk is not None else None
 
     def put_state(self, key: str, items: tuple[int, ...], state: State) -> None:
-        if self.disk is None or self.disk.has_state(key, self.fingerprint, items):
+        if self.disk is None:
             return
-        try:
-            self.disk.put_state(key, self.fingerprint, items, state)
-        except OSError as e:
-            self._give_up(e)
+        disk, fingerprint = self.disk, self.fingerprint
+
+        def write() -> None:
+            if not disk.has_state(key, fingerprint, items):
+                disk.put_state(key, fingerprint, items, state)
+
+        self._submit(write)

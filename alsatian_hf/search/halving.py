@@ -191,8 +191,9 @@ def run_halving(
             extractor.prune(pruned)
             alive = record.survivors
             outcome.iterations.append(record)
+            features.flush()  # every feature this iteration scored is on disk before it counts as finished
             if feature_cache is not None and features.disk is not None:
-                feature_cache.evict()  # within budget during a long search too, not only at its end
+                feature_cache.evict(lazy=True)  # within budget during a long search too, not only at its end
             if search_key is not None:
                 state = {"candidates": record.candidates, "scores": record.scores, "survivors": record.survivors}
                 try:
@@ -206,6 +207,7 @@ def run_halving(
             if on_iteration_end is not None:
                 on_iteration_end(record)
     finally:
+        features.close()
         cache.clear()
         executor.lru.clear()
     outcome.ranking = alive

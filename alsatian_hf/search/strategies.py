@@ -66,7 +66,7 @@ class ExecutionStrategy:
 
 class AlsatianStrategy(ExecutionStrategy):
     """With a feature cache that keeps states (`FeatureStore.state_keys`), it also persists the preprocessed
-    inputs and the outputs of every node a model goes on from (shared prefixes first), and starts every model
+    inputs and the outputs of the nodes where models branch off (`_keepable_states`), and starts every model
     from the deepest state on disk: a repeated, resumed or grown search computes only the blocks below it."""
 
     def __init__(self, *, candidates: list[EngineCandidate], **kwargs):
@@ -75,33 +75,38 @@ class AlsatianStrategy(ExecutionStrategy):
         self.tree = _tree(candidates)
         self.keepable = self._keepable_states()
 
-    def _keepable_states(self) -> dict[str, tuple[bool, float, int]]:
-        """State key -> (shared, block cost per item a stored copy saves, bytes per item) of every node a model
-        goes on from: where a candidate seen later may branch off. Nodes that two or more candidates pass
-        through come first (a fine-tune of the base most likely shares them), then single models' nodes, the
-        deepest first (fine-tunes mostly retrain the top blocks, so a new fine-tune of a fine-tune branches
-        off just above the old one's features)."""
+    def _keepable_states(self) -> dict[str, tuple[float, int]]:
+        """State key -> (block cost per item a stored copy saves, bytes per item) of the nodes where a model
+        seen later most likely branches off: the preprocessed inputs, every node where the task tree branches
+        (DFS+ keeps those in the cache anyway; a fine-tune of the base branches where the others did), and
+        the node each model's last block reads (a fine-tune of a fine-tune that retrained its head).
+
+        Not the rest of the chains between them: on this machine creating a file costs about as much as a
+        third of running one block on the batch it holds (`persistence` in the benchmark card), and a new
+        model rarely branches in the middle of a chain. One that does starts from the stored node above."""
         features = self.executor.features
         inputs = {c.model_id: c.input_bytes_per_item for c in self.candidates}
-        keepable: dict[str, tuple[bool, float, int]] = {}
+        keepable: dict[str, tuple[float, int]] = {}
         saved: dict[int, float] = {}  # id(node) -> cost of its prefix
         for node in [*self.tree.roots.values(), *self.tree.nodes()]:  # parents before children
             saved[id(node)] = 0.0 if node.is_root else saved[id(node.parent)] + node.cost
+            branches = len(node.children) >= 2 or bool(node.children and node.leaf_models)
+            reads_head = any(child.leaf_models for child in node.children.values())
             key = features.state_key(node.representative(), node.depth)
-            if key is not None and node.children:
+            if key is not None and (branches or reads_head or (node.is_root and len(node.models) >= 2)):
                 size = inputs[node.representative()] if node.is_root else node.bytes_per_item
-                keepable[key] = (len(node.models) >= 2, saved[id(node)], size)
+                keepable[key] = (saved[id(node)], size)
         return keepable
 
     def _persist(self, tree: TaskTree, items: int) -> set[str]:
-        """The states this iteration writes, in `_keepable_states`' order, within the states' share of the
+        """The states this iteration writes, the most compute saved first, within the states' share of the
         feature cache's budget (eviction keeps them there; this keeps one search from writing far more)."""
         features = self.executor.features
         if features.disk is None or not self.keepable:
             return set()
         present = {features.state_key(n.representative(), n.depth) for n in [*tree.roots.values(), *tree.nodes()]}
         allowance, chosen = features.disk.budget * STATE_SHARE, set()
-        for key, (_, _, size) in sorted(self.keepable.items(), key=lambda kv: (not kv[1][0], -kv[1][1], kv[0])):
+        for key, (_, size) in sorted(self.keepable.items(), key=lambda kv: (-kv[1][0], kv[0])):
             if key in present and size * items <= allowance:
                 chosen.add(key)
                 allowance -= size * items

@@ -15,7 +15,8 @@ by model key, down to the byte budget.
 *States* are the same for what the engine passes between blocks: the preprocessed inputs and the outputs of
 shared prefixes, keyed by `state_key` (the prefix's block hashes, none for the inputs) under `<root>/states/`.
 A segment holds one batch's whole state tuple (a BERT state carries its attention mask) in its own dtypes and
-memory layout. A search that finds a prefix's state on disk starts the models below it there, so a new
+memory layout (channels-last tensors as their NHWC bytes, copied neither way), with a blake3 digest. A
+search that finds a prefix's state on disk starts the models below it there, so a new
 fine-tune computes only the blocks it does not share. Eviction drops states before features: a state only
 saves time, while features are a model's result.
 """
@@ -74,9 +75,13 @@ def _is_channels_last(t: torch.Tensor) -> bool:
 
 
 def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
+    """blake3 over each (contiguous) tensor's name, dtype, shape and bytes: states are written as they are
+    computed, so their digest must cost little next to the write (blake3 runs at several GB/s)."""
+    from blake3 import blake3
+
+    h = blake3()
     for name in sorted(tensors):
-        t = tensors[name].contiguous()
+        t = tensors[name]
         h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
@@ -131,6 +136,7 @@ class FeatureCache:
         self.budget = budget
         self.stats = FeatureCacheStats()
         self._lock = threading.Lock()
+        self._scanned: tuple[int, int, int] | None = None  # (bytes, state bytes, bytes written) at the last evict
 
     def _folder(self, key: str, fingerprint: str, *, state: bool = False) -> Path:
         return (self.root / STATES if state else self.root) / key[:2] / key / fingerprint
@@ -225,9 +231,13 @@ class FeatureCache:
         layouts = []
         for i, t in enumerate(state):
             t = t.detach().to("cpu")
-            layouts.append("channels_last" if _is_channels_last(t) else "contiguous")
-            tensors[f"state.{i}"] = t.contiguous()
-        blob = save_tensors(tensors, metadata={"sha256": _tensors_digest(tensors), "layouts": json.dumps(layouts)})
+            if _is_channels_last(t):  # its bytes as they lie, NHWC: no copy on the way out or back in
+                layouts.append("nhwc")
+                tensors[f"state.{i}"] = t.permute(0, 2, 3, 1)
+            else:
+                layouts.append("contiguous")
+                tensors[f"state.{i}"] = t.contiguous()
+        blob = save_tensors(tensors, metadata={"blake3": _tensors_digest(tensors), "layouts": json.dumps(layouts)})
         write_atomic(self._state_segment(key, fingerprint, items), blob, write=_write_file)
         with self._lock:
             self.stats.bytes_written += len(blob)
@@ -246,12 +256,10 @@ class FeatureCache:
             header, _ = read_header(lambda a, b: blob[a:b], name=str(path), with_metadata=True)
             metadata = header.get("__metadata__", {})
             layouts = json.loads(metadata["layouts"])
-            if metadata.get("sha256") != _tensors_digest(tensors) or tensors["items"].tolist() != list(items):
+            if metadata.get("blake3") != _tensors_digest(tensors) or tensors["items"].tolist() != list(items):
                 raise FeatureIntegrityError("content digest mismatch")
-            state = tuple(
-                tensors[f"state.{i}"].contiguous(memory_format=torch.channels_last)
-                if layout == "channels_last"
-                else tensors[f"state.{i}"]
+            state = tuple(  # NHWC bytes viewed as NCHW: the channels-last tensor that was stored, strides and all
+                tensors[f"state.{i}"].permute(0, 3, 1, 2) if layout == "nhwc" else tensors[f"state.{i}"]
                 for i, layout in enumerate(layouts)
             )
         except Exception as e:  # torn, truncated or flipped: recomputed, never used
@@ -299,9 +307,16 @@ class FeatureCache:
             len(self._states()), sum(p.stat().st_size for p in states),
         )  # fmt: skip
 
-    def evict(self) -> int:
+    def evict(self, *, lazy: bool = False) -> int:
         """Remove least recently used keys until the cache fits its budget, and states until they fit their
-        share of it (`STATE_SHARE`), states first; returns bytes freed."""
+        share of it (`STATE_SHARE`), states first; returns bytes freed. `lazy` skips the scan of every file
+        while what the last scan found plus what this process wrote since still fits (mid-search; another
+        process's writes are then caught by the next full scan)."""
+        if lazy and self._scanned is not None:
+            total, states, written = self._scanned
+            grown = self.stats.bytes_written - written
+            if total + grown <= self.budget and states + grown <= self.budget * STATE_SHARE:
+                return 0
 
         def sizes(keys: list[Path]) -> dict[Path, tuple[int, float]]:  # key -> (bytes, last used)
             out = {}
@@ -326,6 +341,7 @@ class FeatureCache:
                 break
             shutil.rmtree(key, ignore_errors=True)
             freed += features[key][0]
+        self._scanned = (total - freed, state_total, self.stats.bytes_written)
         return freed
 
     def _verify_state(self, path: Path) -> None:
