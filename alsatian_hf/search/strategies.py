@@ -11,6 +11,7 @@ the ranking does not depend on the strategy. Only execution differs.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from ..candidates import EngineCandidate
@@ -21,6 +22,10 @@ from ..store.feature_cache import STATE_SHARE
 
 
 Strategy_T = Literal["alsatian", "shift", "base"]
+
+# of each model's blocks, the top share whose inputs `alsatian` keeps as states: partial fine-tunes retrain top
+# blocks (M_syn's top_layers: up to 20% of them), so a new one branches there off whichever model it copied
+TOP_SHARE = 0.25
 
 
 class ExecutionStrategy:
@@ -79,21 +84,23 @@ class AlsatianStrategy(ExecutionStrategy):
         """State key -> (block cost per item a stored copy saves, bytes per item) of the nodes where a model
         seen later most likely branches off: the preprocessed inputs, every node where the task tree branches
         (DFS+ keeps those in the cache anyway; a fine-tune of the base branches where the others did), and
-        the node each model's last block reads (a fine-tune of a fine-tune that retrained its head).
+        the nodes in the top `TOP_SHARE` of each model's blocks (a fine-tune that retrained the top blocks of
+        any candidate branches there).
 
-        Not the rest of the chains between them: on this machine creating a file costs about as much as a
-        third of running one block on the batch it holds (`persistence` in the benchmark card), and a new
-        model rarely branches in the middle of a chain. One that does starts from the stored node above."""
+        Not the rest of the chains: on this machine creating a file costs about a third of running one block
+        on the batch it holds (`persistence` in the benchmark card), and a new model rarely branches in the
+        lower middle of a chain. One that does starts from the stored node above."""
         features = self.executor.features
         inputs = {c.model_id: c.input_bytes_per_item for c in self.candidates}
+        top = {id(n) for path in self.tree.model_paths.values()
+               for n in path[max(0, len(path) - 1 - math.ceil(TOP_SHARE * len(path))) : -1]}  # fmt: skip
         keepable: dict[str, tuple[float, int]] = {}
         saved: dict[int, float] = {}  # id(node) -> cost of its prefix
         for node in [*self.tree.roots.values(), *self.tree.nodes()]:  # parents before children
             saved[id(node)] = 0.0 if node.is_root else saved[id(node.parent)] + node.cost
             branches = len(node.children) >= 2 or bool(node.children and node.leaf_models)
-            reads_head = any(child.leaf_models for child in node.children.values())
             key = features.state_key(node.representative(), node.depth)
-            if key is not None and (branches or reads_head or (node.is_root and len(node.models) >= 2)):
+            if key is not None and (branches or id(node) in top or (node.is_root and len(node.models) >= 2)):
                 size = inputs[node.representative()] if node.is_root else node.bytes_per_item
                 keepable[key] = (saved[id(node)], size)
         return keepable
