@@ -25,7 +25,7 @@ Strategy_T = Literal["alsatian", "shift", "base"]
 
 # of each model's blocks, the top share whose inputs `alsatian` keeps as states: partial fine-tunes retrain top
 # blocks (M_syn's top_layers: up to 20% of them), so a new one branches there off whichever model it copied
-TOP_SHARE = 0.25
+TOP_SHARE = 0.2
 
 
 class ExecutionStrategy:
