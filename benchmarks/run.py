@@ -14,7 +14,8 @@ Steps, each skippable with `--skip`, each in a module of its own with the row da
 block store, before a zoo's cells), `memory` (memory_budget.py: §6.4 cache budgets), `scaling`
 (input_scaling.py: alsatian vs shift at growing image sizes), `blocks` (block_times.py: time and FLOPs per
 engine block), `speed` (block_speed.py: per-block items/s on one thread, the engine's fast paths against
-the plain layout), `planner` (planner_scaling.py) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
+the plain layout), `planner` (planner_scaling.py), `partition` (partition.py: the task tree split across 2, 8
+and 64 workers against the lower bound, on paper) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
 search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one) and
 `persistence` (persistence.py: a repeat search, five new models, and a killed and resumed search against the
 feature cache).
@@ -36,6 +37,7 @@ from .block_times import run_block_times
 from .end_to_end import run_end_to_end
 from .input_scaling import run_input_scaling
 from .memory_budget import run_memory_budget
+from .partition import run_partition
 from .persistence import run_persistence
 from .planner_scaling import run_planner_scaling
 from .report import write_report
@@ -43,7 +45,7 @@ from .suites import ARCHS, HERE, SUITES, Run, provenance
 from .xet_transfer import run_xet_transfer
 
 
-STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "speed", "planner", "xet", "persistence"]
+STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "speed", "planner", "partition", "xet", "persistence"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             run_block_speed(run)
         if "planner" not in args.skip:
             run_planner_scaling(run)
+        if "partition" not in args.skip:
+            run_partition(run)
         if "xet" not in args.skip:
             run_xet_transfer(run)
         if "persistence" not in args.skip:

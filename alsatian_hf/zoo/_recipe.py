@@ -65,3 +65,30 @@ def plan_zoo(num_models: int, num_blocks: int, distribution: Distribution_T, see
 def expected_unique_blocks(entries: list[ZooEntry], num_blocks: int) -> int:
     """Unique blocks the recipe yields: the base's blocks plus every re-initialised one."""
     return num_blocks + sum(e.num_reinit for e in entries)
+
+
+def recipe_task_tree(num_models: int, num_blocks: int, distribution: Distribution_T, seed: int, *, bases: int = 1):
+    """The task tree of a recipe zoo without building it, for planning at scale. `bases` > 1 gives real lineage
+    shapes: a few unrelated bases, each with many fine-tunes (of it and of each other). Blocks differ in cost
+    (seeded, 0.5 to 2.0), as real ones do.
+
+    Example:
+        >>> tree = recipe_task_tree(20, 8, "top_layers", seed=0, bases=2)
+        >>> len(tree.models), len(tree.roots)
+        (20, 1)
+    """
+    from ..plan import BlockInfo, TaskTree
+
+    rng = random.Random(seed)
+    costs = [rng.uniform(0.5, 2.0) for _ in range(num_blocks)]
+    tree = TaskTree()
+    per_base = -(-num_models // bases)
+    for b in range(bases):
+        blocks: list[list[str]] = []
+        for e in plan_zoo(min(per_base, num_models - b * per_base), num_blocks, distribution, seed + b):
+            own = [f"b{b}-{j}" for j in range(num_blocks)] if e.parent is None else list(blocks[e.parent])
+            for j in range(num_blocks - e.num_reinit, num_blocks):
+                own[j] = f"b{b}-{j}-m{e.index}"
+            blocks.append(own)
+            tree.add_model(f"base{b}-m{e.index}", "x", [BlockInfo(h, 4, costs[j]) for j, h in enumerate(own)])
+    return tree

@@ -1,0 +1,298 @@
+"""One iteration's task tree split across workers (ranks) to minimise the makespan.
+
+A worker scores the models assigned to it and computes the union of their root-to-leaf paths, so its load is
+the cost of that union (block cost per item; every model of an iteration runs on the same items). Keeping a
+subtree on one worker computes its prefix once; splitting it lets more workers share its leaves, at the price
+of computing the prefix on each of them. The lower bound is max(unique cost / workers, longest path).
+
+Two ways are tried and the smaller makespan kept. *Runs*: the models in depth-first order cut into at most
+one contiguous run per worker, the cut found by bisection on the largest run's load; runs keep lineages
+together, so a trunk is computed by as few workers as its share of the work needs. *Jobs*: subtrees (or the
+models whose features a split node itself is), cut from the roots down until none costs more than a
+threshold, assigned longest first, each to the worker where the load it adds (its subtree plus whatever of
+its prefix the worker lacks) leaves the smaller total; several thresholds are tried.
+
+The bound max(unique / workers, longest path) is not reachable where models share long trunks (a base's
+frozen blocks under top-layer fine-tunes): every worker that scores one of them computes the trunk.
+`trunk_bound` counts that; the `partition` table of the benchmark card reports the makespan against both. Pure Python and
+deterministic (keys, never ids or hashing order, break ties), so every rank computes the same partition
+without talking.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from ..errors import ConfigurationError
+from .task_tree import Node, TaskTree
+
+
+# thresholds tried, as fractions of the lower bound: 1.0 splits least, the smaller ones balance more finely
+THRESHOLDS = (1.0, 0.7, 0.5, 0.35, 0.25, 0.15)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Which worker scores which model, and what each computes.
+
+    Args:
+        assignment: model id -> worker (rank).
+        loads: each worker's cost per item: the union of its models' paths.
+        unique_cost: the whole tree's cost per item (each edge once).
+        bound: max(unique_cost / workers, longest root-to-leaf path).
+        trunk_bound: the tighter bound where all models share a trunk (`trunk_bound`).
+    """
+
+    assignment: dict[str, int]
+    loads: list[float]
+    unique_cost: float
+    bound: float
+    trunk_bound: float = 0.0
+    workers: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workers", len(self.loads))
+
+    @property
+    def makespan(self) -> float:
+        return max(self.loads, default=0.0)
+
+    @property
+    def duplicated(self) -> float:
+        """Cost per item computed on more than one worker."""
+        return sum(self.loads) - self.unique_cost
+
+    def models_of(self, rank: int) -> list[str]:
+        return sorted(m for m, r in self.assignment.items() if r == rank)
+
+
+def lower_bound(tree: TaskTree, workers: int) -> float:
+    """max(unique cost / workers, the longest root-to-leaf path): no partition does better."""
+    longest = max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
+    return max(sum(n.cost for n in tree.nodes()) / workers, longest)
+
+
+def _lineages(tree: TaskTree) -> list[tuple[float, float]]:
+    """(trunk, rest) per subtree below a root: the trunk is its chain down to the first branch or features,
+    which every model of the subtree runs."""
+    out = []
+    for root in tree.roots.values():
+        for top in root.children.values():
+            node, trunk, stack, total = top, top.cost, [top], 0.0
+            while len(node.children) == 1 and not node.leaf_models:
+                node = next(iter(node.children.values()))
+                trunk += node.cost
+            while stack:
+                n = stack.pop()
+                total += n.cost
+                stack.extend(n.children.values())
+            out.append((trunk, total - trunk))
+    return out
+
+
+def trunk_bound(tree: TaskTree, workers: int) -> float:
+    """A tighter lower bound: every worker that scores a model of a subtree computes that subtree's trunk. A
+    makespan M then needs ceil(rest / (M - trunk)) workers on each subtree, and all the work they do,
+    sum(trunk x workers + rest), must fit in workers x M; the least such M, by bisection."""
+    longest = max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
+    lineages = _lineages(tree)
+    unique = sum(trunk + rest for trunk, rest in lineages)
+
+    def feasible(m: float) -> bool:
+        need = 0.0
+        for trunk, rest in lineages:
+            if rest > 0 and m <= trunk:
+                return False
+            need += trunk * (max(1, math.ceil(rest / (m - trunk) - 1e-12)) if rest > 0 else 1) + rest
+        return need <= workers * m * (1 + 1e-12)
+
+    low, high = max(unique / workers, longest), max(unique, longest)
+    if feasible(low):
+        return low
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (low, mid) if feasible(mid) else (mid, high)
+        if high - low <= 1e-9 * high:
+            break
+    return high
+
+
+def path_load(tree: TaskTree, models) -> float:
+    """The cost of the union of `models`' paths: what a worker scoring them computes."""
+    return sum(n.cost for n in {n for m in models for n in tree.model_paths[m]})
+
+
+@dataclass(eq=False)
+class _Job:
+    node: Node
+    whole: bool  # the subtree below `node`; else only the models whose features `node` is
+    cost: float  # alone: prefix above `node` + what the job computes at and below it
+    own: float  # what the job computes at and below `node`
+
+    def sort_key(self) -> tuple:
+        return (-self.cost, self.node.key, self.whole)
+
+
+class _Costs:
+    """Per node: the cost of the path down to it, and of its subtree."""
+
+    def __init__(self, tree: TaskTree):
+        self.path: dict[int, float] = {}
+        self.subtree: dict[int, float] = {}
+        order = [*(tree.roots[k] for k in sorted(tree.roots)), *tree.nodes()]  # parents before children
+        for node in order:
+            self.path[id(node)] = (self.path[id(node.parent)] if node.parent else 0.0) + node.cost
+        for node in reversed(order):  # sums in key order: the same floats whatever order models were added in
+            self.subtree[id(node)] = node.cost + sum(self.subtree[id(node.children[k])] for k in sorted(node.children))
+
+    def whole(self, node: Node) -> _Job:
+        return _Job(node, True, self.path[id(node)] - node.cost + self.subtree[id(node)], self.subtree[id(node)])
+
+    def leaves_only(self, node: Node) -> _Job:
+        return _Job(node, False, self.path[id(node)], node.cost)
+
+
+def _jobs(tree: TaskTree, costs: _Costs, threshold: float) -> list[_Job]:
+    """Subtree jobs from the roots down, the costliest split first, until none above `threshold` can split."""
+    heap: list[tuple[tuple, int, _Job]] = []
+    done: list[_Job] = []
+    counter = 0
+    for root in (tree.roots[k] for k in sorted(tree.roots)):
+        for key in sorted(root.children):
+            job = costs.whole(root.children[key])
+            heapq.heappush(heap, (job.sort_key(), counter, job))
+            counter += 1
+    while heap:
+        _, _, job = heapq.heappop(heap)
+        if job.cost <= threshold or not job.whole or not job.node.children:
+            done.append(job)
+            continue
+        parts = [costs.whole(job.node.children[k]) for k in sorted(job.node.children)]
+        if job.node.leaf_models:
+            parts.append(costs.leaves_only(job.node))
+        for part in parts:
+            heapq.heappush(heap, (part.sort_key(), counter, part))
+            counter += 1
+    return sorted(done, key=_Job.sort_key)
+
+
+def _assign(jobs: list[_Job], workers: int) -> tuple[list[float], list[list[_Job]]]:
+    """Longest job first, to the worker where it leaves the smaller load (ties: the lower rank)."""
+    loads = [0.0] * workers
+    held: list[set[int]] = [set() for _ in range(workers)]  # ids of prefix nodes each worker computes
+    holders: dict[int, set[int]] = {}  # prefix node id -> workers computing it
+    placed: list[list[_Job]] = [[] for _ in range(workers)]
+
+    def missing(worker: int, job: _Job) -> tuple[float, list[Node]]:
+        """What of the job's prefix (and, for a leaves-only job, its node) the worker lacks."""
+        nodes, node = [], job.node if not job.whole else job.node.parent
+        while node is not None and not node.is_root and id(node) not in held[worker]:
+            nodes.append(node)
+            node = node.parent
+        extra = sum(n.cost for n in nodes) + (job.own if job.whole else 0.0)
+        return extra, nodes
+
+    for job in jobs:
+        anchor = job.node if not job.whole else job.node.parent
+        options = set(holders.get(id(anchor), ())) | {min(range(workers), key=lambda w: (loads[w], w))}
+        best = None
+        for worker in sorted(options):
+            extra, nodes = missing(worker, job)
+            if best is None or (loads[worker] + extra, worker) < (best[0], best[1]):
+                best = (loads[worker] + extra, worker, nodes)
+        total, worker, nodes = best
+        loads[worker] = total
+        placed[worker].append(job)
+        for n in nodes:
+            held[worker].add(id(n))
+            holders.setdefault(id(n), set()).add(worker)
+    return loads, placed
+
+
+def _models(job: _Job) -> list[str]:
+    if not job.whole:
+        return sorted(job.node.leaf_models)
+    out, stack = [], [job.node]
+    while stack:
+        node = stack.pop()
+        out.extend(node.leaf_models)
+        stack.extend(node.children.values())
+    return out
+
+
+def _dfs_segments(tree: TaskTree, workers: int, bound: float) -> list[list[str]]:
+    """The models in depth-first order, cut into at most `workers` contiguous runs with the smallest largest
+    run. A run's load is the union of its models' paths, which in depth-first order grows by each model's
+    path below where it meets the previous one's; for a given cap the greedy cut (each run as long as it
+    fits) needs the fewest runs, so a bisection on the cap finds the best cut."""
+    models: list[str] = []
+    stack = [tree.roots[k] for k in sorted(tree.roots, reverse=True)]
+    while stack:
+        node = stack.pop()
+        models.extend(sorted(node.leaf_models))
+        stack.extend(node.children[k] for k in sorted(node.children, reverse=True))
+    full, inc, previous = [], [], []
+    for m in models:
+        path = tree.model_paths[m]
+        shared = 0
+        while shared < min(len(path), len(previous)) and path[shared] is previous[shared]:
+            shared += 1
+        full.append(sum(n.cost for n in path))
+        inc.append(sum(n.cost for n in path[shared:]))
+        previous = path
+
+    def cut(cap: float) -> list[int] | None:
+        starts, load = [0], full[0] if models else 0.0
+        for i in range(1, len(models)):
+            if load + inc[i] <= cap:
+                load += inc[i]
+            else:
+                starts.append(i)
+                load = full[i]
+                if len(starts) > workers:
+                    return None
+        return starts
+
+    low, high = max([bound, *full]), sum(inc) if models else 0.0
+    best = cut(high)
+    for _ in range(60):
+        if high - low <= 1e-9 * max(high, 1.0):
+            break
+        mid = (low + high) / 2
+        starts = cut(mid)
+        if starts is None:
+            low = mid
+        else:
+            high, best = mid, starts
+    bounds = [*best, len(models)]
+    return [models[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def partition(tree: TaskTree, workers: int) -> Partition:
+    """Assign every model of `tree` to one of `workers` ranks, minimising the largest rank's load.
+
+    Raises:
+        ConfigurationError: for fewer than one worker.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"`workers` must be a positive integer, got {workers!r}.")
+    costs = _Costs(tree)
+    bound = lower_bound(tree, workers)
+    unique = sum(n.cost for n in tree.nodes())
+    options = [_dfs_segments(tree, workers, bound)]  # runs of leaves: keeps lineages together
+    for fraction in THRESHOLDS if workers > 1 else ():  # subtree jobs, longest first: balances odd shapes
+        _, placed = _assign(_jobs(tree, costs, bound * fraction), workers)
+        options.append([[m for job in jobs for m in _models(job)] for jobs in placed])
+    best: tuple | None = None
+    for groups in options:
+        loads = [path_load(tree, g) for g in groups] + [0.0] * (workers - len(groups))
+        score = (max(loads, default=0.0), sum(loads))  # then the least duplicated work
+        if best is None or score < best[0]:
+            best = (score, loads, groups)
+    _, loads, groups = best
+    assignment = {m: w for w, group in enumerate(groups) for m in group}
+    return Partition(
+        assignment=assignment, loads=loads, unique_cost=unique, bound=bound, trunk_bound=trunk_bound(tree, workers)
+    )

@@ -1,0 +1,77 @@
+"""The task tree split across workers, on paper (`partition`): makespan against the lower bound, and planning time.
+
+Zoos of the M_syn recipe (one base, each model a copy of an earlier one with its last blocks re-initialised)
+and real lineage shapes (a few unrelated bases with many fine-tunes each), as task trees only: nothing is
+built or run. The bound is max(unique cost / workers, longest root-to-leaf path).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from alsatian_hf.plan.partition import partition
+from alsatian_hf.zoo._recipe import recipe_task_tree
+
+from ._tables import Table
+from .suites import Run
+
+
+BLOCKS = 20  # blocks per model
+SHAPES = {  # shape -> (distribution, bases)
+    "msyn-top_layers": ("top_layers", 1),
+    "msyn-top_25": ("top_25", 1),
+    "msyn-top_50": ("top_50", 1),
+    "lineages-8x-top_layers": ("top_layers", 8),
+}
+WORKERS = (2, 8, 64)
+
+
+@dataclass(kw_only=True)
+class PartitionRow:
+    suite: str
+    shape: str
+    num_models: int
+    workers: int
+    unique_cost: float  # the tree's cost per item, every edge once
+    bound: float  # max(unique_cost / workers, longest path)
+    trunk_bound: float  # the bound with the trunk every worker on a subtree computes (`partition.trunk_bound`)
+    makespan: float  # the largest worker's cost per item
+    of_bound: float  # makespan / bound; target <= 1.15 for 8 and 64 workers on 500 models
+    of_trunk_bound: float
+    duplicated_share: float  # cost computed on more than one worker, of unique_cost
+    seconds: float  # planning time, median of 3; target < 2 s for 5000 models on 64 workers
+    device: str
+    torch_version: str
+    code_revision: str
+
+
+def run_partition(run: Run) -> None:
+    table = Table(run.out / "partition.csv", PartitionRow)
+    for n in run.suite.planner_models:
+        for shape, (distribution, bases) in SHAPES.items():
+            tree = None
+            for workers in WORKERS:
+                key = dict(shape=shape, num_models=n, workers=workers)
+                if not run.force and table.has(**key):
+                    continue
+                table.drop(**key)
+                tree = tree or recipe_task_tree(n, BLOCKS, distribution, seed=0, bases=bases)
+                times = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    part = partition(tree, workers)
+                    times.append(time.perf_counter() - start)
+                row = PartitionRow(
+                    suite=run.suite_name, **key, unique_cost=round(part.unique_cost, 3), bound=round(part.bound, 3),
+                    trunk_bound=round(part.trunk_bound, 3), makespan=round(part.makespan, 3),
+                    of_bound=round(part.makespan / part.bound, 4),
+                    of_trunk_bound=round(part.makespan / part.trunk_bound, 4),
+                    duplicated_share=round(part.duplicated / part.unique_cost, 4),
+                    seconds=round(statistics.median(times), 4), **run.env,
+                )  # fmt: skip
+                table.add(row)
+                print(f"  partition {shape} {n} models, {workers} workers: {row.of_bound:.3f}x the bound, "
+                      f"{row.of_trunk_bound:.3f}x the trunk bound, "
+                      f"{row.duplicated_share:.1%} duplicated, {row.seconds * 1000:.0f} ms", flush=True)  # fmt: skip

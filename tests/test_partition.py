@@ -1,0 +1,99 @@
+"""The partitioner: every model scored once, every edge computed somewhere, loads as claimed, within 1.15x of
+the lower bound on M_syn-like trees, and the same assignment on every call."""
+
+from __future__ import annotations
+
+import pytest
+
+from alsatian_hf.errors import ConfigurationError
+from alsatian_hf.plan import BlockInfo, TaskTree
+from alsatian_hf.plan.partition import lower_bound, partition, path_load, trunk_bound
+from alsatian_hf.zoo._recipe import recipe_task_tree
+
+
+msyn_tree = recipe_task_tree  # the M_syn recipe's zoos as task trees, without building them
+
+
+def _check(tree: TaskTree, workers: int):
+    part = partition(tree, workers)
+    assert sorted(part.assignment) == tree.models  # every leaf scored exactly once
+    assert set(part.assignment.values()) <= set(range(workers))
+    by_rank = [part.models_of(r) for r in range(workers)]
+    loads = [path_load(tree, models) for models in by_rank]
+    assert loads == pytest.approx(part.loads)  # the loads it claims are what the ranks compute
+    computed = {n for models in by_rank for m in models for n in tree.model_paths[m]}
+    assert computed == set(tree.nodes())  # every edge on at least one rank
+    assert part.makespan >= part.bound - 1e-9 and part.bound == pytest.approx(lower_bound(tree, workers))
+    assert part.duplicated == pytest.approx(sum(loads) - sum(n.cost for n in tree.nodes()))
+    return part
+
+
+@pytest.mark.parametrize("distribution", ["top_layers", "top_25", "top_50"])
+@pytest.mark.parametrize("workers", [2, 3, 8])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partition_properties_on_msyn_trees(distribution, workers, seed):
+    """Within 1.15x of the bound that counts the trunk every busy worker computes (the plain bound assumes the
+    trunk computed once, which no split of 200 top-layer fine-tunes across 8 workers can do)."""
+    tree = msyn_tree(200, 12, distribution, seed)
+    part = _check(tree, workers)
+    assert part.bound <= part.trunk_bound == pytest.approx(trunk_bound(tree, workers))
+    assert part.makespan <= 1.15 * part.trunk_bound, (part.makespan, part.trunk_bound)
+
+
+@pytest.mark.parametrize("workers", [2, 8])
+def test_lineages_of_a_few_bases_balance_too(workers):
+    part = _check(msyn_tree(300, 16, "top_layers", 5, bases=3), workers)
+    assert part.bound <= part.trunk_bound and part.makespan <= 1.15 * part.trunk_bound
+
+
+def test_the_trunk_bound_is_what_a_shared_trunk_forces():
+    """Ten heads on one trunk of cost 10, on 5 workers: each busy worker computes the trunk, so no split beats
+    10 + 10 / 5 = 12, which the partition reaches, while the plain bound says 11."""
+    tree = TaskTree()
+    for i in range(10):
+        tree.add_model(f"m{i}", "x", [BlockInfo("t1", 1, 4.0), BlockInfo("t2", 1, 6.0), BlockInfo(f"h{i}", 1, 1.0)])
+    part = _check(tree, 5)
+    assert part.bound == pytest.approx(11.0) and part.trunk_bound == pytest.approx(12.0)
+    assert part.makespan == pytest.approx(12.0)
+
+
+def test_one_worker_gets_everything_and_more_workers_than_models_idle():
+    tree = msyn_tree(5, 4, "top_25", 0)
+    one = _check(tree, 1)
+    assert set(one.assignment.values()) == {0} and one.makespan == pytest.approx(one.unique_cost)
+    many = _check(tree, 16)
+    assert many.makespan == pytest.approx(many.bound)  # the longest path: nothing can be faster
+
+
+def test_a_prefix_is_computed_twice_only_where_that_lowers_the_makespan():
+    """Two big subtrees under a cheap shared stem: split, with the stem on both ranks. A trunk whose one model
+    goes on past the other's features: splitting cannot lower the makespan, so it stays on one rank."""
+    tree = TaskTree()
+    for side in ("a", "b"):
+        for i in range(2):
+            tree.add_model(f"{side}{i}", "x", [BlockInfo("stem", 1, 0.1), BlockInfo(f"{side}", 1, 10.0),
+                                               BlockInfo(f"{side}{i}", 1, 1.0)])  # fmt: skip
+    part = _check(tree, 2)
+    assert part.duplicated == pytest.approx(0.1)  # only the stem
+    assert part.models_of(0) in (["a0", "a1"], ["b0", "b1"])
+    heavy_prefix = TaskTree()
+    heavy_prefix.add_model("short", "x", [BlockInfo("trunk", 1, 10.0)])
+    heavy_prefix.add_model("long", "x", [BlockInfo("trunk", 1, 10.0), BlockInfo("head", 1, 0.5)])
+    kept = _check(heavy_prefix, 2)
+    assert kept.duplicated == 0 and kept.makespan == pytest.approx(10.5)
+
+
+def test_the_assignment_is_the_same_on_every_call_and_in_any_insertion_order():
+    tree = msyn_tree(150, 10, "top_25", 3)
+    again = TaskTree()
+    for m in reversed(tree.models):
+        path = tree.model_paths[m]
+        again.add_model(m, "x", [BlockInfo(n.block_hash, n.bytes_per_item, n.cost) for n in path])
+    first = partition(tree, 8)
+    assert partition(tree, 8).assignment == first.assignment
+    assert partition(again, 8).assignment == first.assignment
+
+
+def test_bad_worker_counts_are_clear_errors():
+    with pytest.raises(ConfigurationError, match="workers"):
+        partition(msyn_tree(3, 3, "top_25", 0), 0)
