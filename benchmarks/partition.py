@@ -68,7 +68,7 @@ def run_partition(run: Run) -> None:
                     trunk_bound=round(part.trunk_bound, 3), makespan=round(part.makespan, 3),
                     of_bound=round(part.makespan / part.bound, 4),
                     of_trunk_bound=round(part.makespan / part.trunk_bound, 4),
-                    duplicated_share=round(part.duplicated / part.unique_cost, 4),
+                    duplicated_share=round(max(part.duplicated, 0.0) / part.unique_cost, 4),  # not -0.0 from rounding
                     seconds=round(statistics.median(times), 4), **run.env,
                 )  # fmt: skip
                 table.add(row)
