@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 
@@ -10,6 +11,8 @@ def progress_bar(**kwargs: Any):
     """A `huggingface_hub` tqdm bar (imported late: `HF_ENDPOINT` may not be set when alsatian_hf is imported)."""
     from huggingface_hub.utils import tqdm
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, rank 0 alone draws
+        kwargs["disable"] = True
     return tqdm(**kwargs)
 
 

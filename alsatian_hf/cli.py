@@ -11,6 +11,7 @@ alsatian-hf store {info,gc} [--store-dir DIR]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -156,6 +157,8 @@ def _search(argv: list[str]) -> int:
             **columns,
         )
     result = searcher.search()
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` / `torchrun`, rank 0 alone prints
+        return 0
     print(result.to_pandas().to_string())
     for model, reason in result.skipped.items():
         print(f"skipped {model}: {reason}")

@@ -25,7 +25,8 @@ from ..errors import ConfigurationError
 from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
 from ..store.feature_cache import FeatureCache, feature_key, state_key
-from .strategies import STRATEGIES, Strategy_T
+from .distributed import Ranks, merge_counters
+from .strategies import STRATEGIES, Strategy_T, task_tree
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -44,6 +45,7 @@ class IterationRecord:
     naive_edges: int = 0
     cached: list[str] = field(default_factory=list)  # candidates whose features came from the feature cache
     restored: bool = False  # scores and survivors restored from a persisted run of this iteration
+    rank_block_executions: list[int] = field(default_factory=list)  # per rank, when several ran the iteration
 
     def to_dict(self) -> dict:
         c = self.counters
@@ -67,6 +69,7 @@ class IterationRecord:
             "naive_edges": self.naive_edges,
             "cached": self.cached,
             "restored": self.restored,
+            "rank_block_executions": self.rank_block_executions,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
             "node_items": dict(c.node_items),
         }
@@ -107,6 +110,7 @@ def run_halving(
     fingerprint: str | None = None,
     scorer_key: str | None = None,
     persist_states: bool = True,
+    ranks: Ranks | None = None,
     on_iteration_end: Callable[[IterationRecord], None] | None = None,
 ) -> HalvingOutcome:
     """Successive halving with the chosen execution strategy.
@@ -123,6 +127,8 @@ def run_halving(
         fingerprint: the dataset's fingerprint (the feature cache's name for its items).
         scorer_key: names the scorer and its settings; with it, each finished iteration is persisted in the
             feature cache, and a repeated or resumed search restores it instead of scoring again.
+        ranks: this process's rank among several (`accelerate launch`, `torchrun`); each extracts and scores
+            its share of every iteration (`distributed`). Default: one process.
         persist_states: with a feature cache, `alsatian` also keeps the outputs of prefixes that several
             candidates share (and the preprocessed inputs) there, and starts models from the deepest one stored.
 
@@ -160,6 +166,8 @@ def run_halving(
     )
     label_t = torch.as_tensor(labels)
     alive = [c.model_id for c in candidates]
+    by_id = {c.model_id: c for c in candidates}
+    ranks = ranks or Ranks()
     search_key = None
     if feature_cache is not None and fingerprint and scorer_key:
         search_key = _search_key(keys, fingerprint, schedule, scorer_key)
@@ -170,6 +178,8 @@ def run_halving(
             new_items = sum(len(b) for b in batches)
             record = IterationRecord(it, list(alive), {}, [], new_items, len(schedule.train_items(it)), Counters())
             restored = _restore(feature_cache, search_key, it, alive, features, schedule)
+            if ranks.distributed and not all(ranks.gather(restored is not None)):
+                restored = None  # ranks must agree on every iteration they skip
             if restored is not None:
                 record.scores, record.survivors, record.cached = restored["scores"], restored["survivors"], alive
                 record.restored = True
@@ -182,10 +192,23 @@ def run_halving(
                 desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
             )
             executor.on_batch = bar.update
-            record.cached = _extract(extractor, features, alive, batches, it, record)
+            alive_tree = task_tree([by_id[m] for m in alive]) if ranks.distributed else None
+            mine = ranks.share(alive_tree, alive) if ranks.distributed else alive
+            record.cached = _extract(extractor, features, mine, batches, it, record)
             bar.close()
-            record.scores.update(_score(scorer, features, alive, schedule, it, label_t, device, record.counters))
+            scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
+            if ranks.distributed:  # every rank selects from every rank's scores, and counts all ranks' work
+                scores = {m: s for part in ranks.gather(scores) for m, s in part.items()}
+                cached = {m for part in ranks.gather(record.cached) for m in part}
+                record.cached = [m for m in alive if m in cached]
+                record.rank_block_executions = ranks.gather(record.counters.block_executions)
+                record.counters = merge_counters(ranks.gather(record.counters))
+                if any(ranks.gather(record.unique_edges)):  # the whole tree's, as one process reports it
+                    record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
+            record.scores.update(scores)
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
+            if ranks.distributed:  # the next split may give a survivor to another rank: it gets the features
+                _share_features(ranks, features, [m for m in record.survivors if m in mine])
             pruned = [m for m in alive if m not in record.survivors]
             features.drop(pruned)
             extractor.prune(pruned)
@@ -215,6 +238,14 @@ def run_halving(
     outcome.scores = {m: outcome.iterations[-1].scores[m] for m in alive}
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _share_features(ranks: Ranks, features: FeatureStore, mine: list[str]) -> None:
+    """Every rank gets every survivor's features for all items extracted so far."""
+    exported = {m: features.export(m) for m in mine}
+    for part in ranks.gather(exported):
+        for model, (items, rows) in part.items():
+            features.import_rows(model, items, rows)
 
 
 def _extract(extractor, features: FeatureStore, alive: list[str], batches: list[tuple[int, ...]], iteration: int,

@@ -23,6 +23,7 @@ from ..store.feature_cache import FeatureCache
 from .arguments import SearchArguments
 from .callbacks import LoggingCallback, SearchCallback
 from .data import PreparedData, check_labels, detect_columns, labels_of
+from .distributed import Ranks
 from .halving import HalvingOutcome, run_halving
 from .result import SearchResult
 
@@ -98,6 +99,7 @@ class ModelSearcher:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.callbacks = [LoggingCallback(), *(callbacks or [])]
+        self._ranks = Ranks()  # the launcher's, once `search` starts
         by_name = scorer is None or isinstance(scorer, str)
         self.scorer = get_scorer(
             scorer if scorer is not None else self.args.scorer, **(self.args.scorer_kwargs if by_name else {})
@@ -174,6 +176,7 @@ class ModelSearcher:
             DatasetError: for unusable datasets (one class, too few items, missing columns).
         """
         start = time.perf_counter()
+        self._ranks = Ranks.current()  # before the device: under a launcher this starts the process group
         prepared = self._prepare()
         setup_seconds = time.perf_counter() - start + self.listing_seconds
         outcome = self._run(prepared)
@@ -182,7 +185,7 @@ class ModelSearcher:
         )
         if prepared.feature_cache is not None:  # down to its budget, now that this search has written its features
             prepared.feature_cache.evict()
-        if self.args.output_dir:
+        if self.args.output_dir and self._ranks.rank == 0:  # every rank has the same result; one writes it
             result.save(self.args.output_dir)
         for cb in self.callbacks:
             cb.on_search_end(result=result)
@@ -298,7 +301,7 @@ class ModelSearcher:
             return torch.device(self.args.device)
         from accelerate import PartialState
 
-        return PartialState().device
+        return PartialState(cpu=not torch.cuda.is_available()).device  # as `Ranks.current` starts it
 
     # -- phase 2: successive halving ------------------------------------------------------------------------
     def _run(self, prepared: _Prepared) -> HalvingOutcome:
@@ -322,6 +325,7 @@ class ModelSearcher:
             fingerprint=self._fingerprint(prepared.dataset),
             scorer_key=self._scorer_key,
             persist_states=self.args.persist_states,
+            ranks=self._ranks,
             on_iteration_end=on_iteration_end,
         )
 

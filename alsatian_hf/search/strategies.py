@@ -77,7 +77,7 @@ class AlsatianStrategy(ExecutionStrategy):
     def __init__(self, *, candidates: list[EngineCandidate], **kwargs):
         super().__init__(candidates=candidates, **kwargs)
         self.candidates = candidates
-        self.tree = _tree(candidates)
+        self.tree = task_tree(candidates)
         self.keepable = self._keepable_states()
 
     def _keepable_states(self) -> dict[str, tuple[float, int]]:
@@ -147,7 +147,7 @@ class AlsatianStrategy(ExecutionStrategy):
         counters = record.counters
         features = self.executor.features
         # the task tree of the models that run: those whose features are on disk are not in it
-        tree = self.tree if set(alive) == set(self.tree.models) else _tree(
+        tree = self.tree if set(alive) == set(self.tree.models) else task_tree(
             [c for c in self.candidates if c.model_id in set(alive)])  # fmt: skip
         record.unique_edges, record.naive_edges = tree.num_edges(), tree.naive_edges()
         persist = self._persist(tree, sum(len(b) for b in batches))
@@ -156,7 +156,7 @@ class AlsatianStrategy(ExecutionStrategy):
         while running and batches:
             try:
                 for starts, group in self._groups(tree, batches, lost):
-                    run_tree = _tree(running, starts) if starts else tree
+                    run_tree = task_tree(running, starts) if starts else tree
                     plan = fit_budget(plan_iteration(run_tree), group, self.cache_budget)  # DFS+ (paper §5.3)
                     counters.chunks = max(counters.chunks, plan.num_chunks)
                     counters.c_min = max(
@@ -173,13 +173,13 @@ class AlsatianStrategy(ExecutionStrategy):
                 lost.add(e.key)
                 running = [c for c in running if not all(features.has(c.model_id, b) for b in batches)]
                 batches = [b for b in batches if not all(features.has(c.model_id, b) for c in running)]
-                tree = _tree(running)
+                tree = task_tree(running)
 
     def prune(self, pruned: list[str]) -> None:
         self.tree.prune(pruned)
 
 
-def _tree(candidates: list[EngineCandidate], starts: dict[str, tuple[int, str]] | None = None) -> TaskTree:
+def task_tree(candidates: list[EngineCandidate], starts: dict[str, tuple[int, str]] | None = None) -> TaskTree:
     """The candidates' task tree; a model in `starts` hangs below the root of its stored state instead."""
     tree = TaskTree()
     for c in candidates:
