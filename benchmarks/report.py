@@ -9,6 +9,7 @@ from pathlib import Path
 from ._tables import dtypes, read_rows
 from .block_speed import BlockSpeedRow
 from .block_times import BlockTimesRow
+from .distributed import DistributedRow
 from .end_to_end import EndToEndRow, TimeBreakdownRow
 from .hub_fetch import HubFetchRow
 from .input_scaling import InputScalingRow
@@ -41,6 +42,7 @@ TABLES: dict[str, type] = {
     "xet_fetch": XetFetchRow,
     "cold_search": ColdSearchRow,
     "persistence": PersistenceRow,
+    "distributed": DistributedRow,
 }
 STRATEGY_ORDER = ["base", "shift", "alsatian"]
 PHASE_ORDER = ["setup", "prepare_data", "prepare_model", "inference", "proxy_scoring"]
@@ -298,6 +300,16 @@ def partition_lines(out: Path) -> list[str]:
     ]
 
 
+def distributed_lines(out: Path) -> list[str]:
+    return [
+        f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | "
+        f"{float(r['two_ranks_seconds']):.1f}s | {float(r['one_thread_seconds']):.1f}s "
+        f"({float(r['speedup_vs_one_thread']):.2f}x) | {float(r['two_threads_seconds']):.1f}s "
+        f"({float(r['speedup_vs_two_threads']):.2f}x) | {'yes' if r['same_ranking'] == 'True' else 'no'} |"
+        for r in read_rows(out / "distributed.csv")
+    ]
+
+
 def missing_cells(out: Path, suite) -> list[str]:
     done = {(r["architecture"], r["distribution"], r["num_items"]) for r in read_rows(out / "end_to_end.csv")}
     return [
@@ -383,6 +395,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     xet_rows = xet_lines(out)
     persistence_rows = persistence_lines(out)
     partition_rows = partition_lines(out)
+    distributed_rows = distributed_lines(out)
     missing = missing_cells(out, suite)
     body = [
         "",
@@ -576,6 +589,22 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "",
             ]
             if partition_rows
+            else []
+        ),
+        *(
+            [
+                "## Several processes on this machine",
+                "",
+                "`distributed`: one search under `torchrun` with 2 ranks of 1 thread each, against 1 process of 1 "
+                "thread (target: at least 1.7x faster) and 1 process of 2 threads, end to end, each in a fresh "
+                "subprocess, alternating, medians; warm block store, feature cache off.",
+                "",
+                "| zoo | models | items | 2 ranks x 1 thread | 1 x 1 thread | 1 x 2 threads | same ranking |",
+                "|---|---:|---:|---:|---:|---:|---|",
+                *distributed_rows,
+                "",
+            ]
+            if distributed_rows
             else []
         ),
         *(["Cells of this suite not in the CSVs: " + ", ".join(missing) + ".", ""] if missing else []),

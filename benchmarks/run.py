@@ -18,7 +18,8 @@ the plain layout), `planner` (planner_scaling.py), `partition` (partition.py: th
 and 64 workers against the lower bound, on paper) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
 search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one) and
 `persistence` (persistence.py: a repeat search, five new models, and a killed and resumed search against the
-feature cache).
+feature cache) and `distributed` (distributed.py: 2 ranks under torchrun against 1 process of 1 and of 2
+threads).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from alsatian_hf.localhub import HubServer, use_endpoint
 
 from .block_speed import run_block_speed
 from .block_times import run_block_times
+from .distributed import run_distributed
 from .end_to_end import run_end_to_end
 from .input_scaling import run_input_scaling
 from .memory_budget import run_memory_budget
@@ -45,7 +47,19 @@ from .suites import ARCHS, HERE, SUITES, Run, provenance
 from .xet_transfer import run_xet_transfer
 
 
-STEPS = ["cells", "fetch", "memory", "scaling", "blocks", "speed", "planner", "partition", "xet", "persistence"]
+STEPS = [
+    "cells",
+    "fetch",
+    "memory",
+    "scaling",
+    "blocks",
+    "speed",
+    "planner",
+    "partition",
+    "xet",
+    "persistence",
+    "distributed",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             run_xet_transfer(run)
         if "persistence" not in args.skip:
             run_persistence(run)
+        if "distributed" not in args.skip:
+            run_distributed(run)
     finally:
         hub.stop()
     write_report(out, suite_name=args.suite, suite=suite, seconds=time.perf_counter() - started)

@@ -61,6 +61,8 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
             "xet_fetch",
             "cold_search",
             "block_speed",
+            "partition",
+            "distributed",
         )
     } <= names
     assert {"end_to_end.png", "time_breakdown.png", "README.md"} <= names
@@ -95,6 +97,11 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     for _, one in blocks.groupby("image_size"):  # every engine block of the model, shares summing to one
         assert list(one["block"]) == list(range(len(one))) and len(one) > 2
         assert abs(one["time_share"].sum() - 1) < 0.01 and abs(one["flop_share"].sum() - 1) < 0.01
+    part = datasets.load_dataset(str(tmp_path / "out"), name="partition", split="train")
+    assert all(1 <= t <= b for t, b in zip(part["of_trunk_bound"], part["of_bound"]))
+    assert set(part["workers"]) == {2, 8, 64}
+    spread = datasets.load_dataset(str(tmp_path / "out"), name="distributed", split="train")
+    assert len(spread) == 1 and spread["same_ranking"] == [True]
     # resumable: a second run skips the cells whose rows exist
     again = _run_smoke(tmp_path, "--skip", "memory", "planner")
     assert again.returncode == 0 and "(done)" in again.stdout

@@ -1,0 +1,107 @@
+"""Several processes on this machine (`distributed`): one search under `torchrun` with 2 ranks of 1 thread
+each, against 1 process of 1 thread and 1 process of 2 threads, end to end.
+
+Every configuration runs in a fresh subprocess (same imports and start-up), alternating, `repeats` times;
+the seconds are rank 0's `SearchResult.seconds`, medians. The block store is warm and the feature cache off,
+so every run extracts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._tables import Table
+from .suites import Run, ensure_zoo
+
+
+@dataclass(kw_only=True)
+class DistributedRow:
+    suite: str
+    architecture: str
+    distribution: str
+    num_models: int
+    num_items: int
+    one_thread_seconds: float  # 1 process, 1 thread
+    two_ranks_seconds: float  # torchrun, 2 processes of 1 thread
+    two_threads_seconds: float  # 1 process, 2 threads
+    speedup_vs_one_thread: float  # target >= 1.7
+    speedup_vs_two_threads: float
+    same_ranking: bool
+    device: str
+    torch_version: str
+    code_revision: str
+
+
+_SEARCH = """
+import json, os, sys
+import torch
+from alsatian_hf import ModelSearcher, SearchArguments
+from benchmarks.suites import dataset
+org, arch, num_items, image_size, store, out = json.loads(sys.argv[1])
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+args = SearchArguments(result_size=1, image_size=image_size, store_dir=store, feature_cache=False)
+res = ModelSearcher.from_hub(author=org, train_dataset=dataset(arch, num_items), args=args).search()
+if os.environ.get("RANK", "0") == "0":
+    with open(out, "w") as f:
+        json.dump({"seconds": res.seconds, "models": res.models}, f)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_distributed(run: Run) -> None:
+    table = Table(run.out / "distributed.csv", DistributedRow)
+    suite, arch, dist = run.suite, run.suite.budget_arch, "top_layers"
+    num_items = suite.sizes[arch][-1]
+    key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, num_items=num_items)
+    if not run.force and table.has(**key):
+        return
+    table.drop(**key)
+    org = ensure_zoo(run, arch=arch, dist=dist)
+    store, out = run.work / "distributed-store", run.work / "distributed-result.json"
+    root = Path(__file__).resolve().parent.parent
+    payload = json.dumps([org, arch, num_items, suite.image_size, str(store), str(out)])
+
+    def searched(ranks: int, threads: int) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
+        launcher = [sys.executable]
+        if ranks > 1:
+            launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={_free_port()}"]
+        done = subprocess.run([*launcher, str(script), payload], cwd=root, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{ranks} ranks x {threads} threads failed: {done.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+    script = run.work / "distributed-search.py"
+    script.write_text(_SEARCH)
+    searched(1, 2)  # warms the block store
+    runs: dict[tuple[int, int], list[dict]] = {(1, 1): [], (2, 1): [], (1, 2): []}
+    for _ in range(suite.repeats):
+        for config in runs:
+            runs[config].append(searched(*config))
+    secs = {c: statistics.median(r["seconds"] for r in rs) for c, rs in runs.items()}
+    rankings = {tuple(r["models"]) for rs in runs.values() for r in rs}
+    row = DistributedRow(
+        suite=run.suite_name, **key, one_thread_seconds=round(secs[1, 1], 3), two_ranks_seconds=round(secs[2, 1], 3),
+        two_threads_seconds=round(secs[1, 2], 3), speedup_vs_one_thread=round(secs[1, 1] / secs[2, 1], 3),
+        speedup_vs_two_threads=round(secs[1, 2] / secs[2, 1], 3), same_ranking=len(rankings) == 1, **run.env,
+    )  # fmt: skip
+    table.add(row)
+    for path in (script, out):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(store, ignore_errors=True)
+    print(f"  distributed {org}: 2 ranks x 1 thread {row.two_ranks_seconds:.1f}s, 1 x 1 {row.one_thread_seconds:.1f}s "
+          f"({row.speedup_vs_one_thread:.2f}x), 1 x 2 threads {row.two_threads_seconds:.1f}s "
+          f"({row.speedup_vs_two_threads:.2f}x)", flush=True)  # fmt: skip
