@@ -128,6 +128,28 @@ def test_two_searches_at_once_share_one_store_and_cache(hub, tiny_zoo, clean, tm
     assert sum(it["block_executions"] for it in again.iterations) == 0  # one good entry per batch
 
 
+_OPEN_AT = """
+import sys, time
+from alsatian_hf.store.block_store import BlockStore
+while time.time() < float(sys.argv[2]):
+    pass
+BlockStore(sys.argv[1])
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Ranks under a launcher open one fresh store together; they used to race to switch its index to WAL
+    ("database is locked") and to add the same column."""
+    for attempt in range(4):
+        start = time.time() + 2  # all processes leave their busy wait at the same moment
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(tmp_path / f"store-{attempt}"), str(start)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+    assert BlockStore(tmp_path / "store-0").info().blocks == 0
+
+
 def test_store_gc_while_a_search_runs(hub, tiny_zoo, clean, tmp_path):
     hub.faults.delay = 0.02  # a slower server: gc runs many times during the set-up
     stop, runs, failures = threading.Event(), [0], []

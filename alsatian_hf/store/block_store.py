@@ -118,7 +118,9 @@ class BlockStore:
         self._raw_lock = threading.Lock()
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
-        with self._db() as db:
+        # one process at a time: processes opening a new store at once (ranks under a launcher) otherwise race
+        # to switch it to WAL ("database is locked") and to add the same column
+        with self.lock("index-setup"), self._db() as db:
             db.executescript(_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(model_blocks)")}
             if "method" not in columns:  # stores written before identity methods were recorded
