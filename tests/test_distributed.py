@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -18,13 +19,28 @@ from alsatian_hf.zoo.data import digits
 SCRIPT = """
 import json, os, sys
 from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf.candidates import CandidateAssembler
+from alsatian_hf.errors import CandidateSkipped
+from alsatian_hf.search.callbacks import SearchCallback
 from alsatian_hf.zoo.data import digits
-repos, store, out, strategy = json.loads(sys.argv[1])
+repos, store, out, strategy, fault = json.loads(sys.argv[1])
+rank = int(os.environ["RANK"])
+if fault == "skip" and rank == 1:  # this rank alone cannot prepare the second candidate
+    assemble = CandidateAssembler.assemble
+    def failing(self, spec, model_id, opened):
+        if model_id == repos[1]:
+            raise CandidateSkipped(model_id, "rank 1 cannot read it")
+        return assemble(self, spec, model_id, opened)
+    CandidateAssembler.assemble = failing
+class Dies(SearchCallback):
+    def on_iteration_end(self, *, iteration, scores, survivors):
+        if fault == "die" and rank == 1:
+            os._exit(9)  # as a SIGKILL: no clean-up, no goodbye to the other ranks
 args = SearchArguments(result_size=1, image_size=32, scorer="knn", batch_size=16, store_dir=store,
                        feature_cache=False, strategy=strategy)
-res = ModelSearcher(repos, train_dataset=digits(num_items=80, seed=0), args=args).search()
-with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
-    json.dump({"models": res.models, "iterations": res.iterations}, f)
+res = ModelSearcher(repos, train_dataset=digits(num_items=80, seed=0), args=args, callbacks=[Dies()]).search()
+with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+    json.dump({"models": res.models, "iterations": res.iterations, "skipped": res.skipped}, f)
 """
 
 
@@ -32,6 +48,16 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _torchrun(tmp_path, world: int, payload: list, timeout: float = 600) -> subprocess.CompletedProcess:
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
+                f"--master_port={_free_port()}"]  # fmt: skip
+    return subprocess.run([*torchrun, str(script), json.dumps(payload)], env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
 
 
 def _search(repos, store, strategy):
@@ -45,13 +71,7 @@ def _search(repos, store, strategy):
 def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world):
     one = _search(tiny_zoo.repo_ids, tmp_path / "store", "alsatian")
     base = _search(tiny_zoo.repo_ids, tmp_path / "store", "base")
-    payload = json.dumps([tiny_zoo.repo_ids, str(tmp_path / "store"), str(tmp_path), "alsatian"])
-    script = tmp_path / "search.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
-                f"--master_port={_free_port()}"]  # fmt: skip
-    done = subprocess.run([*torchrun, str(script), payload], env=env, capture_output=True, text=True, timeout=600)
+    done = _torchrun(tmp_path, world, [tiny_zoo.repo_ids, str(tmp_path / "store"), str(tmp_path), "alsatian", None])
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
     assert all(r == ranks[0] for r in ranks)  # every rank ends with the same result
@@ -66,3 +86,28 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         spread, single = got["node_items"], want["node_items"]
         assert spread.keys() == single.keys()
         assert all(spread[n] % single[n] == 0 and spread[n] <= world * single[n] for n in single)
+
+
+@pytest.mark.slow
+def test_a_candidate_one_rank_cannot_prepare_is_skipped_on_every_rank(hub, tiny_zoo, tmp_path):
+    repos = tiny_zoo.repo_ids
+    done = _torchrun(tmp_path, 2, [repos, str(tmp_path / "store"), str(tmp_path), "alsatian", "skip"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["skipped"] == {repos[1]: "rank 1 cannot read it"}
+    without = _search([r for r in repos if r != repos[1]], tmp_path / "store", "alsatian")
+    assert ranks[0]["models"] == without.models
+    assert [it["survivors"] for it in ranks[0]["iterations"]] == [it["survivors"] for it in without.iterations]
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_stops_the_others_with_an_error(hub, tiny_zoo, tmp_path):
+    """Rank 1 dies after iteration 1 (os._exit, as a SIGKILL); rank 0 must not wait for it forever: the
+    launcher stops it and fails, naming the rank that died, well within the test's timeout."""
+    started = time.perf_counter()
+    done = _torchrun(tmp_path, 2, [tiny_zoo.repo_ids, str(tmp_path / "store"), str(tmp_path), "alsatian", "die"],
+                     timeout=300)  # fmt: skip
+    assert done.returncode != 0 and time.perf_counter() - started < 300
+    assert "rank" in done.stderr and "exitcode" in done.stderr
+    assert not (tmp_path / "rank0.json").exists() and not (tmp_path / "rank1.json").exists()

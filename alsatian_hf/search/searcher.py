@@ -247,6 +247,14 @@ class ModelSearcher:
                 bar.set_postfix_str(f"{stats.bytes / 1e6:.1f} MB fetched", refresh=False)
                 bar.update()
         bar.close()
+        if self._ranks.distributed:  # ranks split one candidate list: a candidate skipped on any rank is on all
+            for part in self._ranks.gather(dict(self.skipped)):
+                for model_id, reason in part.items():
+                    if model_id not in self.skipped:
+                        self.skipped[model_id] = reason
+                        for cb in self.callbacks:
+                            cb.on_candidate_skipped(model_id=model_id, reason=reason)
+            candidates = [c for c in candidates if c.model_id not in self.skipped]
         if not candidates:
             raise ConfigurationError(f"No candidate can be scored; skipped: {self.skipped}.")
         if len(candidates) != len(self.candidates):  # the schedule depends on how many are left
