@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._tables import Table
-from .suites import Run, ensure_zoo
+from .suites import Run, budget_cell, ensure_zoo
 
 
 @dataclass(kw_only=True)
@@ -63,12 +63,10 @@ def _free_port() -> int:
 
 def run_distributed(run: Run) -> None:
     table = Table(run.out / "distributed.csv", DistributedRow)
-    suite, arch, dist = run.suite, run.suite.budget_arch, "top_layers"
-    num_items = suite.sizes[arch][-1]
-    key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, num_items=num_items)
-    if not run.force and table.has(**key):
+    key = budget_cell(run, table)
+    if key is None:
         return
-    table.drop(**key)
+    suite, arch, dist, num_items = run.suite, key["architecture"], key["distribution"], key["num_items"]
     org = ensure_zoo(run, arch=arch, dist=dist)
     store, out = run.work / "distributed-store", run.work / "distributed-result.json"
     root = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._tables import Table
-from .suites import Run, dataset
+from .suites import Run, budget_cell, dataset
 
 
 NEW_MODELS = 5
@@ -62,12 +62,10 @@ def run_persistence(run: Run) -> None:
     from .suites import org_of, source
 
     table = Table(run.out / "persistence.csv", PersistenceRow)
-    suite, arch, dist = run.suite, run.suite.budget_arch, "top_layers"
-    num_items = suite.sizes[arch][-1]
-    key = dict(architecture=arch, distribution=dist, num_models=suite.num_models, num_items=num_items)
-    if not run.force and table.has(**key):
+    key = budget_cell(run, table)
+    if key is None:
         return
-    table.drop(**key)
+    suite, arch, dist, num_items = run.suite, key["architecture"], key["distribution"], key["num_items"]
     org = org_of(arch, dist) + f"-plus{NEW_MODELS}"
     if not (run.hub.root / org).is_dir():
         build_zoo(ZooSpec(org, source(arch), num_models=suite.num_models + NEW_MODELS, distribution=dist, seed=0),

@@ -168,6 +168,19 @@ def org_of(arch: str, dist: str) -> str:
     return f"{arch.replace('_', '-')}-{dist.replace('_', '-')}"
 
 
+def budget_cell(run: Run, table) -> dict[str, Any] | None:
+    """The key of the budget architecture's top_layers zoo at its largest size, the cell the durability and
+    scale steps measure; None where `table` has its row already (unless the run forces), else the row is
+    dropped, to be measured again."""
+    arch = run.suite.budget_arch
+    key = dict(architecture=arch, distribution="top_layers", num_models=run.suite.num_models,
+               num_items=run.suite.sizes[arch][-1])  # fmt: skip
+    if not run.force and table.has(**key):
+        return None
+    table.drop(**key)
+    return key
+
+
 def ensure_zoo(run: Run, *, arch: str, dist: str) -> str:
     """The zoo's org on the run's hub, built (paper §6, M_syn) unless it is there with the suite's size."""
     from alsatian_hf.zoo import ZooSpec, build_zoo
