@@ -73,7 +73,7 @@ def run_distributed(run: Run) -> None:
     payload = json.dumps([org, arch, num_items, suite.image_size, str(store), str(out)])
 
     def searched(ranks: int, threads: int) -> dict:
-        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp)}
         launcher = [sys.executable]
         if ranks > 1:
             launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={_free_port()}"]
@@ -82,6 +82,8 @@ def run_distributed(run: Run) -> None:
             raise RuntimeError(f"{ranks} ranks x {threads} threads failed: {done.stderr[-2000:]}")
         return json.loads(out.read_text())
 
+    tmp = run.work / "distributed-tmp"  # torchrun leaves a temp folder per launch; this one is removed below
+    tmp.mkdir(exist_ok=True)
     script = run.work / "distributed-search.py"
     script.write_text(_SEARCH)
     searched(1, 2)  # warms the block store
@@ -100,6 +102,7 @@ def run_distributed(run: Run) -> None:
     for path in (script, out):
         path.unlink(missing_ok=True)
     shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"  distributed {org}: 2 ranks x 1 thread {row.two_ranks_seconds:.1f}s, 1 x 1 {row.one_thread_seconds:.1f}s "
           f"({row.speedup_vs_one_thread:.2f}x), 1 x 2 threads {row.two_threads_seconds:.1f}s "
           f"({row.speedup_vs_two_threads:.2f}x)", flush=True)  # fmt: skip

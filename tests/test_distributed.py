@@ -53,7 +53,7 @@ def _free_port() -> int:
 def _torchrun(tmp_path, world: int, payload: list, timeout: float = 600) -> subprocess.CompletedProcess:
     script = tmp_path / "search.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun's own temp folders too
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
                 f"--master_port={_free_port()}"]  # fmt: skip
     return subprocess.run([*torchrun, str(script), json.dumps(payload)], env=env, capture_output=True, text=True,

@@ -122,12 +122,14 @@ class FeatureCache:
 
     Example:
         >>> import tempfile, torch
-        >>> cache = FeatureCache(tempfile.mkdtemp(), budget=1 << 20)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> cache = FeatureCache(tmp.name, budget=1 << 20)
         >>> key = feature_key("input", ["block-a", "block-b"], "cpu")
         >>> cache.put(key, "fingerprint", (3, 5), torch.ones(2, 4))
         >>> rows = cache.get(key, "fingerprint", (3, 4, 5))
         >>> sorted(rows), rows[5].tolist()
         ([3, 5], [1.0, 1.0, 1.0, 1.0])
+        >>> tmp.cleanup()
     """
 
     def __init__(self, root: str | Path, *, budget: int):
