@@ -96,9 +96,7 @@ def trunk_bound(tree: TaskTree, workers: int) -> float:
     """A tighter lower bound: every worker that scores a model of a subtree computes that subtree's trunk. A
     makespan M then needs ceil(rest / (M - trunk)) workers on each subtree, and all the work they do,
     sum(trunk x workers + rest), must fit in workers x M; the least such M, by bisection."""
-    longest = max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
     lineages = _lineages(tree)
-    unique = sum(trunk + rest for trunk, rest in lineages)
 
     def feasible(m: float) -> bool:
         need = 0.0
@@ -108,7 +106,8 @@ def trunk_bound(tree: TaskTree, workers: int) -> float:
             need += trunk * (max(1, math.ceil(rest / (m - trunk) - 1e-12)) if rest > 0 else 1) + rest
         return need <= workers * m * (1 + 1e-12)
 
-    low, high = max(unique / workers, longest), max(unique, longest)
+    low = lower_bound(tree, workers)  # the plain bound: trunks computed once
+    high = max(low, sum(trunk + rest for trunk, rest in lineages))  # one worker does it all
     if feasible(low):
         return low
     for _ in range(100):

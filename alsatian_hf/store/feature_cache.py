@@ -249,17 +249,33 @@ class FeatureCache:
         """The stored state of exactly this batch, verified and in its original layout; None when it is missing
         or corrupt (a corrupt segment is deleted and counted)."""
         path = self._state_segment(key, fingerprint, items)
+        state = self._read_state(path)
+        if state is None:
+            return None
+        try:
+            os.utime(path.parent.parent)  # least recently used: by key
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            self.stats.state_items_read += len(items)
+        return state
+
+    def _read_state(self, path: Path) -> tuple[torch.Tensor, ...] | None:
+        """A state segment, verified: its digest, and the items its name (a digest of them) promises. None when
+        it is missing; a corrupt one is deleted and counted, never used."""
         try:
             blob = path.read_bytes()
-        except FileNotFoundError:
+        except FileNotFoundError:  # never written, or evicted or replaced since the listing
             return None
         try:
             tensors = load_tensors(blob)
             header, _ = read_header(lambda a, b: blob[a:b], name=str(path), with_metadata=True)
             metadata = header.get("__metadata__", {})
             layouts = json.loads(metadata["layouts"])
-            if metadata.get("blake3") != _tensors_digest(tensors) or tensors["items"].tolist() != list(items):
+            if metadata.get("blake3") != _tensors_digest(tensors):
                 raise FeatureIntegrityError("content digest mismatch")
+            if path.name != f"{_segment_name(tuple(tensors['items'].tolist()))}.safetensors":
+                raise FeatureIntegrityError("it holds other items than its name says")
             state = tuple(  # NHWC bytes viewed as NCHW: the channels-last tensor that was stored, strides and all
                 tensors[f"state.{i}"].permute(0, 3, 1, 2) if layout == "nhwc" else tensors[f"state.{i}"]
                 for i, layout in enumerate(layouts)
@@ -270,13 +286,8 @@ class FeatureCache:
             with self._lock:
                 self.stats.corrupt += 1
             return None
-        try:
-            os.utime(path.parent.parent)  # least recently used: by key
-        except FileNotFoundError:
-            pass
         with self._lock:
             self.stats.bytes_read += len(blob)
-            self.stats.state_items_read += len(items)
         return state
 
     # -- iteration state ---------------------------------------------------------------------------------
@@ -346,27 +357,6 @@ class FeatureCache:
         self._scanned = (total - freed, state_total, self.stats.bytes_written)
         return freed
 
-    def _verify_state(self, path: Path) -> None:
-        """Reads a state segment the way a search does (deleting it when corrupt), whatever batch it holds."""
-        try:
-            items = load_tensors(path.read_bytes())["items"].tolist()
-        except FileNotFoundError:
-            return
-        except Exception as e:
-            logger.warning("feature cache: state %s is corrupt (%s); removed", path, e)
-            path.unlink(missing_ok=True)
-            with self._lock:
-                self.stats.corrupt += 1
-            return
-        key, fingerprint = path.parent.parent.name, path.parent.name
-        if path.name != f"{_segment_name(tuple(items))}.safetensors":
-            logger.warning("feature cache: state %s holds other items than its name says; removed", path)
-            path.unlink(missing_ok=True)
-            with self._lock:
-                self.stats.corrupt += 1
-            return
-        self.get_state(key, fingerprint, tuple(items))
-
     def gc(self, *, verify: bool = False) -> dict[str, int]:
         """Remove stale temporary files, empty folders and (with `verify`) segments that fail verification."""
         removed = {"temp_files": 0, "corrupt": 0}
@@ -379,7 +369,7 @@ class FeatureCache:
             for path in self.root.glob("*/*/*/*.safetensors"):
                 self._read(path)
             for path in states.glob("*/*/*/*.safetensors"):
-                self._verify_state(path)
+                self._read_state(path)
             removed["corrupt"] = self.stats.corrupt - before
         folders = [*states.glob("*/*/*"), *self.root.glob("*/*/*"), *states.glob("*/*"), *self.root.glob("*/*")]
         for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
