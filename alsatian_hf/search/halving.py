@@ -24,7 +24,7 @@ from ..engine import Counters, Executor, FeatureStore, Tier, TieredCache, defaul
 from ..errors import ConfigurationError
 from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
-from ..store.feature_cache import FeatureCache, feature_key, state_key
+from ..store.feature_cache import FeatureCache, feature_key, state_keys
 from .distributed import Ranks, merge_counters
 from .strategies import STRATEGIES, Strategy_T, task_tree
 
@@ -147,14 +147,11 @@ def run_halving(
         c.model_id: feature_key(c.input_key, [b.content_hash for b in c.blocks], f"{kind}/{c.numerics}")
         for c in candidates
     }
-    state_keys = {}
+    keys_of: dict[str, list[str]] = {}  # model -> its states' keys
     if feature_cache is not None and persist_states:
         for c in candidates:
-            hashes = [b.content_hash for b in c.blocks]
-            state_keys[c.model_id] = [
-                state_key(c.input_key, hashes[:d], f"{kind}/{c.numerics}") for d in range(len(hashes))
-            ]
-    features = FeatureStore(feature_cache, keys, fingerprint, state_keys)
+            keys_of[c.model_id] = state_keys(c.input_key, [b.content_hash for b in c.blocks], f"{kind}/{c.numerics}")
+    features = FeatureStore(feature_cache, keys, fingerprint, keys_of)
     executor = Executor({c.model_id: c for c in candidates}, prepare, device=device, cache=cache, features=features)
     extractor = STRATEGIES[strategy](
         executor=executor,
