@@ -16,7 +16,7 @@ from ..adapters import State
 from ..candidates.candidate import EngineCandidate
 from ..errors import StateLostError
 from ..plan import BlockInference, ModifyCache, Plan
-from ..store.identity import prefix_hash
+from ..store.identity import prefix_chain
 from .blocks import BlockLRU
 from .cache import TieredCache
 from .features import FeatureStore
@@ -100,10 +100,9 @@ class Executor:
         chain = self._chains.get(model_id)
         if chain is None:
             candidate = self.candidates[model_id]
-            chain = [f"root:{candidate.input_key}"]
-            for block in candidate.blocks:
-                chain.append(prefix_hash(chain[-1], block.content_hash))
-            self._chains[model_id] = chain
+            chain = self._chains[model_id] = prefix_chain(
+                candidate.input_key, [b.content_hash for b in candidate.blocks]
+            )
         return chain
 
     def _stored(self, key: str, items: tuple[int, ...], counters: Counters) -> State:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 from ..errors import ConfigurationError
-from ..store.identity import prefix_hash
+from ..store.identity import prefix_hash, root_key
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TaskTree:
             raise ConfigurationError(f"model {model_id!r} has no blocks; its adapter split off nothing.")
         root = self.roots.get(input_key)
         if root is None:
-            root = self.roots[input_key] = Node(key=f"root:{input_key}", parent=None, depth=depth, input_key=input_key)
+            root = self.roots[input_key] = Node(key=root_key(input_key), parent=None, depth=depth, input_key=input_key)
         root.models.add(model_id)
         node, path = root, []
         for block in blocks:

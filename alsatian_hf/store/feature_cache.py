@@ -39,7 +39,7 @@ from safetensors.torch import save as save_tensors
 from .._safetensors import decode, encode, read_header
 from ..errors import FeatureIntegrityError
 from ._files import STALE_TEMP_SECONDS, TEMP_PREFIX, age, sweep_temp_files, write_atomic
-from .identity import prefix_hash
+from .identity import prefix_chain
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -71,11 +71,10 @@ def state_keys(input_key: str, block_hashes: list[str], device_kind: str) -> lis
     """`state_key` after 0, 1, ..., len - 1 of `block_hashes` (every state a model passes on, its features
     left out) in one pass: each hashes its task-tree node's key, the chained prefix hash, so a model of L
     blocks costs L hashes, not L^2."""
-    node, keys = f"root:{input_key}", []
-    for block_hash in block_hashes:
-        keys.append(hashlib.sha256(json.dumps([node, f"{device_kind}/state"]).encode()).hexdigest())
-        node = prefix_hash(node, block_hash)
-    return keys
+    return [
+        hashlib.sha256(json.dumps([node, f"{device_kind}/state"]).encode()).hexdigest()
+        for node in prefix_chain(input_key, block_hashes)[:-1]
+    ]
 
 
 def _segment_name(items: tuple[int, ...]) -> str:

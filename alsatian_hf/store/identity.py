@@ -42,6 +42,19 @@ def prefix_hash(parent: str, block_hash: str) -> str:
     return hashlib.sha256(f"{parent}\0{block_hash}".encode()).hexdigest()
 
 
+def root_key(input_key: str) -> str:
+    """The task tree's root for one preprocessing: where every prefix chain starts."""
+    return f"root:{input_key}"
+
+
+def prefix_chain(input_key: str, block_hashes) -> list[str]:
+    """The node keys along a model's path: [root, after block 1, after block 2, ...]."""
+    chain = [root_key(input_key)]
+    for block_hash in block_hashes:
+        chain.append(prefix_hash(chain[-1], block_hash))
+    return chain
+
+
 def safetensors_dtype(dtype) -> str:
     return _SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")]
 
