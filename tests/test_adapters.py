@@ -13,7 +13,7 @@ from safetensors.torch import load, save
 from alsatian_hf.adapters import check_coverage, load_block, split_model
 from alsatian_hf.adapters.skeleton import build_model
 from alsatian_hf.candidates import LocalBlockSource
-from alsatian_hf.errors import UnsupportedArchitectureError
+from alsatian_hf.errors import DataNotInstalledError, UnsupportedArchitectureError
 
 
 ATOL = 1e-5
@@ -254,18 +254,24 @@ def test_real_minilm_matches_transformers(tmp_path):
         )
 
 
-def test_real_efficientnet_lite0_matches_its_package():
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_real_efficientnet_lite_matches_its_package(variant):
     from efficientnet_lite_pytorch import EfficientNet
 
-    from alsatian_hf.zoo.efficientnet_lite import convert_efficientnet_lite0, efficientnet_lite0_checkpoint
+    from alsatian_hf.zoo.efficientnet_lite import convert_efficientnet_lite, efficientnet_lite_checkpoint
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(convert_efficientnet_lite0())
+    try:
+        checkpoint = efficientnet_lite_checkpoint(variant)
+    except DataNotInstalledError as e:
+        pytest.skip(str(e))
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+    model.load_state_dict(convert_efficientnet_lite(variant))
     model.eval()
-    package = EfficientNet.from_name("efficientnet-lite0")
-    package.load_state_dict(torch.load(efficientnet_lite0_checkpoint(), map_location="cpu", weights_only=True))
+    package = EfficientNet.from_name(f"efficientnet-lite{variant}")
+    package.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     package.eval()
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    size = EfficientNet.get_image_size(f"efficientnet-lite{variant}")  # the package pads statically for it
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(model(x), package(x), atol=1e-4)  # logits
         features = split_model(model).run((x,))[0]
