@@ -243,10 +243,100 @@ def test_batched_scorers_equal_the_per_model_references():
     for logme in (LogME(), LogME(max_iter=3, tol=1e-3), LogME(max_group_bytes=tiny)):
         want = [_logme_reference(s[:180], y[:180], max_iter=logme.max_iter, tol=logme.tol) for s in sets]
         assert logme.score_many(**split) == pytest.approx(want, abs=1e-5)
-    for hscore in (HScore(), HScore(max_group_bytes=tiny)):
+    for hscore in (HScore(shrinkage=None), HScore(shrinkage=None, max_group_bytes=tiny)):
         assert hscore.score_many(**split) == pytest.approx(
             [_hscore_reference(s[:180], y[:180]) for s in sets], abs=1e-5
         )
+    for hscore in (HScore(), HScore(max_group_bytes=tiny)):
+        assert hscore.score_many(**split) == pytest.approx(
+            [_shrunk_hscore_reference(s[:180], y[:180]) for s in sets], rel=1e-6
+        )
+
+
+def _shrunk_hscore_reference(xtr, ytr):
+    """Ibrahim et al.'s regularised H-score in numpy, with scikit-learn's Ledoit-Wolf weight."""
+    import numpy as np
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    f = xtr.double().numpy()
+    f = f - f.mean(0)
+    y = ytr.numpy()
+    cov_f = f.T @ f / len(f)
+    g = np.zeros_like(f)
+    for c in np.unique(y):
+        g[y == c] = f[y == c].mean(0)
+    a = ledoit_wolf_shrinkage(f, assume_centered=True)
+    shrunk = (1 - a) * cov_f + a * np.trace(cov_f) / f.shape[1] * np.eye(f.shape[1])
+    return float(np.trace(np.linalg.solve(shrunk, (1 - a) * g.T @ g / len(f))))
+
+
+def _separable(n: int, d: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    centers = torch.randn(classes, d, generator=g, dtype=torch.float64)
+    return centers[y] * spread + torch.randn(n, d, generator=g, dtype=torch.float64), y
+
+
+def test_shrunk_hscore_separates_feature_sets_with_fewer_items_than_dimensions():
+    """N = 40 < D = 100, 4 classes: the pseudo-inverse H-score gives both sets C - 1 (a tie), the shrunk one
+    ranks the more separable set first, on train and on held-out items alike."""
+    good, y = _separable(40, 100, 4, spread=2.0, seed=0)
+    bad, _ = _separable(40, 100, 4, spread=0.3, seed=1)
+    split = dict(train_features=[good, bad], train_labels=y, test_features=[good, bad], test_labels=y)
+    assert HScore(shrinkage=None).score_many(**split) == pytest.approx([3.0, 3.0], abs=1e-6)
+    shrunk = HScore().score_many(**split)
+    assert shrunk[0] > 2 * shrunk[1] > 0
+    assert HScore(shrinkage=0.5).score_many(**split)[0] > HScore(shrinkage=0.5).score_many(**split)[1]
+    with pytest.raises(ConfigurationError, match="shrinkage"):
+        HScore(shrinkage=1.5)
+
+
+def test_ledoit_wolf_weight_equals_scikit_learn():
+    from sklearn.covariance import ledoit_wolf_shrinkage as reference
+
+    from alsatian_hf.scoring.hscore import ledoit_wolf_shrinkage
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 50, 80, generator=g, dtype=torch.float64) * torch.rand(
+        3, 1, 80, generator=g, dtype=torch.float64
+    )
+    x = x - x.mean(1, keepdim=True)
+    want = [reference(xi.numpy(), assume_centered=True) for xi in x]
+    assert ledoit_wolf_shrinkage(x).tolist() == pytest.approx(want, rel=1e-10)
+
+
+@pytest.mark.parametrize("n, d", [(60, 20), (30, 50)], ids=["n>d", "n<d"])
+def test_logme_is_the_maximised_log_evidence_of_bayesian_linear_regression(n, d):
+    """LogME's definition, computed independently of its fixed-point algorithm: for each one-vs-rest target y,
+    max over (alpha, beta) of log N(y | 0, I / beta + F F^T / alpha), over N, averaged over classes (float64,
+    scipy's optimiser). Run to convergence without the authors' `eps`, LogME reaches the same maximum; with it,
+    slightly less."""
+    import numpy as np
+    from scipy.optimize import minimize
+    from scipy.stats import multivariate_normal
+
+    g = torch.Generator().manual_seed(7)
+    y = torch.arange(n) % 3
+    f = torch.randn(n, d, generator=g, dtype=torch.float64) + torch.randn(3, d, generator=g, dtype=torch.float64)[y]
+    fn = f.numpy()
+
+    def neg_log_evidence(log_ab, target):
+        alpha, beta = np.exp(log_ab)
+        cov = np.eye(n) / beta + fn @ fn.T / alpha
+        return -multivariate_normal(mean=np.zeros(n), cov=cov).logpdf(target)
+
+    want = []
+    for c in range(3):
+        target = (y.numpy() == c).astype(np.float64)
+        best = min(
+            (minimize(neg_log_evidence, x0, args=(target,), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
+             for x0 in ([0.0, 0.0], [3.0, 1.0], [-2.0, 2.0])),
+            key=lambda r: r.fun,
+        )  # fmt: skip
+        want.append(-best.fun / n)
+    split = dict(train_features=f, train_labels=y, test_features=f, test_labels=y)
+    assert LogME(max_iter=500, tol=1e-12, eps=0.0).score(**split) == pytest.approx(float(np.mean(want)), abs=1e-7)
+    assert float(np.mean(want)) - 1e-3 < LogME(max_iter=500, tol=1e-12).score(**split) < float(np.mean(want))
 
 
 def test_batch_scorer_protocol_is_declared_and_batched_scores_equal_single_ones():
