@@ -3,7 +3,9 @@
 Every strategy scores the same features with the same proxy on the same data schedule and selects the same
 way, so all return the same ranking and the same survivors at every iteration.
 
-Selection rule: higher score first; equal scores keep the candidates' input order (earlier wins).
+Selection rule: higher score first; equal scores keep the candidates' input order (earlier wins). When the cut
+between survivors and pruned candidates falls between exactly equal scores, the input order decided, not the
+proxy: the iteration records those candidates as `ties` and the log warns.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class IterationRecord:
     cached: list[str] = field(default_factory=list)  # candidates whose features came from the feature cache
     restored: bool = False  # scores and survivors restored from a persisted run of this iteration
     rank_block_executions: list[int] = field(default_factory=list)  # per rank, when several ran the iteration
+    ties: list[str] = field(default_factory=list)  # candidates tied exactly at the cut (input order decided)
 
     def to_dict(self) -> dict:
         c = self.counters
@@ -70,6 +73,7 @@ class IterationRecord:
             "cached": self.cached,
             "restored": self.restored,
             "rank_block_executions": self.rank_block_executions,
+            "ties": self.ties,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
             "node_items": dict(c.node_items),
         }
@@ -91,6 +95,30 @@ class HalvingOutcome:
 def select(alive: list[str], scores: dict[str, float], keep: int, order: dict[str, int]) -> list[str]:
     """The `keep` best of `alive`: higher score first, ties by input order."""
     return sorted(alive, key=lambda m: (-scores[m], order[m]))[:keep]
+
+
+def tied_at_cut(alive: list[str], scores: dict[str, float], survivors: list[str]) -> list[str]:
+    """The candidates whose score equals the last survivor's when some of them were pruned: the cut fell between
+    equal scores, so the tie rule (input order) chose. Empty when the proxy alone decided."""
+    pruned = [m for m in alive if m not in survivors]
+    if not survivors or not pruned:
+        return []
+    edge = scores[survivors[-1]]
+    if not any(scores[m] == edge for m in pruned):
+        return []
+    return [m for m in alive if scores[m] == edge]
+
+
+def _report_ties(record: IterationRecord) -> None:
+    record.ties = tied_at_cut(record.candidates, record.scores, record.survivors)
+    if record.ties:
+        kept = [m for m in record.ties if m in record.survivors]
+        logger.warning(
+            "iteration %d: %d candidates tie exactly at score %r across the cut, so input order chose: kept %s, "
+            "pruned %s (a scorer that ties is not telling them apart; try another `scorer`)",
+            record.iteration, len(record.ties), record.scores[record.ties[0]], kept,
+            [m for m in record.ties if m not in kept],
+        )  # fmt: skip
 
 
 def run_halving(
@@ -180,6 +208,7 @@ def run_halving(
             if restored is not None:
                 record.scores, record.survivors, record.cached = restored["scores"], restored["survivors"], alive
                 record.restored = True
+                _report_ties(record)
                 features.drop([m for m in alive if m not in record.survivors])
                 extractor.prune([m for m in alive if m not in record.survivors])
                 alive = record.survivors
@@ -204,6 +233,7 @@ def run_halving(
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
             record.scores.update(scores)
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
+            _report_ties(record)
             if ranks.distributed:  # the next split may give a survivor to another rank: it gets the features
                 _share_features(ranks, features, [m for m in record.survivors if m in mine])
             pruned = [m for m in alive if m not in record.survivors]

@@ -55,6 +55,11 @@ class SearchResult:
     def models(self) -> list[str]:
         return [r["model"] for r in self.ranking]
 
+    @property
+    def ties(self) -> dict[int, list[str]]:
+        """iteration -> the candidates that tied exactly at its cut (input order chose among them)."""
+        return {it["iteration"]: it["ties"] for it in self.iterations if it.get("ties")}
+
     def phase_seconds(self) -> dict[str, float]:
         return {p: sum(it["seconds"][p] for it in self.iterations) for p in PHASES}
 
@@ -176,6 +181,13 @@ class SearchResult:
                 f"{len(fc.get('cached', []))} candidate(s) served from disk, {restored} iteration(s) restored"
                 + (f"; {fc['corrupt']} corrupt segment(s) recomputed." if fc.get("corrupt") else ".")
             )
+        ties = [it for it in self.iterations if it.get("ties")]
+        if ties:
+            lines += ["", "## Ties at the cut", ""] + [
+                f"- iteration {it['iteration']}: {', '.join(it['ties'])} scored exactly "
+                f"{it['scores'][it['ties'][0]]!r}; input order chose who survived."
+                for it in ties
+            ]
         if self.skipped:
             lines += ["", "## Skipped candidates", ""] + [f"- {m}: {r}" for m, r in self.skipped.items()]
         return "\n".join(lines) + "\n"

@@ -298,3 +298,34 @@ def test_the_console_shows_one_bar_per_phase(hub, tiny_zoo, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "listing candidates" in out.stderr and "preparing candidates" in out.stderr
     assert "Fetching" not in out.stderr and "Download complete" not in out.stderr
+
+
+class _Constant:
+    """A proxy that cannot tell models apart: every cut is a tie."""
+
+    def score(self, *, train_features, train_labels, test_features, test_labels, device="cpu"):
+        return 0.5
+
+
+def test_ties_at_the_cut_are_reported_in_the_result_and_the_log(hub, tiny_zoo, tmp_path, caplog):
+    ds = digits(num_items=80, seed=0)
+    with caplog.at_level("WARNING", logger="alsatian_hf"):
+        result = ModelSearcher(
+            tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, scorer_kwargs={}), scorer=_Constant()
+        ).search()
+    first = result.iterations[0]
+    assert result.ties[1] == tiny_zoo.repo_ids  # all six tie at 0.5 across the 6 -> 3 cut
+    assert first["survivors"] == tiny_zoo.repo_ids[:3]  # the tie rule: input order
+    assert "tie exactly at score 0.5" in caplog.text and "input order chose" in caplog.text
+    assert "## Ties at the cut" in result.summary()
+    untied = ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, scorer="logme", scorer_kwargs={}))
+    assert untied.search().ties == {}
+
+
+def test_tied_at_cut_ignores_ties_on_one_side_of_the_cut():
+    from alsatian_hf.search.halving import tied_at_cut
+
+    scores = {"a": 3.0, "b": 2.0, "c": 2.0, "d": 1.0}
+    assert tied_at_cut(list(scores), scores, ["a", "b", "c"]) == []  # b and c both survive
+    assert tied_at_cut(list(scores), scores, ["a", "b"]) == ["b", "c"]  # b kept, c pruned on input order
+    assert tied_at_cut(list(scores), scores, list(scores)) == []  # nothing pruned
