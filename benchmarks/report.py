@@ -17,6 +17,9 @@ from .memory_budget import MemoryBudgetRow
 from .partition import PartitionRow
 from .persistence import PersistenceRow
 from .planner_scaling import PlannerScalingRow
+from .ranking_quality.card import plot_ranking, ranking_lines
+from .ranking_quality.quality import RankingQualityRow, RankingScoreRow
+from .ranking_quality.truth import TruthRow
 from .xet_transfer import ColdSearchRow, XetFetchRow
 
 
@@ -43,6 +46,9 @@ TABLES: dict[str, type] = {
     "cold_search": ColdSearchRow,
     "persistence": PersistenceRow,
     "distributed": DistributedRow,
+    "ranking_quality": RankingQualityRow,
+    "ranking_scores": RankingScoreRow,
+    "ground_truth": TruthRow,
 }
 STRATEGY_ORDER = ["base", "shift", "alsatian"]
 PHASE_ORDER = ["setup", "prepare_data", "prepare_model", "inference", "proxy_scoring"]
@@ -334,6 +340,7 @@ def _arrow_nbytes(path: Path, types: dict[str, str]) -> int:
 def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot(out)
+    plot_ranking(out)
     present = [t for t in TABLES if (out / f"{t}.csv").is_file()]
     yaml = [
         "---",
@@ -396,6 +403,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     persistence_rows = persistence_lines(out)
     partition_rows = partition_lines(out)
     distributed_rows = distributed_lines(out)
+    ranking_rows = ranking_lines(out)
     missing = missing_cells(out, suite)
     body = [
         "",
@@ -607,6 +615,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
             if distributed_rows
             else []
         ),
+        *ranking_rows,
         *(["Cells of this suite not in the CSVs: " + ", ".join(missing) + ".", ""] if missing else []),
         "## Tables",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 from huggingface_hub import DatasetCard
 
 
@@ -131,3 +133,53 @@ def test_card_types_a_numeric_looking_sha_as_a_string(tmp_path, caplog):
         ds = datasets.load_dataset(str(out), name="planner_scaling", split="train")
     assert not [r for r in caplog.records if "dataset_info" in r.getMessage()], caplog.text
     assert ds["code_revision"] == ["069e395", "1234567"]
+
+
+def _ranking_quality(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "benchmarks.ranking_quality", "--tiny", "--threads", "1", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
+    """The benchmark's whole pipeline on its tiny profile: a zoo of real EfficientNet-Lite0 fine-tunes, their
+    ground truth over two seeds, and the search side through the local Hub, resumable, into a loadable card."""
+    from safetensors.torch import load_file
+
+    from benchmarks.ranking_quality.zoo import TINY_ZOO, frozen_keys, load_candidate
+
+    dirs = ["--out", str(tmp_path / "build"), "--work-dir", str(tmp_path / "work")]
+    built = _ranking_quality("--build", *dirs)
+    assert built.returncode == 0, built.stderr[-3000:]
+    truth = list(csv.DictReader(open(tmp_path / "build" / "ground_truth_image.csv")))
+    assert sorted((r["model"], r["seed"]) for r in truth) == sorted(
+        (f"rq-tiny/{m.name}", s) for m in TINY_ZOO for s in ("0", "1")
+    )
+    assert all(0 <= float(r["accuracy"]) <= 1 for r in truth)
+    # a fine-tune's frozen blocks are bit-identical to its parent's, so the search shares them
+    hub = tmp_path / "work" / "hub" / "rq-tiny"
+    frozen = next(m for m in TINY_ZOO if m.frozen)
+    model, _ = load_candidate(hub / frozen.name, 10)
+    base, child = (
+        load_file(hub / frozen.parent / "model.safetensors"),
+        load_file(hub / frozen.name / "model.safetensors"),
+    )
+    keys = frozen_keys(model, frozen.frozen)
+    assert keys and all(torch.equal(base[k], child[k]) for k in keys)
+    assert not all(torch.equal(base[k], child[k]) for k in child if k not in keys and not k.startswith("classifier"))
+    again = _ranking_quality("--build", *dirs)  # resumes: nothing built or trained twice
+    assert again.returncode == 0 and "built rq-tiny" not in again.stdout and "truth digits" not in again.stdout
+
+    card = tmp_path / "card"
+    searched = _ranking_quality(*dirs, "--card-dir", str(card), "--scorers", "linear", "hscore", "hscore-pinv")
+    assert searched.returncode == 0, searched.stderr[-3000:]
+    quality = datasets.load_dataset(str(card), name="ranking_quality", split="train")
+    assert sorted(quality["scorer"]) == ["hscore", "hscore-pinv", "linear"]
+    for row in quality:
+        assert row["candidates"] == 3 and row["seeds"] == 2 and row["pick"].startswith("rq-tiny/")
+        assert 0 <= row["regret_points"] <= row["truth_spread_points"]
+        assert -1 <= row["truth_seed_tau"] <= 1
+    scores = datasets.load_dataset(str(card), name="ranking_scores", split="train")
+    assert len(scores) == 9 and sum(scores["picked"]) == 3
+    assert (card / "ranking_quality.png").is_file()
+    assert "## Does it pick the right model?" in (card / "README.md").read_text()

@@ -1,0 +1,86 @@
+"""The ranking-quality part of the benchmark card: its section, and `ranking_quality.png` (proxy score against
+fine-tuned accuracy, a panel per target and scorer)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .._tables import read_rows
+
+
+def _f(value: str, fmt: str = ".2f") -> str:
+    x = float(value) if value not in ("", None) else float("nan")
+    return "n/a" if math.isnan(x) else format(x, fmt)
+
+
+def ranking_lines(out: Path) -> list[str]:
+    """The card's section, empty when the card folder has no `ranking_quality.csv`."""
+    rows = read_rows(out / "ranking_quality.csv")
+    if not rows:
+        return []
+    table = [
+        f"| {r['target']} | {r['scorer']} | {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
+        f"{_f(r['all_wtau'])} ± {_f(r['all_wtau_seed_sd'])} | {_f(r['all_tau'])} | {_f(r['all_pearson'])} | "
+        f"{_f(r['it1_wtau'])} ({r['it1_items']} items) | {r['it1_distinct_scores']}/{r['candidates']} | "
+        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r['truth_se_points'])} |"
+        for r in rows
+    ]
+    return [
+        "## Does it pick the right model? (ranking quality)",
+        "",
+        "`python -m benchmarks.ranking_quality` (the search side, minutes) after `--build` (the zoo and the ground "
+        "truth, hours of CPU, stored in `benchmarks/results/ranking-quality/`). The zoo is real: EfficientNet-Lite0/1/2 "
+        "with their ImageNet weights and 9 fine-tunes of them trained here on Fashion-MNIST tasks (two 5-class "
+        "halves and random labels) with 0, 50 or 75% of blocks frozen; all-MiniLM-L6-v2 and 4 fine-tunes on 20 "
+        "Newsgroups groups (comp, rec, and talk with random labels). Targets, disjoint in items from every "
+        "source: Fashion-MNIST (test split; 1000 train / 2000 test items), digits (1000 / 797) and 20 Newsgroups "
+        "`sci.*` (test file; 400 / 800). Images at 32 px, text at 64 tokens. The ground truth (config "
+        "`ground_truth`) fine-tunes every candidate fully on every target, 3 seeds, AdamW with warm-up and cosine "
+        "decay, the learning rate tuned on validation items of one target per modality.",
+        "",
+        "Regret is in accuracy points below the best candidate's mean (a random pick's expected regret beside "
+        "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "
+        "must differ to be told apart). `it1` scores are the first halving iteration's; distinct is how many "
+        "different scores it gave (1: constant). The noise floor is the ground truth's seed-vs-seed Kendall "
+        "tau and its mean standard error per candidate. Figure: `ranking_quality.png`.",
+        "",
+        "| target | scorer | regret | random | weighted tau (all data) | tau | Pearson | weighted tau, iteration 1 "
+        "| distinct it1 | tie iterations | seed-vs-seed tau | SE (pts) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *table,
+        "",
+    ]
+
+
+def plot_ranking(out: Path) -> None:
+    rows = read_rows(out / "ranking_scores.csv")
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    scorers = list(dict.fromkeys(r["scorer"] for r in rows))
+    fig, axes = plt.subplots(len(targets), len(scorers), figsize=(2.6 * len(scorers), 2.4 * len(targets)),
+                             squeeze=False)  # fmt: skip
+    for i, target in enumerate(targets):
+        for j, scorer in enumerate(scorers):
+            ax = axes[i][j]
+            sel = [r for r in rows if r["target"] == target and r["scorer"] == scorer]
+            for r in sel:
+                picked = r["picked"] == "True"
+                ax.errorbar(float(r["score_all"]), float(r["accuracy_mean"]), yerr=float(r["accuracy_se"] or 0),
+                            fmt="o", ms=5 if picked else 3, color="tab:red" if picked else "tab:blue")  # fmt: skip
+            ax.set_title(f"{target} · {scorer}", fontsize=8)
+            ax.tick_params(labelsize=6)
+            if j == 0:
+                ax.set_ylabel("fine-tuned accuracy (%)", fontsize=7)
+            if i == len(targets) - 1:
+                ax.set_xlabel("proxy score (all data)", fontsize=7)
+    fig.suptitle("Proxy score against fine-tuned accuracy (red: the search's pick)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "ranking_quality.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,217 @@
+"""The search side: every scorer searches every target's zoo through `ModelSearcher.from_hub` on the local Hub,
+and its scores and pick are measured against the ground truth.
+
+Per (target, scorer), two searches from one block store and feature cache (so features are extracted once):
+- the successive-halving search the user runs (result size 1): its pick, and its iteration-1 scores;
+- one iteration over all of D_train (result size = every candidate): the scores with all the data.
+
+Metrics: weighted Kendall tau (`scipy.stats.weightedtau`), Kendall tau and Pearson r between scores and mean
+fine-tuned accuracy; the top-1 regret of the pick (points below the best mean accuracy); and the noise floor
+beside them: the ground truth's seed-vs-seed Kendall tau, and its mean standard error per candidate. The
+weighted tau is also taken against each seed's accuracies alone; its spread over seeds is how far two scorers'
+weighted taus must differ before the benchmark tells them apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._tables import Table, read_rows
+from ..suites import provenance
+from .finetune import MAX_LENGTH
+from .tasks import FULL, TARGETS, Profile, target_datasets
+from .truth import mean_accuracy
+from .zoo import org_of
+
+
+def scorers() -> dict[str, tuple[str | object, dict]]:
+    """name -> (a scorer name or object, scorer_kwargs) for every scorer under test."""
+    from alsatian_hf.scoring import HScore
+
+    from .proxies import GBC
+
+    return {
+        "linear": ("linear", {}),
+        "knn": ("knn", {}),
+        "logme": ("logme", {}),
+        "hscore": ("hscore", {}),  # Ledoit-Wolf shrinkage (the default)
+        "hscore-pinv": (HScore(shrinkage=None), {}),  # the original: degenerate with fewer items than dimensions
+        "gbc": (GBC(), {}),
+    }
+
+
+@dataclass(kw_only=True)
+class RankingQualityRow:
+    target: str
+    modality: str
+    scorer: str
+    candidates: int
+    seeds: int
+    truth_seed_tau: float  # noise floor: mean Kendall tau between the ground truth's seeds
+    truth_seed_wtau: float
+    truth_se_points: float  # mean standard error of a candidate's mean accuracy
+    truth_spread_points: float  # best minus worst mean accuracy
+    pick: str
+    best: str
+    regret_points: float  # best mean accuracy minus the pick's
+    random_regret_points: float  # best minus the candidates' average: a random pick's expected regret
+    it1_items: int
+    it1_distinct_scores: int  # 1: the scorer was constant across candidates in iteration 1
+    it1_wtau: float
+    it1_tau: float
+    it1_pearson: float
+    all_distinct_scores: int
+    all_wtau: float
+    all_wtau_seed_sd: float  # sd over seeds of the weighted tau against one seed's accuracies
+    all_tau: float
+    all_pearson: float
+    tie_iterations: int  # iterations whose cut fell between exactly equal scores
+    search_seconds: float
+    device: str
+    torch_version: str
+    code_revision: str
+
+
+@dataclass(kw_only=True)
+class RankingScoreRow:
+    target: str
+    scorer: str
+    model: str
+    accuracy_mean: float
+    accuracy_se: float
+    score_it1: float
+    score_all: float
+    picked: bool
+
+
+def _correlations(scores: list[float], accs: list[float]) -> tuple[float, float, float]:
+    from scipy import stats
+
+    if len(set(scores)) < 2:
+        return float("nan"), float("nan"), float("nan")  # a constant scorer ranks nothing
+    return (
+        float(stats.weightedtau(scores, accs).statistic),
+        float(stats.kendalltau(scores, accs).statistic),
+        float(stats.pearsonr(scores, accs).statistic),
+    )
+
+
+def noise_floor(rows: list[dict], target: str, models: list[str]) -> tuple[float, float, list[list[float]]]:
+    """(mean seed-vs-seed Kendall tau, mean weighted tau, accuracies per seed over `models`)."""
+    from scipy import stats
+
+    seeds = sorted({int(r["seed"]) for r in rows if r["target"] == target})
+    acc = {(r["model"], int(r["seed"])): float(r["accuracy"]) for r in rows if r["target"] == target}
+    per_seed = [[acc[(m, s)] for m in models] for s in seeds if all((m, s) in acc for m in models)]
+    pairs = list(itertools.combinations(per_seed, 2))
+    if not pairs:
+        return float("nan"), float("nan"), per_seed
+    tau = statistics.mean(float(stats.kendalltau(a, b).statistic) for a, b in pairs)
+    wtau = statistics.mean(float(stats.weightedtau(a, b).statistic) for a, b in pairs)
+    return tau, wtau, per_seed
+
+
+def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int):
+    from alsatian_hf import ModelSearcher, SearchArguments
+
+    args = SearchArguments(
+        result_size=result_size,
+        scorer=scorer if isinstance(scorer, str) else "linear",
+        scorer_kwargs=kwargs,
+        max_length=MAX_LENGTH,
+        store_dir=str(store),
+        seed=0,
+    )
+    extra = {} if isinstance(scorer, str) else {"scorer": scorer}
+    return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args, **extra).search()
+
+
+def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *, build_dir: Path | None = None,
+                profile: Profile = FULL, scorer_names: list[str] | None = None) -> None:  # fmt: skip
+    """Writes `ranking_quality.csv`, `ranking_scores.csv` and the merged `ground_truth.csv` into `out`.
+
+    `build_dir` holds the build's tables (`ground_truth_<modality>.csv`); default: `out`.
+    """
+    from alsatian_hf.localhub import HubServer, use_endpoint
+
+    from .truth import TruthRow
+
+    build_dir = build_dir or out
+    os.environ.setdefault("HF_HOME", str(work / "hf-home"))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    truth_rows = [r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")]
+    merged = Table(out / "ground_truth.csv", TruthRow)
+    merged.rows = [r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows
+    merged._write()
+    quality = Table(out / "ranking_quality.csv", RankingQualityRow)
+    detail = Table(out / "ranking_scores.csv", RankingScoreRow)
+    hub = HubServer(hub_root).start()
+    use_endpoint(hub.url)
+    try:
+        for target in TARGETS.values():
+            if target.modality not in modalities or target.name not in profile.targets:
+                continue
+            org = org_of(target.modality, profile)
+            truth = mean_accuracy(truth_rows, target.name)
+            if not truth:
+                print(f"  {target.name}: no ground truth yet (run --build)", flush=True)
+                continue
+            train_ds, _ = target_datasets(target.name, profile=profile)
+            for name, (scorer, kwargs) in scorers().items():
+                if scorer_names and name not in scorer_names:
+                    continue
+                quality.drop(target=target.name, scorer=name)
+                detail.drop(target=target.name, scorer=name)
+                _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail)
+    finally:
+        hub.stop()
+
+
+def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail) -> None:
+    store = work / "stores" / org
+    start = time.perf_counter()
+    halving = _search(org, train_ds, scorer, kwargs, store, 1)
+    seconds = time.perf_counter() - start
+    models = [m for m in halving.iterations[0]["candidates"] if m in truth]
+    everything = _search(org, train_ds, scorer, kwargs, store, len(halving.iterations[0]["candidates"]))
+    it1 = halving.iterations[0]["scores"]
+    full = everything.iterations[0]["scores"]
+    accs = [truth[m][0] for m in models]
+    best = max(models, key=lambda m: truth[m][0])
+    pick = halving.best
+    seed_tau, seed_wtau, per_seed = noise_floor(truth_rows, target.name, models)
+    all_wtau, all_tau, all_pearson = _correlations([full[m] for m in models], accs)
+    it1_wtau, it1_tau, it1_pearson = _correlations([it1[m] for m in models], accs)
+    seed_wtaus = [_correlations([full[m] for m in models], s)[0] for s in per_seed]
+    quality.add(
+        RankingQualityRow(
+            target=target.name, modality=target.modality, scorer=name, candidates=len(models),
+            seeds=len(per_seed), truth_seed_tau=seed_tau, truth_seed_wtau=seed_wtau,
+            truth_se_points=float(np.nanmean([truth[m][1] for m in models])),
+            truth_spread_points=max(accs) - min(accs), pick=pick, best=best,
+            regret_points=truth[best][0] - truth[pick][0] if pick in truth else float("nan"),
+            random_regret_points=truth[best][0] - float(np.mean(accs)),
+            it1_items=halving.iterations[0]["train_items"], it1_distinct_scores=len({it1[m] for m in models}),
+            it1_wtau=it1_wtau, it1_tau=it1_tau, it1_pearson=it1_pearson,
+            all_distinct_scores=len({full[m] for m in models}), all_wtau=all_wtau,
+            all_wtau_seed_sd=float(np.std(seed_wtaus, ddof=1)) if len(seed_wtaus) > 1 else float("nan"),
+            all_tau=all_tau, all_pearson=all_pearson, tie_iterations=len(halving.ties),
+            search_seconds=round(seconds, 2), **provenance(),
+        )
+    )  # fmt: skip
+    for m in models:
+        detail.add(RankingScoreRow(target=target.name, scorer=name, model=m, accuracy_mean=truth[m][0],
+                                   accuracy_se=truth[m][1], score_it1=it1[m], score_all=full[m],
+                                   picked=m == pick))  # fmt: skip
+    print(
+        f"  {target.name} {name}: pick {pick.split('/')[1]} (regret {truth[best][0] - truth.get(pick, (np.nan,))[0]:.2f}"
+        f" pts), weighted tau {all_wtau:.2f} (it1 {it1_wtau:.2f}), {seconds:.0f}s",
+        flush=True,
+    )

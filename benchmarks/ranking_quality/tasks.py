@@ -1,0 +1,159 @@
+"""The benchmark's data: source tasks (what the zoo's fine-tunes learnt) and targets (what the search ranks for).
+
+Every target is disjoint in items from every source: the image sources draw from Fashion-MNIST's train split,
+the Fashion-MNIST target from its test split, and digits is never a source. The text sources are 20 Newsgroups'
+`comp.*`, `rec.*` and `talk.*` groups from its train file; the text target is its `sci.*` groups from the test file.
+"Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
+whose fine-tunes learnt nothing transferable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+
+Modality_T = Literal["image", "text"]
+
+FMNIST_UPPER = (0, 2, 3, 4, 6)  # T-shirt, pullover, dress, coat, shirt
+FMNIST_OTHER = (1, 5, 7, 8, 9)  # trouser, sandal, sneaker, bag, ankle boot
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    modality: Modality_T
+    num_classes: int
+    train_items: int
+    test_items: int = 0  # 0 for a source (the zoo trains on all of it)
+
+
+SOURCES = {
+    t.name: t
+    for t in (
+        Task("fmnist-upper", "image", 5, 1500),
+        Task("fmnist-other", "image", 5, 1500),
+        Task("fmnist-random", "image", 10, 1500),
+        Task("news-comp", "text", 5, 800),
+        Task("news-rec", "text", 4, 800),
+        Task("news-random", "text", 4, 800),
+    )
+}
+TARGETS = {
+    t.name: t
+    for t in (
+        Task("fashion-mnist", "image", 10, 1000, 2000),
+        Task("digits", "image", 10, 1000, 797),
+        Task("news-sci", "text", 4, 400, 800),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is: `FULL` is the benchmark; `TINY` runs the same code in about a minute (the test suite)."""
+
+    name: str
+    item_scale: float = 1.0  # of every task's item counts
+    epochs: int | None = None  # overrides every recipe's
+    seeds: int = 3
+    targets: tuple[str, ...] = tuple(TARGETS)
+
+    def items(self, n: int) -> int:
+        return max(20, round(n * self.item_scale)) if n else 0
+
+
+FULL = Profile("full")
+TINY = Profile("tiny", item_scale=0.1, epochs=1, seeds=2, targets=("digits",))
+
+
+def _stratified(labels: np.ndarray, n: int, rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
+    """n indices, classes as even as their sizes allow, none of `exclude`."""
+    pool = np.setdiff1d(np.arange(len(labels)), exclude if exclude is not None else [])
+    per_class = [rng.permutation(pool[labels[pool] == c]) for c in np.unique(labels[pool])]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n and depth < max(len(p) for p in per_class):
+        picked += [int(p[depth]) for p in per_class if depth < len(p)][: n - len(picked)]
+        depth += 1
+    return np.sort(np.array(picked))
+
+
+def _image_ds(images: np.ndarray, labels: np.ndarray, num_classes: int):
+    from alsatian_hf.zoo.data import _image_dataset
+
+    return _image_dataset(images, labels, [str(i) for i in range(num_classes)])
+
+
+def _fmnist_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from alsatian_hf.zoo.data import FASHION_MNIST_DIR, _read_idx
+
+    prefix = "train" if split == "train" else "t10k"
+    img = next(iter(sorted(FASHION_MNIST_DIR.glob(f"{prefix}-images-idx3-ubyte*"))))
+    lbl = next(iter(sorted(FASHION_MNIST_DIR.glob(f"{prefix}-labels-idx1-ubyte*"))))
+    return _read_idx(img), _read_idx(lbl)
+
+
+def _news_rows(split: str, prefix: str) -> tuple[list[str], np.ndarray]:
+    from alsatian_hf.zoo.data import newsgroups
+
+    ds = newsgroups(split=split)
+    names = ds.features["label"].names
+    keep = [c for c in range(len(names)) if names[c].startswith(prefix)]
+    rows = [(t, keep.index(y)) for t, y in zip(ds["text"], ds["label"]) if y in keep]
+    return [t for t, _ in rows], np.array([y for _, y in rows])
+
+
+def source_dataset(name: str, seed: int = 0, profile: Profile = FULL):
+    """The source task's training data as a `datasets.Dataset` (`image` or `text`, and `label`)."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    task = SOURCES[name]
+    task = Task(task.name, task.modality, task.num_classes, profile.items(task.train_items))
+    rng = np.random.default_rng(seed)
+    if task.modality == "image":
+        images, labels = _fmnist_arrays("train")
+        if name == "fmnist-random":
+            idx = _stratified(labels, task.train_items, rng)
+            return _image_ds(images[idx], rng.integers(0, task.num_classes, len(idx)), task.num_classes)
+        classes = np.array(FMNIST_UPPER if name == "fmnist-upper" else FMNIST_OTHER)
+        pool = np.flatnonzero(np.isin(labels, classes))
+        idx = pool[_stratified(labels[pool], task.train_items, rng)]
+        return _image_ds(images[idx], np.searchsorted(classes, labels[idx]), task.num_classes)
+    texts, labels = _news_rows("train", {"news-comp": "comp.", "news-rec": "rec.", "news-random": "talk."}[name])
+    idx = _stratified(labels, task.train_items, rng)
+    y = rng.integers(0, task.num_classes, len(idx)) if name == "news-random" else labels[idx]
+    features = Features({"text": Value("string"), "label": ClassLabel(num_classes=task.num_classes)})
+    return Dataset.from_dict({"text": [texts[i] for i in idx], "label": [int(v) for v in y]}, features=features)
+
+
+def target_datasets(name: str, seed: int = 0, profile: Profile = FULL):
+    """(train, test) of a target: the search sees `train`; the ground truth fine-tunes on `train` and tests on `test`."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    task = TARGETS[name]
+    task = Task(
+        task.name, task.modality, task.num_classes, profile.items(task.train_items), profile.items(task.test_items)
+    )
+    rng = np.random.default_rng(seed)
+    if task.modality == "image":
+        if name == "fashion-mnist":
+            images, labels = _fmnist_arrays("test")
+        else:
+            from sklearn.datasets import load_digits
+
+            bunch = load_digits()
+            images, labels = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8), bunch.target
+        train = _stratified(labels, task.train_items, rng)
+        test = _stratified(labels, task.test_items, rng, exclude=train)
+        return tuple(_image_ds(images[i], labels[i], task.num_classes) for i in (train, test))
+    texts, labels = _news_rows("test", "sci.")
+    train = _stratified(labels, task.train_items, rng)
+    test = _stratified(labels, task.test_items, rng, exclude=train)
+    features = Features({"text": Value("string"), "label": ClassLabel(num_classes=task.num_classes)})
+    return tuple(
+        Dataset.from_dict({"text": [texts[j] for j in i], "label": [int(labels[j]) for j in i]}, features=features)
+        for i in (train, test)
+    )

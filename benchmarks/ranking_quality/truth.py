@@ -1,0 +1,120 @@
+"""The ground truth: every candidate fully fine-tuned on every target, over 3 seeds, by one tuned recipe.
+
+The learning rate is tuned once per modality, on the target's own training items (4/5 train, 1/5 validation),
+for the base model, from `LR_GRID`; the test items never take part. Every row is appended as it is measured,
+so an interrupted run resumes where it stopped; each modality has its own tables, so the two can be built by
+two processes at once (`--modality image` and `--modality text`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alsatian_hf.candidates.processors import timm_processor
+
+from .._tables import Table
+from .finetune import SEED_OFFSET, Recipe, fine_tune_and_test, prepare
+from .tasks import FULL, TARGETS, Profile, target_datasets
+from .zoo import ZOOS, load_candidate, org_of
+
+
+GT_RECIPES = {"image": Recipe(lr=0.0, epochs=6, batch_size=32), "text": Recipe(lr=0.0, epochs=3, batch_size=16)}
+LR_GRID = {"image": (1e-3, 3e-3, 1e-2), "text": (5e-5, 2e-4)}
+TUNE_TARGET = {"image": "fashion-mnist", "text": "news-sci"}
+
+
+@dataclass(kw_only=True)
+class TuningRow:
+    modality: str
+    target: str
+    model: str
+    lr: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(kw_only=True)
+class TruthRow:
+    target: str
+    model: str
+    seed: int
+    lr: float
+    epochs: int
+    batch_size: int
+    test_items: int
+    accuracy: float
+    seconds: float
+
+
+def tuned_recipe(hub_root: Path, out: Path, modality: str, profile: Profile = FULL, log=print) -> Recipe:
+    """The modality's recipe with the learning rate that did best on validation items (tuned on first use)."""
+    table = Table(out / f"tuning_{modality}.csv", TuningRow)
+    org = org_of(modality, profile)
+    target = TUNE_TARGET[modality] if TUNE_TARGET[modality] in profile.targets else profile.targets[0]
+    base = ZOOS[org][0].name
+    recipe = GT_RECIPES[modality]
+    recipe = replace(recipe, epochs=profile.epochs or recipe.epochs)
+    train_ds, _ = target_datasets(target, profile=profile)
+    n_val = len(train_ds) // 5
+    split = train_ds.train_test_split(test_size=n_val, seed=0, stratify_by_column="label")
+    for lr in LR_GRID[modality]:
+        if table.has(modality=modality, lr=lr):
+            continue
+        model, tok = load_candidate(hub_root / org / base, TARGETS[target].num_classes)
+        tr, va = prepare(model, split["train"], tok), prepare(model, split["test"], tok)
+        acc, seconds = fine_tune_and_test(
+            model, tr, torch.tensor(split["train"]["label"]), va, torch.tensor(split["test"]["label"]),
+            replace(recipe, lr=lr), SEED_OFFSET,
+        )  # fmt: skip
+        table.add(TuningRow(modality=modality, target=target, model=f"{org}/{base}", lr=lr, val_accuracy=acc,
+                            seconds=round(seconds, 1)))  # fmt: skip
+        log(f"  tune {modality} lr={lr:g}: validation accuracy {acc:.4f} ({seconds:.0f}s)")
+    rows = [r for r in table.rows if r["modality"] == modality]
+    best = max(rows, key=lambda r: (float(r["val_accuracy"]), -float(r["lr"])))
+    return replace(recipe, lr=float(best["lr"]))
+
+
+def ground_truth(hub_root: Path, out: Path, modality: str, profile: Profile = FULL, log=print) -> None:
+    """Appends the missing (target, model, seed) rows; seed-major, so a partial run has whole seeds."""
+    table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
+    recipe = tuned_recipe(hub_root, out, modality, profile, log)
+    org = org_of(modality, profile)
+    targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
+    for seed in range(profile.seeds):
+        for target in targets:
+            train_ds, test_ds = target_datasets(target.name, profile=profile)
+            prepared: dict[str, tuple] = {}  # inputs by the preprocessing config: EfficientNet-Lites share theirs
+            for m in ZOOS[org]:
+                model_id = f"{org}/{m.name}"
+                if table.has(target=target.name, model=model_id, seed=seed):
+                    continue
+                model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
+                key = timm_processor(model, None).key if tok is None else "tokenizer"  # one tokenizer for all
+                if key not in prepared:
+                    prepared[key] = (prepare(model, train_ds, tok), prepare(model, test_ds, tok))
+                tr, te = prepared[key]
+                acc, seconds = fine_tune_and_test(
+                    model, tr, torch.tensor(train_ds["label"]), te, torch.tensor(test_ds["label"]),
+                    recipe, SEED_OFFSET + seed,
+                )  # fmt: skip
+                table.add(TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
+                                   batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
+                                   seconds=round(seconds, 1)))  # fmt: skip
+                log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
+
+
+def mean_accuracy(rows: list[dict], target: str) -> dict[str, tuple[float, float, int]]:
+    """model -> (mean accuracy in points, its standard error, seeds) on the target."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r["target"] == target:
+            by.setdefault(r["model"], []).append(100 * float(r["accuracy"]))
+    out = {}
+    for model, accs in by.items():
+        a = np.array(accs)
+        out[model] = (float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan"), len(a))
+    return out

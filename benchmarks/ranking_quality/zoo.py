@@ -1,0 +1,210 @@
+"""The zoo: real ImageNet and sentence-embedding bases, and fine-tunes of them trained here, as Hub repos.
+
+Each fine-tune starts from its parent's weights, gets a fresh head for its source task, keeps its lowest
+`frozen` fraction of blocks fixed (bit-identical to the parent's, so the search shares them) and trains the
+rest with `ZOO_RECIPES`. Repos are written under `<hub root>/<org>/<name>` with `base_model` lineage; a repo
+whose README.md exists is done (the card is written last), so an interrupted build resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .finetune import Recipe, freeze, prepare, train
+from .tasks import FULL, SOURCES, Profile, source_dataset
+
+
+IMAGE_ORG, TEXT_ORG = "rq-image", "rq-text"
+# The search and the ground truth see 32 px images: Fashion-MNIST is 28 px and digits 8 px, and a CPU trains
+# EfficientNet at 32 px about 2x faster than at 64 (channels-last, 2 threads: 183 vs 89 images/s).
+IMAGE_CFG = {"input_size": (3, 32, 32), "crop_pct": 1.0}
+ZOO_RECIPES = {"image": Recipe(lr=1e-3, epochs=3, batch_size=64), "text": Recipe(lr=1e-4, epochs=3, batch_size=16)}
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str  # the repo's name in its org
+    family: str  # lite0, lite1, lite2 or minilm
+    parent: str | None = None  # the repo it was fine-tuned from; None for a base
+    source: str | None = None  # its source task (`tasks.SOURCES`)
+    frozen: float = 0.0  # fraction of its blocks left as the parent's
+    seed: int = 0
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.family == "minilm" else "image"
+
+
+def _ft(family: str, source: str, frozen: float, seed: int) -> ZooModel:
+    short = source.split("-", 1)[1]
+    return ZooModel(f"{family}-{short}-f{round(frozen * 100)}", family, f"{family}-base", source, frozen, seed)
+
+
+IMAGE_ZOO = [
+    ZooModel("lite0-base", "lite0"),
+    ZooModel("lite1-base", "lite1"),
+    ZooModel("lite2-base", "lite2"),
+    _ft("lite0", "fmnist-upper", 0.0, 1),
+    _ft("lite0", "fmnist-other", 0.5, 2),
+    _ft("lite0", "fmnist-random", 0.0, 3),
+    _ft("lite0", "fmnist-random", 0.75, 4),
+    _ft("lite1", "fmnist-upper", 0.5, 5),
+    _ft("lite1", "fmnist-other", 0.0, 6),
+    _ft("lite1", "fmnist-random", 0.5, 7),
+    _ft("lite2", "fmnist-upper", 0.75, 8),
+    _ft("lite2", "fmnist-random", 0.0, 9),
+]
+TEXT_ZOO = [
+    ZooModel("minilm-base", "minilm"),
+    _ft("minilm", "news-comp", 0.0, 11),
+    _ft("minilm", "news-rec", 0.5, 12),
+    _ft("minilm", "news-random", 0.0, 13),
+    _ft("minilm", "news-comp", 0.5, 14),
+]
+TINY_ORG = "rq-tiny"
+TINY_ZOO = [
+    ZooModel("lite0-base", "lite0"),
+    _ft("lite0", "fmnist-upper", 0.0, 1),
+    _ft("lite0", "fmnist-random", 0.75, 4),
+]
+ZOOS = {IMAGE_ORG: IMAGE_ZOO, TEXT_ORG: TEXT_ZOO, TINY_ORG: TINY_ZOO}
+
+
+def org_of(modality: str, profile: Profile = FULL) -> str:
+    if profile.name == "tiny":
+        return TINY_ORG
+    return TEXT_ORG if modality == "text" else IMAGE_ORG
+
+
+def base_model(family: str) -> tuple[nn.Module, object]:
+    """(model, tokenizer or None) with the real pretrained weights."""
+    if family == "minilm":
+        from alsatian_hf.zoo.minilm import minilm_source
+
+        source = minilm_source(num_labels=4)
+        return source.build(), source.processor
+    from alsatian_hf.zoo.efficientnet_lite import efficientnet_lite_source
+
+    source = efficientnet_lite_source(int(family[-1]), num_classes=1000, pretrained_cfg_overlay=IMAGE_CFG)
+    return source.build(), None
+
+
+def load_candidate(folder: Path, num_classes: int) -> tuple[nn.Module, object]:
+    """A zoo repo's backbone from its safetensors with a fresh `num_classes` head, and its tokenizer (or None)."""
+    config = json.loads((folder / "config.json").read_text())
+    if "architecture" in config:  # timm
+        import timm
+        from safetensors.torch import load_file
+
+        model = timm.create_model(
+            config["architecture"], num_classes=num_classes, pretrained_cfg_overlay=config["pretrained_cfg"]
+        )
+        state = {k: v for k, v in load_file(folder / "model.safetensors").items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise RuntimeError(f"{folder}: weights do not fit {config['architecture']}: {missing} {unexpected}")
+        return model, None
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the fresh head is meant: no "newly initialised" warning
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=num_classes, ignore_mismatched_sizes=True
+        )
+    finally:
+        logging.set_verbosity(verbosity)
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def frozen_keys(model: nn.Module, fraction: float) -> list[str]:
+    """The parameter names of the lowest `fraction` of the model's blocks, as the adapters split it."""
+    from alsatian_hf.adapters import split_model
+
+    split = split_model(model)
+    blocks = [b for b in split.blocks if b.keys]
+    return [b.model_key(k) for b in blocks[: round(fraction * len(blocks))] for k in b.keys]
+
+
+def build_zoo(hub_root: Path, org: str, profile: Profile = FULL, log=print) -> list[dict]:
+    """Writes the org's repos that are missing; returns one row per model (lineage, source, source accuracy)."""
+    from .finetune import accuracy
+
+    rows = []
+    for m in ZOOS[org]:
+        folder = hub_root / org / m.name
+        row_path = folder / "zoo_row.json"
+        if (folder / "README.md").is_file() and row_path.is_file():
+            rows.append(json.loads(row_path.read_text()))
+            continue
+        source_accuracy = None
+        torch.manual_seed(m.seed)  # fresh heads
+        if m.parent is None:
+            model, tok = base_model(m.family)
+        else:
+            task = SOURCES[m.source]
+            model, tok = load_candidate(hub_root / org / m.parent, task.num_classes)
+            ds = source_dataset(m.source, seed=m.seed, profile=profile)
+            inputs, labels = prepare(model, ds, tok), torch.tensor(ds["label"])
+            freeze(model, frozen_keys(model, m.frozen))
+            recipe = ZOO_RECIPES[m.modality]
+            train(model, inputs, labels, replace(recipe, epochs=profile.epochs or recipe.epochs), seed=m.seed)
+            source_accuracy = accuracy(model, inputs, labels)
+        _save(model, tok, folder)
+        row = {"model": f"{org}/{m.name}", "family": m.family, "parent": f"{org}/{m.parent}" if m.parent else "",
+               "source": m.source or "", "frozen": m.frozen, "seed": m.seed, "source_train_accuracy": source_accuracy}  # fmt: skip
+        row_path.write_text(json.dumps(row))
+        _write_card(folder, org, m)
+        log(f"  built {org}/{m.name}" + (f": source train accuracy {source_accuracy:.3f}" if m.parent else ""))
+        rows.append(row)
+    return rows
+
+
+def _save(model: nn.Module, tokenizer, folder: Path) -> None:
+    from alsatian_hf.zoo import TimmSource, TransformersSource
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if tokenizer is None:
+        TimmSource(model.pretrained_cfg["architecture"]).save(model, state, folder, None)
+    else:
+        TransformersSource(processor=tokenizer, pipeline_tag="text-classification").save(model, state, folder, None)
+
+
+def _write_card(folder: Path, org: str, m: ZooModel) -> None:
+    meta = {
+        "library_name": "transformers" if m.modality == "text" else "timm",
+        "pipeline_tag": "text-classification" if m.modality == "text" else "image-classification",
+        "license": "apache-2.0",
+        "tags": ["alsatian-ranking-quality"],
+    }
+    if m.parent:
+        meta["base_model"] = f"{org}/{m.parent}"
+    what = (
+        f"Fine-tuned from {org}/{m.parent} on `{m.source}` with its lowest {round(m.frozen * 100)}% of blocks frozen."
+        if m.parent
+        else f"The real pretrained {m.family} (ImageNet for EfficientNet-Lite, all-MiniLM-L6-v2 for MiniLM)."
+    )
+    lines = ["---"] + [f"{k}: {json.dumps(v)}" for k, v in meta.items()] + ["---", "", f"# {org}/{m.name}", "", what]
+    (folder / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def write_zoo_table(out: Path, org: str, rows: list[dict]) -> None:
+    """`zoo_<org>.csv`: every candidate's lineage and source task, merged by model id."""
+    import csv
+
+    path = out / f"zoo_{org}.csv"
+    merged: dict[str, dict] = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            merged = {r["model"]: r for r in csv.DictReader(f)}
+    merged.update({r["model"]: r for r in rows})
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in merged.values())
