@@ -111,3 +111,25 @@ def test_a_rank_that_dies_stops_the_others_with_an_error(hub, tiny_zoo, tmp_path
     assert done.returncode != 0 and time.perf_counter() - started < 300
     assert "rank" in done.stderr and "exitcode" in done.stderr
     assert not (tmp_path / "rank0.json").exists() and not (tmp_path / "rank1.json").exists()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_cli_search_on_two_processes(hub, tiny_zoo, tmp_path):
+    """`accelerate launch --num_processes 2 -m alsatian_hf search ...` ranks as one process does; rank 0 alone
+    prints the ranking and writes `output_dir`."""
+    data = tmp_path / "digits"
+    digits(num_items=80, seed=0).save_to_disk(str(data))
+    one = _search(tiny_zoo.repo_ids, tmp_path / "store", "alsatian")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(_free_port())]  # fmt: skip
+    search = ["-m", "alsatian_hf", "search", "--models", ",".join(tiny_zoo.repo_ids), "--dataset", str(data),
+              "--result_size", "1", "--image_size", "32", "--scorer", "knn", "--batch_size", "16",
+              "--store_dir", str(tmp_path / "store"), "--feature_cache", "false",
+              "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run([*launch, *search], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(one.best) == 1  # the ranking is printed once, by rank 0, and names the same model
+    written = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert [r["model"] for r in written["ranking"]] == one.models
