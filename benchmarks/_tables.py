@@ -56,6 +56,19 @@ class Table(Generic[R]):
         self.rows.append({k: "" if v is None else v for k, v in asdict(row).items()})
         self._write()
 
+    def add_shared(self, row: R) -> None:
+        """`add` for a table that other processes append to as well: under a file lock, their rows are read
+        first, so no process overwrites another's."""
+        from filelock import FileLock
+
+        with FileLock(str(self.path) + ".lock"):
+            self.rows = read_rows(self.path)
+            self.add(row)
+
+    def refresh(self) -> None:
+        """Re-reads the rows other processes may have added."""
+        self.rows = read_rows(self.path)
+
     @staticmethod
     def _matches(row: dict[str, Any], key: dict[str, Any]) -> bool:
         return all(str(row.get(k)) == str(v) for k, v in key.items())

@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card-dir", type=Path, default=CARD, help="the card folder the search side writes to")
     p.add_argument("--no-card", action="store_true", help="write the tables without regenerating the card")
     p.add_argument("--work-dir", type=Path, default=WORK, help="the zoo's hub folder and the block stores")
+    p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="--build: the ground truth's runs in reverse order, so a "
+        "second process building the same modality meets the first in the middle",
+    )
     p.add_argument("--tiny", action="store_true", help="a minute-long run of the same code (the test suite's)")
     p.add_argument("--scorers", nargs="+", help="default: every scorer under test")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         for modality in modalities:
             org = org_of(modality, profile)
             write_zoo_table(args.out, org, build_zoo(hub_root, org, profile))
-            ground_truth(hub_root, args.out, modality, profile)
+            ground_truth(hub_root, args.out, modality, profile, reverse=args.reverse)
         print(f"built in {time.perf_counter() - start:.0f}s", flush=True)
         return 0
     from .quality import run_quality

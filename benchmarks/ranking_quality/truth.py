@@ -8,6 +8,7 @@ two processes at once (`--modality image` and `--modality text`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -78,33 +79,41 @@ def tuned_recipe(hub_root: Path, out: Path, modality: str, profile: Profile = FU
     return replace(recipe, lr=float(best["lr"]))
 
 
-def ground_truth(hub_root: Path, out: Path, modality: str, profile: Profile = FULL, log=print) -> None:
-    """Appends the missing (target, model, seed) rows; seed-major, so a partial run has whole seeds."""
+def ground_truth(
+    hub_root: Path, out: Path, modality: str, profile: Profile = FULL, *, reverse: bool = False, log=print
+) -> None:
+    """Appends the missing (target, model, seed) rows; seed-major, so a partial run has whole seeds.
+
+    Several processes may build one modality at once: one in order and one with `reverse` meet in the middle
+    (each run is checked against the table on disk just before it starts).
+    """
     table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
     recipe = tuned_recipe(hub_root, out, modality, profile, log)
     org = org_of(modality, profile)
     targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
-    for seed in range(profile.seeds):
-        for target in targets:
-            train_ds, test_ds = target_datasets(target.name, profile=profile)
-            prepared: dict[str, tuple] = {}  # inputs by the preprocessing config: EfficientNet-Lites share theirs
-            for m in ZOOS[org]:
-                model_id = f"{org}/{m.name}"
-                if table.has(target=target.name, model=model_id, seed=seed):
-                    continue
-                model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
-                key = timm_processor(model, None).key if tok is None else "tokenizer"  # one tokenizer for all
-                if key not in prepared:
-                    prepared[key] = (prepare(model, train_ds, tok), prepare(model, test_ds, tok))
-                tr, te = prepared[key]
-                acc, seconds = fine_tune_and_test(
-                    model, tr, torch.tensor(train_ds["label"]), te, torch.tensor(test_ds["label"]),
-                    recipe, SEED_OFFSET + seed,
-                )  # fmt: skip
-                table.add(TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
-                                   batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
-                                   seconds=round(seconds, 1)))  # fmt: skip
-                log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
+    order = list(itertools.product(range(profile.seeds), targets))
+    for seed, target in reversed(order) if reverse else order:
+        train_ds, test_ds = target_datasets(target.name, profile=profile)
+        prepared: dict[str, tuple] = {}  # inputs by the preprocessing config: EfficientNet-Lites share theirs
+        for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
+            model_id = f"{org}/{m.name}"
+            table.refresh()
+            if table.has(target=target.name, model=model_id, seed=seed):
+                continue
+            model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
+            key = timm_processor(model, None).key if tok is None else "tokenizer"  # one tokenizer for all
+            if key not in prepared:
+                prepared[key] = (prepare(model, train_ds, tok), prepare(model, test_ds, tok))
+            tr, te = prepared[key]
+            acc, seconds = fine_tune_and_test(
+                model, tr, torch.tensor(train_ds["label"]), te, torch.tensor(test_ds["label"]),
+                recipe, SEED_OFFSET + seed,
+            )  # fmt: skip
+            row = TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
+                           batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
+                           seconds=round(seconds, 1))  # fmt: skip
+            table.add_shared(row)
+            log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
 
 
 def mean_accuracy(rows: list[dict], target: str) -> dict[str, tuple[float, float, int]]:
