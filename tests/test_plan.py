@@ -223,3 +223,32 @@ def test_planner_scales_to_5000_models():
     plan = plan_iteration(t)
     assert simulate_peak(plan) == plan.c_min_per_item
     assert plan.block_executions_per_item() == t.num_edges()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(20, 400),
+    classes=st.integers(2, 12),
+    candidates=st.integers(2, 40),
+    per_class=st.integers(1, 30),
+    seed=st.integers(0, 3),
+)
+def test_min_items_per_class_front_loads_the_first_slice(n, classes, candidates, per_class, seed):
+    """D_1 holds min(per_class, the class's train items) of every class; the slices still partition D_train,
+    grow after D_1, and the option off is the paper's schedule."""
+    labels = [(i * 7 + i // 3) % classes for i in range(n)]
+    paper = make_schedule(labels, num_candidates=candidates, result_size=1, seed=seed)
+    front = make_schedule(labels, num_candidates=candidates, result_size=1, seed=seed, min_items_per_class=per_class)
+    assert (
+        make_schedule(labels, num_candidates=candidates, result_size=1, seed=seed, min_items_per_class=None) == paper
+    )
+    train = [i for u in paper.train_slices for i in u.items]
+    assert sorted(i for u in front.train_slices for i in u.items) == sorted(train)
+    assert front.test == paper.test and front.num_iterations == paper.num_iterations
+    in_train = Counter(labels[i] for i in train)
+    wanted = sum(min(per_class, k) for k in in_train.values())
+    if front.num_iterations > 1 and wanted <= len(train) - (front.num_iterations - 1):  # room for later slices
+        first = Counter(labels[i] for i in front.train_slices[0].items)
+        assert all(first[c] >= min(per_class, in_train[c]) for c in in_train)
+        assert len(front.train_slices[0].items) >= len(paper.train_slices[0].items)
+    assert all(len(u.items) >= 1 for u in front.train_slices)

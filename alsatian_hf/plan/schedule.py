@@ -109,12 +109,16 @@ def make_schedule(
     max_train_items: int | None = None,
     seed: int = 0,
     test_items: list[int] | None = None,
+    min_items_per_class: int | None = None,
 ) -> DataSchedule:
     """Split the target dataset and cut D_train into doubling slices.
 
     Args:
         labels: the label of every item of the target dataset.
         test_items: explicit D_test indices (e.g. from an `eval_dataset`); then all other items are D_train.
+        min_items_per_class: D_1 holds at least this many items of every class (all of a smaller class), and
+            later slices double from there over the rest of D_train (which keeps one item per later slice). None keeps the paper's schedule, whose D_1
+            is |D_train| / (2^l - 1) items whatever the number of classes.
     """
     if test_items is not None:
         test_set = set(test_items)
@@ -128,9 +132,30 @@ def make_schedule(
     levels = num_iterations(num_candidates, result_size)
     # |D_i| = 2^(i-1) * |D_1| and the slices cover D_train exactly: |D_1| = |D_train| / (2^levels - 1).
     total = (1 << levels) - 1
+    bounds = [round(len(train) * ((1 << i) - 1) / total) for i in range(1, levels)] + [len(train)]
+    if min_items_per_class is not None and levels > 1:
+        train, first = _front_load(train, labels, min_items_per_class)
+        first = min(first, len(train) - (levels - 1))  # every later slice keeps at least one item
+        if first > bounds[0]:  # D_1 grows to `first`; D_2..D_l keep doubling over the rest
+            rest, parts = len(train) - first, (1 << levels) - 2
+            bounds = [first] + [first + round(rest * ((1 << i) - 2) / parts) for i in range(2, levels)] + [len(train)]
     slices, start = [], 0
-    for i in range(1, levels + 1):
-        end = max(start + 1, round(len(train) * ((1 << i) - 1) / total)) if i < levels else len(train)
+    for i, bound in enumerate(bounds, 1):
+        end = max(start + 1, bound) if i < levels else len(train)
         slices.append(Unit(f"train_{i}", tuple(train[start:end]), start))
         start = end
     return DataSchedule(Unit("test", tuple(test)), tuple(slices), num_candidates, result_size)
+
+
+def _front_load(train: list[int], labels: list[int], per_class: int) -> tuple[list[int], int]:
+    """`train` reordered so its first items hold `per_class` of every class (in their seeded order), and how
+    many items that front is. The rest keeps its order."""
+    taken: dict[int, int] = {}
+    front, back = [], []
+    for i in train:
+        if taken.get(labels[i], 0) < per_class:
+            taken[labels[i]] = taken.get(labels[i], 0) + 1
+            front.append(i)
+        else:
+            back.append(i)
+    return front + back, len(front)

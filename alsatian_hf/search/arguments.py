@@ -48,6 +48,14 @@ class SearchArguments:
     )
     max_test_items: int | None = field(default=1000, metadata={"help": "Cap on D_test's size."})
     max_train_items: int | None = field(default=None, metadata={"help": "Cap on D_train's size (None: all)."})
+    min_items_per_class: int | None = field(
+        default=None,
+        metadata={
+            "help": "The first iteration scores on at least this many items of every class (later ones double "
+            "from there). Off by default: it changes the paper's schedule, whose first slice is |D_train| / "
+            "(2^l - 1) items however many classes there are."
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "Items per inference batch."})
     num_workers: int = field(default=0, metadata={"help": "Threads for preprocessing (0: in the calling thread)."})
     cache_budget: str = field(
@@ -146,7 +154,7 @@ class SearchArguments:
             )
         if self.test_size >= 1:
             self.test_size = int(self.test_size)  # a count of items (the CLI parses "200" as 200.0)
-        for name in ("max_test_items", "max_train_items"):
+        for name in ("max_test_items", "max_train_items", "min_items_per_class"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigurationError(f"`{name}` must be >= 1 or None, got {value!r}.")

@@ -214,6 +214,7 @@ class ModelSearcher:
                 max_train_items=args.max_train_items,
                 seed=args.seed,
                 test_items=test_items,
+                min_items_per_class=args.min_items_per_class,
             )
 
         schedule = schedule_for(len(self.candidates))

@@ -214,6 +214,7 @@ def test_search_arguments_validation_names_the_field():
         ({"test_size": 1.5}, "test_size"),
         ({"scorer_kwargs": "{bad"}, "scorer_kwargs"),
         ({"scorer": "knn", "scorer_kwargs": {"epochs": 3}}, "scorer_kwargs"),
+        ({"min_items_per_class": 0}, "min_items_per_class"),
     ]:
         with pytest.raises(ConfigurationError, match=f"`{name}`"):
             SearchArguments(**kwargs)
