@@ -174,8 +174,11 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     searched = _ranking_quality(*dirs, "--card-dir", str(card), "--scorers", "linear", "hscore", "hscore-pinv")
     assert searched.returncode == 0, searched.stderr[-3000:]
     quality = datasets.load_dataset(str(card), name="ranking_quality", split="train")
-    assert sorted(quality["scorer"]) == ["hscore", "hscore-pinv", "linear"]
+    assert sorted(zip(quality["scorer"], quality["min_items_per_class"])) == [
+        (s, m) for s in ("hscore", "hscore-pinv", "linear") for m in (0, 10)
+    ]
     for row in quality:
+        assert row["it1_items"] > 0 and row["search_seconds"] > 0
         assert row["candidates"] == 3 and row["seeds"] == 2 and row["pick"].startswith("rq-tiny/")
         assert 0 <= row["regret_points"] <= row["truth_spread_points"]
         assert -1 <= row["truth_seed_tau"] <= 1

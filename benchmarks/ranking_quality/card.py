@@ -20,10 +20,11 @@ def ranking_lines(out: Path) -> list[str]:
     if not rows:
         return []
     table = [
-        f"| {r['target']} | {r['scorer']} | {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
+        f"| {r['target']} | {r['scorer']} | {r['min_items_per_class'] if r['min_items_per_class'] != '0' else 'paper'} "
+        f"| {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
         f"{_f(r['all_wtau'])} ± {_f(r['all_wtau_seed_sd'])} | {_f(r['all_tau'])} | {_f(r['all_pearson'])} | "
         f"{_f(r['it1_wtau'])} ({r['it1_items']} items) | {r['it1_distinct_scores']}/{r['candidates']} | "
-        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r['truth_se_points'])} |"
+        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r['truth_se_points'])} | {_f(r['search_seconds'], '.1f')} |"
         for r in rows
     ]
     return [
@@ -43,11 +44,13 @@ def ranking_lines(out: Path) -> list[str]:
         "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "
         "must differ to be told apart). `it1` scores are the first halving iteration's; distinct is how many "
         "different scores it gave (1: constant). The noise floor is the ground truth's seed-vs-seed Kendall "
-        "tau and its mean standard error per candidate. Figure: `ranking_quality.png`.",
+        "tau and its mean standard error per candidate. Schedule `paper` is the paper's; a number is "
+        "`min_items_per_class` (the first iteration holds that many items of every class); search seconds are "
+        "the halving search's, feature cache off, warm block store. Figure: `ranking_quality.png`.",
         "",
-        "| target | scorer | regret | random | weighted tau (all data) | tau | Pearson | weighted tau, iteration 1 "
-        "| distinct it1 | tie iterations | seed-vs-seed tau | SE (pts) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | scorer | schedule | regret | random | weighted tau (all data) | tau | Pearson | weighted tau, "
+        "iteration 1 | distinct it1 | tie iterations | seed-vs-seed tau | SE (pts) | search s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *table,
         "",
     ]

@@ -1,9 +1,11 @@
 """The search side: every scorer searches every target's zoo through `ModelSearcher.from_hub` on the local Hub,
 and its scores and pick are measured against the ground truth.
 
-Per (target, scorer), two searches from one block store and feature cache (so features are extracted once):
-- the successive-halving search the user runs (result size 1): its pick, and its iteration-1 scores;
-- one iteration over all of D_train (result size = every candidate): the scores with all the data.
+Per (target, scorer), from one block store:
+- the successive-halving search the user runs (result size 1), timed without the feature cache: its pick,
+  and its iteration-1 scores; again with `min_items_per_class=MIN_ITEMS_PER_CLASS` (a row of its own);
+- one iteration over all of D_train (result size = every candidate): the scores with all the data (through
+  the feature cache, so features are extracted once for all scorers).
 
 Metrics: weighted Kendall tau (`scipy.stats.weightedtau`), Kendall tau and Pearson r between scores and mean
 fine-tuned accuracy; the top-1 regret of the pick (points below the best mean accuracy); and the noise floor
@@ -31,6 +33,9 @@ from .truth import mean_accuracy
 from .zoo import org_of
 
 
+MIN_ITEMS_PER_CLASS = 10
+
+
 def scorers() -> dict[str, tuple[str | object, dict]]:
     """name -> (a scorer name or object, scorer_kwargs) for every scorer under test."""
     from alsatian_hf.scoring import HScore
@@ -52,6 +57,7 @@ class RankingQualityRow:
     target: str
     modality: str
     scorer: str
+    min_items_per_class: int  # 0: the paper's schedule
     candidates: int
     seeds: int
     truth_seed_tau: float  # noise floor: mean Kendall tau between the ground truth's seeds
@@ -118,7 +124,8 @@ def noise_floor(rows: list[dict], target: str, models: list[str]) -> tuple[float
     return tau, wtau, per_seed
 
 
-def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int):
+def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int, *, feature_cache: bool,
+            min_items_per_class: int | None = None):  # fmt: skip
     from alsatian_hf import ModelSearcher, SearchArguments
 
     args = SearchArguments(
@@ -128,6 +135,8 @@ def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int):
         max_length=MAX_LENGTH,
         store_dir=str(store),
         seed=0,
+        feature_cache=feature_cache,
+        min_items_per_class=min_items_per_class,
     )
     extra = {} if isinstance(scorer, str) else {"scorer": scorer}
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args, **extra).search()
@@ -176,42 +185,44 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
 
 def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail) -> None:
     store = work / "stores" / org
-    start = time.perf_counter()
-    halving = _search(org, train_ds, scorer, kwargs, store, 1)
-    seconds = time.perf_counter() - start
-    models = [m for m in halving.iterations[0]["candidates"] if m in truth]
-    everything = _search(org, train_ds, scorer, kwargs, store, len(halving.iterations[0]["candidates"]))
-    it1 = halving.iterations[0]["scores"]
+    runs = {}  # min_items_per_class -> (the halving search, its seconds)
+    for per_class in (0, MIN_ITEMS_PER_CLASS):
+        start = time.perf_counter()
+        result = _search(org, train_ds, scorer, kwargs, store, 1, feature_cache=False,
+                         min_items_per_class=per_class or None)  # fmt: skip
+        runs[per_class] = (result, time.perf_counter() - start)
+    candidates = runs[0][0].iterations[0]["candidates"]
+    models = [m for m in candidates if m in truth]
+    everything = _search(org, train_ds, scorer, kwargs, store, len(candidates), feature_cache=True)
     full = everything.iterations[0]["scores"]
     accs = [truth[m][0] for m in models]
     best = max(models, key=lambda m: truth[m][0])
-    pick = halving.best
     seed_tau, seed_wtau, per_seed = noise_floor(truth_rows, target.name, models)
     all_wtau, all_tau, all_pearson = _correlations([full[m] for m in models], accs)
-    it1_wtau, it1_tau, it1_pearson = _correlations([it1[m] for m in models], accs)
     seed_wtaus = [_correlations([full[m] for m in models], s)[0] for s in per_seed]
-    quality.add(
-        RankingQualityRow(
-            target=target.name, modality=target.modality, scorer=name, candidates=len(models),
-            seeds=len(per_seed), truth_seed_tau=seed_tau, truth_seed_wtau=seed_wtau,
-            truth_se_points=float(np.nanmean([truth[m][1] for m in models])),
-            truth_spread_points=max(accs) - min(accs), pick=pick, best=best,
-            regret_points=truth[best][0] - truth[pick][0] if pick in truth else float("nan"),
-            random_regret_points=truth[best][0] - float(np.mean(accs)),
-            it1_items=halving.iterations[0]["train_items"], it1_distinct_scores=len({it1[m] for m in models}),
-            it1_wtau=it1_wtau, it1_tau=it1_tau, it1_pearson=it1_pearson,
-            all_distinct_scores=len({full[m] for m in models}), all_wtau=all_wtau,
-            all_wtau_seed_sd=float(np.std(seed_wtaus, ddof=1)) if len(seed_wtaus) > 1 else float("nan"),
-            all_tau=all_tau, all_pearson=all_pearson, tie_iterations=len(halving.ties),
-            search_seconds=round(seconds, 2), **provenance(),
-        )
-    )  # fmt: skip
+    floor = dict(candidates=len(models), seeds=len(per_seed), truth_seed_tau=seed_tau, truth_seed_wtau=seed_wtau,
+                 truth_se_points=float(np.nanmean([truth[m][1] for m in models])),
+                 truth_spread_points=max(accs) - min(accs), best=best,
+                 random_regret_points=truth[best][0] - float(np.mean(accs)))  # fmt: skip
+    on_all = dict(all_distinct_scores=len({full[m] for m in models}), all_wtau=all_wtau, all_tau=all_tau,
+                  all_pearson=all_pearson,
+                  all_wtau_seed_sd=float(np.std(seed_wtaus, ddof=1)) if len(seed_wtaus) > 1 else float("nan"))  # fmt: skip
+    for per_class, (halving, seconds) in runs.items():
+        it1, pick = halving.iterations[0]["scores"], halving.best
+        it1_wtau, it1_tau, it1_pearson = _correlations([it1[m] for m in models], accs)
+        regret = truth[best][0] - truth[pick][0] if pick in truth else float("nan")
+        row = RankingQualityRow(
+            target=target.name, modality=target.modality, scorer=name, min_items_per_class=per_class, pick=pick,
+            regret_points=regret, it1_items=halving.iterations[0]["train_items"],
+            it1_distinct_scores=len({it1[m] for m in models}), it1_wtau=it1_wtau, it1_tau=it1_tau,
+            it1_pearson=it1_pearson, tie_iterations=len(halving.ties), search_seconds=round(seconds, 2),
+            **floor, **on_all, **provenance(),
+        )  # fmt: skip
+        quality.add(row)
+        print(f"  {target.name} {name} (min items per class {per_class}): pick {pick.split('/')[1]} (regret "
+              f"{regret:.2f} pts), weighted tau {all_wtau:.2f} (it1 {it1_wtau:.2f}), {seconds:.0f}s", flush=True)  # fmt: skip
+    it1, pick = runs[0][0].iterations[0]["scores"], runs[0][0].best
     for m in models:
         detail.add(RankingScoreRow(target=target.name, scorer=name, model=m, accuracy_mean=truth[m][0],
                                    accuracy_se=truth[m][1], score_it1=it1[m], score_all=full[m],
                                    picked=m == pick))  # fmt: skip
-    print(
-        f"  {target.name} {name}: pick {pick.split('/')[1]} (regret {truth[best][0] - truth.get(pick, (np.nan,))[0]:.2f}"
-        f" pts), weighted tau {all_wtau:.2f} (it1 {it1_wtau:.2f}), {seconds:.0f}s",
-        flush=True,
-    )
