@@ -23,6 +23,10 @@ class UnsupportedArchitectureError(AlsatianError, NotImplementedError):
     """No adapter can split this model class into blocks."""
 
 
+class RankLostError(AlsatianError, RuntimeError):
+    """Another rank of a distributed search stopped answering: it died, or it took longer than `rank_timeout`."""
+
+
 class CandidateSkipped(AlsatianError):
     """A candidate cannot be scored; the search records `reason` and goes on without it."""
 

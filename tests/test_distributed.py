@@ -37,7 +37,8 @@ class Dies(SearchCallback):
         if fault == "die" and rank == 1:
             os._exit(9)  # as a SIGKILL: no clean-up, no goodbye to the other ranks
 args = SearchArguments(result_size=1, image_size=32, scorer="knn", batch_size=16, store_dir=store,
-                       feature_cache=False, strategy=strategy)
+                       feature_cache=False, strategy=strategy,
+                       rank_timeout=float(os.environ.get("TEST_RANK_TIMEOUT", "1800")))
 res = ModelSearcher(repos, train_dataset=digits(num_items=80, seed=0), args=args, callbacks=[Dies()]).search()
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
     json.dump({"models": res.models, "iterations": res.iterations, "skipped": res.skipped}, f)
@@ -133,3 +134,27 @@ def test_accelerate_launch_runs_the_cli_search_on_two_processes(hub, tiny_zoo, t
     assert done.stdout.count(one.best) == 1  # the ranking is printed once, by rank 0, and names the same model
     written = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
     assert [r["model"] for r in written["ranking"]] == one.models
+
+
+@pytest.mark.slow
+def test_without_a_launcher_a_dead_rank_stops_the_others_with_rank_lost_error(hub, tiny_zoo, tmp_path):
+    """Ranks started by hand (the env a launcher would set, no launcher to kill the rest): rank 1 dies after
+    iteration 1 and rank 0 stops with `RankLostError` naming `rank_timeout`, instead of hanging."""
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT)
+    port = str(_free_port())
+    payload = json.dumps([tiny_zoo.repo_ids, str(tmp_path / "store"), str(tmp_path), "alsatian", "die"])
+    started = time.perf_counter()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "TEST_RANK_TIMEOUT": "30"}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, str(script), payload], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    _, err0 = procs[0].communicate(timeout=300)
+    procs[1].communicate(timeout=60)
+    assert procs[1].returncode == 9  # it died as told
+    assert procs[0].returncode not in (0, None) and time.perf_counter() - started < 300
+    assert "RankLostError" in err0 and "rank_timeout" in err0
+    assert not (tmp_path / "rank0.json").exists()

@@ -48,6 +48,13 @@ class SearchArguments:
     )
     max_test_items: int | None = field(default=1000, metadata={"help": "Cap on D_test's size."})
     max_train_items: int | None = field(default=None, metadata={"help": "Cap on D_train's size (None: all)."})
+    rank_timeout: float = field(
+        default=1800,
+        metadata={
+            "help": "Under a launcher: seconds a rank waits for the others at an exchange before it stops with "
+            "RankLostError (a rank died or hung). Above the longest per-iteration imbalance between ranks."
+        },
+    )
     min_items_per_class: int | None = field(
         default=None,
         metadata={
@@ -158,6 +165,8 @@ class SearchArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigurationError(f"`{name}` must be >= 1 or None, got {value!r}.")
+        if not self.rank_timeout > 0:
+            raise ConfigurationError(f"`rank_timeout` must be > 0 seconds, got {self.rank_timeout!r}.")
         if self.batch_size < 1:
             raise ConfigurationError(f"`batch_size` must be >= 1, got {self.batch_size}.")
         if self.num_workers < 0:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..engine import Counters
+from ..errors import RankLostError
 from ..plan import TaskTree
 from ..plan.partition import partition
 
@@ -24,30 +25,47 @@ from ..plan.partition import partition
 class Ranks:
     rank: int = 0
     world: int = 1
+    timeout: float | None = None  # seconds an exchange waits for the other ranks (None: torch's default)
 
     @classmethod
-    def current(cls) -> "Ranks":
+    def current(cls, timeout: float | None = None) -> "Ranks":
         """This process's rank under a launcher (`WORLD_SIZE` > 1), through accelerate's `PartialState`, which
-        starts the process group: gloo on CPU, NCCL with one device per rank on GPUs."""
+        starts the process group: gloo on CPU, NCCL with one device per rank on GPUs. `timeout` bounds every
+        exchange (it applies when this call starts the group)."""
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return cls()
+        from datetime import timedelta
+
         from accelerate import PartialState
 
-        state = PartialState(cpu=not torch.cuda.is_available())
-        return cls(state.process_index, state.num_processes)
+        kwargs = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}
+        state = PartialState(cpu=not torch.cuda.is_available(), **kwargs)
+        return cls(state.process_index, state.num_processes, timeout)
 
     @property
     def distributed(self) -> bool:
         return self.world > 1
 
     def gather(self, obj) -> list:
-        """Every rank's `obj`, in rank order (a rank that died makes this raise after the group's timeout)."""
+        """Every rank's `obj`, in rank order.
+
+        Raises:
+            RankLostError: when another rank died or did not reach the exchange within the timeout.
+        """
         if not self.distributed:
             return [obj]
         import torch.distributed as dist
 
         out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        try:
+            dist.all_gather_object(out, obj)
+        except (RuntimeError, dist.DistError) as e:  # gloo: a closed connection, or the timeout
+            wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
+            raise RankLostError(
+                f"rank {self.rank}: the exchange with the other {self.world - 1} rank(s) failed ({e}). A rank died, "
+                f"or did not reach the exchange within `rank_timeout` ({wait}); this rank stops too. Rerun the "
+                "search: with the feature cache, finished iterations are not recomputed."
+            ) from e
         return out
 
     def share(self, tree: TaskTree, models: list[str]) -> list[str]:
