@@ -14,11 +14,41 @@ def _f(value: str, fmt: str = ".2f") -> str:
     return "n/a" if math.isnan(x) else format(x, fmt)
 
 
+def scorer_summary(rows: list[dict]) -> list[str]:
+    """Per scorer and schedule, over targets: mean regret, mean weighted tau (all data and iteration 1), the
+    mean seed sd of the weighted tau, and the targets where it was constant."""
+    lines = []
+    keys = list(dict.fromkeys((r["scorer"], r["min_items_per_class"]) for r in rows))
+    for scorer, per_class in keys:
+        sel = [r for r in rows if r["scorer"] == scorer and r["min_items_per_class"] == per_class]
+
+        def mean(col: str) -> float:
+            values = [float(r[col]) for r in sel if r[col] not in ("", "nan")]
+            return sum(values) / len(values) if values else float("nan")
+
+        constant = [r["target"] for r in sel if r["all_distinct_scores"] == "1" or r["it1_distinct_scores"] == "1"]
+        lines.append(
+            f"| {scorer} | {per_class if per_class != '0' else 'paper'} | {len(sel)} | {_f(str(mean('regret_points')))} "
+            f"| {_f(str(mean('all_wtau')))} ± {_f(str(mean('all_wtau_seed_sd')))} | {_f(str(mean('it1_wtau')))} | "
+            f"{_f(str(mean('search_seconds')), '.1f')} | {', '.join(constant) or 'none'} |"
+        )
+    return lines
+
+
 def ranking_lines(out: Path) -> list[str]:
     """The card's section, empty when the card folder has no `ranking_quality.csv`."""
     rows = read_rows(out / "ranking_quality.csv")
     if not rows:
         return []
+    summary = [
+        "Over targets, per scorer and schedule (means):",
+        "",
+        "| scorer | schedule | targets | regret (pts) | weighted tau ± seed sd | weighted tau, iteration 1 | search s "
+        "| constant on |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+        *scorer_summary(rows),
+        "",
+    ]
     table = [
         f"| {r['target']} | {r['scorer']} | {r['min_items_per_class'] if r['min_items_per_class'] != '0' else 'paper'} "
         f"| {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
@@ -53,6 +83,7 @@ def ranking_lines(out: Path) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *table,
         "",
+        *summary,
     ]
 
 
