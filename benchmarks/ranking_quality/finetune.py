@@ -15,6 +15,7 @@ from torch import nn
 
 
 MAX_LENGTH = 64  # tokens: the search runs with the same max_length
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED_OFFSET = 1000  # ground-truth seeds 0, 1, 2 never coincide with the zoo's
 
 
@@ -46,6 +47,7 @@ def prepare(model: nn.Module, ds, tokenizer=None) -> dict[str, torch.Tensor]:
 
 
 def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    batch = {k: v.to(DEVICE, non_blocking=True) for k, v in batch.items()}
     return model(batch["pixel_values"]) if is_timm(model) else model(**batch).logits
 
 
@@ -66,6 +68,8 @@ def train(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tenso
     from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(seed)
+    model.to(DEVICE)
+    labels = labels.to(DEVICE)
     n = _items(inputs)
     steps_per_epoch = (n + recipe.batch_size - 1) // recipe.batch_size
     total = steps_per_epoch * recipe.epochs
@@ -91,7 +95,8 @@ def train(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tenso
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
-    model.eval()
+    model.eval().to(DEVICE)
+    labels = labels.to(DEVICE)
     n = _items(inputs)
     correct = 0
     for start in range(0, n, 256):

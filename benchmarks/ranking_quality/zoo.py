@@ -169,7 +169,7 @@ def _save(model: nn.Module, tokenizer, folder: Path) -> None:
     from alsatian_hf.zoo import TimmSource, TransformersSource
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.to("cpu").state_dict().items()}
     if tokenizer is None:
         TimmSource(model.pretrained_cfg["architecture"]).save(model, state, folder, None)
     else:
