@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -34,11 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--tiny", action="store_true", help="a minute-long run of the same code (the test suite's)")
     p.add_argument("--scorers", nargs="+", help="default: every scorer under test")
+    p.add_argument("--targets", nargs="+", help="default: every target of the profile")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     profile = TINY if args.tiny else FULL
+    if args.targets:
+        profile = replace(profile, targets=tuple(args.targets))
     modalities = args.modality or (["image"] if args.tiny else ["image", "text"])
     args.out.mkdir(parents=True, exist_ok=True)
     hub_root = args.work_dir / "hub"

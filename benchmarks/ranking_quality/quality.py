@@ -69,7 +69,7 @@ class RankingQualityRow:
     regret_points: float  # best mean accuracy minus the pick's
     random_regret_points: float  # best minus the candidates' average: a random pick's expected regret
     it1_items: int
-    it1_distinct_scores: int  # 1: the scorer was constant across candidates in iteration 1
+    it1_distinct_scores: int  # 1: the scorer was constant across candidates in iteration 1 (to 9 digits)
     it1_wtau: float
     it1_tau: float
     it1_pearson: float
@@ -107,6 +107,12 @@ def _correlations(scores: list[float], accs: list[float]) -> tuple[float, float,
         float(stats.kendalltau(scores, accs).statistic),
         float(stats.pearsonr(scores, accs).statistic),
     )
+
+
+def _distinct(scores: list[float]) -> int:
+    """How many different scores, to 9 significant digits: the pseudo-inverse H-score's C - 1 comes out as
+    2.9999999999 and 3.0000000001, a tie to any reader though not to `==`."""
+    return len({float(f"{s:.9g}") for s in scores})
 
 
 def noise_floor(rows: list[dict], target: str, models: list[str]) -> tuple[float, float, list[list[float]]]:
@@ -155,7 +161,11 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     build_dir = build_dir or out
     os.environ.setdefault("HF_HOME", str(work / "hf-home"))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    truth_rows = [r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")]
+    truth_rows, seen = [], set()
+    for r in (r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")):
+        if (r["target"], r["model"], r["seed"]) not in seen:  # two build processes may both have run the last one
+            seen.add((r["target"], r["model"], r["seed"]))
+            truth_rows.append(r)
     merged = Table(out / "ground_truth.csv", TruthRow)
     merged.rows = [r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows
     merged._write()
@@ -185,6 +195,9 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
 
 def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail) -> None:
     store = work / "stores" / org
+    # all data first: it also warms the block store, so neither timed search pays for fetching blocks
+    everything = _search(org, train_ds, scorer, kwargs, store, 10**6, feature_cache=True)
+    full = everything.iterations[0]["scores"]
     runs = {}  # min_items_per_class -> (the halving search, its seconds)
     for per_class in (0, MIN_ITEMS_PER_CLASS):
         start = time.perf_counter()
@@ -193,8 +206,6 @@ def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, wor
         runs[per_class] = (result, time.perf_counter() - start)
     candidates = runs[0][0].iterations[0]["candidates"]
     models = [m for m in candidates if m in truth]
-    everything = _search(org, train_ds, scorer, kwargs, store, len(candidates), feature_cache=True)
-    full = everything.iterations[0]["scores"]
     accs = [truth[m][0] for m in models]
     best = max(models, key=lambda m: truth[m][0])
     seed_tau, seed_wtau, per_seed = noise_floor(truth_rows, target.name, models)
@@ -204,7 +215,7 @@ def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, wor
                  truth_se_points=float(np.nanmean([truth[m][1] for m in models])),
                  truth_spread_points=max(accs) - min(accs), best=best,
                  random_regret_points=truth[best][0] - float(np.mean(accs)))  # fmt: skip
-    on_all = dict(all_distinct_scores=len({full[m] for m in models}), all_wtau=all_wtau, all_tau=all_tau,
+    on_all = dict(all_distinct_scores=_distinct([full[m] for m in models]), all_wtau=all_wtau, all_tau=all_tau,
                   all_pearson=all_pearson,
                   all_wtau_seed_sd=float(np.std(seed_wtaus, ddof=1)) if len(seed_wtaus) > 1 else float("nan"))  # fmt: skip
     for per_class, (halving, seconds) in runs.items():
@@ -214,7 +225,7 @@ def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, wor
         row = RankingQualityRow(
             target=target.name, modality=target.modality, scorer=name, min_items_per_class=per_class, pick=pick,
             regret_points=regret, it1_items=halving.iterations[0]["train_items"],
-            it1_distinct_scores=len({it1[m] for m in models}), it1_wtau=it1_wtau, it1_tau=it1_tau,
+            it1_distinct_scores=_distinct([it1[m] for m in models]), it1_wtau=it1_wtau, it1_tau=it1_tau,
             it1_pearson=it1_pearson, tie_iterations=len(halving.ties), search_seconds=round(seconds, 2),
             **floor, **on_all, **provenance(),
         )  # fmt: skip
