@@ -394,3 +394,20 @@ def test_batched_scorers_on_cuda_equal_cpu():
     for scorer in (LinearProbe(epochs=20), KNN(k=3), LogME(), HScore()):
         cpu = scorer.score_many(**split, device="cpu")
         assert scorer.score_many(**split, device="cuda") == pytest.approx(cpu, abs=1e-4), type(scorer).__name__
+
+
+def test_shrunk_hscore_is_equal_on_one_and_two_threads():
+    """oneMKL's batched float64 LU solve failed on 2 threads for such stacks; the Cholesky solve must not."""
+    g = torch.Generator().manual_seed(5)
+    y = torch.arange(320) % 4
+    sets = [torch.randn(320, 384, generator=g) * torch.rand(384, generator=g) + i for i in range(5)]
+    split = dict(train_features=sets, train_labels=y, test_features=sets, test_labels=y)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = HScore().score_many(**split)
+        torch.set_num_threads(2)
+        two = HScore().score_many(**split)
+    finally:
+        torch.set_num_threads(threads)
+    assert two == pytest.approx(one, rel=1e-9)
