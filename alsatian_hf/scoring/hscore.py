@@ -21,15 +21,17 @@ from ..errors import ConfigurationError
 from ._base import GroupedScorer
 
 
-def ledoit_wolf_shrinkage(f: torch.Tensor) -> torch.Tensor:
+def ledoit_wolf_shrinkage(f: torch.Tensor, cov: torch.Tensor | None = None) -> torch.Tensor:
     """The Ledoit-Wolf weight of the scaled identity for each (M, N, D) stack of centred features, as
-    `sklearn.covariance.ledoit_wolf_shrinkage` computes it (assume_centered=True)."""
+    `sklearn.covariance.ledoit_wolf_shrinkage` computes it (assume_centered=True). `cov`: their covariances,
+    when the caller has them already."""
     n, d = f.shape[1], f.shape[2]
-    cov = f.transpose(1, 2) @ f / n
+    if cov is None:
+        cov = f.transpose(1, 2) @ f / n
     mu = torch.diagonal(cov, dim1=1, dim2=2).sum(1) / d
     cov_sq = (cov * cov).sum((1, 2))  # ||cov||_F^2
     beta = ((f * f).sum(2).pow(2).sum(1) / n - cov_sq) / (d * n)  # sum_i ||x_i||^4 = sum of <X^2.T, X^2>
-    delta = (cov_sq - 2 * mu * mu * d + d * mu * mu) / d  # ||cov - mu I||_F^2 / D
+    delta = (cov_sq - d * mu * mu) / d  # ||cov - mu I||_F^2 / D, as tr(cov) = D mu
     beta = torch.minimum(beta, delta)
     return torch.where(beta > 0, beta / delta.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(beta))
 
@@ -67,7 +69,7 @@ class HScore(GroupedScorer):
             inv_cov_g = torch.linalg.pinv(cov_f, hermitian=True) @ cov_g
             return torch.diagonal(inv_cov_g, dim1=1, dim2=2).sum(1).tolist()
         a = (
-            ledoit_wolf_shrinkage(f)
+            ledoit_wolf_shrinkage(f, cov_f)
             if self.shrinkage == "ledoit-wolf"
             else torch.full((f.shape[0],), float(self.shrinkage), dtype=f.dtype)
         )
