@@ -117,8 +117,9 @@ def make_schedule(
         labels: the label of every item of the target dataset.
         test_items: explicit D_test indices (e.g. from an `eval_dataset`); then all other items are D_train.
         min_items_per_class: D_1 holds at least this many items of every class (all of a smaller class), and
-            later slices double from there over the rest of D_train (which keeps one item per later slice). None keeps the paper's schedule, whose D_1
-            is |D_train| / (2^l - 1) items whatever the number of classes.
+            later slices double from there over the rest of D_train (which keeps one item per later slice).
+            None keeps the paper's schedule, whose D_1 is |D_train| / (2^l - 1) items whatever the number of
+            classes.
     """
     if test_items is not None:
         test_set = set(test_items)

@@ -176,9 +176,8 @@ class ModelSearcher:
             DatasetError: for unusable datasets (one class, too few items, missing columns).
         """
         start = time.perf_counter()
-        self._ranks = Ranks.current(
-            self.args.rank_timeout
-        )  # before the device: under a launcher this starts the group
+        # before the device: under a launcher this starts the process group
+        self._ranks = Ranks.current(self.args.rank_timeout)
         prepared = self._prepare()
         setup_seconds = time.perf_counter() - start + self.listing_seconds
         outcome = self._run(prepared)
