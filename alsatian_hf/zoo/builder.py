@@ -231,12 +231,17 @@ def _write_card(folder: Path, repo_id: str, spec: ZooSpec, entry: ZooEntry, pare
     }
     if parent_id is not None:
         meta["base_model"] = parent_id
-    lines = ["---"] + [f"{k}: {json.dumps(v)}" for k, v in meta.items()] + ["---", "", f"# {repo_id}", ""]
     if parent_id is None:
-        lines.append("Base model of a synthetic zoo (paper §6, M_syn).")
+        text = "Base model of a synthetic zoo (paper §6, M_syn)."
     else:
-        lines.append(
+        text = (
             f"Synthetic fine-tune of [{parent_id}](../{parent_id.split('/')[1]}): its last "
             f"{entry.num_reinit} block(s) and its head were re-initialised."
         )
+    write_card(folder, meta, repo_id, text)
+
+
+def write_card(folder: Path, meta: dict[str, Any], repo_id: str, text: str) -> None:
+    """`README.md`: YAML front matter (`meta`, each value as JSON, which YAML reads), the repo id, `text`."""
+    lines = ["---"] + [f"{k}: {json.dumps(v)}" for k, v in meta.items()] + ["---", "", f"# {repo_id}", "", text]
     (folder / "README.md").write_text("\n".join(lines) + "\n")

@@ -177,6 +177,8 @@ def _save(model: nn.Module, tokenizer, folder: Path) -> None:
 
 
 def _write_card(folder: Path, org: str, m: ZooModel) -> None:
+    from alsatian_hf.zoo.builder import write_card
+
     meta = {
         "library_name": "transformers" if m.modality == "text" else "timm",
         "pipeline_tag": "text-classification" if m.modality == "text" else "image-classification",
@@ -190,8 +192,7 @@ def _write_card(folder: Path, org: str, m: ZooModel) -> None:
         if m.parent
         else f"The real pretrained {m.family} (ImageNet for EfficientNet-Lite, all-MiniLM-L6-v2 for MiniLM)."
     )
-    lines = ["---"] + [f"{k}: {json.dumps(v)}" for k, v in meta.items()] + ["---", "", f"# {org}/{m.name}", "", what]
-    (folder / "README.md").write_text("\n".join(lines) + "\n")
+    write_card(folder, meta, f"{org}/{m.name}", what)
 
 
 def write_zoo_table(out: Path, org: str, rows: list[dict]) -> None:
