@@ -92,16 +92,20 @@ def ground_truth(
     org = org_of(modality, profile)
     targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
     order = list(itertools.product(range(profile.seeds), targets))
+    data: dict[str, tuple] = {}  # target -> (train, test) datasets, built when a run first needs them
+    prepared: dict[tuple[str, str], tuple] = {}  # (target, preprocessing) -> inputs, shared by seeds and models
     for seed, target in reversed(order) if reverse else order:
-        train_ds, test_ds = target_datasets(target.name, profile=profile)
-        prepared: dict[str, tuple] = {}  # inputs by the preprocessing config: EfficientNet-Lites share theirs
         for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
             model_id = f"{org}/{m.name}"
             table.refresh()
             if table.has(target=target.name, model=model_id, seed=seed):
                 continue
+            if target.name not in data:
+                data[target.name] = target_datasets(target.name, profile=profile)
+            train_ds, test_ds = data[target.name]
             model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
-            key = timm_processor(model, None).key if tok is None else "tokenizer"  # one tokenizer for all
+            # EfficientNet-Lites share one preprocessing config, MiniLM's fine-tunes one tokenizer
+            key = (target.name, timm_processor(model, None).key if tok is None else "tokenizer")
             if key not in prepared:
                 prepared[key] = (prepare(model, train_ds, tok), prepare(model, test_ds, tok))
             tr, te = prepared[key]
