@@ -65,6 +65,11 @@ class Table(Generic[R]):
             self.rows = read_rows(self.path)
             self.add(row)
 
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replaces every row (rows as `read_rows` gives them)."""
+        self.rows = rows
+        self._write()
+
     def refresh(self) -> None:
         """Re-reads the rows other processes may have added."""
         self.rows = read_rows(self.path)

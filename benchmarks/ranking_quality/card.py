@@ -9,7 +9,8 @@ from pathlib import Path
 from .._tables import read_rows
 
 
-def _f(value: str, fmt: str = ".2f") -> str:
+def _f(value: str | float, fmt: str = ".2f") -> str:
+    """A CSV cell or a float, formatted; "n/a" for an empty cell or NaN."""
     x = float(value) if value not in ("", None) else float("nan")
     return "n/a" if math.isnan(x) else format(x, fmt)
 
@@ -28,9 +29,9 @@ def scorer_summary(rows: list[dict]) -> list[str]:
 
         constant = [r["target"] for r in sel if r["all_distinct_scores"] == "1" or r["it1_distinct_scores"] == "1"]
         lines.append(
-            f"| {scorer} | {per_class if per_class != '0' else 'paper'} | {len(sel)} | {_f(str(mean('regret_points')))} "
-            f"| {_f(str(mean('all_wtau')))} ± {_f(str(mean('all_wtau_seed_sd')))} | {_f(str(mean('it1_wtau')))} | "
-            f"{_f(str(mean('search_seconds')), '.1f')} | {', '.join(constant) or 'none'} |"
+            f"| {scorer} | {per_class if per_class != '0' else 'paper'} | {len(sel)} | {_f(mean('regret_points'))} "
+            f"| {_f(mean('all_wtau'))} ± {_f(mean('all_wtau_seed_sd'))} | {_f(mean('it1_wtau'))} | "
+            f"{_f(mean('search_seconds'), '.1f')} | {', '.join(constant) or 'none'} |"
         )
     return lines
 

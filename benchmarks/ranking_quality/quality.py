@@ -167,8 +167,7 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
             seen.add((r["target"], r["model"], r["seed"]))
             truth_rows.append(r)
     merged = Table(out / "ground_truth.csv", TruthRow)
-    merged.rows = [r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows
-    merged._write()
+    merged.rewrite([r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows)
     quality = Table(out / "ranking_quality.csv", RankingQualityRow)
     detail = Table(out / "ranking_scores.csv", RankingScoreRow)
     hub = HubServer(hub_root).start()
