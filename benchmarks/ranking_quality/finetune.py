@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,17 +34,15 @@ def is_timm(model: nn.Module) -> bool:
 
 
 def prepare(model: nn.Module, ds, tokenizer=None) -> dict[str, torch.Tensor]:
-    """The dataset's inputs as tensors, as the search prepares them for this model."""
-    if is_timm(model):
-        from alsatian_hf.candidates.processors import timm_processor
+    """The dataset's inputs as tensors, through the search's own processors (the tokenizer's from the folder it
+    was loaded from)."""
+    from alsatian_hf.candidates.processors import text_processor, timm_processor
 
+    if is_timm(model):
         fn = timm_processor(model, None).fn
         parts = [fn(ds[i : i + 256]["image"])["pixel_values"] for i in range(0, len(ds), 256)]
         return {"pixel_values": torch.cat(parts).contiguous(memory_format=torch.channels_last)}
-    enc = tokenizer(
-        list(ds["text"]), padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
-    )
-    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return text_processor(Path(tokenizer.name_or_path), MAX_LENGTH).fn(list(ds["text"]))
 
 
 def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
