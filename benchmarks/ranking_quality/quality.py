@@ -194,7 +194,8 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
 
 def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail) -> None:
     store = work / "stores" / org
-    # all data first: it also warms the block store, so neither timed search pays for fetching blocks
+    # all data first (a result size above the candidate count is one iteration on all of D_train); it also
+    # warms the block store, so neither timed search below pays for fetching blocks
     everything = _search(org, train_ds, scorer, kwargs, store, 10**6, feature_cache=True)
     full = everything.iterations[0]["scores"]
     runs = {}  # min_items_per_class -> (the halving search, its seconds)
