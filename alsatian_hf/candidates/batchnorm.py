@@ -128,13 +128,16 @@ def fold(
     mean: torch.Tensor,
     var: torch.Tensor,
     eps: float,
+    memory_format: torch.memory_format = torch.preserve_format,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The folded conv (weight, bias) of a conv followed by an eval-mode BatchNorm with these tensors."""
+    """The folded conv (weight, bias) of a conv followed by an eval-mode BatchNorm with these tensors. The
+    weight is written in `memory_format` in the same pass (a second pass over fresh memory costs as much)."""
     scale = gamma / torch.sqrt(var + eps)
     bias = beta - mean * scale
     if conv_bias is not None:
         bias = bias + conv_bias * scale
-    return conv_weight * scale.reshape(-1, *([1] * (conv_weight.dim() - 1))), bias
+    weight = torch.empty_like(conv_weight, memory_format=memory_format)
+    return torch.mul(conv_weight, scale.reshape(-1, *([1] * (conv_weight.dim() - 1))), out=weight), bias
 
 
 def fold_module(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

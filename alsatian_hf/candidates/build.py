@@ -78,7 +78,8 @@ def build_candidate(
             if not _loaded:
                 tensors = dict(source.load_tensors(split, _i))  # a copy: folded weights replace stored ones
                 for pair, keys in _folds.items():
-                    tensors[keys["conv_weight"]], bias = _folded(skeleton, pair, keys, tensors)
+                    layout = torch.channels_last if keys["conv_weight"] in _conv else torch.preserve_format
+                    tensors[keys["conv_weight"]], bias = _folded(skeleton, pair, keys, tensors, layout)
                     _biases[pair.conv] = bias.to(device)
                 _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
 
@@ -137,15 +138,18 @@ def _fold_keys(block, pairs: list[FoldPair]) -> dict[FoldPair, dict[str, str]]:
     return out
 
 
-def _folded(skeleton, pair: FoldPair, keys: dict[str, str], tensors: dict[str, torch.Tensor]):
-    """The pair's folded conv (weight, bias), computed in float32 and returned in the weight's dtype."""
+def _folded(skeleton, pair: FoldPair, keys: dict[str, str], tensors: dict[str, torch.Tensor],
+            memory_format: torch.memory_format):  # fmt: skip
+    """The pair's folded conv (weight, bias), computed in float32 and returned in the weight's dtype, the
+    weight in `memory_format` (channels-last: `_to` then has nothing left to copy)."""
     f32 = {"conv_bias": None} | {role: tensors[k].float() for role, k in keys.items()}
-    weight, bias = fold(**f32, eps=skeleton.get_submodule(pair.bn).eps)
+    weight, bias = fold(**f32, eps=skeleton.get_submodule(pair.bn).eps, memory_format=memory_format)
     dtype = tensors[keys["conv_weight"]].dtype
     return weight.to(dtype), bias.to(dtype)
 
 
 def _to(tensor: torch.Tensor, device: torch.device, *, channels_last: bool) -> torch.Tensor:
+    """On `device`, in channels-last layout if asked (a no-op for a weight `_folded` wrote so)."""
     tensor = tensor.to(device)
     return tensor.contiguous(memory_format=torch.channels_last) if channels_last else tensor
 

@@ -311,7 +311,9 @@ class ModelSearcher:
             return torch.device(self.args.device)
         from accelerate import PartialState
 
-        return PartialState(cpu=not torch.cuda.is_available()).device  # as `Ranks.current` starts it
+        device = PartialState(cpu=not torch.cuda.is_available()).device  # as `Ranks.current` starts it
+        # a rank's CPU is `cpu:0`, and `tensor.to("cpu:0")` copies every `cpu` tensor (each block, each batch)
+        return torch.device("cpu") if device.type == "cpu" else device
 
     # -- phase 2: successive halving ------------------------------------------------------------------------
     def _run(self, prepared: _Prepared) -> HalvingOutcome:
