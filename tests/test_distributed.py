@@ -1,5 +1,5 @@
 """Several processes under torchrun (gloo on CPU): every rank ends with the ranking and scores one process
-finds, and no block is computed more often than once per rank."""
+finds, every block runs on all the items, and the ranks together do less than each doing it all."""
 
 from __future__ import annotations
 
@@ -83,10 +83,12 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
         assert len(got["rank_block_executions"]) == world and sum(got["rank_block_executions"]) == got[
             "block_executions"]  # fmt: skip
-        # each task-tree node ran on the iteration's items as in one process, once on every rank that needed it
+        # every task-tree node ran on all the iteration's items (split by batches), some on several ranks (a
+        # batch spread by models computes the prefixes its shares have in common on each), never more
         spread, single = got["node_items"], want["node_items"]
         assert spread.keys() == single.keys()
-        assert all(spread[n] % single[n] == 0 and spread[n] <= world * single[n] for n in single)
+        assert all(single[n] <= spread[n] <= world * single[n] for n in single)
+        assert sum(got["rank_block_executions"]) < world * want["block_executions"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 from alsatian_hf.errors import ConfigurationError
 from alsatian_hf.plan import BlockInfo, TaskTree
-from alsatian_hf.plan.partition import lower_bound, partition, path_load, trunk_bound
+from alsatian_hf.plan.partition import lower_bound, partition, path_load, split_iteration, trunk_bound
 from alsatian_hf.zoo._recipe import recipe_task_tree
 
 
@@ -94,6 +94,48 @@ def test_the_assignment_is_the_same_on_every_call_and_in_any_insertion_order():
     assert partition(again, 8).assignment == first.assignment
 
 
+def _check_split(tree: TaskTree, sizes: list[int], workers: int):
+    split = split_iteration(tree, sizes, workers)
+    assert len(split.work) == workers
+    runs = [(b, m) for groups in split.work for batches, models in groups for b in batches for m in models]
+    assert sorted(runs) == sorted((b, m) for b in range(len(sizes)) for m in tree.models)  # each pair once
+    loads = [sum(path_load(tree, models) * sum(sizes[b] for b in batches) for batches, models in groups)
+             for groups in split.work]  # fmt: skip
+    assert loads == pytest.approx(split.loads)  # what it claims is what the ranks compute
+    assert split.unique == pytest.approx(sum(n.cost for n in tree.nodes()) * sum(sizes))
+    assert split.makespan >= split.bound * (1 - 1e-9) and split.duplicated >= -1e-9 * split.unique
+    return split
+
+
+@pytest.mark.parametrize("distribution", ["top_layers", "top_25", "top_50"])
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_an_iteration_split_by_batches_and_by_models(distribution, workers):
+    """Whole batches where they balance, the tree where they don't: never worse than the tree alone, and near
+    the bound once there are a few batches per rank (a short last batch spread by models fills the gap)."""
+    tree = msyn_tree(60, 12, distribution, 1)
+    for sizes in ([64] * 12 + [45], [64] * 6 + [41], [51], [7, 64, 64]):
+        split = _check_split(tree, sizes, workers)
+        tree_only = partition(tree, workers).makespan * sum(sizes)
+        assert split.makespan <= tree_only * (1 + 1e-9)
+        if len(sizes) >= 4 * workers:
+            assert split.makespan <= 1.05 * split.bound, (sizes, split.makespan / split.bound)
+    one = _check_split(tree, [64, 64, 10], 1)
+    assert one.work == [[((0, 1, 2), tuple(tree.models))]] and one.duplicated == 0
+
+
+def test_whole_batches_duplicate_nothing_and_a_lone_batch_splits_like_the_tree():
+    tree = msyn_tree(30, 8, "top_layers", 2)
+    even = _check_split(tree, [64] * 4, 2)
+    assert even.duplicated == 0 and even.makespan == pytest.approx(even.bound)
+    assert [[len(b) for b, _ in groups] for groups in even.work] == [[2], [2]]
+    lone = _check_split(tree, [50], 3)
+    part = partition(tree, 3)
+    assert sorted(lone.loads) == pytest.approx(sorted(load * 50 for load in part.loads))
+    assert split_iteration(tree, [64] * 5 + [9], 3) == split_iteration(tree, [64] * 5 + [9], 3)
+
+
 def test_bad_worker_counts_are_clear_errors():
     with pytest.raises(ConfigurationError, match="workers"):
         partition(msyn_tree(3, 3, "top_25", 0), 0)
+    with pytest.raises(ConfigurationError, match="workers"):
+        split_iteration(msyn_tree(3, 3, "top_25", 0), [8], 0)

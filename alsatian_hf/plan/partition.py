@@ -1,6 +1,10 @@
-"""One iteration's task tree split across workers (ranks) to minimise the makespan.
+"""One iteration's work split across workers (ranks) to minimise the makespan, along two axes.
 
-A worker scores the models assigned to it and computes the union of their root-to-leaf paths, so its load is
+`split_iteration` splits the iteration's batches: a rank given a whole batch runs every model on it, so no
+block is computed twice and only features travel. Where batches run out (the last short one, an iteration
+of one batch, more ranks than batches) a batch is spread by models along the task tree with `partition`.
+
+`partition` splits the tree. A worker scores the models assigned to it and computes the union of their root-to-leaf paths, so its load is
 the cost of that union (block cost per item; every model of an iteration runs on the same items). Keeping a
 subtree on one worker computes its prefix once; splitting it lets more workers share its leaves, at the price
 of computing the prefix on each of them. The lower bound is max(unique cost / workers, longest path).
@@ -14,9 +18,10 @@ its prefix the worker lacks) leaves the smaller total; several thresholds are tr
 
 The bound max(unique / workers, longest path) is not reachable where models share long trunks (a base's
 frozen blocks under top-layer fine-tunes): every worker that scores one of them computes the trunk.
-`trunk_bound` counts that; the `partition` table of the benchmark card reports the makespan against both. Pure Python and
-deterministic (keys, never ids or hashing order, break ties), so every rank computes the same partition
-without talking.
+`trunk_bound` counts that; the `partition` table of the benchmark card reports the makespan against both.
+
+Pure Python and deterministic (keys, never ids or hashing order, break ties), so every rank computes the same
+split without talking.
 """
 
 from __future__ import annotations
@@ -294,4 +299,84 @@ def partition(tree: TaskTree, workers: int) -> Partition:
     assignment = {m: w for w, group in enumerate(groups) for m in group}
     return Partition(
         assignment=assignment, loads=loads, unique_cost=unique, bound=bound, trunk_bound=trunk_bound(tree, workers)
+    )
+
+
+@dataclass(frozen=True)
+class IterationSplit:
+    """One iteration's work on `workers` ranks, in cost x items.
+
+    Args:
+        work: per rank, its (batch indices, models) groups: it runs those models on those batches.
+        loads: each rank's cost x items.
+        bound: the whole tree's cost x all items / workers: no split does better.
+        unique: the whole tree's cost x all items: what one process computes.
+    """
+
+    work: list[list[tuple[tuple[int, ...], tuple[str, ...]]]]
+    loads: list[float]
+    bound: float
+    unique: float
+
+    @property
+    def makespan(self) -> float:
+        return max(self.loads, default=0.0)
+
+    @property
+    def duplicated(self) -> float:
+        """Cost x items computed on more than one rank (prefixes of batches spread by models)."""
+        return sum(self.loads) - self.unique
+
+
+def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> IterationSplit:
+    """Split one iteration, whose batches hold `batch_sizes` items, across `workers` ranks.
+
+    A batch given whole to one rank runs every model there: nothing is computed twice, and only its features
+    travel to the others afterwards (small next to the compute). Spreading a batch by models along
+    `partition` computes shared prefixes on several ranks, but it fills the gaps whole batches leave: the
+    last, short batch, an iteration of one batch, more ranks than batches. So the largest batches go whole,
+    each to the least loaded rank, and the k smallest are spread, each with the heaviest share of the tree
+    going to the least loaded rank; every k is tried and the smallest makespan (then the least work) kept.
+    Batches keep their items, so every rank computes the bits one process computes.
+
+    Raises:
+        ConfigurationError: for fewer than one worker.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"`workers` must be a positive integer, got {workers!r}.")
+    models = tuple(tree.models)
+    unique = sum(n.cost for n in tree.nodes())
+    order = sorted(range(len(batch_sizes)), key=lambda b: (-batch_sizes[b], b))
+    part = partition(tree, workers) if workers > 1 and order else None
+    heaviest = sorted(range(workers), key=lambda s: (-part.loads[s], s)) if part is not None else []
+
+    def plan(spread_count: int):
+        loads = [0.0] * workers
+        whole: list[list[int]] = [[] for _ in range(workers)]
+        spread: dict[tuple[int, ...], list[int]] = {}  # the partition share of every rank -> batches so spread
+        for b in order[: len(order) - spread_count]:
+            w = min(range(workers), key=lambda r: (loads[r], r))
+            loads[w] += unique * batch_sizes[b]
+            whole[w].append(b)
+        for b in order[len(order) - spread_count :]:
+            shares = [0] * workers
+            for r, s in zip(sorted(range(workers), key=lambda r: (loads[r], r)), heaviest):
+                shares[r] = s
+                loads[r] += part.loads[s] * batch_sizes[b]
+            spread.setdefault(tuple(shares), []).append(b)
+        return (max(loads, default=0.0), sum(loads), spread_count), loads, whole, spread
+
+    _, loads, whole, spread = min(
+        (plan(k) for k in range(len(order) + 1 if part is not None else 1)), key=lambda p: p[0]
+    )
+    work: list[list[tuple[tuple[int, ...], tuple[str, ...]]]] = []
+    for r in range(workers):
+        groups = [(tuple(sorted(whole[r])), models)] if whole[r] else []
+        for shares, batches in spread.items():
+            mine = tuple(m for m in models if part.assignment[m] == shares[r])
+            if mine:
+                groups.append((tuple(sorted(batches)), mine))
+        work.append(groups)
+    return IterationSplit(
+        work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
     )

@@ -1,11 +1,13 @@
-"""Several processes (ranks) under `accelerate launch` or `torchrun`: which models each rank extracts and
-scores, and what ranks exchange so that every one selects the same survivors and ends with the same ranking.
+"""Several processes (ranks) under `accelerate launch` or `torchrun`: what each rank extracts and scores, and
+what ranks exchange so that every one selects the same survivors and ends with the same ranking.
 
-Per iteration every rank computes the same `plan.partition` of the alive models' task tree (deterministic,
-so nobody talks), extracts and scores its share, and then all ranks exchange (`all_gather_object`, small):
-the scores, the features of their survivors for every item scored so far (the next split may give a
-survivor to another rank) and their counters. Selection then runs on identical scores everywhere, ties
-included. One process (no launcher) never touches torch.distributed.
+Per iteration every rank computes the same `plan.partition.split_iteration` of the alive models' task tree
+and the iteration's batches (deterministic, so nobody talks): mostly whole batches per rank, every model run
+on them, and where batches run out, a batch spread by models. Each rank extracts its work, then all ranks
+exchange the features they extracted (`all_gather_object`), so that every rank holds every alive model's
+features as one process does. Each scores its share of the models, and the scores are exchanged too.
+Selection then runs on identical scores everywhere, ties included. One process (no launcher) never touches
+torch.distributed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from ..engine import Counters
 from ..errors import RankLostError
 from ..plan import TaskTree
-from ..plan.partition import partition
+from ..plan.partition import split_iteration
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,16 @@ class Ranks:
             ) from e
         return out
 
-    def share(self, tree: TaskTree, models: list[str]) -> list[str]:
-        """This rank's share of `models` (whose task tree is `tree`), in their order."""
+    def work(self, tree: TaskTree, batches: list[tuple[int, ...]]) -> list[tuple[list[tuple[int, ...]], list[str]]]:
+        """This rank's (batches, models) groups of one iteration whose models' task tree is `tree`."""
         if not self.distributed:
-            return list(models)
-        mine = set(partition(tree, self.world).models_of(self.rank))
-        return [m for m in models if m in mine]
+            return [(list(batches), list(tree.models))]
+        split = split_iteration(tree, [len(b) for b in batches], self.world)
+        return [([batches[i] for i in idx], list(models)) for idx, models in split.work[self.rank]]
+
+    def scored_here(self, models: list[str]) -> list[str]:
+        """The models this rank scores: every world-th, so that each rank scores about as many."""
+        return list(models[self.rank :: self.world])
 
 
 def merge_counters(parts: list[Counters]) -> Counters:

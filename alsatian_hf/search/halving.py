@@ -219,9 +219,12 @@ def run_halving(
             )
             executor.on_batch = bar.update
             alive_tree = task_tree([by_id[m] for m in alive]) if ranks.distributed else None
-            mine = ranks.share(alive_tree, alive) if ranks.distributed else alive
-            record.cached = _extract(extractor, features, mine, batches, it, record)
+            work = ranks.work(alive_tree, batches) if ranks.distributed else [(batches, alive)]
+            record.cached = _extract(extractor, features, work, it, record)
             bar.close()
+            if ranks.distributed:  # every rank gets every alive model's features, as one process holds them
+                _exchange_features(ranks, features, work)
+            mine = ranks.scored_here(alive)
             scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
             if ranks.distributed:  # every rank selects from every rank's scores, and counts all ranks' work
                 scores = {m: s for part in ranks.gather(scores) for m, s in part.items()}
@@ -234,8 +237,6 @@ def run_halving(
             record.scores.update(scores)
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
             _report_ties(record)
-            if ranks.distributed:  # the next split may give a survivor to another rank: it gets the features
-                _share_features(ranks, features, [m for m in record.survivors if m in mine])
             pruned = [m for m in alive if m not in record.survivors]
             features.drop(pruned)
             extractor.prune(pruned)
@@ -267,30 +268,40 @@ def run_halving(
     return outcome
 
 
-def _share_features(ranks: Ranks, features: FeatureStore, mine: list[str]) -> None:
-    """Every rank gets every survivor's features for all items extracted so far."""
-    exported = {m: features.export(m) for m in mine}
-    for part in ranks.gather(exported):
-        for model, (items, rows) in part.items():
-            features.import_rows(model, items, rows)
+def _exchange_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[tuple], list[str]]]) -> None:
+    """Every rank gets the features every other rank extracted (or read from the feature cache) this iteration."""
+    items_of: dict[str, list[int]] = {}
+    for batches, models in work:
+        for m in models:
+            items_of.setdefault(m, []).extend(i for b in batches for i in b)
+    exported = {m: features.export(m, items) for m, items in items_of.items()}
+    for rank, part in enumerate(ranks.gather(exported)):
+        if rank != ranks.rank:
+            for model, (items, rows) in part.items():
+                features.import_rows(model, items, rows)
 
 
-def _extract(extractor, features: FeatureStore, alive: list[str], batches: list[tuple[int, ...]], iteration: int,
-             record: IterationRecord) -> list[str]:  # fmt: skip
+def _extract(extractor, features: FeatureStore, work: list[tuple[list[tuple[int, ...]], list[str]]],
+             iteration: int, record: IterationRecord) -> list[str]:  # fmt: skip
     """Extract what is neither in RAM nor in the feature cache, batch by batch; returns the candidates that
-    read features from the cache. Candidates missing the same batches run together (usually: all of them,
-    on every batch); the batches are the schedule's own, so a resumed or grown search computes the same bits."""
-    items = [i for b in batches for i in b]
-    from_disk = {m for m in alive if features.preload(m, items)[1]}  # in RAM already (`base`) reads nothing
-    groups: dict[tuple, list[str]] = {}
-    for m in alive:
-        missing = tuple(b for b in batches if not features.has(m, b))
-        if missing:
-            groups.setdefault(missing, []).append(m)
-    for missing, models in groups.items():
-        extractor.extract(iteration, models, record, list(missing))
-    running = {m for models in groups.values() for m in models}
-    return [m for m in alive if m in from_disk and m not in running]
+    read features from the cache. `work` holds (batches, models) groups: one process runs every alive model on
+    all the iteration's batches, a rank its share (`Ranks.work`). Within a group, candidates missing the same
+    batches run together (usually: all of them, on every batch); the batches are the schedule's own, so a
+    resumed, grown or distributed search computes the same bits."""
+    from_disk, running = set(), set()
+    for batches, models in work:
+        items = [i for b in batches for i in b]
+        from_disk |= {m for m in models if features.preload(m, items)[1]}  # in RAM already (`base`) reads nothing
+        groups: dict[tuple, list[str]] = {}
+        for m in models:
+            missing = tuple(b for b in batches if not features.has(m, b))
+            if missing:
+                groups.setdefault(missing, []).append(m)
+        for missing, group in groups.items():
+            extractor.extract(iteration, group, record, list(missing))
+            running |= set(group)
+    models = list(dict.fromkeys(m for _, ms in work for m in ms))
+    return [m for m in models if m in from_disk and m not in running]
 
 
 def _search_key(keys: dict[str, str], fingerprint: str, schedule: DataSchedule, scorer_key: str) -> str:
