@@ -3,7 +3,9 @@ each, against 1 process of 1 thread and 1 process of 2 threads, end to end.
 
 Every configuration runs in a fresh subprocess (same imports and start-up), alternating, `repeats` times;
 the seconds are rank 0's `SearchResult.seconds`, medians. The block store is warm and the feature cache off,
-so every run extracts.
+so every run extracts. Each process imports the model libraries before it searches, as the warm process of
+the `end_to_end` cells has: importing timm costs about 3 s here (torchvision imports torch._dynamo), the
+same in every configuration, and it is not search work.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class DistributedRow:
 _SEARCH = """
 import json, os, sys
 import torch
+import timm, transformers  # noqa: F401 - imported before the search, as in a warm process
 from alsatian_hf import ModelSearcher, SearchArguments
 from benchmarks.suites import dataset
 org, arch, num_items, image_size, store, out = json.loads(sys.argv[1])

@@ -227,12 +227,13 @@ def run_halving(
             mine = ranks.scored_here(alive)
             scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
             if ranks.distributed:  # every rank selects from every rank's scores, and counts all ranks' work
-                scores = {m: s for part in ranks.gather(scores) for m, s in part.items()}
-                cached = {m for part in ranks.gather(record.cached) for m in part}
+                parts = ranks.gather((scores, record.cached, record.counters, record.unique_edges))  # one exchange
+                scores = {m: s for part in parts for m, s in part[0].items()}
+                cached = {m for part in parts for m in part[1]}
                 record.cached = [m for m in alive if m in cached]
-                record.rank_block_executions = ranks.gather(record.counters.block_executions)
-                record.counters = merge_counters(ranks.gather(record.counters))
-                if any(ranks.gather(record.unique_edges)):  # the whole tree's, as one process reports it
+                record.rank_block_executions = [part[2].block_executions for part in parts]
+                record.counters = merge_counters([part[2] for part in parts])
+                if any(part[3] for part in parts):  # the whole tree's, as one process reports it
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
             record.scores.update(scores)
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
