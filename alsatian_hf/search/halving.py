@@ -226,14 +226,16 @@ def run_halving(
                 _exchange_features(ranks, features, work)
             mine = ranks.scored_here(alive)
             scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
-            if ranks.distributed:  # every rank selects from every rank's scores, and counts all ranks' work
-                parts = ranks.gather((scores, record.cached, record.counters, record.unique_edges))  # one exchange
+            if ranks.distributed:  # one exchange: every rank selects from all scores, and counts all ranks' work
+                ran = {m for _, models in work for m in models} - set(record.cached)
+                parts = ranks.gather((scores, record.cached, ran, record.counters, record.unique_edges))
                 scores = {m: s for part in parts for m, s in part[0].items()}
-                cached = {m for part in parts for m in part[1]}
+                ran = {m for part in parts for m in part[2]}  # cached means: no rank extracted any of its batches
+                cached = {m for part in parts for m in part[1]} - ran
                 record.cached = [m for m in alive if m in cached]
-                record.rank_block_executions = [part[2].block_executions for part in parts]
-                record.counters = merge_counters([part[2] for part in parts])
-                if any(part[3] for part in parts):  # the whole tree's, as one process reports it
+                record.rank_block_executions = [part[3].block_executions for part in parts]
+                record.counters = merge_counters([part[3] for part in parts])
+                if any(part[4] for part in parts):  # the whole tree's, as one process reports it
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
             record.scores.update(scores)
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
