@@ -176,3 +176,7 @@ def test_strategies_agree_on_cuda(tiny_zoo, hub_root, pixels):
     outs = {s: _search(cands, x, labels, s, device="cuda", result_size=1) for s in ("alsatian", "shift", "base")}
     assert outs["alsatian"].ranking == outs["shift"].ranking == outs["base"].ranking
     assert outs["alsatian"].survivors == outs["shift"].survivors
+    # intermediates that spill from device memory to pinned RAM come back as they went
+    tiers = [Tier("cuda", 64 * 1024), Tier("cpu", 1 << 40), Tier("disk", 1 << 40)]
+    spilled = _search(cands, x, labels, "alsatian", device="cuda", result_size=1, tiers=tiers)
+    assert spilled.ranking == outs["alsatian"].ranking and spilled.scores == outs["alsatian"].scores

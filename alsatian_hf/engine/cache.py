@@ -74,6 +74,15 @@ def default_tiers(budget: int, device: torch.device) -> list[Tier]:
     return tiers
 
 
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """`t` in RAM. From an accelerator it lands in pinned (page-locked) memory without waiting: the copy back
+    is then asynchronous too, and both are ordered on the device's stream, which alone reads the entry."""
+    if t.device.type == "cpu":
+        return t
+    host = torch.empty_like(t, device="cpu", pin_memory=True)
+    return host.copy_(t, non_blocking=True)
+
+
 class TieredCache:
     """Intermediates under one byte budget, in the first tier with room for each entry.
 
@@ -132,7 +141,7 @@ class TieredCache:
         if entry.tier.name == "cuda":
             stored = tuple(t.to(self.device) for t in state)
         elif entry.tier.name == "cpu":
-            stored = tuple(t.to("cpu") for t in state)
+            stored = tuple(_to_host(t) for t in state)
         else:
             path = self._disk() / f"{key[:16]}-{len(entry.batches)}.safetensors"
             save_file({str(i): t.detach().to("cpu").contiguous() for i, t in enumerate(state)}, str(path))
