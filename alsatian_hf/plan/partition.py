@@ -369,13 +369,15 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     _, loads, whole, spread = min(
         (plan(k) for k in range(len(order) + 1 if part is not None else 1)), key=lambda p: p[0]
     )
+    of_share: dict[int, list[str]] = {}  # partition worker -> its models, in `models` order
+    for m in models if spread else ():
+        of_share.setdefault(part.assignment[m], []).append(m)
     work: list[list[tuple[tuple[int, ...], tuple[str, ...]]]] = []
     for r in range(workers):
         groups = [(tuple(sorted(whole[r])), models)] if whole[r] else []
         for shares, batches in spread.items():
-            mine = tuple(m for m in models if part.assignment[m] == shares[r])
-            if mine:
-                groups.append((tuple(sorted(batches)), mine))
+            if of_share.get(shares[r]):
+                groups.append((tuple(sorted(batches)), tuple(of_share[shares[r]])))
         work.append(groups)
     return IterationSplit(
         work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
