@@ -14,7 +14,8 @@ Steps, each skippable with `--skip`, each in a module of its own with the row da
 block store, before a zoo's cells), `memory` (memory_budget.py: §6.4 cache budgets), `scaling`
 (input_scaling.py: alsatian vs shift at growing image sizes), `blocks` (block_times.py: time and FLOPs per
 engine block), `speed` (block_speed.py: per-block items/s on one thread, the engine's fast paths against
-the plain layout), `planner` (planner_scaling.py), `partition` (partition.py: the task tree split across 2, 8
+the plain layout), `batch` (batch_size.py: alsatian end to end at execution batch sizes 64, 128 and 256),
+`planner` (planner_scaling.py), `partition` (partition.py: the task tree split across 2, 8
 and 64 workers against the lower bound, on paper) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
 search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one) and
 `persistence` (persistence.py: a repeat search, five new models, and a killed and resumed search against the
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from alsatian_hf.localhub import HubServer, use_endpoint
 
+from .batch_size import run_batch_size
 from .block_speed import run_block_speed
 from .block_times import run_block_times
 from .distributed import run_distributed
@@ -54,6 +56,7 @@ STEPS = [
     "scaling",
     "blocks",
     "speed",
+    "batch",
     "planner",
     "partition",
     "xet",
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             run_block_times(run)
         if "speed" not in args.skip:
             run_block_speed(run)
+        if "batch" not in args.skip:
+            run_batch_size(run)
         if "planner" not in args.skip:
             run_planner_scaling(run)
         if "partition" not in args.skip:

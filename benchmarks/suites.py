@@ -53,6 +53,8 @@ class Suite:
     scaling: list[tuple[str, str, int, list[int]]] = field(default_factory=list)
     # block_speed's models: (arch, distribution of its zoo, image size)
     speed: list[tuple[str, str, int]] = field(default_factory=list)
+    # batch_size's cells: (arch, distribution, items)
+    batch: list[tuple[str, str, int]] = field(default_factory=list)
     # distributions of one arch where it runs fewer than `distributions`
     arch_distributions: dict[str, list[str]] = field(default_factory=dict)
 
@@ -74,6 +76,7 @@ SUITES = {
         scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]), ("effnet_lite0", "top_25", 500, [32, 96])],
         # vit_tiny's zoo is built for 32 px (patch 8): its position embeddings fix the input size
         speed=[("resnet18", "top_layers", 112), ("vit_tiny", "top_layers", 32)],
+        batch=[("resnet18", "top_layers", 2000), ("vit_tiny", "top_layers", 2000)],
     ),
     # benchmarks/gpu.sh, on one H100 in at most 8 minutes: paper-scale inputs (224 px, 2000 items).
     "gpu": Suite(
@@ -98,6 +101,7 @@ SUITES = {
         planner_models=[50, 500],
         scaling=[("test_resnet", "top_layers", 64, [32, 48])],
         speed=[("test_resnet", "top_layers", 48)],
+        batch=[("test_resnet", "top_layers", 120)],
     ),
 }
 

@@ -63,6 +63,7 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
             "xet_fetch",
             "cold_search",
             "block_speed",
+            "batch_size",
             "partition",
             "distributed",
         )
