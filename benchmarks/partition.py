@@ -31,6 +31,9 @@ SHAPES = {  # shape -> (distribution, bases)
 }
 WORKERS = (2, 8, 64)
 SPLIT_ITEMS, SPLIT_BATCH = 2000, 64  # an iteration on the paper-cpu cells' size, in the default batch size
+SPLIT_SIZES = [SPLIT_BATCH] * (SPLIT_ITEMS // SPLIT_BATCH) + [SPLIT_ITEMS % SPLIT_BATCH] * bool(
+    SPLIT_ITEMS % SPLIT_BATCH
+)
 
 
 @dataclass(kw_only=True)
@@ -67,15 +70,12 @@ def run_partition(run: Run) -> None:
                 table.drop(**key)
                 tree = tree or recipe_task_tree(n, BLOCKS, distribution, seed=0, bases=bases)
                 times, split_times = [], []
-                sizes = [SPLIT_BATCH] * (SPLIT_ITEMS // SPLIT_BATCH) + [SPLIT_ITEMS % SPLIT_BATCH] * bool(
-                    SPLIT_ITEMS % SPLIT_BATCH
-                )
                 for _ in range(3):
                     start = time.perf_counter()
                     part = partition(tree, workers)
                     times.append(time.perf_counter() - start)
                     start = time.perf_counter()
-                    split = split_iteration(tree, sizes, workers)
+                    split = split_iteration(tree, SPLIT_SIZES, workers)
                     split_times.append(time.perf_counter() - start)
                 row = PartitionRow(
                     suite=run.suite_name, **key, unique_cost=round(part.unique_cost, 3), bound=round(part.bound, 3),

@@ -72,8 +72,6 @@ class Ranks:
 
     def work(self, tree: TaskTree, batches: list[tuple[int, ...]]) -> list[tuple[list[tuple[int, ...]], list[str]]]:
         """This rank's (batches, models) groups of one iteration whose models' task tree is `tree`."""
-        if not self.distributed:
-            return [(list(batches), list(tree.models))]
         split = split_iteration(tree, [len(b) for b in batches], self.world)
         return [([batches[i] for i in idx], list(models)) for idx, models in split.work[self.rank]]
 

@@ -227,8 +227,8 @@ def run_halving(
             mine = ranks.scored_here(alive)
             scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
             if ranks.distributed:  # one exchange: every rank selects from all scores, and counts all ranks' work
-                ran = {m for _, models in work for m in models} - set(record.cached)
-                parts = ranks.gather((scores, record.cached, ran, record.counters, record.unique_edges))
+                extracted_here = {m for _, models in work for m in models} - set(record.cached)
+                parts = ranks.gather((scores, record.cached, extracted_here, record.counters, record.unique_edges))
                 scores = {m: s for part in parts for m, s in part[0].items()}
                 ran = {m for part in parts for m in part[2]}  # cached means: no rank extracted any of its batches
                 cached = {m for part in parts for m in part[1]} - ran

@@ -308,10 +308,11 @@ class ModelSearcher:
 
     def _device(self) -> torch.device:
         if self.args.device:
-            return torch.device(self.args.device)
-        from accelerate import PartialState
+            device = torch.device(self.args.device)
+        else:
+            from accelerate import PartialState
 
-        device = PartialState(cpu=not torch.cuda.is_available()).device  # as `Ranks.current` starts it
+            device = PartialState(cpu=not torch.cuda.is_available()).device  # as `Ranks.current` starts it
         # a rank's CPU is `cpu:0`, and `tensor.to("cpu:0")` copies every `cpu` tensor (each block, each batch)
         return torch.device("cpu") if device.type == "cpu" else device
 
