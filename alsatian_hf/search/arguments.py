@@ -17,7 +17,8 @@ class SearchArguments:
     """Arguments of a model search.
 
     `scorer_kwargs` also takes a dict, and `cache_budget` an int; after validation they are a dict and an int
-    number of bytes (or "auto"), and `test_size` is a fraction below 1 or an int count of items.
+    number of bytes (or "auto"), `batch_size` is an int (or "auto"), and `test_size` is a fraction below 1 or
+    an int count of items.
 
     Example:
         >>> args = SearchArguments(result_size=3, strategy="alsatian", cache_budget="2GB")
@@ -63,7 +64,14 @@ class SearchArguments:
             "(2^l - 1) items however many classes there are."
         },
     )
-    batch_size: int = field(default=64, metadata={"help": "Items per inference batch."})
+    batch_size: str = field(
+        default="auto",
+        metadata={
+            "help": "Items per inference batch, or `auto`: measured once per architecture, input and device (a "
+            "few passes of one candidate's blocks at growing sizes, weighted by the zoo's unique blocks) and "
+            "kept in the store, so repeated and grown searches cut the same batches."
+        },
+    )
     num_workers: int = field(default=0, metadata={"help": "Threads for preprocessing (0: in the calling thread)."})
     cache_budget: str = field(
         default="auto",
@@ -167,8 +175,7 @@ class SearchArguments:
                 raise ConfigurationError(f"`{name}` must be >= 1 or None, got {value!r}.")
         if not self.rank_timeout > 0:
             raise ConfigurationError(f"`rank_timeout` must be > 0 seconds, got {self.rank_timeout!r}.")
-        if self.batch_size < 1:
-            raise ConfigurationError(f"`batch_size` must be >= 1, got {self.batch_size}.")
+        self.batch_size = _batch_size(self.batch_size)
         if self.num_workers < 0:
             raise ConfigurationError(f"`num_workers` must be >= 0, got {self.num_workers}.")
         self.cache_budget = _bytes_field("cache_budget", self.cache_budget, example="2GB", auto=True, minimum=1)
@@ -187,6 +194,15 @@ class SearchArguments:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _batch_size(value) -> int | str:
+    """An int >= 1 (the CLI passes digits as text), or "auto"."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ConfigurationError(f"`batch_size` must be a number of items >= 1 or 'auto', got {value!r}.")
 
 
 def _bytes_field(name: str, value, *, example: str, auto: bool = False, minimum: int = 0) -> int | str:

@@ -13,6 +13,7 @@ import torch
 
 from .._progress import progress_bar
 from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id
+from ..engine.batch_size import BatchSizeChoice, tune_batch_size
 from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError, StoreFullError
 from ..hub import FetchStats, RangeReader
 from ..hub.xet import XetReader
@@ -179,11 +180,13 @@ class ModelSearcher:
         # before the device: under a launcher this starts the process group
         self._ranks = Ranks.current(self.args.rank_timeout)
         prepared = self._prepare()
+        batch = self._batch_size(prepared)
         setup_seconds = time.perf_counter() - start + self.listing_seconds
-        outcome = self._run(prepared)
+        outcome = self._run(prepared, batch.size)
         result = self._result(
-            prepared, outcome, seconds=time.perf_counter() - start + self.listing_seconds, setup_seconds=setup_seconds
-        )
+            prepared, outcome, batch, seconds=time.perf_counter() - start + self.listing_seconds,
+            setup_seconds=setup_seconds,
+        )  # fmt: skip
         if prepared.feature_cache is not None:  # down to its budget, now that this search has written its features
             prepared.feature_cache.evict()
         if self.args.output_dir and self._ranks.rank == 0:  # every rank has the same result; one writes it
@@ -316,8 +319,39 @@ class ModelSearcher:
         # a rank's CPU is `cpu:0`, and `tensor.to("cpu:0")` copies every `cpu` tensor (each block, each batch)
         return torch.device("cpu") if device.type == "cpu" else device
 
+    def _batch_size(self, prepared: _Prepared) -> BatchSizeChoice:
+        """The execution batch size: the one given, or under "auto" the store's choice for these architectures
+        on this device, measured when there is none (`engine.batch_size`). Ranks use rank 0's choice."""
+        if self.args.batch_size != "auto":
+            return BatchSizeChoice(self.args.batch_size)
+        from ..engine import resolve_budget
+        from ..plan import plan_iteration
+        from .strategies import task_tree
+
+        schedule, device = prepared.schedule, prepared.device
+        probe_item = (schedule.train_slices[0].items[0],)
+
+        def inputs(candidate: EngineCandidate, size: int) -> tuple:
+            one = prepared.data(candidate.input_key, probe_item)  # one real item, repeated: speed, not values
+            batch = {k: v.expand(size, *v.shape[1:]).contiguous() for k, v in one.items()}
+            return tuple(t.to(device) for t in candidate.initial_state(batch))
+
+        choice = None
+        if self._ranks.rank == 0:
+            per_item = plan_iteration(task_tree(prepared.candidates)).c_min_per_item
+            choice = tune_batch_size(
+                prepared.candidates,
+                inputs,
+                device=device,
+                largest=max(len(u.items) for u in (schedule.test, *schedule.train_slices)),
+                capacity=resolve_budget(self.args.cache_budget, device) // max(per_item, 1),
+                projected_items=len(schedule.test.items) + sum(len(u.items) for u in schedule.train_slices),
+                store=prepared.store.root,
+            )
+        return self._ranks.gather(choice)[0] if self._ranks.distributed else choice
+
     # -- phase 2: successive halving ------------------------------------------------------------------------
-    def _run(self, prepared: _Prepared) -> HalvingOutcome:
+    def _run(self, prepared: _Prepared, batch_size: int) -> HalvingOutcome:
         from ..engine import resolve_budget
 
         def on_iteration_end(record):
@@ -331,7 +365,7 @@ class ModelSearcher:
             prepare=prepared.data,
             scorer=self.scorer,
             strategy=self.args.strategy,
-            batch_size=self.args.batch_size,
+            batch_size=batch_size,
             cache_budget=resolve_budget(self.args.cache_budget, prepared.device),
             device=prepared.device,
             feature_cache=prepared.feature_cache,
@@ -350,8 +384,9 @@ class ModelSearcher:
 
     # -- phase 3: the result --------------------------------------------------------------------------------
     def _result(
-        self, prepared: _Prepared, outcome: HalvingOutcome, *, seconds: float, setup_seconds: float
-    ) -> SearchResult:
+        self, prepared: _Prepared, outcome: HalvingOutcome, batch: BatchSizeChoice, *, seconds: float,
+        setup_seconds: float,
+    ) -> SearchResult:  # fmt: skip
         info = prepared.store.info()
         candidates = prepared.candidates
         cache = prepared.feature_cache
@@ -388,6 +423,8 @@ class ModelSearcher:
                 "total_blocks": sum(len(c.blocks) for c in candidates),
                 "chunks": max((r.counters.chunks for r in outcome.iterations), default=0),
                 "input_keys": sorted({c.input_key for c in candidates}),
+                "batch_size": batch.size,
+                "batch_size_tuning": batch.to_dict() if self.args.batch_size == "auto" else None,
             },
             dataset={
                 "items": len(prepared.dataset),
