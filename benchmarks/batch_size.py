@@ -1,9 +1,13 @@
 """Execution batch size against speed (`batch_size`): one alsatian search per batch size, end to end.
 
 Every size runs through the public API on the same zoo and data, alternating, medians of the suite's
-repeats; warm block store, feature cache off. 64 is `SearchArguments`' default. Where the top blocks run on
-tiny activations (32 px images reach resnet18's last stage at 1x1), a batch reads each block's weights once
-for all its items, so larger batches can pay; the ranking must be the same at every size.
+repeats; warm block store, feature cache off. 64 was `SearchArguments`' default before `auto`, and is the
+reference. Where the top blocks run on tiny activations (32 px images reach resnet18's last stage at 1x1), a
+batch reads each block's weights once for all its items, so larger batches can pay; the ranking must be the
+same at every size.
+
+`auto` measures its size once per store (`alsatian_hf.engine.batch_size`): the row's `tuning_seconds` is
+that measurement, in a search of its own before the timed ones, which then read the choice from the store.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from alsatian_hf.engine.batch_size import RECORD
+
 from ._tables import Table
 from .suites import Run, dataset, ensure_zoo, search
 
 
-BATCH_SIZES = (64, 128, 256)  # the first is the default, the reference of `speedup_vs_default`
+BATCH_SIZES = (64, 128, 256, "auto")  # the first is the reference of `speedup_vs_default`
 
 
 @dataclass(kw_only=True)
@@ -25,7 +31,9 @@ class BatchSizeRow:
     distribution: str
     num_models: int
     num_items: int
-    batch_size: int
+    batch_size: str  # a number of items, or "auto"
+    chosen_size: int  # the size the searches ran (auto: the one it chose)
+    tuning_seconds: float  # auto: what measuring the size took, once per store (0 for a fixed size)
     seconds: float  # end to end, median
     inference_seconds: float  # the inference phase, median
     speedup_vs_default: float  # the default size's seconds / these
@@ -45,7 +53,9 @@ def run_batch_size(run: Run) -> None:
         org = ensure_zoo(run, arch=arch, dist=dist)
         ds = dataset(arch, num_items)
         search(run, org=org, ds=ds, strategy="alsatian")  # imports, first calls, the block store
-        runs: dict[int, list] = {b: [] for b in BATCH_SIZES}
+        (run.store(org) / RECORD).unlink(missing_ok=True)
+        tuned = search(run, org=org, ds=ds, strategy="alsatian", batch_size="auto").plan["batch_size_tuning"]
+        runs: dict[int | str, list] = {b: [] for b in BATCH_SIZES}
         for _ in range(run.suite.repeats):
             for b in BATCH_SIZES:
                 runs[b].append(search(run, org=org, ds=ds, strategy="alsatian", batch_size=b))
@@ -53,12 +63,13 @@ def run_batch_size(run: Run) -> None:
         default = BATCH_SIZES[0]
         for b, rs in runs.items():
             row = BatchSizeRow(
-                suite=run.suite_name, **key, batch_size=b, seconds=round(secs[b], 3),
+                suite=run.suite_name, **key, batch_size=str(b), chosen_size=rs[0].plan["batch_size"],
+                tuning_seconds=round(tuned["seconds"], 3) if b == "auto" else 0.0, seconds=round(secs[b], 3),
                 inference_seconds=round(statistics.median(r.phase_seconds()["inference"] for r in rs), 3),
                 speedup_vs_default=round(secs[default] / secs[b], 3),
                 same_ranking=all(r.models == runs[default][0].models for r in rs), **run.env,
             )  # fmt: skip
             table.add(row)
-            print(f"  batch size {org} n={num_items} batch {b}: {row.seconds:.1f}s (inference "
+            print(f"  batch size {org} n={num_items} batch {b} ({row.chosen_size}): {row.seconds:.1f}s (inference "
                   f"{row.inference_seconds:.1f}s), {row.speedup_vs_default:.2f}x the default's; "
                   f"same ranking: {row.same_ranking}", flush=True)  # fmt: skip

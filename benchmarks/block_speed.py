@@ -3,6 +3,11 @@
 
 The blocks are the engine's own (`build_candidate` over the zoo's base model, loaded as a search loads them),
 so the table measures what a search runs. Both layouts run alternately per repeat on the same batch.
+
+Each row also prices the block against the core: its FLOPs per item (the shape probe's count, 2 per
+multiply-add), the GFLOP/s it reaches on the fast path, and a large fp32 matmul's GFLOP/s on the same threads
+in the same run (`peak_gflops`), the practical ceiling of a compute-bound block. A block near that ceiling can
+only get faster by doing less arithmetic or by lower precision.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ class BlockSpeedRow:
     fast_items_per_second: float  # the engine's defaults
     speedup: float
     max_abs_diff: float  # between the two layouts' block outputs
+    gflop_per_item: float  # the block's FLOPs per item / 1e9 (FlopCounterMode: 2 per multiply-add)
+    fast_gflops: float  # GFLOP/s the fast path reaches
+    peak_gflops: float  # a 2048^3 fp32 matmul's GFLOP/s on the same threads, this run
     device: str
     torch_version: str
     code_revision: str
@@ -53,20 +61,39 @@ def run_block_speed(run: Run, *, batch: int = 64, repeats: int = 5, threads: int
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
+            peak = matmul_gflops(repeats)
             seconds, diffs = _time_blocks(candidates, x, repeats)
         finally:
             torch.set_num_threads(previous)
+        flops = [b.cost for b in candidates[True].blocks]
         for i, (plain, fast) in enumerate(seconds):
             table.add(BlockSpeedRow(
                 suite=run.suite_name, architecture=arch, image_size=size, block=i, batch_size=batch,
                 threads=threads, plain_items_per_second=round(batch / plain, 1),
                 fast_items_per_second=round(batch / fast, 1), speedup=round(plain / fast, 3),
-                max_abs_diff=float(f"{diffs[i]:.3g}"), **run.env,
+                max_abs_diff=float(f"{diffs[i]:.3g}"), gflop_per_item=float(f"{flops[i] / 1e9:.4g}"),
+                fast_gflops=round(flops[i] * batch / fast / 1e9, 2), peak_gflops=round(peak, 2), **run.env,
             ))  # fmt: skip
         plain_total, fast_total = sum(s[0] for s in seconds), sum(s[1] for s in seconds)
+        achieved = sum(flops) * batch / fast_total / 1e9
         print(f"  block speed {arch} {size}px, {threads} thread: {batch / plain_total:.0f} -> "
-              f"{batch / fast_total:.0f} items/s through all blocks ({plain_total / fast_total:.2f}x)",
-              flush=True)  # fmt: skip
+              f"{batch / fast_total:.0f} items/s through all blocks ({plain_total / fast_total:.2f}x); "
+              f"{achieved:.1f} GFLOP/s, {achieved / peak:.0%} of a matmul's {peak:.1f}", flush=True)  # fmt: skip
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of an n^3 fp32 matmul on the current threads (median after one warm-up): what this core's BLAS
+    reaches on the most favourable shape."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = []
+    for r in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        if r:
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def _time_blocks(candidates, x, repeats: int) -> tuple[list[tuple[float, float]], list[float]]:

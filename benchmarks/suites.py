@@ -88,6 +88,8 @@ SUITES = {
         image_size=224,
         max_length=128,
         planner_models=[],
+        # after the cells: what `auto` picks on the device, against fixed sizes
+        batch=[("resnet18", "top_layers", 2000)],
         arch_distributions={"vit_base": ["top_layers"], "minilm": ["top_layers"]},
     ),
     "smoke": Suite(
@@ -211,7 +213,7 @@ def search(
     ds,
     strategy: str,
     cache_budget: int | str = "auto",
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     image_size: int | None = None,
     xet_identity: bool = True,
 ):
