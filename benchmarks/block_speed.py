@@ -6,8 +6,9 @@ so the table measures what a search runs. Both layouts run alternately per repea
 
 Each row also prices the block against the core: its FLOPs per item (the shape probe's count, 2 per
 multiply-add), the GFLOP/s it reaches on the fast path, and a large fp32 matmul's GFLOP/s on the same threads
-in the same run (`peak_gflops`), the practical ceiling of a compute-bound block. A block near that ceiling can
-only get faster by doing less arithmetic or by lower precision.
+in the same run (`peak_gflops`, its best sample before and after the blocks), the practical ceiling of a
+compute-bound block. A block near that ceiling can only get faster by doing less arithmetic or by lower
+precision.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class BlockSpeedRow:
     max_abs_diff: float  # between the two layouts' block outputs
     gflop_per_item: float  # the block's FLOPs per item / 1e9 (FlopCounterMode: 2 per multiply-add)
     fast_gflops: float  # GFLOP/s the fast path reaches
-    peak_gflops: float  # a 2048^3 fp32 matmul's GFLOP/s on the same threads, this run
+    peak_gflops: float  # a 2048^3 fp32 matmul's best GFLOP/s on the same threads, before and after the blocks
     device: str
     torch_version: str
     code_revision: str
@@ -63,6 +64,7 @@ def run_block_speed(run: Run, *, batch: int = 64, repeats: int = 5, threads: int
         try:
             peak = matmul_gflops(repeats)
             seconds, diffs = _time_blocks(candidates, x, repeats)
+            peak = max(peak, matmul_gflops(repeats))  # before and after: a ceiling is its least disturbed sample
         finally:
             torch.set_num_threads(previous)
         flops = [b.cost for b in candidates[True].blocks]
@@ -82,8 +84,8 @@ def run_block_speed(run: Run, *, batch: int = 64, repeats: int = 5, threads: int
 
 
 def matmul_gflops(repeats: int, n: int = 2048) -> float:
-    """GFLOP/s of an n^3 fp32 matmul on the current threads (median after one warm-up): what this core's BLAS
-    reaches on the most favourable shape."""
+    """GFLOP/s of an n^3 fp32 matmul on the current threads, the best of `repeats` after one warm-up: what this
+    core's BLAS reaches on the most favourable shape when nothing else runs."""
     import torch
 
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -93,7 +95,7 @@ def matmul_gflops(repeats: int, n: int = 2048) -> float:
         torch.mm(a, b)
         if r:
             times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9
 
 
 def _time_blocks(candidates, x, repeats: int) -> tuple[list[tuple[float, float]], list[float]]:
