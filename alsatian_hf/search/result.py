@@ -165,9 +165,10 @@ class SearchResult:
         lines += ["", f"Bytes fetched: {self.bytes_fetched} in {self.requests} requests."]
         if self.plan.get("batch_size"):
             tuning = self.plan.get("batch_size_tuning")
-            how = "as given" if not tuning else (
-                f"measured in {tuning['seconds']:.1f}s" if tuning["measured"] else "the store's earlier choice")
-            lines.append(f"Execution batch size: {self.plan['batch_size']} ({how}).")  # fmt: skip
+            how = "as given"
+            if tuning:
+                how = f"measured in {tuning['seconds']:.1f}s" if tuning["measured"] else "the store's earlier choice"
+            lines.append(f"Execution batch size: {self.plan['batch_size']} ({how}).")
         if self.fetch.get("identity"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
             lines.append(f"Block identity established this search: {methods}; Xet metadata: "
