@@ -1,8 +1,7 @@
 """The ground truth: every candidate fully fine-tuned on every target, over 3 seeds, by one tuned recipe.
 
-The learning rate is tuned once per recipe (`TUNED_ON`: the full-data image targets share one, the low-data
-ones another, text has its own), on the tuning target's own training items (4/5 train, 1/5 validation), for
-the base model, from `LR_GRID`; the test items never take part. Every row is appended as it is measured,
+The learning rate is tuned once per modality, on the target's own training items (4/5 train, 1/5 validation),
+for the base model, from `LR_GRID`; the test items never take part. Every row is appended as it is measured,
 so an interrupted run resumes where it stopped; each modality has its own tables, so the two can be built by
 two processes at once (`--modality image` and `--modality text`).
 """
@@ -24,21 +23,9 @@ from .tasks import FULL, TARGETS, Profile, target_datasets
 from .zoo import ZOOS, load_candidate, org_of
 
 
-# per tuning target: the recipe (its lr tuned) that every target tuned on it uses
-GT_RECIPES = {
-    "fashion-mnist": Recipe(lr=0.0, epochs=6, batch_size=32),
-    "news-sci": Recipe(lr=0.0, epochs=3, batch_size=16),
-    # 100 items: about as many steps as the full-data recipe's first 3 epochs
-    "fashion-mnist-100": Recipe(lr=0.0, epochs=30, batch_size=16),
-}
-TUNED_ON = {
-    "fashion-mnist": "fashion-mnist",
-    "digits": "fashion-mnist",
-    "news-sci": "news-sci",
-    "fashion-mnist-100": "fashion-mnist-100",
-    "digits-100": "fashion-mnist-100",
-}
+GT_RECIPES = {"image": Recipe(lr=0.0, epochs=6, batch_size=32), "text": Recipe(lr=0.0, epochs=3, batch_size=16)}
 LR_GRID = {"image": (1e-3, 3e-3, 1e-2), "text": (5e-5, 2e-4)}
+TUNE_TARGET = {"image": "fashion-mnist", "text": "news-sci"}
 
 
 @dataclass(kw_only=True)
@@ -64,21 +51,19 @@ class TruthRow:
     seconds: float
 
 
-def tuned_recipe(hub_root: Path, out: Path, target: str, profile: Profile = FULL, log=print) -> Recipe:
-    """The recipe of `target` with the learning rate that did best on validation items of the target it is
-    tuned on (`TUNED_ON`), tuned on first use."""
-    modality = TARGETS[target].modality
+def tuned_recipe(hub_root: Path, out: Path, modality: str, profile: Profile = FULL, log=print) -> Recipe:
+    """The modality's recipe with the learning rate that did best on validation items (tuned on first use)."""
     table = Table(out / f"tuning_{modality}.csv", TuningRow)
     org = org_of(modality, profile)
-    target = TUNED_ON[target] if TUNED_ON[target] in profile.targets else target  # a profile of other targets
+    target = TUNE_TARGET[modality] if TUNE_TARGET[modality] in profile.targets else profile.targets[0]
     base = ZOOS[org][0].name
-    recipe = GT_RECIPES[TUNED_ON[target]]
+    recipe = GT_RECIPES[modality]
     recipe = replace(recipe, epochs=profile.epochs or recipe.epochs)
     train_ds, _ = target_datasets(target, profile=profile)
     n_val = len(train_ds) // 5
     split = train_ds.train_test_split(test_size=n_val, seed=0, stratify_by_column="label")
     for lr in LR_GRID[modality]:
-        if table.has(modality=modality, target=target, lr=lr):
+        if table.has(modality=modality, lr=lr):
             continue
         model, tok = load_candidate(hub_root / org / base, TARGETS[target].num_classes)
         tr, va = prepare(model, split["train"], tok), prepare(model, split["test"], tok)
@@ -88,8 +73,8 @@ def tuned_recipe(hub_root: Path, out: Path, target: str, profile: Profile = FULL
         )  # fmt: skip
         table.add(TuningRow(modality=modality, target=target, model=f"{org}/{base}", lr=lr, val_accuracy=acc,
                             seconds=round(seconds, 1)))  # fmt: skip
-        log(f"  tune {target} lr={lr:g}: validation accuracy {acc:.4f} ({seconds:.0f}s)")
-    rows = [r for r in table.rows if r["modality"] == modality and r["target"] == target]
+        log(f"  tune {modality} lr={lr:g}: validation accuracy {acc:.4f} ({seconds:.0f}s)")
+    rows = [r for r in table.rows if r["modality"] == modality]
     best = max(rows, key=lambda r: (float(r["val_accuracy"]), -float(r["lr"])))
     return replace(recipe, lr=float(best["lr"]))
 
@@ -103,9 +88,9 @@ def ground_truth(
     (each run is checked against the table on disk just before it starts).
     """
     table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
+    recipe = tuned_recipe(hub_root, out, modality, profile, log)
     org = org_of(modality, profile)
     targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
-    recipes = {t.name: tuned_recipe(hub_root, out, t.name, profile, log) for t in targets}
     order = list(itertools.product(range(profile.seeds), targets))
     data: dict[str, tuple] = {}  # target -> (train, test) datasets, built when a run first needs them
     prepared: dict[tuple[str, str], tuple] = {}  # (target, preprocessing) -> inputs, shared by seeds and models
@@ -126,9 +111,8 @@ def ground_truth(
             tr, te = prepared[key]
             acc, seconds = fine_tune_and_test(
                 model, tr, torch.tensor(train_ds["label"]), te, torch.tensor(test_ds["label"]),
-                recipes[target.name], SEED_OFFSET + seed,
+                recipe, SEED_OFFSET + seed,
             )  # fmt: skip
-            recipe = recipes[target.name]
             row = TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
                            batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
                            seconds=round(seconds, 1))  # fmt: skip
