@@ -1,4 +1,5 @@
-"""Linear probe: a fully connected layer trained on the features; the score is test top-1 accuracy."""
+"""Linear probe: a fully connected layer trained on the features; the score is test top-1 accuracy (with
+`tie_break`, ties within it ordered by the probe's confidence in the true classes)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ class LinearProbe(GroupedScorer):
         normalize: standardise features with the train mean/std first, which keeps lr 0.1 stable across
             feature scales.
         seed: seeds the layer's initialisation and the shuffling, so equal inputs give bit-equal scores.
+        tie_break: add the mean probability the probe gives each test item's true class, scaled below half an
+            accuracy step (0.5 / test items): the order by accuracy is kept, and equal accuracies, which a small
+            D_test makes common, are ordered by confidence instead of by input order. Off by default: the
+            score is then SHiFT's accuracy exactly.
 
     `score_many` trains the probes of equally wide features side by side, as one batched product per step: every
     probe sees the same initialisation and batch order, as if trained alone.
@@ -30,6 +35,7 @@ class LinearProbe(GroupedScorer):
     weight_decay: float = 0.0
     normalize: bool = True
     seed: int = 0
+    tie_break: bool = False
 
     def _group_scores(
         self, xtr_b: torch.Tensor, ytr: torch.Tensor, xte_b: torch.Tensor, yte: torch.Tensor
@@ -80,5 +86,10 @@ class LinearProbe(GroupedScorer):
                 bias.sub_(g_b, alpha=self.lr)  # bias_t is a view of it
         if not yte.numel():
             return [0.0] * num_models
-        pred = torch.baddbmm(bias, xte_b, weight.transpose(1, 2)).argmax(2)
-        return (pred == yte).float().mean(1).tolist()
+        logits = torch.baddbmm(bias, xte_b, weight.transpose(1, 2))
+        accuracy = (logits.argmax(2) == yte).float().mean(1)
+        if not self.tie_break:
+            return accuracy.tolist()
+        # in float64, below half a step of 1 / test items: it orders equal accuracies and never unequal ones
+        true = torch.softmax(logits.double(), 2).gather(2, yte.view(1, -1, 1).expand(num_models, -1, 1))
+        return (accuracy.double() + true.squeeze(2).mean(1) * (0.5 / yte.numel())).tolist()

@@ -44,6 +44,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
 
     return {
         "linear": ("linear", {}),
+        "linear-tiebreak": ("linear", {"tie_break": True}),  # equal accuracies ordered by confidence
         "knn": ("knn", {}),
         "logme": ("logme", {}),
         "hscore": ("hscore", {}),  # Ledoit-Wolf shrinkage (the default)
