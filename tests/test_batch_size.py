@@ -10,7 +10,7 @@ import pytest
 from alsatian_hf import ModelSearcher, SearchArguments
 from alsatian_hf.engine.batch_size import RECORD, choose, estimate, sizes
 from alsatian_hf.errors import ConfigurationError
-from alsatian_hf.zoo.data import digits
+from alsatian_hf.zoo.data import digits, newsgroups
 
 
 def test_estimate_weighs_each_block_by_its_unique_nodes():
@@ -94,6 +94,16 @@ def test_a_tiny_dataset_needs_no_measurement(hub, tiny_zoo, tmp_path):
     res = _search(tiny_zoo.repo_ids, digits(num_items=60, seed=0), tmp_path / "store")
     assert res.plan["batch_size"] == 32 and not res.plan["batch_size_tuning"]["measured"]
     assert not (tmp_path / "store" / RECORD).exists()
+
+
+def test_auto_measures_text_models_on_their_token_states(hub, tiny_bert_repo, tmp_path):
+    data = newsgroups(num_items=300, seed=0, categories=["sci.space", "rec.sport.hockey"])
+    auto = _search(tiny_bert_repo.repo_ids, data, tmp_path / "store", max_length=32)
+    assert auto.plan["batch_size_tuning"]["measured"] and len(auto.plan["batch_size_tuning"]["seconds_per_item"]) >= 2
+    pinned = _search(tiny_bert_repo.repo_ids, data, tmp_path / "store", max_length=32,
+                     batch_size=auto.plan["batch_size"], strategy="base")  # fmt: skip
+    assert pinned.models == auto.models
+    assert [r["score"] for r in pinned.ranking] == [r["score"] for r in auto.ranking]
 
 
 @pytest.mark.gpu

@@ -102,10 +102,18 @@ def choose(seconds_per_item: dict[int, float], min_gain: float = MIN_GAIN) -> in
 
 
 def device_name(device: torch.device) -> str:
-    """The device as far as speed goes: the GPU's name, or the CPU and its intra-op threads."""
+    """The device as far as speed goes: the GPU's name, or the CPU's model, vector ISA and intra-op threads
+    (a store on a shared filesystem may serve several kinds of node)."""
     if device.type == "cuda":
         return f"cuda/{torch.cuda.get_device_name(device)}"
-    return f"{device.type}/{platform.processor() or platform.machine()}/{torch.get_num_threads()} threads"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"{device.type}/{model}/{isa}/{torch.get_num_threads()} threads"
 
 
 def record_key(groups: dict[tuple, list[EngineCandidate]], device: torch.device) -> str:
