@@ -50,7 +50,8 @@ from alsatian_hf import ModelSearcher, SearchArguments
 from benchmarks.suites import dataset
 org, arch, num_items, image_size, store, out = json.loads(sys.argv[1])
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-args = SearchArguments(result_size=1, image_size=image_size, store_dir=store, feature_cache=False)
+# batch 64 as in the cells: `auto` would measure in whichever configuration's search met the store first
+args = SearchArguments(result_size=1, image_size=image_size, store_dir=store, feature_cache=False, batch_size=64)
 res = ModelSearcher.from_hub(author=org, train_dataset=dataset(arch, num_items), args=args).search()
 if os.environ.get("RANK", "0") == "0":
     with open(out, "w") as f:
