@@ -63,15 +63,16 @@ def test_auto_measures_once_keeps_the_choice_and_ranks_as_a_fixed_size(hub, tiny
     store = tmp_path / "store"
     first = _search(tiny_zoo.repo_ids, ds, store)
     tuning = first.plan["batch_size_tuning"]
-    assert tuning["measured"] and tuning["seconds"] > 0
+    assert tuning["source"] == "measured" and tuning["seconds"] > 0
     measured = {int(k) for k in tuning["seconds_per_item"]}
     assert len(measured) >= 2 and measured <= {32, 64, 128, 256}
     assert first.plan["batch_size"] == tuning["size"] in measured
+    assert f"Execution batch size: {tuning['size']} (measured in" in first.summary()
     record = json.loads((store / RECORD).read_text())
     assert [entry["size"] for entry in record.values()] == [tuning["size"]]
 
     again = _search(tiny_zoo.repo_ids, ds, store)  # the store's choice: nothing measured
-    assert not again.plan["batch_size_tuning"]["measured"]
+    assert again.plan["batch_size_tuning"]["source"] == "store"
     assert again.plan["batch_size"] == first.plan["batch_size"]
     assert again.models == first.models
 
@@ -85,21 +86,24 @@ def test_a_grown_zoo_of_the_same_architecture_reuses_the_choice(hub, tiny_zoo, d
     store = tmp_path / "store"
     first = _search(tiny_zoo.repo_ids[:3], ds, store)
     grown = _search(tiny_zoo.repo_ids, ds, store)
-    assert first.plan["batch_size_tuning"]["measured"]
-    assert not grown.plan["batch_size_tuning"]["measured"]
+    assert first.plan["batch_size_tuning"]["source"] == "measured"
+    assert grown.plan["batch_size_tuning"]["source"] == "store"
     assert grown.plan["batch_size"] == first.plan["batch_size"]
 
 
 def test_a_tiny_dataset_needs_no_measurement(hub, tiny_zoo, tmp_path):
     res = _search(tiny_zoo.repo_ids, digits(num_items=60, seed=0), tmp_path / "store")
-    assert res.plan["batch_size"] == 32 and not res.plan["batch_size_tuning"]["measured"]
+    assert res.plan["batch_size"] == 32 and res.plan["batch_size_tuning"]["source"] == "one size"
     assert not (tmp_path / "store" / RECORD).exists()
 
 
 def test_auto_measures_text_models_on_their_token_states(hub, tiny_bert_repo, tmp_path):
     data = newsgroups(num_items=300, seed=0, categories=["sci.space", "rec.sport.hockey"])
     auto = _search(tiny_bert_repo.repo_ids, data, tmp_path / "store", max_length=32)
-    assert auto.plan["batch_size_tuning"]["measured"] and len(auto.plan["batch_size_tuning"]["seconds_per_item"]) >= 2
+    assert (
+        auto.plan["batch_size_tuning"]["source"] == "measured"
+        and len(auto.plan["batch_size_tuning"]["seconds_per_item"]) >= 2
+    )
     pinned = _search(tiny_bert_repo.repo_ids, data, tmp_path / "store", max_length=32,
                      batch_size=auto.plan["batch_size"], strategy="base")  # fmt: skip
     assert pinned.models == auto.models
@@ -109,7 +113,7 @@ def test_auto_measures_text_models_on_their_token_states(hub, tiny_bert_repo, tm
 @pytest.mark.gpu
 def test_auto_on_cuda_measures_on_the_device_and_ranks_as_cpu(hub, tiny_zoo, ds, tmp_path):
     cuda = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", device="cuda")
-    assert cuda.plan["batch_size_tuning"]["measured"]
+    assert cuda.plan["batch_size_tuning"]["source"] == "measured"
     cpu = _search(tiny_zoo.repo_ids, ds, tmp_path / "cpu", device="cpu", batch_size=cuda.plan["batch_size"])
     assert cuda.models == cpu.models
     assert [r["score"] for r in cuda.ranking] == pytest.approx([r["score"] for r in cpu.ranking], abs=1e-4)

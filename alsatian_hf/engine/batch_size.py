@@ -37,28 +37,31 @@ SIZES = (32, 64, 128, 256, 512, 1024)
 # sizes whose measured time per item is within this share of the fastest are alike to the measurement (noise
 # on a shared machine is a few percent), and the largest of them is chosen: what the measurement leaves out
 # (preprocessing, cache and feature-store writes, Python per block call) is paid per batch, so it only falls
-# with larger batches (the `batch_size` benchmark: ViT-tiny 1.10x faster end to end at 128 than at 64, where
-# its blocks alone are 0.6% faster). Growing stops at the first size that is not this much faster.
+# with larger batches (the card's `batch_size` table: ViT-tiny 1.20x faster end to end at 128 than at 64,
+# where the measurement found its blocks under 1% faster). Growing stops at the first size that is not this
+# much faster.
 MIN_GAIN = 0.05
 # the measurement stops growing the batch once it has taken this long, or this share of the time the search's
 # inference is projected to take, whichever is more: it is paid once per store, not per search
 MIN_TUNING_SECONDS = 1.0
 TUNING_SHARE = 0.05
 RECORD = "batch_sizes.json"
+FALLBACK = 64  # when the measurement fails: the default before `auto`
 
 
 @dataclass
 class BatchSizeChoice:
     """Args:
     size: the execution batch size.
+    source: "measured"; "store" (an earlier search's measurement); "one size" (every unit fits one batch,
+        or the cache budget allows one size); "fallback" (the measurement failed, see the log).
     seconds_per_item: per size measured, the estimated seconds of one item through the zoo's unique blocks.
-    measured: False when it was read from the store.
-    seconds: what the measurement took (0 when read).
+    seconds: what the measurement took (0 unless measured).
     """
 
     size: int
+    source: str = "measured"
     seconds_per_item: dict[int, float] = field(default_factory=dict)
-    measured: bool = False
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -131,7 +134,7 @@ def read_choice(path: Path, key: str, usable: list[int]) -> BatchSizeChoice | No
     if not entry or (entry["limit"] < usable[-1] and not entry["stopped"]):
         return None
     measured = {int(k): float(v) for k, v in entry["seconds_per_item"].items() if int(k) in usable}
-    return BatchSizeChoice(choose(measured), measured) if measured else None
+    return BatchSizeChoice(choose(measured), "store", measured) if measured else None
 
 
 def write_choice(path: Path, key: str, choice: BatchSizeChoice, *, stopped: bool) -> None:
@@ -238,17 +241,22 @@ def tune_batch_size(
     """
     usable = sizes(largest, capacity)
     if len(usable) == 1:
-        return BatchSizeChoice(usable[0])  # one batch holds every unit, or the budget allows one size
+        return BatchSizeChoice(usable[0], "one size")
     groups = architectures(candidates)
     key = record_key(groups, device)
     path = store / RECORD if store is not None else None
     if path is not None and (stored := read_choice(path, key, usable)) is not None:
         return stored
     start = time.perf_counter()
-    seconds_per_item = measure(groups, inputs, device=device, usable=usable, projected_items=projected_items)
+    fallback = max((s for s in usable if s <= FALLBACK), default=usable[0])
+    try:
+        seconds_per_item = measure(groups, inputs, device=device, usable=usable, projected_items=projected_items)
+    except Exception as e:  # an optimisation must not end the search: the search itself reports a bad candidate
+        logger.warning("batch size: the measurement failed (%s: %s); running at %d", type(e).__name__, e, fallback)
+        return BatchSizeChoice(fallback, "fallback", seconds=time.perf_counter() - start)
     if not seconds_per_item:  # out of accelerator memory at the smallest size: the search will say so itself
-        return BatchSizeChoice(usable[0], measured=True, seconds=time.perf_counter() - start)
-    choice = BatchSizeChoice(choose(seconds_per_item), seconds_per_item, True, time.perf_counter() - start)
+        return BatchSizeChoice(usable[0], "fallback", seconds=time.perf_counter() - start)
+    choice = BatchSizeChoice(choose(seconds_per_item), "measured", seconds_per_item, time.perf_counter() - start)
     if path is not None:
         write_choice(path, key, choice, stopped=max(seconds_per_item) < usable[-1])
     logger.info(

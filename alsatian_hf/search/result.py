@@ -167,7 +167,12 @@ class SearchResult:
             tuning = self.plan.get("batch_size_tuning")
             how = "as given"
             if tuning:
-                how = f"measured in {tuning['seconds']:.1f}s" if tuning["measured"] else "the store's earlier choice"
+                how = {
+                    "measured": f"measured in {tuning['seconds']:.1f}s",
+                    "store": "an earlier search's measurement, from the store",
+                    "one size": "the only size that fits",
+                    "fallback": "the measurement failed; see the log",
+                }.get(tuning["source"], tuning["source"])
             lines.append(f"Execution batch size: {self.plan['batch_size']} ({how}).")
         if self.fetch.get("identity"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
