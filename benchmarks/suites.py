@@ -76,7 +76,7 @@ SUITES = {
         scaling=[("resnet18", "top_layers", 1000, [32, 64, 128]), ("effnet_lite0", "top_25", 500, [32, 96])],
         # vit_tiny's zoo is built for 32 px (patch 8): its position embeddings fix the input size
         speed=[("resnet18", "top_layers", 112), ("vit_tiny", "top_layers", 32)],
-        batch=[("resnet18", "top_layers", 2000), ("vit_tiny", "top_layers", 2000)],
+        batch=[("resnet18", "top_layers", 2000), ("vit_tiny", "top_layers", 2000), ("effnet_lite0", "top_25", 1000)],
     ),
     # benchmarks/gpu.sh, on one H100 in at most 8 minutes: paper-scale inputs (224 px, 2000 items).
     "gpu": Suite(
