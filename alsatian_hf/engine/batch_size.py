@@ -37,10 +37,10 @@ SIZES = (32, 64, 128, 256, 512, 1024)
 # sizes whose measured time per item is within this share of the fastest are alike to the measurement (noise
 # on a shared machine is a few percent), and the largest of them is chosen: what the measurement leaves out
 # (preprocessing, cache and feature-store writes, Python per block call) is paid per batch, so it only falls
-# with larger batches (the card's `batch_size` table: ViT-tiny 1.20x faster end to end at 128 than at 64,
-# where the measurement found its blocks under 1% faster). Growing stops at the first size this much slower
-# than the best: one that is merely not faster may be a disturbed sample (a run that stopped there chose 64
-# for resnet18 top_layers, where 512 is 1.46x faster end to end).
+# with larger batches (ViT-tiny top_layers ran 1.10x faster end to end at 128 than at 64 where the
+# measurement found its blocks under 1% faster). Growing stops at the first size this much slower than the
+# best: one that is merely not faster may be a disturbed sample (a run that stopped there chose 64 for
+# resnet18 top_layers, where the card's `batch_size` table has 1024 1.58x faster end to end).
 MIN_GAIN = 0.05
 # the measurement stops growing the batch once it has taken this long, or this share of the time the search's
 # inference is projected to take, whichever is more: it is paid once per store, not per search
