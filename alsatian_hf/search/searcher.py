@@ -13,6 +13,7 @@ import torch
 
 from .._progress import progress_bar
 from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id
+from ..engine import resolve_budget
 from ..engine.batch_size import BatchSizeChoice, tune_batch_size
 from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError, StoreFullError
 from ..hub import FetchStats, RangeReader
@@ -180,9 +181,10 @@ class ModelSearcher:
         # before the device: under a launcher this starts the process group
         self._ranks = Ranks.current(self.args.rank_timeout)
         prepared = self._prepare()
-        batch = self._batch_size(prepared)
+        budget = resolve_budget(self.args.cache_budget, prepared.device)  # once: "auto" reads free memory
+        batch = self._batch_size(prepared, budget)
         setup_seconds = time.perf_counter() - start + self.listing_seconds
-        outcome = self._run(prepared, batch.size)
+        outcome = self._run(prepared, batch.size, budget)
         result = self._result(
             prepared, outcome, batch, seconds=time.perf_counter() - start + self.listing_seconds,
             setup_seconds=setup_seconds,
@@ -319,12 +321,11 @@ class ModelSearcher:
         # a rank's CPU is `cpu:0`, and `tensor.to("cpu:0")` copies every `cpu` tensor (each block, each batch)
         return torch.device("cpu") if device.type == "cpu" else device
 
-    def _batch_size(self, prepared: _Prepared) -> BatchSizeChoice:
+    def _batch_size(self, prepared: _Prepared, cache_budget: int) -> BatchSizeChoice:
         """The execution batch size: the one given, or under "auto" the store's choice for these architectures
         on this device, measured when there is none (`engine.batch_size`). Ranks use rank 0's choice."""
         if self.args.batch_size != "auto":
             return BatchSizeChoice(self.args.batch_size)
-        from ..engine import resolve_budget
         from ..plan import plan_iteration
         from .strategies import task_tree
 
@@ -344,16 +345,14 @@ class ModelSearcher:
                 inputs,
                 device=device,
                 largest=max(len(u.items) for u in (schedule.test, *schedule.train_slices)),
-                capacity=resolve_budget(self.args.cache_budget, device) // max(per_item, 1),
+                capacity=cache_budget // max(per_item, 1),
                 projected_items=len(schedule.test.items) + sum(len(u.items) for u in schedule.train_slices),
                 store=prepared.store.root,
             )
-        return self._ranks.gather(choice)[0] if self._ranks.distributed else choice
+        return self._ranks.gather(choice)[0]  # one process: its own
 
     # -- phase 2: successive halving ------------------------------------------------------------------------
-    def _run(self, prepared: _Prepared, batch_size: int) -> HalvingOutcome:
-        from ..engine import resolve_budget
-
+    def _run(self, prepared: _Prepared, batch_size: int, cache_budget: int) -> HalvingOutcome:
         def on_iteration_end(record):
             for cb in self.callbacks:
                 cb.on_iteration_end(iteration=record.iteration, scores=record.scores, survivors=record.survivors)
@@ -366,7 +365,7 @@ class ModelSearcher:
             scorer=self.scorer,
             strategy=self.args.strategy,
             batch_size=batch_size,
-            cache_budget=resolve_budget(self.args.cache_budget, prepared.device),
+            cache_budget=cache_budget,
             device=prepared.device,
             feature_cache=prepared.feature_cache,
             fingerprint=self._fingerprint(prepared.dataset),
