@@ -21,6 +21,7 @@ from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, fold, folded
 from .candidate import EngineBlock, EngineCandidate
+from .precision import check_precision, precision_context
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
 from .repos import CandidateSpec, OpenedRepo, open_repo
@@ -38,6 +39,7 @@ def build_candidate(
     skeleton: torch.nn.Module | None = None,
     channels_last: bool = True,
     fold_batchnorm: bool = True,
+    precision: str = "fp32",
 ) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
@@ -53,10 +55,12 @@ def build_candidate(
             (see the `block_speed` benchmark); the results differ by float rounding only.
         fold_batchnorm: run each eval-mode BatchNorm2d that follows a Conv2d folded into it (see
             `candidates.batchnorm`); the folded weights are computed at load, the stored block stays as it is.
+        precision: "fp32" (exact; TF32 off on CUDA), "tf32" or "bf16" (autocast); see `candidates.precision`.
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
     """
+    check_precision(precision)
     skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
     split = split_model(skeleton, checkpoint_keys=source.keys())
     check_coverage(split, source.keys())
@@ -90,10 +94,11 @@ def build_candidate(
 
         def run(state, _b=block, _loaded=loaded, _biases=biases, _pairs=list(folds[i])):
             load_block(split, _b, _loaded)  # the shared skeleton may hold another candidate's weights here
-            if not _pairs:
-                return _b.step(split.model, state)
-            with folded(split.model, _pairs, _biases):
-                return _b.step(split.model, state)
+            with precision_context(precision, state[0].device.type):
+                if not _pairs:
+                    return _b.step(split.model, state)
+                with folded(split.model, _pairs, _biases):
+                    return _b.step(split.model, state)
 
         param_bytes = sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys)
         blocks.append(
@@ -108,7 +113,13 @@ def build_candidate(
             )
         )
     numerics = "+".join(
-        name for name, used in (("channels_last", any(layout.values())), ("bn_folded", any(folds.values()))) if used
+        name
+        for name, used in (
+            ("channels_last", any(layout.values())),
+            ("bn_folded", any(folds.values())),
+            (precision, precision != "fp32"),
+        )
+        if used
     )
     input_bytes = state_nbytes(first) // max(first[0].shape[0], 1)
     return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state, numerics, input_bytes), split
@@ -212,6 +223,7 @@ class CandidateAssembler:
         image_size, max_length: overrides of the processors' image size and token length.
         channels_last: Conv2d weights in channels-last layout (see `build_candidate`).
         fold_batchnorm: BatchNorms folded into their convolutions (see `build_candidate`).
+        precision: the float precision blocks run in (see `build_candidate`).
     """
 
     def __init__(
@@ -227,6 +239,7 @@ class CandidateAssembler:
         xet: XetReader | None = None,
         channels_last: bool = True,
         fold_batchnorm: bool = True,
+        precision: str = "fp32",
     ):
         self.store = store
         self.reader = reader
@@ -239,6 +252,7 @@ class CandidateAssembler:
         self.probe = ShapeProbe()
         self.channels_last = channels_last
         self.fold_batchnorm = fold_batchnorm
+        self.precision = check_precision(precision)
 
     def open(self, spec: CandidateSpec) -> OpenedRepo:
         """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
@@ -273,5 +287,6 @@ class CandidateAssembler:
             skeleton=skeleton,
             channels_last=self.channels_last,
             fold_batchnorm=self.fold_batchnorm,
+            precision=self.precision,
         )
         return AssembledCandidate(candidate, repo.revision, processor)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._units import parse_bytes
+from ..candidates.precision import Precision_T, check_precision
 from ..errors import ConfigurationError
 from ..scoring import Scorer_T, get_scorer
 from .strategies import STRATEGIES, Strategy_T
@@ -143,6 +144,15 @@ class SearchArguments:
         },
     )
 
+    precision: Precision_T = field(
+        default="fp32",
+        metadata={
+            "help": "Float precision of the blocks: `fp32` (exact; TF32 off on CUDA, where cuDNN would otherwise "
+            "use it), `tf32` (CUDA only) or `bf16` (autocast). The last two round the features differently and "
+            "may change the ranking; measured in the card's `precision` table."
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:
             raise ConfigurationError(f"`result_size` must be a positive integer, got {self.result_size!r}.")
@@ -184,6 +194,7 @@ class SearchArguments:
             raise ConfigurationError(f"`image_size` must be >= 8 pixels, got {self.image_size}.")
         if self.max_length < 2:
             raise ConfigurationError(f"`max_length` must be >= 2, got {self.max_length}.")
+        check_precision(self.precision)
         if self.device is not None:
             import torch
 

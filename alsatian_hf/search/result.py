@@ -174,6 +174,9 @@ class SearchResult:
                     "fallback": "the measurement failed; see the log",
                 }.get(tuning["source"], tuning["source"])
             lines.append(f"Execution batch size: {self.plan['batch_size']} ({how}).")
+        if self.plan.get("precision", "fp32") != "fp32":
+            lines.append(f"Precision: {self.plan['precision']} (opt-in: the features' rounding differs from exact "
+                         "fp32, and so may the ranking).")  # fmt: skip
         if self.fetch.get("identity"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
             lines.append(f"Block identity established this search: {methods}; Xet metadata: "

@@ -13,6 +13,7 @@ import torch
 
 from .._progress import progress_bar
 from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id
+from ..candidates.precision import effective_precision
 from ..engine import resolve_budget
 from ..engine.batch_size import BatchSizeChoice, tune_batch_size
 from ..errors import AlsatianError, CandidateSkipped, ConfigurationError, DatasetError, StoreFullError
@@ -52,6 +53,7 @@ class _Prepared:
     store: BlockStore
     device: torch.device
     feature_cache: FeatureCache | None = None
+    precision: str = "fp32"  # what the blocks ran in on this device (`candidates.precision`)
 
 
 class ModelSearcher:
@@ -225,6 +227,7 @@ class ModelSearcher:
 
         schedule = schedule_for(len(self.candidates))
         probe_item = (schedule.train_slices[0].items[0],)
+        device = self._device()
         assembler = CandidateAssembler(
             store=store,
             reader=RangeReader(allow_full_download=args.allow_full_download, stats=stats),
@@ -236,6 +239,7 @@ class ModelSearcher:
             xet=XetReader(stats=stats) if args.xet_identity else None,
             channels_last=args.channels_last,
             fold_batchnorm=args.fold_batchnorm,
+            precision=effective_precision(args.precision, device),
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
@@ -270,8 +274,9 @@ class ModelSearcher:
         if args.feature_cache:
             feature_cache = FeatureCache(store.root / "features", budget=args.feature_cache_budget)
         return _Prepared(
-            candidates, revisions, dataset, labels, schedule, data, stats, store, self._device(), feature_cache
-        )
+            candidates, revisions, dataset, labels, schedule, data, stats, store, device, feature_cache,
+            assembler.precision,
+        )  # fmt: skip
 
     def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future):
         """The assembled candidate, or None after recording why it is skipped (one candidate never ends a search)."""
@@ -423,6 +428,7 @@ class ModelSearcher:
                 "chunks": max((r.counters.chunks for r in outcome.iterations), default=0),
                 "input_keys": sorted({c.input_key for c in candidates}),
                 "batch_size": batch.size,
+                "precision": prepared.precision,
                 "batch_size_tuning": batch.to_dict() if self.args.batch_size == "auto" else None,
             },
             dataset={
