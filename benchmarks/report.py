@@ -18,6 +18,7 @@ from .memory_budget import MemoryBudgetRow
 from .partition import PartitionRow
 from .persistence import PersistenceRow
 from .planner_scaling import PlannerScalingRow
+from .precision import PrecisionRow
 from .ranking_quality.card import plot_ranking, ranking_lines
 from .ranking_quality.quality import RankingQualityRow, RankingScoreRow
 from .ranking_quality.truth import TruthRow
@@ -41,6 +42,7 @@ TABLES: dict[str, type] = {
     "block_times": BlockTimesRow,
     "block_speed": BlockSpeedRow,
     "batch_size": BatchSizeRow,
+    "precision": PrecisionRow,
     "planner_scaling": PlannerScalingRow,
     "partition": PartitionRow,
     "hub_fetch": HubFetchRow,
@@ -232,6 +234,16 @@ def batch_lines(out: Path) -> list[str]:
     ]
 
 
+def precision_lines(out: Path) -> list[str]:
+    return [
+        f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | {r['precision']} | "
+        f"{float(r['seconds']):.1f}s | {float(r['inference_seconds']):.1f}s | {float(r['speedup_vs_fp32']):.2f}x | "
+        f"{'yes' if r['same_top1'] == 'True' else 'no'} | {'yes' if r['same_survivors'] == 'True' else 'no'} | "
+        f"{float(r['kendall_tau']):.3f} | {float(r['max_abs_score_diff']):.2g} |"
+        for r in read_rows(out / "precision.csv")
+    ]
+
+
 def speed_lines(out: Path) -> list[str]:
     """Per model: items/s through all blocks, plain layout against the engine's fast paths, and the extremes."""
     rows = read_rows(out / "block_speed.csv")
@@ -418,7 +430,7 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     measured_at = "; ".join(f"{rev}: {', '.join(sorted(a))}" for rev, a in sorted(revisions.items()))
     scaling, blocks, fetched = scaling_lines(out), block_lines(out), fetch_lines(out)
     speed = speed_lines(out)
-    batch = batch_lines(out)
+    batch, precision = batch_lines(out), precision_lines(out)
     xet_rows = xet_lines(out)
     persistence_rows = persistence_lines(out)
     partition_rows = partition_lines(out)
@@ -555,6 +567,27 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "",
             ]
             if batch
+            else []
+        ),
+        *(
+            [
+                "### Precision",
+                "",
+                "`precision` runs one alsatian search per float precision (`SearchArguments(precision=)`) through "
+                "the public API, alternating, medians; warm block store, feature cache off. `fp32`, the default, "
+                "is exact (on CUDA it turns off the TF32 cuDNN uses by default) and the reference; `tf32` (CUDA "
+                "only) and `bf16` (autocast) are opt-in. The ranking columns compare each mode's search with fp32's: "
+                "the pick, the survivors of every halving step, Kendall's tau of the iteration-1 scores (every "
+                "candidate) and the largest score difference. On a CPU without bf16 instructions bf16 is emulated, "
+                "so its speed there is no guide to a GPU's.",
+                "",
+                "| zoo | models | items | precision | end to end | inference | vs fp32 | same pick | same survivors "
+                "| tau, iteration 1 | max score diff |",
+                "|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|",
+                *precision,
+                "",
+            ]
+            if precision
             else []
         ),
         *(

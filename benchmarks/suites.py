@@ -55,6 +55,8 @@ class Suite:
     speed: list[tuple[str, str, int]] = field(default_factory=list)
     # batch_size's cells: (arch, distribution, items)
     batch: list[tuple[str, str, int]] = field(default_factory=list)
+    # precision's cells: (arch, distribution, items)
+    precision: list[tuple[str, str, int]] = field(default_factory=list)
     # distributions of one arch where it runs fewer than `distributions`
     arch_distributions: dict[str, list[str]] = field(default_factory=dict)
 
@@ -77,6 +79,9 @@ SUITES = {
         # vit_tiny's zoo is built for 32 px (patch 8): its position embeddings fix the input size
         speed=[("resnet18", "top_layers", 112), ("vit_tiny", "top_layers", 32)],
         batch=[("resnet18", "top_layers", 2000), ("vit_tiny", "top_layers", 2000), ("effnet_lite0", "top_25", 1000)],
+        # conv nets only: this CPU emulates bf16, ~4x slower than fp32 for resnet18, ~15x for EfficientNet and
+        # ~200x for ViT's matmuls; EfficientNet brings real ImageNet features
+        precision=[("resnet18", "top_layers", 2000), ("effnet_lite0", "top_25", 500)],
     ),
     # benchmarks/gpu.sh, on one H100 in at most 8 minutes: paper-scale inputs (224 px, 2000 items).
     "gpu": Suite(
@@ -90,6 +95,7 @@ SUITES = {
         planner_models=[],
         # after the cells: what `auto` picks on the device, against fixed sizes
         batch=[("resnet18", "top_layers", 2000)],
+        precision=[("resnet18", "top_50", 2000), ("vit_base", "top_layers", 2000)],
         arch_distributions={"vit_base": ["top_layers"], "minilm": ["top_layers"]},
     ),
     "smoke": Suite(
@@ -104,6 +110,7 @@ SUITES = {
         scaling=[("test_resnet", "top_layers", 64, [32, 48])],
         speed=[("test_resnet", "top_layers", 48)],
         batch=[("test_resnet", "top_layers", 120)],
+        precision=[("test_resnet", "top_layers", 64)],
     ),
 }
 
@@ -216,6 +223,7 @@ def search(
     batch_size: int | str = 64,
     image_size: int | None = None,
     xet_identity: bool = True,
+    precision: str = "fp32",
 ):
     """One measured search through the public API, from the org's (warm) block store, without the feature
     cache (`persistence` measures that)."""
@@ -230,6 +238,7 @@ def search(
         cache_budget=cache_budget,
         batch_size=batch_size,
         xet_identity=xet_identity,
+        precision=precision,
         feature_cache=False,  # every repeat computes its features: the cells time extraction, not the cache
     )
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()

@@ -1,0 +1,90 @@
+"""What the opt-in precisions do to a search (`precision`): each mode against exact fp32, end to end.
+
+`SearchArguments(precision=)` is "fp32" by default (exact; TF32 off on CUDA). "tf32" (CUDA only) and "bf16"
+(autocast) round the features differently, so they may change which candidates survive each halving step and
+which one wins; this table is their measured effect, and the speed they buy on the device that ran it. Every
+mode runs alsatian through the public API on the same zoo and data, alternating, medians of the suite's
+repeats; warm block store, feature cache off. A CPU without bf16 instructions emulates bf16, many times slower
+than fp32: there the speed columns say so, and only the ranking columns are of use.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from ._tables import Table
+from .suites import Run, dataset, ensure_zoo, search
+
+
+@dataclass(kw_only=True)
+class PrecisionRow:
+    suite: str
+    architecture: str
+    distribution: str
+    num_models: int
+    num_items: int
+    precision: str  # "fp32" (the reference), "tf32" or "bf16"
+    seconds: float  # end to end, median
+    inference_seconds: float  # the inference phase, median
+    speedup_vs_fp32: float  # fp32's seconds / these
+    same_top1: bool  # the search's pick equals fp32's
+    same_survivors: bool  # every halving step kept the same candidates as under fp32
+    kendall_tau: float  # between this mode's and fp32's iteration-1 scores (every candidate scored there)
+    max_abs_score_diff: float  # over every (iteration, candidate) both scored
+    device: str
+    torch_version: str
+    code_revision: str
+
+
+def modes() -> tuple[str, ...]:
+    """fp32 first (the reference), then the opt-in modes this device runs as such (tf32 is fp32 on a CPU)."""
+    import torch
+
+    return ("fp32", "tf32", "bf16") if torch.cuda.is_available() else ("fp32", "bf16")
+
+
+def run_precision(run: Run) -> None:
+    from scipy.stats import kendalltau
+
+    table = Table(run.out / "precision.csv", PrecisionRow)
+    for arch, dist, num_items in run.suite.precision:
+        key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, num_items=num_items)
+        if not run.force and table.has(**key):
+            continue
+        table.drop(**key)
+        org = ensure_zoo(run, arch=arch, dist=dist)
+        ds = dataset(arch, num_items)
+        search(run, org=org, ds=ds, strategy="alsatian")  # imports, first calls, the block store
+        runs: dict[str, list] = {m: [] for m in modes()}
+        for r in range(run.suite.repeats):
+            for mode in runs if r % 2 == 0 else reversed(list(runs)):
+                runs[mode].append(search(run, org=org, ds=ds, strategy="alsatian", precision=mode))
+        secs = {m: statistics.median(x.seconds for x in rs) for m, rs in runs.items()}
+        exact = runs["fp32"][0]
+        for mode, rs in runs.items():
+            res = rs[0]
+            first = [
+                (exact.iterations[0]["scores"][m], res.iterations[0]["scores"][m])
+                for m in exact.iterations[0]["scores"]
+            ]
+            both = [
+                (a["scores"][m], b["scores"][m])
+                for a, b in zip(exact.iterations, res.iterations)
+                for m in a["scores"].keys() & b["scores"].keys()
+            ]
+            tau = kendalltau(*zip(*first)).statistic if len(first) > 1 else 1.0
+            row = PrecisionRow(
+                suite=run.suite_name, **key, precision=mode, seconds=round(secs[mode], 3),
+                inference_seconds=round(statistics.median(x.phase_seconds()["inference"] for x in rs), 3),
+                speedup_vs_fp32=round(secs["fp32"] / secs[mode], 3), same_top1=res.best == exact.best,
+                same_survivors=[it["survivors"] for it in res.iterations]
+                == [it["survivors"] for it in exact.iterations],
+                kendall_tau=round(float(tau), 3) if tau == tau else 1.0,  # NaN: all scores tied in both
+                max_abs_score_diff=float(f"{max(abs(a - b) for a, b in both):.3g}"), **run.env,
+            )  # fmt: skip
+            table.add(row)
+            print(f"  precision {org} n={num_items} {mode}: {row.seconds:.1f}s (inference {row.inference_seconds:.1f}s), "
+                  f"{row.speedup_vs_fp32:.2f}x fp32's; same pick {row.same_top1}, same survivors "
+                  f"{row.same_survivors}, iteration-1 tau {row.kendall_tau:.3f}, max score diff "
+                  f"{row.max_abs_score_diff:.3g}", flush=True)  # fmt: skip
