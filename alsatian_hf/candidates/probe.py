@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._digest_cache import DigestCache
 from ..adapters import State, split_model, state_nbytes
 from ..adapters.skeleton import build_model
 from .batchnorm import FoldPair, find_pairs
@@ -21,26 +22,30 @@ class Measured:
     fold_pairs: list[list[FoldPair]]  # per block, the BatchNorms that fold into their convolution
 
 
+# Measurements by (config, input key, probe shapes): every search in a process (a notebook's, a benchmark's)
+# builds and runs the random-init copy once per architecture, not once per search (~1 s for resnet18).
+_MEASURED = DigestCache(size=64)
+
+
 class ShapeProbe:
     """Output bytes per item, FLOPs and foldable BatchNorms of every block, from one real item through a
-    random-init copy."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, str], Measured] = {}
+    random-init copy; measured once per process for each config, input key and input shape."""
 
     def measure(self, config_dir: Path, input_key: str, state: State) -> Measured:
-        config = (Path(config_dir) / "config.json").read_bytes()
-        key = (hashlib.sha256(config).hexdigest(), input_key)
-        if key not in self._cache:
-            model = build_model(config_dir, device="cpu")
-            split = split_model(model)
-            sizes, flops, first = [], [], state
-            with torch.inference_mode():
-                for block in split.blocks:
-                    counter = FlopCounterMode(display=False)
-                    with counter:
-                        state = block.step(model, state)
-                    sizes.append(state_nbytes(state) // max(state[0].shape[0], 1))
-                    flops.append(float(counter.get_total_flops()) / max(state[0].shape[0], 1))
-            self._cache[key] = Measured(sizes, flops, find_pairs(model, split, first))
-        return self._cache[key]
+        digest = hashlib.sha256((Path(config_dir) / "config.json").read_bytes())
+        digest.update(f"\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}".encode())
+        return _MEASURED.get(digest.hexdigest(), lambda: _measure(Path(config_dir), state))
+
+
+def _measure(config_dir: Path, state: State) -> Measured:
+    model = build_model(config_dir, device="cpu")
+    split = split_model(model)
+    sizes, flops, first = [], [], state
+    with torch.inference_mode():
+        for block in split.blocks:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                state = block.step(model, state)
+            sizes.append(state_nbytes(state) // max(state[0].shape[0], 1))
+            flops.append(float(counter.get_total_flops()) / max(state[0].shape[0], 1))
+    return Measured(sizes, flops, find_pairs(model, split, first))

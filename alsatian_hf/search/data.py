@@ -71,7 +71,8 @@ def detect_columns(
 
 def labels_of(dataset, column: str) -> list[int]:
     """Integer labels; string labels are mapped in sorted order."""
-    values = dataset[column]
+    # through Arrow in one call: iterating `dataset[column]` formats it row by row (37-92 ms for 2000 labels)
+    values = dataset.with_format("arrow")[column].to_pylist()
     if values and not isinstance(values[0], int):
         names = sorted(set(values))
         return [names.index(v) for v in values]
