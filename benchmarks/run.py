@@ -4,6 +4,9 @@
                              [--sizes 500 2000] [--repeats 3] [--force]
     python -m benchmarks.run --suite smoke
 
+`--archs` narrows the cells and every per-model step (`scaling`, `speed`, `batch`, `precision`) to those
+architectures; the steps of the budget cell (`memory`, `persistence`, `distributed`) keep the suite's.
+
 Zoos are built with `alsatian_hf.zoo` and served by the local hub; every measured search is
 `ModelSearcher.from_hub(...).search()`. Strategies run in alternating order in one process and each cell
 reports the median of `--repeats`. Results go to `benchmarks/results/<suite>/`: one CSV per table, PNG plots
@@ -46,7 +49,7 @@ from .persistence import run_persistence
 from .planner_scaling import run_planner_scaling
 from .precision import run_precision
 from .report import write_report
-from .suites import ARCHS, HERE, SUITES, Run, provenance
+from .suites import ARCHS, HERE, SUITES, Run, Suite, provenance
 from .xet_transfer import run_xet_transfer
 
 
@@ -67,6 +70,14 @@ STEPS = [
 ]
 
 
+def only_archs(suite: Suite, archs: list[str]) -> None:
+    """Narrow the suite to `archs`: its cells, and the per-model lists of the other steps too (`scaling`,
+    `speed`, `batch`, `precision`), so `--archs resnet18` runs no other architecture's zoo there."""
+    suite.archs = archs
+    for name in ("scaling", "speed", "batch", "precision"):
+        setattr(suite, name, [cell for cell in getattr(suite, name) if cell[0] in archs])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--suite", choices=sorted(SUITES), default="smoke")
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     suite = SUITES[args.suite]
     if args.archs:
-        suite.archs = args.archs
+        only_archs(suite, args.archs)
     if args.distributions:
         suite.distributions = args.distributions
     if args.sizes:

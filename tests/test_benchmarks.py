@@ -117,6 +117,19 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     assert again.returncode == 0 and "(done)" in again.stdout
 
 
+def test_archs_narrow_every_per_model_step():
+    import copy
+
+    from benchmarks.run import only_archs
+    from benchmarks.suites import SUITES
+
+    suite = copy.deepcopy(SUITES["paper-cpu"])
+    only_archs(suite, ["resnet18"])
+    assert suite.archs == ["resnet18"]
+    per_model = suite.scaling + suite.speed + suite.batch + suite.precision
+    assert per_model and {cell[0] for cell in per_model} == {"resnet18"}
+
+
 @pytest.mark.skipif(not (CHECKED_IN / "README.md").is_file(), reason="no checked-in paper-cpu results")
 def test_checked_in_results_card_loads(caplog):
     _check_card(CHECKED_IN, caplog)
