@@ -44,9 +44,25 @@ def modes() -> tuple[str, ...]:
     return ("fp32", "tf32", "bf16") if torch.cuda.is_available() else ("fp32", "bf16")
 
 
-def run_precision(run: Run) -> None:
-    from scipy.stats import kendalltau
+def kendall_tau(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Kendall's tau-b of two score lists, as `scipy.stats.kendalltau` computes it (the device image may lack
+    scipy), where that is defined; where a list is constant: 1.0 if both are (all pairs tied alike), else 0."""
+    concordant = discordant = tied_a = tied_b = pairs = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = (a[i] > a[j]) - (a[i] < a[j]), (b[i] > b[j]) - (b[i] < b[j])
+            pairs += 1
+            tied_a += da == 0
+            tied_b += db == 0
+            concordant += da * db > 0
+            discordant += da * db < 0
+    denominator = ((pairs - tied_a) * (pairs - tied_b)) ** 0.5
+    if not denominator:
+        return 1.0 if tied_a == tied_b == pairs else 0.0
+    return (concordant - discordant) / denominator
 
+
+def run_precision(run: Run) -> None:
     table = Table(run.out / "precision.csv", PrecisionRow)
     for arch, dist, num_items in run.suite.precision:
         key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, num_items=num_items)
@@ -73,14 +89,14 @@ def run_precision(run: Run) -> None:
                 for a, b in zip(exact.iterations, res.iterations)
                 for m in a["scores"].keys() & b["scores"].keys()
             ]
-            tau = kendalltau(*zip(*first)).statistic if len(first) > 1 else 1.0
+            tau = kendall_tau(*zip(*first))
             row = PrecisionRow(
                 suite=run.suite_name, **key, precision=mode, seconds=round(secs[mode], 3),
                 inference_seconds=round(statistics.median(x.phase_seconds()["inference"] for x in rs), 3),
                 speedup_vs_fp32=round(secs["fp32"] / secs[mode], 3), same_top1=res.best == exact.best,
                 same_survivors=[it["survivors"] for it in res.iterations]
                 == [it["survivors"] for it in exact.iterations],
-                kendall_tau=round(float(tau), 3) if tau == tau else 1.0,  # NaN: all scores tied in both
+                kendall_tau=round(tau, 3),
                 max_abs_score_diff=float(f"{max(abs(a - b) for a, b in both):.3g}"), **run.env,
             )  # fmt: skip
             table.add(row)

@@ -117,6 +117,24 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     assert again.returncode == 0 and "(done)" in again.stdout
 
 
+def test_kendall_tau_equals_scipys():
+    import random
+
+    from scipy.stats import kendalltau
+
+    from benchmarks.precision import kendall_tau
+
+    rng = random.Random(0)
+    for _ in range(100):  # with ties in either list, where tau-b's correction matters
+        n = rng.randint(2, 12)
+        a = tuple(rng.choice([0.1, 0.2, rng.random()]) for _ in range(n))
+        b = tuple(rng.choice([0.1, 0.2, rng.random()]) for _ in range(n))
+        expected = kendalltau(a, b).statistic
+        if expected == expected:  # scipy's NaN: a constant list
+            assert kendall_tau(a, b) == pytest.approx(expected, abs=1e-12)
+    assert kendall_tau((0.5, 0.5), (0.5, 0.5)) == 1.0 and kendall_tau((0.5, 0.5), (0.1, 0.2)) == 0.0
+
+
 def test_archs_narrow_every_per_model_step():
     import copy
 
