@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from alsatian_hf.engine.batch_size import RECORD
 
 from ._tables import Table
-from .suites import Run, dataset, ensure_zoo, search
+from .suites import Run, search, warm_cells
 
 
 BATCH_SIZES = (64, 128, 256, "auto")  # the first is the reference of `speedup_vs_default`
@@ -45,14 +45,7 @@ class BatchSizeRow:
 
 def run_batch_size(run: Run) -> None:
     table = Table(run.out / "batch_size.csv", BatchSizeRow)
-    for arch, dist, num_items in run.suite.batch:
-        key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, num_items=num_items)
-        if not run.force and table.has(**key):
-            continue
-        table.drop(**key)
-        org = ensure_zoo(run, arch=arch, dist=dist)
-        ds = dataset(arch, num_items)
-        search(run, org=org, ds=ds, strategy="alsatian")  # imports, first calls, the block store
+    for key, org, ds in warm_cells(run, table, run.suite.batch):
         (run.store(org) / RECORD).unlink(missing_ok=True)
         tuned = search(run, org=org, ds=ds, strategy="alsatian", batch_size="auto").plan["batch_size_tuning"]
         runs: dict[int | str, list] = {b: [] for b in BATCH_SIZES}
@@ -70,6 +63,6 @@ def run_batch_size(run: Run) -> None:
                 same_ranking=all(r.models == runs[default][0].models for r in rs), **run.env,
             )  # fmt: skip
             table.add(row)
-            print(f"  batch size {org} n={num_items} batch {b} ({row.chosen_size}): {row.seconds:.1f}s (inference "
+            print(f"  batch size {org} n={key['num_items']} batch {b} ({row.chosen_size}): {row.seconds:.1f}s (inference "
                   f"{row.inference_seconds:.1f}s), {row.speedup_vs_default:.2f}x the default's; "
                   f"same ranking: {row.same_ranking}", flush=True)  # fmt: skip

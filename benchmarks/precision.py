@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 
 from ._tables import Table
-from .suites import Run, dataset, ensure_zoo, search
+from .suites import Run, search, warm_cells
 
 
 @dataclass(kw_only=True)
@@ -64,14 +64,7 @@ def kendall_tau(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def run_precision(run: Run) -> None:
     table = Table(run.out / "precision.csv", PrecisionRow)
-    for arch, dist, num_items in run.suite.precision:
-        key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, num_items=num_items)
-        if not run.force and table.has(**key):
-            continue
-        table.drop(**key)
-        org = ensure_zoo(run, arch=arch, dist=dist)
-        ds = dataset(arch, num_items)
-        search(run, org=org, ds=ds, strategy="alsatian")  # imports, first calls, the block store
+    for key, org, ds in warm_cells(run, table, run.suite.precision):
         runs: dict[str, list] = {m: [] for m in modes()}
         for r in range(run.suite.repeats):
             for mode in runs if r % 2 == 0 else reversed(list(runs)):
@@ -100,7 +93,7 @@ def run_precision(run: Run) -> None:
                 max_abs_score_diff=float(f"{max(abs(a - b) for a, b in both):.3g}"), **run.env,
             )  # fmt: skip
             table.add(row)
-            print(f"  precision {org} n={num_items} {mode}: {row.seconds:.1f}s (inference {row.inference_seconds:.1f}s), "
+            print(f"  precision {org} n={key['num_items']} {mode}: {row.seconds:.1f}s (inference {row.inference_seconds:.1f}s), "
                   f"{row.speedup_vs_fp32:.2f}x fp32's; same pick {row.same_top1}, same survivors "
                   f"{row.same_survivors}, iteration-1 tau {row.kendall_tau:.3f}, max score diff "
                   f"{row.max_abs_score_diff:.3g}", flush=True)  # fmt: skip

@@ -244,6 +244,21 @@ def search(
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
 
 
+def warm_cells(run: Run, table, cells: list[tuple[str, str, int]]):
+    """The (arch, distribution, items) cells whose rows `table` lacks (every one with `--force`), their old rows
+    dropped: yields (key, org, dataset) of each after one untimed alsatian search there (imports, first calls,
+    the block store), so the timed searches that follow measure a warm process."""
+    for arch, dist, num_items in cells:
+        key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, num_items=num_items)
+        if not run.force and table.has(**key):
+            continue
+        table.drop(**key)
+        org = ensure_zoo(run, arch=arch, dist=dist)
+        ds = dataset(arch, num_items)
+        search(run, org=org, ds=ds, strategy="alsatian")
+        yield key, org, ds
+
+
 def alternating(repeats: int, strategies: tuple[str, ...]) -> list[str]:
     """Strategies in alternating order per repeat, so drift on a shared machine hits each alike."""
     order: list[str] = []
