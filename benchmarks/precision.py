@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 
 from ._tables import Table
-from .suites import Run, search, warm_cells
+from .suites import Run, alternating, search, warm_cells
 
 
 @dataclass(kw_only=True)
@@ -66,9 +66,8 @@ def run_precision(run: Run) -> None:
     table = Table(run.out / "precision.csv", PrecisionRow)
     for key, org, ds in warm_cells(run, table, run.suite.precision):
         runs: dict[str, list] = {m: [] for m in modes()}
-        for r in range(run.suite.repeats):
-            for mode in runs if r % 2 == 0 else reversed(list(runs)):
-                runs[mode].append(search(run, org=org, ds=ds, strategy="alsatian", precision=mode))
+        for mode in alternating(run.suite.repeats, tuple(runs)):
+            runs[mode].append(search(run, org=org, ds=ds, strategy="alsatian", precision=mode))
         secs = {m: statistics.median(x.seconds for x in rs) for m, rs in runs.items()}
         exact = runs["fp32"][0]
         for mode, rs in runs.items():

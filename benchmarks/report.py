@@ -224,12 +224,17 @@ def block_lines(out: Path) -> list[str]:
     return lines
 
 
+def _yes(cell: str) -> str:
+    """A CSV bool as the card's tables write it."""
+    return "yes" if cell == "True" else "no"
+
+
 def batch_lines(out: Path) -> list[str]:
     return [
         f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | {r['batch_size']} | "
         f"{r['chosen_size']} | {float(r['tuning_seconds']):.1f}s | {float(r['seconds']):.1f}s | "
         f"{float(r['inference_seconds']):.1f}s | {float(r['speedup_vs_default']):.2f}x | "
-        f"{'yes' if r['same_ranking'] == 'True' else 'no'} |"
+        f"{_yes(r['same_ranking'])} |"
         for r in read_rows(out / "batch_size.csv")
     ]
 
@@ -238,7 +243,7 @@ def precision_lines(out: Path) -> list[str]:
     return [
         f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | {r['precision']} | "
         f"{float(r['seconds']):.1f}s | {float(r['inference_seconds']):.1f}s | {float(r['speedup_vs_fp32']):.2f}x | "
-        f"{'yes' if r['same_top1'] == 'True' else 'no'} | {'yes' if r['same_survivors'] == 'True' else 'no'} | "
+        f"{_yes(r['same_top1'])} | {_yes(r['same_survivors'])} | "
         f"{float(r['kendall_tau']):.3f} | {float(r['max_abs_score_diff']):.2g} |"
         for r in read_rows(out / "precision.csv")
     ]
@@ -320,7 +325,7 @@ def persistence_lines(out: Path) -> list[str]:
         f"{r['repeat_executions']} executions, {float(r['repeat_time_share']):.0%} of {float(r['first_seconds']):.1f}s"
         f" | {r['grown_executions']} vs {r['new_unique_executions']} ({float(r['grown_vs_new_unique']):.2f}x) | "
         f"{r['killed_executions']} + {r['resumed_executions']} vs {r['clean_executions']} "
-        f"({float(r['resume_vs_clean']):.2f}x) | {'yes' if r['same_ranking'] == 'True' else 'no'} |"
+        f"({float(r['resume_vs_clean']):.2f}x) | {_yes(r['same_ranking'])} |"
         for r in read_rows(out / "persistence.csv")
     ]
 
@@ -342,7 +347,7 @@ def distributed_lines(out: Path) -> list[str]:
         f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | "
         f"{float(r['two_ranks_seconds']):.1f}s | {float(r['one_thread_seconds']):.1f}s "
         f"({float(r['speedup_vs_one_thread']):.2f}x) | {float(r['two_threads_seconds']):.1f}s "
-        f"({float(r['speedup_vs_two_threads']):.2f}x) | {'yes' if r['same_ranking'] == 'True' else 'no'} |"
+        f"({float(r['speedup_vs_two_threads']):.2f}x) | {_yes(r['same_ranking'])} |"
         for r in read_rows(out / "distributed.csv")
     ]
 
