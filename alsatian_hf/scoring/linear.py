@@ -47,34 +47,32 @@ class LinearProbe(GroupedScorer):
             std = xtr_b.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)
             xtr_b, xte_b = (xtr_b - mean) / std, (xte_b - mean) / std
         num_models, n, width = xtr_b.shape
-        # Items first, so a step's batch is one gather of whole rows (5x faster than gathering along dim 1); the
-        # (models, batch, width) view of it is what the batched products read.
+        # Items first, so an epoch's shuffle is one gather of whole rows (5x faster than gathering along dim 1);
+        # a step's (models, batch, width) view of it is what the batched products read.
         xtr_items = xtr_b.transpose(0, 1).contiguous()
         num_classes = int(max(ytr.max().item(), yte.max().item() if yte.numel() else 0)) + 1
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         bound = 1.0 / max(width, 1) ** 0.5
         weight = torch.empty(num_classes, width).uniform_(-bound, bound, generator=gen)
         bias = torch.empty(num_classes).uniform_(-bound, bound, generator=gen)
-        # (models, classes, width) and (models, 1, classes): every probe starts from nn.Linear's seeded init. The
-        # weight keeps nn.Linear's (classes, width) layout: both batched products then write `width`-long rows,
-        # which oneDNN runs several times faster than a (width, classes) weight's 10-column outputs.
+        # (models, classes, width) and (models, classes, 1): every probe starts from nn.Linear's seeded init.
+        # Logits are kept as (models, classes, batch): both batched products then write rows of `width` or
+        # `batch` outputs, which oneDNN runs several times faster than 10-column ones, and the softmax over
+        # classes reads them in place.
         weight = weight.to(dev).expand(num_models, -1, -1).contiguous()
-        bias = bias.to(dev).expand(num_models, 1, -1).contiguous()
-        bias_t = bias.transpose(1, 2)
+        bias = bias.to(dev).view(1, -1, 1).expand(num_models, -1, 1).contiguous()
         vel_w, vel_b = torch.zeros_like(weight), torch.zeros_like(bias)
-        onehot = torch.nn.functional.one_hot(ytr, num_classes).to(xtr_b.dtype)
+        onehot = torch.nn.functional.one_hot(ytr, num_classes).to(xtr_b.dtype).t().contiguous()  # (classes, n)
         # Softmax cross-entropy with its closed-form gradient: the same updates as nn.Linear + CrossEntropyLoss
         # + optim.SGD, without autograd's per-step overhead (scoring runs for every candidate and iteration).
         for _ in range(self.epochs):
             order = torch.randperm(n, generator=gen).to(dev)
+            x_epoch, y_epoch = xtr_items.index_select(0, order), onehot.index_select(1, order)
             for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
-                xb = xtr_items.index_select(0, idx).transpose(0, 1)
-                # logits as (models, classes, batch): rows of `batch` outputs are again the fast shape
-                logits = torch.baddbmm(bias_t, weight, xb.transpose(1, 2)).transpose(1, 2)
-                grad = torch.softmax(logits, dim=2)
-                grad.sub_(onehot.index_select(0, idx)).div_(len(idx))
-                g_w, g_b = torch.bmm(grad.transpose(1, 2), xb), grad.sum(1, keepdim=True)
+                xb = x_epoch[start : start + self.batch_size].transpose(0, 1)  # (models, batch, width)
+                grad = torch.softmax(torch.baddbmm(bias, weight, xb.transpose(1, 2)), dim=1)
+                grad.sub_(y_epoch[:, start : start + self.batch_size]).div_(xb.shape[1])
+                g_w, g_b = torch.bmm(grad, xb), grad.sum(2, keepdim=True)
                 if self.weight_decay:
                     g_w += self.weight_decay * weight
                     g_b += self.weight_decay * bias
@@ -83,7 +81,8 @@ class LinearProbe(GroupedScorer):
                     vel_b.mul_(self.momentum).add_(g_b)
                     g_w, g_b = vel_w, vel_b
                 weight.sub_(g_w, alpha=self.lr)
-                bias.sub_(g_b, alpha=self.lr)  # bias_t is a view of it
+                bias.sub_(g_b, alpha=self.lr)
+        bias = bias.transpose(1, 2)  # (models, 1, classes), added to the test logits' rows
         if not yte.numel():
             return [0.0] * num_models
         logits = torch.baddbmm(bias, xte_b, weight.transpose(1, 2))
