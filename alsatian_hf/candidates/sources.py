@@ -206,7 +206,8 @@ class HubBlockSource:
         with self._index_lock:
             if self._known is None:
                 self._known = self.store.model_hashes(self.repo_id, self.revision, split.family)
-                if self.files_sha:
+                complete = all(i in self._known for i, b in enumerate(split.blocks) if b.keys)
+                if self.files_sha and not complete:  # an identical checkpoint's blocks fill the gaps
                     shortcut = self.store.files_hashes(self.files_sha, split.family)
                     new = {i: h for i, h in shortcut.items() if i not in self._known}
                     if new:
