@@ -118,6 +118,7 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     xet_hashes = _xet_hashes(repo_id, revision, sorted({loc.filename for loc in layout.values()}), store, reader)
     source = HubBlockSource(repo_id, revision, layout, store, reader, files_sha, xet=xet,
                             xet_hashes=xet_hashes if xet is not None else None, base_model=base_model)  # fmt: skip
+    source.read_index()
     return OpenedRepo(repo_id, revision, folder, source)
 
 

@@ -312,6 +312,18 @@ class BlockStore:
             ).fetchall()
         return {i: h for i, h in rows if self.has(h)}
 
+    def commit_hashes(self, repo: str, revision: str) -> dict[str, dict[int, str]]:
+        """`model_hashes` of every family indexed for the commit, in one query."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT family, block, hash FROM model_blocks WHERE repo=? AND revision=?", (repo, revision)
+            ).fetchall()
+        out: dict[str, dict[int, str]] = {}
+        for family, i, h in rows:
+            if self.has(h):
+                out.setdefault(family, {})[i] = h
+        return out
+
     def index_files(self, files_sha: str, family: str, hashes: dict[int, str]) -> None:
         with self._db() as db:
             db.executemany(
