@@ -104,6 +104,38 @@ def test_strategies_agree_on_resnet18_zoos(resnet18_zoo, pixels):
         assert all(n <= rs.counters.block_time[h][0] for h, (n, _) in ra.counters.block_time.items())
 
 
+def test_fine_tunes_share_one_split_and_each_runs_its_own_weights(tiny_zoo, hub_root, pixels):
+    """Candidates of one config share one skeleton split (set-up splits once per architecture); each candidate
+    still computes what its own checkpoint loaded into a fresh timm model computes."""
+    import timm
+    from safetensors.torch import load_file
+
+    x, _ = pixels
+    folders = sorted((hub_root / "tiny").iterdir())
+    probe = ShapeProbe()
+    built = [
+        build_candidate(
+            f.name, f, LocalBlockSource(f), input_key="px32", probe_inputs={"pixel_values": x[:1]}, probe=probe
+        )
+        for f in folders
+    ]
+    assert all(split is built[0][1] for _, split in built)
+    hashes = [[b.content_hash for b in cand.blocks] for cand, _ in built]
+    assert len({tuple(h) for h in hashes}) == len(folders)  # fine-tunes: their blocks differ somewhere
+    for folder, (cand, _) in zip(folders, built):
+        model = timm.create_model("test_resnet", pretrained=False, num_classes=10).eval()
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        with torch.no_grad():
+            want = model.forward_head(model.forward_features(x[:8]), pre_logits=True)
+            state = cand.initial_state({"pixel_values": x[:8]})
+            for block in cand.blocks:
+                block.load(torch.device("cpu"))
+                state = block.run(state)
+        torch.testing.assert_close(state[0], want, rtol=1e-4, atol=1e-5)
+        for block in cand.blocks:
+            block.unload()
+
+
 def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):
     x, labels = pixels
     cands = _candidates(hub_root, "tiny", x)

@@ -305,12 +305,8 @@ class BlockStore:
         return dict(rows)
 
     def model_hashes(self, repo: str, revision: str, family: str) -> dict[int, str]:
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT block, hash FROM model_blocks WHERE repo=? AND revision=? AND family=?",
-                (repo, revision, family),
-            ).fetchall()
-        return {i: h for i, h in rows if self.has(h)}
+        """Block index -> content hash of the commit's blocks in `family` whose files are in the store."""
+        return self.commit_hashes(repo, revision).get(family, {})
 
     def commit_hashes(self, repo: str, revision: str) -> dict[str, dict[int, str]]:
         """`model_hashes` of every family indexed for the commit, in one query."""
