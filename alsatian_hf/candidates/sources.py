@@ -54,6 +54,11 @@ class TensorSource(Protocol):
         """Establish every block's hash ahead of `block_hash` calls (a Hub source does it in parallel)."""
 
 
+def _unknown(split: SplitModel, known: dict[int, str]) -> list[int]:
+    """The split's blocks with tensors whose hash `known` lacks (a weightless block needs none)."""
+    return [i for i, b in enumerate(split.blocks) if b.keys and i not in known]
+
+
 class LocalBlockSource:
     """Blocks of a local `model.safetensors` or sharded `model.safetensors.index.json` checkpoint, read
     memory-mapped and hashed in memory (the twin of `HubBlockSource`)."""
@@ -177,11 +182,11 @@ class HubBlockSource:
         lock and a commit per block cost more than proving a block from cached terms.
         """
         known = self._index(split)
-        if all(i in known for i, b in enumerate(split.blocks) if b.keys):
+        if not _unknown(split, known):
             return
         with self.store.lock(self._lock_name()):
             known.update(self.store.model_hashes(self.repo_id, self.revision, split.family))  # another process's
-            todo = [i for i, b in enumerate(split.blocks) if b.keys and i not in known]
+            todo = _unknown(split, known)
             refs = self._references(split, todo)
             with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
                 established = dict(zip(todo, pool.map(lambda i: self._establish(split, i, refs[i]), todo)))
@@ -212,12 +217,11 @@ class HubBlockSource:
     def _index(self, split: SplitModel) -> dict[int, str]:
         with self._index_lock:
             if self._known is None:
-                if self._indexed is not None:
-                    self._known = dict(self._indexed.get(split.family, {}))
-                else:
-                    self._known = self.store.model_hashes(self.repo_id, self.revision, split.family)
-                complete = all(i in self._known for i, b in enumerate(split.blocks) if b.keys)
-                if self.files_sha and not complete:  # an identical checkpoint's blocks fill the gaps
+                indexed = self._indexed
+                if indexed is None:  # `read_index` was not called
+                    indexed = self.store.commit_hashes(self.repo_id, self.revision)
+                self._known = dict(indexed.get(split.family, {}))
+                if self.files_sha and _unknown(split, self._known):  # an identical checkpoint's blocks fill gaps
                     shortcut = self.store.files_hashes(self.files_sha, split.family)
                     new = {i: h for i, h in shortcut.items() if i not in self._known}
                     if new:
