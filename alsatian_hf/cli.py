@@ -73,6 +73,7 @@ def _store(args: argparse.Namespace) -> int:
         print(
             f"store: {info.path}\nblocks: {info.blocks}\nbytes: {info.bytes}\nmodels indexed: {info.models}\n"
             f"logical bytes: {info.logical_bytes}\ndedup ratio: {info.dedup_ratio:.2f}\n"
+            f"prepared blocks: {info.prepared_bytes} bytes\n"
             "block identity: " + (", ".join(f"{m} {n}" for m, n in sorted(info.identity.items())) or "none") + "\n"
             f"feature cache: {cached.models} models, {cached.segments} segments, {cached.bytes} bytes; "
             f"{cached.states} shared states, {cached.state_bytes} bytes"

@@ -7,6 +7,9 @@
 - An SQLite index maps (repo, commit, block index) to the content hash, remembers checkpoint layouts (so a
   repeat search sends no request at all and works with HF_HUB_OFFLINE=1) and maps checkpoint LFS sha256s to
   block hashes (identical files need no fetch).
+- Beside a block, its *prepared* form (BatchNorm folded, conv weights channels-last: `candidates.prepared`) is
+  kept under `prepared/`, content-addressed and verified like a block, and indexed by (block, recipe). Later
+  loads memory-map it instead of computing it into fresh memory, and processes share its pages.
 - File locks make two processes that fill one store agree: a block is written once.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -22,7 +26,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 from filelock import FileLock
 
@@ -45,11 +49,16 @@ CREATE TABLE IF NOT EXISTS verified (hash TEXT PRIMARY KEY, size INTEGER NOT NUL
 CREATE INDEX IF NOT EXISTS model_blocks_by_block ON model_blocks (family, block);
 CREATE TABLE IF NOT EXISTS xet_files (repo TEXT NOT NULL, revision TEXT NOT NULL, filename TEXT NOT NULL,
     xet_hash TEXT NOT NULL, PRIMARY KEY (repo, revision, filename));
+CREATE TABLE IF NOT EXISTS prepared (source TEXT NOT NULL, recipe TEXT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (source, recipe));
 """
 # How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
 # LFS sha256, or by hashing its bytes.
 IDENTITY_METHODS = ("xet-proof", "lfs-sha", "bytes")
 
+
+Kind_T = Literal["blocks", "prepared"]  # the store's two folders of safetensors files
+logger = logging.getLogger("alsatian_hf")
 
 RAW_CACHE_BYTES = 256 * 2**20  # see `BlockStore.raw`
 UNREFERENCED_GRACE = 600.0  # seconds: `gc` keeps younger unreferenced blocks (a search may index them next)
@@ -85,6 +94,7 @@ class StoreInfo:
     logical_bytes: int  # bytes of all indexed (repo, revision, block) entries
     models: int
     identity: dict[str, int] = field(default_factory=dict)  # indexed blocks per identity method
+    prepared_bytes: int = 0  # bytes of prepared blocks (derived from blocks; `gc` drops them with their block)
 
     @property
     def dedup_ratio(self) -> float:
@@ -144,8 +154,8 @@ class BlockStore:
             db.rollback()
             raise
 
-    def path(self, block_hash: str) -> Path:
-        return self.root / "blocks" / block_hash[:2] / f"{block_hash}.safetensors"
+    def path(self, block_hash: str, kind: Kind_T = "blocks") -> Path:
+        return self.root / kind / block_hash[:2] / f"{block_hash}.safetensors"
 
     def lock(self, name: str) -> FileLock:
         """A lock shared by every process of this store. Names are hashed: truncating them made every block of
@@ -176,8 +186,8 @@ class BlockStore:
             return True
         return False
 
-    def put(self, tensors: Tensors, expected_hash: str | None = None) -> str:
-        """Store a block once; returns its content hash.
+    def put(self, tensors: Tensors, expected_hash: str | None = None, *, kind: Kind_T = "blocks") -> str:
+        """Store a block (or, with `kind="prepared"`, a prepared block) once; returns its content hash.
 
         Raises:
             BlockIntegrityError: when the bytes do not hash to `expected_hash`.
@@ -186,7 +196,7 @@ class BlockStore:
         block_hash = content_hash(tensors)
         if expected_hash is not None and block_hash != expected_hash:
             raise BlockIntegrityError(f"block bytes hash to {block_hash[:12]}, expected {expected_hash[:12]}.")
-        target = self.path(block_hash)
+        target = self.path(block_hash, kind)
         with self.lock(block_hash):
             if not target.is_file():
                 blob = encode(tensors)
@@ -201,7 +211,10 @@ class BlockStore:
                         ) from e
                     raise
                 with self._db() as db:  # one transaction: the block and its verified file version
-                    db.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (block_hash, len(blob), time.time()))
+                    if kind == "blocks":
+                        db.execute(
+                            "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (block_hash, len(blob), time.time())
+                        )
                     self._mark_verified(self._stamp(block_hash, target), db)  # these bytes hashed to block_hash
         return block_hash
 
@@ -246,8 +259,8 @@ class BlockStore:
                     self._raw_bytes -= sum(len(v) for v in old.values())
         return raw
 
-    def _verified_path(self, block_hash: str) -> Path:
-        path = self.path(block_hash)
+    def _verified_path(self, block_hash: str, kind: Kind_T = "blocks") -> Path:
+        path = self.path(block_hash, kind)
         if not path.is_file():
             raise BlockIntegrityError(f"block {block_hash[:12]} is not in the store at {self.root}.")
         stamp = self._stamp(block_hash, path)
@@ -259,6 +272,37 @@ class BlockStore:
             with self._db() as db:
                 self._mark_verified(stamp, db)
         return path
+
+    # -- prepared blocks -----------------------------------------------------------------------------------
+    def prepared(self, block_hash: str, recipe: str) -> dict | None:
+        """The block prepared by `recipe` (`put_prepared`), memory-mapped and verified like a block; None when it
+        was not stored, or its file is gone or damaged (then it is dropped, to be prepared again)."""
+        from safetensors.torch import load_file
+
+        with self._db() as db:
+            row = db.execute("SELECT hash FROM prepared WHERE source=? AND recipe=?", (block_hash, recipe)).fetchone()
+        if row is None:
+            return None
+        try:
+            return load_file(str(self._verified_path(row[0], "prepared")))
+        except (BlockIntegrityError, SafetensorsHeaderError, OSError) as e:
+            logger.warning("block store: prepared block %s is unusable (%s); preparing it again", row[0][:12], e)
+            with self.lock(row[0]):
+                self.path(row[0], "prepared").unlink(missing_ok=True)
+            with self._db() as db:
+                db.execute("DELETE FROM prepared WHERE source=? AND recipe=?", (block_hash, recipe))
+            return None
+
+    def put_prepared(self, block_hash: str, recipe: str, tensors: Tensors) -> str:
+        """Keep `tensors`, the block `block_hash` prepared by `recipe`; returns their content hash.
+
+        Raises:
+            StoreFullError: as `put`.
+        """
+        h = self.put(tensors, kind="prepared")
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO prepared VALUES (?, ?, ?)", (block_hash, recipe, h))
+        return h
 
     # -- index ---------------------------------------------------------------------------------------------
     def index_model(self, repo: str, revision: str, family: str, hashes: dict[int, str], *,
@@ -350,8 +394,8 @@ class BlockStore:
         return self._layouts[key]
 
     # -- maintenance ---------------------------------------------------------------------------------------
-    def block_files(self) -> Iterable[Path]:
-        return (p for p in (self.root / "blocks").glob("*/*.safetensors") if not p.name.startswith("."))
+    def block_files(self, kind: Kind_T = "blocks") -> Iterable[Path]:
+        return (p for p in (self.root / kind).glob("*/*.safetensors") if not p.name.startswith("."))
 
     def info(self) -> StoreInfo:
         files = {p.stem: p.stat().st_size for p in self.block_files()}
@@ -359,43 +403,57 @@ class BlockStore:
             refs = db.execute("SELECT hash FROM model_blocks").fetchall()
             models = db.execute("SELECT COUNT(DISTINCT repo || '@' || revision) FROM model_blocks").fetchone()[0]
         logical = sum(files.get(h, 0) for (h,) in refs)
-        return StoreInfo(str(self.root), len(files), sum(files.values()), logical, models, self.identity_counts())
+        prepared = sum(p.stat().st_size for p in self.block_files("prepared"))
+        return StoreInfo(
+            str(self.root), len(files), sum(files.values()), logical, models, self.identity_counts(), prepared
+        )
 
     def gc(self, *, verify: bool = False) -> dict[str, int]:
         """Remove temp files, blocks no index entry references (older than `UNREFERENCED_GRACE`: a search
-        running now may index a fresh one next), index rows whose block is gone, and (with `verify`) corrupt
-        blocks. Safe to run while searches use the store."""
+        running now may index a fresh one next), prepared blocks whose block goes or went, index rows whose block
+        is gone, and (with `verify`) corrupt blocks. Safe to run while searches use the store."""
         removed = {"temp_files": 0, "unreferenced": 0, "corrupt": 0, "stale_rows": 0}
-        removed["temp_files"] = sweep_temp_files((self.root / "blocks").glob(f"*/{TEMP_PREFIX}*"))
+        removed["temp_files"] = sum(
+            sweep_temp_files((self.root / kind).glob(f"*/{TEMP_PREFIX}*")) for kind in ("blocks", "prepared")
+        )
         with self._db() as db:
             referenced = {h for (h,) in db.execute("SELECT hash FROM model_blocks UNION SELECT hash FROM file_blocks")}
-        for path in list(self.block_files()):
-            h = path.stem
-            if h not in referenced and age(path) < UNREFERENCED_GRACE:
-                continue  # a running search stores a block a moment before it indexes it
-            if h not in referenced:
-                with self.lock(h):
+            # a prepared block lives as long as the block it was prepared from
+            prepared = db.execute("SELECT source, hash FROM prepared").fetchall()
+        referenced_prepared = {h for source, h in prepared if source in referenced and self.has(source)}
+        for kind, keep in (("blocks", referenced), ("prepared", referenced_prepared)):
+            for path in list(self.block_files(kind)):
+                h = path.stem
+                if h not in keep and age(path) < UNREFERENCED_GRACE:
+                    continue  # a running search stores a block a moment before it indexes it
+                if h not in keep:
+                    with self.lock(h):
+                        path.unlink(missing_ok=True)
+                    removed["unreferenced"] += 1
+                elif verify and path.is_file() and not _matches(path, h):
                     path.unlink(missing_ok=True)
-                removed["unreferenced"] += 1
-            elif verify and path.is_file() and not _matches(path, h):
-                path.unlink(missing_ok=True)
-                removed["corrupt"] += 1
+                    removed["corrupt"] += 1
         with self._db() as db:
             # Take the write lock first, then list the files: a search indexes a block only after writing its
             # file, so no row it adds meanwhile can name a file this listing missed. (A deferred transaction
             # that read first and wrote later failed with "database is locked" beside a running search.)
             db.execute("BEGIN IMMEDIATE")
             present = {p.stem for p in self.block_files()}
+            present_prepared = {p.stem for p in self.block_files("prepared")}
             for table in ("model_blocks", "file_blocks"):
                 rows = db.execute(f"SELECT rowid, hash FROM {table}").fetchall()
                 stale = [(r,) for r, h in rows if h not in present]
                 db.executemany(f"DELETE FROM {table} WHERE rowid=?", stale)
                 removed["stale_rows"] += len(stale)
-            for table in ("blocks", "verified"):
+            rows = db.execute("SELECT rowid, source, hash FROM prepared").fetchall()
+            stale = [(r,) for r, source, h in rows if source not in present or h not in present_prepared]
+            db.executemany("DELETE FROM prepared WHERE rowid=?", stale)
+            removed["stale_rows"] += len(stale)
+            for table, keep in (("blocks", present), ("verified", present | present_prepared)):
                 db.execute(
-                    f"DELETE FROM {table} WHERE hash NOT IN (%s)" % ",".join("?" * len(present))
-                    if present
+                    f"DELETE FROM {table} WHERE hash NOT IN (%s)" % ",".join("?" * len(keep))
+                    if keep
                     else f"DELETE FROM {table}",
-                    tuple(present),
+                    tuple(keep),
                 )
         return removed
