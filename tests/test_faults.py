@@ -179,7 +179,8 @@ def test_store_gc_while_a_search_runs(hub, tiny_zoo, clean, tmp_path):
 
 
 def test_a_flipped_byte_in_a_stored_block_is_refetched(hub, tiny_zoo, clean, tmp_path, caplog):
-    _search(tiny_zoo.repo_ids, tmp_path / "store", feature_cache=False)
+    # without prepared blocks: a later load would memory-map the block's prepared form, not read the block
+    _search(tiny_zoo.repo_ids, tmp_path / "store", feature_cache=False, prepared_blocks=False)
     store = BlockStore(tmp_path / "store")
     victim = max(store.block_files(), key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
@@ -187,7 +188,7 @@ def test_a_flipped_byte_in_a_stored_block_is_refetched(hub, tiny_zoo, clean, tmp
     victim.write_bytes(bytes(data))
     os.utime(victim, (1, 1))  # another file version: it is verified again when read
     with caplog.at_level("WARNING", logger="alsatian_hf"):
-        again = _search(tiny_zoo.repo_ids, tmp_path / "store", feature_cache=False)
+        again = _search(tiny_zoo.repo_ids, tmp_path / "store", feature_cache=False, prepared_blocks=False)
     assert again.models == clean.models and not again.skipped
     assert again.fetch["refetched_blocks"] == 1 and "fetching it again" in caplog.text
     assert again.bytes_fetched > 0  # the block came back from the Hub

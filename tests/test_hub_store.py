@@ -260,3 +260,80 @@ def test_verified_file_versions_are_remembered_across_store_objects(tmp_path):
         BlockStore(tmp_path / "s").get(h)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert BlockStore(tmp_path / "s").gc(verify=True)["corrupt"] == 1
+
+
+def _mapped_file(t) -> str | None:
+    """The file whose memory mapping holds the tensor's first byte (/proc/self/maps); None for anonymous memory."""
+    ptr = t.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= ptr < hi:
+            return parts[5] if len(parts) == 6 and parts[5].startswith("/") else None
+    return None
+
+
+def test_prepared_blocks_are_memory_mapped_and_change_no_score(hub, tiny_zoo, small_ds, tmp_path):
+    """A conv block's prepared form (BatchNorm folded, channels-last) is kept in the store at its first load;
+    later loads run on the file's pages, bit-equal to preparing at each load."""
+    import torch
+
+    from alsatian_hf.candidates import ShapeProbe, build_candidate
+    from alsatian_hf.candidates.build import wait_prepared
+
+    def search(folder, **kw):
+        args = _args(folder, **kw)
+        return ModelSearcher(tiny_zoo.repo_ids, train_dataset=small_ds, args=args).search()
+
+    off = search(tmp_path / "off", prepared_blocks=False)
+    assert BlockStore(tmp_path / "off" / "store").info().prepared_bytes == 0
+    first = search(tmp_path / "on")
+    wait_prepared()
+    store = BlockStore(tmp_path / "on" / "store")
+    assert store.info().prepared_bytes > 0
+    second = search(tmp_path / "on")
+    assert first.ranking == second.ranking == off.ranking  # models and scores, exactly
+    assert [it["scores"] for it in first.iterations] == [it["scores"] for it in off.iterations]
+
+    opened = open_hub(tiny_zoo.repo_ids[1], None, store=store, reader=RangeReader())
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for prepared_store in (store, None):
+        cand, split = build_candidate(
+            "m", opened.folder, opened.source, input_key="px32", probe_inputs={"pixel_values": x[:1]},
+            probe=ShapeProbe(), prepared_store=prepared_store,
+        )  # fmt: skip
+        cand.blocks[0].load(torch.device("cpu"))
+        outputs.append(cand.blocks[0].run(cand.initial_state({"pixel_values": x}))[0])
+        keys = {split.blocks[0].model_key(k) for k in split.blocks[0].keys}
+        conv = next(m for p, m in split.model.named_modules() if f"{p}.weight" in keys and hasattr(m, "padding"))
+        mapped = _mapped_file(conv.weight)
+        if prepared_store is not None:  # the prepared file's pages, in the layout the convolution reads
+            assert mapped is not None and "/prepared/" in mapped
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        else:
+            assert mapped is None  # computed into this process's memory
+        cand.blocks[0].unload()
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_a_prepared_block_is_verified_and_goes_with_its_block(tmp_path):
+    store = BlockStore(tmp_path / "s")
+    h = store.put([("w", "F32", (2,), b"\0" * 8)])
+    store.index_model("org/m", "0" * 40, "family", {0: h})
+    p = store.put_prepared(h, "fold", [("w", "F32", (2,), b"\1" + b"\0" * 7)])
+    assert store.prepared(h, "fold")["w"][0] != 0 and store.prepared(h, "other") is None
+    assert store.gc()["unreferenced"] == 0 and store.prepared(h, "fold") is not None
+    path = store.path(p, "prepared")
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert BlockStore(tmp_path / "s").prepared(h, "fold") is None  # damaged: dropped, to be prepared again
+    assert not path.exists()
+    p = store.put_prepared(h, "fold", [("w", "F32", (2,), b"\1" + b"\0" * 7)])
+    os.utime(store.path(p, "prepared"), (1, 1))
+    store.discard(h)  # its block gone: the prepared block goes at the next gc
+    removed = BlockStore(tmp_path / "s").gc()
+    assert removed["unreferenced"] == 1 and not store.path(p, "prepared").exists()
+    assert BlockStore(tmp_path / "s").prepared(h, "fold") is None

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,17 +18,21 @@ import torch
 
 from ..adapters import SplitModel, check_coverage, load_block, split_model, state_nbytes, unload_block
 from ..adapters.skeleton import build_model
-from ..errors import UnsupportedArchitectureError
+from ..errors import StoreFullError, UnsupportedArchitectureError
 from ..hub import RangeReader
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, fold, folded
 from .candidate import EngineBlock, EngineCandidate
 from .precision import check_precision, precision_context
+from .prepared import pack, recipe, unpack
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
 from .repos import CandidateSpec, OpenedRepo, open_repo
 from .sources import TensorSource
+
+
+logger = logging.getLogger("alsatian_hf")
 
 
 def build_candidate(
@@ -40,6 +47,7 @@ def build_candidate(
     channels_last: bool = True,
     fold_batchnorm: bool = True,
     precision: str = "fp32",
+    prepared_store: BlockStore | None = None,
 ) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
@@ -56,6 +64,8 @@ def build_candidate(
         fold_batchnorm: run each eval-mode BatchNorm2d that follows a Conv2d folded into it (see
             `candidates.batchnorm`); the folded weights are computed at load, the stored block stays as it is.
         precision: "fp32" (exact; TF32 off on CUDA), "tf32" or "bf16" (autocast); see `candidates.precision`.
+        prepared_store: where each block's prepared form (folded, channels-last) is kept and memory-mapped from
+            (see `candidates.prepared`); None prepares it at every load.
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
@@ -81,11 +91,8 @@ def build_candidate(
 
         def load(device, _i=i, _loaded=loaded, _biases=biases, _conv=layout[i], _folds=folds[i]):
             if not _loaded:
-                tensors = dict(source.load_tensors(split, _i))  # a copy: folded weights replace stored ones
-                for pair, keys in _folds.items():
-                    layout = torch.channels_last if keys["conv_weight"] in _conv else torch.preserve_format
-                    tensors[keys["conv_weight"]], bias = _folded(skeleton, pair, keys, tensors, layout)
-                    _biases[pair.conv] = bias.to(device)
+                tensors, folded_biases = _prepared(source, split, _i, skeleton, _folds, _conv, prepared_store)
+                _biases.update({conv: bias.to(device) for conv, bias in folded_biases.items()})
                 _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
 
         def unload(_b=block, _loaded=loaded, _biases=biases):
@@ -183,6 +190,66 @@ def _fold_keys(block, pairs: list[FoldPair]) -> dict[FoldPair, dict[str, str]]:
     return out
 
 
+def _prepared(source: TensorSource, split: SplitModel, index: int, skeleton: torch.nn.Module,
+              folds: dict[FoldPair, dict[str, str]], conv: set[str],
+              store: BlockStore | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
+    """The block's tensors as inference runs them (by checkpoint key) and its folded biases (by conv path):
+    memory-mapped from `store`'s prepared block, or prepared here and then kept there."""
+    block = split.blocks[index]
+    name = None
+    if store is not None and block.keys:
+        name = recipe(block, folds, {p: skeleton.get_submodule(p.bn).eps for p in folds}, conv)
+    if name is not None:
+        block_hash = source.block_hash(split, index)
+        stored = store.prepared(block_hash, name)
+        if stored is not None:
+            return unpack(block, stored, folds, conv)
+    tensors = dict(source.load_tensors(split, index))  # a copy: folded weights replace stored ones
+    biases = {}
+    for pair, keys in folds.items():
+        layout = torch.channels_last if keys["conv_weight"] in conv else torch.preserve_format
+        tensors[keys["conv_weight"]], biases[pair.conv] = _folded(skeleton, pair, keys, tensors, layout)
+    if name is None:
+        return tensors, biases
+    tensors = {k: _to(v, torch.device("cpu"), channels_last=k in conv) for k, v in tensors.items()}
+    _keep_prepared(store, block_hash, name, pack(block, tensors, biases, folds, conv))
+    return tensors, biases
+
+
+_WRITER: ThreadPoolExecutor | None = None  # one thread writes prepared blocks while the search goes on
+_PENDING: dict[tuple[str, str, str], Future] = {}  # (store root, block, recipe) -> its write
+_PENDING_LOCK = threading.Lock()
+
+
+def _keep_prepared(store: BlockStore, block_hash: str, name: str, tensors) -> None:
+    """Writes a prepared block in the background: writing and hashing fresh files took ~40% of a first search's
+    time when done inline. Python waits for the writer at exit, so no file is left half-written."""
+    global _WRITER
+
+    def write():
+        try:
+            store.put_prepared(block_hash, name, tensors)
+        except (StoreFullError, OSError) as e:  # a full disk costs later loads their speed, never a search
+            logger.warning("block store: cannot keep block %s prepared (%s); it is prepared at each load",
+                           block_hash[:12], e)  # fmt: skip
+
+    key = (str(store.root), block_hash, name)
+    with _PENDING_LOCK:
+        if _WRITER is None:
+            _WRITER = ThreadPoolExecutor(1, thread_name_prefix="alsatian-prepared")
+        for done in [k for k, f in _PENDING.items() if f.done()]:
+            del _PENDING[done]
+        if key not in _PENDING:  # a block loaded again before its write ended is written once
+            _PENDING[key] = _WRITER.submit(write)
+
+
+def wait_prepared() -> None:
+    """Returns once every prepared block submitted so far is in its store (or failed with a warning)."""
+    with _PENDING_LOCK:
+        pending = list(_PENDING.values())
+    wait(pending)
+
+
 def _folded(skeleton, pair: FoldPair, keys: dict[str, str], tensors: dict[str, torch.Tensor],
             memory_format: torch.memory_format):  # fmt: skip
     """The pair's folded conv (weight, bias), computed in float32 and returned in the weight's dtype, the
@@ -258,6 +325,7 @@ class CandidateAssembler:
         channels_last: Conv2d weights in channels-last layout (see `build_candidate`).
         fold_batchnorm: BatchNorms folded into their convolutions (see `build_candidate`).
         precision: the float precision blocks run in (see `build_candidate`).
+        prepared_blocks: keep each block's prepared form in `store` and memory-map it (see `build_candidate`).
     """
 
     def __init__(
@@ -274,6 +342,7 @@ class CandidateAssembler:
         channels_last: bool = True,
         fold_batchnorm: bool = True,
         precision: str = "fp32",
+        prepared_blocks: bool = True,
     ):
         self.store = store
         self.reader = reader
@@ -287,6 +356,7 @@ class CandidateAssembler:
         self.channels_last = channels_last
         self.fold_batchnorm = fold_batchnorm
         self.precision = check_precision(precision)
+        self.prepared_blocks = prepared_blocks
 
     def open(self, spec: CandidateSpec) -> OpenedRepo:
         """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
@@ -322,5 +392,6 @@ class CandidateAssembler:
             channels_last=self.channels_last,
             fold_batchnorm=self.fold_batchnorm,
             precision=self.precision,
+            prepared_store=self.store if self.prepared_blocks else None,
         )
         return AssembledCandidate(candidate, repo.revision, processor)

@@ -144,6 +144,16 @@ class SearchArguments:
         },
     )
 
+    prepared_blocks: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep each block's prepared form (BatchNorm folded, channels-last) in the block store, so that "
+            "later loads memory-map it instead of computing it into fresh memory, and processes on one machine "
+            "share its pages. Same features; costs disk about the size of the conv blocks (`store gc` drops them "
+            "with their block). Off: prepare at every load."
+        },
+    )
+
     precision: Precision_T = field(
         default="fp32",
         metadata={

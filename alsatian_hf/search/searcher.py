@@ -240,6 +240,7 @@ class ModelSearcher:
             channels_last=args.channels_last,
             fold_batchnorm=args.fold_batchnorm,
             precision=effective_precision(args.precision, device),
+            prepared_blocks=args.prepared_blocks,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
