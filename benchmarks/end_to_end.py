@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from alsatian_hf.candidates import wait_prepared
 from alsatian_hf.engine import PHASES
 
 from ._tables import Table
@@ -81,6 +82,7 @@ def run_end_to_end(run: Run, *, fetch: bool = True) -> None:
 
 def _run_cell(run: Run, *, org: str, cell: dict, e2e: Table, phases: Table) -> None:
     ds = dataset(cell["architecture"], cell["num_items"])
+    wait_prepared()  # the store's prepared blocks, written in the background by earlier searches, are complete
     runs: dict[str, list] = {s: [] for s in STRATEGIES}
     for strategy in alternating(run.suite.repeats, STRATEGIES):
         runs[strategy].append(search(run, org=org, ds=ds, strategy=strategy))

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             return search(run, org=org, ds=ds, strategy=args.strategy, image_size=args.image_size)
 
         warm = once()  # fills the block store, pays imports and first calls
+        from alsatian_hf.candidates import wait_prepared
+
+        wait_prepared()  # and its prepared blocks, which it writes in the background
         print(f"{org}, {args.items} items, {args.strategy}: warm-up {_phases(warm)}")
 
         prof = cProfile.Profile()

@@ -691,8 +691,8 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "thread (target: at least 1.7x faster) and 1 process of 2 threads, end to end, each in a fresh "
                 "subprocess, alternating, medians; warm block store, feature cache off; every process imports "
                 "timm and transformers before it searches, as the warm process of the cells has. Ranks split each "
-                "iteration by whole batches (`split_iteration`); set-up, block loading and the last iterations' "
-                "probes (one per model, bound by per-step overhead) are not split.",
+                "iteration by whole batches (`split_iteration`) and the probes by model; every rank does the whole "
+                "set-up, and loads every block, memory-mapping the prepared blocks that the ranks share.",
                 "",
                 "| zoo | models | items | 2 ranks x 1 thread | 1 x 1 thread | 1 x 2 threads | same ranking |",
                 "|---|---:|---:|---:|---:|---:|---|",

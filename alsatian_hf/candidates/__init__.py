@@ -5,7 +5,7 @@ Open it (`repos`), read its blocks from a local or Hub block source (`sources`),
 (`build`, `candidate`).
 """
 
-from .build import AssembledCandidate, CandidateAssembler, build_candidate
+from .build import AssembledCandidate, CandidateAssembler, build_candidate, wait_prepared
 from .candidate import EngineBlock, EngineCandidate
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, image_processor, processor_for, text_processor, timm_processor
@@ -27,6 +27,7 @@ __all__ = [
     "ShapeProbe",
     "TensorSource",
     "build_candidate",
+    "wait_prepared",
     "candidate_id",
     "files_identity",
     "image_processor",
