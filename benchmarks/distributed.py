@@ -1,5 +1,7 @@
 """Several processes on this machine (`distributed`): one search under `torchrun` with 2 ranks of 1 thread
-each, against 1 process of 1 thread and 1 process of 2 threads, end to end.
+each, against 1 process of 1 thread and 1 process of 2 threads, end to end. The first two also run with
+`prepared_blocks=False` (each block folded into fresh memory at every load, as before prepared blocks), which
+prices those page faults in one process and in two at once.
 
 Every configuration runs in a fresh subprocess (same imports and start-up), alternating, `repeats` times;
 the seconds are rank 0's `SearchResult.seconds`, medians. The block store is warm and the feature cache off,
@@ -36,6 +38,8 @@ class DistributedRow:
     two_threads_seconds: float  # 1 process, 2 threads
     speedup_vs_one_thread: float  # target >= 1.7
     speedup_vs_two_threads: float
+    unprepared_one_thread_seconds: float  # prepared_blocks=False, 1 process of 1 thread
+    unprepared_two_ranks_seconds: float  # prepared_blocks=False, 2 ranks of 1 thread
     same_ranking: bool
     device: str
     torch_version: str
@@ -48,10 +52,11 @@ import torch
 import timm, transformers  # noqa: F401 - imported before the search, as in a warm process
 from alsatian_hf import ModelSearcher, SearchArguments
 from benchmarks.suites import dataset
-org, arch, num_items, image_size, store, out = json.loads(sys.argv[1])
+org, arch, num_items, image_size, store, out, prepared = json.loads(sys.argv[1])
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 # batch 64 as in the cells: `auto` would measure in whichever configuration's search met the store first
-args = SearchArguments(result_size=1, image_size=image_size, store_dir=store, feature_cache=False, batch_size=64)
+args = SearchArguments(result_size=1, image_size=image_size, store_dir=store, feature_cache=False, batch_size=64,
+                       prepared_blocks=prepared)
 res = ModelSearcher.from_hub(author=org, train_dataset=dataset(arch, num_items), args=args).search()
 if os.environ.get("RANK", "0") == "0":
     with open(out, "w") as f:
@@ -74,9 +79,9 @@ def run_distributed(run: Run) -> None:
     org = ensure_zoo(run, arch=arch, dist=dist)
     store, out = run.work / "distributed-store", run.work / "distributed-result.json"
     root = Path(__file__).resolve().parent.parent
-    payload = json.dumps([org, arch, num_items, suite.image_size, str(store), str(out)])
 
-    def searched(ranks: int, threads: int) -> dict:
+    def searched(ranks: int, threads: int, prepared: bool = True) -> dict:
+        payload = json.dumps([org, arch, num_items, suite.image_size, str(store), str(out), prepared])
         env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads), "TMPDIR": str(tmp)}
         launcher = [sys.executable]
         if ranks > 1:
@@ -90,8 +95,8 @@ def run_distributed(run: Run) -> None:
     tmp.mkdir(exist_ok=True)
     script = run.work / "distributed-search.py"
     script.write_text(_SEARCH)
-    searched(1, 2)  # warms the block store
-    runs: dict[tuple[int, int], list[dict]] = {(1, 1): [], (2, 1): [], (1, 2): []}
+    searched(1, 2)  # warms the block store, and its prepared blocks (written before the process exits)
+    runs: dict[tuple, list[dict]] = {(1, 1): [], (2, 1): [], (1, 2): [], (1, 1, False): [], (2, 1, False): []}
     for _ in range(suite.repeats):
         for config in runs:
             runs[config].append(searched(*config))
@@ -100,7 +105,9 @@ def run_distributed(run: Run) -> None:
     row = DistributedRow(
         suite=run.suite_name, **key, one_thread_seconds=round(secs[1, 1], 3), two_ranks_seconds=round(secs[2, 1], 3),
         two_threads_seconds=round(secs[1, 2], 3), speedup_vs_one_thread=round(secs[1, 1] / secs[2, 1], 3),
-        speedup_vs_two_threads=round(secs[1, 2] / secs[2, 1], 3), same_ranking=len(rankings) == 1, **run.env,
+        speedup_vs_two_threads=round(secs[1, 2] / secs[2, 1], 3),
+        unprepared_one_thread_seconds=round(secs[1, 1, False], 3),
+        unprepared_two_ranks_seconds=round(secs[2, 1, False], 3), same_ranking=len(rankings) == 1, **run.env,
     )  # fmt: skip
     table.add(row)
     for path in (script, out):
@@ -109,4 +116,5 @@ def run_distributed(run: Run) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"  distributed {org}: 2 ranks x 1 thread {row.two_ranks_seconds:.1f}s, 1 x 1 {row.one_thread_seconds:.1f}s "
           f"({row.speedup_vs_one_thread:.2f}x), 1 x 2 threads {row.two_threads_seconds:.1f}s "
-          f"({row.speedup_vs_two_threads:.2f}x)", flush=True)  # fmt: skip
+          f"({row.speedup_vs_two_threads:.2f}x); prepared_blocks=False: 2 ranks {row.unprepared_two_ranks_seconds:.1f}s, "
+          f"1 x 1 {row.unprepared_one_thread_seconds:.1f}s", flush=True)  # fmt: skip
