@@ -273,7 +273,7 @@ def _mapped_file(t) -> str | None:
     return None
 
 
-def test_prepared_blocks_are_memory_mapped_and_change_no_score(hub, tiny_zoo, small_ds, tmp_path):
+def test_prepared_blocks_are_memory_mapped_and_change_no_score(hub, hub_root, tiny_zoo, small_ds, tmp_path):
     """A conv block's prepared form (BatchNorm folded, channels-last) is kept in the store at its first load;
     later loads run on the file's pages, bit-equal to preparing at each load."""
     import torch
@@ -315,6 +315,12 @@ def test_prepared_blocks_are_memory_mapped_and_change_no_score(hub, tiny_zoo, sm
             assert mapped is None  # computed into this process's memory
         cand.blocks[0].unload()
     assert torch.equal(outputs[0], outputs[1])
+
+    # local checkpoints' blocks are not in the store, so neither are their prepared forms
+    folders = [str(hub_root / r) for r in tiny_zoo.repo_ids[:2]]
+    local = ModelSearcher(folders, train_dataset=small_ds, args=_args(tmp_path / "local")).search()
+    wait_prepared()
+    assert not local.skipped and BlockStore(tmp_path / "local" / "store").info().prepared_bytes == 0
 
 
 def test_a_prepared_block_is_verified_and_goes_with_its_block(tmp_path):

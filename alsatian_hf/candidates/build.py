@@ -29,7 +29,7 @@ from .prepared import pack, recipe, unpack
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
 from .repos import CandidateSpec, OpenedRepo, open_repo
-from .sources import TensorSource
+from .sources import HubBlockSource, TensorSource
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -392,6 +392,7 @@ class CandidateAssembler:
             channels_last=self.channels_last,
             fold_batchnorm=self.fold_batchnorm,
             precision=self.precision,
-            prepared_store=self.store if self.prepared_blocks else None,
+            # a local checkpoint's blocks are not in the store (its gc would drop their prepared forms)
+            prepared_store=self.store if self.prepared_blocks and isinstance(repo.source, HubBlockSource) else None,
         )
         return AssembledCandidate(candidate, repo.revision, processor)
