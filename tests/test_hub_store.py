@@ -343,3 +343,20 @@ def test_a_prepared_block_is_verified_and_goes_with_its_block(tmp_path):
     removed = BlockStore(tmp_path / "s").gc()
     assert removed["unreferenced"] == 1 and not store.path(p, "prepared").exists()
     assert BlockStore(tmp_path / "s").prepared(h, "fold") is None
+
+
+def test_a_store_that_cannot_keep_prepared_blocks_warns_once_and_searches_as_before(
+    hub, tiny_zoo, small_ds, tmp_path, caplog
+):
+    from alsatian_hf.candidates import wait_prepared
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "prepared").write_text("a file where the folder goes: every write fails")
+    with caplog.at_level("WARNING", logger="alsatian_hf"):
+        result = ModelSearcher(tiny_zoo.repo_ids, train_dataset=small_ds, args=_args(tmp_path)).search()
+        wait_prepared()
+    off = ModelSearcher(
+        tiny_zoo.repo_ids, train_dataset=small_ds, args=_args(tmp_path / "off", prepared_blocks=False)
+    ).search()
+    assert not result.skipped and result.ranking == off.ranking
+    assert caplog.text.count("cannot keep prepared blocks") == 1

@@ -219,6 +219,7 @@ def _prepared(source: TensorSource, split: SplitModel, index: int, skeleton: tor
 _WRITER: ThreadPoolExecutor | None = None  # one thread writes prepared blocks while the search goes on
 _PENDING: dict[tuple[str, str, str], Future] = {}  # (store root, block, recipe) -> its write
 _PENDING_LOCK = threading.Lock()
+_UNWRITABLE: set[str] = set()  # stores a write failed in (full, read-only): warned once, not tried again
 
 
 def _keep_prepared(store: BlockStore, block_hash: str, name: str, tensors) -> None:
@@ -230,11 +231,17 @@ def _keep_prepared(store: BlockStore, block_hash: str, name: str, tensors) -> No
         try:
             store.put_prepared(block_hash, name, tensors)
         except (StoreFullError, OSError) as e:  # a full disk costs later loads their speed, never a search
-            logger.warning("block store: cannot keep block %s prepared (%s); it is prepared at each load",
-                           block_hash[:12], e)  # fmt: skip
+            with _PENDING_LOCK:
+                if key[0] in _UNWRITABLE:
+                    return
+                _UNWRITABLE.add(key[0])
+            logger.warning("block store: cannot keep prepared blocks in %s (%s); this process prepares blocks at "
+                           "each load (`prepared_blocks=False` does so without trying)", store.root, e)  # fmt: skip
 
     key = (str(store.root), block_hash, name)
     with _PENDING_LOCK:
+        if key[0] in _UNWRITABLE:
+            return
         if _WRITER is None:
             _WRITER = ThreadPoolExecutor(1, thread_name_prefix="alsatian-prepared")
         for done in [k for k, f in _PENDING.items() if f.done()]:
