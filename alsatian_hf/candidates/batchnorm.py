@@ -2,9 +2,10 @@
 
 In eval mode `bn(conv(x))` is one convolution with weight `w * s` and bias `beta + (b - mean) * s`, where
 `s = gamma / sqrt(var + eps)`: the BatchNorm pass over every activation disappears. The folded tensors are new
-tensors computed at load time; the stored block is never changed. On the shared skeleton a block runs folded
-inside `folded(...)`, which swaps each folded BatchNorm module for what remains of it (nothing, or timm's
-fused activation) and gives its convolution the bias, then puts both back.
+tensors computed at load time (and kept as the block's prepared form, `candidates.prepared`); the stored block is
+never changed. On the shared skeleton a block runs folded inside `folded(...)`, which swaps each folded BatchNorm
+module for what remains of it (nothing, or timm's fused activation) and gives its convolution the bias, then puts
+both back.
 
 Pairs are found once per architecture by `find_pairs`, on the shape probe's random-init model: a BatchNorm whose
 input is the output of a Conv2d of the same block. Each block is then checked by running it folded and not

@@ -62,7 +62,8 @@ def build_candidate(
             writes channels-last outputs, so the whole conv net runs in the layout oneDNN and cuDNN are fastest in
             (see the `block_speed` benchmark); the results differ by float rounding only.
         fold_batchnorm: run each eval-mode BatchNorm2d that follows a Conv2d folded into it (see
-            `candidates.batchnorm`); the folded weights are computed at load, the stored block stays as it is.
+            `candidates.batchnorm`); the folded weights are computed at load (or memory-mapped from
+            `prepared_store`), the stored block stays as it is.
         precision: "fp32" (exact; TF32 off on CUDA), "tf32" or "bf16" (autocast); see `candidates.precision`.
         prepared_store: where each block's prepared form (folded, channels-last) is kept and memory-mapped from
             (see `candidates.prepared`); None prepares it at every load.

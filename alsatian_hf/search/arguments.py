@@ -139,8 +139,9 @@ class SearchArguments:
     fold_batchnorm: bool = field(
         default=True,
         metadata={
-            "help": "Fold each BatchNorm that follows a convolution into it for inference (computed at load; the "
-            "stored blocks stay as they are); the features differ by float rounding only."
+            "help": "Fold each BatchNorm that follows a convolution into it for inference (computed at a block's first "
+            "load and kept as its prepared block; the stored blocks stay as they are); the features differ by "
+            "float rounding only."
         },
     )
 
