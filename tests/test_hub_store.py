@@ -278,8 +278,7 @@ def test_prepared_blocks_are_memory_mapped_and_change_no_score(hub, hub_root, ti
     later loads run on the file's pages, bit-equal to preparing at each load."""
     import torch
 
-    from alsatian_hf.candidates import ShapeProbe, build_candidate
-    from alsatian_hf.candidates.build import wait_prepared
+    from alsatian_hf.candidates import ShapeProbe, build_candidate, wait_prepared
 
     def search(folder, **kw):
         args = _args(folder, **kw)

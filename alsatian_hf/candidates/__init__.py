@@ -2,11 +2,12 @@
 
 Open it (`repos`), read its blocks from a local or Hub block source (`sources`), pick its processor
 (`processors`), probe its block sizes and FLOPs (`probe`) and build the `EngineCandidate` the engine runs
-(`build`, `candidate`).
+(`build`, `candidate`), whose blocks load in their prepared form (`prepared`).
 """
 
-from .build import AssembledCandidate, CandidateAssembler, build_candidate, wait_prepared
+from .build import AssembledCandidate, CandidateAssembler, build_candidate
 from .candidate import EngineBlock, EngineCandidate
+from .prepared import wait_prepared
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, image_processor, processor_for, text_processor, timm_processor
 from .repos import CandidateSpec, OpenedRepo, candidate_id, open_hub, open_local, open_repo

@@ -6,10 +6,7 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,21 +15,18 @@ import torch
 
 from ..adapters import SplitModel, check_coverage, load_block, split_model, state_nbytes, unload_block
 from ..adapters.skeleton import build_model
-from ..errors import StoreFullError, UnsupportedArchitectureError
+from ..errors import UnsupportedArchitectureError
 from ..hub import RangeReader
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, fold, folded
 from .candidate import EngineBlock, EngineCandidate
 from .precision import check_precision, precision_context
-from .prepared import pack, recipe, unpack
+from .prepared import keep, pack, recipe, unpack
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
 from .repos import CandidateSpec, OpenedRepo, open_repo
 from .sources import HubBlockSource, TensorSource
-
-
-logger = logging.getLogger("alsatian_hf")
 
 
 def build_candidate(
@@ -213,49 +207,8 @@ def _prepared(source: TensorSource, split: SplitModel, index: int, skeleton: tor
     if name is None:
         return tensors, biases
     tensors = {k: _to(v, torch.device("cpu"), channels_last=k in conv) for k, v in tensors.items()}
-    _keep_prepared(store, block_hash, name, pack(block, tensors, biases, folds, conv))
+    keep(store, block_hash, name, pack(block, tensors, biases, folds, conv))
     return tensors, biases
-
-
-_WRITER: ThreadPoolExecutor | None = None  # one thread writes prepared blocks while the search goes on
-_PENDING: dict[tuple[str, str, str], Future] = {}  # (store root, block, recipe) -> its write
-_PENDING_LOCK = threading.Lock()
-_UNWRITABLE: set[str] = set()  # stores a write failed in (full, read-only): warned once, not tried again
-
-
-def _keep_prepared(store: BlockStore, block_hash: str, name: str, tensors) -> None:
-    """Writes a prepared block in the background: writing and hashing fresh files took ~40% of a first search's
-    time when done inline. Python waits for the writer at exit, so no file is left half-written."""
-    global _WRITER
-
-    def write():
-        try:
-            store.put_prepared(block_hash, name, tensors)
-        except (StoreFullError, OSError) as e:  # a full disk costs later loads their speed, never a search
-            with _PENDING_LOCK:
-                if key[0] in _UNWRITABLE:
-                    return
-                _UNWRITABLE.add(key[0])
-            logger.warning("block store: cannot keep prepared blocks in %s (%s); this process prepares blocks at "
-                           "each load (`prepared_blocks=False` does so without trying)", store.root, e)  # fmt: skip
-
-    key = (str(store.root), block_hash, name)
-    with _PENDING_LOCK:
-        if key[0] in _UNWRITABLE:
-            return
-        if _WRITER is None:
-            _WRITER = ThreadPoolExecutor(1, thread_name_prefix="alsatian-prepared")
-        for done in [k for k, f in _PENDING.items() if f.done()]:
-            del _PENDING[done]
-        if key not in _PENDING:  # a block loaded again before its write ended is written once
-            _PENDING[key] = _WRITER.submit(write)
-
-
-def wait_prepared() -> None:
-    """Returns once every prepared block submitted so far is in its store (or failed with a warning)."""
-    with _PENDING_LOCK:
-        pending = list(_PENDING.values())
-    wait(pending)
 
 
 def _folded(skeleton, pair: FoldPair, keys: dict[str, str], tensors: dict[str, torch.Tensor],
