@@ -60,6 +60,9 @@ def hub_root() -> Path:
 
 def pytest_sessionfinish(session, exitstatus):
     """Stop the hub and drop its ~400 MB of zoos after a passing run; a failing run keeps them to look at."""
+    from alsatian_hf.candidates import wait_prepared
+
+    wait_prepared()  # no background write of a prepared block may recreate a folder after it is removed
     _HUB.stop()
     if exitstatus == 0:
         shutil.rmtree(_SESSION_DIR, ignore_errors=True)
