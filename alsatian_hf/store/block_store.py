@@ -218,10 +218,10 @@ class BlockStore:
                     self._mark_verified(self._stamp(block_hash, target), db)  # these bytes hashed to block_hash
         return block_hash
 
-    def discard(self, block_hash: str) -> None:
-        """Remove a block file (a corrupt one, before it is fetched again); its index rows stay."""
+    def discard(self, block_hash: str, kind: Kind_T = "blocks") -> None:
+        """Remove a block file (a corrupt one, before it is fetched or prepared again); its index rows stay."""
         with self.lock(block_hash):
-            self.path(block_hash).unlink(missing_ok=True)
+            self.path(block_hash, kind).unlink(missing_ok=True)
         with self._raw_lock:
             if block_hash in self._raw:
                 self._raw_bytes -= sum(len(v) for v in self._raw.pop(block_hash).values())
@@ -287,8 +287,7 @@ class BlockStore:
             return load_file(str(self._verified_path(row[0], "prepared")))
         except (BlockIntegrityError, SafetensorsHeaderError, OSError) as e:
             logger.warning("block store: prepared block %s is unusable (%s); preparing it again", row[0][:12], e)
-            with self.lock(row[0]):
-                self.path(row[0], "prepared").unlink(missing_ok=True)
+            self.discard(row[0], "prepared")
             with self._db() as db:
                 db.execute("DELETE FROM prepared WHERE source=? AND recipe=?", (block_hash, recipe))
             return None
