@@ -47,8 +47,9 @@ class LinearProbe(GroupedScorer):
             std = xtr_b.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)
             xtr_b, xte_b = (xtr_b - mean) / std, (xte_b - mean) / std
         num_models, n, width = xtr_b.shape
-        # Items first, so an epoch's shuffle is one gather of whole rows (5x faster than gathering along dim 1);
-        # a step's (models, batch, width) view of it is what the batched products read.
+        # Items first, so a step's shuffled batch is one gather of whole rows (5x faster than gathering along
+        # dim 1), and its (models, batch, width) view is what the batched products read. Gathered per step, the
+        # batch is read back while still in cache: gathering a whole epoch first was 30% slower at 35 x 420.
         xtr_items = xtr_b.transpose(0, 1).contiguous()
         num_classes = int(max(ytr.max().item(), yte.max().item() if yte.numel() else 0)) + 1
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -67,9 +68,9 @@ class LinearProbe(GroupedScorer):
         # + optim.SGD, without autograd's per-step overhead (scoring runs for every candidate and iteration).
         for _ in range(self.epochs):
             order = torch.randperm(n, generator=gen).to(dev)
-            x_epoch, y_epoch = xtr_items.index_select(0, order), onehot.index_select(1, order)
+            y_epoch = onehot.index_select(1, order)
             for start in range(0, n, self.batch_size):
-                xb = x_epoch[start : start + self.batch_size].transpose(0, 1)  # (models, batch, width)
+                xb = xtr_items.index_select(0, order[start : start + self.batch_size]).transpose(0, 1)
                 grad = torch.softmax(torch.baddbmm(bias, weight, xb.transpose(1, 2)), dim=1)
                 grad.sub_(y_epoch[:, start : start + self.batch_size]).div_(xb.shape[1])
                 g_w, g_b = torch.bmm(grad, xb), grad.sum(2, keepdim=True)
