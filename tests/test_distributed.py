@@ -91,6 +91,44 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         assert sum(got["rank_block_executions"]) < world * want["block_executions"]
 
 
+EXCHANGE = """
+import json, os, sys
+import torch
+from alsatian_hf.search.distributed import Ranks
+ranks = Ranks.current()
+gen = torch.Generator().manual_seed(ranks.rank)
+mine = {"f32": torch.randn(3 + ranks.rank, 5, generator=gen), "bf16": torch.randn(4, generator=gen).bfloat16(),
+        "i64": torch.arange(7) * ranks.rank}
+if ranks.rank == 1:
+    mine = {"only": mine["f32"][:, ::2]}  # other names, a non-contiguous view, fewer bytes than rank 0
+got = ranks.gather_tensors({"rank": ranks.rank}, mine)
+with open(os.path.join(sys.argv[1], f"rank{ranks.rank}.json"), "w") as f:
+    json.dump([[obj, {k: [str(t.dtype), list(t.shape), t.float().tolist()] for k, t in named.items()}]
+               for obj, named in got], f)
+with open(os.path.join(sys.argv[1], f"sent{ranks.rank}.json"), "w") as f:
+    json.dump({k: [str(t.dtype), list(t.shape), t.float().tolist()] for k, t in mine.items()}, f)
+"""
+
+
+@pytest.mark.slow
+def test_ranks_exchange_named_tensors_of_any_dtype_and_size(tmp_path):
+    """`gather_tensors` (the features' exchange) returns every rank's tensors as sent: dtypes, shapes and values,
+    with unequal byte counts and names per rank."""
+    script = tmp_path / "exchange.py"
+    script.write_text(EXCHANGE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", str(script), str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    sent = [json.loads((tmp_path / f"sent{r}.json").read_text()) for r in range(2)]
+    for r in range(2):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert [obj for obj, _ in got] == [{"rank": 0}, {"rank": 1}]
+        assert [named for _, named in got] == sent
+    assert sent[0]["bf16"][0] == "torch.bfloat16" and sent[1]["only"][1] == [4, 3]
+
+
 @pytest.mark.slow
 def test_a_candidate_one_rank_cannot_prepare_is_skipped_on_every_rank(hub, tiny_zoo, tmp_path):
     repos = tiny_zoo.repo_ids

@@ -12,6 +12,7 @@ torch.distributed.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 
@@ -62,13 +63,57 @@ class Ranks:
         try:
             dist.all_gather_object(out, obj)
         except (RuntimeError, dist.DistError) as e:  # gloo: a closed connection, or the timeout
-            wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
-            raise RankLostError(
-                f"rank {self.rank}: the exchange with the other {self.world - 1} rank(s) failed ({e}). A rank died, "
-                f"or did not reach the exchange within `rank_timeout` ({wait}); this rank stops too. Rerun the "
-                "search: with the feature cache, finished iterations are not recomputed."
-            ) from e
+            raise self._lost(e) from e
         return out
+
+    def gather_tensors(self, obj, tensors: dict[str, torch.Tensor]) -> list[tuple[object, dict[str, torch.Tensor]]]:
+        """Every rank's (`obj`, named `tensors`), in rank order. The object, names, dtypes and shapes travel as
+        one small object exchange, the tensors' bytes as one flat tensor exchange without pickling: for a first
+        iteration's features (15 MB a rank) that took 20-35 ms, against 70-100 ms through `all_gather_object`.
+
+        Raises:
+            RankLostError: as `gather`.
+        """
+        if not self.distributed:
+            return [(obj, tensors)]
+        import torch.distributed as dist
+
+        # NCCL moves tensors on the rank's device, gloo on the CPU
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        layout = [(name, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for name, t in tensors.items()]
+        flat = []
+        for t in tensors.values():
+            raw = t.detach().to(device or "cpu").contiguous().reshape(-1).view(torch.uint8)
+            # each tensor starts at a multiple of 16 bytes, so its bytes can be viewed back as its dtype
+            flat.append(torch.nn.functional.pad(raw, (0, -raw.numel() % 16)) if raw.numel() % 16 else raw)
+        data = torch.cat(flat) if flat else torch.empty(0, dtype=torch.uint8, device=device)
+        parts = self.gather((obj, layout, data.numel()))
+        size = max(n for _, _, n in parts)
+        # all_gather needs equal sizes
+        padded = data if data.numel() == size else torch.nn.functional.pad(data, (0, size - data.numel()))
+        received = [torch.empty_like(padded) for _ in range(self.world)]
+        try:
+            dist.all_gather(received, padded)
+        except (RuntimeError, dist.DistError) as e:
+            raise self._lost(e) from e
+        out = []
+        for (part_obj, part_layout, _), buf in zip(parts, received):
+            named, offset = {}, 0
+            for name, dtype, shape in part_layout:
+                dt = getattr(torch, dtype)
+                nbytes = math.prod(shape) * dt.itemsize
+                named[name] = buf[offset : offset + nbytes].view(dt).reshape(shape)
+                offset += nbytes + -nbytes % 16
+            out.append((part_obj, named))
+        return out
+
+    def _lost(self, error: Exception) -> RankLostError:
+        wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
+        return RankLostError(
+            f"rank {self.rank}: the exchange with the other {self.world - 1} rank(s) failed ({error}). A rank died, "
+            f"or did not reach the exchange within `rank_timeout` ({wait}); this rank stops too. Rerun the "
+            "search: with the feature cache, finished iterations are not recomputed."
+        )
 
     def work(self, tree: TaskTree, batches: list[tuple[int, ...]]) -> list[tuple[list[tuple[int, ...]], list[str]]]:
         """This rank's (batches, models) groups of one iteration whose models' task tree is `tree`."""

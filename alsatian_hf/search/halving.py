@@ -203,8 +203,9 @@ def run_halving(
             new_items = sum(len(b) for b in batches)
             record = IterationRecord(it, list(alive), {}, [], new_items, len(schedule.train_items(it)), Counters())
             restored = _restore(feature_cache, search_key, it, alive, features, schedule)
-            if ranks.distributed and not all(ranks.gather(restored is not None)):
-                restored = None  # ranks must agree on every iteration they skip
+            # ranks must agree on every iteration they skip; without a search key none restores, on any rank
+            if ranks.distributed and search_key is not None and not all(ranks.gather(restored is not None)):
+                restored = None
             if restored is not None:
                 record.scores, record.survivors, record.cached = restored["scores"], restored["survivors"], alive
                 record.restored = True
@@ -278,10 +279,11 @@ def _exchange_features(ranks: Ranks, features: FeatureStore, work: list[tuple[li
         for m in models:
             items_of.setdefault(m, []).extend(i for b in batches for i in b)
     exported = {m: features.export(m, items) for m, items in items_of.items()}
-    for rank, part in enumerate(ranks.gather(exported)):
+    rows_of = {m: rows for m, (_, rows) in exported.items() if rows is not None}
+    for rank, (items_part, rows_part) in enumerate(ranks.gather_tensors(items_of, rows_of)):
         if rank != ranks.rank:
-            for model, (items, rows) in part.items():
-                features.import_rows(model, items, rows)
+            for model, items in items_part.items():
+                features.import_rows(model, items, rows_part.get(model))
 
 
 def _extract(extractor, features: FeatureStore, work: list[tuple[list[tuple[int, ...]], list[str]]],
