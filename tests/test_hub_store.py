@@ -118,6 +118,21 @@ print(json.dumps([res.models, res.bytes_fetched, res.skipped]))
     assert fetched == 0 and not skipped and models[0] in first.models
 
 
+def test_a_warm_search_of_listed_candidates_sends_the_listing_alone(hub, fetch_zoo, small_ds, tmp_path):
+    """Listed candidates are pinned to commits, whose metadata (files, LFS hashes, base model) the store keeps:
+    a repeat search asks the Hub for the listing and nothing per candidate, and opens every candidate alike."""
+    first = ModelSearcher.from_hub(author="fetch", train_dataset=small_ds, args=_args(tmp_path)).search()
+    store = BlockStore(tmp_path / "store")
+    kept = {c.repo_id: store.load_commit(c.repo_id, c.revision) for c in list_candidates(author="fetch")}
+    assert len(kept) == 35 and all(k is not None and k["files_sha"] for k in kept.values())
+    assert all(k["base_model"] in fetch_zoo.repo_ids for m, k in kept.items() if m != "fetch/model-base")
+    hub.clear_log()
+    second = ModelSearcher.from_hub(author="fetch", train_dataset=small_ds, args=_args(tmp_path)).search()
+    assert second.models == first.models and second.bytes_fetched == 0
+    paths = [r.path for r in hub.requests()]
+    assert paths and all(p.startswith("/api/models?") for p in paths), paths
+
+
 def test_server_ignoring_range_is_a_clear_error_unless_allowed(hub, tiny_zoo, tmp_path, caplog):
     repo = tiny_zoo.repo_ids[0]
     hub.faults.ignore_range = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -22,6 +23,8 @@ logger = logging.getLogger("alsatian_hf")
 
 # A repo id on the configured Hub (`org/name` or `org/name@revision`), a local model folder, or a listed Candidate.
 CandidateSpec = Union[str, Path, Candidate]
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")  # a commit sha: what it names never changes
 
 # Everything but weights: configs, processors, tokenizers, the card. Weights come block by block.
 SMALL_FILES = ["*.json", "*.txt", "*.model", "README.md"]
@@ -71,8 +74,9 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     """Download the repo's small files (never its weights), and read its safetensors layout by Range.
 
     With `xet`, the checkpoint files' Xet hashes are read too (one paths-info request), so blocks can be proven
-    identical to stored ones before they are downloaded. With HF_HUB_OFFLINE=1 everything comes from the HF
-    cache and the block store's index.
+    identical to stored ones before they are downloaded. A commit's metadata never changes, so a repo pinned to
+    a commit sha (every listed candidate is) that the block store has opened before sends no request at all;
+    with HF_HUB_OFFLINE=1 everything comes from the HF cache and the block store's index.
 
     Raises:
         NoSafetensorsError, huggingface_hub errors (RepositoryNotFoundError, GatedRepoError, ...).
@@ -83,7 +87,10 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     files_sha, base_model = None, None
     siblings: list[str] = []
     sizes: dict[str, int] = {}
-    if not offline:
+    known = store.load_commit(repo_id, revision) if revision is not None and _COMMIT.fullmatch(revision) else None
+    if known is not None:
+        siblings, sizes, files_sha, base_model = (known[k] for k in ("siblings", "sizes", "files_sha", "base_model"))
+    elif not offline:
         info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True))
         revision = info.sha
         siblings = [s.rfilename for s in info.siblings or []]
@@ -93,6 +100,9 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         files_sha = files_identity([lfs.get(f) for f in weights])
         bases = (info.card_data or {}).get("base_model") if info.card_data else None
         base_model = bases if isinstance(bases, str) else (bases[0] if bases else None)
+        if revision is not None and _COMMIT.fullmatch(revision):
+            commit = {"siblings": siblings, "sizes": sizes, "files_sha": files_sha, "base_model": base_model}
+            store.save_commit(repo_id, revision, commit)
     # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
     folder = Path(
         with_retries(

@@ -4,9 +4,9 @@
   written atomically (temp file, fsync, rename). A file is re-hashed when first read and whenever its size,
   modification time or inode changes, so a damaged or replaced file is caught; the index remembers which
   file versions were verified, so repeat searches do not re-hash gigabytes (`store gc --verify` re-hashes all).
-- An SQLite index maps (repo, commit, block index) to the content hash, remembers checkpoint layouts (so a
-  repeat search sends no request at all and works with HF_HUB_OFFLINE=1) and maps checkpoint LFS sha256s to
-  block hashes (identical files need no fetch).
+- An SQLite index maps (repo, commit, block index) to the content hash, remembers checkpoint layouts and each
+  commit's Hub metadata (so a repeat search sends no request per candidate pinned to a commit, and works with
+  HF_HUB_OFFLINE=1) and maps checkpoint LFS sha256s to block hashes (identical files need no fetch).
 - Beside a block, its *prepared* form (BatchNorm folded, conv weights channels-last: `candidates.prepared`) is
   kept under `prepared/`, content-addressed and verified like a block, and indexed by (block, recipe). Later
   loads memory-map it instead of computing it into fresh memory, and processes share its pages.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS xet_files (repo TEXT NOT NULL, revision TEXT NOT NULL
     xet_hash TEXT NOT NULL, PRIMARY KEY (repo, revision, filename));
 CREATE TABLE IF NOT EXISTS prepared (source TEXT NOT NULL, recipe TEXT NOT NULL, hash TEXT NOT NULL,
     PRIMARY KEY (source, recipe));
+CREATE TABLE IF NOT EXISTS commits (repo TEXT NOT NULL, revision TEXT NOT NULL, info TEXT NOT NULL,
+    PRIMARY KEY (repo, revision));
 """
 # How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
 # LFS sha256, or by hashing its bytes.
@@ -391,6 +394,17 @@ class BlockStore:
                 return None
             self._layouts[key] = row[0]
         return self._layouts[key]
+
+    def save_commit(self, repo: str, revision: str, info: dict) -> None:
+        """What a candidate's set-up reads from the Hub's metadata of one commit (its files, their sizes and LFS
+        hashes, the card's base model): JSON-serialisable, and never changing for a commit sha."""
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)", (repo, revision, json.dumps(info)))
+
+    def load_commit(self, repo: str, revision: str) -> dict | None:
+        with self._db() as db:
+            row = db.execute("SELECT info FROM commits WHERE repo=? AND revision=?", (repo, revision)).fetchone()
+        return json.loads(row[0]) if row is not None else None
 
     # -- maintenance ---------------------------------------------------------------------------------------
     def block_files(self, kind: Kind_T = "blocks") -> Iterable[Path]:
