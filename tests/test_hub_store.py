@@ -238,6 +238,30 @@ def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):
     assert not BlockStore(tmp_path / "store").has(stray) and BlockStore(tmp_path / "store").has(fresh)
 
 
+def test_an_old_index_is_migrated_once_and_an_up_to_date_one_opens_without_the_setup_lock(tmp_path):
+    import sqlite3
+    import threading
+
+    root = tmp_path / "store"
+    root.mkdir()
+    with sqlite3.connect(root / "index.sqlite") as db:  # a store from before identity methods and commit metadata
+        db.execute("CREATE TABLE model_blocks (repo TEXT NOT NULL, revision TEXT NOT NULL, block INTEGER NOT NULL, "
+                   "family TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (repo, revision, family, block))")  # fmt: skip
+        db.execute("INSERT INTO model_blocks VALUES ('org/m', ?, 0, 'f', 'h')", ("a" * 40,))
+    store = BlockStore(root)
+    store.save_commit("org/m", "a" * 40, {"siblings": ["model.safetensors"], "files_sha": None})
+    with sqlite3.connect(root / "index.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert db.execute("SELECT method FROM model_blocks").fetchall() == [("bytes",)]
+    # while another process holds the set-up lock, an up-to-date store still opens at once
+    opened = []
+    with store.lock("index-setup"):
+        t = threading.Thread(target=lambda: opened.append(BlockStore(root)), daemon=True)
+        t.start()
+        t.join(timeout=30)
+    assert opened and opened[0].load_commit("org/m", "a" * 40)["siblings"] == ["model.safetensors"]
+
+
 def test_corrupt_block_file_is_detected_on_read(tmp_path):
     from alsatian_hf.errors import BlockIntegrityError
 

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS prepared (source TEXT NOT NULL, recipe TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS commits (repo TEXT NOT NULL, revision TEXT NOT NULL, info TEXT NOT NULL,
     PRIMARY KEY (repo, revision));
 """
+_SCHEMA_VERSION = 1  # the index's `user_version` once `_SCHEMA` and the migrations ran: bump it with either
+
 # How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
 # LFS sha256, or by hashing its bytes.
 IDENTITY_METHODS = ("xet-proof", "lfs-sha", "bytes")
@@ -131,13 +133,27 @@ class BlockStore:
         self._raw_lock = threading.Lock()
         self._lock_dir = self.root / "locks"
         self._lock_dir.mkdir(exist_ok=True)
-        # one process at a time: processes opening a new store at once (ranks under a launcher) otherwise race
-        # to switch it to WAL ("database is locked") and to add the same column
-        with self.lock("index-setup"), self._db() as db:
-            db.executescript(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(model_blocks)")}
-            if "method" not in columns:  # stores written before identity methods were recorded
-                db.execute("ALTER TABLE model_blocks ADD COLUMN method TEXT NOT NULL DEFAULT 'bytes'")
+        if self._schema_version() < _SCHEMA_VERSION:
+            # one process at a time: processes opening a new store at once (ranks under a launcher) otherwise race
+            # to switch it to WAL ("database is locked") and to add the same column
+            with self.lock("index-setup"), self._db() as db:
+                db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(model_blocks)")}
+                if "method" not in columns:  # stores written before identity methods were recorded
+                    db.execute("ALTER TABLE model_blocks ADD COLUMN method TEXT NOT NULL DEFAULT 'bytes'")
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def _schema_version(self) -> int:
+        """The index's `user_version`, read without the set-up lock (0 for a new store): an up-to-date store is
+        opened lock-free, which saved ranks starting together up to one 50 ms poll of the lock each."""
+        path = self.root / "index.sqlite"
+        if not path.is_file():
+            return 0
+        db = sqlite3.connect(path, timeout=60)  # a plain reader: it changes nothing, so it needs no lock
+        try:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            db.close()
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @contextmanager
