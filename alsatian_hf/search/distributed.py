@@ -63,7 +63,7 @@ class Ranks:
         try:
             dist.all_gather_object(out, obj)
         except (RuntimeError, dist.DistError) as e:  # gloo: a closed connection, or the timeout
-            raise self._lost(e) from e
+            raise RankLostError(self._lost(e)) from e
         return out
 
     def gather_tensors(self, obj, tensors: dict[str, torch.Tensor]) -> list[tuple[object, dict[str, torch.Tensor]]]:
@@ -95,7 +95,7 @@ class Ranks:
         try:
             dist.all_gather(received, padded)
         except (RuntimeError, dist.DistError) as e:
-            raise self._lost(e) from e
+            raise RankLostError(self._lost(e)) from e
         out = []
         for (part_obj, part_layout, _), buf in zip(parts, received):
             named, offset = {}, 0
@@ -107,9 +107,10 @@ class Ranks:
             out.append((part_obj, named))
         return out
 
-    def _lost(self, error: Exception) -> RankLostError:
+    def _lost(self, error: Exception) -> str:
+        """What `RankLostError` says when an exchange failed with `error`."""
         wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
-        return RankLostError(
+        return (
             f"rank {self.rank}: the exchange with the other {self.world - 1} rank(s) failed ({error}). A rank died, "
             f"or did not reach the exchange within `rank_timeout` ({wait}); this rank stops too. Rerun the "
             "search: with the feature cache, finished iterations are not recomputed."
