@@ -339,6 +339,27 @@ def test_logme_is_the_maximised_log_evidence_of_bayesian_linear_regression(n, d)
     assert float(np.mean(want)) - 1e-3 < LogME(max_iter=500, tol=1e-12).score(**split) < float(np.mean(want))
 
 
+def test_pseudo_inverse_hscore_is_defined_where_the_symmetric_eigensolver_fails():
+    """Sparse features (141 live dimensions of 1280, 27 items: what a tiny zoo's EfficientNet produced) make
+    oneMKL's eigh fail to converge on cov(f); the pseudo-inverse then comes from the SVD instead."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.zeros(27, 1280)
+    live = torch.randperm(1280, generator=g)[:141]
+    x[:, live] = torch.randn(27, 141, generator=g).relu() * torch.rand(141, generator=g)
+    y = torch.arange(27) % 3
+    f = x.double() - x.double().mean(0)
+    cov_f = f.T @ f / 27
+    means = torch.stack([f[y == c].mean(0) for c in range(3)])
+    want = torch.trace(torch.linalg.pinv(cov_f) @ (means.T @ means / 3)).item()  # 9 items a class
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # where oneMKL's eigh fails on it, on this machine (on 2 threads it converges)
+    try:
+        got = HScore(shrinkage=None).score(train_features=x, train_labels=y, test_features=x, test_labels=y)
+    finally:
+        torch.set_num_threads(threads)
+    assert got == pytest.approx(want, abs=1e-6) and 0 < got <= 2 + 1e-9  # at most C - 1
+
+
 def test_batch_scorer_protocol_is_declared_and_batched_scores_equal_single_ones():
     from alsatian_hf.scoring import BatchScorer, Scorer
 

@@ -66,7 +66,11 @@ class HScore(GroupedScorer):
         means = onehot.T @ f / counts[:, None]  # (M, C, D): each class's mean feature
         cov_g = means.transpose(1, 2) @ (means * (counts / n)[:, None])  # cov of every item's class mean
         if self.shrinkage is None:
-            inv_cov_g = torch.linalg.pinv(cov_f, hermitian=True) @ cov_g
+            try:
+                pinv = torch.linalg.pinv(cov_f, hermitian=True)
+            except torch.linalg.LinAlgError:  # oneMKL's eigh can fail to converge on a sparse, singular cov(f)
+                pinv = torch.linalg.pinv(cov_f)  # the same pseudo-inverse through the SVD
+            inv_cov_g = pinv @ cov_g
             return torch.diagonal(inv_cov_g, dim1=1, dim2=2).sum(1).tolist()
         a = (
             ledoit_wolf_shrinkage(f, cov_f)
