@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS prepared (source TEXT NOT NULL, recipe TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS commits (repo TEXT NOT NULL, revision TEXT NOT NULL, info TEXT NOT NULL,
     PRIMARY KEY (repo, revision));
 """
-_SCHEMA_VERSION = 1  # the index's `user_version` once `_SCHEMA` and the migrations ran: bump it with either
+_SCHEMA_VERSION = 1  # the index's `user_version` once `_SCHEMA` and the migrations ran: bump it when either changes
 
 # How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
 # LFS sha256, or by hashing its bytes.
