@@ -108,9 +108,9 @@ class FeatureStore:
             rows[item] = (row.unsqueeze(0), 0)
         return len(found) == len(missing), bool(found)
 
-    def export(self, model_id: str, items: list[int]) -> tuple[list[int], torch.Tensor | None]:
-        """The model's features of `items` (for another rank), as (items, rows)."""
-        return list(items), (self.get(model_id, items) if items else None)
+    def export(self, model_id: str, items: list[int]) -> torch.Tensor | None:
+        """The model's features of `items`, one row each (for another rank's `import_rows`); None for no items."""
+        return self.get(model_id, items) if items else None
 
     def import_rows(self, model_id: str, items: list[int], rows: torch.Tensor | None) -> None:
         """Features another rank extracted (`export`); rows this store holds already are kept."""

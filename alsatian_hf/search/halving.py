@@ -278,8 +278,7 @@ def _exchange_features(ranks: Ranks, features: FeatureStore, work: list[tuple[li
     for batches, models in work:
         for m in models:
             items_of.setdefault(m, []).extend(i for b in batches for i in b)
-    exported = {m: features.export(m, items) for m, items in items_of.items()}
-    rows_of = {m: rows for m, (_, rows) in exported.items() if rows is not None}
+    rows_of = {m: features.export(m, items) for m, items in items_of.items() if items}
     for rank, (items_part, rows_part) in enumerate(ranks.gather_tensors(items_of, rows_of)):
         if rank != ranks.rank:
             for model, items in items_part.items():
