@@ -30,7 +30,7 @@ PY
 # 1. the gpu-marked tests (the engine and a search on CUDA), bounded so the suite keeps its time
 timeout 150 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu-tests.log"
 # 2. the gpu suite (its cells, then `batch`: the size `auto` picks on the device against fixed ones, then
-#    `precision`: tf32 and bf16 against exact fp32); resumable, so a rerun continues where a timeout stopped it
+#    `precision`: tf32, bf16 and compiled blocks, plain and as CUDA graphs, against exact eager fp32); resumable, so a rerun continues where a timeout stopped it
 timeout 330 $PY -m benchmarks.run --suite "${SUITE:-gpu}" --skip memory scaling blocks speed planner partition xet persistence distributed \
   --out "$RESULTS" --work-dir /tmp/alsatian-gpu-work 2>&1 | tee "$OUT/run.log"
 tar czf "$OUT/gpu-results.tgz" -C "$RESULTS" .

@@ -1,4 +1,4 @@
-"""What the opt-in precisions do to a search (`precision`): each mode against exact fp32, end to end.
+"""What the opt-in numerics modes do to a search (`precision`): each against exact eager fp32, end to end.
 
 `SearchArguments(precision=)` is "fp32" by default (exact; TF32 off on CUDA). "tf32" (CUDA only) and "bf16"
 (autocast) round the features differently, so they may change which candidates survive each halving step and
@@ -6,6 +6,11 @@ which one wins; this table is their measured effect, and the speed they buy on t
 mode runs alsatian through the public API on the same zoo and data, alternating, medians of the suite's
 repeats; warm block store, feature cache off. A CPU without bf16 instructions emulates bf16, many times slower
 than fp32: there the speed columns say so, and only the ranking columns are of use.
+
+The `+compile` modes are fp32 with `SearchArguments(torch_compile=True)` (`+reduce-overhead`: its CUDA-graph
+mode, on CUDA only). Their `first_seconds` is the mode's first search in the process, which pays the compiling
+(inductor's on-disk cache may hold kernels of an earlier process); `seconds` is the median of the repeats, as
+for every mode, so it is the warm cost once the repeats outnumber the first.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ class PrecisionRow:
     distribution: str
     num_models: int
     num_items: int
-    precision: str  # "fp32" (the reference), "tf32" or "bf16"
+    precision: str  # "fp32" (the reference), "tf32", "bf16", "fp32+compile" or "fp32+reduce-overhead"
     seconds: float  # end to end, median
+    first_seconds: float | None  # end to end, the mode's first search in the process (compiling, if any)
     inference_seconds: float  # the inference phase, median
     speedup_vs_fp32: float  # fp32's seconds / these
     same_top1: bool  # the search's pick equals fp32's
@@ -37,11 +43,24 @@ class PrecisionRow:
     code_revision: str
 
 
+# mode -> (SearchArguments.precision, SearchArguments.torch_compile_mode)
+MODES = {
+    "fp32": ("fp32", None),
+    "tf32": ("tf32", None),
+    "bf16": ("bf16", None),
+    "fp32+compile": ("fp32", "default"),
+    "fp32+reduce-overhead": ("fp32", "reduce-overhead"),
+}
+
+
 def modes() -> tuple[str, ...]:
-    """fp32 first (the reference), then the opt-in modes this device runs as such (tf32 is fp32 on a CPU)."""
+    """fp32 first (the reference), then the opt-in modes this device runs as such (tf32 is fp32 on a CPU, and
+    reduce-overhead's CUDA graphs need CUDA)."""
     import torch
 
-    return ("fp32", "tf32", "bf16") if torch.cuda.is_available() else ("fp32", "bf16")
+    if torch.cuda.is_available():
+        return tuple(MODES)
+    return ("fp32", "bf16", "fp32+compile")
 
 
 def kendall_tau(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -67,7 +86,10 @@ def run_precision(run: Run) -> None:
     for key, org, ds in warm_cells(run, table, run.suite.precision):
         runs: dict[str, list] = {m: [] for m in modes()}
         for mode in alternating(run.suite.repeats, tuple(runs)):
-            runs[mode].append(search(run, org=org, ds=ds, strategy="alsatian", precision=mode))
+            precision, compile_mode = MODES[mode]
+            runs[mode].append(
+                search(run, org=org, ds=ds, strategy="alsatian", precision=precision, torch_compile_mode=compile_mode)
+            )
         secs = {m: statistics.median(x.seconds for x in rs) for m, rs in runs.items()}
         exact = runs["fp32"][0]
         for mode, rs in runs.items():
@@ -84,6 +106,7 @@ def run_precision(run: Run) -> None:
             tau = kendall_tau(*zip(*first))
             row = PrecisionRow(
                 suite=run.suite_name, **key, precision=mode, seconds=round(secs[mode], 3),
+                first_seconds=round(rs[0].seconds, 3),
                 inference_seconds=round(statistics.median(x.phase_seconds()["inference"] for x in rs), 3),
                 speedup_vs_fp32=round(secs["fp32"] / secs[mode], 3), same_top1=res.best == exact.best,
                 same_survivors=[it["survivors"] for it in res.iterations]
@@ -92,7 +115,8 @@ def run_precision(run: Run) -> None:
                 max_abs_score_diff=float(f"{max(abs(a - b) for a, b in both):.3g}"), **run.env,
             )  # fmt: skip
             table.add(row)
-            print(f"  precision {org} n={key['num_items']} {mode}: {row.seconds:.1f}s (inference {row.inference_seconds:.1f}s), "
+            print(f"  precision {org} n={key['num_items']} {mode}: {row.seconds:.1f}s (first {row.first_seconds:.1f}s, inference "
+                  f"{row.inference_seconds:.1f}s), "
                   f"{row.speedup_vs_fp32:.2f}x fp32's; same pick {row.same_top1}, same survivors "
                   f"{row.same_survivors}, iteration-1 tau {row.kendall_tau:.3f}, max score diff "
                   f"{row.max_abs_score_diff:.3g}", flush=True)  # fmt: skip

@@ -18,7 +18,7 @@ block store, before a zoo's cells), `memory` (memory_budget.py: §6.4 cache budg
 (input_scaling.py: alsatian vs shift at growing image sizes), `blocks` (block_times.py: time and FLOPs per
 engine block), `speed` (block_speed.py: per-block items/s on one thread, the engine's fast paths against
 the plain layout), `batch` (batch_size.py: alsatian end to end at execution batch sizes 64, 128, 256 and `auto`),
-`precision` (precision.py: the opt-in tf32 and bf16 against exact fp32, rankings and speed), `planner` (planner_scaling.py), `partition` (partition.py: the task tree split across 2, 8
+`precision` (precision.py: the opt-in tf32, bf16 and torch.compile modes against exact eager fp32, rankings and speed), `planner` (planner_scaling.py), `partition` (partition.py: the task tree split across 2, 8
 and 64 workers against the lower bound, on paper) and `xet` (xet_transfer.py: xet_fetch and cold_search, a cold
 search with Xet identity against fetching everything, per upload mode, at 100 MB/s for the timed one) and
 `persistence` (persistence.py: a repeat search, five new models, and a killed and resumed search against the

@@ -224,6 +224,7 @@ def search(
     image_size: int | None = None,
     xet_identity: bool = True,
     precision: str = "fp32",
+    torch_compile_mode: str | None = None,
 ):
     """One measured search through the public API, from the org's (warm) block store, without the feature
     cache (`persistence` measures that)."""
@@ -239,6 +240,7 @@ def search(
         batch_size=batch_size,
         xet_identity=xet_identity,
         precision=precision,
+        torch_compile_mode=torch_compile_mode,
         feature_cache=False,  # every repeat computes its features: the cells time extraction, not the cache
     )
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()

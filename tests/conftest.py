@@ -15,6 +15,9 @@ from pathlib import Path
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="alsatian-tests-"))
 os.environ["HF_HOME"] = str(_SESSION_DIR / "hf_home")
+# torch.compile's kernels and Triton's, which default to /tmp/torchinductor_$USER, go with the session
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_DIR / "torchinductor")
+os.environ["TRITON_CACHE_DIR"] = str(_SESSION_DIR / "triton")
 os.environ.pop("HF_HUB_DISABLE_XET", None)  # the session hub speaks Xet, so downloads go through hf_xet
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"

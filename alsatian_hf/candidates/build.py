@@ -21,6 +21,7 @@ from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, fold, folded
 from .candidate import EngineBlock, EngineCandidate
+from .compiled import check_compile_mode, compiled_step
 from .precision import check_precision, precision_context
 from .prepared import keep, pack, recipe, unpack
 from .probe import ShapeProbe
@@ -42,6 +43,7 @@ def build_candidate(
     fold_batchnorm: bool = True,
     precision: str = "fp32",
     prepared_store: BlockStore | None = None,
+    compile_mode: str | None = None,
 ) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
@@ -61,11 +63,15 @@ def build_candidate(
         precision: "fp32" (exact; TF32 off on CUDA), "tf32" or "bf16" (autocast); see `candidates.precision`.
         prepared_store: where each block's prepared form (folded, channels-last) is kept and memory-mapped from
             (see `candidates.prepared`); None prepares it at every load.
+        compile_mode: run each block's step through `torch.compile` in this mode (see `candidates.compiled`);
+            None runs it eagerly.
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
     """
     check_precision(precision)
+    if compile_mode is not None:
+        check_compile_mode(compile_mode)
     skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
     plan = _split_plan(skeleton, source.keys())
     split = plan.split
@@ -97,11 +103,12 @@ def build_candidate(
 
         def run(state, _b=block, _loaded=loaded, _biases=biases, _pairs=list(folds[i])):
             load_block(split, _b, _loaded)  # the shared skeleton may hold another candidate's weights here
+            step = compiled_step(_b.step, state[0].device.type, compile_mode) if compile_mode else _b.step
             with precision_context(precision, state[0].device.type):
                 if not _pairs:
-                    return _b.step(split.model, state)
+                    return step(split.model, state)
                 with folded(split.model, _pairs, _biases):
-                    return _b.step(split.model, state)
+                    return step(split.model, state)
 
         blocks.append(
             EngineBlock(
@@ -120,6 +127,7 @@ def build_candidate(
             ("channels_last", any(layout.values())),
             ("bn_folded", any(folds.values())),
             (precision, precision != "fp32"),
+            (f"compiled-{compile_mode}", compile_mode is not None),
         )
         if used
     )
@@ -287,6 +295,7 @@ class CandidateAssembler:
         fold_batchnorm: BatchNorms folded into their convolutions (see `build_candidate`).
         precision: the float precision blocks run in (see `build_candidate`).
         prepared_blocks: keep each block's prepared form in `store` and memory-map it (see `build_candidate`).
+        compile_mode: the torch.compile mode blocks run in, or None for eager (see `build_candidate`).
     """
 
     def __init__(
@@ -304,6 +313,7 @@ class CandidateAssembler:
         fold_batchnorm: bool = True,
         precision: str = "fp32",
         prepared_blocks: bool = True,
+        compile_mode: str | None = None,
     ):
         self.store = store
         self.reader = reader
@@ -318,6 +328,7 @@ class CandidateAssembler:
         self.fold_batchnorm = fold_batchnorm
         self.precision = check_precision(precision)
         self.prepared_blocks = prepared_blocks
+        self.compile_mode = compile_mode
 
     def open(self, spec: CandidateSpec) -> OpenedRepo:
         """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
@@ -355,5 +366,6 @@ class CandidateAssembler:
             precision=self.precision,
             # a local checkpoint's blocks are not in the store (its gc would drop their prepared forms)
             prepared_store=self.store if self.prepared_blocks and isinstance(repo.source, HubBlockSource) else None,
+            compile_mode=self.compile_mode,
         )
         return AssembledCandidate(candidate, repo.revision, processor)

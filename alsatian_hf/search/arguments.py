@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .._units import parse_bytes
+from ..candidates.compiled import CompileMode_T, check_compile_mode
 from ..candidates.precision import Precision_T, check_precision
 from ..errors import ConfigurationError
 from ..scoring import Scorer_T, get_scorer
@@ -164,6 +165,22 @@ class SearchArguments:
         },
     )
 
+    torch_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "Run each block through torch.compile (compiled once per architecture and position, shared by "
+            "every candidate). Off by default: on CPU it measured no faster than eager and the first search pays "
+            "the compile time (the card's `compile` table). The features differ by float rounding only."
+        },
+    )
+    torch_compile_mode: CompileMode_T | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile's mode: default, reduce-overhead (CUDA graphs on CUDA), max-autotune or "
+            "max-autotune-no-cudagraphs. Setting it turns `torch_compile` on."
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.result_size, bool) or not isinstance(self.result_size, int) or self.result_size < 1:
             raise ConfigurationError(f"`result_size` must be a positive integer, got {self.result_size!r}.")
@@ -206,6 +223,9 @@ class SearchArguments:
         if self.max_length < 2:
             raise ConfigurationError(f"`max_length` must be >= 2, got {self.max_length}.")
         check_precision(self.precision)
+        if self.torch_compile_mode is not None:
+            check_compile_mode(self.torch_compile_mode)
+            self.torch_compile = True
         if self.device is not None:
             import torch
 

@@ -241,6 +241,7 @@ class ModelSearcher:
             fold_batchnorm=args.fold_batchnorm,
             precision=effective_precision(args.precision, device),
             prepared_blocks=args.prepared_blocks,
+            compile_mode=(args.torch_compile_mode or "default") if args.torch_compile else None,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:

@@ -1,5 +1,5 @@
-"""The fast paths (channels-last convolutions, BatchNorm folded into them) keep every search's result: the
-ranking equals `base`, and every score is within 1e-4 of a run with the fast paths off."""
+"""The fast paths (channels-last convolutions, BatchNorm folded into them) and the opt-in compiled blocks keep
+every search's result: the ranking equals `base`, and every score is within 1e-4 of a run without them."""
 
 from __future__ import annotations
 
@@ -53,6 +53,56 @@ def test_fast_paths_keep_rankings_and_scores(zoo, hub, tmp_path, request):
     assert fast.keys() == slow.keys() and len(fast) >= 2
     assert all(abs(fast[k] - slow[k]) <= 1e-4 for k in fast), (fast, slow)
     assert _scores(results[True, "base"]) == pytest.approx(fast, abs=1e-4)
+
+
+def _search(org, ds, tmp_path, **kwargs):
+    args = SearchArguments(
+        result_size=1, image_size=32, max_length=32, batch_size=32, store_dir=str(tmp_path / "store"),
+        scorer="logme", **kwargs,
+    )  # fmt: skip
+    return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zoo", ["tiny_zoo", "vit_zoo", "tiny_bert_repo"])
+def test_compiled_blocks_keep_rankings_and_scores(zoo, hub, tmp_path, request):
+    """torch.compile'd blocks (shared by every candidate of the architecture; batches of 32 and a remainder,
+    so the batch dimension turns dynamic) rank as eager `base` and score within 1e-4 of eager alsatian. Their
+    features are kept apart from eager ones in the feature cache: a compiled search after an eager one with the
+    same store computes its own."""
+    org = request.getfixturevalue(zoo).repo_ids[0].split("/")[0]
+    text = zoo == "tiny_bert_repo"
+    ds = (
+        newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.sport.hockey"])
+        if text
+        else fashion_mnist(num_items=120, seed=3)
+    )
+    from torch._dynamo.utils import counters
+
+    eager = _search(org, ds, tmp_path, strategy="alsatian")
+    base = _search(org, ds, tmp_path, strategy="base", feature_cache=False)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = _search(org, ds, tmp_path, strategy="alsatian", torch_compile=True)
+    assert not compiled.skipped and compiled.arguments["torch_compile"]
+    assert counters["stats"]["unique_graphs"] > graphs  # dynamo traced the blocks: they did not run eagerly
+    assert compiled.models == eager.models == base.models
+    assert compiled.feature_cache["hit_items"] == 0 and compiled.feature_cache["miss_items"] > 0
+    got, want = _scores(compiled), _scores(eager)
+    assert got.keys() == want.keys() and len(got) >= 2
+    assert all(abs(got[k] - want[k]) <= 1e-4 for k in got), (got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_blocks_on_cuda_rank_as_on_cpu(mode, hub, tiny_zoo, tmp_path):
+    """On CUDA, compiled blocks (`reduce-overhead`: replayed as CUDA graphs, their outputs copied out) rank as
+    eager CPU `base` and score within 1e-4 of it."""
+    ds = fashion_mnist(num_items=120, seed=3)
+    cpu = _search("tiny", ds, tmp_path, strategy="base", device="cpu", feature_cache=False)
+    cuda = _search("tiny", ds, tmp_path, strategy="alsatian", device="cuda", torch_compile_mode=mode,
+                   feature_cache=False)  # fmt: skip
+    assert cuda.device.startswith("cuda") and cuda.models == cpu.models
+    assert _scores(cuda) == pytest.approx(_scores(cpu), abs=1e-4)
 
 
 @pytest.mark.gpu

@@ -215,6 +215,7 @@ def test_search_arguments_validation_names_the_field():
         ({"scorer_kwargs": "{bad"}, "scorer_kwargs"),
         ({"scorer": "knn", "scorer_kwargs": {"epochs": 3}}, "scorer_kwargs"),
         ({"min_items_per_class": 0}, "min_items_per_class"),
+        ({"torch_compile_mode": "fast"}, "torch_compile_mode"),
     ]:
         with pytest.raises(ConfigurationError, match=f"`{name}`"):
             SearchArguments(**kwargs)
@@ -283,6 +284,7 @@ def test_hf_argument_parser_offers_the_literal_choices():
     actions = {a.dest: a for a in parser._actions}
     assert tuple(actions["strategy"].choices) == ("alsatian", "shift", "base")
     assert tuple(actions["scorer"].choices) == ("linear", "knn", "logme", "hscore")
+    assert "reduce-overhead" in actions["torch_compile_mode"].choices
     (args,) = parser.parse_args_into_dataclasses(["--strategy", "shift", "--test_size", "200"])
     assert args.strategy == "shift" and args.test_size == 200 and isinstance(args.test_size, int)
     with pytest.raises(SystemExit):
