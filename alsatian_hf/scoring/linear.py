@@ -66,14 +66,28 @@ class LinearProbe(GroupedScorer):
         onehot = torch.nn.functional.one_hot(ytr, num_classes).to(xtr_b.dtype).t().contiguous()  # (classes, n)
         # Softmax cross-entropy with its closed-form gradient: the same updates as nn.Linear + CrossEntropyLoss
         # + optim.SGD, without autograd's per-step overhead (scoring runs for every candidate and iteration).
+        # A step's tensors are written into buffers made once per batch size (a full batch and the remainder):
+        # a fresh batch gather each step was a new multi-megabyte allocation, its pages faulted in again.
+        buffers: dict[int, tuple[torch.Tensor, ...]] = {}
         for _ in range(self.epochs):
             order = torch.randperm(n, generator=gen).to(dev)
             y_epoch = onehot.index_select(1, order)
             for start in range(0, n, self.batch_size):
-                xb = xtr_items.index_select(0, order[start : start + self.batch_size]).transpose(0, 1)
-                grad = torch.softmax(torch.baddbmm(bias, weight, xb.transpose(1, 2)), dim=1)
-                grad.sub_(y_epoch[:, start : start + self.batch_size]).div_(xb.shape[1])
-                g_w, g_b = torch.bmm(grad, xb), grad.sum(2, keepdim=True)
+                rows = order[start : start + self.batch_size]
+                b = rows.shape[0]
+                if b not in buffers:
+                    buffers[b] = (
+                        xtr_items.new_empty(b, num_models, width),
+                        weight.new_empty(num_models, num_classes, b),
+                        torch.empty_like(weight),
+                        torch.empty_like(bias),
+                    )
+                xb_buf, logits, g_w, g_b = buffers[b]
+                xb = torch.index_select(xtr_items, 0, rows, out=xb_buf).transpose(0, 1)
+                grad = torch.softmax(torch.baddbmm(bias, weight, xb.transpose(1, 2), out=logits), dim=1)
+                grad.sub_(y_epoch[:, start : start + self.batch_size]).div_(b)
+                torch.bmm(grad, xb, out=g_w)
+                torch.sum(grad, 2, keepdim=True, out=g_b)
                 if self.weight_decay:
                     g_w += self.weight_decay * weight
                     g_b += self.weight_decay * bias
