@@ -6,11 +6,13 @@ candidate of an architecture reuses the compiled code of its blocks, and swappin
 not recompile. A block compiles once per position in the model (its step reads a different submodule) and once
 more when the batch size first changes, after which the batch dimension is dynamic.
 
-Off by default, because the measurement says so: on the CPU that built the card (the `compile` table), compiled
-blocks ran no faster than eager ones (oneDNN convolutions and MKL matmuls are the same kernels either way;
-inductor fuses only the cheap elementwise ops around them), and the first search pays the compile time. On
-CUDA, `torch_compile_mode="reduce-overhead"` replays the blocks as CUDA graphs; their outputs are copied out of
-the graphs' static memory, because the engine caches and keeps block outputs across calls.
+Off by default, because the measurement says so: on the CPU that built the card (its `precision` table, rows
+`fp32+compile`), compiled blocks ran no faster than eager ones (oneDNN convolutions and MKL matmuls are the same
+kernels either way; inductor fuses only the cheap elementwise ops around them), and the first search paid
+20-40 s of compiling. On CUDA, `torch_compile_mode="reduce-overhead"` replays the blocks as CUDA graphs, whose
+outputs are copied out of the graphs' static memory because the engine keeps block outputs across calls. That
+path has not run on a device yet: CUDA graph trees treat parameters as fixed addresses, and every candidate's
+weights are new tensors, so expect a re-recording per candidate at each block position.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # dynamo's default limit (8 compiled variants per function, then it silently runs eager) is below the number of
 # positions one step function serves (a ResNet's residual blocks share one): each position is one variant
 _RECOMPILE_LIMIT = 1024
+_ACCUMULATED_RECOMPILE_LIMIT = 16384  # over every function: positions x a static and a dynamic batch, many archs
 
 _compiled: "weakref.WeakKeyDictionary[Callable, dict[tuple[str, str], Callable]]" = weakref.WeakKeyDictionary()
 
@@ -52,7 +55,7 @@ def _build(step: Callable, device_type: str, mode: str) -> Callable:
 
     compiled = torch.compile(step, mode=mode, dynamic=None)
     limits = torch._dynamo.config.patch(
-        recompile_limit=_RECOMPILE_LIMIT, accumulated_recompile_limit=max(_RECOMPILE_LIMIT, 256 * 64)
+        recompile_limit=_RECOMPILE_LIMIT, accumulated_recompile_limit=_ACCUMULATED_RECOMPILE_LIMIT
     )
     graphs = device_type == "cuda" and mode in _CUDA_GRAPH_MODES
 
