@@ -17,6 +17,12 @@ def effnet_zoo(hub_root):
     return build_zoo(spec, hub_root)
 
 
+def _dataset(zoo: str):
+    if zoo == "tiny_bert_repo":
+        return newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.sport.hockey"])
+    return fashion_mnist(num_items=120, seed=3)
+
+
 def _scores(res) -> dict[tuple[int, str], float]:
     return {(it["iteration"], m): s for it in res.iterations for m, s in it["scores"].items()}
 
@@ -25,12 +31,7 @@ def _scores(res) -> dict[tuple[int, str], float]:
 @pytest.mark.parametrize("zoo", ["tiny_zoo", "effnet_zoo", "vit_zoo", "tiny_bert_repo"])
 def test_fast_paths_keep_rankings_and_scores(zoo, hub, tmp_path, request):
     org = request.getfixturevalue(zoo).repo_ids[0].split("/")[0]
-    text = zoo == "tiny_bert_repo"
-    ds = (
-        newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.sport.hockey"])
-        if text
-        else fashion_mnist(num_items=120, seed=3)
-    )
+    ds = _dataset(zoo)
     results = {}
     for fast in (True, False):
         for strategy in ("alsatian", "base"):
@@ -71,12 +72,7 @@ def test_compiled_blocks_keep_rankings_and_scores(zoo, hub, tmp_path, request):
     features are kept apart from eager ones in the feature cache: a compiled search after an eager one with the
     same store computes its own."""
     org = request.getfixturevalue(zoo).repo_ids[0].split("/")[0]
-    text = zoo == "tiny_bert_repo"
-    ds = (
-        newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.sport.hockey"])
-        if text
-        else fashion_mnist(num_items=120, seed=3)
-    )
+    ds = _dataset(zoo)
     from torch._dynamo.utils import counters
 
     eager = _search(org, ds, tmp_path, strategy="alsatian")
