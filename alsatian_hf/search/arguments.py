@@ -170,7 +170,8 @@ class SearchArguments:
         metadata={
             "help": "Run each block through torch.compile (compiled once per architecture and position, shared by "
             "every candidate). Off by default: on CPU it measured no faster than eager and the first search pays "
-            "the compile time (the card's `compile` table). The features differ by float rounding only."
+            "the compile time (the card's `precision` table, rows `fp32+compile`). The features differ by float "
+            "rounding only."
         },
     )
     torch_compile_mode: CompileMode_T | None = field(
