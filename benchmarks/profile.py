@@ -1,7 +1,7 @@
 """Where one search's time goes: its phases, the Python functions (cProfile) and the torch operators.
 
     python -m benchmarks.profile --arch resnet18 --distribution top_layers --items 2000 [--strategy alsatian]
-                                 [--image-size 32] [--top 25] [--work-dir benchmarks/.work/paper-cpu]
+                                 [--image-size 32] [--top 25] [--callers NAME] [--work-dir benchmarks/.work/paper-cpu]
 
 It builds (or reuses) the paper-cpu zoo in the work dir, runs one untimed warm-up search (imports, first
 calls), then the same search twice: under cProfile, and under `torch.profiler`. It prints the phase times of
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--no-torch", action="store_true", help="skip the torch.profiler run")
+    p.add_argument("--callers", metavar="NAME", help="also print who calls the functions matching NAME")
     p.add_argument("--work-dir", type=Path, default=HERE / ".work" / "paper-cpu")
     args = p.parse_args(argv)
 
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(prof, stream=text).strip_dirs().sort_stats(key).print_stats(args.top)
             body = text.getvalue()
             print(f"\n## functions by {key} time\n" + body[body.find("   ncalls") :])
+        if args.callers:
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).strip_dirs().sort_stats("tottime").print_callers(args.callers)
+            print(f"\n## callers of {args.callers}\n" + text.getvalue())
 
         if not args.no_torch:
             import torch
