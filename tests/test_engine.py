@@ -136,6 +136,47 @@ def test_fine_tunes_share_one_split_and_each_runs_its_own_weights(tiny_zoo, hub_
             block.unload()
 
 
+def test_interleaved_runs_and_reloads_on_the_shared_skeleton_keep_each_candidates_weights(tiny_zoo, hub_root, pixels):
+    """A block resolves its skeleton slots (and folded BatchNorm swaps) once per load: runs of candidates that
+    alternate on the shared skeleton, and a block unloaded and loaded again between runs, still compute each
+    candidate's own outputs."""
+    x, _ = pixels
+    folders = sorted((hub_root / "tiny").iterdir())[:3]
+    probe = ShapeProbe()
+    cands = [
+        build_candidate(
+            f.name, f, LocalBlockSource(f), input_key="px32", probe_inputs={"pixel_values": x[:1]}, probe=probe
+        )[0]
+        for f in folders
+    ]
+    assert any("bn_folded" in c.numerics for c in cands)  # the swaps are exercised too
+    cpu = torch.device("cpu")
+
+    def forward(cand):
+        with torch.inference_mode():
+            state = cand.initial_state({"pixel_values": x[:8]})
+            for block in cand.blocks:
+                state = block.run(state)
+        return state[0]
+
+    try:
+        for cand in cands:
+            for block in cand.blocks:
+                block.load(cpu)
+        alone = [forward(c) for c in cands]
+        assert not torch.equal(alone[0], alone[1])
+        for _ in range(2):  # interleaved, with one candidate's blocks dropped and loaded again in between
+            for i, cand in enumerate(cands):
+                assert torch.equal(forward(cand), alone[i])
+            for block in cands[1].blocks:
+                block.unload()
+                block.load(cpu)
+    finally:
+        for cand in cands:
+            for block in cand.blocks:
+                block.unload()
+
+
 def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):
     x, labels = pixels
     cands = _candidates(hub_root, "tiny", x)

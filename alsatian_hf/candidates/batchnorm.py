@@ -3,7 +3,7 @@
 In eval mode `bn(conv(x))` is one convolution with weight `w * s` and bias `beta + (b - mean) * s`, where
 `s = gamma / sqrt(var + eps)`: the BatchNorm pass over every activation disappears. The folded tensors are new
 tensors computed at load time (and kept as the block's prepared form, `candidates.prepared`); the stored block is
-never changed. On the shared skeleton a block runs folded inside `folded(...)`, which swaps each folded BatchNorm
+never changed. On the shared skeleton a block runs folded inside `swapped(...)`, which swaps each folded BatchNorm
 module for what remains of it (nothing, or timm's fused activation) and gives its convolution the bias, then puts
 both back.
 
@@ -146,22 +146,49 @@ def fold_module(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Ten
     return fold(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
 
+# One folded pair in the skeleton: (the BatchNorm's parent `_modules`, its name, what runs in its place, the
+# conv's `_parameters`, the folded bias as a Parameter).
+Swap = tuple[dict, str, nn.Module, dict, nn.Parameter]
+
+
+def fold_swaps(model: nn.Module, pairs: list[FoldPair], biases: dict[str, torch.Tensor]) -> list[Swap]:
+    """The swaps `swapped` makes for `pairs`, resolved once per load (module paths, remainders, bias Parameters)
+    rather than at every run, where they cost more than a small block's compute."""
+    swaps = []
+    for p in pairs:
+        parent_path, _, name = p.bn.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        swaps.append(
+            (
+                parent._modules,
+                name,
+                _remainder(parent._modules[name]),
+                model.get_submodule(p.conv)._parameters,
+                nn.Parameter(biases[p.conv], requires_grad=False),
+            )
+        )
+    return swaps
+
+
 @contextlib.contextmanager
-def folded(model: nn.Module, pairs: list[FoldPair], biases: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Runs `model` with each pair's BatchNorm replaced by its remainder and its conv given `biases[conv]`
-    (the conv's weight must already be the folded one); restores both on exit."""
-    swapped = []
+def swapped(swaps: list[Swap]) -> Iterator[None]:
+    """Runs with each folded BatchNorm replaced by its remainder and its conv given the folded bias (the conv's
+    weight must already be the folded one); restores both on exit."""
+    saved = []
     try:
-        for p in pairs:
-            parent_path, _, name = p.bn.rpartition(".")
-            parent = model.get_submodule(parent_path)
-            bn = parent._modules[name]
-            conv = model.get_submodule(p.conv)
-            swapped.append((parent, name, bn, conv, conv._parameters.get("bias")))
-            parent._modules[name] = _remainder(bn)
-            conv._parameters["bias"] = nn.Parameter(biases[p.conv], requires_grad=False)
+        for modules, name, remainder, conv_params, bias in swaps:
+            saved.append((modules, name, modules[name], conv_params, conv_params.get("bias")))
+            modules[name] = remainder
+            conv_params["bias"] = bias
         yield
     finally:
-        for parent, name, bn, conv, bias in reversed(swapped):
-            parent._modules[name] = bn
-            conv._parameters["bias"] = bias
+        for modules, name, bn, conv_params, bias in reversed(saved):
+            modules[name] = bn
+            conv_params["bias"] = bias
+
+
+def folded(
+    model: nn.Module, pairs: list[FoldPair], biases: dict[str, torch.Tensor]
+) -> contextlib.AbstractContextManager[None]:
+    """`swapped` for pairs not resolved yet."""
+    return swapped(fold_swaps(model, pairs, biases))

@@ -13,13 +13,13 @@ from typing import Callable
 
 import torch
 
-from ..adapters import SplitModel, check_coverage, load_block, split_model, state_nbytes, unload_block
+from ..adapters import SplitModel, assign, bind_block, check_coverage, split_model, state_nbytes, unload_block
 from ..adapters.skeleton import build_model
 from ..errors import UnsupportedArchitectureError
 from ..hub import RangeReader
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
-from .batchnorm import FoldPair, fold, folded
+from .batchnorm import FoldPair, fold, fold_swaps, swapped
 from .candidate import EngineBlock, EngineCandidate
 from .compiled import check_compile_mode, compiled_step
 from .precision import check_precision, precision_context
@@ -89,25 +89,31 @@ def build_candidate(
     for i, block in enumerate(split.blocks):
         loaded: dict[str, torch.Tensor] = {}
         biases: dict[str, torch.Tensor] = {}  # conv path -> folded bias, while loaded
+        bound: list = []  # while loaded, after the first run: the skeleton slots and BatchNorm swaps, resolved
 
-        def load(device, _i=i, _loaded=loaded, _biases=biases, _conv=layout[i], _folds=folds[i]):
+        def load(device, _i=i, _loaded=loaded, _biases=biases, _bound=bound, _conv=layout[i], _folds=folds[i]):
             if not _loaded:
                 tensors, folded_biases = _prepared(source, split, _i, skeleton, _folds, _conv, prepared_store)
                 _biases.update({conv: bias.to(device) for conv, bias in folded_biases.items()})
                 _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
+                _bound.clear()
 
-        def unload(_b=block, _loaded=loaded, _biases=biases):
+        def unload(_b=block, _loaded=loaded, _biases=biases, _bound=bound):
             _loaded.clear()
             _biases.clear()
+            _bound.clear()
             unload_block(split, _b)
 
-        def run(state, _b=block, _loaded=loaded, _biases=biases, _pairs=list(folds[i])):
-            load_block(split, _b, _loaded)  # the shared skeleton may hold another candidate's weights here
+        def run(state, _b=block, _loaded=loaded, _biases=biases, _bound=bound, _pairs=list(folds[i])):
+            if not _bound:
+                _bound += [bind_block(split, _b, _loaded), fold_swaps(split.model, _pairs, _biases)]
+            slots, swaps = _bound
+            assign(slots)  # the shared skeleton may hold another candidate's weights here
             step = compiled_step(_b.step, state[0].device.type, compile_mode) if compile_mode else _b.step
             with precision_context(precision, state[0].device.type):
-                if not _pairs:
+                if not swaps:
                     return step(split.model, state)
-                with folded(split.model, _pairs, _biases):
+                with swapped(swaps):
                     return step(split.model, state)
 
         blocks.append(
