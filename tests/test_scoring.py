@@ -91,11 +91,20 @@ def test_shape_errors_name_the_argument(kwargs, argument):
         LinearProbe(epochs=1).score(**kwargs)
 
 
-def test_non_finite_features_are_rejected():
-    x = torch.zeros(4, 2)
-    x[0, 0] = float("nan")
-    with pytest.raises(ConfigurationError, match="NaN"):
-        KNN().score(train_features=x, train_labels=torch.zeros(4), test_features=x, test_labels=torch.zeros(4))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["train_features", "test_features"])
+def test_non_finite_features_are_rejected(bad, where):
+    features = {"train_features": torch.zeros(4, 2), "test_features": torch.zeros(4, 2)}
+    features[where][2, 1] = bad
+    with pytest.raises(ConfigurationError, match="NaN or inf"):
+        KNN().score(**features, train_labels=torch.tensor([0, 1, 0, 1]), test_labels=torch.zeros(4))
+
+
+def test_extreme_finite_features_are_accepted():
+    x = torch.tensor([[3.0e38, -3.0e38], [1.0, -1.0], [0.5, 0.0], [-2.0, 2.0]])
+    score = KNN().score(train_features=x, train_labels=torch.tensor([0, 1, 0, 1]), test_features=x[:2],
+                        test_labels=torch.tensor([0, 1]))  # fmt: skip
+    assert 0.0 <= score <= 1.0
 
 
 def test_get_scorer_by_name_and_bad_kwargs():

@@ -123,8 +123,21 @@ class FeatureStore:
         return all(i in rows for i in items)
 
     def get(self, model_id: str, items) -> torch.Tensor:
+        """The model's features of `items`, a row each, in a new tensor. Consecutive items that are consecutive
+        rows of one extracted batch (the usual case) are copied as one slice, not indexed row by row."""
         rows = self._rows[model_id]
-        return torch.stack([rows[i][0][rows[i][1]] for i in items])
+        parts, source, start, stop = [], None, 0, 0
+        for i in items:
+            tensor, row = rows[i]
+            if tensor is source and row == stop:
+                stop += 1
+                continue
+            if source is not None:
+                parts.append(source[start:stop])
+            source, start, stop = tensor, row, row + 1
+        if source is not None:
+            parts.append(source[start:stop])
+        return torch.cat(parts)
 
     def nbytes(self) -> int:
         seen = {id(t): t.numel() * t.element_size() for rows in self._rows.values() for t, _ in rows.values()}
