@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import PIL.Image
 import timm
 import torch
 from datasets import ClassLabel, Image, Value
@@ -89,15 +90,19 @@ def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):
 
     from alsatian_hf.candidates.processors import image_processor
 
-    images = list(fashion_mnist(num_items=40, seed=0)["image"])
+    images = list(fashion_mnist(num_items=40, seed=0)["image"])  # grayscale ("L")
     mixed = images[:5] + [images[5].resize((40, 30))]
+    gen = torch.Generator().manual_seed(0)
+    rgb = [PIL.Image.fromarray(torch.randint(0, 256, (28, 28, 3), generator=gen, dtype=torch.uint8).numpy())
+           for _ in range(4)]  # fmt: skip
+    modes = images[:3] + rgb  # resized as one band or as three, in one batch
     for name, size in (("test_resnet", 32), ("test_vit", 48), ("test_resnet", None)):
         model = timm.create_model(name, num_classes=10)
         cfg = resolve_data_config({}, model=model)
         if size is not None:
             cfg = {**cfg, "input_size": (3, size, size), "crop_pct": 1.0}
         transform = create_transform(**cfg, is_training=False)
-        for batch in (images, mixed):
+        for batch in (images, mixed, rgb, modes):
             want = torch.stack([transform(im.convert("RGB")) for im in batch])
             assert torch.equal(timm_processor(model, size).fn(batch)["pixel_values"], want)
 

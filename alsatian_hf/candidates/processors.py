@@ -41,19 +41,26 @@ _LOADED = DigestCache()
 
 def timm_processor(model, image_size: int | None) -> Processor:
     from timm.data import create_transform, resolve_data_config
+    from torchvision import transforms as T
 
     cfg = resolve_data_config({}, model=model)
     if image_size is not None:
         cfg = {**cfg, "input_size": (3, image_size, image_size), "crop_pct": 1.0}
     transform = create_transform(**cfg, is_training=False)
     split = _tensor_tail(transform)
+    # Resize and crop treat every band alike, so on an "L" image they commute with the RGB conversion (which
+    # copies the band); any other step might not.
+    geometric = split is not None and all(type(t) in (T.Resize, T.CenterCrop) for t in split[0].transforms)
 
     def fn(images):
-        images = [im.convert("RGB") for im in images]
         if split is None:
-            return {"pixel_values": torch.stack([transform(im) for im in images])}
+            return {"pixel_values": torch.stack([transform(im.convert("RGB")) for im in images])}
         head, to_tensor, normalize = split
-        return {"pixel_values": _to_normalized_batch([head(im) for im in images], to_tensor, normalize)}
+        if geometric:  # grayscale: resampled as one band, then copied to three (bit-equal, a third of the work)
+            heads = [head(im).convert("RGB") if im.mode == "L" else head(im.convert("RGB")) for im in images]
+        else:
+            heads = [head(im.convert("RGB")) for im in images]
+        return {"pixel_values": _to_normalized_batch(heads, to_tensor, normalize)}
 
     return Processor(_key(["timm", cfg]), "image", fn)
 
