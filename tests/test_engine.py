@@ -177,6 +177,27 @@ def test_interleaved_runs_and_reloads_on_the_shared_skeleton_keep_each_candidate
                 block.unload()
 
 
+def test_a_probe_with_a_store_measures_once_per_store(tiny_zoo, hub_root, pixels, tmp_path, monkeypatch):
+    """A new process (a new store object, an empty in-process cache) reads the shape probe's measurement from the
+    store's index instead of building and running the random-init copy; another input is measured anew."""
+    from alsatian_hf.candidates import probe as probe_module
+    from alsatian_hf.store.block_store import BlockStore
+
+    x, _ = pixels
+    folder = sorted((hub_root / "tiny").iterdir())[0]
+    first = ShapeProbe(BlockStore(tmp_path / "store")).measure(folder, "px32-stored", (x[:1],))
+    assert first.sizes and any(first.fold_pairs)
+    monkeypatch.setattr(probe_module, "_MEASURED", type(probe_module._MEASURED)())  # as in a new process
+
+    def tripwire(*args):
+        raise AssertionError("the random-init copy ran")
+
+    monkeypatch.setattr(probe_module, "_measure", tripwire)
+    assert ShapeProbe(BlockStore(tmp_path / "store")).measure(folder, "px32-stored", (x[:1],)) == first
+    with pytest.raises(AssertionError, match="copy ran"):
+        ShapeProbe(BlockStore(tmp_path / "store")).measure(folder, "px32-stored", (x[:1, :, :16, :16],))
+
+
 def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):
     x, labels = pixels
     cands = _candidates(hub_root, "tiny", x)

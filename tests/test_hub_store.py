@@ -260,6 +260,12 @@ def test_an_old_index_is_migrated_once_and_an_up_to_date_one_opens_without_the_s
         t.start()
         t.join(timeout=30)
     assert opened and opened[0].load_commit("org/m", "a" * 40)["siblings"] == ["model.safetensors"]
+    # a store of schema 1 (before shape-probe measurements were kept) gains their table when opened
+    with sqlite3.connect(root / "index.sqlite") as db:
+        db.execute("DROP TABLE measurements")
+        db.execute("PRAGMA user_version = 1")
+    BlockStore(root).save_measurement("key", {"sizes": [4]})
+    assert BlockStore(root).load_measurement("key") == {"sizes": [4]}
 
 
 def test_corrupt_block_file_is_detected_on_read(tmp_path):

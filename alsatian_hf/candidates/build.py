@@ -329,7 +329,7 @@ class CandidateAssembler:
         self.revision = revision
         self.image_size = image_size
         self.max_length = max_length
-        self.probe = ShapeProbe()
+        self.probe = ShapeProbe(store)
         self.channels_last = channels_last
         self.fold_batchnorm = fold_batchnorm
         self.precision = check_precision(precision)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .._digest_cache import DigestCache
 from ..adapters import State, split_model, state_nbytes
 from ..adapters.skeleton import build_model
+from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, find_pairs
 
 
@@ -27,14 +30,49 @@ class Measured:
 _MEASURED = DigestCache(size=64)
 
 
+@functools.cache
+def _versions() -> str:
+    """What else decides a measurement: the model code that builds the blocks, and how FLOPs are counted."""
+    from importlib.metadata import version
+
+    from .. import __version__
+
+    return f"torch {torch.__version__}, timm {version('timm')}, transformers {version('transformers')}, " + (
+        f"alsatian_hf {__version__}"
+    )
+
+
 class ShapeProbe:
     """Output bytes per item, FLOPs and foldable BatchNorms of every block, from one real item through a
-    random-init copy; measured once per process for each config, input key and input shape."""
+    random-init copy; measured once per process for each config, input key and input shape, and, with a
+    `store`, once per store: a new process (a CLI search, each rank of a distributed one) reads it back
+    instead of building and running the copy (0.17 s of a fresh process's resnet18 set-up).
+
+    Args:
+        store: the block store whose index keeps measurements, keyed by the config's bytes, the input key and
+            shapes, and the library versions (`_versions`).
+    """
+
+    def __init__(self, store: BlockStore | None = None):
+        self.store = store
 
     def measure(self, config_dir: Path, input_key: str, state: State) -> Measured:
         digest = hashlib.sha256((Path(config_dir) / "config.json").read_bytes())
         digest.update(f"\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}".encode())
-        return _MEASURED.get(digest.hexdigest(), lambda: _measure(Path(config_dir), state))
+        digest.update(f"\0{_versions()}".encode())
+        return _MEASURED.get(digest.hexdigest(), lambda: self._stored(digest.hexdigest(), Path(config_dir), state))
+
+    def _stored(self, key: str, config_dir: Path, state: State) -> Measured:
+        if self.store is None:
+            return _measure(config_dir, state)
+        value = self.store.load_measurement(key)
+        if value is not None:
+            return Measured(
+                value["sizes"], value["flops"], [[FoldPair(**p) for p in pairs] for pairs in value["fold_pairs"]]
+            )
+        measured = _measure(config_dir, state)
+        self.store.save_measurement(key, dataclasses.asdict(measured))
+        return measured
 
 
 def _measure(config_dir: Path, state: State) -> Measured:

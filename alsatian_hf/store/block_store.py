@@ -54,8 +54,9 @@ CREATE TABLE IF NOT EXISTS prepared (source TEXT NOT NULL, recipe TEXT NOT NULL,
     PRIMARY KEY (source, recipe));
 CREATE TABLE IF NOT EXISTS commits (repo TEXT NOT NULL, revision TEXT NOT NULL, info TEXT NOT NULL,
     PRIMARY KEY (repo, revision));
+CREATE TABLE IF NOT EXISTS measurements (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_SCHEMA_VERSION = 1  # the index's `user_version` once `_SCHEMA` and the migrations ran: bump it when either changes
+_SCHEMA_VERSION = 2  # the index's `user_version` once `_SCHEMA` and the migrations ran: bump it when either changes
 
 # How a block's identity was established: proven from Xet terms (and edge bytes), by an identical checkpoint's
 # LFS sha256, or by hashing its bytes.
@@ -420,6 +421,17 @@ class BlockStore:
     def load_commit(self, repo: str, revision: str) -> dict | None:
         with self._db() as db:
             row = db.execute("SELECT info FROM commits WHERE repo=? AND revision=?", (repo, revision)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def save_measurement(self, key: str, value: dict) -> None:
+        """What a shape probe measured (`candidates.probe`) under `key`, which names everything it depends on:
+        JSON-serialisable, so a new process reads it instead of building and running a random-init model."""
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?)", (key, json.dumps(value)))
+
+    def load_measurement(self, key: str) -> dict | None:
+        with self._db() as db:
+            row = db.execute("SELECT value FROM measurements WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row is not None else None
 
     # -- maintenance ---------------------------------------------------------------------------------------
