@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,8 @@ class Measured:
     flops: list[float]  # FLOPs per item, per block
     fold_pairs: list[list[FoldPair]]  # per block, the BatchNorms that fold into their convolution
 
+
+logger = logging.getLogger("alsatian_hf")
 
 # Measurements by (config, input key, probe shapes): every search in a process (a notebook's, a benchmark's)
 # builds and runs the random-init copy once per architecture, not once per search (~1 s for resnet18).
@@ -71,7 +75,10 @@ class ShapeProbe:
                 value["sizes"], value["flops"], [[FoldPair(**p) for p in pairs] for pairs in value["fold_pairs"]]
             )
         measured = _measure(config_dir, state)
-        self.store.save_measurement(key, dataclasses.asdict(measured))
+        try:
+            self.store.save_measurement(key, dataclasses.asdict(measured))
+        except sqlite3.Error as e:  # a cache: an index that cannot take it costs the next process the probe only
+            logger.debug("shape probe: measurement not kept in the store (%s)", e)
         return measured
 
 
