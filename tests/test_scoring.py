@@ -100,11 +100,12 @@ def test_non_finite_features_are_rejected(bad, where):
         KNN().score(**features, train_labels=torch.tensor([0, 1, 0, 1]), test_labels=torch.zeros(4))
 
 
-def test_extreme_finite_features_are_accepted():
+def test_extreme_finite_features_pass_validation_unchanged():
+    from alsatian_hf.scoring._base import validate
+
     x = torch.tensor([[3.0e38, -3.0e38], [1.0, -1.0], [0.5, 0.0], [-2.0, 2.0]])
-    score = KNN().score(train_features=x, train_labels=torch.tensor([0, 1, 0, 1]), test_features=x[:2],
-                        test_labels=torch.tensor([0, 1]))  # fmt: skip
-    assert 0.0 <= score <= 1.0
+    xtr, _, xte, _ = validate(x, torch.tensor([0, 1, 0, 1]), x[:2], torch.tensor([0, 1]))
+    assert torch.equal(xtr, x) and torch.equal(xte, x[:2])
 
 
 def test_get_scorer_by_name_and_bad_kwargs():
