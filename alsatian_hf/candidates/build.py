@@ -89,14 +89,13 @@ def build_candidate(
     for i, block in enumerate(split.blocks):
         loaded: dict[str, torch.Tensor] = {}
         biases: dict[str, torch.Tensor] = {}  # conv path -> folded bias, while loaded
-        bound: list = []  # while loaded, after the first run: the skeleton slots and BatchNorm swaps, resolved
+        bound: list = []  # after the first run since a load: the skeleton slots and BatchNorm swaps (unload drops them)
 
-        def load(device, _i=i, _loaded=loaded, _biases=biases, _bound=bound, _conv=layout[i], _folds=folds[i]):
+        def load(device, _i=i, _loaded=loaded, _biases=biases, _conv=layout[i], _folds=folds[i]):
             if not _loaded:
                 tensors, folded_biases = _prepared(source, split, _i, skeleton, _folds, _conv, prepared_store)
                 _biases.update({conv: bias.to(device) for conv, bias in folded_biases.items()})
                 _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
-                _bound.clear()
 
         def unload(_b=block, _loaded=loaded, _biases=biases, _bound=bound):
             _loaded.clear()

@@ -64,7 +64,8 @@ class ShapeProbe:
         digest = hashlib.sha256((Path(config_dir) / "config.json").read_bytes())
         digest.update(f"\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}".encode())
         digest.update(f"\0{_versions()}".encode())
-        return _MEASURED.get(digest.hexdigest(), lambda: self._stored(digest.hexdigest(), Path(config_dir), state))
+        key = digest.hexdigest()
+        return _MEASURED.get(key, lambda: self._stored(key, Path(config_dir), state))
 
     def _stored(self, key: str, config_dir: Path, state: State) -> Measured:
         if self.store is None:
