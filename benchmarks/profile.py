@@ -1,7 +1,7 @@
 """Where one search's time goes: its phases, the Python functions (cProfile) and the torch operators.
 
     python -m benchmarks.profile --arch resnet18 --distribution top_layers --items 2000 [--strategy alsatian]
-                                 [--image-size 32] [--top 25] [--callers NAME] [--work-dir benchmarks/.work/paper-cpu]
+                                 [--image-size 32] [--precision fp32] [--top 25] [--callers NAME] [--work-dir benchmarks/.work/paper-cpu]
 
 It builds (or reuses) the paper-cpu zoo in the work dir, runs one untimed warm-up search (imports, first
 calls), then the same search twice: under cProfile, and under `torch.profiler`. It prints the phase times of
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=2000)
     p.add_argument("--strategy", choices=["alsatian", "shift", "base"], default="alsatian")
     p.add_argument("--image-size", type=int)
+    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--no-torch", action="store_true", help="skip the torch.profiler run")
     p.add_argument("--callers", metavar="NAME", help="also print who calls the functions matching NAME")
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         ds = dataset(args.arch, args.items)
 
         def once():
-            return search(run, org=org, ds=ds, strategy=args.strategy, image_size=args.image_size)
+            return search(
+                run, org=org, ds=ds, strategy=args.strategy, image_size=args.image_size, precision=args.precision
+            )
 
         warm = once()  # fills the block store, pays imports and first calls
         from alsatian_hf.candidates import wait_prepared
