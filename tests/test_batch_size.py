@@ -49,6 +49,15 @@ def test_batch_size_from_the_command_line_is_a_number():
     assert SearchArguments().batch_size == "auto"
 
 
+def test_channels_last_is_a_bool_or_auto_from_code_and_command_line():
+    assert SearchArguments().channels_last == "auto"
+    assert SearchArguments(channels_last="false").channels_last is False
+    assert SearchArguments(channels_last="True").channels_last is True
+    assert SearchArguments(channels_last=False).channels_last is False
+    with pytest.raises(ConfigurationError, match="channels_last.*'auto'"):
+        SearchArguments(channels_last="nhwc")
+
+
 @pytest.fixture(scope="module")
 def ds():
     return digits(num_items=400, seed=0)  # its largest halving slice holds > 128 items: sizes to choose from

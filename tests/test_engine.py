@@ -198,6 +198,70 @@ def test_a_probe_with_a_store_measures_once_per_store(tiny_zoo, hub_root, pixels
         ShapeProbe(BlockStore(tmp_path / "store")).measure(folder, "px32-stored", (x[:1, :, :16, :16],))
 
 
+def test_blocks_in_mixed_layouts_compute_what_one_layout_does(tiny_zoo, hub_root, pixels):
+    """A candidate whose conv blocks run some channels-last and some not (as `channels_last="auto"` may choose)
+    hands each conv block its input in that block's layout, and computes the features either layout does."""
+    x, _ = pixels
+    folder = sorted((hub_root / "tiny").iterdir())[1]
+    probe = ShapeProbe()
+
+    def build(channels_last):
+        cand, _ = build_candidate(
+            "mixed", folder, LocalBlockSource(folder), input_key="px32", probe_inputs={"pixel_values": x[:1]},
+            probe=probe, channels_last=channels_last,
+        )  # fmt: skip
+        return cand
+
+    n = len(build(False).blocks)
+    pattern = [i % 2 == 0 for i in range(n)]
+    outs, layouts = {}, {}
+    for name, channels_last in (("nchw", False), ("nhwc", True), ("mixed", pattern)):
+        cand = build(channels_last)
+        layouts[name] = cand.numerics
+        with torch.inference_mode():
+            state = cand.initial_state({"pixel_values": x[:8]})
+            for i, block in enumerate(cand.blocks):
+                block.load(torch.device("cpu"))
+                state = block.run(state)
+                block.unload()
+                if name == "mixed" and state[0].dim() == 4 and state[0].shape[-1] > 1:
+                    assert state[0].is_contiguous(memory_format=torch.channels_last) == pattern[i], i
+        outs[name] = state[0]
+    assert layouts["mixed"].startswith("channels_last=10") and layouts["nhwc"].startswith("channels_last+")
+    torch.testing.assert_close(outs["mixed"], outs["nchw"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs["nhwc"], outs["nchw"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigurationError, match="layouts for"):
+        build([True])
+
+
+def test_layouts_are_measured_once_per_store(tiny_zoo, hub_root, pixels, tmp_path, monkeypatch):
+    """`channels_last="auto"`'s measurement: a layout per block, False where a block has no convolution, read
+    back from the store by a new process instead of timed again."""
+    from alsatian_hf.candidates import probe as probe_module
+    from alsatian_hf.candidates.layout import conv_weights
+    from alsatian_hf.store.block_store import BlockStore
+
+    x, _ = pixels
+    folder = sorted((hub_root / "tiny").iterdir())[0]
+    cand, split = build_candidate(
+        "auto", folder, LocalBlockSource(folder), input_key="px32-layout", probe_inputs={"pixel_values": x[:1]},
+        probe=ShapeProbe(BlockStore(tmp_path / "store")), channels_last="auto",
+    )  # fmt: skip
+    first = ShapeProbe(BlockStore(tmp_path / "store")).layouts(folder, "px32-layout", (x[:1],))
+    assert len(first) == len(split.blocks) and all(isinstance(v, bool) for v in first)
+    convs = [bool(conv_weights(split.model, b)) for b in split.blocks]
+    assert not convs[-1] and not first[-1]  # the read-out has no convolution
+    assert not any(v and not c for v, c in zip(first, convs))
+    assert "channels_last" in cand.numerics or not any(first)
+    monkeypatch.setattr(probe_module, "_MEASURED", type(probe_module._MEASURED)())  # as in a new process
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the layouts were timed")
+
+    monkeypatch.setattr(probe_module, "measure_layouts", tripwire)
+    assert ShapeProbe(BlockStore(tmp_path / "store")).layouts(folder, "px32-layout", (x[:1],)) == first
+
+
 def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):
     x, labels = pixels
     cands = _candidates(hub_root, "tiny", x)

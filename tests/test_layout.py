@@ -18,7 +18,7 @@ PACKAGE = Path(alsatian_hf.__file__).parent
 # The data flow, in order: a stage may import earlier stages, never a later one.
 FLOW = ["localhub", "hub", "store", "adapters", "candidates", "plan", "engine", "scoring", "search"]
 # Modules every stage may use; they import no stage themselves.
-COMMON = {"errors", "_safetensors", "_progress", "_digest_cache", "_xet", "_xet_gear", "_units"}
+COMMON = {"errors", "_safetensors", "_progress", "_digest_cache", "_device", "_xet", "_xet_gear", "_units"}
 # Applications on top of the flow: they may import anything, and no stage imports them.
 APPS = {"zoo", "cli", "demo", "__init__", "__main__"}
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from ..adapters import SplitModel, assign, bind_block, check_coverage, split_model, state_nbytes, unload_block
 from ..adapters.skeleton import build_model
-from ..errors import UnsupportedArchitectureError
+from ..errors import ConfigurationError, UnsupportedArchitectureError
 from ..hub import RangeReader
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, fold, fold_swaps, swapped
 from .candidate import EngineBlock, EngineCandidate
 from .compiled import check_compile_mode, compiled_step
+from .layout import as_layout, conv_weights
 from .precision import check_precision, precision_context
 from .prepared import keep, pack, recipe, unpack
 from .probe import ShapeProbe
@@ -39,7 +40,7 @@ def build_candidate(
     probe_inputs: dict[str, torch.Tensor],
     probe: ShapeProbe,
     skeleton: torch.nn.Module | None = None,
-    channels_last: bool = True,
+    channels_last: bool | str | Sequence[bool] = True,
     fold_batchnorm: bool = True,
     precision: str = "fp32",
     prepared_store: BlockStore | None = None,
@@ -54,9 +55,10 @@ def build_candidate(
     Args:
         probe_inputs: one prepared item (batched tensors), to measure output sizes and FLOPs per block.
         skeleton: the model built on the meta device from `config_dir`, if the caller has it already.
-        channels_last: load Conv2d weights in channels-last layout. A convolution with a channels-last operand
-            writes channels-last outputs, so the whole conv net runs in the layout oneDNN and cuDNN are fastest in
-            (see the `block_speed` benchmark); the results differ by float rounding only.
+        channels_last: load Conv2d weights in channels-last layout, the one cuDNN and (mostly) oneDNN are fastest
+            in: True in every block, False in none, "auto" in the blocks where this CPU measured it faster
+            (`probe.layouts`, see `candidates.layout`), or one bool per block. Each block with a convolution gets
+            its input in its own layout; the results differ by float rounding only.
         fold_batchnorm: run each eval-mode BatchNorm2d that follows a Conv2d folded into it (see
             `candidates.batchnorm`); the folded weights are computed at load (or memory-mapped from
             `prepared_store`), the stored block stays as it is.
@@ -82,7 +84,18 @@ def build_candidate(
     measured = probe.measure(Path(config_dir), input_key, first)
     sizes, flops = measured.sizes, measured.flops
     blocks = []
-    layout = {i: plan.conv_weights[i] if channels_last else set() for i in range(len(split.blocks))}
+    if channels_last == "auto":
+        cl = probe.layouts(Path(config_dir), input_key, first) if any(plan.conv_weights) else []
+    elif isinstance(channels_last, bool):
+        cl = [channels_last] * len(split.blocks)
+    else:
+        cl = list(channels_last)
+        if len(cl) != len(split.blocks):
+            raise ConfigurationError(
+                f"`channels_last` has {len(cl)} layouts for the {len(split.blocks)} blocks of {model_id}: pass one "
+                "bool per block, or True, False or 'auto'."
+            )
+    layout = {i: plan.conv_weights[i] if cl and cl[i] else set() for i in range(len(split.blocks))}
     folds = {
         i: _fold_keys(block, measured.fold_pairs[i]) if fold_batchnorm else {} for i, block in enumerate(split.blocks)
     }
@@ -103,11 +116,16 @@ def build_candidate(
             _bound.clear()
             unload_block(split, _b)
 
-        def run(state, _b=block, _loaded=loaded, _biases=biases, _bound=bound, _pairs=list(folds[i])):
+        def run(
+            state, _b=block, _loaded=loaded, _biases=biases, _bound=bound, _pairs=list(folds[i]),
+            _convs=bool(plan.conv_weights[i]), _cl=bool(layout[i]),
+        ):  # fmt: skip
             if not _bound:
                 _bound += [bind_block(split, _b, _loaded), fold_swaps(split.model, _pairs, _biases)]
             slots, swaps = _bound
             assign(slots)  # the shared skeleton may hold another candidate's weights here
+            if _convs:  # the block before may have run in the other layout
+                state = as_layout(state, _cl)
             step = compiled_step(_b.step, state[0].device.type, compile_mode) if compile_mode else _b.step
             with precision_context(precision, state[0].device.type):
                 if not swaps:
@@ -126,10 +144,13 @@ def build_candidate(
                 cost=flops[i] or 1.0,
             )
         )
+    conv_blocks = [bool(layout[i]) for i, keys in enumerate(plan.conv_weights) if keys]
     numerics = "+".join(
         name
         for name, used in (
-            ("channels_last", any(layout.values())),
+            ("channels_last", all(conv_blocks) and any(conv_blocks)),
+            # mixed: which conv blocks, in order, ran channels-last (1) or not (0)
+            ("channels_last=" + "".join("01"[c] for c in conv_blocks), any(conv_blocks) and not all(conv_blocks)),
             ("bn_folded", any(folds.values())),
             (precision, precision != "fp32"),
             (f"compiled-{compile_mode}", compile_mode is not None),
@@ -168,20 +189,10 @@ def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str]) -> _Split
         split = split_model(skeleton, checkpoint_keys=list(checkpoint_keys))
         plan = plans[key] = _SplitPlan(
             split,
-            [_conv_weights(skeleton, block) for block in split.blocks],
+            [conv_weights(skeleton, block) for block in split.blocks],
             [sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys) for block in split.blocks],
         )
     return plan
-
-
-def _conv_weights(skeleton: torch.nn.Module, block) -> set[str]:
-    """The block's checkpoint keys that are Conv2d weights (other 4-D tensors may be viewed as contiguous)."""
-    keys = set()
-    for key in block.keys:
-        path, _, attr = block.model_key(key).rpartition(".")
-        if attr == "weight" and isinstance(skeleton.get_submodule(path), torch.nn.Conv2d):
-            keys.add(key)
-    return keys
 
 
 def _fold_keys(block, pairs: list[FoldPair]) -> dict[FoldPair, dict[str, str]]:
@@ -296,7 +307,7 @@ class CandidateAssembler:
         inputs_for: one prepared item (batched tensors) in a processor's input, for the shape probe.
         revision: pins every Hub candidate to this branch or commit.
         image_size, max_length: overrides of the processors' image size and token length.
-        channels_last: Conv2d weights in channels-last layout (see `build_candidate`).
+        channels_last: Conv2d weights in channels-last layout: True, False or "auto" (see `build_candidate`).
         fold_batchnorm: BatchNorms folded into their convolutions (see `build_candidate`).
         precision: the float precision blocks run in (see `build_candidate`).
         prepared_blocks: keep each block's prepared form in `store` and memory-map it (see `build_candidate`).
@@ -314,7 +325,7 @@ class CandidateAssembler:
         image_size: int | None = None,
         max_length: int = 128,
         xet: XetReader | None = None,
-        channels_last: bool = True,
+        channels_last: bool | str = True,
         fold_batchnorm: bool = True,
         precision: str = "fp32",
         prepared_blocks: bool = True,

@@ -1,4 +1,5 @@
-"""Output bytes per item, FLOPs and foldable BatchNorms of every block, measured once per architecture and input."""
+"""Output bytes per item, FLOPs and foldable BatchNorms of every block, measured once per architecture and input;
+and, on a CPU, which blocks run channels-last (`layout`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .._device import device_name
 from .._digest_cache import DigestCache
 from ..adapters import State, split_model, state_nbytes
 from ..adapters.skeleton import build_model
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, find_pairs
+from .layout import measure_layouts
 
 
 @dataclass
@@ -61,26 +65,42 @@ class ShapeProbe:
         self.store = store
 
     def measure(self, config_dir: Path, input_key: str, state: State) -> Measured:
-        digest = hashlib.sha256((Path(config_dir) / "config.json").read_bytes())
-        digest.update(f"\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}".encode())
-        digest.update(f"\0{_versions()}".encode())
-        key = digest.hexdigest()
-        return _MEASURED.get(key, lambda: self._stored(key, Path(config_dir), state))
+        key = _key(config_dir, input_key, state)
+        value = _MEASURED.get(key, lambda: self._stored(key, lambda: dataclasses.asdict(_measure(config_dir, state))))
+        return Measured(
+            value["sizes"], value["flops"], [[FoldPair(**p) for p in pairs] for pairs in value["fold_pairs"]]
+        )
 
-    def _stored(self, key: str, config_dir: Path, state: State) -> Measured:
+    def layouts(self, config_dir: Path, input_key: str, state: State) -> list[bool]:
+        """Per block, whether it runs channels-last on this CPU (`layout.measure_layouts`), kept like `measure`'s
+        measurements, under the CPU's model, ISA and threads too."""
+        key = _key(config_dir, input_key, state, f"layouts on {device_name(torch.device('cpu'))}")
+        return _MEASURED.get(key, lambda: self._stored(key, lambda: measure_layouts(Path(config_dir), state)))
+
+    def _stored(self, key: str, measure: Callable[[], Any]) -> Any:
         if self.store is None:
-            return _measure(config_dir, state)
+            return measure()
         value = self.store.load_measurement(key)
         if value is not None:
-            return Measured(
-                value["sizes"], value["flops"], [[FoldPair(**p) for p in pairs] for pairs in value["fold_pairs"]]
-            )
-        measured = _measure(config_dir, state)
+            return value
+        value = measure()
         try:
-            self.store.save_measurement(key, dataclasses.asdict(measured))
+            # the first process to keep a value wins, and every other uses it: ranks of a distributed search
+            # that time layouts at once must still run alike
+            value = self.store.save_measurement(key, value)
         except sqlite3.Error as e:  # a cache: an index that cannot take it costs the next process the probe only
             logger.debug("shape probe: measurement not kept in the store (%s)", e)
-        return measured
+        return value
+
+
+def _key(config_dir: Path, input_key: str, state: State, what: str = "") -> str:
+    """Everything a measurement depends on: the config's bytes, the input, the library versions, and `what`."""
+    digest = hashlib.sha256((Path(config_dir) / "config.json").read_bytes())
+    digest.update(f"\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}".encode())
+    digest.update(f"\0{_versions()}".encode())
+    if what:
+        digest.update(f"\0{what}".encode())
+    return digest.hexdigest()
 
 
 def _measure(config_dir: Path, state: State) -> Measured:

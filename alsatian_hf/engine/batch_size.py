@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from .._device import device_name
 from ..candidates.candidate import EngineCandidate
 from ..store._files import write_atomic
 from ..store.identity import prefix_chain
@@ -104,21 +104,6 @@ def choose(seconds_per_item: dict[int, float], min_gain: float = MIN_GAIN) -> in
     """The largest size within `min_gain` of the fastest (see `MIN_GAIN`)."""
     best = min(seconds_per_item.values())
     return max(size for size, s in seconds_per_item.items() if s <= best * (1 + min_gain))
-
-
-def device_name(device: torch.device) -> str:
-    """The device as far as speed goes: the GPU's name, or the CPU's model, vector ISA and intra-op threads
-    (a store on a shared filesystem may serve several kinds of node)."""
-    if device.type == "cuda":
-        return f"cuda/{torch.cuda.get_device_name(device)}"
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    isa = torch.backends.cpu.get_cpu_capability()
-    return f"{device.type}/{model}/{isa}/{torch.get_num_threads()} threads"
 
 
 def record_key(groups: dict[tuple, list[EngineCandidate]], device: torch.device) -> str:

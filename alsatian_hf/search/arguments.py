@@ -19,8 +19,8 @@ class SearchArguments:
     """Arguments of a model search.
 
     `scorer_kwargs` also takes a dict, and `cache_budget` an int; after validation they are a dict and an int
-    number of bytes (or "auto"), `batch_size` is an int (or "auto"), and `test_size` is a fraction below 1 or
-    an int count of items.
+    number of bytes (or "auto"), `batch_size` is an int (or "auto"), `channels_last` a bool (or "auto"), and
+    `test_size` is a fraction below 1 or an int count of items.
 
     Example:
         >>> args = SearchArguments(result_size=3, strategy="alsatian", cache_budget="2GB")
@@ -129,11 +129,13 @@ class SearchArguments:
         },
     )
 
-    channels_last: bool = field(
-        default=True,
+    channels_last: str = field(
+        default="auto",
         metadata={
-            "help": "Run convolutions in channels-last layout (oneDNN's and cuDNN's fastest); the features differ "
-            "from the default layout's by float rounding only."
+            "help": "Run convolutions in channels-last layout: `true` in every block, `false` in none, or `auto`: "
+            "everywhere on CUDA (cuDNN's fastest), and on a CPU in the blocks where a short measurement, once per "
+            "architecture, input and CPU and kept in the store, found it faster (oneDNN's fastest layout depends "
+            "on the CPU and the block's shape). The features differ between layouts by float rounding only."
         },
     )
 
@@ -215,6 +217,7 @@ class SearchArguments:
         if not self.rank_timeout > 0:
             raise ConfigurationError(f"`rank_timeout` must be > 0 seconds, got {self.rank_timeout!r}.")
         self.batch_size = _batch_size(self.batch_size)
+        self.channels_last = _channels_last(self.channels_last)
         if self.num_workers < 0:
             raise ConfigurationError(f"`num_workers` must be >= 0, got {self.num_workers}.")
         self.cache_budget = _bytes_field("cache_budget", self.cache_budget, example="2GB", auto=True, minimum=1)
@@ -246,6 +249,16 @@ def _batch_size(value) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
     raise ConfigurationError(f"`batch_size` must be a number of items >= 1 or 'auto', got {value!r}.")
+
+
+def _channels_last(value) -> bool | str:
+    """True, False or "auto" (the CLI passes text)."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false", "auto"):
+        return {"true": True, "false": False}.get(text, "auto")
+    raise ConfigurationError(f"`channels_last` must be true, false or 'auto', got {value!r}.")
 
 
 def _bytes_field(name: str, value, *, example: str, auto: bool = False, minimum: int = 0) -> int | str:

@@ -237,7 +237,8 @@ class ModelSearcher:
             image_size=args.image_size,
             max_length=args.max_length,
             xet=XetReader(stats=stats) if args.xet_identity else None,
-            channels_last=args.channels_last,
+            # cuDNN's tensor cores want channels-last; oneDNN's kernels differ by CPU (`candidates.layout`)
+            channels_last=True if args.channels_last == "auto" and device.type != "cpu" else args.channels_last,
             fold_batchnorm=args.fold_batchnorm,
             precision=effective_precision(args.precision, device),
             prepared_blocks=args.prepared_blocks,

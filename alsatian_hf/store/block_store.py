@@ -27,7 +27,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from filelock import FileLock
 
@@ -423,13 +423,18 @@ class BlockStore:
             row = db.execute("SELECT info FROM commits WHERE repo=? AND revision=?", (repo, revision)).fetchone()
         return json.loads(row[0]) if row is not None else None
 
-    def save_measurement(self, key: str, value: dict) -> None:
-        """What a shape probe measured (`candidates.probe`) under `key`, which names everything it depends on:
-        JSON-serialisable, so a new process reads it instead of building and running a random-init model."""
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?)", (key, json.dumps(value)))
+    def save_measurement(self, key: str, value: Any) -> Any:
+        """Keep what a shape probe measured (`candidates.probe`) under `key`, which names everything it depends on:
+        JSON-serialisable, so a new process reads it instead of building and running a random-init model.
 
-    def load_measurement(self, key: str) -> dict | None:
+        Returns:
+            The value kept under `key`: `value`, or what another process kept first (timings differ by process).
+        """
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO measurements VALUES (?, ?)", (key, json.dumps(value)))
+            return json.loads(db.execute("SELECT value FROM measurements WHERE key=?", (key,)).fetchone()[0])
+
+    def load_measurement(self, key: str) -> Any:
         with self._db() as db:
             row = db.execute("SELECT value FROM measurements WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row is not None else None

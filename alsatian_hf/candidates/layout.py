@@ -1,0 +1,100 @@
+"""Which blocks run their convolutions channels-last: measured once per architecture, input and CPU.
+
+oneDNN's channels-last (NHWC) convolutions are not the fastest everywhere, and where they lose depends on the
+CPU. On the 2-core AVX-512 Xeon the card was first measured on, every resnet18 stage ran faster channels-last.
+On a Xeon with AMX, its 28x28 stage ran 1.36x faster channels-last but its 7x7 stage 1.5x slower, and at 32 px
+its 4x4 stage 2x slower (batches of 256 and 1024). So with `channels_last="auto"` a CPU search times every
+block that holds a Conv2d in both layouts, on a random-init copy, and runs a block in the default (NCHW) layout
+only where that was clearly faster. CUDA keeps channels-last everywhere (cuDNN's tensor-core layout).
+
+Both layouts compute the same convolutions and differ by float rounding only. Every strategy of a search runs
+the same candidates, so they still rank alike; the layouts are part of the candidate's `numerics`, so the
+feature cache never mixes them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..adapters import State, split_model
+from ..adapters.skeleton import build_model
+
+
+# Items per timed batch: as many as hold about this many input values, within [8, 64]. Small batches make close
+# calls noisy (at 32 px one resnet18 block flipped between two runs at 16 items, none at 64 to 256), large ones
+# make the measurement long where inputs are large (64 items at 112 px took 5.3 s, 8 items 0.7 s).
+BATCH_VALUES = 2**18
+BATCH_RANGE = (8, 64)
+PASSES = 3  # timed runs per block and layout (the fastest counts), after one untimed run (oneDNN primitives)
+# NCHW is kept only where it beat channels-last by this share: a tie stays in the layout that wins on most CPUs
+MARGIN = 0.05
+
+
+def conv_weights(model: nn.Module, block) -> set[str]:
+    """The block's checkpoint keys that are Conv2d weights (other 4-D tensors may be viewed as contiguous)."""
+    keys = set()
+    for key in block.keys:
+        path, _, attr = block.model_key(key).rpartition(".")
+        if attr == "weight" and isinstance(model.get_submodule(path), nn.Conv2d):
+            keys.add(key)
+    return keys
+
+
+def as_layout(state: State, channels_last: bool) -> State:
+    """`state` with its 4-D tensors in the block's layout (no copy where they are already)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return tuple(t.contiguous(memory_format=fmt) if t.dim() == 4 else t for t in state)
+
+
+def measure_layouts(config_dir: Path, state: State, *, batch: int | None = None) -> list[bool]:
+    """Per block, whether it runs channels-last on this CPU at its current intra-op threads.
+
+    Each conv block is timed alone in both layouts, on what the blocks before it make of `state` (one item,
+    repeated to `batch` items, by default sized by `BATCH_VALUES`); no block after the last conv block runs.
+    Blocks without a Conv2d are False.
+    """
+    model = build_model(config_dir, device="cpu")
+    split = split_model(model)
+    convs = [bool(conv_weights(model, block)) for block in split.blocks]
+    out = [False] * len(convs)
+    if not any(convs):
+        return out
+    if batch is None:
+        batch = _batch(state[0][0].numel())
+    state = tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in state)
+    last = max(i for i, c in enumerate(convs) if c)
+    with torch.inference_mode():
+        for i, block in enumerate(split.blocks[: last + 1]):
+            if convs[i]:
+                nchw = _seconds(model, block, state, channels_last=False)
+                out[i] = not nchw < _seconds(model, block, state, channels_last=True) * (1 - MARGIN)
+            state = block.step(model, state)
+    return out
+
+
+def _batch(values_per_item: int) -> int:
+    low, high = BATCH_RANGE
+    fits = max(1, BATCH_VALUES // max(values_per_item, 1))
+    return max(low, min(high, 1 << (fits.bit_length() - 1)))
+
+
+def _seconds(model: nn.Module, block, state: State, *, channels_last: bool) -> float:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for module in _modules(model, block):
+        module.weight.data = module.weight.data.contiguous(memory_format=fmt)
+    state = as_layout(state, channels_last)
+    best = float("inf")
+    for r in range(PASSES + 1):
+        start = time.perf_counter()
+        block.step(model, state)
+        if r:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _modules(model: nn.Module, block) -> list[nn.Conv2d]:
+    return [model.get_submodule(block.model_key(k).rpartition(".")[0]) for k in sorted(conv_weights(model, block))]
