@@ -1,5 +1,6 @@
 """Per-block throughput (`block_speed`): each engine block's items/s on 1 thread, with the engine's fast paths
-(channels-last convolutions, BatchNorm folded into them) against neither, in one run.
+(BatchNorm folded into convolutions, channels-last layout where this CPU measured it faster) against neither,
+in one run.
 
 The blocks are the engine's own (`build_candidate` over the zoo's base model, loaded as a search loads them),
 so the table measures what a search runs. Both layouts run alternately per repeat on the same batch.
@@ -9,6 +10,11 @@ multiply-add), the GFLOP/s it reaches on the fast path, and a large fp32 matmul'
 in the same run (`peak_gflops`, its best sample before and after the blocks), the practical ceiling of a
 compute-bound block. A block near that ceiling can only get faster by doing less arithmetic or by lower
 precision.
+
+Lower precision is the `bf16` columns: the fast path under `SearchArguments(precision="bf16")` (autocast),
+opt-in because it rounds the features differently (`precision` measures what that does to a search). They are
+measured only where bf16 runs natively (CUDA, or a CPU with AVX512-BF16/AMX): emulated, it is many times slower
+and no guide.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ class BlockSpeedRow:
     fast_items_per_second: float  # the engine's defaults
     speedup: float
     max_abs_diff: float  # between the two layouts' block outputs
+    channels_last: bool  # the layout the fast path measured faster for this block (False: no convolution)
+    bf16_items_per_second: float | None  # the fast path in opt-in bf16 (None where bf16 is emulated)
+    bf16_speedup: float | None  # plain's seconds / bf16's, as `speedup`
+    bf16_max_abs_diff: float | None  # between the bf16 and the plain block outputs (fed the same input)
     gflop_per_item: float  # the block's FLOPs per item / 1e9 (FlopCounterMode: 2 per multiply-add)
     fast_gflops: float  # GFLOP/s the fast path reaches
     peak_gflops: float  # a 2048^3 fp32 matmul's best GFLOP/s on the same threads, before and after the blocks
@@ -53,34 +63,49 @@ def run_block_speed(run: Run, *, batch: int = 64, repeats: int = 5, threads: int
         table.drop(architecture=arch, image_size=size)
         folder = run.hub.root / ensure_zoo(run, arch=arch, dist=dist) / "model-base"
         x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-        candidates = {}
-        for fast in (False, True):
-            candidates[fast], _ = build_candidate(
-                f"{arch}-{fast}", folder, LocalBlockSource(folder), input_key=f"px{size}",
-                probe_inputs={"pixel_values": x[:1]}, probe=ShapeProbe(), channels_last=fast, fold_batchnorm=fast,
-            )  # fmt: skip
+        # the engine's defaults: channels-last where this CPU measured it faster (`candidates.layout`), at the
+        # threads the blocks are timed on
+        modes = {"plain": ("fp32", False), "fast": ("fp32", "auto")}
+        if native_bf16():
+            modes["bf16"] = ("bf16", "auto")
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
+            probe = ShapeProbe()
+            candidates = {}
+            for mode, (precision, layout) in modes.items():
+                candidates[mode], _ = build_candidate(
+                    f"{arch}-{mode}", folder, LocalBlockSource(folder), input_key=f"px{size}",
+                    probe_inputs={"pixel_values": x[:1]}, probe=probe, channels_last=layout,
+                    fold_batchnorm=layout is not False, precision=precision,
+                )  # fmt: skip
+            layouts = probe.layouts(folder, f"px{size}", candidates["fast"].initial_state({"pixel_values": x[:1]}))
             peak = matmul_gflops(repeats)
             seconds, diffs = _time_blocks(candidates, x, repeats)
             peak = max(peak, matmul_gflops(repeats))  # before and after: a ceiling is its least disturbed sample
         finally:
             torch.set_num_threads(previous)
-        flops = [b.cost for b in candidates[True].blocks]
-        for i, (plain, fast) in enumerate(seconds):
+        flops = [b.cost for b in candidates["fast"].blocks]
+        for i, (secs, diff) in enumerate(zip(seconds, diffs)):
+            plain, fast, bf16 = secs["plain"], secs["fast"], secs.get("bf16")
             table.add(BlockSpeedRow(
                 suite=run.suite_name, architecture=arch, image_size=size, block=i, batch_size=batch,
                 threads=threads, plain_items_per_second=round(batch / plain, 1),
                 fast_items_per_second=round(batch / fast, 1), speedup=round(plain / fast, 3),
-                max_abs_diff=float(f"{diffs[i]:.3g}"), gflop_per_item=float(f"{flops[i] / 1e9:.4g}"),
+                max_abs_diff=float(f"{diff['fast']:.3g}"), channels_last=layouts[i],
+                bf16_items_per_second=round(batch / bf16, 1) if bf16 else None,
+                bf16_speedup=round(plain / bf16, 3) if bf16 else None,
+                bf16_max_abs_diff=float(f"{diff['bf16']:.3g}") if bf16 else None,
+                gflop_per_item=float(f"{flops[i] / 1e9:.4g}"),
                 fast_gflops=round(flops[i] * batch / fast / 1e9, 2), peak_gflops=round(peak, 2), **run.env,
             ))  # fmt: skip
-        plain_total, fast_total = sum(s[0] for s in seconds), sum(s[1] for s in seconds)
+        plain_total, fast_total = (sum(s[mode] for s in seconds) for mode in ("plain", "fast"))
         achieved = sum(flops) * batch / fast_total / 1e9
         print(f"  block speed {arch} {size}px, {threads} thread: {batch / plain_total:.0f} -> "
               f"{batch / fast_total:.0f} items/s through all blocks ({plain_total / fast_total:.2f}x); "
-              f"{achieved:.1f} GFLOP/s, {achieved / peak:.0%} of a matmul's {peak:.1f}", flush=True)  # fmt: skip
+              f"{achieved:.1f} GFLOP/s, {achieved / peak:.0%} of a matmul's {peak:.1f}"
+              + (f"; bf16 {batch / sum(s['bf16'] for s in seconds):.0f} items/s" if "bf16" in modes else ""),
+              flush=True)  # fmt: skip
 
 
 def matmul_gflops(repeats: int, n: int = 2048) -> float:
@@ -98,31 +123,42 @@ def matmul_gflops(repeats: int, n: int = 2048) -> float:
     return 2 * n**3 / min(times) / 1e9
 
 
-def _time_blocks(candidates, x, repeats: int) -> tuple[list[tuple[float, float]], list[float]]:
-    """Median seconds per block for (plain, fast), each block fed the plain layout's previous output (so both
-    time the same input values), and the largest difference between their outputs."""
+def _time_blocks(candidates, x, repeats: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Per block, median seconds per mode and the largest difference between each mode's output and plain's. Every
+    mode's block is fed the plain layout's previous output (so all time the same input values), in an order that
+    alternates per repeat."""
     import torch
 
     for c in candidates.values():
         for b in c.blocks:
             b.load(torch.device("cpu"))
-    plain, fast = candidates[False], candidates[True]
-    state = plain.initial_state({"pixel_values": x})
+    modes = list(candidates)
+    state = candidates["plain"].initial_state({"pixel_values": x})
     seconds, diffs = [], []
     with torch.inference_mode():
-        for pb, fb in zip(plain.blocks, fast.blocks):
-            times: dict[bool, list[float]] = {False: [], True: []}
+        for blocks in zip(*(c.blocks for c in candidates.values())):
+            times: dict[str, list[float]] = {m: [] for m in modes}
             outs = {}
             for r in range(repeats + 1):  # the first round warms up (oneDNN primitive creation)
-                for fast_path, block in ((False, pb), (True, fb)) if r % 2 else ((True, fb), (False, pb)):
+                for mode, block in list(zip(modes, blocks))[:: -1 if r % 2 else 1]:
                     start = time.perf_counter()
-                    outs[fast_path] = block.run(state)
+                    outs[mode] = block.run(state)
                     if r:
-                        times[fast_path].append(time.perf_counter() - start)
-            seconds.append((statistics.median(times[False]), statistics.median(times[True])))
-            diffs.append(max((a.float() - b.float()).abs().max().item() for a, b in zip(outs[False], outs[True])))
-            state = outs[False]
+                        times[mode].append(time.perf_counter() - start)
+            seconds.append({m: statistics.median(t) for m, t in times.items()})
+            diffs.append({
+                m: max((a.float() - b.float()).abs().max().item() for a, b in zip(outs["plain"], outs[m]))
+                for m in modes
+            })  # fmt: skip
+            state = outs["plain"]
     for c in candidates.values():
         for b in c.blocks:
             b.unload()
     return seconds, diffs
+
+
+def native_bf16() -> bool:
+    """Whether this CPU (the benchmark's device) runs bf16 natively: AVX512-BF16 or AMX."""
+    from alsatian_hf.candidates.precision import _cpu_has_bf16
+
+    return _cpu_has_bf16()

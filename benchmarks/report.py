@@ -269,9 +269,13 @@ def speed_lines(out: Path) -> list[str]:
             achieved = sum(float(r["gflop_per_item"]) for r in blocks) * batch / fast
             peak = float(blocks[0]["peak_gflops"])
             roof = f"| {achieved:.1f} | {achieved / peak:.0%} of {peak:.1f} |"
+        bf16 = "| - | - |"
+        if blocks[0].get("bf16_items_per_second"):  # measured where bf16 is native only
+            low = sum(batch / float(r["bf16_items_per_second"]) for r in blocks)
+            bf16 = f"| {batch / low:.0f} ({plain / low:.2f}x) | {max(float(r['bf16_max_abs_diff']) for r in blocks):.1e} |"
         lines.append(
             f"| {arch} | {size} | {blocks[0]['threads']} | {batch / plain:.0f} | {batch / fast:.0f} | "
-            f"{plain / fast:.2f}x | {min(ratios):.2f}x - {max(ratios):.2f}x | {diff:.1e} {roof}"
+            f"{plain / fast:.2f}x | {min(ratios):.2f}x - {max(ratios):.2f}x | {diff:.1e} {roof[:-1]}{bf16}"
         )
     return lines
 
@@ -555,11 +559,13 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "alternating, median of 5. The ratio is the engine's per-block gain; the outputs differ by float "
                 "rounding only. GFLOP/s is the fast path's arithmetic rate through all blocks (FLOPs from the shape "
                 "probe, 2 per multiply-add), against a 2048^3 fp32 matmul on the same threads in the same run: the "
-                "practical ceiling for compute-bound blocks.",
+                "practical ceiling for compute-bound blocks. `bf16` is the fast path under the opt-in "
+                '`precision="bf16"` (autocast), against plain, with its largest difference from plain\'s outputs; '
+                "it rounds differently (see Precision), and is measured only where the CPU runs bf16 natively.",
                 "",
                 "| architecture | px | threads | plain items/s | fast items/s | speed-up | per block | max abs diff "
-                "| GFLOP/s | of matmul |",
-                "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+                "| GFLOP/s | of matmul | bf16 items/s | bf16 max abs diff |",
+                "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
                 *speed,
                 "",
             ]
