@@ -29,6 +29,7 @@ class PrecisionRow:
     distribution: str
     num_models: int
     num_items: int
+    image_size: int
     precision: str  # "fp32" (the reference), "tf32", "bf16", "fp32+compile" or "fp32+reduce-overhead"
     seconds: float  # end to end, median
     first_seconds: float | None  # end to end, the mode's first search in the process (compiling, if any)
@@ -84,12 +85,14 @@ def kendall_tau(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 def run_precision(run: Run) -> None:
     table = Table(run.out / "precision.csv", PrecisionRow)
     for key, org, ds in warm_cells(run, table, run.suite.precision):
+        cell = {**key, "image_size": key.get("image_size", run.suite.image_size)}
         runs: dict[str, list] = {m: [] for m in modes()}
         for mode in alternating(run.suite.repeats, tuple(runs)):
             precision, compile_mode = MODES[mode]
             runs[mode].append(
-                search(run, org=org, ds=ds, strategy="alsatian", precision=precision, torch_compile_mode=compile_mode)
-            )
+                search(run, org=org, ds=ds, strategy="alsatian", precision=precision, torch_compile_mode=compile_mode,
+                       image_size=key.get("image_size"))
+            )  # fmt: skip
         secs = {m: statistics.median(x.seconds for x in rs) for m, rs in runs.items()}
         exact = runs["fp32"][0]
         for mode, rs in runs.items():
@@ -105,7 +108,7 @@ def run_precision(run: Run) -> None:
             ]
             tau = kendall_tau(*zip(*first))
             row = PrecisionRow(
-                suite=run.suite_name, **key, precision=mode, seconds=round(secs[mode], 3),
+                suite=run.suite_name, **cell, precision=mode, seconds=round(secs[mode], 3),
                 first_seconds=round(rs[0].seconds, 3),
                 inference_seconds=round(statistics.median(x.phase_seconds()["inference"] for x in rs), 3),
                 speedup_vs_fp32=round(secs["fp32"] / secs[mode], 3), same_top1=res.best == exact.best,
@@ -115,7 +118,7 @@ def run_precision(run: Run) -> None:
                 max_abs_score_diff=float(f"{max(abs(a - b) for a, b in both):.3g}"), **run.env,
             )  # fmt: skip
             table.add(row)
-            print(f"  precision {org} n={key['num_items']} {mode}: {row.seconds:.1f}s (first {row.first_seconds:.1f}s, inference "
+            print(f"  precision {org} n={key['num_items']} {cell['image_size']}px {mode}: {row.seconds:.1f}s (first {row.first_seconds:.1f}s, inference "
                   f"{row.inference_seconds:.1f}s), "
                   f"{row.speedup_vs_fp32:.2f}x fp32's; same pick {row.same_top1}, same survivors "
                   f"{row.same_survivors}, iteration-1 tau {row.kendall_tau:.3f}, max score diff "

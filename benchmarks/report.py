@@ -245,7 +245,8 @@ def _seconds(value: str | None) -> str:
 
 def precision_lines(out: Path) -> list[str]:
     return [
-        f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | {r['precision']} | "
+        f"| {r['architecture']} {r['distribution']} | {r['num_models']} | {r['num_items']} | "
+        f"{r.get('image_size') or '-'} | {r['precision']} | "
         f"{float(r['seconds']):.1f}s | {_seconds(r.get('first_seconds'))} | {float(r['inference_seconds']):.1f}s | "
         f"{float(r['speedup_vs_fp32']):.2f}x | {_yes(r['same_top1'])} | {_yes(r['same_survivors'])} | "
         f"{float(r['kendall_tau']):.3f} | {float(r['max_abs_score_diff']):.2g} |"
@@ -602,13 +603,14 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "only) and `bf16` (autocast) are opt-in. The ranking columns compare each mode's search with fp32's: "
                 "the pick, the survivors of every halving step, Kendall's tau of the iteration-1 scores (every "
                 "candidate) and the largest score difference. On a CPU without bf16 instructions bf16 is emulated, "
-                "so its speed there is no guide to a GPU's. `fp32+compile` is fp32 with every block run through "
+                "so its speed there is no guide to a GPU's; on one with AMX it depends on the input size, as the "
+                "112 px cell shows. `fp32+compile` is fp32 with every block run through "
                 "`torch.compile` (`SearchArguments(torch_compile=True)`; `fp32+reduce-overhead`, its CUDA-graph "
                 "mode, on CUDA): its first search pays the compiling, the median is warm.",
                 "",
-                "| zoo | models | items | precision | end to end | first search | inference | vs fp32 | same pick "
-                "| same survivors | tau, iteration 1 | max score diff |",
-                "|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|",
+                "| zoo | models | items | px | precision | end to end | first search | inference | vs fp32 "
+                "| same pick | same survivors | tau, iteration 1 | max score diff |",
+                "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|---:|---:|",
                 *precision,
                 "",
             ]

@@ -55,8 +55,8 @@ class Suite:
     speed: list[tuple[str, str, int]] = field(default_factory=list)
     # batch_size's cells: (arch, distribution, items)
     batch: list[tuple[str, str, int]] = field(default_factory=list)
-    # precision's cells: (arch, distribution, items)
-    precision: list[tuple[str, str, int]] = field(default_factory=list)
+    # precision's cells: (arch, distribution, items[, image size]; the suite's by default)
+    precision: list[tuple] = field(default_factory=list)
     # distributions of one arch where it runs fewer than `distributions`
     arch_distributions: dict[str, list[str]] = field(default_factory=dict)
 
@@ -79,9 +79,14 @@ SUITES = {
         # vit_tiny's zoo is built for 32 px (patch 8): its position embeddings fix the input size
         speed=[("resnet18", "top_layers", 112), ("vit_tiny", "top_layers", 32)],
         batch=[("resnet18", "top_layers", 2000), ("vit_tiny", "top_layers", 2000), ("effnet_lite0", "top_25", 1000)],
-        # conv nets only: this CPU emulates bf16, ~4x slower than fp32 for resnet18, ~15x for EfficientNet and
-        # ~200x for ViT's matmuls; EfficientNet brings real ImageNet features
-        precision=[("resnet18", "top_layers", 2000), ("effnet_lite0", "top_25", 500)],
+        # conv nets only: a CPU without AVX512-BF16/AMX emulates bf16, ~4x slower than fp32 for resnet18, ~15x
+        # for EfficientNet and ~200x for ViT's matmuls. With AMX, bf16 loses at 32 px (oneDNN's bf16 kernels are
+        # slow on 1x1 and 2x2 maps) and wins at 112 px. EfficientNet brings real ImageNet features.
+        precision=[
+            ("resnet18", "top_layers", 2000),
+            ("effnet_lite0", "top_25", 500),
+            ("resnet18", "top_layers", 500, 112),
+        ],
     ),
     # benchmarks/gpu.sh, on one H100 in at most 8 minutes: paper-scale inputs (224 px, 2000 items).
     "gpu": Suite(
@@ -246,20 +251,23 @@ def search(
     return ModelSearcher.from_hub(author=org, train_dataset=ds, args=args).search()
 
 
-def warm_cells(run: Run, table, cells: list[tuple[str, str, int]]):
-    """The (arch, distribution, items) cells whose rows `table` lacks (every one with `--force`), their old rows
-    dropped: yields (key, org, dataset) of each after one untimed alsatian search there (imports, first calls,
-    the block store), so the timed searches that follow measure a warm process."""
+def warm_cells(run: Run, table, cells: list[tuple]):
+    """The (arch, distribution, items[, image size]) cells whose rows `table` lacks (every one with `--force`),
+    their old rows dropped: yields (key, org, dataset) of each after one untimed alsatian search there (imports,
+    first calls, the block store), so the timed searches that follow measure a warm process. A cell's image
+    size, where it has one, is in its key as `image_size`."""
     from alsatian_hf.candidates import wait_prepared
 
-    for arch, dist, num_items in cells:
+    for arch, dist, num_items, *size in cells:
         key = dict(architecture=arch, distribution=dist, num_models=run.suite.num_models, num_items=num_items)
+        if size:
+            key["image_size"] = size[0]
         if not run.force and table.has(**key):
             continue
         table.drop(**key)
         org = ensure_zoo(run, arch=arch, dist=dist)
         ds = dataset(arch, num_items)
-        search(run, org=org, ds=ds, strategy="alsatian")
+        search(run, org=org, ds=ds, strategy="alsatian", image_size=key.get("image_size"))
         wait_prepared()  # its prepared blocks are written in the background: none is left for the timed searches
         yield key, org, ds
 
