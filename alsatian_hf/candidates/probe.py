@@ -56,6 +56,8 @@ class ShapeProbe:
     `store`, once per store: a new process (a CLI search, each rank of a distributed one) reads it back
     instead of building and running the copy (0.17 s of a fresh process's resnet18 set-up).
 
+    `layouts` is the other measurement it keeps: which blocks run channels-last on this CPU.
+
     Args:
         store: the block store whose index keeps measurements, keyed by the config's bytes, the input key and
             shapes, and the library versions (`_versions`).
