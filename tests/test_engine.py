@@ -260,6 +260,13 @@ def test_layouts_are_measured_once_per_store(tiny_zoo, hub_root, pixels, tmp_pat
 
     monkeypatch.setattr(probe_module, "measure_layouts", tripwire)
     assert ShapeProbe(BlockStore(tmp_path / "store")).layouts(folder, "px32-layout", (x[:1],)) == first
+    # another store that kept another answer (another process timed it) gets its own, not this process's
+    from alsatian_hf._device import device_name
+
+    key = probe_module._key(folder, "px32-layout", (x[:1],), f"layouts on {device_name(torch.device('cpu'))}")
+    flipped = [not v and c for v, c in zip(first, convs)]
+    BlockStore(tmp_path / "other").save_measurement(key, flipped)
+    assert ShapeProbe(BlockStore(tmp_path / "other")).layouts(folder, "px32-layout", (x[:1],)) == flipped
 
 
 def test_small_budget_chunks_and_keeps_results(tiny_zoo, hub_root, pixels):

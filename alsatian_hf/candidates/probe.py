@@ -65,6 +65,7 @@ class ShapeProbe:
 
     def __init__(self, store: BlockStore | None = None):
         self.store = store
+        self._layouts: dict[str, list[bool]] = {}  # this probe's answers (its store's, where it has one)
 
     def measure(self, config_dir: Path, input_key: str, state: State) -> Measured:
         key = _key(config_dir, input_key, state)
@@ -75,9 +76,16 @@ class ShapeProbe:
 
     def layouts(self, config_dir: Path, input_key: str, state: State) -> list[bool]:
         """Per block, whether it runs channels-last on this CPU (`layout.measure_layouts`), kept like `measure`'s
-        measurements, under the CPU's model, ISA and threads too."""
+        measurements, under the CPU's model, ISA and threads too.
+
+        A timing may differ between processes, so with a store, the store's answer wins over this process's:
+        every search on one store runs the same layouts, and finds the features it cached under them.
+        """
         key = _key(config_dir, input_key, state, f"layouts on {device_name(torch.device('cpu'))}")
-        return _MEASURED.get(key, lambda: self._stored(key, lambda: measure_layouts(Path(config_dir), state)))
+        if key not in self._layouts:
+            measure = lambda: _MEASURED.get(key, lambda: measure_layouts(Path(config_dir), state))  # noqa: E731
+            self._layouts[key] = self._stored(key, measure)
+        return self._layouts[key]
 
     def _stored(self, key: str, measure: Callable[[], Any]) -> Any:
         if self.store is None:
