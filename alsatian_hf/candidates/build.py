@@ -96,6 +96,10 @@ def build_candidate(
                 "bool per block, or True, False or 'auto'."
             )
     layout = {i: plan.conv_weights[i] if cl and cl[i] else set() for i in range(len(split.blocks))}
+    conv_blocks = [bool(layout[i]) for i, keys in enumerate(plan.conv_weights) if keys]
+    # only a candidate that mixes layouts converts states between blocks; in one layout, a convolution with a
+    # channels-last operand writes channels-last outputs by itself
+    mixed = len(set(conv_blocks)) > 1
     folds = {
         i: _fold_keys(block, measured.fold_pairs[i]) if fold_batchnorm else {} for i, block in enumerate(split.blocks)
     }
@@ -118,13 +122,13 @@ def build_candidate(
 
         def run(
             state, _b=block, _loaded=loaded, _biases=biases, _bound=bound, _pairs=list(folds[i]),
-            _convs=bool(plan.conv_weights[i]), _cl=bool(layout[i]),
+            _convert=mixed and bool(plan.conv_weights[i]), _cl=bool(layout[i]),
         ):  # fmt: skip
             if not _bound:
                 _bound += [bind_block(split, _b, _loaded), fold_swaps(split.model, _pairs, _biases)]
             slots, swaps = _bound
             assign(slots)  # the shared skeleton may hold another candidate's weights here
-            if _convs:  # the block before may have run in the other layout
+            if _convert:  # the block before may have run in the other layout
                 state = as_layout(state, _cl)
             step = compiled_step(_b.step, state[0].device.type, compile_mode) if compile_mode else _b.step
             with precision_context(precision, state[0].device.type):
@@ -144,13 +148,12 @@ def build_candidate(
                 cost=flops[i] or 1.0,
             )
         )
-    conv_blocks = [bool(layout[i]) for i, keys in enumerate(plan.conv_weights) if keys]
     numerics = "+".join(
         name
         for name, used in (
             ("channels_last", all(conv_blocks) and any(conv_blocks)),
             # mixed: which conv blocks, in order, ran channels-last (1) or not (0)
-            ("channels_last=" + "".join("01"[c] for c in conv_blocks), any(conv_blocks) and not all(conv_blocks)),
+            ("channels_last=" + "".join("01"[c] for c in conv_blocks), mixed),
             ("bn_folded", any(folds.values())),
             (precision, precision != "fp32"),
             (f"compiled-{compile_mode}", compile_mode is not None),

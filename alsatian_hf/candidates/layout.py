@@ -3,9 +3,9 @@
 oneDNN's channels-last (NHWC) convolutions are not the fastest everywhere, and where they lose depends on the
 CPU. On the AVX-512 Xeon the card was first measured on, channels-last was as fast or faster in every resnet18
 block (`block_speed` at 49a523e). On a Xeon with AMX, resnet18's 28x28 stage ran 1.36x faster channels-last but
-its 7x7 stage 1.5x slower (112 px, batch 64), and at 32 px its 4x4 stage 2x slower (batches of 256 and 1024). So with `channels_last="auto"` a CPU search times every
-block that holds a Conv2d in both layouts, on a random-init copy, and runs a block in the default (NCHW) layout
-only where that was clearly faster. CUDA keeps channels-last everywhere (cuDNN's tensor-core layout).
+its 7x7 stage 1.5x slower (112 px, batch 64), and at 32 px its 4x4 stage 2x slower (batches of 256 and 1024).
+So with `channels_last="auto"` a CPU search times every block that holds a Conv2d in both layouts, on a
+random-init copy, and runs a block in the default (NCHW) layout only where that was clearly faster. CUDA keeps channels-last everywhere (cuDNN's tensor-core layout).
 
 Both layouts compute the same convolutions and differ by float rounding only. Every strategy of a search runs
 the same candidates, so they still rank alike; the layouts are part of the candidate's `numerics`, so the
@@ -59,7 +59,10 @@ def measure_layouts(config_dir: Path, state: State, *, batch: int | None = None)
     """
     model = build_model(config_dir, device="cpu")
     split = split_model(model)
-    convs = [bool(conv_weights(model, block)) for block in split.blocks]
+    convs = [  # per block, its Conv2d modules
+        [model.get_submodule(block.model_key(k).rpartition(".")[0]) for k in sorted(conv_weights(model, block))]
+        for block in split.blocks
+    ]
     out = [False] * len(convs)
     if not any(convs):
         return out
@@ -70,8 +73,8 @@ def measure_layouts(config_dir: Path, state: State, *, batch: int | None = None)
     with torch.inference_mode():
         for i, block in enumerate(split.blocks[: last + 1]):
             if convs[i]:
-                nchw = _seconds(model, block, state, channels_last=False)
-                out[i] = not nchw < _seconds(model, block, state, channels_last=True) * (1 - MARGIN)
+                nchw = _seconds(model, block, convs[i], state, channels_last=False)
+                out[i] = not nchw < _seconds(model, block, convs[i], state, channels_last=True) * (1 - MARGIN)
             state = block.step(model, state)
     return out
 
@@ -82,9 +85,9 @@ def _batch(values_per_item: int) -> int:
     return max(low, min(high, 1 << (fits.bit_length() - 1)))
 
 
-def _seconds(model: nn.Module, block, state: State, *, channels_last: bool) -> float:
+def _seconds(model: nn.Module, block, convs: list[nn.Conv2d], state: State, *, channels_last: bool) -> float:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for module in _modules(model, block):
+    for module in convs:
         module.weight.data = module.weight.data.contiguous(memory_format=fmt)
     state = as_layout(state, channels_last)
     best = float("inf")
@@ -94,7 +97,3 @@ def _seconds(model: nn.Module, block, state: State, *, channels_last: bool) -> f
         if r:
             best = min(best, time.perf_counter() - start)
     return best
-
-
-def _modules(model: nn.Module, block) -> list[nn.Conv2d]:
-    return [model.get_submodule(block.model_key(k).rpartition(".")[0]) for k in sorted(conv_weights(model, block))]

@@ -83,7 +83,10 @@ class ShapeProbe:
         """
         key = _key(config_dir, input_key, state, f"layouts on {device_name(torch.device('cpu'))}")
         if key not in self._layouts:
-            measure = lambda: _MEASURED.get(key, lambda: measure_layouts(Path(config_dir), state))  # noqa: E731
+
+            def measure() -> list[bool]:  # this process's timing, for a store that has none
+                return _MEASURED.get(key, lambda: measure_layouts(Path(config_dir), state))
+
             self._layouts[key] = self._stored(key, measure)
         return self._layouts[key]
 
