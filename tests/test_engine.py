@@ -3,6 +3,9 @@ small budgets, spilling tiers."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -260,10 +263,15 @@ def test_layouts_are_measured_once_per_store(tiny_zoo, hub_root, pixels, tmp_pat
 
     monkeypatch.setattr(probe_module, "measure_layouts", tripwire)
     assert ShapeProbe(BlockStore(tmp_path / "store")).layouts(folder, "px32-layout", (x[:1],)) == first
+    # a fine-tune whose config differs in its bytes only shares the blocks, so it shares the answer untimed
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(folder, relabelled)
+    config = json.loads((folder / "config.json").read_text())
+    (relabelled / "config.json").write_text(json.dumps(config, indent=7))
+    assert ShapeProbe(BlockStore(tmp_path / "store")).layouts(relabelled, "px32-layout", (x[:1],)) == first
     # another store that kept another answer (another process timed it) gets its own, not this process's
-    from alsatian_hf._device import device_name
-
-    key = probe_module._key(folder, "px32-layout", (x[:1],), f"layouts on {device_name(torch.device('cpu'))}")
+    measured = ShapeProbe().measure(folder, "px32-layout", (x[:1],))
+    key = probe_module._layouts_key(measured, "px32-layout", (x[:1],))
     flipped = [not v and c for v, c in zip(first, convs)]
     BlockStore(tmp_path / "other").save_measurement(key, flipped)
     assert ShapeProbe(BlockStore(tmp_path / "other")).layouts(folder, "px32-layout", (x[:1],)) == flipped

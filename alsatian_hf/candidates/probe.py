@@ -79,9 +79,12 @@ class ShapeProbe:
         measurements, under the CPU's model, ISA and threads too.
 
         A timing may differ between processes, so with a store, the store's answer wins over this process's:
-        every search on one store runs the same layouts, and finds the features it cached under them.
+        every search on one store runs the same layouts, and finds the features it cached under them. For the
+        same reason the answer is keyed by the blocks' measured shapes, not the config's bytes: fine-tunes whose
+        configs differ only in their labels share blocks, so they must share one timing, or a shared block
+        would be computed in one layout by `alsatian` and in two by `base`.
         """
-        key = _key(config_dir, input_key, state, f"layouts on {device_name(torch.device('cpu'))}")
+        key = _layouts_key(self.measure(config_dir, input_key, state), input_key, state)
         if key not in self._layouts:
 
             def measure() -> list[bool]:  # this process's timing, for a store that has none
@@ -106,14 +109,22 @@ class ShapeProbe:
         return value
 
 
-def _key(config_dir: Path, input_key: str, state: State, what: str = "") -> str:
-    """Everything a measurement depends on: the config's bytes, the input, the library versions, and `what`."""
+def _key(config_dir: Path, input_key: str, state: State) -> str:
+    """Everything a shape measurement depends on: the config's bytes, the input and the library versions."""
     digest = hashlib.sha256((Path(config_dir) / "config.json").read_bytes())
     digest.update(f"\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}".encode())
     digest.update(f"\0{_versions()}".encode())
-    if what:
-        digest.update(f"\0{what}".encode())
     return digest.hexdigest()
+
+
+def _layouts_key(measured: Measured, input_key: str, state: State) -> str:
+    """What a layout timing depends on: the blocks (their output sizes and FLOPs), the input, the library
+    versions, and the CPU's model, ISA and threads."""
+    blob = (
+        f"layouts\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}\0{measured.sizes}\0{measured.flops}"
+        f"\0{_versions()}\0{device_name(torch.device('cpu'))}"
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _measure(config_dir: Path, state: State) -> Measured:
