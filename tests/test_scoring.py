@@ -151,6 +151,52 @@ def test_linear_probe_matches_autograd_sgd(momentum, weight_decay):
     assert _score(LinearProbe(**kw), x, y) == pytest.approx(want, abs=1 / 60)  # at most one test item flips
 
 
+def _plain_probe_confidence(xtr, ytr, xte, yte, *, lr, epochs, batch_size, seed=0):
+    """LinearProbe's updates in their textbook order, with the mean gradient divided by every batch's size, on
+    (models, items, width) stacks: its `tie_break` score (accuracy plus scaled true-class confidence) per model."""
+    mean, std = xtr.mean(1, keepdim=True), xtr.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    models, n, width = xtr.shape
+    gen = torch.Generator().manual_seed(seed)
+    classes = int(max(ytr.max(), yte.max())) + 1
+    bound = 1.0 / width**0.5
+    weight = torch.empty(classes, width).uniform_(-bound, bound, generator=gen).expand(models, -1, -1).clone()
+    bias = torch.empty(classes).uniform_(-bound, bound, generator=gen).view(1, -1, 1).expand(models, -1, 1).clone()
+    onehot = torch.nn.functional.one_hot(ytr, classes).float().t()
+    items = xtr.transpose(0, 1).contiguous()  # the probe's layout: a batch's rows are read by the same kernels
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            xb = items.index_select(0, rows).transpose(0, 1)
+            grad = (torch.softmax(torch.baddbmm(bias, weight, xb.transpose(1, 2)), 1) - onehot[:, rows]) / len(rows)
+            weight.sub_(torch.bmm(grad, xb), alpha=lr)
+            bias.sub_(grad.sum(2, keepdim=True), alpha=lr)
+    logits = torch.baddbmm(bias.transpose(1, 2), xte, weight.transpose(1, 2))
+    accuracy = (logits.argmax(2) == yte).float().mean(1)
+    true = torch.softmax(logits.double(), 2).gather(2, yte.view(1, -1, 1).expand(models, -1, 1)).squeeze(2)
+    return (accuracy.double() + true.mean(1) * (0.5 / len(yte))).tolist()
+
+
+@pytest.mark.parametrize("batch_size", [32, 48], ids=["folded", "divided"])
+def test_linear_probe_makes_the_textbook_updates_bit_for_bit(batch_size):
+    """Plain SGD folds the division by a power-of-two batch into the step size, which is exact; any other batch
+    divides. Either way the probe's confidences equal the textbook order's to the bit (180 items: 32 ends in a
+    remainder batch of 20, which divides)."""
+    y, good, noise = _data()
+    sets = [good + 1.5 * torch.randn(good.shape, generator=torch.Generator().manual_seed(1)), noise]
+    kw = dict(lr=0.1, epochs=15, batch_size=batch_size)
+    want = _plain_probe_confidence(
+        torch.stack([s[:180] for s in sets]), y[:180], torch.stack([s[180:] for s in sets]), y[180:], **kw
+    )
+    got = LinearProbe(**kw, tie_break=True).score_many(
+        train_features=[s[:180] for s in sets], train_labels=y[:180],
+        test_features=[s[180:] for s in sets], test_labels=y[180:],
+    )  # fmt: skip
+    assert got == want
+    assert len(set(got)) == 2  # no degenerate probe: the two feature sets score apart
+
+
 def test_score_many_equals_scoring_one_by_one():
     y, good, noise = _data()
     sets = [good, noise, good * 3 + 1, torch.cat([good, noise], 1)]  # two widths: two groups

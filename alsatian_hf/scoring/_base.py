@@ -133,6 +133,7 @@ def score_groups(
 ) -> list[float]:
     """Validates every feature set, then scores equally wide ones together: `group_scores(xtr, ytr, xte, yte)`
     gets (models, items, width) stacks of at most `max_group_bytes` train features and returns one score each.
+    The stacks are new tensors, never the caller's features, so `group_scores` may overwrite them.
 
     Groups depend only on the inputs' order and widths, so equal inputs give equal scores.
     """
