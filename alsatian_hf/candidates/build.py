@@ -85,7 +85,7 @@ def build_candidate(
     sizes, flops = measured.sizes, measured.flops
     blocks = []
     if channels_last == "auto":
-        cl = probe.layouts(Path(config_dir), input_key, first) if any(plan.conv_weights) else []
+        cl = probe.layouts(Path(config_dir), input_key, first, measured) if any(plan.conv_weights) else []
     elif isinstance(channels_last, bool):
         cl = [channels_last] * len(split.blocks)
     else:

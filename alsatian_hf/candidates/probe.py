@@ -74,9 +74,10 @@ class ShapeProbe:
             value["sizes"], value["flops"], [[FoldPair(**p) for p in pairs] for pairs in value["fold_pairs"]]
         )
 
-    def layouts(self, config_dir: Path, input_key: str, state: State) -> list[bool]:
+    def layouts(self, config_dir: Path, input_key: str, state: State, measured: Measured | None = None) -> list[bool]:
         """Per block, whether it runs channels-last on this CPU (`layout.measure_layouts`), kept like `measure`'s
-        measurements, under the CPU's model, ISA and threads too.
+        measurements, under the CPU's model, ISA and threads too. `measured` is `measure`'s answer for the same
+        arguments, where the caller has it (it saves reading and hashing the config again).
 
         A timing may differ between processes, so with a store, the store's answer wins over this process's:
         every search on one store runs the same layouts, and finds the features it cached under them. For the
@@ -84,7 +85,8 @@ class ShapeProbe:
         configs differ only in their labels share blocks, so they must share one timing, or a shared block
         would be computed in one layout by `alsatian` and in two by `base`.
         """
-        key = _layouts_key(self.measure(config_dir, input_key, state), input_key, state)
+        measured = measured if measured is not None else self.measure(config_dir, input_key, state)
+        key = _layouts_key(measured, input_key, state)
         if key not in self._layouts:
 
             def measure() -> list[bool]:  # this process's timing, for a store that has none
