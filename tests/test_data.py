@@ -54,6 +54,28 @@ def test_preprocessing_is_cached_and_threads_give_the_same_tensors():
     assert first["pixel_values"].shape == (30, 3, 32, 32)
 
 
+def test_prepared_inputs_are_kept_up_to_the_budget_and_the_first_prepared_stay():
+    """Halving reads growing prefixes of one order: the first items prepared are kept within `budget`, later ones
+    are prepared on every read and dropped, and every read returns what an unbounded store returns."""
+    ds = digits(num_items=30, seed=0)
+    proc = timm_processor(timm.create_model("test_resnet"), image_size=32)
+    calls = []
+    fn = proc.fn
+    proc.fn = lambda values: calls.append(len(values)) or fn(values)
+    item_bytes = 3 * 32 * 32 * 4
+    bounded = PreparedData(ds, "image", budget=10 * item_bytes)
+    key = bounded.add(proc)
+    unbounded = PreparedData(ds, "image")
+    unbounded.add(proc)
+    want = unbounded(key, tuple(range(30)))["pixel_values"]
+    calls.clear()
+    for prefix in (10, 20, 20, 30):
+        got = bounded(key, tuple(reversed(range(prefix))))["pixel_values"]
+        assert torch.equal(got, want[list(reversed(range(prefix)))])
+    # 0-9 were prepared once and kept; 10-19 three times, 20-29 once; the kept bytes are 0-9's
+    assert calls == [10, 10, 10, 20] and bounded.nbytes == 10 * item_bytes
+
+
 def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
     """Fine-tunes with the same tokenizer files get one input key (and one loaded tokenizer); a changed
     vocabulary is a different processor with different ids."""
