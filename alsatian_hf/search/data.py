@@ -96,10 +96,10 @@ class PreparedData:
     """Prepared inputs per (input key, item), computed on first use: 'prepare data' happens once per processor.
 
     Halving iterations read growing prefixes of one item order, and every iteration reads D_test, so an item
-    prepared once is kept for the next iteration, up to `budget` bytes. Items prepared after that are returned
-    and dropped: with a budget smaller than the data (224 px images are 0.6 MB each prepared), the items kept
-    are the first ones prepared, which every later iteration reads again, instead of a least-recently-used set
-    that a growing scan would evict before each reuse.
+    prepared once is kept for the next iteration while its batch fits in `budget` bytes; a batch that does not
+    fit is returned and dropped. With a budget smaller than the data (224 px images are 0.6 MB each prepared),
+    the items kept are thus mostly the first ones prepared, which every later iteration reads again; a
+    least-recently-used set would be evicted by the growing scan just before each reuse.
     """
 
     dataset: Any
