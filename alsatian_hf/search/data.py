@@ -95,11 +95,12 @@ def check_labels(labels: list[int], *, name: str = "train_dataset") -> None:
 class PreparedData:
     """Prepared inputs per (input key, item), computed on first use: 'prepare data' happens once per processor.
 
-    Halving iterations read growing prefixes of one item order, and every iteration reads D_test, so an item
-    prepared once is kept for the next iteration while its batch fits in `budget` bytes; a batch that does not
-    fit is returned and dropped. With a budget smaller than the data (224 px images are 0.6 MB each prepared),
-    the items kept are thus mostly the first ones prepared, which every later iteration reads again; a
-    least-recently-used set would be evicted by the growing scan just before each reuse.
+    The same items are read again and again: by every model in `shift` and `base`, which run each model on its
+    own, and by every plan step that starts at the inputs in `alsatian`, each time in the same order. So a
+    prepared batch is kept while it fits in `budget` bytes, and a batch that does not fit is returned, dropped,
+    and prepared again when read: with a budget smaller than the data (a 224 px image is 0.6 MB prepared), the
+    batches kept serve every later pass, where a least-recently-used set would evict each batch just before the
+    next pass reads it.
     """
 
     dataset: Any
