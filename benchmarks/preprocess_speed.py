@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    ds = dataset("resnet18", max(args.items, 500))
+    ds = dataset("resnet18", args.items)
     model = timm.create_model("resnet18", pretrained=False, num_classes=10)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {args.items} images")
     print(f"{'px':>4} {'workers':>7} {'ms/image':>9} {'speed-up':>9}")

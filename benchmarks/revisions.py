@@ -63,8 +63,10 @@ def _worktree(rev: str, parent: Path, root: Path) -> Path:
     if rev == ".":
         return root
     path = parent / rev.replace("/", "_")
-    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(path), rev], cwd=root, check=True,
-                   capture_output=True)  # fmt: skip
+    done = subprocess.run(["git", "worktree", "add", "--detach", "-f", str(path), rev], cwd=root,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"cannot check out `{rev}` ({done.stderr.strip()}); pass a commit, branch or tag, or `.`.")
     return path
 
 
