@@ -55,8 +55,9 @@ def test_preprocessing_is_cached_and_threads_give_the_same_tensors():
 
 
 def test_prepared_inputs_are_kept_up_to_the_budget_and_the_first_prepared_stay():
-    """Halving reads growing prefixes of one order: the first items prepared are kept within `budget`, later ones
-    are prepared on every read and dropped, and every read returns what an unbounded store returns."""
+    """Searches read the same items again in one order (every model in `shift` and `base`): the first items
+    prepared are kept within `budget`, later ones are prepared on every read and dropped, and every read returns
+    what an unbounded store returns."""
     ds = digits(num_items=30, seed=0)
     proc = timm_processor(timm.create_model("test_resnet"), image_size=32)
     calls = []
