@@ -126,8 +126,8 @@ class PreparedData:
             if self.nbytes + size <= self.budget:
                 rows.update(fresh)
                 self.nbytes += size
-        keys = (rows.get(items[0]) or fresh[items[0]]).keys()
-        return {k: torch.stack([(rows.get(i) or fresh[i])[k] for i in items]) for k in keys}
+        picked = [rows[i] if i in rows else fresh[i] for i in items]
+        return {k: torch.stack([row[k] for row in picked]) for k in picked[0]}
 
     def _prepare(self, input_key: str, items: list[int]) -> dict[str, torch.Tensor]:
         fn = self.processors[input_key].fn
@@ -141,7 +141,3 @@ class PreparedData:
                 parts = list(pool.map(fn, [values[i : i + step] for i in range(0, len(values), step)]))
             return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         return fn(values)
-
-    def drop(self) -> None:
-        self._rows.clear()
-        self.nbytes = 0
