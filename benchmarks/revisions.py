@@ -5,10 +5,10 @@ one run (this machine is shared and noisy, so seconds from two runs do not compa
                                    [--strategy alsatian] [--rounds 2] [--searches 5] [--threads N]
 
 Each revision is checked out in a temporary git worktree. Per round, each revision's process runs one untimed
-search (imports, first calls, the block store), then `searches` timed ones, as the end-to-end cells do; the
-rounds alternate the revisions. It prints each process's median phase seconds, and per phase the median over
-rounds at each revision and their ratio. The fixed costs are set-up, preprocessing and proxy scoring. HEAD may
-be `.`, the working tree as it is.
+search (imports, first calls, the block store), then `searches` timed ones, all through that revision's
+`benchmarks.suites.search`, as the end-to-end cells do; the rounds alternate the revisions. It prints each
+process's median phase seconds, and per phase the median over rounds at each revision and their ratio. The fixed
+costs are set-up, preprocessing and proxy scoring. HEAD may be `.`, the working tree as it is.
 
 Both revisions search the same paper-cpu zoo and block store in the work dir, built by this checkout's code, so
 their stores must be compatible. The rankings are compared too: a change meant to be faster only must not move
@@ -35,23 +35,20 @@ from .suites import ARCHS, HERE, SUITES, Run, ensure_zoo, provenance
 PHASES = ("setup", "prepare_data", "prepare_model", "inference", "proxy_scoring", "total")
 
 _CHILD = """
-import json, os, statistics, sys
+import json, statistics, sys
+from pathlib import Path
 import torch
-from alsatian_hf import ModelSearcher, SearchArguments
-from benchmarks.suites import dataset
+from benchmarks.suites import SUITES, Run, dataset, search
 spec = json.loads(sys.argv[1])
 if spec["threads"]:
     torch.set_num_threads(spec["threads"])
 ds = dataset(spec["arch"], spec["items"])
-def once():  # as `benchmarks.suites.search`: the cells' settings, feature cache off
-    args = SearchArguments(result_size=1, strategy=spec["strategy"], image_size=spec["image_size"],
-                           max_length=spec["max_length"], store_dir=spec["store"], batch_size=64,
-                           feature_cache=False)
-    return ModelSearcher.from_hub(author=spec["org"], train_dataset=ds, args=args).search()
-once()
+work = Path(spec["work"])
+run = Run("paper-cpu", SUITES["paper-cpu"], work, work, None, False)  # the cells' search, this revision's code
+search(run, org=spec["org"], ds=ds, strategy=spec["strategy"])
 rows, models = [], None
 for _ in range(spec["searches"]):
-    res = once()
+    res = search(run, org=spec["org"], ds=ds, strategy=spec["strategy"])
     rows.append({**res.phase_seconds(), "setup": res.setup_seconds, "total": res.seconds})
     models = res.models
 print("RESULT " + json.dumps({"phases": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
@@ -98,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             org = ensure_zoo(run, arch=args.arch, dist=args.distribution)
             trees = {rev: _worktree(rev, scratch, root) for rev in (args.base, args.head)}
             spec = dict(org=org, arch=args.arch, items=args.items, strategy=args.strategy, threads=args.threads,
-                        image_size=suite.image_size, max_length=suite.max_length, store=str(run.store(org)),
-                        searches=args.searches)  # fmt: skip
+                        work=str(args.work_dir), searches=args.searches)  # fmt: skip
             script = scratch / "search.py"
             script.write_text(_CHILD)
             results: dict[str, list[dict]] = {rev: [] for rev in trees}
