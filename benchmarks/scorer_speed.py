@@ -4,9 +4,9 @@
 
 The shapes are the iterations of the paper-cpu cells' search of 35 models on 2000 items, with 400 test items and
 10 classes: the models halve while the train items double (35 x 25 up to 2 x 1600). 35 x 420 is a first iteration
-on a larger dataset. Features are seeded
-random, so equal revisions score equal bits; run it at two revisions to price a change to a scorer. It prints
-the median seconds per call and a digest of the scores, which must not change when only speed should.
+on a larger dataset. Features are seeded random, so equal revisions score equal bits; run it at two revisions to
+price a change to a scorer. It prints the median seconds per call and a digest of the scores, which must not
+change when only speed should.
 """
 
 from __future__ import annotations

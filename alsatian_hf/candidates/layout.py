@@ -5,7 +5,8 @@ CPU. On the AVX-512 Xeon the card was first measured on, channels-last was as fa
 block (`block_speed` at 49a523e). On a Xeon with AMX, resnet18's 28x28 stage ran 1.36x faster channels-last but
 its 7x7 stage 1.5x slower (112 px, batch 64), and at 32 px its 4x4 stage 2x slower (batches of 256 and 1024).
 So with `channels_last="auto"` a CPU search times every block that holds a Conv2d in both layouts, on a
-random-init copy, and runs a block in the default (NCHW) layout only where that was clearly faster. CUDA keeps channels-last everywhere (cuDNN's tensor-core layout).
+random-init copy, and runs a block in the default (NCHW) layout only where that was clearly faster. CUDA keeps
+channels-last everywhere (cuDNN's tensor-core layout).
 
 Both layouts compute the same convolutions and differ by float rounding only. Every strategy of a search runs
 the same candidates, so they still rank alike; the layouts are part of the candidate's `numerics`, so the
