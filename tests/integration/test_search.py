@@ -332,3 +332,42 @@ def test_tied_at_cut_ignores_ties_on_one_side_of_the_cut():
     assert tied_at_cut(list(scores), scores, ["a", "b", "c"]) == []  # b and c both survive
     assert tied_at_cut(list(scores), scores, ["a", "b"]) == ["b", "c"]  # b kept, c pruned on input order
     assert tied_at_cut(list(scores), scores, list(scores)) == []  # nothing pruned
+
+
+def test_a_search_leaves_the_heap_it_found_out_of_gc_scans_and_hands_it_back(hub, tiny_zoo, tmp_path):
+    """The objects that predate a search are frozen while it runs (its collections scan only its own), then
+    unfrozen: garbage from before the search is still collected after it, and a caller's own freeze stays."""
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    frozen_during = []
+
+    class Watcher(SearchCallback):
+        def on_iteration_end(self, *, iteration, scores, survivors):
+            frozen_during.append(gc.get_freeze_count())
+
+    ds = digits(num_items=80, seed=0)
+    args = _args(tmp_path, feature_cache=False)  # the second search runs its iterations, not restores them
+    old = Cycle()
+    old.me = old  # garbage only a collection frees
+    dead_before = weakref.ref(old)
+    del old
+    assert gc.get_freeze_count() == 0
+    ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=args, callbacks=[Watcher()]).search()
+    assert frozen_during and min(frozen_during) > 10_000  # the imported libraries' objects, at least
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert dead_before() is None  # handed back to the collector, not kept alive
+
+    gc.freeze()  # a pre-fork server's own freeze: the search neither adds to it nor undoes it
+    try:
+        theirs = gc.get_freeze_count()
+        frozen_during.clear()
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=args, callbacks=[Watcher()]).search()
+        # frozen objects that die leave the count, none join it; unfrozen, it would be 0 after the search
+        assert frozen_during and max(frozen_during) <= theirs and theirs // 2 < gc.get_freeze_count() <= theirs
+    finally:
+        gc.unfreeze()
