@@ -407,3 +407,28 @@ def test_a_store_that_cannot_keep_prepared_blocks_warns_once_and_searches_as_bef
     ).search()
     assert not result.skipped and result.ranking == off.ranking
     assert caplog.text.count("cannot keep prepared blocks") == 1
+
+
+def test_a_known_commit_opens_from_the_hf_cache_and_a_missing_small_file_is_fetched_again(hub, tiny_zoo, tmp_path):
+    """A commit the store has opened before finds its small files in the HF cache without `snapshot_download`;
+    one that lost a file there (a user's cache clean-up) downloads it again instead of opening half a repo."""
+    import huggingface_hub
+    from huggingface_hub import snapshot_download
+
+    from alsatian_hf.candidates.repos import SMALL_FILES
+
+    listed = next(c for c in list_candidates(author="tiny") if c.repo_id == tiny_zoo.repo_ids[2])
+    store = BlockStore(tmp_path / "store")
+    first = open_hub(listed.repo_id, listed.revision, store=store, reader=RangeReader())
+    assert store.load_commit(listed.repo_id, listed.revision) is not None
+    hub.clear_log()
+    with pytest.MonkeyPatch.context() as mp:  # its tree-cache read and thread pool were 1 ms a candidate
+        mp.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("snapshot_download called"))
+        warm = open_hub(listed.repo_id, listed.revision, store=store, reader=RangeReader())
+    assert hub.requests() == []
+    small = snapshot_download(listed.repo_id, revision=listed.revision, allow_patterns=SMALL_FILES)
+    assert warm.folder == first.folder == Path(small)
+    (warm.folder / "config.json").unlink()
+    again = open_hub(listed.repo_id, listed.revision, store=store, reader=RangeReader())
+    assert again.folder == first.folder and json.loads((again.folder / "config.json").read_text())
+    assert [r.path for r in hub.requests() if r.path.endswith("config.json")]  # fetched, not assumed

@@ -103,15 +103,17 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         if revision is not None and _COMMIT.fullmatch(revision):
             commit = {"siblings": siblings, "sizes": sizes, "files_sha": files_sha, "base_model": base_model}
             store.save_commit(repo_id, revision, commit)
-    # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
-    folder = Path(
-        with_retries(
-            lambda: snapshot_download(
-                repo_id, revision=revision, allow_patterns=SMALL_FILES, tqdm_class=silent_tqdm_class()
-            ),
-            transport=False,
+    folder = _cached_snapshot(repo_id, revision, siblings) if known is not None else None
+    if folder is None:
+        # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
+        folder = Path(
+            with_retries(
+                lambda: snapshot_download(
+                    repo_id, revision=revision, allow_patterns=SMALL_FILES, tqdm_class=silent_tqdm_class()
+                ),
+                transport=False,
+            )
         )
-    )
     if revision is None or len(revision) != 40:
         revision = folder.name  # the snapshot folder is named after the commit
     cached = store.load_layout(repo_id, revision)
@@ -130,6 +132,25 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
                             xet_hashes=xet_hashes if xet is not None else None, base_model=base_model)  # fmt: skip
     source.read_index()
     return OpenedRepo(repo_id, revision, folder, source)
+
+
+def _cached_snapshot(repo_id: str, commit: str, siblings: list[str]) -> Path | None:
+    """The HF cache's snapshot folder of `commit` when it holds every small file the commit lists, else None.
+
+    For a commit sha that is cached, `snapshot_download` sends no request either, but it still reads the tree
+    cache and starts a pool of threads per repo: 1 ms a candidate, and those threads contended for the GIL
+    with the search's main thread. A few `stat`s answer the same question.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import filter_repo_objects
+
+    wanted = list(filter_repo_objects(siblings, allow_patterns=SMALL_FILES))
+    if not wanted:
+        return None
+    paths = [try_to_load_from_cache(repo_id, f, revision=commit) for f in wanted]
+    if not all(isinstance(p, str) for p in paths):
+        return None
+    return Path(paths[0]).parents[len(Path(wanted[0]).parts) - 1]
 
 
 def _xet_hashes(repo_id: str, revision: str, files: list[str], store: BlockStore, reader: RangeReader
