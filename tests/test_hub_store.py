@@ -432,3 +432,23 @@ def test_a_known_commit_opens_from_the_hf_cache_and_a_missing_small_file_is_fetc
     again = open_hub(listed.repo_id, listed.revision, store=store, reader=RangeReader())
     assert again.folder == first.folder and json.loads((again.folder / "config.json").read_text())
     assert [r.path for r in hub.requests() if r.path.endswith("config.json")]  # fetched, not assumed
+
+
+def test_only_candidates_that_need_the_hub_are_opened_in_threads(hub, tiny_zoo, tmp_path):
+    """A search opens ahead, in threads, the candidates whose opening waits on the Hub; a commit the store knows,
+    a local folder or a listed skip opens in the search's own thread, where threads would only contend."""
+    from alsatian_hf.candidates.repos import opens_offline
+    from alsatian_hf.hub import Candidate
+
+    listed = next(c for c in list_candidates(author="tiny") if c.repo_id == tiny_zoo.repo_ids[1])
+    store = BlockStore(tmp_path / "store")
+    pinned = f"{listed.repo_id}@{listed.revision}"
+    assert not opens_offline(listed, revision=None, store=store)  # the store has never seen the commit
+    assert not opens_offline(pinned, revision=None, store=store)
+    open_hub(listed.repo_id, listed.revision, store=store, reader=RangeReader())
+    assert opens_offline(listed, revision=None, store=store) and opens_offline(pinned, revision=None, store=store)
+    assert not opens_offline(listed.repo_id, revision=None, store=store)  # a branch: its commit may have moved
+    assert not opens_offline(listed.repo_id, revision="main", store=store)
+    assert opens_offline(listed.repo_id, revision=listed.revision, store=store)
+    assert opens_offline(str(tmp_path), revision=None, store=store)  # a local folder
+    assert opens_offline(Candidate("x/y", "0" * 40, skip_reason="gated"), revision=None, store=store)

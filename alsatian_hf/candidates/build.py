@@ -27,7 +27,7 @@ from .precision import check_precision, precision_context
 from .prepared import keep, pack, recipe, unpack
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
-from .repos import CandidateSpec, OpenedRepo, open_repo
+from .repos import CandidateSpec, OpenedRepo, open_repo, opens_offline
 from .sources import HubBlockSource, TensorSource
 
 
@@ -357,6 +357,10 @@ class CandidateAssembler:
             CandidateSkipped, NoSafetensorsError, BlockFetchError, and huggingface_hub errors.
         """
         return open_repo(spec, revision=self.revision, store=self.store, reader=self.reader, xet=self.xet)
+
+    def opens_offline(self, spec: CandidateSpec) -> bool:
+        """Whether `open(spec)` sends no request (see `repos.opens_offline`)."""
+        return opens_offline(spec, revision=self.revision, store=self.store)
 
     def assemble(self, spec: CandidateSpec, model_id: str, opened: OpenedRepo | None = None) -> AssembledCandidate:
         """`opened` is `open(spec)`'s result, if the caller opened the candidate ahead.

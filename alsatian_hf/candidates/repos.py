@@ -64,6 +64,23 @@ def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, r
     return open_hub(repo_id, pinned or revision, store=store, reader=reader, xet=xet)
 
 
+def opens_offline(spec: CandidateSpec, *, revision: str | None, store: BlockStore) -> bool:
+    """Whether `open_repo(spec, ...)` sends no request: a local folder, a listed skip, or a repo pinned to a
+    commit sha whose metadata `store` keeps (its small files then come from the HF cache too, see
+    `_cached_snapshot`, unless the user cleared it)."""
+    if isinstance(spec, Candidate):
+        if spec.skip_reason:
+            return True
+        repo_id, pinned = spec.repo_id, revision or spec.revision
+    else:
+        spec = str(spec)
+        if Path(spec).is_dir():
+            return True
+        repo_id, _, pinned = spec.partition("@")
+        pinned = pinned or revision
+    return bool(pinned and _COMMIT.fullmatch(pinned)) and store.load_commit(repo_id, pinned) is not None
+
+
 def open_local(folder: str | Path) -> OpenedRepo:
     folder = Path(folder)
     return OpenedRepo(str(folder), "local", folder, LocalBlockSource(folder))

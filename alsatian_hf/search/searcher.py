@@ -276,10 +276,15 @@ class ModelSearcher:
             cb.on_search_begin(candidates=ids, args=args)
         candidates, revisions = [], {}
         bar = progress_bar(total=len(ids), desc="preparing candidates", unit="model")
-        # Candidates are opened (small files, layout, Xet hashes: a few requests each) ahead, in threads, while
-        # one is assembled; blocks are established in order, so a fine-tune finds its base in the store.
+        # Candidates that need the Hub (small files, layout, Xet hashes: a few requests each) are opened ahead, in
+        # threads, while one is assembled; the others open in this thread, since threads that do not wait on
+        # the network only contend for the GIL (a warm 35-model set-up took 0.117 s with them, 0.08 s without).
+        # Blocks are established in order, so a fine-tune finds its base in the store.
         with ThreadPoolExecutor(OPEN_AHEAD) as pool:
-            opening = [pool.submit(assembler.open, spec) for spec in self.candidates]
+            opening = [
+                None if assembler.opens_offline(spec) else pool.submit(assembler.open, spec)
+                for spec in self.candidates
+            ]
             for spec, model_id, opened in zip(self.candidates, ids, opening):
                 assembled = self._assemble(assembler, spec, model_id, opened)
                 if assembled is not None:
@@ -308,12 +313,13 @@ class ModelSearcher:
             assembler.precision,
         )  # fmt: skip
 
-    def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future):
-        """The assembled candidate, or None after recording why it is skipped (one candidate never ends a search)."""
+    def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future | None):
+        """The assembled candidate, or None after recording why it is skipped (one candidate never ends a search).
+        `opened` is the candidate's opening ahead, or None to open it here."""
         from huggingface_hub.errors import HfHubHTTPError
 
         try:
-            return assembler.assemble(spec, model_id, opened.result())
+            return assembler.assemble(spec, model_id, opened.result() if opened is not None else None)
         except StoreFullError:
             raise  # every later candidate would fail the same way: stop with the error that says what to do
         except CandidateSkipped as e:
