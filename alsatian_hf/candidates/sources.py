@@ -123,12 +123,6 @@ class LocalBlockSource:
         """Nothing to do: local blocks are hashed from memory-mapped tensors on demand."""
 
 
-@functools.lru_cache(maxsize=64)
-def _parsed_layout(text: str) -> dict[str, TensorLocation]:
-    """A stored layout, parsed once: the base model's is every fine-tune's reference, block after block."""
-    return layout_from_json(text)
-
-
 class HubBlockSource:
     """A `TensorSource` for one repo at one commit. Heads are never fetched: only blocks' keys are read.
 
@@ -278,7 +272,7 @@ class HubBlockSource:
         return prove(
             keys=block.keys,
             cand=XetFile(self.repo_id, self.revision, self.xet_hashes, self.layout),
-            ref=XetFile(ref_repo, ref_rev, ref_hashes, _parsed_layout(layout_json)),
+            ref=XetFile(ref_repo, ref_rev, ref_hashes, layout_from_json(layout_json)),
             ref_raw=lambda: self.store.raw(ref_hash),  # read only once a term proves something
             rel_name=block.relative_name,
             xet=self.xet,

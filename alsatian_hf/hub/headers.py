@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 
@@ -100,7 +101,11 @@ def layout_to_json(layout: dict[str, TensorLocation]) -> str:
     return json.dumps({k: asdict(v) for k, v in layout.items()})
 
 
+@functools.lru_cache(maxsize=256)
 def layout_from_json(text: str) -> dict[str, TensorLocation]:
+    """A stored layout, parsed once per process and shared by every caller, who must not change it: fine-tunes of
+    one architecture store the same text, and the base model's is every fine-tune's Xet reference. Parsing
+    a ViT's was 0.25 ms a candidate at every set-up."""
     return {
         k: TensorLocation(v["filename"], v["dtype"], tuple(v["shape"]), v["start"], v["end"])
         for k, v in json.loads(text).items()
