@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -39,7 +40,20 @@ def _key(obj: Any) -> str:
 _LOADED = DigestCache()
 
 
+# timm processors by model: candidates of one config share one skeleton (`adapters.build_model`), and building
+# the transform anew was a third of each warm candidate's set-up
+_TIMM: "weakref.WeakKeyDictionary[torch.nn.Module, dict[int | None, Processor]]" = weakref.WeakKeyDictionary()
+
+
 def timm_processor(model, image_size: int | None) -> Processor:
+    """The eval preprocessing timm resolves for `model` (its `pretrained_cfg`), at `image_size` if given."""
+    by_size = _TIMM.setdefault(model, {})
+    if image_size not in by_size:
+        by_size[image_size] = _timm_processor(model, image_size)
+    return by_size[image_size]
+
+
+def _timm_processor(model, image_size: int | None) -> Processor:
     from timm.data import create_transform, resolve_data_config
     from torchvision import transforms as T
 
