@@ -53,32 +53,41 @@ def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, r
     Raises:
         CandidateSkipped: for a listed candidate that carries a skip reason.
     """
-    if isinstance(spec, Candidate):
-        if spec.skip_reason:
-            raise CandidateSkipped(spec.repo_id, spec.skip_reason)
-        return open_hub(spec.repo_id, revision or spec.revision, store=store, reader=reader, xet=xet)
-    spec = str(spec)
-    if Path(spec).is_dir():
-        return open_local(spec)
-    repo_id, _, pinned = spec.partition("@")
-    return open_hub(repo_id, pinned or revision, store=store, reader=reader, xet=xet)
+    repo_id, pinned = _hub_target(spec, revision)
+    if repo_id is None:
+        return open_local(str(spec))
+    return open_hub(repo_id, pinned, store=store, reader=reader, xet=xet)
 
 
 def opens_offline(spec: CandidateSpec, *, revision: str | None, store: BlockStore) -> bool:
     """Whether `open_repo(spec, ...)` sends no request: a local folder, a listed skip, or a repo pinned to a
     commit sha whose metadata `store` keeps (its small files then come from the HF cache too, see
     `_cached_snapshot`, unless the user cleared it)."""
+    try:
+        repo_id, pinned = _hub_target(spec, revision)
+    except CandidateSkipped:
+        return True
+    if repo_id is None:
+        return True
+    return bool(pinned and _COMMIT.fullmatch(pinned)) and store.load_commit(repo_id, pinned) is not None
+
+
+def _hub_target(spec: CandidateSpec, revision: str | None) -> tuple[str | None, str | None]:
+    """The (repo id, revision) that `spec` opens on the Hub (`revision` unless the spec pins one), or (None, None)
+    for a local folder.
+
+    Raises:
+        CandidateSkipped: for a listed candidate that carries a skip reason.
+    """
     if isinstance(spec, Candidate):
         if spec.skip_reason:
-            return True
-        repo_id, pinned = spec.repo_id, revision or spec.revision
-    else:
-        spec = str(spec)
-        if Path(spec).is_dir():
-            return True
-        repo_id, _, pinned = spec.partition("@")
-        pinned = pinned or revision
-    return bool(pinned and _COMMIT.fullmatch(pinned)) and store.load_commit(repo_id, pinned) is not None
+            raise CandidateSkipped(spec.repo_id, spec.skip_reason)
+        return spec.repo_id, revision or spec.revision
+    spec = str(spec)
+    if Path(spec).is_dir():
+        return None, None
+    repo_id, _, pinned = spec.partition("@")
+    return repo_id, pinned or revision
 
 
 def open_local(folder: str | Path) -> OpenedRepo:
