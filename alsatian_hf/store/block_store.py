@@ -175,7 +175,12 @@ class BlockStore:
             raise
 
     def path(self, block_hash: str, kind: Kind_T = "blocks") -> Path:
-        return self.root / kind / block_hash[:2] / f"{block_hash}.safetensors"
+        return Path(self._file(block_hash, kind))
+
+    def _file(self, block_hash: str, kind: Kind_T = "blocks") -> str:
+        """`path` as a string: `has` asks it of every block of every candidate at set-up, where pathlib's
+        joins were most of the cost."""
+        return f"{self.root}/{kind}/{block_hash[:2]}/{block_hash}.safetensors"
 
     def lock(self, name: str) -> FileLock:
         """A lock shared by every process of this store. Names are hashed: truncating them made every block of
@@ -185,9 +190,7 @@ class BlockStore:
 
     # -- blocks --------------------------------------------------------------------------------------------
     def has(self, block_hash: str) -> bool:
-        # `path` on strings: set-up asks this of every block of every candidate, and pathlib's three joins a
-        # block were most of the cost
-        return os.path.isfile(f"{self.root}/blocks/{block_hash[:2]}/{block_hash}.safetensors")
+        return os.path.isfile(self._file(block_hash))
 
     @staticmethod
     def _stamp(block_hash: str, path: Path) -> tuple[str, int, int, int]:
