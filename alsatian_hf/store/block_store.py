@@ -128,6 +128,7 @@ class BlockStore:
         self._verified: set[tuple[str, int, int, int]] = set()  # file versions known to match their hash
         self._local = threading.local()  # a connection per thread (sqlite3 connections are not shared)
         self._layouts: dict[tuple[str, str], str] = {}
+        self._commits: dict[tuple[str, str], dict] = {}
         # raw bytes of recently read blocks: a base model's block is the reference of every fine-tune's proof
         self._raw: OrderedDict[str, dict[str, bytes]] = OrderedDict()
         self._raw_bytes = 0
@@ -424,9 +425,16 @@ class BlockStore:
             db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)", (repo, revision, json.dumps(info)))
 
     def load_commit(self, repo: str, revision: str) -> dict | None:
-        with self._db() as db:
-            row = db.execute("SELECT info FROM commits WHERE repo=? AND revision=?", (repo, revision)).fetchone()
-        return json.loads(row[0]) if row is not None else None
+        """`save_commit`'s info, read from disk once, like `load_layout`: set-up asks twice per candidate, to
+        choose the thread that opens it (`candidates.repos.opens_offline`) and to open it. Callers only read it."""
+        key = (repo, revision)
+        if key not in self._commits:
+            with self._db() as db:
+                row = db.execute("SELECT info FROM commits WHERE repo=? AND revision=?", key).fetchone()
+            if row is None:
+                return None
+            self._commits[key] = json.loads(row[0])
+        return self._commits[key]
 
     def save_measurement(self, key: str, value: Any) -> Any:
         """Keep what a shape probe measured (`candidates.probe`) under `key`, which names everything it depends on:
