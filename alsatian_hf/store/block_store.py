@@ -27,7 +27,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from filelock import FileLock
 
@@ -409,14 +409,9 @@ class BlockStore:
 
     def load_layout(self, repo: str, revision: str) -> str | None:
         """A checkpoint's layout (JSON); a commit's layout never changes, so it is read from disk once."""
-        key = (repo, revision)
-        if key not in self._layouts:
-            with self._db() as db:
-                row = db.execute("SELECT layout FROM layouts WHERE repo=? AND revision=?", key).fetchone()
-            if row is None:
-                return None
-            self._layouts[key] = row[0]
-        return self._layouts[key]
+        return self._read_once(
+            self._layouts, "SELECT layout FROM layouts WHERE repo=? AND revision=?", (repo, revision)
+        )
 
     def save_commit(self, repo: str, revision: str, info: dict) -> None:
         """What a candidate's set-up reads from the Hub's metadata of one commit (its files, their sizes and LFS
@@ -427,14 +422,19 @@ class BlockStore:
     def load_commit(self, repo: str, revision: str) -> dict | None:
         """`save_commit`'s info, read from disk once, like `load_layout`: set-up asks twice per candidate, to
         choose the thread that opens it (`candidates.repos.opens_offline`) and to open it. Callers only read it."""
-        key = (repo, revision)
-        if key not in self._commits:
+        query = "SELECT info FROM commits WHERE repo=? AND revision=?"
+        return self._read_once(self._commits, query, (repo, revision), json.loads)
+
+    def _read_once(self, memo: dict, query: str, key: tuple[str, str], decode: Callable[[str], Any] = str) -> Any:
+        """A commit's row of `query`, decoded, read from disk once into `memo`: what a commit sha names never
+        changes. A row not stored yet is not remembered, so a later save is seen."""
+        if key not in memo:
             with self._db() as db:
-                row = db.execute("SELECT info FROM commits WHERE repo=? AND revision=?", key).fetchone()
+                row = db.execute(query, key).fetchone()
             if row is None:
                 return None
-            self._commits[key] = json.loads(row[0])
-        return self._commits[key]
+            memo[key] = decode(row[0])
+        return memo[key]
 
     def save_measurement(self, key: str, value: Any) -> Any:
         """Keep what a shape probe measured (`candidates.probe`) under `key`, which names everything it depends on:
