@@ -91,43 +91,62 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         assert sum(got["rank_block_executions"]) < world * want["block_executions"]
 
 
+@pytest.mark.slow
+def test_base_under_torchrun_runs_every_model_once_on_every_item(hub, tiny_zoo, tmp_path):
+    """`base` extracts every item in its first iteration; its later ones find the features at the rank that
+    scores each model, so the ranks together run exactly the blocks one process runs, never again."""
+    one = _search(tiny_zoo.repo_ids, tmp_path / "store", "base")
+    done = _torchrun(tmp_path, 2, [tiny_zoo.repo_ids, str(tmp_path / "store"), str(tmp_path), "base", None])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1] and ranks[0]["models"] == one.models
+    for got, want in zip(ranks[0]["iterations"], one.iterations):
+        assert got["survivors"] == want["survivors"]
+        assert sum(got["rank_block_executions"]) == got["block_executions"] == want["block_executions"]
+    assert one.iterations[0]["block_executions"] > 0 and one.iterations[-1]["block_executions"] == 0
+
+
 EXCHANGE = """
 import json, os, sys
 import torch
 from alsatian_hf.search.distributed import Ranks
 ranks = Ranks.current()
 gen = torch.Generator().manual_seed(ranks.rank)
-mine = {"f32": torch.randn(3 + ranks.rank, 5, generator=gen), "bf16": torch.randn(4, generator=gen).bfloat16(),
-        "i64": torch.arange(7) * ranks.rank}
-if ranks.rank == 1:
-    mine = {"only": mine["f32"][:, ::2]}  # other names, a non-contiguous view, fewer bytes than rank 0
-got = ranks.gather_tensors({"rank": ranks.rank}, mine)
+parts = []
+for to in range(ranks.world):  # for each receiver its own object and tensors: other names, dtypes and sizes
+    named = {"f32": torch.randn(3 + ranks.rank + to, 5, generator=gen), "bf16": torch.randn(4, generator=gen).bfloat16(),
+             "i64": torch.arange(7) * ranks.rank}
+    if ranks.rank == 1:
+        named = {"only": named["f32"][:, ::2]}  # a non-contiguous view, fewer bytes than the others send
+    if (ranks.rank, to) == (2, 0):
+        named = {}  # nothing for rank 0
+    parts.append(({"from": ranks.rank, "to": to}, named))
+got = ranks.send_tensors(parts)
+def as_json(named):
+    return {k: [str(t.dtype), list(t.shape), t.float().tolist()] for k, t in named.items()}
 with open(os.path.join(sys.argv[1], f"rank{ranks.rank}.json"), "w") as f:
-    json.dump([[obj, {k: [str(t.dtype), list(t.shape), t.float().tolist()] for k, t in named.items()}]
-               for obj, named in got], f)
-with open(os.path.join(sys.argv[1], f"sent{ranks.rank}.json"), "w") as f:
-    json.dump({k: [str(t.dtype), list(t.shape), t.float().tolist()] for k, t in mine.items()}, f)
+    json.dump({"got": [[obj, as_json(named)] for obj, named in got], "sent": [[o, as_json(n)] for o, n in parts]}, f)
 torch.distributed.destroy_process_group()  # as torch asks: exiting right after a collective may abort in gloo
 """
 
 
 @pytest.mark.slow
-def test_ranks_exchange_named_tensors_of_any_dtype_and_size(tmp_path):
-    """`gather_tensors` (the features' exchange) returns every rank's tensors as sent: dtypes, shapes and values,
-    with unequal byte counts and names per rank."""
+def test_ranks_send_each_rank_its_own_named_tensors_of_any_dtype_and_size(tmp_path):
+    """`send_tensors` (the features' exchange) delivers to each rank what every rank sent it, and only that:
+    objects, dtypes, shapes and values, with unequal byte counts, names and an empty part."""
     script = tmp_path / "exchange.py"
     script.write_text(EXCHANGE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3",
                            f"--master_port={_free_port()}", str(script), str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    sent = [json.loads((tmp_path / f"sent{r}.json").read_text()) for r in range(2)]
-    for r in range(2):
-        got = json.loads((tmp_path / f"rank{r}.json").read_text())
-        assert [obj for obj, _ in got] == [{"rank": 0}, {"rank": 1}]
-        assert [named for _, named in got] == sent
-    assert sent[0]["bf16"][0] == "torch.bfloat16" and sent[1]["only"][1] == [4, 3]
+    out = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    for r in range(3):
+        assert out[r]["got"] == [out[s]["sent"][r] for s in range(3)]  # its own part too, as given
+        assert [obj for obj, _ in out[r]["got"]] == [{"from": s, "to": r} for s in range(3)]
+    assert out[0]["got"][2][1] == {} and out[2]["got"][1][1]["only"][1] == [6, 3]
+    assert out[1]["got"][0][1]["bf16"][0] == "torch.bfloat16"
 
 
 @pytest.mark.slow

@@ -7,7 +7,14 @@ import pytest
 
 from alsatian_hf.errors import ConfigurationError
 from alsatian_hf.plan import BlockInfo, TaskTree
-from alsatian_hf.plan.partition import lower_bound, partition, path_load, split_iteration, trunk_bound
+from alsatian_hf.plan.partition import (
+    lower_bound,
+    partition,
+    path_load,
+    scoring_owners,
+    split_iteration,
+    trunk_bound,
+)
 from alsatian_hf.zoo._recipe import recipe_task_tree
 
 
@@ -139,3 +146,30 @@ def test_bad_worker_counts_are_clear_errors():
         partition(msyn_tree(3, 3, "top_25", 0), 0)
     with pytest.raises(ConfigurationError, match="workers"):
         split_iteration(msyn_tree(3, 3, "top_25", 0), [8], 0)
+
+
+def test_scoring_owners_balance_and_keep_models_where_their_features_are():
+    models = [f"m{i}" for i in range(35)]
+    first = scoring_owners(models, {}, 2)
+    assert first == {m: i % 2 for i, m in enumerate(models)}  # held nowhere: round-robin, as `models[r::2]`
+    import random
+
+    rng = random.Random(0)
+    for workers in (2, 3, 8):
+        alive, holders = list(models), {}
+        while alive:
+            owners = scoring_owners(alive, holders, workers)
+            assert owners == scoring_owners(alive, holders, workers) and sorted(owners) == sorted(alive)
+            counts = [list(owners.values()).count(w) for w in range(workers)]
+            assert max(counts) - min(counts) <= 1 and set(owners.values()) <= set(range(workers))
+            # only the models a crowded rank cannot keep move: the fewest any balanced assignment moves
+            held = sorted((sum(holders.get(m) == w for m in alive) for w in range(workers)), reverse=True)
+            quotas = [len(alive) // workers + (i < len(alive) % workers) for i in range(workers)]
+            moved = sum(m in holders and owners[m] != holders[m] for m in alive)
+            assert moved == sum(max(0, h - q) for h, q in zip(held, quotas))
+            holders = owners
+            alive = sorted(rng.sample(alive, len(alive) // 2), key=models.index)
+    with pytest.raises(ConfigurationError, match="workers"):
+        scoring_owners(models, {}, 0)
+    with pytest.raises(ConfigurationError, match="worker 5"):
+        scoring_owners(models, {"m0": 5}, 2)

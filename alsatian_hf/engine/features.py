@@ -118,6 +118,10 @@ class FeatureStore:
         for row, item in enumerate(items):
             held.setdefault(item, (rows, row))
 
+    def items(self, model_id: str) -> list[int]:
+        """The items whose features of the model this store holds."""
+        return list(self._rows.get(model_id, ()))
+
     def has(self, model_id: str, items) -> bool:
         rows = self._rows.get(model_id, {})
         return all(i in rows for i in items)

@@ -382,3 +382,38 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     return IterationSplit(
         work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
     )
+
+
+def scoring_owners(models: list[str], holders: dict[str, int], workers: int) -> dict[str, int]:
+    """Which worker scores each of `models` in an iteration, and so keeps its features for the next one.
+
+    Each worker scores as many models as the others, give or take one. A model stays with the worker in
+    `holders` that kept its features from earlier iterations wherever that balance allows (the workers that
+    hold the most take the odd models), so that only the models pruning left on crowded workers travel again;
+    models held nowhere (the first iteration, a restored one) are dealt round-robin in `models` order.
+
+    Raises:
+        ConfigurationError: for fewer than one worker, or a holder that is not a worker.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"`workers` must be a positive integer, got {workers!r}.")
+    held = [0] * workers
+    for m in models:
+        if m in holders:
+            if not 0 <= holders[m] < workers:
+                raise ConfigurationError(f"{m!r} is held by worker {holders[m]}, not one of the {workers} workers.")
+            held[holders[m]] += 1
+    quota = [0] * workers
+    for i, w in enumerate(sorted(range(workers), key=lambda w: (-held[w], w))):
+        quota[w] = len(models) // workers + (i < len(models) % workers)
+    owners, movers = {}, []
+    for m in models:
+        w = holders.get(m)
+        if w is not None and quota[w] > 0:
+            owners[m] = w
+            quota[w] -= 1
+        else:
+            movers.append(m)
+    free = [w for k in range(max(quota)) for w in range(workers) if quota[w] > k]  # round-robin over what is left
+    owners.update(zip(movers, free))
+    return owners

@@ -197,6 +197,8 @@ def run_halving(
     if feature_cache is not None and fingerprint and scorer_key:
         search_key = _search_key(keys, fingerprint, schedule, scorer_key)
     outcome = HalvingOutcome(ranking=[], scores={})
+    holders: dict[str, int] = {}  # distributed: the rank that holds each model's features of earlier iterations
+    ready: set[str] = set()  # distributed: models whose owner holds this iteration's features (`base`: all)
     try:
         for it in range(1, schedule.num_iterations + 1):
             batches = extractor.batches_for(it)
@@ -207,6 +209,7 @@ def run_halving(
             if ranks.distributed and search_key is not None and not all(ranks.gather(restored is not None)):
                 restored = None
             if restored is not None:
+                holders, ready = {}, set()  # every rank read every survivor's features of the iterations so far
                 record.scores, record.survivors, record.cached = restored["scores"], restored["survivors"], alive
                 record.restored = True
                 _report_ties(record)
@@ -219,17 +222,31 @@ def run_halving(
                 desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
             )
             executor.on_batch = bar.update
-            alive_tree = task_tree([by_id[m] for m in alive]) if ranks.distributed else None
-            work = ranks.work(alive_tree, batches) if ranks.distributed else [(batches, alive)]
+            work = [(batches, alive)]
+            if ranks.distributed:  # this rank's share of the models that must run (`base`'s ran in iteration 1)
+                alive_tree = task_tree([by_id[m] for m in alive if m not in ready])
+                work = ranks.work(alive_tree, batches) if alive_tree.models else []
             record.cached = _extract(extractor, features, work, it, record)
             bar.close()
-            if ranks.distributed:  # every rank gets every alive model's features, as one process holds them
-                _exchange_features(ranks, features, work)
-            mine = ranks.scored_here(alive)
+            mine = alive
+            if ranks.distributed:  # each model's features go to the rank that scores it, and stay there
+                owners = ranks.owners(alive, holders)
+                _send_features(ranks, features, work, owners, holders)
+                mine = [m for m in alive if owners[m] == ranks.rank]
+                features.drop([m for m in alive if owners[m] != ranks.rank])
+                holders = owners
             scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
             if ranks.distributed:  # one exchange: every rank selects from all scores, and counts all ranks' work
                 extracted_here = {m for _, models in work for m in models} - set(record.cached)
-                parts = ranks.gather((scores, record.cached, extracted_here, record.counters, record.unique_edges))
+                # the models whose next iteration's features their owner holds already: nobody extracts them
+                upcoming = (
+                    [i for b in extractor.batches_for(it + 1) for i in b] if it < schedule.num_iterations else []
+                )
+                held = [m for m in mine if upcoming and features.has(m, upcoming)]
+                parts = ranks.gather(
+                    (scores, record.cached, extracted_here, record.counters, record.unique_edges, held)
+                )
+                ready = {m for part in parts for m in part[5]}
                 scores = {m: s for part in parts for m, s in part[0].items()}
                 ran = {m for part in parts for m in part[2]}  # cached means: no rank extracted any of its batches
                 cached = {m for part in parts for m in part[1]} - ran
@@ -272,17 +289,24 @@ def run_halving(
     return outcome
 
 
-def _exchange_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[tuple], list[str]]]) -> None:
-    """Every rank gets the features every other rank extracted (or read from the feature cache) this iteration."""
-    items_of: dict[str, list[int]] = {}
+def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[tuple], list[str]]],
+                   owners: dict[str, int], holders: dict[str, int]) -> None:  # fmt: skip
+    """Each model's features this rank extracted (or read from the feature cache) this iteration go to the rank
+    that scores the model (`owners`); all of them, from earlier iterations too, where the model moved away from
+    this rank (`holders`)."""
+    items_to: list[dict[str, list[int]]] = [{} for _ in range(ranks.world)]  # rank -> model -> items
     for batches, models in work:
         for m in models:
-            items_of.setdefault(m, []).extend(i for b in batches for i in b)
-    rows_of = {m: features.export(m, items) for m, items in items_of.items() if items}
-    for rank, (items_part, rows_part) in enumerate(ranks.gather_tensors(items_of, rows_of)):
-        if rank != ranks.rank:
-            for model, items in items_part.items():
-                features.import_rows(model, items, rows_part.get(model))
+            if owners[m] != ranks.rank:
+                items_to[owners[m]].setdefault(m, []).extend(i for b in batches for i in b)
+    for m, owner in owners.items():
+        if holders.get(m) == ranks.rank and owner != ranks.rank:
+            items_to[owner][m] = features.items(m)  # this iteration's items among them
+    parts = [(items, {m: features.export(m, i) for m, i in items.items() if i}) for items in items_to]
+    for sender, (items, rows) in enumerate(ranks.send_tensors(parts)):
+        if sender != ranks.rank:
+            for model, model_items in items.items():
+                features.import_rows(model, model_items, rows.get(model))
 
 
 def _extract(extractor, features: FeatureStore, work: list[tuple[list[tuple[int, ...]], list[str]]],
