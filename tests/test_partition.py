@@ -11,6 +11,7 @@ from alsatian_hf.plan.partition import (
     lower_bound,
     partition,
     path_load,
+    path_weights,
     scoring_owners,
     split_iteration,
     trunk_bound,
@@ -106,9 +107,9 @@ def _check_split(tree: TaskTree, sizes: list[int], workers: int):
     assert len(split.work) == workers
     runs = [(b, m) for groups in split.work for batches, models in groups for b in batches for m in models]
     assert sorted(runs) == sorted((b, m) for b in range(len(sizes)) for m in tree.models)  # each pair once
-    loads = [sum(path_load(tree, models) * sum(sizes[b] for b in batches) for batches, models in groups)
-             for groups in split.work]  # fmt: skip
-    assert loads == pytest.approx(split.loads)  # what it claims is what the ranks compute
+    loads = [sum(path_load(tree, models) * sum(sizes[b] for b in batches) + path_weights(tree, models) * (i > 0)
+                 for i, (batches, models) in enumerate(groups)) for groups in split.work]  # fmt: skip
+    assert loads == pytest.approx(split.loads)  # what it claims is what the ranks compute, and every further pass
     assert split.unique == pytest.approx(sum(n.cost for n in tree.nodes()) * sum(sizes))
     assert split.makespan >= split.bound * (1 - 1e-9) and split.duplicated >= -1e-9 * split.unique
     return split
@@ -146,6 +147,30 @@ def test_bad_worker_counts_are_clear_errors():
         partition(msyn_tree(3, 3, "top_25", 0), 0)
     with pytest.raises(ConfigurationError, match="workers"):
         split_iteration(msyn_tree(3, 3, "top_25", 0), [8], 0)
+
+
+def _weighted_tree(param_bytes: int) -> TaskTree:
+    """Ten top-layer fine-tunes: a shared trunk of four light blocks, then a block of each model's own, ten
+    times their cost; every block has `param_bytes` of weights."""
+    tree = TaskTree()
+    trunk = [BlockInfo(f"t{j}", 4, 1.0, param_bytes) for j in range(4)]
+    for m in range(10):
+        tree.add_model(f"m{m}", "x", [*trunk, BlockInfo(f"top{m}", 4, 10.0, param_bytes)])
+    return tree
+
+
+def test_short_batches_go_whole_where_their_weights_outweigh_their_flops():
+    """Spreading a short batch by models costs every rank a further pass over its share: with weightless blocks
+    the short batches of [64] * 6 + [16, 25] are spread, with heavy weights every batch goes whole."""
+    sizes, models = [64] * 6 + [16, 25], tuple(f"m{m}" for m in range(10))
+    light = _check_split(_weighted_tree(0), sizes, 2)
+    assert all(len(groups) > 1 for groups in light.work) and light.makespan <= light.bound * 1.01
+    heavy = _check_split(_weighted_tree(100), sizes, 2)
+    assert [[(len(batches), ms) for batches, ms in groups] for groups in heavy.work] == [[(4, models)]] * 2
+    assert heavy.duplicated == pytest.approx(0.0)
+    # a lone batch is still spread where its FLOPs outweigh the weights: every rank gets a share
+    lone = _check_split(_weighted_tree(1), [512], 2)
+    assert all(groups for groups in lone.work)
 
 
 def test_scoring_owners_balance_and_keep_models_where_their_features_are():

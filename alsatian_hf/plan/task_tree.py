@@ -23,6 +23,7 @@ class BlockInfo:
     content_hash: str
     bytes_per_item: int  # size of the block's output for one item
     cost: float = 1.0  # compute cost per item (FLOPs or measured seconds), for the ideal-speedup bound
+    param_bytes: int = 0  # its weights, read once each time a rank runs it on a group of batches
 
 
 @dataclass(eq=False)
@@ -33,6 +34,7 @@ class Node:
     block_hash: str | None = None
     bytes_per_item: int = 0
     cost: float = 0.0
+    param_bytes: int = 0
     models: set[str] = field(default_factory=set)  # models whose path uses the edge into this node
     leaf_models: set[str] = field(default_factory=set)  # models whose features this node is
     children: dict[str, "Node"] = field(default_factory=dict)
@@ -86,6 +88,7 @@ class TaskTree:
                     block_hash=block.content_hash,
                     bytes_per_item=int(block.bytes_per_item),
                     cost=float(block.cost),
+                    param_bytes=int(block.param_bytes),
                     input_key=input_key,
                 )
                 node.children[key] = child

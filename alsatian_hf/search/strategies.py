@@ -187,7 +187,7 @@ def task_tree(candidates: list[EngineCandidate], starts: dict[str, tuple[int, st
         tree.add_model(
             c.model_id,
             c.input_key if key is None else f"state:{key}",
-            [BlockInfo(b.content_hash, b.bytes_per_item, b.cost) for b in c.blocks[depth:]],
+            [BlockInfo(b.content_hash, b.bytes_per_item, b.cost, b.param_bytes) for b in c.blocks[depth:]],
             depth=depth,
         )
     return tree
