@@ -3,6 +3,8 @@ the lower bound on M_syn-like trees, and the same assignment on every call."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from alsatian_hf.errors import ConfigurationError
@@ -177,8 +179,6 @@ def test_scoring_owners_balance_and_keep_models_where_their_features_are():
     models = [f"m{i}" for i in range(35)]
     first = scoring_owners(models, {}, 2)
     assert first == {m: i % 2 for i, m in enumerate(models)}  # held nowhere: round-robin, as `models[r::2]`
-    import random
-
     rng = random.Random(0)
     for workers in (2, 3, 8):
         alive, holders = list(models), {}
