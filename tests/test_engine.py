@@ -353,3 +353,37 @@ def test_strategies_agree_on_cuda(tiny_zoo, hub_root, pixels):
     tiers = [Tier("cuda", 64 * 1024), Tier("cpu", 1 << 40), Tier("disk", 1 << 40)]
     spilled = _search(cands, x, labels, "alsatian", device="cuda", result_size=1, tiers=tiers)
     assert spilled.ranking == outs["alsatian"].ranking and spilled.scores == outs["alsatian"].scores
+
+
+def test_blocks_on_one_by_one_maps_stay_channels_last_untimed(tiny_zoo, hub_root, pixels, monkeypatch):
+    """On 1x1 maps both layouts are the same bytes and the strides alone pick the kernel, which a block timed
+    alone does not meet as the engine's do: such blocks stay channels-last, and only the others are timed."""
+    from alsatian_hf.adapters import split_model
+    from alsatian_hf.adapters.skeleton import build_model
+    from alsatian_hf.candidates import layout
+    from alsatian_hf.candidates.layout import conv_weights, measure_layouts
+
+    x, _ = pixels
+    folder = sorted((hub_root / "tiny").iterdir())[0]
+    small = (x[:1, :, :8, :8],)  # late blocks see 1x1 maps
+    model = build_model(folder, device="cpu")
+    split = split_model(model)
+    inputs, state = [], small
+    with torch.inference_mode():
+        for block in split.blocks:
+            inputs.append([tuple(t.shape) for t in state])
+            state = block.step(model, state)
+    one_by_one = [bool(conv_weights(model, b)) and all(s[-2:] == (1, 1) for s in shapes if len(s) == 4)
+                  for b, shapes in zip(split.blocks, inputs)]  # fmt: skip
+    larger = [bool(conv_weights(model, b)) and not o for b, o in zip(split.blocks, one_by_one)]
+    assert any(one_by_one) and any(larger)
+    timed, seconds = [], layout._seconds
+
+    def spy(model, block, convs, state, *, channels_last):
+        timed.append(tuple(state[0].shape[-2:]))
+        return seconds(model, block, convs, state, channels_last=channels_last)
+
+    monkeypatch.setattr(layout, "_seconds", spy)
+    out = measure_layouts(folder, small, batch=8)
+    assert all(out[i] for i, o in enumerate(one_by_one) if o)
+    assert (1, 1) not in timed and len(timed) == 2 * sum(larger)  # each other conv block, in both layouts

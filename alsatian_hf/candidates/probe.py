@@ -21,7 +21,7 @@ from ..adapters import State, split_model, state_nbytes
 from ..adapters.skeleton import build_model
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, find_pairs
-from .layout import MARGIN, measure_layouts
+from .layout import MARGIN, RULES, measure_layouts
 
 
 @dataclass
@@ -121,10 +121,10 @@ def _key(config_dir: Path, input_key: str, state: State) -> str:
 
 def _layouts_key(measured: Measured, input_key: str, state: State) -> str:
     """What a layout timing depends on: the blocks (their output sizes and FLOPs), the input, the library
-    versions, the CPU's model, ISA and threads, and the margin NCHW must win by (answers kept under another
-    margin are not reused)."""
+    versions, the CPU's model, ISA and threads, and the margin NCHW must win by and the rules beside it
+    (answers kept under others are not reused)."""
     blob = (
-        f"layouts\0{MARGIN}\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}\0{measured.sizes}\0{measured.flops}"
+        f"layouts\0{MARGIN}\0{RULES}\0{input_key}\0{[(tuple(t.shape), t.dtype) for t in state]}\0{measured.sizes}\0{measured.flops}"
         f"\0{_versions()}\0{device_name(torch.device('cpu'))}"
     )
     return hashlib.sha256(blob.encode()).hexdigest()
