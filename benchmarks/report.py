@@ -713,7 +713,8 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "thread (target: at least 1.7x faster) and 1 process of 2 threads, end to end, each in a fresh "
                 "subprocess, alternating, medians; warm block store, feature cache off; every process imports "
                 "timm and transformers before it searches, as the warm process of the cells has. Ranks split each "
-                "iteration by whole batches (`split_iteration`) and the probes by model; every rank does the whole "
+                "iteration by whole batches (`split_iteration`) and the probes by model, and send each model's "
+                "features to the rank that scores it alone (`scoring_owners`); every rank does the whole "
                 "set-up, and loads every block, memory-mapping the prepared blocks that the ranks share. The "
                 "`prepared_blocks=False` column runs 2 ranks and 1 process of 1 thread each folding every block "
                 "into fresh memory at each load, as before prepared blocks.",
