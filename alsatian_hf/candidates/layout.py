@@ -38,10 +38,11 @@ PASSES = 3  # timed runs per block and layout (the fastest counts), after one un
 # channels-last (a 35-model top_layers search: 2.7x the inference). resnet18's NCHW wins are 1.5-2x.
 MARGIN = 0.2
 # Where a block's input maps are 1x1 (EfficientNet-Lite0's last stages at 32 px) the two layouts are the same
-# bytes, and only the kernel that their strides pick differs; the timing alone does not meet the strides the
-# engine's blocks hand on, and chose NCHW for block 14 in a search at 2 threads, whose block then ran 14x
-# slower (search inference 3.3-3.6 s against 1.3 s channels-last everywhere). Such blocks stay channels-last,
-# untimed. Part of the stored answer's key, with MARGIN.
+# bytes, and only the kernel that their strides pick differs. A block timed alone there does not predict the
+# engine's: it chose NCHW for block 14 in a search at 2 threads, whose block then ran 14x slower (search
+# inference 3.3-3.6 s against 1.3 s channels-last everywhere), while a lone depthwise conv on 1x1 maps was fast
+# in every stride and weight layout tried; why is not known. Such blocks stay channels-last, untimed. Part of
+# the stored answer's key, with MARGIN.
 RULES = "1x1-channels-last"
 
 
