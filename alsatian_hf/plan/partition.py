@@ -365,7 +365,8 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     order = sorted(range(len(batch_sizes)), key=lambda b: (-batch_sizes[b], b))
     part = partition(tree, workers) if workers > 1 and order else None
     heaviest = sorted(range(workers), key=lambda s: (-part.loads[s], s)) if part is not None else []
-    share_weights = [path_weights(tree, part.models_of(s)) for s in range(workers)] if part is not None else []
+    members = [part.models_of(s) for s in range(workers)] if part is not None else []  # each share's, sorted
+    share_weights = [path_weights(tree, ms) for ms in members]
 
     def plan(spread_count: int):
         loads = [0.0] * workers
@@ -383,7 +384,7 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
                 loads[r] += part.loads[s] * batch_sizes[b]
             if tuple(shares) not in spread:  # a pass of its own on every rank with models in its share
                 for r, s in enumerate(shares):
-                    if share_weights[s] or part.loads[s]:
+                    if members[s]:
                         loads[r] += share_weights[s] if passes[r] else 0.0
                         passes[r] += 1
             spread.setdefault(tuple(shares), []).append(b)
@@ -392,15 +393,12 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     _, loads, whole, spread = min(
         (plan(k) for k in range(len(order) + 1 if part is not None else 1)), key=lambda p: p[0]
     )
-    of_share: dict[int, list[str]] = {}  # partition worker -> its models, in `models` order
-    for m in models if spread else ():
-        of_share.setdefault(part.assignment[m], []).append(m)
     work: list[list[tuple[tuple[int, ...], tuple[str, ...]]]] = []
     for r in range(workers):
         groups = [(tuple(sorted(whole[r])), models)] if whole[r] else []
         for shares, batches in spread.items():
-            if of_share.get(shares[r]):
-                groups.append((tuple(sorted(batches)), tuple(of_share[shares[r]])))
+            if members[shares[r]]:
+                groups.append((tuple(sorted(batches)), tuple(members[shares[r]])))
         work.append(groups)
     return IterationSplit(
         work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
