@@ -74,7 +74,8 @@ class Ranks:
         rank order (this rank's own part as given). The objects, names, dtypes and shapes travel as one small
         object exchange, the tensors' bytes as one `all_to_all_single` of flat tensors, never pickled: each
         byte goes to the one rank that needs it. The first iteration's features (15 MB a rank, resnet18 on
-        2000 items) took 10-20 ms so, against 0.3 s through an `all_gather` to every rank.
+        2000 items) took 0.05 s so, headers, export and import included, against 0.33 s through an `all_gather`
+        to every rank.
 
         Raises:
             RankLostError: as `gather`.
@@ -86,11 +87,11 @@ class Ranks:
         # NCCL moves tensors on the rank's device, gloo on the CPU
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
         packed = [_pack(tensors, device) if r != self.rank else ([], None) for r, (_, tensors) in enumerate(parts)]
-        headers = self.gather([
-            (obj if r != self.rank else None, layout, 0 if data is None else data.numel())
-            for r, ((obj, _), (layout, data)) in enumerate(zip(parts, packed))
-        ])  # fmt: skip
         sent = [0 if data is None else data.numel() for _, data in packed]
+        headers = self.gather([
+            (obj if r != self.rank else None, layout, n)
+            for r, ((obj, _), (layout, _), n) in enumerate(zip(parts, packed, sent))
+        ])  # fmt: skip
         sizes = [headers[r][self.rank][2] for r in range(self.world)]
         received = torch.empty(sum(sizes), dtype=torch.uint8, device=device)
         if any(h[2] for part in headers for h in part):  # every rank knows whether any byte travels
