@@ -144,6 +144,40 @@ def test_whole_batches_duplicate_nothing_and_a_lone_batch_splits_like_the_tree()
     assert split_iteration(tree, [64] * 5 + [9], 3) == split_iteration(tree, [64] * 5 + [9], 3)
 
 
+@pytest.mark.parametrize("distribution", ["top_layers", "top_25", "top_50"])
+def test_fewer_batches_than_ranks_run_in_gangs(distribution):
+    """32 batches on 64 ranks: spreading every batch over all 64 computes the base's trunk on every rank for
+    every batch (2x the bound and more for top-layer fine-tunes). In gangs of two ranks, each gang spreading its
+    own batch, the trunk runs twice per batch: near the bound, one pass a rank, each batch in one gang."""
+    tree = msyn_tree(200, 12, distribution, 0)
+    sizes = [64] * 31 + [16]
+    split = _check_split(tree, sizes, 64)
+    assert split.makespan <= 1.1 * split.bound, split.makespan / split.bound  # 32 items a rank, not 31.25
+    assert split.makespan < partition(tree, 64).makespan * sum(sizes) / 1.1  # better than the tree alone
+    assert all(len(groups) == 1 for groups in split.work)  # every rank busy, in one pass
+    gangs = {}
+    for groups in split.work:
+        for batches, models in groups:
+            gangs.setdefault(batches, []).extend(models)
+    assert sorted(b for batches in gangs for b in batches) == list(range(len(sizes)))  # batches in one gang each
+    assert all(sorted(models) == tree.models for models in gangs.values())  # which runs every model on them
+    assert split_iteration(tree, sizes, 64) == split  # deterministic
+
+
+def test_gangs_follow_the_batch_sizes():
+    """Batches of 128, 64 and 64 items on 8 ranks: two gangs of four, one with the big batch, one with the two
+    small ones, so each gang spreads 128 items; never a batch spread over all 8."""
+    tree = msyn_tree(80, 12, "top_layers", 4)
+    sizes = [128, 64, 64]
+    split = _check_split(tree, sizes, 8)
+    gangs = {}
+    for groups in split.work:
+        for batches, _ in groups:
+            gangs[batches] = gangs.get(batches, 0) + 1
+    assert sorted(gangs.items()) == [((0,), 4), ((1, 2), 4)]
+    assert split.makespan < partition(tree, 8).makespan * sum(sizes)
+
+
 def test_bad_worker_counts_are_clear_errors():
     with pytest.raises(ConfigurationError, match="workers"):
         partition(msyn_tree(3, 3, "top_25", 0), 0)

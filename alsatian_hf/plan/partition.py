@@ -2,7 +2,8 @@
 
 `split_iteration` splits the iteration's batches: a rank given a whole batch runs every model on it, so no
 block is computed twice and only features travel. Where batches run out (the last short one, an iteration
-of one batch, more ranks than batches) a batch is spread by models along the task tree with `partition`.
+of one batch) a batch is spread by models along the task tree with `partition`; with more ranks than
+batches, within gangs of a few ranks, so that a shared trunk is computed once per gang, not on every rank.
 
 `partition` splits the tree. A worker scores the models assigned to it and computes the union of their root-to-leaf paths, so its load is
 the cost of that union (block cost per item; every model of an iteration runs on the same items). Keeping a
@@ -107,9 +108,16 @@ def trunk_bound(tree: TaskTree, workers: int) -> float:
     """A tighter lower bound: every worker that scores a model of a subtree computes that subtree's trunk. A
     makespan M then needs ceil(rest / (M - trunk)) workers on each subtree, and all the work they do,
     sum(trunk x workers + rest), must fit in workers x M; the least such M, by bisection."""
-    lineages = _lineages(tree)
+    return _trunk_bounds(tree)(workers)
 
-    def feasible(m: float) -> bool:
+
+def _trunk_bounds(tree: TaskTree):
+    """`trunk_bound` as a function of the worker count, the tree walked once."""
+    lineages = _lineages(tree)
+    longest = max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
+    unique = sum(n.cost for n in tree.nodes())
+
+    def feasible(m: float, workers: int) -> bool:
         need = 0.0
         for trunk, rest in lineages:
             if rest > 0 and m <= trunk:
@@ -117,16 +125,19 @@ def trunk_bound(tree: TaskTree, workers: int) -> float:
             need += trunk * (max(1, math.ceil(rest / (m - trunk) - 1e-12)) if rest > 0 else 1) + rest
         return need <= workers * m * (1 + 1e-12)
 
-    low = lower_bound(tree, workers)  # the plain bound: trunks computed once
-    high = max(low, sum(trunk + rest for trunk, rest in lineages))  # one worker does it all
-    if feasible(low):
-        return low
-    for _ in range(100):
-        mid = (low + high) / 2
-        low, high = (low, mid) if feasible(mid) else (mid, high)
-        if high - low <= 1e-9 * high:
-            break
-    return high
+    def bound(workers: int) -> float:
+        low = max(unique / workers, longest)  # the plain bound: trunks computed once
+        high = max(low, sum(trunk + rest for trunk, rest in lineages))  # one worker does it all
+        if feasible(low, workers):
+            return low
+        for _ in range(100):
+            mid = (low + high) / 2
+            low, high = (low, mid) if feasible(mid, workers) else (mid, high)
+            if high - low <= 1e-9 * high:
+                break
+        return high
+
+    return bound
 
 
 def path_load(tree: TaskTree, models) -> float:
@@ -349,11 +360,13 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     `partition` computes shared prefixes on several ranks, but it fills the gaps whole batches leave: the
     last, short batch, an iteration of one batch, more ranks than batches. So the largest batches go whole,
     each to the least loaded rank, and the k smallest are spread, each with the heaviest share of the tree
-    going to the least loaded rank; every k is tried and the smallest makespan (then the least work) kept.
-    A rank runs its whole batches in one pass over its models and each spread pattern in another, and every
-    further pass costs its models' weights again (`path_weights`): for a short batch that costs more than its
-    FLOPs, so it is spread only where that still pays. Batches keep their items, so every rank computes the
-    bits one process computes.
+    going to the least loaded rank; every k is tried. With fewer batches than ranks, gangs are tried too
+    (`_gang_split`): the ranks in groups of a few, each group running its batches spread over its own members
+    only, so a trunk is computed once per group, not once per rank. The smallest makespan (then the least
+    work) is kept. A rank runs its whole batches in one pass over its models and each spread pattern in
+    another, and every further pass costs its models' weights again (`path_weights`): for a short batch that
+    costs more than its FLOPs, so it is spread only where that still pays. Batches keep their items, so every
+    rank computes the bits one process computes.
 
     Raises:
         ConfigurationError: for fewer than one worker.
@@ -363,9 +376,10 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     models = tuple(tree.models)
     unique = sum(n.cost for n in tree.nodes())
     order = sorted(range(len(batch_sizes)), key=lambda b: (-batch_sizes[b], b))
-    part = partition(tree, workers) if workers > 1 and order else None
+    shares = _Shares(tree, unique)
+    part = shares.of(workers).part if workers > 1 and order else None
     heaviest = sorted(range(workers), key=lambda s: (-part.loads[s], s)) if part is not None else []
-    members = [part.models_of(s) for s in range(workers)] if part is not None else []  # each share's, sorted
+    members = shares.of(workers).members if part is not None else []  # each share's, sorted
     share_weights = [path_weights(tree, ms) for ms in members]
 
     def plan(spread_count: int):
@@ -378,31 +392,108 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
             whole[w].append(b)
         passes = [int(bool(batches)) for batches in whole]
         for b in order[len(order) - spread_count :]:
-            shares = [0] * workers
+            by_rank = [0] * workers
             for r, s in zip(sorted(range(workers), key=lambda r: (loads[r], r)), heaviest):
-                shares[r] = s
+                by_rank[r] = s
                 loads[r] += part.loads[s] * batch_sizes[b]
-            if tuple(shares) not in spread:  # a pass of its own on every rank with models in its share
-                for r, s in enumerate(shares):
+            if tuple(by_rank) not in spread:  # a pass of its own on every rank with models in its share
+                for r, s in enumerate(by_rank):
                     if members[s]:
                         loads[r] += share_weights[s] if passes[r] else 0.0
                         passes[r] += 1
-            spread.setdefault(tuple(shares), []).append(b)
-        return (max(loads, default=0.0), sum(loads), spread_count), loads, whole, spread
+            spread.setdefault(tuple(by_rank), []).append(b)
+        work: list[list[tuple[tuple[int, ...], tuple[str, ...]]]] = []
+        for r in range(workers):
+            groups = [(tuple(sorted(whole[r])), models)] if whole[r] else []
+            for by_rank, batches in spread.items():
+                if members[by_rank[r]]:
+                    groups.append((tuple(sorted(batches)), tuple(members[by_rank[r]])))
+            work.append(groups)
+        return (max(loads, default=0.0), sum(loads), spread_count), loads, work
 
-    _, loads, whole, spread = min(
-        (plan(k) for k in range(len(order) + 1 if part is not None else 1)), key=lambda p: p[0]
-    )
-    work: list[list[tuple[tuple[int, ...], tuple[str, ...]]]] = []
-    for r in range(workers):
-        groups = [(tuple(sorted(whole[r])), models)] if whole[r] else []
-        for shares, batches in spread.items():
-            if members[shares[r]]:
-                groups.append((tuple(sorted(batches)), tuple(members[shares[r]])))
-        work.append(groups)
+    options = [plan(k) for k in range(len(order) + 1 if part is not None else 1)]
+    if part is not None and len(order) < workers:
+        options.append(_gang_split(batch_sizes, order, workers, shares))
+    _, loads, work = min(options, key=lambda p: p[0])
     return IterationSplit(
         work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
     )
+
+
+@dataclass(frozen=True)
+class _Share:
+    part: Partition | None  # None for one worker: it runs everything
+    members: list[list[str]]  # each worker's models, sorted
+    makespan: float
+
+
+class _Shares:
+    """`partition` of one tree for each worker count asked, computed once, and its trunk-bound estimate."""
+
+    def __init__(self, tree: TaskTree, unique: float):
+        self.tree, self.unique = tree, unique
+        self._of: dict[int, _Share] = {}
+        self._estimates: dict[int, float] = {}
+        self._bound = None
+
+    def of(self, workers: int) -> _Share:
+        if workers not in self._of:
+            if workers == 1:
+                self._of[1] = _Share(None, [list(self.tree.models)], self.unique)
+            else:
+                part = partition(self.tree, workers)
+                self._of[workers] = _Share(part, [part.models_of(s) for s in range(workers)], part.makespan)
+        return self._of[workers]
+
+    def estimate(self, workers: int) -> float:
+        """What `of(workers).makespan` will be, without partitioning: the trunk bound, or the exact figure
+        where it is known already."""
+        if workers in self._of or workers == 1:
+            return self.of(workers).makespan
+        if workers not in self._estimates:
+            self._bound = self._bound or _trunk_bounds(self.tree)
+            self._estimates[workers] = self._bound(workers)
+        return self._estimates[workers]
+
+
+# how many gang layouts, the best on the estimate, are partitioned for real and compared
+GANG_CANDIDATES = 2
+
+
+def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: _Shares):
+    """Fewer batches than ranks: the ranks in G gangs of g or g + 1 consecutive ranks, each batch dealt (the
+    largest first) to the gang where it ends soonest, and each gang running its batches spread over its own
+    ranks along `partition(tree, its size)`: one pass a rank, and every shared prefix computed once per gang,
+    where spreading every batch over all ranks computes it on every rank. G is chosen on the trunk-bound
+    estimate of each gang size's makespan, then the best few layouts are partitioned and compared."""
+
+    def layout(gangs: int, speed) -> tuple[float, list[int], list[list[int]]]:
+        sizes = [workers // gangs + (j < workers % gangs) for j in range(gangs)]
+        items, dealt = [0] * gangs, [[] for _ in range(gangs)]
+        for b in order:
+            j = min(range(gangs), key=lambda j: ((items[j] + batch_sizes[b]) * speed(sizes[j]), j))
+            items[j] += batch_sizes[b]
+            dealt[j].append(b)
+        return max(items[j] * speed(sizes[j]) for j in range(gangs)), sizes, dealt
+
+    counts = sorted({min(len(order), workers // g) for g in range(1, workers + 1)})
+    estimated = sorted((layout(g, shares.estimate)[0], g) for g in counts)
+    best = None
+    for _, gangs in estimated[:GANG_CANDIDATES]:
+        _, sizes, dealt = layout(gangs, lambda g: shares.of(g).makespan)
+        loads, work = [], []
+        for size, batches in zip(sizes, dealt):
+            share = shares.of(size)
+            items = sum(batch_sizes[b] for b in batches)
+            for s in range(size):
+                load = share.part.loads[s] if share.part is not None else shares.unique
+                loads.append(load * items)
+                group = (tuple(sorted(batches)), tuple(share.members[s]))
+                work.append([group] if batches and share.members[s] else [])
+        option = ((max(loads), sum(loads), len(order) + 1), loads, work)
+        if best is None or option[0] < best[0]:
+            best = option
+    return best
 
 
 def scoring_owners(models: list[str], holders: dict[str, int], workers: int) -> dict[str, int]:
