@@ -68,9 +68,9 @@ class Ranks:
         return out
 
     def send_tensors(
-        self, parts: list[tuple[object, dict[str, torch.Tensor]]]
-    ) -> list[tuple[object, dict[str, torch.Tensor]]]:
-        """Sends `parts[r]`, an object and named tensors, to rank r; returns what every rank sent this one, in
+        self, parts: list[tuple[object, dict[object, torch.Tensor]]]
+    ) -> list[tuple[object, dict[object, torch.Tensor]]]:
+        """Sends `parts[r]`, an object and named tensors (any picklable names), to rank r; returns what every rank sent this one, in
         rank order (this rank's own part as given). The objects, names, dtypes and shapes travel as one small
         object exchange, the tensors' bytes as one `all_to_all_single` of flat tensors, never pickled: each
         byte goes to the one rank that needs it. The first iteration's features (15 MB a rank, resnet18 on
@@ -129,7 +129,7 @@ class Ranks:
         return scoring_owners(models, holders, self.world)
 
 
-def _pack(tensors: dict[str, torch.Tensor], device) -> tuple[list[tuple[str, str, tuple]], torch.Tensor]:
+def _pack(tensors: dict[object, torch.Tensor], device) -> tuple[list[tuple[object, str, tuple]], torch.Tensor]:
     """Named tensors as (names, dtypes and shapes; their bytes in one flat uint8 tensor on `device`)."""
     layout = [(name, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for name, t in tensors.items()]
     flat = []
@@ -140,7 +140,7 @@ def _pack(tensors: dict[str, torch.Tensor], device) -> tuple[list[tuple[str, str
     return layout, torch.cat(flat) if flat else torch.empty(0, dtype=torch.uint8, device=device)
 
 
-def _unpack(layout: list[tuple[str, str, tuple]], data: torch.Tensor) -> dict[str, torch.Tensor]:
+def _unpack(layout: list[tuple[object, str, tuple]], data: torch.Tensor) -> dict[object, torch.Tensor]:
     """`_pack`'s tensors back, as views of `data`."""
     named, offset = {}, 0
     for name, dtype, shape in layout:

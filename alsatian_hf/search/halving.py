@@ -302,11 +302,18 @@ def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[t
     for m, owner in owners.items():
         if holders.get(m) == ranks.rank and owner != ranks.rank:
             items_to[owner][m] = features.items(m)  # this iteration's items among them
-    parts = [(items, {m: features.export(m, i) for m, i in items.items() if i}) for items in items_to]
-    for sender, (items, rows) in enumerate(ranks.send_tensors(parts)):
+    # the item indices travel as tensors beside the rows: the header exchange reaches every rank, and item
+    # lists in it would grow with ranks x models x items
+    parts = [
+        (None, {(kind, m): t for m, i in items.items() if i
+                for kind, t in (("items", torch.tensor(i, dtype=torch.int64)), ("rows", features.export(m, i)))})
+        for items in items_to
+    ]  # fmt: skip
+    for sender, (_, tensors) in enumerate(ranks.send_tensors(parts)):
         if sender != ranks.rank:
-            for model, model_items in items.items():
-                features.import_rows(model, model_items, rows.get(model))
+            for (kind, model), items in tensors.items():
+                if kind == "items":
+                    features.import_rows(model, items.tolist(), tensors["rows", model])
 
 
 def _extract(extractor, features: FeatureStore, work: list[tuple[list[tuple[int, ...]], list[str]]],
