@@ -6,7 +6,9 @@ built or run. The bound is max(unique cost / workers, longest root-to-leaf path)
 
 The `split_*` columns are what a search runs: one iteration of `SPLIT_ITEMS` items in batches of
 `SPLIT_BATCH`, split by whole batches first and by the tree where batches run out
-(`partition.split_iteration`), against its bound, the unique cost x items / workers.
+(`partition.split_iteration`), against its bound, the unique cost x items / workers. `few_split_of_bound` is
+the same for an iteration of `FEW_BATCHES` batches, fewer than 8 or 64 workers (the early, small iterations of
+successive halving, or large GPU batches), which the split runs in gangs of ranks.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SPLIT_ITEMS, SPLIT_BATCH = 2000, 64  # an iteration on the paper-cpu cells' size
 SPLIT_SIZES = [SPLIT_BATCH] * (SPLIT_ITEMS // SPLIT_BATCH) + [SPLIT_ITEMS % SPLIT_BATCH] * bool(
     SPLIT_ITEMS % SPLIT_BATCH
 )
+FEW_BATCHES = 5  # 320 items: fewer batches than workers
 
 
 @dataclass(kw_only=True)
@@ -53,6 +56,7 @@ class PartitionRow:
     split_of_bound: float  # the iteration split's makespan / (unique cost x items / workers)
     split_duplicated_share: float  # cost x items computed on more than one worker, of the unique
     split_seconds: float  # planning time of the iteration split (it runs `partition` too), median of 3
+    few_split_of_bound: float  # the split of an iteration of FEW_BATCHES batches, against its bound
     device: str
     torch_version: str
     code_revision: str
@@ -77,6 +81,7 @@ def run_partition(run: Run) -> None:
                     start = time.perf_counter()
                     split = split_iteration(tree, SPLIT_SIZES, workers)
                     split_times.append(time.perf_counter() - start)
+                few = split_iteration(tree, [SPLIT_BATCH] * FEW_BATCHES, workers)
                 row = PartitionRow(
                     suite=run.suite_name, **key, unique_cost=round(part.unique_cost, 3), bound=round(part.bound, 3),
                     trunk_bound=round(part.trunk_bound, 3), makespan=round(part.makespan, 3),
@@ -85,10 +90,12 @@ def run_partition(run: Run) -> None:
                     duplicated_share=round(max(part.duplicated, 0.0) / part.unique_cost, 4),  # not -0.0 from rounding
                     seconds=round(statistics.median(times), 4), split_of_bound=round(split.makespan / split.bound, 4),
                     split_duplicated_share=round(max(split.duplicated, 0.0) / split.unique, 4),
-                    split_seconds=round(statistics.median(split_times), 4), **run.env,
+                    split_seconds=round(statistics.median(split_times), 4),
+                    few_split_of_bound=round(few.makespan / few.bound, 4), **run.env,
                 )  # fmt: skip
                 table.add(row)
                 print(f"  partition {shape} {n} models, {workers} workers: {row.of_bound:.3f}x the bound, "
                       f"{row.of_trunk_bound:.3f}x the trunk bound, {row.duplicated_share:.1%} duplicated, "
                       f"{row.seconds * 1000:.0f} ms; iteration split {row.split_of_bound:.3f}x its bound, "
-                      f"{row.split_duplicated_share:.1%} duplicated, {row.split_seconds * 1000:.0f} ms", flush=True)  # fmt: skip
+                      f"{row.split_duplicated_share:.1%} duplicated, {row.split_seconds * 1000:.0f} ms; "
+                      f"{FEW_BATCHES} batches {row.few_split_of_bound:.3f}x", flush=True)  # fmt: skip

@@ -346,9 +346,14 @@ def partition_lines(out: Path) -> list[str]:
         f"{float(r['of_bound']):.3f}x | {float(r['trunk_bound']):.1f} | {float(r['of_trunk_bound']):.3f}x | "
         f"{float(r['duplicated_share']):.1%} | {float(r['seconds']) * 1000:.0f} ms | "
         f"{float(r['split_of_bound']):.3f}x | {float(r['split_duplicated_share']):.1%} | "
-        f"{float(r['split_seconds']) * 1000:.0f} ms |"
+        f"{float(r['split_seconds']) * 1000:.0f} ms | {_few(r)} |"
         for r in read_rows(out / "partition.csv")
     ]
+
+
+def _few(r: dict) -> str:
+    """The split of an iteration with fewer batches than workers, where the row has it."""
+    return f"{float(r['few_split_of_bound']):.3f}x" if r.get("few_split_of_bound") else "-"
 
 
 def _unprepared(r: dict) -> str:
@@ -692,13 +697,17 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "worker that scores one of them computes the base's frozen blocks. The trunk bound counts that "
                 "(per subtree below a root: ceil(rest / (M - trunk)) workers each computing the trunk must fit "
                 "in workers x M) and is still a lower bound. A search splits each iteration by whole batches "
-                "first and by the tree only where batches run out (`split_iteration`); the last three columns "
+                "first and by the tree only where batches run out (`split_iteration`); the next three columns "
                 "are that split of one iteration of 2000 items in batches of 64, against its bound, the unique "
-                "cost x items / workers, which it reaches wherever there are a few batches per worker.",
+                "cost x items / workers, which it reaches wherever there are a few batches per worker. With "
+                "fewer batches than workers (32 batches on 64 workers here) it runs in gangs of ranks, each "
+                "spreading its own batches by the tree; the last column is an iteration of 5 batches (320 "
+                "items) so, the early iterations of successive halving.",
                 "",
                 "| shape | models | workers | makespan | bound | of bound | trunk bound | of trunk bound | "
-                "duplicated | planning | iteration split, of its bound | its duplicated | its planning |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "duplicated | planning | iteration split, of its bound | its duplicated | its planning | "
+                "5 batches, of bound |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
                 *partition_rows,
                 "",
             ]
