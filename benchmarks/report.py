@@ -701,8 +701,8 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "are that split of one iteration of 2000 items in batches of 64, against its bound, the unique "
                 "cost x items / workers, which it reaches wherever there are a few batches per worker. With "
                 "fewer batches than workers (32 batches on 64 workers here) it runs in gangs of ranks, each "
-                "spreading its own batches by the tree; the last column is an iteration of 5 batches (320 "
-                "items) so, the early iterations of successive halving.",
+                "spreading its own batches by the tree; the last column is the split of an iteration of 5 "
+                "batches (320 items), like the early iterations of successive halving.",
                 "",
                 "| shape | models | workers | makespan | bound | of bound | trunk bound | of trunk bound | "
                 "duplicated | planning | iteration split, of its bound | its duplicated | its planning | "
