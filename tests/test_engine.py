@@ -355,6 +355,26 @@ def test_strategies_agree_on_cuda(tiny_zoo, hub_root, pixels):
     assert spilled.ranking == outs["alsatian"].ranking and spilled.scores == outs["alsatian"].scores
 
 
+def test_layout_timings_size_each_block_s_batch_by_its_own_input(tiny_zoo, hub_root, monkeypatch):
+    """Each conv block is timed on as many items as hold `BATCH_VALUES` of its own input, so the late blocks'
+    small maps get the larger batches they run at, not the few items the image's size allows."""
+    from alsatian_hf.candidates import layout
+    from alsatian_hf.candidates.layout import measure_layouts
+
+    folder = sorted((hub_root / "tiny").iterdir())[0]
+    timed, seconds = [], layout._seconds
+
+    def spy(model, block, convs, state, *, channels_last):
+        timed.append((sum(t[0].numel() for t in state), state[0].shape[0]))
+        assert all(t.shape[0] == state[0].shape[0] for t in state)
+        return seconds(model, block, convs, state, channels_last=channels_last)
+
+    monkeypatch.setattr(layout, "_seconds", spy)
+    measure_layouts(folder, (torch.randn(2, 3, 96, 96),))
+    assert timed and all(n == layout._batch(values) for values, n in timed)
+    assert timed[0][1] == layout.BATCH_RANGE[0] < timed[-1][1]  # the image's size alone would time all on 8
+
+
 def test_blocks_on_one_by_one_maps_stay_channels_last_untimed(tiny_zoo, hub_root, pixels, monkeypatch):
     """On 1x1 maps both layouts are the same bytes and the strides alone pick the kernel, which a block timed
     alone does not meet as the engine's do: such blocks stay channels-last, and only the others are timed."""

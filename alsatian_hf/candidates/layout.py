@@ -25,9 +25,13 @@ from ..adapters import State, split_model
 from ..adapters.skeleton import build_model
 
 
-# Items per timed batch: as many as hold about this many input values, within [8, 64]. Small batches make close
-# calls noisy (at 32 px one resnet18 block flipped between two runs at 16 items, none at 64 to 256), large ones
-# make the measurement long where inputs are large (64 items at 112 px took 5.3 s, 8 items 0.7 s).
+# Items per timed batch: as many as hold about this many values of the block's input, within [8, 64]. Small
+# batches make close calls noisy (at 32 px one resnet18 block flipped between two runs at 16 items, none at 64 to
+# 256), large ones make the measurement long where inputs are large (every block at 64 items at 112 px took
+# 5.3 s, at 8 items 0.7 s). Sized per block, the late blocks' small maps get the larger batches they run at.
+# Sized by the image, resnet18's 7x7 block at 112 px was timed on 8 items, where NCHW took 0.74-0.78 of
+# channels-last's time, a close call under MARGIN that once kept channels-last (`block_speed` at 3901659: 0.67x
+# at 64 items); on its own input's 16 items NCHW takes 0.70-0.75 (1 thread, 5 repeats, ad hoc).
 BATCH_VALUES = 2**18
 BATCH_RANGE = (8, 64)
 PASSES = 3  # timed runs per block and layout (the fastest counts), after one untimed run (oneDNN primitives)
@@ -43,7 +47,7 @@ MARGIN = 0.2
 # inference 3.3-3.6 s against 1.3 s channels-last everywhere), while a lone depthwise conv on 1x1 maps was fast
 # in every stride and weight layout tried; why is not known. Such blocks stay channels-last, untimed. Part of
 # the stored answer's key, with MARGIN.
-RULES = "1x1-channels-last"
+RULES = "1x1-channels-last,per-block-batch"
 
 
 def conv_weights(model: nn.Module, block) -> set[str]:
@@ -65,9 +69,9 @@ def as_layout(state: State, channels_last: bool) -> State:
 def measure_layouts(config_dir: Path, state: State, *, batch: int | None = None) -> list[bool]:
     """Per block, whether it runs channels-last on this CPU at its current intra-op threads.
 
-    Each conv block is timed alone in both layouts, on what the blocks before it make of `state` (one item,
-    repeated to `batch` items, by default sized by `BATCH_VALUES`); no block after the last conv block runs.
-    Blocks without a Conv2d are False; blocks on 1x1 maps are True, untimed (`RULES`).
+    Each conv block is timed alone in both layouts, on what the blocks before it make of `state`'s first item,
+    repeated to `batch` items (by default sized per block by `BATCH_VALUES`); no block after the last conv
+    block runs. Blocks without a Conv2d are False; blocks on 1x1 maps are True, untimed (`RULES`).
     """
     model = build_model(config_dir, device="cpu")
     split = split_model(model)
@@ -78,17 +82,17 @@ def measure_layouts(config_dir: Path, state: State, *, batch: int | None = None)
     out = [False] * len(convs)
     if not any(convs):
         return out
-    if batch is None:
-        batch = _batch(state[0][0].numel())
-    state = tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in state)
+    state = tuple(t[:1] for t in state)  # the chain runs on one item; each timing repeats it
     last = max(i for i, c in enumerate(convs) if c)
     with torch.inference_mode():
         for i, block in enumerate(split.blocks[: last + 1]):
             if convs[i] and _one_by_one(state):
                 out[i] = True
             elif convs[i]:
-                nchw = _seconds(model, block, convs[i], state, channels_last=False)
-                out[i] = not nchw < _seconds(model, block, convs[i], state, channels_last=True) * (1 - MARGIN)
+                n = batch or _batch(sum(t[0].numel() for t in state))
+                timed = tuple(t.expand(n, *t.shape[1:]).contiguous() for t in state)
+                nchw = _seconds(model, block, convs[i], timed, channels_last=False)
+                out[i] = not nchw < _seconds(model, block, convs[i], timed, channels_last=True) * (1 - MARGIN)
             state = block.step(model, state)
     return out
 
