@@ -476,8 +476,8 @@ def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: 
             dealt[j].append(b)
         return max(items[j] * speed(sizes[j]) for j in range(gangs)), sizes, dealt
 
-    counts = sorted({min(len(order), workers // g) for g in range(1, workers + 1)})
-    estimated = sorted((layout(g, shares.estimate)[0], g) for g in counts)
+    counts = sorted({min(len(order), workers // size) for size in range(1, workers + 1)})  # distinct gang counts
+    estimated = sorted((layout(n, shares.estimate)[0], n) for n in counts)
     best = None
     for _, gangs in estimated[:GANG_CANDIDATES]:
         _, sizes, dealt = layout(gangs, lambda g: shares.of(g).makespan)
