@@ -304,11 +304,14 @@ def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[t
             items_to[owner][m] = features.items(m)  # this iteration's items among them
     # the item indices travel as tensors beside the rows: the header exchange reaches every rank, and item
     # lists in it would grow with ranks x models x items
-    parts = [
-        (None, {(kind, m): t for m, i in items.items() if i
-                for kind, t in (("items", torch.tensor(i, dtype=torch.int64)), ("rows", features.export(m, i)))})
-        for items in items_to
-    ]  # fmt: skip
+    parts = []
+    for items in items_to:
+        tensors = {}
+        for m, i in items.items():
+            if i:
+                tensors["items", m] = torch.tensor(i, dtype=torch.int64)
+                tensors["rows", m] = features.export(m, i)
+        parts.append((None, tensors))
     for sender, (_, tensors) in enumerate(ranks.send_tensors(parts)):
         if sender != ranks.rank:
             for (kind, model), items in tensors.items():
