@@ -5,10 +5,10 @@ block is computed twice and only features travel. Where batches run out (the las
 of one batch) a batch is spread by models along the task tree with `partition`; with more ranks than
 batches, within gangs of a few ranks, so that a shared trunk is computed once per gang, not on every rank.
 
-`partition` splits the tree. A worker scores the models assigned to it and computes the union of their root-to-leaf paths, so its load is
-the cost of that union (block cost per item; every model of an iteration runs on the same items). Keeping a
-subtree on one worker computes its prefix once; splitting it lets more workers share its leaves, at the price
-of computing the prefix on each of them. The lower bound is max(unique cost / workers, longest path).
+`partition` splits the tree. A worker scores the models assigned to it and computes the union of their
+root-to-leaf paths, so its load is the cost of that union (block cost per item; every model of an iteration
+runs on the same items). Keeping a subtree on one worker computes its prefix once; splitting it lets more
+workers share its leaves, at the price of computing the prefix on each of them. The lower bound is max(unique cost / workers, longest path).
 
 Two ways are tried and the smaller makespan kept. *Runs*: the models in depth-first order cut into at most
 one contiguous run per worker, the cut found by bisection on the largest run's load; runs keep lineages
@@ -82,8 +82,11 @@ class Partition:
 
 def lower_bound(tree: TaskTree, workers: int) -> float:
     """max(unique cost / workers, the longest root-to-leaf path): no partition does better."""
-    longest = max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
-    return max(sum(n.cost for n in tree.nodes()) / workers, longest)
+    return max(sum(n.cost for n in tree.nodes()) / workers, _longest_path(tree))
+
+
+def _longest_path(tree: TaskTree) -> float:
+    return max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
 
 
 def _lineages(tree: TaskTree) -> list[tuple[float, float]]:
@@ -114,8 +117,7 @@ def trunk_bound(tree: TaskTree, workers: int) -> float:
 def _trunk_bounds(tree: TaskTree):
     """`trunk_bound` as a function of the worker count, the tree walked once."""
     lineages = _lineages(tree)
-    longest = max((sum(n.cost for n in path) for path in tree.model_paths.values()), default=0.0)
-    unique = sum(n.cost for n in tree.nodes())
+    longest, unique = _longest_path(tree), sum(n.cost for n in tree.nodes())
 
     def feasible(m: float, workers: int) -> bool:
         need = 0.0
@@ -377,9 +379,9 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     unique = sum(n.cost for n in tree.nodes())
     order = sorted(range(len(batch_sizes)), key=lambda b: (-batch_sizes[b], b))
     shares = _Shares(tree, unique)
-    part = shares.of(workers).part if workers > 1 and order else None
+    part = shares.of(workers) if workers > 1 and order else None
     heaviest = sorted(range(workers), key=lambda s: (-part.loads[s], s)) if part is not None else []
-    members = shares.of(workers).members if part is not None else []  # each share's, sorted
+    members = part.members if part is not None else []  # each share's, sorted
     share_weights = [path_weights(tree, ms) for ms in members]
 
     def plan(spread_count: int):
@@ -422,9 +424,12 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
 
 @dataclass(frozen=True)
 class _Share:
-    part: Partition | None  # None for one worker: it runs everything
+    loads: list[float]  # each worker's cost per item (`Partition.loads`)
     members: list[list[str]]  # each worker's models, sorted
-    makespan: float
+
+    @property
+    def makespan(self) -> float:
+        return max(self.loads)
 
 
 class _Shares:
@@ -438,11 +443,11 @@ class _Shares:
 
     def of(self, workers: int) -> _Share:
         if workers not in self._of:
-            if workers == 1:
-                self._of[1] = _Share(None, [list(self.tree.models)], self.unique)
+            if workers == 1:  # it runs everything
+                self._of[1] = _Share([self.unique], [list(self.tree.models)])
             else:
                 part = partition(self.tree, workers)
-                self._of[workers] = _Share(part, [part.models_of(s) for s in range(workers)], part.makespan)
+                self._of[workers] = _Share(part.loads, [part.models_of(s) for s in range(workers)])
         return self._of[workers]
 
     def estimate(self, workers: int) -> float:
@@ -486,8 +491,7 @@ def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: 
             share = shares.of(size)
             items = sum(batch_sizes[b] for b in batches)
             for s in range(size):
-                load = share.part.loads[s] if share.part is not None else shares.unique
-                loads.append(load * items)
+                loads.append(share.loads[s] * items)
                 group = (tuple(sorted(batches)), tuple(share.members[s]))
                 work.append([group] if batches and share.members[s] else [])
         option = ((max(loads), sum(loads), len(order) + 1), loads, work)
