@@ -232,3 +232,23 @@ def test_scoring_owners_balance_and_keep_models_where_their_features_are():
         scoring_owners(models, {}, 0)
     with pytest.raises(ConfigurationError, match="worker 5"):
         scoring_owners(models, {"m0": 5}, 2)
+
+
+@pytest.mark.parametrize("distribution", ["top_layers", "top_25"])
+def test_batches_left_over_after_whole_ones_run_in_gangs(distribution):
+    """100 batches on 64 ranks: each rank runs one whole, and the 36 left go to gangs, not two whole ones on
+    36 ranks (1.28x the bound) nor 36 batches spread over all 64, each computing the trunk on every rank."""
+    tree = msyn_tree(200, 12, distribution, 0)
+    sizes = [64] * 100
+    split = _check_split(tree, sizes, 64)
+    assert split.makespan <= 1.1 * split.bound, split.makespan / split.bound
+    whole = [groups[0][0] for groups in split.work]
+    assert all(len(batches) == 1 for batches in whole) and len({b for (b,) in whole}) == 64  # one whole each
+    assert all(groups[0][1] == tuple(tree.models) for groups in split.work)
+    gangs = {}
+    for groups in split.work:
+        for batches, models in groups[1:]:
+            gangs.setdefault(batches, []).extend(models)
+    assert sorted(b for batches in gangs for b in batches) == sorted(set(range(100)) - {b for (b,) in whole})
+    assert all(sorted(models) == tree.models for models in gangs.values())  # each left batch in one gang
+    assert split_iteration(tree, sizes, 64) == split  # deterministic

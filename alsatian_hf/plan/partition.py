@@ -3,7 +3,8 @@
 `split_iteration` splits the iteration's batches: a rank given a whole batch runs every model on it, so no
 block is computed twice and only features travel. Where batches run out (the last short one, an iteration
 of one batch) a batch is spread by models along the task tree with `partition`; with more ranks than
-batches, within gangs of a few ranks, so that a shared trunk is computed once per gang, not on every rank.
+batches, or the batches left over when they don't divide among the ranks, within gangs of a few ranks, so
+that a shared trunk is computed once per gang, not on every rank.
 
 `partition` splits the tree. A worker scores the models assigned to it and computes the union of their
 root-to-leaf paths, so its load is the cost of that union (block cost per item; every model of an iteration
@@ -362,9 +363,10 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     `partition` computes shared prefixes on several ranks, but it fills the gaps whole batches leave: the
     last, short batch, an iteration of one batch, more ranks than batches. So the largest batches go whole,
     each to the least loaded rank, and the k smallest are spread, each with the heaviest share of the tree
-    going to the least loaded rank; every k is tried. With fewer batches than ranks, gangs are tried too
-    (`_gang_split`): the ranks in groups of a few, each group running its batches spread over its own members
-    only, so a trunk is computed once per group, not once per rank. The smallest makespan (then the least
+    going to the least loaded rank; every k is tried. When the batches don't divide among the ranks, gangs
+    are tried too for the remainder (`_gang_split`, all the batches where there are fewer than ranks): the
+    ranks in groups of a few, each group running its batches spread over its own members only, so a trunk is
+    computed once per group, not once per rank. The smallest makespan (then the least
     work) is kept. A rank runs its whole batches in one pass over its models and each spread pattern in
     another, and every further pass costs its models' weights again (`path_weights`): for a short batch that
     costs more than its FLOPs, so it is spread only where that still pays. Batches keep their items, so every
@@ -414,8 +416,9 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
         return (max(loads, default=0.0), sum(loads), spread_count), loads, work
 
     options = [plan(k) for k in range(len(order) + 1 if part is not None else 1)]
-    if part is not None and len(order) < workers:
-        options.append(_gang_split(batch_sizes, order, workers, shares))
+    tail = len(order) % workers  # with fewer batches than ranks, all of them
+    if part is not None and tail:
+        options.append(_gang_split(batch_sizes, order, workers, shares, tail))
     _, loads, work = min(options, key=lambda p: p[0])
     return IterationSplit(
         work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
@@ -465,24 +468,36 @@ class _Shares:
 GANG_CANDIDATES = 2
 
 
-def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: _Shares):
-    """Fewer batches than ranks: the ranks in G gangs of g or g + 1 consecutive ranks, each batch dealt (the
-    largest first) to the gang where it ends soonest, and each gang running its batches spread over its own
-    ranks along `partition(tree, its size)`: one pass a rank, and every shared prefix computed once per gang,
+def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: _Shares, tail: int):
+    """The last `tail` batches of `order` (fewer than the ranks) in gangs; the others whole, each to the least
+    loaded rank, in a pass of their own.
+
+    The ranks form G gangs of g or g + 1 consecutive ranks. Each tail batch is dealt (the largest first) to the
+    gang where it ends soonest, and each gang runs its batches spread over its own ranks along
+    `partition(tree, its size)`: one pass a rank for them, and every shared prefix computed once per gang,
     where spreading every batch over all ranks computes it on every rank. G is chosen on the trunk-bound
-    estimate of each gang size's makespan, then the best few layouts are partitioned and compared."""
+    estimate of each gang size's makespan, then the best few layouts are partitioned and compared.
+    """
+    whole, spread = order[: len(order) - tail], order[len(order) - tail :]
+    base, own = [0.0] * workers, [[] for _ in range(workers)]
+    for b in whole:
+        w = min(range(workers), key=lambda r: (base[r], r))
+        base[w] += shares.unique * batch_sizes[b]
+        own[w].append(b)
 
     def layout(gangs: int, speed) -> tuple[float, list[int], list[list[int]]]:
         sizes = [workers // gangs + (j < workers % gangs) for j in range(gangs)]
+        starts = [max(base[sum(sizes[:j]) : sum(sizes[: j + 1])]) for j in range(gangs)]
         items, dealt = [0] * gangs, [[] for _ in range(gangs)]
-        for b in order:
-            j = min(range(gangs), key=lambda j: ((items[j] + batch_sizes[b]) * speed(sizes[j]), j))
+        for b in spread:
+            j = min(range(gangs), key=lambda j: (starts[j] + (items[j] + batch_sizes[b]) * speed(sizes[j]), j))
             items[j] += batch_sizes[b]
             dealt[j].append(b)
-        return max(items[j] * speed(sizes[j]) for j in range(gangs)), sizes, dealt
+        return max(starts[j] + items[j] * speed(sizes[j]) for j in range(gangs)), sizes, dealt
 
-    counts = sorted({min(len(order), workers // size) for size in range(1, workers + 1)})  # distinct gang counts
+    counts = sorted({min(tail, workers // size) for size in range(1, workers + 1)})  # distinct gang counts
     estimated = sorted((layout(n, shares.estimate)[0], n) for n in counts)
+    models = tuple(shares.tree.models)
     best = None
     for _, gangs in estimated[:GANG_CANDIDATES]:
         _, sizes, dealt = layout(gangs, lambda g: shares.of(g).makespan)
@@ -491,9 +506,15 @@ def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: 
             share = shares.of(size)
             items = sum(batch_sizes[b] for b in batches)
             for s in range(size):
-                loads.append(share.loads[s] * items)
-                group = (tuple(sorted(batches)), tuple(share.members[s]))
-                work.append([group] if batches and share.members[s] else [])
+                r = len(loads)
+                groups = [(tuple(sorted(own[r])), models)] if own[r] else []
+                load = base[r] + share.loads[s] * items
+                if batches and share.members[s]:
+                    groups.append((tuple(sorted(batches)), tuple(share.members[s])))
+                    if own[r]:  # a second pass: its models' weights again
+                        load += path_weights(shares.tree, share.members[s])
+                loads.append(load)
+                work.append(groups)
         option = ((max(loads), sum(loads), len(order) + 1), loads, work)
         if best is None or option[0] < best[0]:
             best = option
