@@ -8,7 +8,9 @@ The `split_*` columns are what a search runs: one iteration of `SPLIT_ITEMS` ite
 `SPLIT_BATCH`, split by whole batches first and by the tree where batches run out
 (`partition.split_iteration`), against its bound, the unique cost x items / workers. `few_split_of_bound` is
 the same for an iteration of `FEW_BATCHES` batches, fewer than 8 or 64 workers (the early, small iterations of
-successive halving, or large GPU batches), which the split runs in gangs of ranks.
+successive halving, or large GPU batches), which the split runs in gangs of ranks. `tail_split_of_bound` is an
+iteration of `TAIL_BATCHES` batches, more than the workers but not a multiple: whole batches, then gangs for the
+rest.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SPLIT_SIZES = [SPLIT_BATCH] * (SPLIT_ITEMS // SPLIT_BATCH) + [SPLIT_ITEMS % SPLI
     SPLIT_ITEMS % SPLIT_BATCH
 )
 FEW_BATCHES = 5  # 320 items: fewer batches than workers
+TAIL_BATCHES = 100  # 6400 items: on 64 workers, one whole batch each and 36 left over
 
 
 @dataclass(kw_only=True)
@@ -57,6 +60,7 @@ class PartitionRow:
     split_duplicated_share: float  # cost x items computed on more than one worker, of the unique
     split_seconds: float  # planning time of the iteration split (it runs `partition` too), median of 3
     few_split_of_bound: float  # the split of an iteration of FEW_BATCHES batches, against its bound
+    tail_split_of_bound: float  # the same for TAIL_BATCHES batches
     device: str
     torch_version: str
     code_revision: str
@@ -82,6 +86,7 @@ def run_partition(run: Run) -> None:
                     split = split_iteration(tree, SPLIT_SIZES, workers)
                     split_times.append(time.perf_counter() - start)
                 few = split_iteration(tree, [SPLIT_BATCH] * FEW_BATCHES, workers)
+                tail = split_iteration(tree, [SPLIT_BATCH] * TAIL_BATCHES, workers)
                 row = PartitionRow(
                     suite=run.suite_name, **key, unique_cost=round(part.unique_cost, 3), bound=round(part.bound, 3),
                     trunk_bound=round(part.trunk_bound, 3), makespan=round(part.makespan, 3),
@@ -91,11 +96,13 @@ def run_partition(run: Run) -> None:
                     seconds=round(statistics.median(times), 4), split_of_bound=round(split.makespan / split.bound, 4),
                     split_duplicated_share=round(max(split.duplicated, 0.0) / split.unique, 4),
                     split_seconds=round(statistics.median(split_times), 4),
-                    few_split_of_bound=round(few.makespan / few.bound, 4), **run.env,
+                    few_split_of_bound=round(few.makespan / few.bound, 4),
+                    tail_split_of_bound=round(tail.makespan / tail.bound, 4), **run.env,
                 )  # fmt: skip
                 table.add(row)
                 print(f"  partition {shape} {n} models, {workers} workers: {row.of_bound:.3f}x the bound, "
                       f"{row.of_trunk_bound:.3f}x the trunk bound, {row.duplicated_share:.1%} duplicated, "
                       f"{row.seconds * 1000:.0f} ms; iteration split {row.split_of_bound:.3f}x its bound, "
                       f"{row.split_duplicated_share:.1%} duplicated, {row.split_seconds * 1000:.0f} ms; "
-                      f"{FEW_BATCHES} batches {row.few_split_of_bound:.3f}x", flush=True)  # fmt: skip
+                      f"{FEW_BATCHES} batches {row.few_split_of_bound:.3f}x, {TAIL_BATCHES} batches "
+                      f"{row.tail_split_of_bound:.3f}x", flush=True)  # fmt: skip
