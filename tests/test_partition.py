@@ -3,7 +3,10 @@ the lower bound on M_syn-like trees, and the same assignment on every call."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -252,3 +255,30 @@ def test_batches_left_over_after_whole_ones_run_in_gangs(distribution):
     assert sorted(b for batches in gangs for b in batches) == sorted(set(range(100)) - {b for (b,) in whole})
     assert all(sorted(models) == tree.models for models in gangs.values())  # each left batch in one gang
     assert split_iteration(tree, sizes, 64) == split  # deterministic
+
+
+_SPLITS_IN_A_PROCESS = """
+from alsatian_hf.plan.partition import partition, split_iteration
+from alsatian_hf.zoo._recipe import recipe_task_tree
+for distribution, bases in (("top_layers", 1), ("top_25", 1), ("top_50", 1), ("top_layers", 4)):
+    for models in (30, 120):
+        tree = recipe_task_tree(models, 12, distribution, seed=1, bases=bases)
+        for workers in (2, 3, 8, 17, 64):
+            print(partition(tree, workers).assignment)
+            for sizes in ([64] * 5, [64] * 12 + [45], [64] * 70 + [9], [128, 64, 64]):
+                split = split_iteration(tree, sizes, workers)
+                print(split.work, split.loads)
+"""
+
+
+def test_the_split_is_the_same_in_every_process():
+    """Every rank computes the split on its own, so processes with their own memory layout and string hashing
+    must agree to the last bit: nodes hash by identity, and a sum over a set of them once broke ties
+    differently in different processes."""
+    outputs = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _SPLITS_IN_A_PROCESS], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    assert outputs[0] and outputs[0] == outputs[1] == outputs[2]
