@@ -9,7 +9,8 @@ that a shared trunk is computed once per gang, not on every rank.
 `partition` splits the tree. A worker scores the models assigned to it and computes the union of their
 root-to-leaf paths, so its load is the cost of that union (block cost per item; every model of an iteration
 runs on the same items). Keeping a subtree on one worker computes its prefix once; splitting it lets more
-workers share its leaves, at the price of computing the prefix on each of them. The lower bound is max(unique cost / workers, longest path).
+workers share its leaves, at the price of computing the prefix on each of them. The lower bound is
+max(unique cost / workers, longest path).
 
 Two ways are tried and the smaller makespan kept. *Runs*: the models in depth-first order cut into at most
 one contiguous run per worker, the cut found by bisection on the largest run's load; runs keep lineages
@@ -374,19 +375,18 @@ class IterationSplit:
 def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> IterationSplit:
     """Split one iteration, whose batches hold `batch_sizes` items, across `workers` ranks.
 
-    A batch given whole to one rank runs every model there: nothing is computed twice, and only its features
-    travel to the others afterwards (small next to the compute). Spreading a batch by models along
-    `partition` computes shared prefixes on several ranks, but it fills the gaps whole batches leave: the
-    last, short batch, an iteration of one batch, more ranks than batches. So the largest batches go whole,
-    each to the least loaded rank, and the k smallest are spread, each with the heaviest share of the tree
-    going to the least loaded rank; every k is tried. When the batches don't divide among the ranks, gangs
-    are tried too for the remainder (`_gang_split`, all the batches where there are fewer than ranks): the
-    ranks in groups of a few, each group running its batches spread over its own members only, so a trunk is
-    computed once per group, not once per rank. The smallest makespan (then the least
-    work) is kept. A rank runs its whole batches in one pass over its models and each spread pattern in
-    another, and every further pass costs its models' weights again (`path_weights`): for a short batch that
-    costs more than its FLOPs, so it is spread only where that still pays. Batches keep their items, so every
-    rank computes the bits one process computes.
+    A batch given whole to one rank runs every model there: nothing is computed twice, and only its features travel
+    to the others afterwards (small next to the compute). Spreading a batch by models along `partition` computes
+    shared prefixes on several ranks, but it fills the gaps whole batches leave: the last, short batch, an iteration
+    of one batch, more ranks than batches. So the largest batches go whole, each to the least loaded rank, and the k
+    smallest are spread, each with the heaviest share of the tree going to the least loaded rank; every k is tried.
+    When the batches don't divide among the ranks, gangs are tried too for the remainder (`_gang_split`, all the
+    batches where there are fewer than ranks): the ranks in groups of a few, each group running its batches spread
+    over its own members only, so a trunk is computed once per group, not once per rank. The smallest makespan (then
+    the least work) is kept. A rank runs its whole batches in one pass over its models and each spread pattern in
+    another, and every further pass costs its models' weights again (`path_weights`): for a short batch that costs
+    more than its FLOPs, so it is spread only where that still pays. Batches keep their items, so every rank
+    computes the bits one process computes.
 
     Raises:
         ConfigurationError: for fewer than one worker.
@@ -403,13 +403,8 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     share_weights = [path_weights(tree, ms) for ms in members]
 
     def plan(spread_count: int):
-        loads = [0.0] * workers
-        whole: list[list[int]] = [[] for _ in range(workers)]
+        loads, whole = _deal_whole(order[: len(order) - spread_count], batch_sizes, workers, unique)
         spread: dict[tuple[int, ...], list[int]] = {}  # the partition share of every rank -> batches so spread
-        for b in order[: len(order) - spread_count]:
-            w = min(range(workers), key=lambda r: (loads[r], r))
-            loads[w] += unique * batch_sizes[b]
-            whole[w].append(b)
         passes = [int(bool(batches)) for batches in whole]
         for b in order[len(order) - spread_count :]:
             by_rank = [0] * workers
@@ -439,6 +434,17 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     return IterationSplit(
         work=work, loads=loads, bound=unique * sum(batch_sizes) / workers, unique=unique * sum(batch_sizes)
     )
+
+
+def _deal_whole(batches: list[int], batch_sizes: list[int], workers: int, unique: float):
+    """Each batch whole to the least loaded rank, ties to the lowest: (loads in cost x items, each rank's
+    batches)."""
+    loads, whole = [0.0] * workers, [[] for _ in range(workers)]
+    for b in batches:
+        w = min(range(workers), key=lambda r: (loads[r], r))
+        loads[w] += unique * batch_sizes[b]
+        whole[w].append(b)
+    return loads, whole
 
 
 @dataclass(frozen=True)
@@ -494,12 +500,8 @@ def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: 
     where spreading every batch over all ranks computes it on every rank. G is chosen on the trunk-bound
     estimate of each gang size's makespan, then the best few layouts are partitioned and compared.
     """
-    whole, spread = order[: len(order) - tail], order[len(order) - tail :]
-    base, own = [0.0] * workers, [[] for _ in range(workers)]
-    for b in whole:
-        w = min(range(workers), key=lambda r: (base[r], r))
-        base[w] += shares.unique * batch_sizes[b]
-        own[w].append(b)
+    spread = order[len(order) - tail :]
+    base, own = _deal_whole(order[: len(order) - tail], batch_sizes, workers, shares.unique)
 
     def layout(gangs: int, speed) -> tuple[float, list[int], list[list[int]]]:
         sizes = [workers // gangs + (j < workers % gangs) for j in range(gangs)]
