@@ -144,32 +144,22 @@ def _trunk_bounds(tree: TaskTree):
     return bound
 
 
-def _path_union(tree: TaskTree, models) -> list[Node]:
-    """The nodes on `models`' paths, each once, in an order every process agrees on (sorted models, root first).
-
-    Nodes hash by identity, so a set of them iterates in memory-address order, which differs between ranks:
-    summed in that order, two ranks' loads differed in the last bits, broke a tie differently and assigned
-    different work (`test_the_split_is_the_same_in_every_process`).
-    """
-    seen: set[int] = set()
-    out: list[Node] = []
-    for m in sorted(models):
-        for n in tree.model_paths[m]:
-            if id(n) not in seen:
-                seen.add(id(n))
-                out.append(n)
-    return out
-
-
 def path_load(tree: TaskTree, models) -> float:
-    """The cost of the union of `models`' paths: what a worker scoring them computes."""
-    return sum(n.cost for n in _path_union(tree, models))
+    """The cost of the union of `models`' paths: what a worker scoring them computes.
+
+    Summed with `math.fsum`, which rounds the exact sum once: nodes hash by identity, so the set iterates in
+    memory-address order, which differs between ranks, and a plain `sum` in that order gave two ranks loads
+    that differed in the last bits, broke a tie differently and assigned different work
+    (`test_the_split_is_the_same_in_every_process`).
+    """
+    return math.fsum(n.cost for n in {n for m in models for n in tree.model_paths[m]})
 
 
 def path_weights(tree: TaskTree, models) -> float:
     """What a pass over the union of `models`' paths costs besides its FLOPs (loading and reading the weights,
-    starting each block), in the units of `cost`."""
-    return WEIGHT_COST_PER_BYTE * sum(n.param_bytes for n in _path_union(tree, models))
+    starting each block), in the units of `cost`. The bytes are integers, so their sum is exact in any order."""
+    nodes = {n for m in models for n in tree.model_paths[m]}
+    return WEIGHT_COST_PER_BYTE * sum(n.param_bytes for n in nodes)
 
 
 @dataclass(eq=False)
