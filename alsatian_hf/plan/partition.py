@@ -144,22 +144,26 @@ def _trunk_bounds(tree: TaskTree):
     return bound
 
 
+def _path_nodes(tree: TaskTree, models) -> set[Node]:
+    """The union of `models`' paths. Nodes hash by identity, so it iterates in memory-address order, which
+    differs between ranks: whatever is summed over it must come out the same in any order."""
+    return {n for m in models for n in tree.model_paths[m]}
+
+
 def path_load(tree: TaskTree, models) -> float:
     """The cost of the union of `models`' paths: what a worker scoring them computes.
 
-    Summed with `math.fsum`, which rounds the exact sum once: nodes hash by identity, so the set iterates in
-    memory-address order, which differs between ranks, and a plain `sum` in that order gave two ranks loads
-    that differed in the last bits, broke a tie differently and assigned different work
+    Summed with `math.fsum`, which rounds the exact sum once: a plain `sum` in the set's order gave two ranks
+    loads that differed in the last bits, broke a tie differently and assigned different work
     (`test_the_split_is_the_same_in_every_process`).
     """
-    return math.fsum(n.cost for n in {n for m in models for n in tree.model_paths[m]})
+    return math.fsum(n.cost for n in _path_nodes(tree, models))
 
 
 def path_weights(tree: TaskTree, models) -> float:
     """What a pass over the union of `models`' paths costs besides its FLOPs (loading and reading the weights,
     starting each block), in the units of `cost`. The bytes are integers, so their sum is exact in any order."""
-    nodes = {n for m in models for n in tree.model_paths[m]}
-    return WEIGHT_COST_PER_BYTE * sum(n.param_bytes for n in nodes)
+    return WEIGHT_COST_PER_BYTE * sum(n.param_bytes for n in _path_nodes(tree, models))
 
 
 @dataclass(eq=False)
