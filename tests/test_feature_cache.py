@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf import ModelSearcher, SearchArguments, SearchCallback
 from alsatian_hf.errors import ConfigurationError
 from alsatian_hf.store.feature_cache import STATES, FeatureCache, feature_key, state_key
 from alsatian_hf.zoo.data import digits, newsgroups
@@ -22,10 +22,24 @@ def ds():
     return digits(num_items=80, seed=0)
 
 
-def _search(repos, ds, store, **kw):
+class _Iterations(SearchCallback):
+    """What `on_iteration_end` was told, in order."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_iteration_end(self, *, iteration, scores, survivors):
+        self.seen.append((iteration, scores, survivors))
+
+
+def _search(repos, ds, store, callbacks=None, **kw):
     kw = {"result_size": 1, "image_size": 32, "scorer": "knn", "batch_size": 16, **kw}
     args = SearchArguments(store_dir=str(store), **kw)
-    return ModelSearcher(repos, train_dataset=ds, args=args).search()
+    return ModelSearcher(repos, train_dataset=ds, args=args, callbacks=callbacks).search()
+
+
+def _told(result) -> list[tuple]:
+    return [(it["iteration"], it["scores"], it["survivors"]) for it in result.iterations]
 
 
 def _executions(result) -> int:
@@ -36,7 +50,8 @@ def _executions(result) -> int:
 def test_repeat_search_computes_no_block_and_ranks_alike(hub, tiny_zoo, ds, tmp_path, strategy):
     first = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", strategy=strategy)
     assert _executions(first) > 0 and first.feature_cache["bytes_written"] > 0
-    again = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", strategy=strategy)
+    iterations = _Iterations()
+    again = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", callbacks=[iterations], strategy=strategy)
     assert _executions(again) == 0
     assert again.feature_cache["miss_items"] == 0 and again.feature_cache["hit_items"] > 0
     assert again.feature_cache["cached"] == sorted(tiny_zoo.repo_ids)
@@ -45,6 +60,7 @@ def test_repeat_search_computes_no_block_and_ranks_alike(hub, tiny_zoo, ds, tmp_
         assert [it[key] for it in again.iterations] == [it[key] for it in first.iterations]
     assert again.models == first.models
     assert [r["score"] for r in again.ranking] == [r["score"] for r in first.ranking]  # bit-identical features
+    assert iterations.seen == _told(first)  # callbacks hear of restored iterations as of scored ones
 
 
 def test_features_from_one_strategy_serve_the_others(hub, tiny_zoo, ds, tmp_path):
@@ -101,7 +117,7 @@ def test_a_killed_search_resumes_from_what_it_persisted(hub, tiny_zoo, ds, tmp_p
     method, after = ("put", 12) if when == "extraction" else ("save_iteration", 1)
     script = f"""
 import os
-from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf import ModelSearcher, SearchArguments, SearchCallback
 from alsatian_hf.store import feature_cache
 from alsatian_hf.zoo.data import digits, newsgroups
 original, count = feature_cache.FeatureCache.{method}, [0]
@@ -116,8 +132,10 @@ ModelSearcher({tiny_zoo.repo_ids!r}, train_dataset=digits(num_items=80, seed=0),
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 9, out.stderr[-2000:]
-    resumed = _search(tiny_zoo.repo_ids, ds, tmp_path / "store")
+    iterations = _Iterations()
+    resumed = _search(tiny_zoo.repo_ids, ds, tmp_path / "store", callbacks=[iterations])
     clean = _search(tiny_zoo.repo_ids, ds, tmp_path / "clean", feature_cache=False)
+    assert iterations.seen == _told(clean)  # restored or scored, every iteration once, in order
     assert resumed.models == clean.models
     assert [it["scores"] for it in resumed.iterations] == [it["scores"] for it in clean.iterations]
     assert resumed.feature_cache["hit_items"] > 0

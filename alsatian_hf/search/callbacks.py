@@ -16,7 +16,8 @@ class SearchCallback:
         pass
 
     def on_iteration_end(self, *, iteration: int, scores: dict[str, float], survivors: list[str]) -> None:
-        pass
+        """Every halving iteration, in order, also those a repeated or resumed search restored from the feature
+        cache instead of scoring again (`SearchResult.iterations[i]["restored"]` tells which)."""
 
     def on_search_end(self, *, result) -> None:
         pass

@@ -159,6 +159,7 @@ def run_halving(
             its share of every iteration (`distributed`). Default: one process.
         persist_states: with a feature cache, `alsatian` also keeps the outputs of prefixes that several
             candidates share (and the preprocessed inputs) there, and starts models from the deepest one stored.
+        on_iteration_end: called with each iteration's record once it is finished or restored, in order.
 
     Raises:
         ConfigurationError: for an unknown `strategy`.
@@ -217,6 +218,7 @@ def run_halving(
                 extractor.prune([m for m in alive if m not in record.survivors])
                 alive = record.survivors
                 outcome.iterations.append(record)
+                _iteration_done(record, schedule.num_iterations, on_iteration_end)
                 continue
             bar = progress_bar(
                 desc=f"extraction, iteration {it}/{schedule.num_iterations}", unit="block-item", leave=False
@@ -273,11 +275,7 @@ def run_halving(
                 except OSError as e:  # a full disk costs the search its resumability, never its result
                     logger.warning("feature cache: cannot save iteration %d (%s); later ones are not saved", it, e)
                     search_key = None
-            logger.info(
-                "iteration %d/%d: %d -> %d candidates", it, schedule.num_iterations, len(record.candidates), len(alive)
-            )
-            if on_iteration_end is not None:
-                on_iteration_end(record)
+            _iteration_done(record, schedule.num_iterations, on_iteration_end)
     finally:
         features.close()
         cache.clear()
@@ -287,6 +285,18 @@ def run_halving(
     outcome.scores = {m: outcome.iterations[-1].scores[m] for m in alive}
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _iteration_done(record: IterationRecord, num_iterations: int,
+                    on_iteration_end: Callable[[IterationRecord], None] | None) -> None:  # fmt: skip
+    """Logs a finished iteration and hands it to `on_iteration_end`: a restored one too, so that callbacks see
+    every iteration of a resumed or repeated search, in order (`record.restored` tells them apart)."""
+    logger.info(
+        "iteration %d/%d: %d -> %d candidates%s", record.iteration, num_iterations, len(record.candidates),
+        len(record.survivors), " (restored from the feature cache)" if record.restored else "",
+    )  # fmt: skip
+    if on_iteration_end is not None:
+        on_iteration_end(record)
 
 
 def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[tuple], list[str]]],
