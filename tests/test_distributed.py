@@ -113,19 +113,20 @@ from alsatian_hf.search.distributed import Ranks
 ranks = Ranks.current()
 gen = torch.Generator().manual_seed(ranks.rank)
 parts = []
-for to in range(ranks.world):  # for each receiver its own object and tensors: other names, dtypes and sizes
+for to in range(ranks.world):  # for each receiver its own tensors: other names, dtypes and sizes
     named = {"f32": torch.randn(3 + ranks.rank + to, 5, generator=gen), "bf16": torch.randn(4, generator=gen).bfloat16(),
-             "i64": torch.arange(7) * ranks.rank}
+             ("i64", f"from {ranks.rank}", to): torch.arange(7) * ranks.rank}  # a tuple name, as the features have
     if ranks.rank == 1:
         named = {"only": named["f32"][:, ::2]}  # a non-contiguous view, fewer bytes than the others send
     if (ranks.rank, to) == (2, 0):
         named = {}  # nothing for rank 0
-    parts.append(({"from": ranks.rank, "to": to}, named))
+    parts.append(named)
 got = ranks.send_tensors(parts)
 def as_json(named):
-    return {k: [str(t.dtype), list(t.shape), t.float().tolist()] for k, t in named.items()}
+    assert all(type(k) in (str, tuple) for k in named)  # names come back as they were sent
+    return [[k, str(t.dtype), list(t.shape), t.float().tolist()] for k, t in named.items()]
 with open(os.path.join(sys.argv[1], f"rank{ranks.rank}.json"), "w") as f:
-    json.dump({"got": [[obj, as_json(named)] for obj, named in got], "sent": [[o, as_json(n)] for o, n in parts]}, f)
+    json.dump({"got": [as_json(named) for named in got], "sent": [as_json(n) for n in parts]}, f)
 torch.distributed.destroy_process_group()  # as torch asks: exiting right after a collective may abort in gloo
 """
 
@@ -133,7 +134,7 @@ torch.distributed.destroy_process_group()  # as torch asks: exiting right after 
 @pytest.mark.slow
 def test_ranks_send_each_rank_its_own_named_tensors_of_any_dtype_and_size(tmp_path):
     """`send_tensors` (the features' exchange) delivers to each rank what every rank sent it, and only that:
-    objects, dtypes, shapes and values, with unequal byte counts, names and an empty part."""
+    names (strings and tuples), dtypes, shapes and values, with unequal byte counts and an empty part."""
     script = tmp_path / "exchange.py"
     script.write_text(EXCHANGE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
@@ -144,9 +145,9 @@ def test_ranks_send_each_rank_its_own_named_tensors_of_any_dtype_and_size(tmp_pa
     out = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     for r in range(3):
         assert out[r]["got"] == [out[s]["sent"][r] for s in range(3)]  # its own part too, as given
-        assert [obj for obj, _ in out[r]["got"]] == [{"from": s, "to": r} for s in range(3)]
-    assert out[0]["got"][2][1] == {} and out[2]["got"][1][1]["only"][1] == [6, 3]
-    assert out[1]["got"][0][1]["bf16"][0] == "torch.bfloat16"
+    assert out[0]["got"][2] == [] and out[2]["got"][1][0][:3] == ["only", "torch.float32", [6, 3]]
+    assert out[1]["got"][0][1][:2] == ["bf16", "torch.bfloat16"]
+    assert out[1]["got"][2][2][0] == ["i64", "from 2", 1] and out[1]["got"][2][2][3] == [0, 2, 4, 6, 8, 10, 12]
 
 
 @pytest.mark.slow

@@ -321,8 +321,8 @@ def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[t
             if i:
                 tensors["items", m] = torch.tensor(i, dtype=torch.int64)
                 tensors["rows", m] = features.export(m, i)
-        parts.append((None, tensors))
-    for sender, (_, tensors) in enumerate(ranks.send_tensors(parts)):
+        parts.append(tensors)
+    for sender, tensors in enumerate(ranks.send_tensors(parts)):
         if sender != ranks.rank:
             for (kind, model), items in tensors.items():
                 if kind == "items":
