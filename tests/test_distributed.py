@@ -37,7 +37,7 @@ class Dies(SearchCallback):
         if fault == "die" and rank == 1:
             os._exit(9)  # as a SIGKILL: no clean-up, no goodbye to the other ranks
 args = SearchArguments(result_size=1, image_size=32, scorer="knn", batch_size=16, store_dir=store,
-                       feature_cache=False, strategy=strategy,
+                       feature_cache=fault == "cached", strategy=strategy,
                        rank_timeout=float(os.environ.get("TEST_RANK_TIMEOUT", "1800")))
 res = ModelSearcher(repos, train_dataset=digits(num_items=80, seed=0), args=args, callbacks=[Dies()]).search()
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -88,6 +88,9 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         spread, single = got["node_items"], want["node_items"]
         assert spread.keys() == single.keys()
         assert all(single[n] <= spread[n] <= world * single[n] for n in single)
+        spread, single = got["block_time"], want["block_time"]  # and so every block, by its items
+        assert spread.keys() == single.keys()
+        assert all(single[h][0] <= spread[h][0] <= world * single[h][0] for h in single)
         assert sum(got["rank_block_executions"]) < world * want["block_executions"]
 
 
@@ -104,6 +107,60 @@ def test_base_under_torchrun_runs_every_model_once_on_every_item(hub, tiny_zoo, 
         assert got["survivors"] == want["survivors"]
         assert sum(got["rank_block_executions"]) == got["block_executions"] == want["block_executions"]
     assert one.iterations[0]["block_executions"] > 0 and one.iterations[-1]["block_executions"] == 0
+
+
+@pytest.mark.slow
+def test_ranks_score_what_the_feature_cache_holds_and_run_no_block(hub, tiny_zoo, tmp_path):
+    """`base` in one process leaves every model's features on every item in the feature cache; ranks searching
+    with another scorer (so no iteration is restored) read them all: nothing runs, every iteration reports
+    every candidate as cached, and the ranking is the one a search without the cache returns."""
+    repos, store = tiny_zoo.repo_ids, tmp_path / "store"
+    args = SearchArguments(result_size=1, image_size=32, scorer="linear", batch_size=16, store_dir=str(store),
+                           strategy="base")  # fmt: skip
+    ModelSearcher(repos, train_dataset=digits(num_items=80, seed=0), args=args).search()
+    done = _torchrun(tmp_path, 2, [repos, str(store), str(tmp_path), "alsatian", "cached"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    clean = _search(repos, tmp_path / "clean", "alsatian")
+    assert ranks[0]["models"] == clean.models
+    for got, want in zip(ranks[0]["iterations"], clean.iterations, strict=True):
+        assert not got["restored"] and got["survivors"] == want["survivors"]
+        assert got["cached"] == got["candidates"] and got["block_executions"] == 0
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+
+
+def test_an_iteration_combines_into_what_each_rank_did(tmp_path):
+    """`Ranks.combine` in a group of one: the scores come back bit for bit (a negative zero and a NaN too), the
+    sets as sets, and the counters as `merge_counters` has them, a block outside the given lists included."""
+    import math
+
+    import torch.distributed as dist
+
+    from alsatian_hf.engine import Counters
+    from alsatian_hf.search.distributed import Ranks, Share, merge_counters
+
+    alive = ["a", "b", "c", "d"]
+    counters = Counters(
+        block_executions=12,
+        compute_cost=3.5,
+        cache_peak=7,
+        chunks=2,
+        block_time={"h1": [8, 0.25], "h2": [4, 0.125], "other": [1, 0.5]},
+        node_items={"n1": 8},
+    )
+    share = Share({"a": -0.0, "b": 0.1 + 0.2, "c": math.nan, "d": -3e-300}, ["b"], {"a", "c"}, ["d"], counters, True)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        total = Ranks(0, 1).combine(share, alive, blocks=["h1", "h2", "h3"], nodes=["n0", "n1"])
+    finally:
+        dist.destroy_process_group()
+    assert list(total.scores) == alive
+    assert [math.copysign(1, total.scores["a"]), total.scores["b"], total.scores["d"]] == [-1, 0.1 + 0.2, -3e-300]
+    assert math.isnan(total.scores["c"])
+    assert (total.cached, total.extracted, total.held) == ({"b"}, {"a", "c"}, {"d"})
+    assert total.counters == merge_counters([counters]) and total.rank_block_executions == [12]
+    assert total.unique_edges
 
 
 EXCHANGE = """

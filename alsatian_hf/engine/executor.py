@@ -95,7 +95,7 @@ class Executor:
         counters.add_time("prepare_model", self.lru.load_seconds - secs)
         return loaded
 
-    def _chain(self, model_id: str) -> list[str]:
+    def chain(self, model_id: str) -> list[str]:
         """The task-tree node keys of a model's path: [root, after block 1, after block 2, ...]."""
         chain = self._chains.get(model_id)
         if chain is None:
@@ -199,7 +199,7 @@ class Executor:
             root_input = plan.roots.get(step.input)
             stored = sources.get(root_input) if root_input is not None else None
             taps = self._taps(step, persist) if stored is None else {}
-            nodes = self._chain(step.model)[step.start + 1 : step.stop + 1]
+            nodes = self.chain(step.model)[step.start + 1 : step.stop + 1]
             cached = iter(chunk) if root_input is not None else self.cache.batches(step.input)
             for batch_items, source in zip(chunk, cached):
                 if stored is not None:
@@ -231,7 +231,7 @@ class Executor:
         for batch_items in batches:
             state = self._run_blocks(
                 blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters,
-                nodes=self._chain(model_id)[1:],
+                nodes=self.chain(model_id)[1:],
             )  # fmt: skip
             self.features.add(model_id, batch_items, state[0])
         self.lru.clear()

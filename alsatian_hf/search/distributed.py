@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -121,6 +121,73 @@ class Ranks:
             offset += head + size
         return out
 
+    def combine(self, share: "Share", alive: list[str], blocks: list[str], nodes: list[str]) -> "Combined":
+        """Every rank's `share` of one iteration, added up on every rank alike.
+
+        The models' scores and sets, and the counters per block and per task-tree node, are added by one
+        `all_reduce` of a dense vector, indexed by `alive` and by `blocks` and `nodes` (every block and node
+        the alive models can run, the same lists on every rank); the rest of the counters, a few numbers a
+        rank, travel by `gather`. So what a rank receives grows with the models, not with models x ranks:
+        gathering every rank's model names and per-block counters to every rank did. A score is added to -0.0
+        on the other ranks, which leaves every float as it was, so every rank selects on the scorer's bits.
+
+        Raises:
+            RankLostError: as `gather`.
+        """
+        import torch.distributed as dist
+
+        n, at = len(alive), {m: i for i, m in enumerate(alive)}
+        at_block = {h: 4 * n + 2 * i for i, h in enumerate(blocks)}
+        at_node = {k: 4 * n + 2 * len(blocks) + i for i, k in enumerate(nodes)}
+        dense = torch.zeros(4 * n + 2 * len(blocks) + len(nodes), dtype=torch.float64)
+        dense[:n] = -0.0
+        index, values = [], []
+        for m, score in share.scores.items():
+            index.append(at[m])
+            values.append(score)
+        for k, models in enumerate((share.cached, share.extracted, share.held), start=1):
+            for m in models:
+                index.append(k * n + at[m])
+                values.append(1.0)
+        block_time, node_items = {}, {}  # outside the lists (none expected): sent as they are
+        for h, (items, seconds) in share.counters.block_time.items():
+            if h in at_block:
+                index += [at_block[h], at_block[h] + 1]
+                values += [items, seconds]
+            else:
+                block_time[h] = [items, seconds]
+        for k, items in share.counters.node_items.items():
+            if k in at_node:
+                index.append(at_node[k])
+                values.append(items)
+            else:
+                node_items[k] = items
+        dense[torch.tensor(index, dtype=torch.int64)] = torch.tensor(values, dtype=torch.float64)
+        parts = self.gather(
+            (replace(share.counters, block_time=block_time, node_items=node_items), share.unique_edges)
+        )
+        # NCCL reduces on the rank's device, gloo on the CPU
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        dense = dense.to(device or "cpu")
+        try:
+            dist.all_reduce(dense)
+        except (RuntimeError, dist.DistError) as e:
+            raise RankLostError(self._lost(e)) from e
+        total = dense.tolist()
+        counters = merge_counters([counters for counters, _ in parts])
+        for h, i in at_block.items():
+            if total[i]:
+                counters.block_time[h] = [int(total[i]), total[i + 1]]
+        for k, i in at_node.items():
+            if total[i]:
+                counters.node_items[k] = int(total[i])
+        sets = [{m for m in alive if total[k * n + at[m]]} for k in (1, 2, 3)]
+        return Combined(
+            scores={m: total[i] for m, i in at.items()}, cached=sets[0], extracted=sets[1], held=sets[2],
+            counters=counters, rank_block_executions=[c.block_executions for c, _ in parts],
+            unique_edges=any(counted for _, counted in parts),
+        )  # fmt: skip
+
     def _lost(self, error: Exception) -> str:
         """What `RankLostError` says when an exchange failed with `error`."""
         wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
@@ -138,6 +205,32 @@ class Ranks:
     def owners(self, models: list[str], holders: dict[str, int]) -> dict[str, int]:
         """The rank that scores each of `models` this iteration, and keeps its features (`scoring_owners`)."""
         return scoring_owners(models, holders, self.world)
+
+
+@dataclass
+class Share:
+    """What one rank did in an iteration that every rank must know (`Ranks.combine`)."""
+
+    scores: dict[str, float]  # of the models this rank scored
+    cached: list[str]  # models whose features it read from the feature cache
+    extracted: set[str]  # models it ran blocks for
+    held: list[str]  # models whose next iteration's features it holds already
+    counters: Counters
+    unique_edges: bool  # it counted the tree's edges
+
+
+@dataclass
+class Combined:
+    """Every rank's `Share` added up: every alive model's score (in `alive` order), the unions of the sets, the
+    counters merged (`merge_counters`), and each rank's block executions."""
+
+    scores: dict[str, float]
+    cached: set[str]
+    extracted: set[str]
+    held: set[str]
+    counters: Counters
+    rank_block_executions: list[int] = field(default_factory=list)
+    unique_edges: bool = False
 
 
 def _pack(tensors: dict[Name, torch.Tensor], device) -> tuple[list[tuple[Name, str, tuple]], torch.Tensor]:

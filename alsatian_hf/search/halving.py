@@ -27,7 +27,7 @@ from ..errors import ConfigurationError
 from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
 from ..store.feature_cache import FeatureCache, feature_key, state_keys
-from .distributed import Ranks, merge_counters
+from .distributed import Ranks, Share
 from .strategies import STRATEGIES, Strategy_T, task_tree
 
 
@@ -245,17 +245,14 @@ def run_halving(
                     [i for b in extractor.batches_for(it + 1) for i in b] if it < schedule.num_iterations else []
                 )
                 held = [m for m in mine if upcoming and features.has(m, upcoming)]
-                parts = ranks.gather(
-                    (scores, record.cached, extracted_here, record.counters, record.unique_edges, held)
-                )
-                ready = {m for part in parts for m in part[5]}
-                scores = {m: s for part in parts for m, s in part[0].items()}
-                ran = {m for part in parts for m in part[2]}  # cached means: no rank extracted any of its batches
-                cached = {m for part in parts for m in part[1]} - ran
+                share = Share(scores, record.cached, extracted_here, held, record.counters, bool(record.unique_edges))
+                total = ranks.combine(share, alive, *_counter_keys(executor, alive))
+                ready, scores = total.held, total.scores
+                cached = total.cached - total.extracted  # cached means: no rank extracted any of its batches
                 record.cached = [m for m in alive if m in cached]
-                record.rank_block_executions = [part[3].block_executions for part in parts]
-                record.counters = merge_counters([part[3] for part in parts])
-                if any(part[4] for part in parts):  # the whole tree's, as one process reports it
+                record.rank_block_executions = total.rank_block_executions
+                record.counters = total.counters
+                if total.unique_edges:  # the whole tree's, as one process reports it
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
             record.scores.update(scores)
             record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
@@ -297,6 +294,14 @@ def _iteration_done(record: IterationRecord, num_iterations: int,
     )  # fmt: skip
     if on_iteration_end is not None:
         on_iteration_end(record)
+
+
+def _counter_keys(executor: Executor, models: list[str]) -> tuple[list[str], list[str]]:
+    """Every block and task-tree node `models` can run, sorted: the keys of `Counters.block_time` and
+    `node_items` that `Ranks.combine` adds up densely, the same on every rank."""
+    blocks = sorted({b.content_hash for m in models for b in executor.candidates[m].blocks})
+    nodes = sorted({node[:16] for m in models for node in executor.chain(m)[1:]})
+    return blocks, nodes
 
 
 def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[tuple], list[str]]],
