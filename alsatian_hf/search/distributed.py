@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 
 import torch
@@ -212,9 +213,9 @@ class Share:
     """What one rank did in an iteration that every rank must know (`Ranks.combine`)."""
 
     scores: dict[str, float]  # of the models this rank scored
-    cached: list[str]  # models whose features it read from the feature cache
-    extracted: set[str]  # models it ran blocks for
-    held: list[str]  # models whose next iteration's features it holds already
+    cached: Collection[str]  # models whose features it read from the feature cache
+    extracted: Collection[str]  # models it ran blocks for
+    held: Collection[str]  # models whose next iteration's features it holds already
     counters: Counters
     unique_edges: bool  # it counted the tree's edges
 
