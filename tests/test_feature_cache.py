@@ -117,7 +117,7 @@ def test_a_killed_search_resumes_from_what_it_persisted(hub, tiny_zoo, ds, tmp_p
     method, after = ("put", 12) if when == "extraction" else ("save_iteration", 1)
     script = f"""
 import os
-from alsatian_hf import ModelSearcher, SearchArguments, SearchCallback
+from alsatian_hf import ModelSearcher, SearchArguments
 from alsatian_hf.store import feature_cache
 from alsatian_hf.zoo.data import digits, newsgroups
 original, count = feature_cache.FeatureCache.{method}, [0]
