@@ -42,6 +42,8 @@ args = SearchArguments(result_size=1, image_size=32, scorer="knn", batch_size=16
 res = ModelSearcher(repos, train_dataset=digits(num_items=80, seed=0), args=args, callbacks=[Dies()]).search()
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
     json.dump({"models": res.models, "iterations": res.iterations, "skipped": res.skipped}, f)
+with open(os.path.join(out, f"summary{rank}.md"), "w") as f:  # apart: its seconds are each rank's own
+    f.write(res.summary())
 """
 
 
@@ -83,6 +85,9 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
         assert len(got["rank_block_executions"]) == world and sum(got["rank_block_executions"]) == got[
             "block_executions"]  # fmt: skip
+        # each rank's seconds per phase; the iteration's are the slowest rank's
+        assert len(got["rank_seconds"]) == world and not want["rank_seconds"]
+        assert got["seconds"] == {p: max(r[p] for r in got["rank_seconds"]) for p in got["seconds"]}
         # every task-tree node ran on all the iteration's items (split by batches), some on several ranks (a
         # batch spread by models computes the prefixes its shares have in common on each), never more
         spread, single = got["node_items"], want["node_items"]
@@ -92,6 +97,11 @@ def test_ranks_under_torchrun_rank_as_one_process(hub, tiny_zoo, tmp_path, world
         assert spread.keys() == single.keys()
         assert all(single[h][0] <= spread[h][0] <= world * single[h][0] for h in single)
         assert sum(got["rank_block_executions"]) < world * want["block_executions"]
+    # the summary's table of ranks: each rank's block executions over the search
+    table = (tmp_path / "summary0.md").read_text().split("## Ranks\n\n")[1].split("\n\n")[0].splitlines()
+    work = [sum(it["rank_block_executions"][r] for it in result["iterations"]) for r in range(world)]
+    assert [row.split(" | ")[:2] for row in table[2:]] == [[f"| {r}", str(n)] for r, n in enumerate(work)]
+    assert "## Ranks" not in one.summary()
 
 
 @pytest.mark.slow

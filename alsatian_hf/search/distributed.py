@@ -186,7 +186,7 @@ class Ranks:
         return Combined(
             scores={m: total[i] for m, i in at.items()}, cached=sets[0], extracted=sets[1], held=sets[2],
             counters=counters, rank_block_executions=[c.block_executions for c, _ in parts],
-            unique_edges=any(counted for _, counted in parts),
+            rank_seconds=[dict(c.seconds) for c, _ in parts], unique_edges=any(counted for _, counted in parts),
         )  # fmt: skip
 
     def _lost(self, error: Exception) -> str:
@@ -223,7 +223,7 @@ class Share:
 @dataclass
 class Combined:
     """Every rank's `Share` added up: every alive model's score (in `alive` order), the unions of the sets, the
-    counters merged (`merge_counters`), and each rank's block executions."""
+    counters merged (`merge_counters`), and each rank's block executions and seconds per phase."""
 
     scores: dict[str, float]
     cached: set[str]
@@ -231,6 +231,7 @@ class Combined:
     held: set[str]
     counters: Counters
     rank_block_executions: list[int] = field(default_factory=list)
+    rank_seconds: list[dict[str, float]] = field(default_factory=list)  # each rank's seconds per phase
     unique_edges: bool = False
 
 

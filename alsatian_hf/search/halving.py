@@ -48,6 +48,9 @@ class IterationRecord:
     cached: list[str] = field(default_factory=list)  # candidates whose features came from the feature cache
     restored: bool = False  # scores and survivors restored from a persisted run of this iteration
     rank_block_executions: list[int] = field(default_factory=list)  # per rank, when several ran the iteration
+    # per rank, when several ran the iteration: its seconds per phase (`counters.seconds` holds the slowest's),
+    # which show how evenly the split loaded the ranks
+    rank_seconds: list[dict[str, float]] = field(default_factory=list)
     ties: list[str] = field(default_factory=list)  # candidates tied exactly at the cut (input order decided)
 
     def to_dict(self) -> dict:
@@ -73,6 +76,7 @@ class IterationRecord:
             "cached": self.cached,
             "restored": self.restored,
             "rank_block_executions": self.rank_block_executions,
+            "rank_seconds": self.rank_seconds,
             "ties": self.ties,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
             "node_items": dict(c.node_items),
@@ -251,6 +255,7 @@ def run_halving(
                 cached = total.cached - total.extracted  # cached means: no rank extracted any of its batches
                 record.cached = [m for m in alive if m in cached]
                 record.rank_block_executions = total.rank_block_executions
+                record.rank_seconds = total.rank_seconds
                 record.counters = total.counters
                 if total.unique_edges:  # the whole tree's, as one process reports it
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()

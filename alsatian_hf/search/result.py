@@ -162,6 +162,15 @@ class SearchResult:
             )
         phases = self.phase_seconds()
         lines += ["", "## Time by phase", ""] + [f"- {p}: {s:.2f}s" for p, s in phases.items()]
+        ran = [it for it in self.iterations if it.get("rank_seconds")]  # several ranks ran them
+        if ran:
+            world = len(ran[0]["rank_seconds"])
+            lines += ["", "## Ranks", "", "| rank | block executions | " + " | ".join(PHASES) + " |",
+                      "|---:|---:|" + "---:|" * len(PHASES)]  # fmt: skip
+            for r in range(world):
+                work = sum(it["rank_block_executions"][r] for it in ran)
+                secs = [sum(it["rank_seconds"][r].get(p, 0.0) for it in ran) for p in PHASES]
+                lines.append(f"| {r} | {work} | " + " | ".join(f"{x:.2f}s" for x in secs) + " |")
         lines += ["", f"Bytes fetched: {self.bytes_fetched} in {self.requests} requests."]
         if self.plan.get("batch_size"):
             tuning = self.plan.get("batch_size_tuning")
