@@ -18,6 +18,11 @@ os.environ["HF_HOME"] = str(_SESSION_DIR / "hf_home")
 # torch.compile's kernels and Triton's, which default to /tmp/torchinductor_$USER, go with the session
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_DIR / "torchinductor")
 os.environ["TRITON_CACHE_DIR"] = str(_SESSION_DIR / "triton")
+# and so does what the processes that tests start write to their temp folder, such as the precompiled C++
+# headers of the smoke benchmark's torch.compile (158 MB, named by the checkout's path, so that each fresh
+# clone's run left one in /tmp/torchinductor_$USER); this process's own: `compile_headers_in_session`
+(_SESSION_DIR / "tmp").mkdir()
+os.environ["TMPDIR"] = str(_SESSION_DIR / "tmp")
 os.environ.pop("HF_HUB_DISABLE_XET", None)  # the session hub speaks Xet, so downloads go through hf_xet
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -54,6 +59,20 @@ def hub():
     yield _HUB
     _HUB.faults.reset()
     _HUB.clear_log()
+
+
+@pytest.fixture(scope="session")
+def compile_headers_in_session():
+    """Where torch.compile puts its precompiled C++ headers in this process: with the session's kernels.
+    torch (2.14) puts them in `tempfile.gettempdir()`/torchinductor_$USER whatever TORCHINDUCTOR_CACHE_DIR
+    says, and this process read its temp folder before the session set TMPDIR for the processes it starts."""
+    import torch._inductor.codecache as codecache
+
+    folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "precompiled_headers"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codecache, "_HEADER_DIR", str(folder))
+        patch.setattr(codecache, "_HEADER_LOCK_DIR", str(folder / "locks"))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def _search(org, ds, tmp_path, **kwargs):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zoo", ["tiny_zoo", "vit_zoo", "tiny_bert_repo"])
-def test_compiled_blocks_keep_rankings_and_scores(zoo, hub, tmp_path, request):
+def test_compiled_blocks_keep_rankings_and_scores(zoo, hub, tmp_path, request, compile_headers_in_session):
     """torch.compile'd blocks (shared by every candidate of the architecture; batches of 32 and a remainder,
     so the batch dimension turns dynamic) rank as eager `base` and score within 1e-4 of eager alsatian. Their
     features are kept apart from eager ones in the feature cache: a compiled search after an eager one with the
@@ -86,11 +86,12 @@ def test_compiled_blocks_keep_rankings_and_scores(zoo, hub, tmp_path, request):
     got, want = _scores(compiled), _scores(eager)
     assert got.keys() == want.keys() and len(got) >= 2
     assert all(abs(got[k] - want[k]) <= 1e-4 for k in got), (got, want)
+    assert any(compile_headers_in_session.glob("*.gch"))  # torch's headers are where the session cleans up
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compiled_blocks_on_cuda_rank_as_on_cpu(mode, hub, tiny_zoo, tmp_path):
+def test_compiled_blocks_on_cuda_rank_as_on_cpu(mode, hub, tiny_zoo, tmp_path, compile_headers_in_session):
     """On CUDA, compiled blocks (`reduce-overhead`: replayed as CUDA graphs, their outputs copied out) rank as
     eager CPU `base` and score within 1e-4 of it."""
     ds = fashion_mnist(num_items=120, seed=3)
