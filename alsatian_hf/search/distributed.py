@@ -17,6 +17,7 @@ import json
 import math
 import os
 from collections.abc import Collection
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
 import torch
@@ -66,10 +67,8 @@ class Ranks:
         import torch.distributed as dist
 
         out = [None] * self.world
-        try:
+        with self._exchange():
             dist.all_gather_object(out, obj)
-        except (RuntimeError, dist.DistError) as e:  # gloo: a closed connection, or the timeout
-            raise RankLostError(self._lost(e)) from e
         return out
 
     def send_tensors(self, parts: list[dict[Name, torch.Tensor]]) -> list[dict[Name, torch.Tensor]]:
@@ -91,8 +90,7 @@ class Ranks:
             return [parts[0]]
         import torch.distributed as dist
 
-        # NCCL moves tensors on the rank's device, gloo on the CPU
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        device = _collective_device()
         sizes, chunks = [], []  # per receiver: (header bytes, tensor bytes); their bytes, in rank order
         for r, tensors in enumerate(parts):
             if r == self.rank:
@@ -104,14 +102,13 @@ class Ranks:
             chunks += [header, data]
         sent = torch.tensor(sizes, dtype=torch.int64, device=device)
         got = torch.empty_like(sent)
-        try:
+        with self._exchange():
             dist.all_to_all_single(got, sent)  # row r goes to rank r; row s comes from rank s
-            incoming = got.sum(1).tolist()
-            received = torch.empty(sum(incoming), dtype=torch.uint8, device=device)
-            flat = torch.cat(chunks) if chunks else received[:0]
+        incoming = got.sum(1).tolist()
+        received = torch.empty(sum(incoming), dtype=torch.uint8, device=device)
+        flat = torch.cat(chunks) if chunks else received[:0]
+        with self._exchange():
             dist.all_to_all_single(received, flat, output_split_sizes=incoming, input_split_sizes=sent.sum(1).tolist())
-        except (RuntimeError, dist.DistError) as e:  # gloo: a closed connection, or the timeout
-            raise RankLostError(self._lost(e)) from e
         out, offset = [], 0
         for r, (head, size) in enumerate(got.tolist()):
             if r == self.rank:
@@ -167,13 +164,9 @@ class Ranks:
         parts = self.gather(
             (replace(share.counters, block_time=block_time, node_items=node_items), share.unique_edges)
         )
-        # NCCL reduces on the rank's device, gloo on the CPU
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-        dense = dense.to(device or "cpu")
-        try:
+        dense = dense.to(_collective_device() or "cpu")
+        with self._exchange():
             dist.all_reduce(dense)
-        except (RuntimeError, dist.DistError) as e:
-            raise RankLostError(self._lost(e)) from e
         total = dense.tolist()
         counters = merge_counters([counters for counters, _ in parts])
         for h, i in at_block.items():
@@ -189,14 +182,20 @@ class Ranks:
             rank_seconds=[dict(c.seconds) for c, _ in parts], unique_edges=any(counted for _, counted in parts),
         )  # fmt: skip
 
-    def _lost(self, error: Exception) -> str:
-        """What `RankLostError` says when an exchange failed with `error`."""
-        wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
-        return (
-            f"rank {self.rank}: the exchange with the other {self.world - 1} rank(s) failed ({error}). A rank died, "
-            f"or did not reach the exchange within `rank_timeout` ({wait}); this rank stops too. Rerun the "
-            "search: with the feature cache, finished iterations are not recomputed."
-        )
+    @contextmanager
+    def _exchange(self):
+        """Around one collective: its failure (gloo: a closed connection, or the timeout) as `RankLostError`."""
+        import torch.distributed as dist
+
+        try:
+            yield
+        except (RuntimeError, dist.DistError) as e:
+            wait = f"{self.timeout:g}s" if self.timeout is not None else "torch's default"
+            raise RankLostError(
+                f"rank {self.rank}: the exchange with the other {self.world - 1} rank(s) failed ({e}). A rank died, "
+                f"or did not reach the exchange within `rank_timeout` ({wait}); this rank stops too. Rerun the "
+                "search: with the feature cache, finished iterations are not recomputed."
+            ) from e
 
     def work(self, tree: TaskTree, batches: list[tuple[int, ...]]) -> list[tuple[list[tuple[int, ...]], list[str]]]:
         """This rank's (batches, models) groups of one iteration whose models' task tree is `tree`."""
@@ -233,6 +232,13 @@ class Combined:
     rank_block_executions: list[int] = field(default_factory=list)
     rank_seconds: list[dict[str, float]] = field(default_factory=list)  # each rank's seconds per phase
     unique_edges: bool = False
+
+
+def _collective_device() -> torch.device | None:
+    """Where collectives move tensors: NCCL on the rank's GPU, gloo on the CPU (None)."""
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
 
 
 def _pack(tensors: dict[Name, torch.Tensor], device) -> tuple[list[tuple[Name, str, tuple]], torch.Tensor]:
