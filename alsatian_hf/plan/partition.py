@@ -394,7 +394,7 @@ def split_iteration(tree: TaskTree, batch_sizes: list[int], workers: int) -> Ite
     part = shares.of(workers) if workers > 1 and order else None
     heaviest = sorted(range(workers), key=lambda s: (-part.loads[s], s)) if part is not None else []
     members = part.members if part is not None else []  # each share's, sorted
-    share_weights = [path_weights(tree, ms) for ms in members]
+    share_weights = [shares.weights(workers, s) for s in range(len(members))]
 
     def plan(spread_count: int):
         loads, whole = _deal_whole(order[: len(order) - spread_count], batch_sizes, workers, unique)
@@ -452,11 +452,13 @@ class _Share:
 
 
 class _Shares:
-    """`partition` of one tree for each worker count asked, computed once, and its trunk-bound estimate."""
+    """`partition` of one tree for each worker count asked, computed once, its shares' weights, and its
+    trunk-bound estimate."""
 
     def __init__(self, tree: TaskTree, unique: float):
         self.tree, self.unique = tree, unique
         self._of: dict[int, _Share] = {}
+        self._weights: dict[tuple[int, int], float] = {}
         self._estimates: dict[int, float] = {}
         self._bound = None
 
@@ -468,6 +470,13 @@ class _Shares:
                 part = partition(self.tree, workers)
                 self._of[workers] = _Share(part.loads, [part.models_of(s) for s in range(workers)])
         return self._of[workers]
+
+    def weights(self, workers: int, share: int) -> float:
+        """`path_weights` of one share of `of(workers)`: what a further pass over its models costs. Computed
+        where first asked: a gang layout asks it of the same share for each gang of its size."""
+        if (workers, share) not in self._weights:
+            self._weights[workers, share] = path_weights(self.tree, self.of(workers).members[share])
+        return self._weights[workers, share]
 
     def estimate(self, workers: int) -> float:
         """What `of(workers).makespan` will be, without partitioning: the trunk bound, or the exact figure
@@ -524,7 +533,7 @@ def _gang_split(batch_sizes: list[int], order: list[int], workers: int, shares: 
                 if batches and share.members[s]:
                     groups.append((tuple(sorted(batches)), tuple(share.members[s])))
                     if own[r]:  # a second pass: its models' weights again
-                        load += path_weights(shares.tree, share.members[s])
+                        load += shares.weights(size, s)
                 loads.append(load)
                 work.append(groups)
         option = ((max(loads), sum(loads), len(order) + 1), loads, work)
