@@ -229,3 +229,32 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     assert len(scores) == 9 and sum(scores["picked"]) == 3
     assert (card / "ranking_quality.png").is_file()
     assert "## Does it pick the right model?" in (card / "README.md").read_text()
+
+
+def test_zero_head_leaves_the_seed_as_the_only_randomness():
+    """The ground truth's image recipe starts the fresh head at zero, so the head a candidate arrives with (timm
+    draws it at random) changes nothing: two fine-tunes with the same seed end bit-identical, and another seed
+    (another data order) does not."""
+    import timm
+
+    from benchmarks.ranking_quality.finetune import Recipe, train
+
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"pixel_values": torch.randn(24, 3, 32, 32, generator=gen)}
+    labels = torch.randint(0, 4, (24,), generator=gen)
+    recipe = Recipe(lr=1e-3, epochs=2, batch_size=8, zero_head=True)
+
+    def fine_tune(head_seed: int, seed: int, recipe: Recipe = recipe) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = timm.create_model("test_efficientnet", num_classes=4)
+        torch.manual_seed(head_seed)
+        model.reset_classifier(4)  # another random head on the same backbone
+        train(model, inputs, labels, recipe, seed)
+        return model.state_dict()
+
+    a, b, other_seed = fine_tune(1, 7), fine_tune(2, 7), fine_tune(1, 8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], other_seed[k]) for k in a)
+    without = Recipe(lr=1e-3, epochs=2, batch_size=8)
+    c, d = fine_tune(1, 7, without), fine_tune(2, 7, without)
+    assert not all(torch.equal(c[k], d[k]) for k in c)  # the random head did reach the backbone

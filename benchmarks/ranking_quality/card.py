@@ -66,10 +66,10 @@ def ranking_lines(out: Path) -> list[str]:
         "with their ImageNet weights and 9 fine-tunes of them trained here on Fashion-MNIST tasks (two 5-class "
         "halves and random labels) with 0, 50 or 75% of blocks frozen; all-MiniLM-L6-v2 and 4 fine-tunes on 20 "
         "Newsgroups groups (comp, rec, and talk with random labels). Targets, disjoint in items from every "
-        "source: Fashion-MNIST (test split; 1000 train / 2000 test items), digits (1000 / 797) and 20 Newsgroups "
+        "source: Fashion-MNIST (test split; 1000 train / 8000 test items), digits (1000 / 797) and 20 Newsgroups "
         "`sci.*` (test file; 400 / 800). Images at 32 px, text at 64 tokens. The ground truth (config "
         "`ground_truth`) fine-tunes every candidate fully on every target, 3 seeds, AdamW with warm-up and cosine "
-        "decay, the learning rate tuned on validation items of one target per modality.",
+        "decay, the learning rate tuned on validation items of one target per modality; image heads start at zero.",
         "",
         "Regret is in accuracy points below the best candidate's mean (a random pick's expected regret beside "
         "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "

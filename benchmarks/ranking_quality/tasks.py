@@ -44,7 +44,7 @@ SOURCES = {
 TARGETS = {
     t.name: t
     for t in (
-        Task("fashion-mnist", "image", 10, 1000, 2000),
+        Task("fashion-mnist", "image", 10, 1000, 8000),
         Task("digits", "image", 10, 1000, 797),
         Task("news-sci", "text", 4, 400, 800),
     )

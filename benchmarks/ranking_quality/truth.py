@@ -23,7 +23,11 @@ from .tasks import FULL, TARGETS, Profile, target_datasets
 from .zoo import ZOOS, load_candidate, org_of
 
 
-GT_RECIPES = {"image": Recipe(lr=0.0, epochs=6, batch_size=32), "text": Recipe(lr=0.0, epochs=3, batch_size=16)}
+# Text keeps transformers' own head, drawn N(0, 0.02): already small, and its seeds agree (tau 0.87).
+GT_RECIPES = {
+    "image": Recipe(lr=0.0, epochs=6, batch_size=32, zero_head=True),
+    "text": Recipe(lr=0.0, epochs=3, batch_size=16),
+}
 LR_GRID = {"image": (1e-3, 3e-3, 1e-2), "text": (5e-5, 2e-4)}
 TUNE_TARGET = {"image": "fashion-mnist", "text": "news-sci"}
 
