@@ -210,6 +210,11 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     keys = frozen_keys(model, frozen.frozen)
     assert keys and all(torch.equal(base[k], child[k]) for k in keys)
     assert not all(torch.equal(base[k], child[k]) for k in child if k not in keys and not k.startswith("classifier"))
+    # the from-scratch candidate is no copy of the ImageNet base, and claims no lineage
+    scratch = next(m for m in TINY_ZOO if m.source and not m.parent)
+    own = load_file(hub / scratch.name / "model.safetensors")
+    assert not torch.equal(own["conv_stem.weight"], base["conv_stem.weight"])
+    assert "base_model" not in (hub / scratch.name / "README.md").read_text()
     again = _ranking_quality("--build", *dirs)  # resumes: nothing built or trained twice
     assert again.returncode == 0 and "built rq-tiny" not in again.stdout and "truth digits" not in again.stdout
 
@@ -222,11 +227,11 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     ]
     for row in quality:
         assert row["it1_items"] > 0 and row["search_seconds"] > 0
-        assert row["candidates"] == 3 and row["seeds"] == 2 and row["pick"].startswith("rq-tiny/")
+        assert row["candidates"] == 4 and row["seeds"] == 2 and row["pick"].startswith("rq-tiny/")
         assert 0 <= row["regret_points"] <= row["truth_spread_points"]
         assert -1 <= row["truth_seed_tau"] <= 1
     scores = datasets.load_dataset(str(card), name="ranking_scores", split="train")
-    assert len(scores) == 9 and sum(scores["picked"]) == 3
+    assert len(scores) == 12 and sum(scores["picked"]) == 3
     assert (card / "ranking_quality.png").is_file()
     assert "## Does it pick the right model?" in (card / "README.md").read_text()
 

@@ -63,8 +63,9 @@ def ranking_lines(out: Path) -> list[str]:
         "",
         "`python -m benchmarks.ranking_quality` (the search side, minutes) after `--build` (the zoo and the ground "
         "truth, hours of CPU, stored in `benchmarks/results/ranking-quality/`). The zoo is real: EfficientNet-Lite0/1/2 "
-        "with their ImageNet weights and 9 fine-tunes of them trained here on Fashion-MNIST tasks (two 5-class "
-        "halves and random labels) with 0, 50 or 75% of blocks frozen; all-MiniLM-L6-v2 and 4 fine-tunes on 20 "
+        "with their ImageNet weights, 11 fine-tunes of them trained here on Fashion-MNIST tasks (two 5-class "
+        "halves, random labels, and all 10 classes) with 0, 50 or 75% of blocks frozen, and a Lite0 trained from "
+        "random weights on all 10 classes; all-MiniLM-L6-v2 and 4 fine-tunes on 20 "
         "Newsgroups groups (comp, rec, and talk with random labels). Targets, disjoint in items from every "
         "source: Fashion-MNIST (test split; 1000 train / 8000 test items), digits (1000 / 797) and 20 Newsgroups "
         "`sci.*` (test file; 400 / 800). Images at 32 px, text at 64 tokens. The ground truth (config "

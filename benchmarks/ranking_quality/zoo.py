@@ -2,7 +2,8 @@
 
 Each fine-tune starts from its parent's weights, gets a fresh head for its source task, keeps its lowest
 `frozen` fraction of blocks fixed (bit-identical to the parent's, so the search shares them) and trains the
-rest with `ZOO_RECIPES`. Repos are written under `<hub root>/<org>/<name>` with `base_model` lineage; a repo
+rest with `ZOO_RECIPES`. A from-scratch model (a source, no parent) starts from random weights instead: a
+candidate without ImageNet. Repos are written under `<hub root>/<org>/<name>` with `base_model` lineage; a repo
 whose README.md exists is done (the card is written last), so an interrupted build resumes.
 """
 
@@ -30,7 +31,7 @@ ZOO_RECIPES = {"image": Recipe(lr=1e-3, epochs=3, batch_size=64), "text": Recipe
 class ZooModel:
     name: str  # the repo's name in its org
     family: str  # lite0, lite1, lite2 or minilm
-    parent: str | None = None  # the repo it was fine-tuned from; None for a base
+    parent: str | None = None  # the repo it was fine-tuned from; None for a base or a from-scratch model
     source: str | None = None  # its source task (`tasks.SOURCES`)
     frozen: float = 0.0  # fraction of its blocks left as the parent's
     seed: int = 0
@@ -58,6 +59,10 @@ IMAGE_ZOO = [
     _ft("lite1", "fmnist-random", 0.5, 7),
     _ft("lite2", "fmnist-upper", 0.75, 8),
     _ft("lite2", "fmnist-random", 0.0, 9),
+    # a wider true spread: in-domain fine-tunes above the rest, a model without ImageNet below them
+    _ft("lite0", "fmnist-all", 0.0, 15),
+    _ft("lite1", "fmnist-all", 0.75, 16),
+    ZooModel("lite0-scratch-all", "lite0", source="fmnist-all", seed=17),
 ]
 TEXT_ZOO = [
     ZooModel("minilm-base", "minilm"),
@@ -71,6 +76,7 @@ TINY_ZOO = [
     ZooModel("lite0-base", "lite0"),
     _ft("lite0", "fmnist-upper", 0.0, 1),
     _ft("lite0", "fmnist-random", 0.75, 4),
+    ZooModel("lite0-scratch-all", "lite0", source="fmnist-all", seed=17),
 ]
 ZOOS = {IMAGE_ORG: IMAGE_ZOO, TEXT_ORG: TEXT_ZOO, TINY_ORG: TINY_ZOO}
 
@@ -81,15 +87,19 @@ def org_of(modality: str, profile: Profile = FULL) -> str:
     return TEXT_ORG if modality == "text" else IMAGE_ORG
 
 
-def base_model(family: str) -> tuple[nn.Module, object]:
-    """(model, tokenizer or None) with the real pretrained weights."""
+def base_model(family: str, pretrained: bool = True) -> tuple[nn.Module, object]:
+    """(model, tokenizer or None) with the real pretrained weights, or random ones."""
     if family == "minilm":
         from alsatian_hf.zoo.minilm import minilm_source
 
         source = minilm_source(num_labels=4)
         return source.build(), source.processor
-    from alsatian_hf.zoo.efficientnet_lite import efficientnet_lite_source
+    from alsatian_hf.zoo import TimmSource
+    from alsatian_hf.zoo.efficientnet_lite import efficientnet_lite_source, timm_architecture
 
+    if not pretrained:
+        arch = timm_architecture(int(family[-1]))
+        return TimmSource(arch, model_args={"pretrained_cfg_overlay": IMAGE_CFG}).build(), None
     source = efficientnet_lite_source(int(family[-1]), num_classes=1000, pretrained_cfg_overlay=IMAGE_CFG)
     return source.build(), None
 
@@ -144,11 +154,15 @@ def build_zoo(hub_root: Path, org: str, profile: Profile = FULL, log=print) -> l
             continue
         source_accuracy = None
         torch.manual_seed(m.seed)  # fresh heads
-        if m.parent is None:
+        if m.source is None:
             model, tok = base_model(m.family)
         else:
             task = SOURCES[m.source]
-            model, tok = load_candidate(hub_root / org / m.parent, task.num_classes)
+            if m.parent is None:  # from scratch
+                model, tok = base_model(m.family, pretrained=False)
+                model.reset_classifier(task.num_classes)
+            else:
+                model, tok = load_candidate(hub_root / org / m.parent, task.num_classes)
             ds = source_dataset(m.source, seed=m.seed, profile=profile)
             inputs, labels = prepare(model, ds, tok), torch.tensor(ds["label"])
             freeze(model, frozen_keys(model, m.frozen))
@@ -160,7 +174,7 @@ def build_zoo(hub_root: Path, org: str, profile: Profile = FULL, log=print) -> l
                "source": m.source or "", "frozen": m.frozen, "seed": m.seed, "source_train_accuracy": source_accuracy}  # fmt: skip
         row_path.write_text(json.dumps(row))
         _write_card(folder, org, m)
-        log(f"  built {org}/{m.name}" + (f": source train accuracy {source_accuracy:.3f}" if m.parent else ""))
+        log(f"  built {org}/{m.name}" + (f": source train accuracy {source_accuracy:.3f}" if m.source else ""))
         rows.append(row)
     return rows
 
@@ -187,11 +201,12 @@ def _write_card(folder: Path, org: str, m: ZooModel) -> None:
     }
     if m.parent:
         meta["base_model"] = f"{org}/{m.parent}"
-    what = (
-        f"Fine-tuned from {org}/{m.parent} on `{m.source}` with its lowest {round(m.frozen * 100)}% of blocks frozen."
-        if m.parent
-        else f"The real pretrained {m.family} (ImageNet for EfficientNet-Lite, all-MiniLM-L6-v2 for MiniLM)."
-    )
+    if m.parent:
+        what = f"Fine-tuned from {org}/{m.parent} on `{m.source}` with its lowest {round(m.frozen * 100)}% of blocks frozen."
+    elif m.source:
+        what = f"{m.family} trained from random weights on `{m.source}`."
+    else:
+        what = f"The real pretrained {m.family} (ImageNet for EfficientNet-Lite, all-MiniLM-L6-v2 for MiniLM)."
     write_card(folder, meta, f"{org}/{m.name}", what)
 
 
