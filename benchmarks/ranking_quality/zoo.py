@@ -92,6 +92,9 @@ def base_model(family: str, pretrained: bool = True) -> tuple[nn.Module, object]
     if family == "minilm":
         from alsatian_hf.zoo.minilm import minilm_source
 
+        if not pretrained:
+            raise ValueError("the zoo trains from scratch only its image models; give a MiniLM model a parent")
+
         source = minilm_source(num_labels=4)
         return source.build(), source.processor
     from alsatian_hf.zoo import TimmSource
