@@ -6,8 +6,8 @@ The data flow, one module a stage:
   (disjoint from every source's items);
 - `finetune`: one training loop for timm and transformers models, used twice: to build the zoo, and to
   fine-tune every candidate fully on every target over several seeds (the ground truth);
-- `zoo`: the zoo's candidates (EfficientNet-Lite0/1/2 with ImageNet weights, MiniLM, and their fine-tunes),
-  written as Hub repos with `base_model` lineage;
+- `zoo`: the zoo's candidates (EfficientNet-Lite0/1/2 with ImageNet weights, MiniLM, their fine-tunes, and a
+  Lite0 trained from scratch), written as Hub repos with `base_model` lineage;
 - `truth`: the ground truth, tuned once and stored as `ground_truth.csv`;
 - `quality`: the search side (every scorer, every target, through `ModelSearcher` on the local Hub) and the
   metrics against the ground truth;
