@@ -52,6 +52,11 @@ class Counters:
         self.seconds[phase] += seconds
 
 
+def _node_key(node: str) -> str:
+    """A task-tree node's key in `Counters.node_items`: its prefix chain hash, cut to 16 hex digits."""
+    return node[:16]
+
+
 def _cuda_mark() -> torch.cuda.Event:
     event = torch.cuda.Event(enable_timing=True)
     event.record()
@@ -95,7 +100,7 @@ class Executor:
         counters.add_time("prepare_model", self.lru.load_seconds - secs)
         return loaded
 
-    def chain(self, model_id: str) -> list[str]:
+    def _chain(self, model_id: str) -> list[str]:
         """The task-tree node keys of a model's path: [root, after block 1, after block 2, ...]."""
         chain = self._chains.get(model_id)
         if chain is None:
@@ -104,6 +109,13 @@ class Executor:
                 candidate.input_key, [b.content_hash for b in candidate.blocks]
             )
         return chain
+
+    def counter_keys(self, models: list[str]) -> tuple[list[str], list[str]]:
+        """Every key of `Counters.block_time` and of `node_items` that running `models` can record, sorted: the
+        same lists on every rank, so that `Ranks.combine` adds the counters up densely."""
+        blocks = sorted({b.content_hash for m in models for b in self.candidates[m].blocks})
+        nodes = sorted({_node_key(node) for m in models for node in self._chain(m)[1:]})
+        return blocks, nodes
 
     def _stored(self, key: str, items: tuple[int, ...], counters: Counters) -> State:
         """A batch's stored state (what a plan rooted at a persisted prefix starts from), on the device.
@@ -152,7 +164,8 @@ class Executor:
             entry[0] += items
             entry[1] += span
         for node in nodes:
-            counters.node_items[node[:16]] = counters.node_items.get(node[:16], 0) + items
+            key = _node_key(node)
+            counters.node_items[key] = counters.node_items.get(key, 0) + items
         if self.on_batch is not None:
             self.on_batch(len(blocks) * items)
         return state
@@ -199,7 +212,7 @@ class Executor:
             root_input = plan.roots.get(step.input)
             stored = sources.get(root_input) if root_input is not None else None
             taps = self._taps(step, persist) if stored is None else {}
-            nodes = self.chain(step.model)[step.start + 1 : step.stop + 1]
+            nodes = self._chain(step.model)[step.start + 1 : step.stop + 1]
             cached = iter(chunk) if root_input is not None else self.cache.batches(step.input)
             for batch_items, source in zip(chunk, cached):
                 if stored is not None:
@@ -231,7 +244,7 @@ class Executor:
         for batch_items in batches:
             state = self._run_blocks(
                 blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters,
-                nodes=self.chain(model_id)[1:],
+                nodes=self._chain(model_id)[1:],
             )  # fmt: skip
             self.features.add(model_id, batch_items, state[0])
         self.lru.clear()

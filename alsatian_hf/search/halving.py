@@ -250,7 +250,7 @@ def run_halving(
                 )
                 held = [m for m in mine if upcoming and features.has(m, upcoming)]
                 share = Share(scores, record.cached, extracted_here, held, record.counters, bool(record.unique_edges))
-                total = ranks.combine(share, alive, *_counter_keys(executor, alive))
+                total = ranks.combine(share, alive, *executor.counter_keys(alive))
                 ready, scores = total.held, total.scores
                 cached = total.cached - total.extracted  # cached means: no rank extracted any of its batches
                 record.cached = [m for m in alive if m in cached]
@@ -299,14 +299,6 @@ def _iteration_done(record: IterationRecord, num_iterations: int,
     )  # fmt: skip
     if on_iteration_end is not None:
         on_iteration_end(record)
-
-
-def _counter_keys(executor: Executor, models: list[str]) -> tuple[list[str], list[str]]:
-    """Every block and task-tree node `models` can run, sorted: the keys of `Counters.block_time` and
-    `node_items` that `Ranks.combine` adds up densely, the same on every rank."""
-    blocks = sorted({b.content_hash for m in models for b in executor.candidates[m].blocks})
-    nodes = sorted({node[:16] for m in models for node in executor.chain(m)[1:]})
-    return blocks, nodes
 
 
 def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[tuple], list[str]]],
