@@ -178,22 +178,36 @@ def test_card_types_a_numeric_looking_sha_as_a_string(tmp_path, caplog):
     assert ds["code_revision"] == ["069e395", "1234567"]
 
 
+def _ranking_quality_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.ranking_quality", "--tiny", "--threads", "1", *args]
+
+
 def _ranking_quality(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "benchmarks.ranking_quality", "--tiny", "--threads", "1", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    return subprocess.run(_ranking_quality_cmd(*args), capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
 @pytest.mark.slow
 def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     """The benchmark's whole pipeline on its tiny profile: a zoo of real EfficientNet-Lite0 fine-tunes, their
-    ground truth over two seeds, and the search side through the local Hub, resumable, into a loadable card."""
+    ground truth over two seeds, and the search side through the local Hub, resumable, into a loadable card.
+    Two processes build it at once, one in reverse (a fine-tune before its parent), each model exactly once."""
     from safetensors.torch import load_file
 
     from benchmarks.ranking_quality.zoo import TINY_ZOO, frozen_keys, load_candidate
 
     dirs = ["--out", str(tmp_path / "build"), "--work-dir", str(tmp_path / "work")]
-    built = _ranking_quality("--build", *dirs)
-    assert built.returncode == 0, built.stderr[-3000:]
+    logs = [tmp_path / "forward.log", tmp_path / "reverse.log"]  # files, not pipes: a full pipe would stall one
+    builders = [
+        subprocess.Popen(
+            _ranking_quality_cmd("--build", *dirs, *extra), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT
+        )
+        for log, extra in zip(logs, ([], ["--reverse"]))
+    ]
+    codes = [b.wait(timeout=900) for b in builders]
+    assert codes == [0, 0], [log.read_text()[-3000:] for log in logs]
+    built_lines = [line.split()[1].rstrip(":") for log in logs for line in log.read_text().splitlines()
+                   if line.startswith("  built ")]  # fmt: skip
+    assert sorted(built_lines) == sorted(f"rq-tiny/{m.name}" for m in TINY_ZOO)
     truth = list(csv.DictReader(open(tmp_path / "build" / "ground_truth_image.csv")))
     assert sorted((r["model"], r["seed"]) for r in truth) == sorted(
         (f"rq-tiny/{m.name}", s) for m in TINY_ZOO for s in ("0", "1")

@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     hub_root = args.work_dir / "hub"
     start = time.perf_counter()
     if args.build:
-        from .truth import ground_truth
-        from .zoo import build_zoo, org_of, write_zoo_table
+        from .truth import ground_truth, record_zoo
+        from .zoo import build_zoo, org_of
 
         for modality in modalities:
             org = org_of(modality, profile)
-            write_zoo_table(args.out, org, build_zoo(hub_root, org, profile))
+            record_zoo(args.out, modality, org, build_zoo(hub_root, org, profile, reverse=args.reverse))
             ground_truth(hub_root, args.out, modality, profile, reverse=args.reverse)
         print(f"built in {time.perf_counter() - start:.0f}s", flush=True)
         return 0

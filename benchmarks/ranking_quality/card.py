@@ -41,6 +41,13 @@ def ranking_lines(out: Path) -> list[str]:
     rows = read_rows(out / "ranking_quality.csv")
     if not rows:
         return []
+    from .zoo import IMAGE_ZOO
+
+    zoo_counts = {
+        "fine-tunes": sum(1 for m in IMAGE_ZOO if m.parent),
+        "zero-head": sum(1 for m in IMAGE_ZOO if m.zero_head),
+        "scratch": sum(1 for m in IMAGE_ZOO if m.source and not m.parent),
+    }
     summary = [
         "Over targets, per scorer and schedule (means):",
         "",
@@ -63,9 +70,11 @@ def ranking_lines(out: Path) -> list[str]:
         "",
         "`python -m benchmarks.ranking_quality` (the search side, minutes) after `--build` (the zoo and the ground "
         "truth, hours of CPU, stored in `benchmarks/results/ranking-quality/`). The zoo is real: EfficientNet-Lite0/1/2 "
-        "with their ImageNet weights, 11 fine-tunes of them trained here on Fashion-MNIST tasks (two 5-class "
-        "halves, random labels, and all 10 classes) with 0, 50 or 75% of blocks frozen, and a Lite0 trained from "
-        "random weights on all 10 classes; all-MiniLM-L6-v2 and 4 fine-tunes on 20 "
+        f"with their ImageNet weights, {zoo_counts['fine-tunes']} fine-tunes of them trained here on Fashion-MNIST "
+        "tasks (two 5-class halves, random labels, and all 10 classes with 3000 or 10000 items) with 0, 50 or 75% "
+        f"of blocks frozen ({zoo_counts['zero-head']} by a recipe whose new head starts at zero), and "
+        f"{zoo_counts['scratch']} Lite0/Lite1 models trained from random weights on those tasks; all-MiniLM-L6-v2 "
+        "and 4 fine-tunes on 20 "
         "Newsgroups groups (comp, rec, and talk with random labels). Targets, disjoint in items from every "
         "source: Fashion-MNIST (test split; 1000 train / 8000 test items), digits (1000 / 797) and 20 Newsgroups "
         "`sci.*` (test file; 400 / 800). Images at 32 px, text at 64 tokens. The ground truth (config "

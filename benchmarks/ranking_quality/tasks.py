@@ -4,7 +4,7 @@ Every target is disjoint in items from every source: the image sources draw from
 the Fashion-MNIST target from its test split, and digits is never a source. The text sources are 20 Newsgroups'
 `comp.*`, `rec.*` and `talk.*` groups from its train file; the text target is its `sci.*` groups from the test file.
 `fmnist-all` holds every Fashion-MNIST class (train split, so still disjoint in items from the target): an
-in-domain source for that target, as an org's zoo often has one. "Random" sources keep their images or texts
+in-domain source for that target, as an org's zoo often has one; `fmnist-all3k` is a smaller draw of it. "Random" sources keep their images or texts
 and draw labels uniformly at random: deliberately poor sources (under the ground truth's recipe, though, their
 fine-tunes score with the rest).
 """
@@ -39,6 +39,7 @@ SOURCES = {
         Task("fmnist-other", "image", 5, 1500),
         Task("fmnist-random", "image", 10, 1500),
         Task("fmnist-all", "image", 10, 10000),
+        Task("fmnist-all3k", "image", 10, 3000),
         Task("news-comp", "text", 5, 800),
         Task("news-rec", "text", 4, 800),
         Task("news-random", "text", 4, 800),

@@ -17,7 +17,7 @@ import torch
 
 from alsatian_hf.candidates.processors import timm_processor
 
-from .._tables import Table
+from .._tables import Table, read_rows
 from .finetune import SEED_OFFSET, Recipe, fine_tune_and_test, prepare
 from .tasks import FULL, TARGETS, Profile, target_datasets
 from .zoo import ZOOS, load_candidate, org_of
@@ -83,15 +83,39 @@ def tuned_recipe(hub_root: Path, out: Path, modality: str, profile: Profile = FU
     return replace(recipe, lr=float(best["lr"]))
 
 
+def record_zoo(out: Path, modality: str, org: str, rows: list[dict], log=print) -> None:
+    """Writes the zoo's table, first dropping the ground truth of every candidate whose weights differ from
+    those on record (or have none on record): a rebuilt zoo is measured anew, never mixed with an old one's."""
+    from filelock import FileLock
+
+    from .zoo import write_zoo_table
+
+    table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
+    with FileLock(str(table.path) + ".lock"):
+        recorded = {r["model"]: r.get("weights") for r in read_rows(out / f"zoo_{org}.csv")}
+        changed = {r["model"] for r in rows if recorded.get(r["model"]) != r["weights"]}
+        table.refresh()
+        stale = [r for r in table.rows if r["model"] in changed]
+        if stale:
+            table.rewrite([r for r in table.rows if r["model"] not in changed])
+            log(f"  dropped {len(stale)} ground-truth runs of {len({r['model'] for r in stale})} candidates whose "
+                "weights are not the ones they were measured on")  # fmt: skip
+        write_zoo_table(out, org, rows)
+
+
 def ground_truth(
     hub_root: Path, out: Path, modality: str, profile: Profile = FULL, *, reverse: bool = False, log=print
 ) -> None:
     """Appends the missing (target, model, seed) rows; seed-major, so a partial run has whole seeds.
 
-    Several processes may build one modality at once: one in order and one with `reverse` meet in the middle
-    (each run is checked against the table on disk just before it starts).
+    Several processes may build one modality at once: one in order and one with `reverse` meet in the middle.
+    A process claims each run by a lock file first, and checks the table on disk, so no run is done twice.
     """
+    from filelock import FileLock, Timeout
+
     table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
+    claims = out / f".ground_truth_{modality}.claims"
+    claims.mkdir(exist_ok=True)
     recipe = tuned_recipe(hub_root, out, modality, profile, log)
     org = org_of(modality, profile)
     targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
@@ -101,27 +125,33 @@ def ground_truth(
     for seed, target in reversed(order) if reverse else order:
         for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
             model_id = f"{org}/{m.name}"
-            table.refresh()
-            if table.has(target=target.name, model=model_id, seed=seed):
-                continue
-            if target.name not in data:
-                data[target.name] = target_datasets(target.name, profile=profile)
-            train_ds, test_ds = data[target.name]
-            model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
-            # EfficientNet-Lites share one preprocessing config, MiniLM's fine-tunes one tokenizer
-            key = (target.name, timm_processor(model, None).key if tok is None else "tokenizer")
-            if key not in prepared:
-                prepared[key] = (prepare(model, train_ds, tok), prepare(model, test_ds, tok))
-            tr, te = prepared[key]
-            acc, seconds = fine_tune_and_test(
-                model, tr, torch.tensor(train_ds["label"]), te, torch.tensor(test_ds["label"]),
-                recipe, SEED_OFFSET + seed,
-            )  # fmt: skip
-            row = TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
-                           batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
-                           seconds=round(seconds, 1))  # fmt: skip
-            table.add_shared(row)
-            log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
+            claim = FileLock(str(claims / f"{target.name}.{m.name}.{seed}.lock"), timeout=0)
+            try:
+                claim.acquire()
+            except Timeout:
+                continue  # another process is running it
+            with claim:
+                table.refresh()
+                if table.has(target=target.name, model=model_id, seed=seed):
+                    continue
+                if target.name not in data:
+                    data[target.name] = target_datasets(target.name, profile=profile)
+                train_ds, test_ds = data[target.name]
+                model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
+                # EfficientNet-Lites share one preprocessing config, MiniLM's fine-tunes one tokenizer
+                key = (target.name, timm_processor(model, None).key if tok is None else "tokenizer")
+                if key not in prepared:
+                    prepared[key] = (prepare(model, train_ds, tok), prepare(model, test_ds, tok))
+                tr, te = prepared[key]
+                acc, seconds = fine_tune_and_test(
+                    model, tr, torch.tensor(train_ds["label"]), te, torch.tensor(test_ds["label"]),
+                    recipe, SEED_OFFSET + seed,
+                )  # fmt: skip
+                row = TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
+                               batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
+                               seconds=round(seconds, 1))  # fmt: skip
+                table.add_shared(row)
+                log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
 
 
 def mean_accuracy(rows: list[dict], target: str) -> dict[str, tuple[float, float, int]]:

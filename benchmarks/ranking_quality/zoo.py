@@ -4,7 +4,8 @@ Each fine-tune starts from its parent's weights, gets a fresh head for its sourc
 `frozen` fraction of blocks fixed (bit-identical to the parent's, so the search shares them) and trains the
 rest with `ZOO_RECIPES`. A from-scratch model (a source, no parent) starts from random weights instead: a
 candidate without ImageNet. Repos are written under `<hub root>/<org>/<name>` with `base_model` lineage; a repo
-whose README.md exists is done (the card is written last), so an interrupted build resumes.
+whose README.md exists is done (the card is written last), so an interrupted build resumes. Training is not
+bit-reproducible across machines, so every row carries a digest of the repo's weights (`weights_digest`).
 """
 
 from __future__ import annotations
@@ -35,15 +36,20 @@ class ZooModel:
     source: str | None = None  # its source task (`tasks.SOURCES`)
     frozen: float = 0.0  # fraction of its blocks left as the parent's
     seed: int = 0
+    zero_head: bool = False  # its own training started the fresh head at zero (another team's recipe)
 
     @property
     def modality(self) -> str:
         return "text" if self.family == "minilm" else "image"
 
 
-def _ft(family: str, source: str, frozen: float, seed: int) -> ZooModel:
-    short = source.split("-", 1)[1]
-    return ZooModel(f"{family}-{short}-f{round(frozen * 100)}", family, f"{family}-base", source, frozen, seed)
+def _ft(family: str, source: str, frozen: float, seed: int, zero_head: bool = False) -> ZooModel:
+    name = f"{family}-{source.split('-', 1)[1]}-f{round(frozen * 100)}" + ("-zh" if zero_head else "")
+    return ZooModel(name, family, f"{family}-base", source, frozen, seed, zero_head)
+
+
+def _scratch(family: str, source: str, seed: int) -> ZooModel:
+    return ZooModel(f"{family}-scratch-{source.split('-', 1)[1]}", family, source=source, seed=seed)
 
 
 IMAGE_ZOO = [
@@ -59,10 +65,17 @@ IMAGE_ZOO = [
     _ft("lite1", "fmnist-random", 0.5, 7),
     _ft("lite2", "fmnist-upper", 0.75, 8),
     _ft("lite2", "fmnist-random", 0.0, 9),
-    # a wider true spread: in-domain fine-tunes above the rest, a model without ImageNet below them
+    # a wider true spread: in-domain fine-tunes above the rest, models without ImageNet below them
     _ft("lite0", "fmnist-all", 0.0, 15),
     _ft("lite1", "fmnist-all", 0.75, 16),
-    ZooModel("lite0-scratch-all", "lite0", source="fmnist-all", seed=17),
+    _scratch("lite0", "fmnist-all", 17),
+    # a ladder of in-domain data, recipe and architecture above them, and of from-scratch training below
+    _ft("lite0", "fmnist-all", 0.0, 18, zero_head=True),
+    _ft("lite2", "fmnist-all", 0.0, 19),
+    _ft("lite0", "fmnist-all3k", 0.0, 20),
+    _scratch("lite1", "fmnist-all", 22),
+    _scratch("lite0", "fmnist-all3k", 21),
+    _scratch("lite0", "fmnist-random", 23),
 ]
 TEXT_ZOO = [
     ZooModel("minilm-base", "minilm"),
@@ -76,7 +89,7 @@ TINY_ZOO = [
     ZooModel("lite0-base", "lite0"),
     _ft("lite0", "fmnist-upper", 0.0, 1),
     _ft("lite0", "fmnist-random", 0.75, 4),
-    ZooModel("lite0-scratch-all", "lite0", source="fmnist-all", seed=17),
+    _scratch("lite0", "fmnist-all", 17),
 ]
 ZOOS = {IMAGE_ORG: IMAGE_ZOO, TEXT_ORG: TEXT_ZOO, TINY_ORG: TINY_ZOO}
 
@@ -144,42 +157,81 @@ def frozen_keys(model: nn.Module, fraction: float) -> list[str]:
     return [b.model_key(k) for b in blocks[: round(fraction * len(blocks))] for k in b.keys]
 
 
-def build_zoo(hub_root: Path, org: str, profile: Profile = FULL, log=print) -> list[dict]:
-    """Writes the org's repos that are missing; returns one row per model (lineage, source, source accuracy)."""
+def build_zoo(hub_root: Path, org: str, profile: Profile = FULL, *, reverse: bool = False, log=print) -> list[dict]:
+    """Writes the org's repos that are missing; returns one row per model (lineage, source, source accuracy).
+
+    Two processes may build one org at once, one of them `reverse`: each model is built under its own file lock,
+    so they meet in the middle and neither builds a model twice. A model's parent is built first (or waited for).
+    """
+    from filelock import FileLock
+
+    by_name = {m.name: m for m in ZOOS[org]}
+    rows: dict[str, dict] = {}
+
+    def ensure(m: ZooModel) -> None:
+        if m.name in rows:
+            return
+        folder = hub_root / org / m.name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):  # locks nest child -> parent only, so two builders never deadlock
+            row = _built_row(folder)
+            if row is None:
+                if m.parent:
+                    ensure(by_name[m.parent])
+                row = _build(hub_root, org, m, profile, log)
+        rows[m.name] = row
+
+    for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
+        ensure(m)
+    return [{**rows[m.name], "weights": weights_digest(hub_root / org / m.name)} for m in ZOOS[org]]
+
+
+def weights_digest(folder: Path) -> str:
+    """The repo's weights, as a short sha256 of its safetensors: what the ground truth of a candidate was
+    measured on (training here is not bit-reproducible across machines, so a rebuilt zoo differs)."""
+    import hashlib
+
+    with open(folder / "model.safetensors", "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+def _built_row(folder: Path) -> dict | None:
+    """The zoo row of a finished repo (its card is written last), or None."""
+    row_path = folder / "zoo_row.json"
+    if (folder / "README.md").is_file() and row_path.is_file():
+        return json.loads(row_path.read_text())
+    return None
+
+
+def _build(hub_root: Path, org: str, m: ZooModel, profile: Profile, log) -> dict:
     from .finetune import accuracy
 
-    rows = []
-    for m in ZOOS[org]:
-        folder = hub_root / org / m.name
-        row_path = folder / "zoo_row.json"
-        if (folder / "README.md").is_file() and row_path.is_file():
-            rows.append(json.loads(row_path.read_text()))
-            continue
-        source_accuracy = None
-        torch.manual_seed(m.seed)  # fresh heads
-        if m.source is None:
-            model, tok = base_model(m.family)
+    folder = hub_root / org / m.name
+    source_accuracy = None
+    torch.manual_seed(m.seed)  # fresh heads
+    if m.source is None:
+        model, tok = base_model(m.family)
+    else:
+        task = SOURCES[m.source]
+        if m.parent is None:  # from scratch
+            model, tok = base_model(m.family, pretrained=False)
+            model.reset_classifier(task.num_classes)
         else:
-            task = SOURCES[m.source]
-            if m.parent is None:  # from scratch
-                model, tok = base_model(m.family, pretrained=False)
-                model.reset_classifier(task.num_classes)
-            else:
-                model, tok = load_candidate(hub_root / org / m.parent, task.num_classes)
-            ds = source_dataset(m.source, seed=m.seed, profile=profile)
-            inputs, labels = prepare(model, ds, tok), torch.tensor(ds["label"])
-            freeze(model, frozen_keys(model, m.frozen))
-            recipe = ZOO_RECIPES[m.modality]
-            train(model, inputs, labels, replace(recipe, epochs=profile.epochs or recipe.epochs), seed=m.seed)
-            source_accuracy = accuracy(model, inputs, labels)
-        _save(model, tok, folder)
-        row = {"model": f"{org}/{m.name}", "family": m.family, "parent": f"{org}/{m.parent}" if m.parent else "",
-               "source": m.source or "", "frozen": m.frozen, "seed": m.seed, "source_train_accuracy": source_accuracy}  # fmt: skip
-        row_path.write_text(json.dumps(row))
-        _write_card(folder, org, m)
-        log(f"  built {org}/{m.name}" + (f": source train accuracy {source_accuracy:.3f}" if m.source else ""))
-        rows.append(row)
-    return rows
+            model, tok = load_candidate(hub_root / org / m.parent, task.num_classes)
+        ds = source_dataset(m.source, seed=m.seed, profile=profile)
+        inputs, labels = prepare(model, ds, tok), torch.tensor(ds["label"])
+        freeze(model, frozen_keys(model, m.frozen))
+        recipe = replace(ZOO_RECIPES[m.modality], zero_head=m.zero_head)
+        train(model, inputs, labels, replace(recipe, epochs=profile.epochs or recipe.epochs), seed=m.seed)
+        source_accuracy = accuracy(model, inputs, labels)
+    _save(model, tok, folder)
+    row = {"model": f"{org}/{m.name}", "family": m.family, "parent": f"{org}/{m.parent}" if m.parent else "",
+           "source": m.source or "", "frozen": m.frozen, "seed": m.seed, "zero_head": m.zero_head,
+           "source_train_accuracy": source_accuracy}  # fmt: skip
+    (folder / "zoo_row.json").write_text(json.dumps(row))
+    _write_card(folder, org, m)
+    log(f"  built {org}/{m.name}" + (f": source train accuracy {source_accuracy:.3f}" if m.source else ""))
+    return row
 
 
 def _save(model: nn.Module, tokenizer, folder: Path) -> None:
@@ -205,7 +257,8 @@ def _write_card(folder: Path, org: str, m: ZooModel) -> None:
     if m.parent:
         meta["base_model"] = f"{org}/{m.parent}"
     if m.parent:
-        what = f"Fine-tuned from {org}/{m.parent} on `{m.source}` with its lowest {round(m.frozen * 100)}% of blocks frozen."
+        what = f"Fine-tuned from {org}/{m.parent} on `{m.source}` with its lowest {round(m.frozen * 100)}% of blocks frozen"
+        what += ", its new head started at zero." if m.zero_head else "."
     elif m.source:
         what = f"{m.family} trained from random weights on `{m.source}`."
     else:
