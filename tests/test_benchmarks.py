@@ -277,3 +277,20 @@ def test_zero_head_leaves_the_seed_as_the_only_randomness():
     without = Recipe(lr=1e-3, epochs=2, batch_size=8)
     c, d = fine_tune(1, 7, without), fine_tune(2, 7, without)
     assert not all(torch.equal(c[k], d[k]) for k in c)  # the random head did reach the backbone
+
+
+def test_separable_pairs_are_those_the_seeds_tell_apart():
+    """Two candidates 5 points apart are told apart by three seeds whose runs vary by about 0.5 points, two 0.2
+    points apart are not; the tau over separable pairs counts only the first kind, so a scorer that swaps only
+    the near-equal pair still scores 1 there while its plain tau drops."""
+    from benchmarks.ranking_quality.quality import _pair_tau, separable_pairs
+
+    per_seed = [[80.0, 80.2, 85.0], [80.5, 79.8, 85.6], [79.6, 80.4, 84.5]]  # seeds x candidates
+    pairs = separable_pairs(per_seed)
+    assert pairs == [(0, 2), (1, 2)]
+    accs = [sum(c) / 3 for c in zip(*per_seed)]
+    swaps_near_pair = [2.0, 1.0, 3.0]  # ranks candidate 0 above 1, whose means are 80.03 and 80.13
+    assert _pair_tau(swaps_near_pair, accs, pairs) == 1.0
+    assert _pair_tau([3.0, 2.0, 1.0], accs, pairs) == -1.0
+    assert _pair_tau([1.0, 1.0, 1.0], accs, pairs) == 0.0  # a constant scorer orders nothing
+    assert separable_pairs(per_seed[:1]) == []  # one seed: no standard error, nothing is separable

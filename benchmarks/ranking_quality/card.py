@@ -17,20 +17,21 @@ def _f(value: str | float, fmt: str = ".2f") -> str:
 
 def scorer_summary(rows: list[dict]) -> list[str]:
     """Per scorer and schedule, over targets: mean regret, mean weighted tau (all data and iteration 1), the
-    mean seed sd of the weighted tau, and the targets where it was constant."""
+    mean seed sd of the weighted tau, the mean tau over separable pairs, and the targets where it was constant."""
     lines = []
     keys = list(dict.fromkeys((r["scorer"], r["min_items_per_class"]) for r in rows))
     for scorer, per_class in keys:
         sel = [r for r in rows if r["scorer"] == scorer and r["min_items_per_class"] == per_class]
 
         def mean(col: str) -> float:
-            values = [float(r[col]) for r in sel if r[col] not in ("", "nan")]
+            values = [float(r[col]) for r in sel if r.get(col, "") not in ("", "nan")]
             return sum(values) / len(values) if values else float("nan")
 
         constant = [r["target"] for r in sel if r["all_distinct_scores"] == "1" or r["it1_distinct_scores"] == "1"]
         lines.append(
             f"| {scorer} | {per_class if per_class != '0' else 'paper'} | {len(sel)} | {_f(mean('regret_points'))} "
-            f"| {_f(mean('all_wtau'))} ± {_f(mean('all_wtau_seed_sd'))} | {_f(mean('it1_wtau'))} | "
+            f"| {_f(mean('all_wtau'))} ± {_f(mean('all_wtau_seed_sd'))} | {_f(mean('all_tau_separable'))} "
+            f"| {_f(mean('it1_wtau'))} | "
             f"{_f(mean('search_seconds'), '.1f')} | {', '.join(constant) or 'none'} |"
         )
     return lines
@@ -51,18 +52,20 @@ def ranking_lines(out: Path) -> list[str]:
     summary = [
         "Over targets, per scorer and schedule (means):",
         "",
-        "| scorer | schedule | targets | regret (pts) | weighted tau ± seed sd | weighted tau, iteration 1 | search s "
-        "| constant on |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| scorer | schedule | targets | regret (pts) | weighted tau ± seed sd | tau, separable pairs "
+        "| weighted tau, iteration 1 | search s | constant on |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
         *scorer_summary(rows),
         "",
     ]
     table = [
         f"| {r['target']} | {r['scorer']} | {r['min_items_per_class'] if r['min_items_per_class'] != '0' else 'paper'} "
         f"| {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
-        f"{_f(r['all_wtau'])} ± {_f(r['all_wtau_seed_sd'])} | {_f(r['all_tau'])} | {_f(r['all_pearson'])} | "
+        f"{_f(r['all_wtau'])} ± {_f(r['all_wtau_seed_sd'])} | {_f(r['all_tau'])} ({_f(r.get('all_tau_separable', ''))}) "
+        f"| {_f(r['all_pearson'])} | "
         f"{_f(r['it1_wtau'])} ({r['it1_items']} items) | {r['it1_distinct_scores']}/{r['candidates']} | "
-        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r['truth_se_points'])} | {_f(r['search_seconds'], '.1f')} |"
+        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r.get('truth_separable_pairs', ''))} | "
+        f"{_f(r['truth_se_points'])} | {_f(r['search_seconds'], '.1f')} |"
         for r in rows
     ]
     return [
@@ -85,13 +88,16 @@ def ranking_lines(out: Path) -> list[str]:
         "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "
         "must differ to be told apart). `it1` scores are the first halving iteration's; distinct is how many "
         "different scores it gave (1: constant). The noise floor is the ground truth's seed-vs-seed Kendall "
-        "tau and its mean standard error per candidate. Schedule `paper` is the paper's; a number is "
+        "tau, the fraction of candidate pairs whose mean accuracies differ by more than twice the standard error "
+        "of the difference (separable pairs; the tau in brackets is over those pairs alone), and the mean "
+        "standard error per candidate. Schedule `paper` is the paper's; a number is "
         "`min_items_per_class` (the first iteration holds that many items of every class); search seconds are "
         "the halving search's, feature cache off, warm block store. Figure: `ranking_quality.png`.",
         "",
-        "| target | scorer | schedule | regret | random | weighted tau (all data) | tau | Pearson | weighted tau, "
-        "iteration 1 | distinct it1 | tie iterations | seed-vs-seed tau | SE (pts) | search s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | scorer | schedule | regret | random | weighted tau (all data) | tau (separable pairs) | Pearson "
+        "| weighted tau, iteration 1 | distinct it1 | tie iterations | seed-vs-seed tau | separable pairs | SE (pts) "
+        "| search s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *table,
         "",
         *summary,

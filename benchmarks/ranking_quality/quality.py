@@ -9,9 +9,11 @@ Per (target, scorer), from one block store:
 
 Metrics: weighted Kendall tau (`scipy.stats.weightedtau`), Kendall tau and Pearson r between scores and mean
 fine-tuned accuracy; the top-1 regret of the pick (points below the best mean accuracy); and the noise floor
-beside them: the ground truth's seed-vs-seed Kendall tau, and its mean standard error per candidate. The
-weighted tau is also taken against each seed's accuracies alone; its spread over seeds is how far two scorers'
-weighted taus must differ before the benchmark tells them apart.
+beside them: the ground truth's seed-vs-seed Kendall tau, its mean standard error per candidate, and the
+fraction of candidate pairs its seeds tell apart (`separable_pairs`). Kendall tau is also taken over those pairs
+alone: where most candidates fine-tune alike, the plain tau mostly measures the noise. The weighted tau is also
+taken against each seed's accuracies alone; its spread over seeds is how far two scorers' weighted taus must
+differ before the benchmark tells them apart.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class RankingQualityRow:
     truth_seed_wtau: float
     truth_se_points: float  # mean standard error of a candidate's mean accuracy
     truth_spread_points: float  # best minus worst mean accuracy
+    truth_separable_pairs: float  # fraction of candidate pairs whose mean accuracies the seeds tell apart
     pick: str
     best: str
     regret_points: float  # best mean accuracy minus the pick's
@@ -78,6 +81,7 @@ class RankingQualityRow:
     all_wtau: float
     all_wtau_seed_sd: float  # sd over seeds of the weighted tau against one seed's accuracies
     all_tau: float
+    all_tau_separable: float  # Kendall tau over the separable pairs alone: the order the ground truth is sure of
     all_pearson: float
     tie_iterations: int  # iterations whose cut fell between exactly equal scores
     search_seconds: float
@@ -129,6 +133,25 @@ def noise_floor(rows: list[dict], target: str, models: list[str]) -> tuple[float
     tau = statistics.mean(float(stats.kendalltau(a, b).statistic) for a, b in pairs)
     wtau = statistics.mean(float(stats.weightedtau(a, b).statistic) for a, b in pairs)
     return tau, wtau, per_seed
+
+
+def separable_pairs(per_seed: list[list[float]]) -> list[tuple[int, int]]:
+    """The candidate pairs (indices) whose mean accuracies differ by more than twice the standard error of the
+    difference, from the pooled per-run sd of the target (3 seeds are too few for a per-candidate sd)."""
+    runs = np.array(per_seed)  # (seeds, candidates)
+    if len(runs) < 2:
+        return []
+    se_diff = float(np.sqrt(runs.var(axis=0, ddof=1).mean() * 2 / len(runs)))
+    means = runs.mean(axis=0)
+    return [(a, b) for a, b in itertools.combinations(range(len(means)), 2) if abs(means[a] - means[b]) > 2 * se_diff]
+
+
+def _pair_tau(scores: list[float], accs: list[float], pairs: list[tuple[int, int]]) -> float:
+    """Kendall's tau-a over the given pairs: (concordant - discordant) / pairs; a tie in scores counts 0."""
+    if not pairs:
+        return float("nan")
+    signs = [np.sign(scores[a] - scores[b]) * np.sign(accs[a] - accs[b]) for a, b in pairs]
+    return float(np.mean(signs))
 
 
 def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int, *, feature_cache: bool,
@@ -212,12 +235,15 @@ def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, wor
     seed_tau, seed_wtau, per_seed = noise_floor(truth_rows, target.name, models)
     all_wtau, all_tau, all_pearson = _correlations([full[m] for m in models], accs)
     seed_wtaus = [_correlations([full[m] for m in models], s)[0] for s in per_seed]
+    separable = separable_pairs(per_seed)
+    n_pairs = len(models) * (len(models) - 1) // 2
     floor = dict(candidates=len(models), seeds=len(per_seed), truth_seed_tau=seed_tau, truth_seed_wtau=seed_wtau,
                  truth_se_points=float(np.nanmean([truth[m][1] for m in models])),
                  truth_spread_points=max(accs) - min(accs), best=best,
+                 truth_separable_pairs=len(separable) / n_pairs if n_pairs else float("nan"),
                  random_regret_points=truth[best][0] - float(np.mean(accs)))  # fmt: skip
     on_all = dict(all_distinct_scores=_distinct([full[m] for m in models]), all_wtau=all_wtau, all_tau=all_tau,
-                  all_pearson=all_pearson,
+                  all_tau_separable=_pair_tau([full[m] for m in models], accs, separable), all_pearson=all_pearson,
                   all_wtau_seed_sd=float(np.std(seed_wtaus, ddof=1)) if len(seed_wtaus) > 1 else float("nan"))  # fmt: skip
     for per_class, (halving, seconds) in runs.items():
         it1, pick = halving.iterations[0]["scores"], halving.best
