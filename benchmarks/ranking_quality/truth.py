@@ -9,6 +9,7 @@ two processes at once (`--modality image` and `--modality text`).
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from alsatian_hf.candidates.processors import timm_processor
 from .._tables import Table, read_rows
 from .finetune import SEED_OFFSET, Recipe, fine_tune_and_test, prepare
 from .tasks import FULL, TARGETS, Profile, target_datasets
-from .zoo import ZOOS, load_candidate, org_of
+from .zoo import ZOOS, load_candidate, org_of, write_zoo_table
 
 
 # Text keeps transformers' own head, drawn N(0, 0.02): already small, and its seeds agree (tau 0.87).
@@ -88,8 +89,6 @@ def record_zoo(out: Path, modality: str, org: str, rows: list[dict], log=print) 
     those on record (or have none on record): a rebuilt zoo is measured anew, never mixed with an old one's."""
     from filelock import FileLock
 
-    from .zoo import write_zoo_table
-
     table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
     with FileLock(str(table.path) + ".lock"):
         recorded = {r["model"]: r.get("weights") for r in read_rows(out / f"zoo_{org}.csv")}
@@ -111,11 +110,9 @@ def ground_truth(
     Several processes may build one modality at once: one in order and one with `reverse` meet in the middle.
     A process claims each run by a lock file first, and checks the table on disk, so no run is done twice.
     """
-    from filelock import FileLock, Timeout
-
     table = Table(out / f"ground_truth_{modality}.csv", TruthRow)
-    claims = out / f".ground_truth_{modality}.claims"
-    claims.mkdir(exist_ok=True)
+    claims = hub_root.parent / f"claims-{modality}"  # the work folder: scratch, not results
+    claims.mkdir(parents=True, exist_ok=True)
     recipe = tuned_recipe(hub_root, out, modality, profile, log)
     org = org_of(modality, profile)
     targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
@@ -125,12 +122,9 @@ def ground_truth(
     for seed, target in reversed(order) if reverse else order:
         for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
             model_id = f"{org}/{m.name}"
-            claim = FileLock(str(claims / f"{target.name}.{m.name}.{seed}.lock"), timeout=0)
-            try:
-                claim.acquire()
-            except Timeout:
-                continue  # another process is running it
-            with claim:
+            with _claim(claims / f"{target.name}.{m.name}.{seed}.lock") as mine:
+                if not mine:
+                    continue  # another process is running it
                 table.refresh()
                 if table.has(target=target.name, model=model_id, seed=seed):
                     continue
@@ -152,6 +146,24 @@ def ground_truth(
                                seconds=round(seconds, 1))  # fmt: skip
                 table.add_shared(row)
                 log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
+
+
+@contextmanager
+def _claim(path: Path):
+    """True while this process holds the run's lock file; False at once when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+        path.unlink(missing_ok=True)  # the run's row is in the table by now, so no one needs the file again
 
 
 def mean_accuracy(rows: list[dict], target: str) -> dict[str, tuple[float, float, int]]:
