@@ -197,13 +197,14 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
 
     dirs = ["--out", str(tmp_path / "build"), "--work-dir", str(tmp_path / "work")]
     logs = [tmp_path / "forward.log", tmp_path / "reverse.log"]  # files, not pipes: a full pipe would stall one
-    builders = [
-        subprocess.Popen(
-            _ranking_quality_cmd("--build", *dirs, *extra), cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT
-        )
-        for log, extra in zip(logs, ([], ["--reverse"]))
-    ]
-    codes = [b.wait(timeout=900) for b in builders]
+    with open(logs[0], "w") as forward, open(logs[1], "w") as reverse:
+        builders = [
+            subprocess.Popen(
+                _ranking_quality_cmd("--build", *dirs, *extra), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
+            for out, extra in ((forward, []), (reverse, ["--reverse"]))
+        ]
+        codes = [b.wait(timeout=900) for b in builders]
     assert codes == [0, 0], [log.read_text()[-3000:] for log in logs]
     built_lines = [line.split()[1].rstrip(":") for log in logs for line in log.read_text().splitlines()
                    if line.startswith("  built ")]  # fmt: skip
@@ -280,7 +281,7 @@ def test_zero_head_leaves_the_seed_as_the_only_randomness():
 
 
 def test_separable_pairs_are_those_the_seeds_tell_apart():
-    """Two candidates 5 points apart are told apart by three seeds whose runs vary by about 0.5 points, two 0.2
+    """Two candidates 5 points apart are told apart by three seeds whose runs vary by about 0.5 points, two 0.1
     points apart are not; the tau over separable pairs counts only the first kind, so a scorer that swaps only
     the near-equal pair still scores 1 there while its plain tau drops."""
     from benchmarks.ranking_quality.quality import _pair_tau, separable_pairs

@@ -24,7 +24,7 @@ def scorer_summary(rows: list[dict]) -> list[str]:
         sel = [r for r in rows if r["scorer"] == scorer and r["min_items_per_class"] == per_class]
 
         def mean(col: str) -> float:
-            values = [float(r[col]) for r in sel if r.get(col, "") not in ("", "nan")]
+            values = [float(r[col]) for r in sel if r[col] not in ("", "nan")]
             return sum(values) / len(values) if values else float("nan")
 
         constant = [r["target"] for r in sel if r["all_distinct_scores"] == "1" or r["it1_distinct_scores"] == "1"]
@@ -61,10 +61,10 @@ def ranking_lines(out: Path) -> list[str]:
     table = [
         f"| {r['target']} | {r['scorer']} | {r['min_items_per_class'] if r['min_items_per_class'] != '0' else 'paper'} "
         f"| {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
-        f"{_f(r['all_wtau'])} ± {_f(r['all_wtau_seed_sd'])} | {_f(r['all_tau'])} ({_f(r.get('all_tau_separable', ''))}) "
-        f"| {_f(r['all_pearson'])} | "
+        f"{_f(r['all_wtau'])} ± {_f(r['all_wtau_seed_sd'])} | {_f(r['all_tau'])} ({_f(r['all_tau_separable'])}) | "
+        f"{_f(r['all_pearson'])} | "
         f"{_f(r['it1_wtau'])} ({r['it1_items']} items) | {r['it1_distinct_scores']}/{r['candidates']} | "
-        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r.get('truth_separable_pairs', ''))} | "
+        f"{r['tie_iterations']} | {_f(r['truth_seed_tau'])} | {_f(r['truth_separable_pairs'])} | "
         f"{_f(r['truth_se_points'])} | {_f(r['search_seconds'], '.1f')} |"
         for r in rows
     ]

@@ -185,11 +185,7 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     build_dir = build_dir or out
     os.environ.setdefault("HF_HOME", str(work / "hf-home"))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    truth_rows, seen = [], set()
-    for r in (r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")):
-        if (r["target"], r["model"], r["seed"]) not in seen:  # two build processes may both have run the last one
-            seen.add((r["target"], r["model"], r["seed"]))
-            truth_rows.append(r)
+    truth_rows = [r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")]
     merged = Table(out / "ground_truth.csv", TruthRow)
     merged.rewrite([r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows)
     quality = Table(out / "ranking_quality.csv", RankingQualityRow)

@@ -4,9 +4,9 @@ Every target is disjoint in items from every source: the image sources draw from
 the Fashion-MNIST target from its test split, and digits is never a source. The text sources are 20 Newsgroups'
 `comp.*`, `rec.*` and `talk.*` groups from its train file; the text target is its `sci.*` groups from the test file.
 `fmnist-all` holds every Fashion-MNIST class (train split, so still disjoint in items from the target): an
-in-domain source for that target, as an org's zoo often has one; `fmnist-all3k` is a smaller draw of it. "Random" sources keep their images or texts
-and draw labels uniformly at random: deliberately poor sources (under the ground truth's recipe, though, their
-fine-tunes score with the rest).
+in-domain source for that target, as an org's zoo often has one; `fmnist-all3k` is a smaller draw of it.
+"Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
+(under the ground truth's recipe, though, their fine-tunes score with the rest).
 """
 
 from __future__ import annotations
