@@ -295,3 +295,28 @@ def test_separable_pairs_are_those_the_seeds_tell_apart():
     assert _pair_tau([3.0, 2.0, 1.0], accs, pairs) == -1.0
     assert _pair_tau([1.0, 1.0, 1.0], accs, pairs) == 0.0  # a constant scorer orders nothing
     assert separable_pairs(per_seed[:1]) == []  # one seed: no standard error, nothing is separable
+
+
+def test_every_target_is_disjoint_in_items_from_every_source():
+    """The ground truth and the search see no item a candidate was fine-tuned on: no target's image (by its
+    pixels) or text is in any source of its modality, and a target's train and test items are disjoint.
+    The targets' and sources' classes may overlap on purpose (an org's zoo has in-domain fine-tunes)."""
+    import hashlib
+
+    import numpy as np
+
+    from benchmarks.ranking_quality.tasks import SOURCES, TARGETS, source_dataset, target_datasets
+
+    def items(ds) -> list[str]:
+        if "image" in ds.column_names:
+            return [hashlib.sha1(np.asarray(im).tobytes()).hexdigest() for im in ds["image"]]
+        return list(ds["text"])
+
+    sources = {name: set(items(source_dataset(name))) for name in SOURCES}
+    for target in TARGETS.values():
+        train, test = (items(ds) for ds in target_datasets(target.name))
+        assert (len(train), len(test)) == (target.train_items, target.test_items), target.name
+        assert not set(train) & set(test), target.name
+        for name, seen in sources.items():
+            if SOURCES[name].modality == target.modality:
+                assert not (set(train) | set(test)) & seen, (target.name, name)

@@ -42,13 +42,15 @@ def ranking_lines(out: Path) -> list[str]:
     rows = read_rows(out / "ranking_quality.csv")
     if not rows:
         return []
-    from .zoo import IMAGE_ZOO
+    from .tasks import TARGETS
+    from .zoo import IMAGE_ZOO, TEXT_ZOO
 
     zoo_counts = {
         "fine-tunes": sum(1 for m in IMAGE_ZOO if m.parent),
         "zero-head": sum(1 for m in IMAGE_ZOO if m.zero_head),
         "scratch": sum(1 for m in IMAGE_ZOO if m.source and not m.parent),
     }
+    targets = ", ".join(f"{t.what} ({t.train_items} / {t.test_items})" for t in TARGETS.values())
     summary = [
         "Over targets, per scorer and schedule (means):",
         "",
@@ -77,10 +79,9 @@ def ranking_lines(out: Path) -> list[str]:
         "tasks (two 5-class halves, random labels, and all 10 classes with 3000 or 10000 items) with 0, 50 or 75% "
         f"of blocks frozen ({zoo_counts['zero-head']} by a recipe whose new head starts at zero), and "
         f"{zoo_counts['scratch']} Lite0/Lite1 models trained from random weights on those tasks; all-MiniLM-L6-v2 "
-        "and 4 fine-tunes on 20 "
-        "Newsgroups groups (comp, rec, and talk with random labels). Targets, disjoint in items from every "
-        "source: Fashion-MNIST (test split; 1000 train / 8000 test items), digits (1000 / 797) and 20 Newsgroups "
-        "`sci.*` (test file; 400 / 800). Images at 32 px, text at 64 tokens. The ground truth (config "
+        f"and {sum(1 for m in TEXT_ZOO if m.parent)} fine-tunes of it on 20 Newsgroups groups (comp, rec, sci, and "
+        "talk with random labels), 0 or 50% frozen. Targets, disjoint in items from every "
+        f"source (train / test items): {targets}. Images at 32 px, text at 64 tokens. The ground truth (config "
         "`ground_truth`) fine-tunes every candidate fully on every target, 3 seeds, AdamW with warm-up and cosine "
         "decay, the learning rate tuned on validation items of one target per modality; image heads start at zero.",
         "",

@@ -83,6 +83,10 @@ TEXT_ZOO = [
     _ft("minilm", "news-rec", 0.5, 12),
     _ft("minilm", "news-random", 0.0, 13),
     _ft("minilm", "news-comp", 0.5, 14),
+    # an in-domain fine-tune for each text target, and another poor source
+    _ft("minilm", "news-sci", 0.0, 24),
+    _ft("minilm", "news-rec", 0.0, 25),
+    _ft("minilm", "news-random", 0.5, 26),
 ]
 TINY_ORG = "rq-tiny"
 TINY_ZOO = [
