@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import subprocess
 import sys
@@ -320,3 +321,39 @@ def test_every_target_is_disjoint_in_items_from_every_source():
         for name, seen in sources.items():
             if SOURCES[name].modality == target.modality:
                 assert not (set(train) | set(test)) & seen, (target.name, name)
+
+
+def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
+    """The paired comparison with the default: a scorer that orders every target's candidates as the ground truth
+    does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest
+    is within noise, however small the ground truth's own noise."""
+    from benchmarks._tables import Table
+    from benchmarks.ranking_quality.card import paired_against_default
+    from benchmarks.ranking_quality.quality import RankingScoreRow
+    from benchmarks.ranking_quality.truth import TruthRow
+
+    models = [f"org/m{i}" for i in range(6)]
+    targets = ["t0", "t1", "t2"]
+    truth, scores = (
+        Table(tmp_path / "ground_truth.csv", TruthRow),
+        Table(tmp_path / "ranking_scores.csv", RankingScoreRow),
+    )
+    gen = torch.Generator().manual_seed(0)
+    for t, seed in itertools.product(targets, range(3)):
+        for i, m in enumerate(models):
+            acc = 0.5 + 0.05 * i + 0.01 * float(torch.rand((), generator=gen))  # a noise below the gaps
+            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, test_items=100,
+                               accuracy=acc, seconds=1.0))  # fmt: skip
+    order = {"linear": -1.0, "truth-like": 1.0}
+    for t, (scorer, sign), (i, m) in itertools.product(targets, order.items(), enumerate(models)):
+        scores.add(RankingScoreRow(target=t, scorer=scorer, model=m, accuracy_mean=0.0, accuracy_se=0.0,
+                                   score_it1=0.0, score_all=sign * i, picked=False))  # fmt: skip
+    for t, (i, m) in itertools.product(targets, enumerate(models)):  # ahead on t0 alone
+        scores.add(RankingScoreRow(target=t, scorer="one-target", model=m, accuracy_mean=0.0, accuracy_se=0.0,
+                                   score_it1=0.0, score_all=i if t == "t0" else -i, picked=False))  # fmt: skip
+    paired = paired_against_default(tmp_path)
+    assert paired["truth-like"]["verdict"] == "better" and paired["truth-like"]["targets_better"] == 3
+    assert paired["truth-like"]["delta"] == pytest.approx(2.0)  # weighted tau 1 against -1
+    assert paired["one-target"]["verdict"] == "within noise"
+    assert paired["one-target"]["seed_se"] < 1e-9 < paired["one-target"]["target_se"]
+    assert paired["one-target"]["targets_better"] == 1

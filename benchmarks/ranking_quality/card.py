@@ -37,6 +37,53 @@ def scorer_summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict]:
+    """scorer -> its weighted tau minus the default's (all-data scores), with the two noises it must beat.
+
+    For each target and ground-truth seed, both scorers' weighted taus are taken against that seed's accuracies
+    alone: a paired difference, which cancels the noise both scorers meet alike. `delta` is its mean over
+    targets and seeds. `seed_se` is the standard error of the per-seed means over seeds (the ground truth's
+    noise); `target_se` that of the per-target means over targets (how much the lead depends on which targets
+    were drawn, since a scorer is chosen for targets not in the benchmark). `verdict` is "better" or "worse"
+    only when `delta` lies beyond twice the larger of the two.
+    """
+    import numpy as np
+    from scipy import stats
+
+    scores: dict[tuple[str, str], dict[str, float]] = {}
+    for r in read_rows(out / "ranking_scores.csv"):
+        scores.setdefault((r["target"], r["scorer"]), {})[r["model"]] = float(r["score_all"])
+    runs: dict[tuple[str, int], dict[str, float]] = {}
+    for r in read_rows(out / "ground_truth.csv"):
+        runs.setdefault((r["target"], int(r["seed"])), {})[r["model"]] = float(r["accuracy"])
+    targets = sorted({t for t, s in scores if s == default})
+    seeds = sorted({s for t, s in runs if t in targets})
+
+    def wtau(target: str, scorer: str, seed: int) -> float:
+        by_model, acc = scores[(target, scorer)], runs.get((target, seed), {})
+        models = sorted(m for m in by_model if m in acc)
+        if len({by_model[m] for m in models}) < 2:
+            return float("nan")  # a constant scorer ranks nothing
+        return float(stats.weightedtau([by_model[m] for m in models], [acc[m] for m in models]).statistic)
+
+    result = {}
+    for scorer in dict.fromkeys(s for _, s in scores):
+        if scorer == default or not all((t, scorer) in scores for t in targets):
+            continue
+        diff = np.array([[wtau(t, scorer, s) - wtau(t, default, s) for t in targets] for s in seeds])
+        if np.isnan(diff).any() or len(seeds) < 2 or len(targets) < 2:
+            continue
+        per_seed, per_target = diff.mean(axis=1), diff.mean(axis=0)
+        delta = float(diff.mean())
+        seed_se = float(per_seed.std(ddof=1) / np.sqrt(len(seeds)))
+        target_se = float(per_target.std(ddof=1) / np.sqrt(len(targets)))
+        bar = 2 * max(seed_se, target_se)
+        verdict = "better" if delta > bar else "worse" if delta < -bar else "within noise"
+        result[scorer] = dict(delta=delta, seed_se=seed_se, target_se=target_se, verdict=verdict,
+                              targets=len(targets), targets_better=int((per_target > 0).sum()))  # fmt: skip
+    return result
+
+
 def ranking_lines(out: Path) -> list[str]:
     """The card's section, empty when the card folder has no `ranking_quality.csv`."""
     rows = read_rows(out / "ranking_quality.csv")
@@ -60,6 +107,24 @@ def ranking_lines(out: Path) -> list[str]:
         *scorer_summary(rows),
         "",
     ]
+    paired = paired_against_default(out)
+    if paired:
+        summary += [
+            "Against the default (`linear`): each scorer's weighted tau minus the default's, both against one "
+            "ground-truth seed's accuracies at a time (a paired difference), averaged over targets and seeds. "
+            "Two noises beside it: the standard error over seeds (the ground truth's) and over targets (how much "
+            "the lead depends on which targets were drawn). A scorer is better or worse than the default only "
+            "beyond twice the larger.",
+            "",
+            "| scorer | weighted tau minus the default's | SE, seeds | SE, targets | verdict | targets where higher |",
+            "|---|---:|---:|---:|---|---:|",
+            *(
+                f"| {s} | {p['delta']:+.3f} | {p['seed_se']:.3f} | {p['target_se']:.3f} | {p['verdict']} "
+                f"| {p['targets_better']} of {p['targets']} |"
+                for s, p in paired.items()
+            ),
+            "",
+        ]
     table = [
         f"| {r['target']} | {r['scorer']} | {r['min_items_per_class'] if r['min_items_per_class'] != '0' else 'paper'} "
         f"| {_f(r['regret_points'])} | {_f(r['random_regret_points'])} | "
