@@ -48,7 +48,8 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     only when `delta` lies beyond twice the larger of the two.
     """
     import numpy as np
-    from scipy import stats
+
+    from .quality import weighted_tau
 
     scores: dict[tuple[str, str], dict[str, float]] = {}
     for r in read_rows(out / "ranking_scores.csv"):
@@ -58,21 +59,21 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
         runs.setdefault((r["target"], int(r["seed"])), {})[r["model"]] = float(r["accuracy"])
     targets = sorted({t for t, s in scores if s == default})
     seeds = sorted({s for t, s in runs if t in targets})
+    if len(seeds) < 2 or len(targets) < 2:
+        return {}  # no standard error to compare with
 
     def wtau(target: str, scorer: str, seed: int) -> float:
         by_model, acc = scores[(target, scorer)], runs.get((target, seed), {})
         models = sorted(m for m in by_model if m in acc)
-        if len({by_model[m] for m in models}) < 2:
-            return float("nan")  # a constant scorer ranks nothing
-        return float(stats.weightedtau([by_model[m] for m in models], [acc[m] for m in models]).statistic)
+        return weighted_tau([by_model[m] for m in models], [acc[m] for m in models])
 
     result = {}
     for scorer in dict.fromkeys(s for _, s in scores):
         if scorer == default or not all((t, scorer) in scores for t in targets):
             continue
         diff = np.array([[wtau(t, scorer, s) - wtau(t, default, s) for t in targets] for s in seeds])
-        if np.isnan(diff).any() or len(seeds) < 2 or len(targets) < 2:
-            continue
+        if np.isnan(diff).any():
+            continue  # a scorer constant on some target
         per_seed, per_target = diff.mean(axis=1), diff.mean(axis=0)
         delta = float(diff.mean())
         seed_se = float(per_seed.std(ddof=1) / np.sqrt(len(seeds)))

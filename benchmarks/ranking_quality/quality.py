@@ -102,13 +102,20 @@ class RankingScoreRow:
     picked: bool
 
 
+def weighted_tau(scores: list[float], accs: list[float]) -> float:
+    """`scipy.stats.weightedtau` of scores against accuracies; NaN for a constant scorer, which ranks nothing."""
+    from scipy import stats
+
+    return float(stats.weightedtau(scores, accs).statistic) if len(set(scores)) > 1 else float("nan")
+
+
 def _correlations(scores: list[float], accs: list[float]) -> tuple[float, float, float]:
     from scipy import stats
 
     if len(set(scores)) < 2:
         return float("nan"), float("nan"), float("nan")  # a constant scorer ranks nothing
     return (
-        float(stats.weightedtau(scores, accs).statistic),
+        weighted_tau(scores, accs),
         float(stats.kendalltau(scores, accs).statistic),
         float(stats.pearsonr(scores, accs).statistic),
     )
@@ -230,7 +237,7 @@ def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, wor
     best = max(models, key=lambda m: truth[m][0])
     seed_tau, seed_wtau, per_seed = noise_floor(truth_rows, target.name, models)
     all_wtau, all_tau, all_pearson = _correlations([full[m] for m in models], accs)
-    seed_wtaus = [_correlations([full[m] for m in models], s)[0] for s in per_seed]
+    seed_wtaus = [weighted_tau([full[m] for m in models], s) for s in per_seed]
     separable = separable_pairs(per_seed)
     n_pairs = len(models) * (len(models) - 1) // 2
     floor = dict(candidates=len(models), seeds=len(per_seed), truth_seed_tau=seed_tau, truth_seed_wtau=seed_wtau,

@@ -163,7 +163,9 @@ def target_datasets(name: str, seed: int = 0, profile: Profile = FULL):
         return tuple(_image_ds(images[i], labels[i], task.num_classes) for i in (train, test))
     texts, labels = _news_rows("test", name.split("-", 1)[1] + ".")
     # 20 Newsgroups' test file repeats a few train-file posts word for word (FAQs posted again): never a target item
-    in_train_file = set(_news_rows("train", "")[0])
+    from alsatian_hf.zoo.data import newsgroups
+
+    in_train_file = set(newsgroups(split="train")["text"])
     reposted = np.array([i for i, t in enumerate(texts) if t in in_train_file], dtype=int)
     train = _stratified(labels, task.train_items, rng, exclude=reposted)
     test = _stratified(labels, task.test_items, rng, exclude=np.union1d(train, reposted))
