@@ -323,6 +323,34 @@ def test_every_target_is_disjoint_in_items_from_every_source():
                 assert not (set(train) | set(test)) & seen, (target.name, name)
 
 
+def test_ground_truth_of_another_draw_is_dropped_by_the_build_and_refused_by_the_search(tmp_path):
+    """A target whose items changed since its ground truth was measured (a new draw, a filter): the search side
+    refuses to run before writing anything, and the build drops just those runs, so they are measured anew."""
+    from benchmarks._tables import Table
+    from benchmarks.ranking_quality.quality import run_quality
+    from benchmarks.ranking_quality.tasks import TINY, items_digest, target_datasets
+    from benchmarks.ranking_quality.truth import TruthRow, drop_other_draws
+
+    train, test = target_datasets("digits", profile=TINY)
+    today = items_digest(train, test)
+    assert today == items_digest(*target_datasets("digits", profile=TINY))
+    assert today != items_digest(*target_datasets("digits", seed=1, profile=TINY))
+    assert today != items_digest(train, test.select(range(1, len(test))))
+
+    table = Table(tmp_path / "ground_truth_image.csv", TruthRow)
+    for target, seed, data in [("digits", 0, today), ("digits", 1, "0" * 16), ("digits", 2, ""),
+                               ("fashion-mnist", 0, "0" * 16)]:  # fmt: skip
+        table.add(TruthRow(target=target, model="rq-tiny/lite0-base", seed=seed, lr=1e-3, epochs=1, batch_size=32,
+                           test_items=len(test), data=data, accuracy=0.5, seconds=1.0))  # fmt: skip
+    with pytest.raises(ValueError, match=r"\['digits'\].*--build"):
+        run_quality(tmp_path / "hub", tmp_path / "work", tmp_path / "card", ["image"], build_dir=tmp_path,
+                    profile=TINY)  # fmt: skip
+    assert not (tmp_path / "card").exists()
+    drop_other_draws(table, {"digits": today}, log=lambda _: None)
+    kept = Table(tmp_path / "ground_truth_image.csv", TruthRow).rows
+    assert [(r["target"], r["seed"]) for r in kept] == [("digits", "0"), ("fashion-mnist", "0")]
+
+
 def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
     """The paired comparison with the default: a scorer that orders every target's candidates as the ground truth
     does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest
@@ -342,7 +370,7 @@ def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
     for t, seed in itertools.product(targets, range(3)):
         for i, m in enumerate(models):
             acc = 0.5 + 0.05 * i + 0.01 * float(torch.rand((), generator=gen))  # a noise below the gaps
-            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, test_items=100,
+            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, test_items=100, data="",
                                accuracy=acc, seconds=1.0))  # fmt: skip
     order = {"linear": -1.0, "truth-like": 1.0}
     for t, (scorer, sign), (i, m) in itertools.product(targets, order.items(), enumerate(models)):

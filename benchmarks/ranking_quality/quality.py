@@ -30,7 +30,7 @@ import numpy as np
 from .._tables import Table, read_rows
 from ..suites import provenance
 from .finetune import MAX_LENGTH
-from .tasks import FULL, TARGETS, Profile, target_datasets
+from .tasks import FULL, TARGETS, Profile, items_digest, target_datasets
 from .truth import mean_accuracy
 from .zoo import org_of
 
@@ -187,12 +187,21 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     """
     from alsatian_hf.localhub import HubServer, use_endpoint
 
-    from .truth import TruthRow
+    from .truth import TruthRow, other_draws
 
     build_dir = build_dir or out
+    truth_rows = [r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")]
+    targets = [t for t in TARGETS.values() if t.modality in modalities and t.name in profile.targets]
+    data = {t.name: target_datasets(t.name, profile=profile) for t in targets}
+    stale = other_draws(truth_rows, {name: items_digest(*ds) for name, ds in data.items()})
+    if stale:
+        raise ValueError(
+            f"The ground truth of {sorted({r['target'] for r in stale})} was measured on another draw of the "
+            "target's items than the one the search would see. Run `python -m benchmarks.ranking_quality --build` "
+            "first: it drops those runs and measures them anew."
+        )
     os.environ.setdefault("HF_HOME", str(work / "hf-home"))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    truth_rows = [r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")]
     merged = Table(out / "ground_truth.csv", TruthRow)
     merged.rewrite([r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows)
     quality = Table(out / "ranking_quality.csv", RankingQualityRow)
@@ -200,15 +209,13 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     hub = HubServer(hub_root).start()
     use_endpoint(hub.url)
     try:
-        for target in TARGETS.values():
-            if target.modality not in modalities or target.name not in profile.targets:
-                continue
+        for target in targets:
             org = org_of(target.modality, profile)
             truth = mean_accuracy(truth_rows, target.name)
             if not truth:
                 print(f"  {target.name}: no ground truth yet (run --build)", flush=True)
                 continue
-            train_ds, _ = target_datasets(target.name, profile=profile)
+            train_ds, _ = data[target.name]
             for name, (scorer, kwargs) in scorers().items():
                 if scorer_names and name not in scorer_names:
                     continue

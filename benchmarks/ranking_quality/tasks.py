@@ -140,6 +140,21 @@ def source_dataset(name: str, seed: int = 0, profile: Profile = FULL):
     return Dataset.from_dict({"text": [texts[i] for i in idx], "label": [int(v) for v in y]}, features=features)
 
 
+def items_digest(*datasets) -> str:
+    """A digest of the datasets' items (an image's pixels, or a text) and labels, in order: the draw a ground
+    truth was measured on, so a changed draw is told from the one on record."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for ds in datasets:
+        for item in ds["image"] if "image" in ds.column_names else ds["text"]:
+            b = item.encode() if isinstance(item, str) else np.asarray(item).tobytes()
+            h.update(len(b).to_bytes(8, "little") + b)
+        h.update(np.asarray(ds["label"], dtype=np.int64).tobytes())
+        h.update(b"|")  # where one dataset ends: (train, test) is not (train + test[:1], test[1:])
+    return h.hexdigest()[:16]
+
+
 def target_datasets(name: str, seed: int = 0, profile: Profile = FULL):
     """(train, test) of a target: the search sees `train`; the ground truth fine-tunes on `train` and tests on `test`."""
     from datasets import ClassLabel, Dataset, Features, Value

@@ -3,7 +3,8 @@
 The learning rate is tuned once per modality, on the target's own training items (4/5 train, 1/5 validation),
 for the base model, from `LR_GRID`; the test items never take part. Every row is appended as it is measured,
 so an interrupted run resumes where it stopped; each modality has its own tables, so the two can be built by
-two processes at once (`--modality image` and `--modality text`).
+two processes at once (`--modality image` and `--modality text`). Every row names the draw of the target's items
+it was measured on (`data`): the build drops the rows of another draw, and the search side refuses them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from alsatian_hf.candidates.processors import timm_processor
 
 from .._tables import Table, read_rows
 from .finetune import SEED_OFFSET, Recipe, fine_tune_and_test, prepare
-from .tasks import FULL, TARGETS, Profile, target_datasets
+from .tasks import FULL, TARGETS, Profile, items_digest, target_datasets
 from .zoo import ZOOS, load_candidate, org_of, write_zoo_table
 
 
@@ -52,6 +53,7 @@ class TruthRow:
     epochs: int
     batch_size: int
     test_items: int
+    data: str  # `tasks.items_digest` of the target's (train, test): the draw it was measured on
     accuracy: float
     seconds: float
 
@@ -117,7 +119,9 @@ def ground_truth(
     org = org_of(modality, profile)
     targets = [t for t in TARGETS.values() if t.modality == modality and t.name in profile.targets]
     order = list(itertools.product(range(profile.seeds), targets))
-    data: dict[str, tuple] = {}  # target -> (train, test) datasets, built when a run first needs them
+    data = {t.name: target_datasets(t.name, profile=profile) for t in targets}  # target -> (train, test)
+    digests = {name: items_digest(*ds) for name, ds in data.items()}
+    drop_other_draws(table, digests, log)
     prepared: dict[tuple[str, str], tuple] = {}  # (target, preprocessing) -> inputs, shared by seeds and models
     for seed, target in reversed(order) if reverse else order:
         for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
@@ -128,8 +132,6 @@ def ground_truth(
                 table.refresh()
                 if table.has(target=target.name, model=model_id, seed=seed):
                     continue
-                if target.name not in data:
-                    data[target.name] = target_datasets(target.name, profile=profile)
                 train_ds, test_ds = data[target.name]
                 model, tok = load_candidate(hub_root / org / m.name, target.num_classes)
                 # EfficientNet-Lites share one preprocessing config, MiniLM's fine-tunes one tokenizer
@@ -142,10 +144,28 @@ def ground_truth(
                     recipe, SEED_OFFSET + seed,
                 )  # fmt: skip
                 row = TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
-                               batch_size=recipe.batch_size, test_items=len(test_ds), accuracy=round(acc, 5),
-                               seconds=round(seconds, 1))  # fmt: skip
+                               batch_size=recipe.batch_size, test_items=len(test_ds), data=digests[target.name],
+                               accuracy=round(acc, 5), seconds=round(seconds, 1))  # fmt: skip
                 table.add_shared(row)
                 log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
+
+
+def other_draws(rows: list[dict], digests: dict[str, str]) -> list[dict]:
+    """The rows of these targets measured on another draw of their items than today's (or on none on record)."""
+    return [r for r in rows if r["target"] in digests and r.get("data") != digests[r["target"]]]
+
+
+def drop_other_draws(table: Table, digests: dict[str, str], log=print) -> None:
+    """Drops the ground truth of a target whose items changed since it was measured: it is measured anew."""
+    from filelock import FileLock
+
+    with FileLock(str(table.path) + ".lock"):
+        table.refresh()
+        stale = other_draws(table.rows, digests)
+        if stale:
+            table.rewrite([r for r in table.rows if r not in stale])
+            log(f"  dropped {len(stale)} ground-truth runs of {sorted({r['target'] for r in stale})}: measured on "
+                "another draw of the target's items than today's")  # fmt: skip
 
 
 @contextmanager
