@@ -4,8 +4,8 @@ Every target is disjoint in items from every source: the image sources draw from
 the Fashion-MNIST targets from its test split, and digits is never a source. The text sources are 20 Newsgroups'
 `comp.*`, `rec.*`, `sci.*` and `talk.*` groups from its train file; the text targets are its `sci.*`, `rec.*`
 and `comp.*` groups from its test file. Some sources cover a target in domain, as an org's zoo often has
-fine-tunes on data like the user's: `fmnist-all` (every class; `fmnist-all3k` is a smaller draw) and
-`fmnist-upper` for the Fashion-MNIST targets, and the text sources named like the text targets for theirs.
+fine-tunes on data like the user's: `fmnist-all` (every class; `fmnist-all3k` is a smaller draw), `fmnist-upper`
+and `fmnist-other` for the Fashion-MNIST targets, and the text sources named like the text targets for theirs.
 "Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
 (under the ground truth's recipe, though, their fine-tunes score with the rest).
 """
@@ -54,6 +54,7 @@ TARGETS = {
         Task("fashion-mnist", "image", 10, 1000, 8000, "Fashion-MNIST (test split)"),
         # the five upper-body garments alone: the hard part of Fashion-MNIST (every item of the five in the test split)
         Task("fashion-mnist-upper", "image", 5, 1000, 4000, "Fashion-MNIST's 5 upper-body garments"),
+        Task("fashion-mnist-other", "image", 5, 1000, 4000, "Fashion-MNIST's 5 other classes (trousers, shoes, bag)"),
         Task("digits", "image", 10, 1000, 797, "digits"),
         Task("news-sci", "text", 4, 400, 800, "20 Newsgroups `sci.*` (test file)"),
         Task("news-rec", "text", 4, 400, 800, "20 Newsgroups `rec.*` (test file)"),
@@ -165,9 +166,10 @@ def target_datasets(name: str, seed: int = 0, profile: Profile = FULL):
     if task.modality == "image":
         if name.startswith("fashion-mnist"):
             images, labels = _fmnist_arrays("test")
-            if name == "fashion-mnist-upper":
-                keep = np.flatnonzero(np.isin(labels, FMNIST_UPPER))
-                images, labels = images[keep], np.searchsorted(np.array(FMNIST_UPPER), labels[keep])
+            classes = {"fashion-mnist-upper": FMNIST_UPPER, "fashion-mnist-other": FMNIST_OTHER}.get(name)
+            if classes:
+                keep = np.flatnonzero(np.isin(labels, classes))
+                images, labels = images[keep], np.searchsorted(np.array(classes), labels[keep])
         else:
             from sklearn.datasets import load_digits
 
