@@ -42,7 +42,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
     """name -> (a scorer name or object, scorer_kwargs) for every scorer under test."""
     from alsatian_hf.scoring import HScore
 
-    from .proxies import GBC
+    from .proxies import GBC, SFDA
 
     return {
         "linear": ("linear", {}),
@@ -52,6 +52,8 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
         "hscore": ("hscore", {}),  # Ledoit-Wolf shrinkage (the default)
         "hscore-pinv": (HScore(shrinkage=None), {}),  # the original: degenerate with fewer items than dimensions
         "gbc": (GBC(), {}),
+        "sfda": (SFDA(), {}),  # the authors' adaptive shrinkage: constant with fewer items than dimensions
+        "sfda-lw": (SFDA(shrinkage="ledoit-wolf"), {}),
     }
 
 
