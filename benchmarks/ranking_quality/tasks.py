@@ -2,8 +2,8 @@
 
 Every target is disjoint in items from every source: the image sources draw from Fashion-MNIST's train split,
 the Fashion-MNIST targets from its test split, and digits is never a source. The text sources are 20 Newsgroups'
-`comp.*`, `rec.*`, `sci.*` and `talk.*` groups from its train file; the text targets are its `sci.*`, `rec.*`
-and `comp.*` groups from its test file. Some sources cover a target in domain, as an org's zoo often has
+`comp.*`, `rec.*`, `sci.*` and `talk.*` groups from its train file; the text targets are its `sci.*`, `rec.*`,
+`comp.*` and `talk.*` groups from its test file. Some sources cover a target in domain, as an org's zoo often has
 fine-tunes on data like the user's: `fmnist-all` (every class; `fmnist-all3k` is a smaller draw), `fmnist-upper`
 and `fmnist-other` for the Fashion-MNIST targets, and the text sources named like the text targets for theirs.
 "Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
@@ -59,6 +59,8 @@ TARGETS = {
         Task("news-sci", "text", 4, 400, 800, "20 Newsgroups `sci.*` (test file)"),
         Task("news-rec", "text", 4, 400, 800, "20 Newsgroups `rec.*` (test file)"),
         Task("news-comp", "text", 5, 500, 1000, "20 Newsgroups `comp.*` (test file)"),
+        # the only text source on `talk.*` is news-random: in domain, but with random labels
+        Task("news-talk", "text", 4, 400, 800, "20 Newsgroups `talk.*` (test file)"),
     )
 }
 
