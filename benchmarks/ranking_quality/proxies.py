@@ -12,7 +12,7 @@ class, after a "self-challenging" ConfMix step that moves each item towards the 
 its (softened) LDA confidence. The authors' code solves the generalised eigenproblem (S_b, S_w) and forms
 `means @ V @ V.T`; with every eigenvector V (`V.T @ S_w @ V = I`) that is `means @ inv(S_w)`, so this solves
 S_w instead: the same scores without an eigendecomposition (the test checks it against their formulation).
-`SFDA(shrinkage="ledoit-wolf")` is a variant of ours, for fewer items than dimensions (see `SFDA`).
+`SFDA(shrinkage="ledoit-wolf")` is a variant of ours, against the authors' shrinkage saturating (see `SFDA`).
 """
 
 from __future__ import annotations

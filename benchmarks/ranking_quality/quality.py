@@ -52,7 +52,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
         "hscore": ("hscore", {}),  # Ledoit-Wolf shrinkage (the default)
         "hscore-pinv": (HScore(shrinkage=None), {}),  # the original: degenerate with fewer items than dimensions
         "gbc": (GBC(), {}),
-        "sfda": (SFDA(), {}),  # the authors' adaptive shrinkage: constant with fewer items than dimensions
+        "sfda": (SFDA(), {}),  # the authors' adaptive shrinkage: most candidates score 1.0 (see `SFDA`)
         "sfda-lw": (SFDA(shrinkage="ledoit-wolf"), {}),
     }
 
