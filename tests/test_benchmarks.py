@@ -324,13 +324,16 @@ def test_every_target_is_disjoint_in_items_from_every_source():
                 assert not (set(train) | set(test)) & seen, (target.name, name)
 
 
-def test_ground_truth_of_another_draw_is_dropped_by_the_build_and_refused_by_the_search(tmp_path):
-    """A target whose items changed since its ground truth was measured (a new draw, a filter): the search side
-    refuses to run before writing anything, and the build drops just those runs, so they are measured anew."""
+def test_ground_truth_of_another_draw_or_recipe_is_dropped_by_the_build_and_refused_by_the_search(tmp_path):
+    """A target whose items (a new draw, a filter) or recipe changed since its ground truth was measured: the
+    search side refuses to run before writing anything, and the build drops just those runs, so they are
+    measured anew."""
+    from dataclasses import replace
+
     from benchmarks._tables import Table
     from benchmarks.ranking_quality.quality import run_quality
     from benchmarks.ranking_quality.tasks import TINY, items_digest, target_datasets
-    from benchmarks.ranking_quality.truth import TruthRow, drop_other_draws
+    from benchmarks.ranking_quality.truth import TruthRow, TuningRow, drop_stale_runs, measured_recipe, recipe_digest
 
     train, test = target_datasets("digits", profile=TINY)
     today = items_digest(train, test)
@@ -338,16 +341,24 @@ def test_ground_truth_of_another_draw_is_dropped_by_the_build_and_refused_by_the
     assert today != items_digest(*target_datasets("digits", seed=1, profile=TINY))
     assert today != items_digest(train, test.select(range(1, len(test))))
 
+    tuning = Table(tmp_path / "tuning_image.csv", TuningRow)
+    for lr, acc in ((1e-3, 0.8), (3e-3, 0.7)):
+        tuning.add(TuningRow(modality="image", target="digits", model="rq-tiny/lite0-base", lr=lr, val_accuracy=acc,
+                             seconds=1.0))  # fmt: skip
+    recipe = measured_recipe(tmp_path, "image", TINY)
+    assert (recipe.lr, recipe.epochs) == (1e-3, TINY.epochs)
+    ours, other = recipe_digest(recipe), recipe_digest(replace(recipe, zero_head=not recipe.zero_head))
     table = Table(tmp_path / "ground_truth_image.csv", TruthRow)
-    for target, seed, data in [("digits", 0, today), ("digits", 1, "0" * 16), ("digits", 2, ""),
-                               ("fashion-mnist", 0, "0" * 16)]:  # fmt: skip
+    runs = [("digits", 0, today, ours), ("digits", 1, "0" * 16, ours), ("digits", 2, "", ours),
+            ("digits", 3, today, other), ("fashion-mnist", 0, "0" * 16, other)]  # fmt: skip
+    for target, seed, data, recipe_key in runs:
         table.add(TruthRow(target=target, model="rq-tiny/lite0-base", seed=seed, lr=1e-3, epochs=1, batch_size=32,
-                           test_items=len(test), data=data, accuracy=0.5, seconds=1.0))  # fmt: skip
+                           recipe=recipe_key, test_items=len(test), data=data, accuracy=0.5, seconds=1.0))  # fmt: skip
     with pytest.raises(ValueError, match=r"\['digits'\].*--build"):
         run_quality(tmp_path / "hub", tmp_path / "work", tmp_path / "card", ["image"], build_dir=tmp_path,
                     profile=TINY)  # fmt: skip
     assert not (tmp_path / "card").exists()
-    drop_other_draws(table, {"digits": today}, log=lambda _: None)
+    drop_stale_runs(table, {"digits": today}, {"digits": ours}, log=lambda _: None)
     kept = Table(tmp_path / "ground_truth_image.csv", TruthRow).rows
     assert [(r["target"], r["seed"]) for r in kept] == [("digits", "0"), ("fashion-mnist", "0")]
 
@@ -371,7 +382,7 @@ def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
     for t, seed in itertools.product(targets, range(3)):
         for i, m in enumerate(models):
             acc = 0.5 + 0.05 * i + 0.01 * float(torch.rand((), generator=gen))  # a noise below the gaps
-            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, test_items=100, data="",
+            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, recipe="", test_items=100, data="",
                                accuracy=acc, seconds=1.0))  # fmt: skip
     order = {"linear": -1.0, "truth-like": 1.0}
     for t, (scorer, sign), (i, m) in itertools.product(targets, order.items(), enumerate(models)):

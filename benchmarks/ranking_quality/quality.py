@@ -189,18 +189,23 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     """
     from alsatian_hf.localhub import HubServer, use_endpoint
 
-    from .truth import TruthRow, other_draws
+    from .truth import TruthRow, measured_recipe, recipe_digest, stale_runs
 
     build_dir = build_dir or out
     truth_rows = [r for m in modalities for r in read_rows(build_dir / f"ground_truth_{m}.csv")]
     targets = [t for t in TARGETS.values() if t.modality in modalities and t.name in profile.targets]
     data = {t.name: target_datasets(t.name, profile=profile) for t in targets}
-    stale = other_draws(truth_rows, {name: items_digest(*ds) for name, ds in data.items()})
+    recipes = {m: measured_recipe(build_dir, m, profile) for m in modalities}
+    stale = stale_runs(
+        truth_rows,
+        {name: items_digest(*ds) for name, ds in data.items()},
+        {t.name: recipe_digest(recipes[t.modality]) if recipes[t.modality] else None for t in targets},
+    )
     if stale:
         raise ValueError(
             f"The ground truth of {sorted({r['target'] for r in stale})} was measured on another draw of the "
-            "target's items than the one the search would see. Run `python -m benchmarks.ranking_quality --build` "
-            "first: it drops those runs and measures them anew."
+            "target's items, or by another recipe, than today's. Run `python -m benchmarks.ranking_quality "
+            "--build` first: it drops those runs and measures them anew."
         )
     os.environ.setdefault("HF_HOME", str(work / "hf-home"))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

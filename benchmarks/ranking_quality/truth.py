@@ -4,14 +4,17 @@ The learning rate is tuned once per modality, on the target's own training items
 for the base model, from `LR_GRID`; the test items never take part. Every row is appended as it is measured,
 so an interrupted run resumes where it stopped; each modality has its own tables, so the two can be built by
 two processes at once (`--modality image` and `--modality text`). Every row names the draw of the target's items
-it was measured on (`data`): the build drops the rows of another draw, and the search side refuses them.
+(`data`) and the recipe (`recipe`) it was measured by: the build drops the rows of another draw or recipe, and
+the search side refuses them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,7 @@ class TruthRow:
     lr: float
     epochs: int
     batch_size: int
+    recipe: str  # `recipe_digest` of the whole recipe it was measured by (the fields above, and the rest)
     test_items: int
     data: str  # `tasks.items_digest` of the target's (train, test): the draw it was measured on
     accuracy: float
@@ -81,9 +85,22 @@ def tuned_recipe(hub_root: Path, out: Path, modality: str, profile: Profile = FU
         table.add(TuningRow(modality=modality, target=target, model=f"{org}/{base}", lr=lr, val_accuracy=acc,
                             seconds=round(seconds, 1)))  # fmt: skip
         log(f"  tune {modality} lr={lr:g}: validation accuracy {acc:.4f} ({seconds:.0f}s)")
-    rows = [r for r in table.rows if r["modality"] == modality]
+    return measured_recipe(out, modality, profile)
+
+
+def measured_recipe(out: Path, modality: str, profile: Profile = FULL) -> Recipe | None:
+    """The recipe the build measures by: the modality's, with the learning rate that did best on validation
+    items (None before the tuning ran)."""
+    rows = [r for r in read_rows(out / f"tuning_{modality}.csv") if r["modality"] == modality]
+    if not rows:
+        return None
+    recipe = GT_RECIPES[modality]
     best = max(rows, key=lambda r: (float(r["val_accuracy"]), -float(r["lr"])))
-    return replace(recipe, lr=float(best["lr"]))
+    return replace(recipe, lr=float(best["lr"]), epochs=profile.epochs or recipe.epochs)
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    return hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def record_zoo(out: Path, modality: str, org: str, rows: list[dict], log=print) -> None:
@@ -121,7 +138,8 @@ def ground_truth(
     order = list(itertools.product(range(profile.seeds), targets))
     data = {t.name: target_datasets(t.name, profile=profile) for t in targets}  # target -> (train, test)
     digests = {name: items_digest(*ds) for name, ds in data.items()}
-    drop_other_draws(table, digests, log)
+    recipes = dict.fromkeys(data, recipe_digest(recipe))
+    drop_stale_runs(table, digests, recipes, log)
     prepared: dict[tuple[str, str], tuple] = {}  # (target, preprocessing) -> inputs, shared by seeds and models
     for seed, target in reversed(order) if reverse else order:
         for m in reversed(ZOOS[org]) if reverse else ZOOS[org]:
@@ -144,28 +162,33 @@ def ground_truth(
                     recipe, SEED_OFFSET + seed,
                 )  # fmt: skip
                 row = TruthRow(target=target.name, model=model_id, seed=seed, lr=recipe.lr, epochs=recipe.epochs,
-                               batch_size=recipe.batch_size, test_items=len(test_ds), data=digests[target.name],
-                               accuracy=round(acc, 5), seconds=round(seconds, 1))  # fmt: skip
+                               batch_size=recipe.batch_size, recipe=recipes[target.name], test_items=len(test_ds),
+                               data=digests[target.name], accuracy=round(acc, 5), seconds=round(seconds, 1))  # fmt: skip
                 table.add_shared(row)
                 log(f"  truth {target.name} seed {seed} {m.name}: {acc:.4f} ({seconds:.0f}s)")
 
 
-def other_draws(rows: list[dict], digests: dict[str, str]) -> list[dict]:
-    """The rows of these targets measured on another draw of their items than today's (or on none on record)."""
-    return [r for r in rows if r["target"] in digests and r.get("data") != digests[r["target"]]]
+def stale_runs(rows: list[dict], draws: dict[str, str], recipes: dict[str, str | None]) -> list[dict]:
+    """The rows of these targets measured on another draw of their items than today's, or by another recipe
+    (a recipe of None is not checked); a row with neither on record is stale."""
+    return [
+        r for r in rows if r["target"] in draws and (
+            r.get("data") != draws[r["target"]] or recipes.get(r["target"]) not in (None, r.get("recipe")))
+    ]  # fmt: skip
 
 
-def drop_other_draws(table: Table, digests: dict[str, str], log=print) -> None:
-    """Drops the ground truth of a target whose items changed since it was measured: it is measured anew."""
+def drop_stale_runs(table: Table, draws: dict[str, str], recipes: dict[str, str | None], log=print) -> None:
+    """Drops the ground truth of a target whose items or recipe changed since it was measured: it is measured
+    anew."""
     from filelock import FileLock
 
     with FileLock(str(table.path) + ".lock"):
         table.refresh()
-        stale = other_draws(table.rows, digests)
+        stale = stale_runs(table.rows, draws, recipes)
         if stale:
             table.rewrite([r for r in table.rows if r not in stale])
             log(f"  dropped {len(stale)} ground-truth runs of {sorted({r['target'] for r in stale})}: measured on "
-                "another draw of the target's items than today's")  # fmt: skip
+                "another draw of the target's items, or by another recipe, than today's")  # fmt: skip
 
 
 @contextmanager
