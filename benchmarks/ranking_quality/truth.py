@@ -170,11 +170,13 @@ def ground_truth(
 
 def stale_runs(rows: list[dict], draws: dict[str, str], recipes: dict[str, str | None]) -> list[dict]:
     """The rows of these targets measured on another draw of their items than today's, or by another recipe
-    (a recipe of None is not checked); a row with neither on record is stale."""
-    return [
-        r for r in rows if r["target"] in draws and (
-            r.get("data") != draws[r["target"]] or recipes.get(r["target"]) not in (None, r.get("recipe")))
-    ]  # fmt: skip
+    (a recipe of None is not checked); a row without them on record is stale."""
+
+    def stale(r: dict) -> bool:
+        recipe = recipes.get(r["target"])
+        return r.get("data") != draws[r["target"]] or (recipe is not None and r.get("recipe") != recipe)
+
+    return [r for r in rows if r["target"] in draws and stale(r)]
 
 
 def drop_stale_runs(table: Table, draws: dict[str, str], recipes: dict[str, str | None], log=print) -> None:
