@@ -382,8 +382,8 @@ def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
     for t, seed in itertools.product(targets, range(3)):
         for i, m in enumerate(models):
             acc = 0.5 + 0.05 * i + 0.01 * float(torch.rand((), generator=gen))  # a noise below the gaps
-            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, recipe="", test_items=100, data="",
-                               accuracy=acc, seconds=1.0))  # fmt: skip
+            truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, recipe="", test_items=100,
+                               data="", accuracy=acc, seconds=1.0))  # fmt: skip
     order = {"linear": -1.0, "truth-like": 1.0}
     for t, (scorer, sign), (i, m) in itertools.product(targets, order.items(), enumerate(models)):
         scores.add(RankingScoreRow(target=t, scorer=scorer, model=m, accuracy_mean=0.0, accuracy_se=0.0,

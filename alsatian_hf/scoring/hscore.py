@@ -36,6 +36,20 @@ def ledoit_wolf_shrinkage(f: torch.Tensor, cov: torch.Tensor | None = None) -> t
     return torch.where(beta > 0, beta / delta.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(beta))
 
 
+def solve_shrunk(cov: torch.Tensor, rhs: torch.Tensor, shrinkage: torch.Tensor) -> torch.Tensor:
+    """`inv((1 - a) cov + a (tr cov / D) I) @ rhs` for each (M, D, D) covariance and its (M,) weight `a`."""
+    d = cov.shape[-1]
+    a = shrinkage[:, None, None]
+    mu = torch.diagonal(cov, dim1=1, dim2=2).sum(1)[:, None, None] / d
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    shrunk = (1 - a) * cov + a * mu * eye
+    # mu == 0 only for constant features: add a tiny ridge so the solve stays defined (the score is then 0).
+    shrunk = shrunk + (mu == 0) * eye
+    # The shrunk covariance is symmetric positive definite: a Cholesky solve, which is also what works here:
+    # oneMKL's batched float64 LU solve fails on 2 threads ("DLASWP parameter 6") for well-conditioned inputs.
+    return torch.cholesky_solve(rhs, torch.linalg.cholesky(shrunk))
+
+
 @dataclass
 class HScore(GroupedScorer):
     """Equally wide feature sets share one batched covariance and solve.
@@ -59,7 +73,7 @@ class HScore(GroupedScorer):
     def _group_scores(self, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor) -> list[float]:
         f = xtr.double()  # (M, N, D)
         f = f - f.mean(1, keepdim=True)
-        n, d = f.shape[1], f.shape[2]
+        n = f.shape[1]
         cov_f = f.transpose(1, 2) @ f / n
         onehot = (ytr[:, None] == torch.unique(ytr)[None, :]).double()  # (N, C)
         counts = onehot.sum(0)
@@ -77,13 +91,6 @@ class HScore(GroupedScorer):
             if self.shrinkage == "ledoit-wolf"
             else torch.full((f.shape[0],), float(self.shrinkage), dtype=f.dtype)
         )
-        a = a.to(f.device)[:, None, None]
-        mu = torch.diagonal(cov_f, dim1=1, dim2=2).sum(1)[:, None, None] / d
-        eye = torch.eye(d, dtype=f.dtype, device=f.device)
-        shrunk = (1 - a) * cov_f + a * mu * eye
-        # mu == 0 only for constant features: add a tiny ridge so the solve stays defined (the score is then 0).
-        shrunk = shrunk + (mu == 0) * eye
-        # The shrunk covariance is symmetric positive definite: a Cholesky solve, which is also what works here:
-        # oneMKL's batched float64 LU solve fails on 2 threads ("DLASWP parameter 6") for well-conditioned inputs.
-        solved = torch.cholesky_solve((1 - a) * cov_g, torch.linalg.cholesky(shrunk))
+        a = a.to(f.device)
+        solved = solve_shrunk(cov_f, (1 - a)[:, None, None] * cov_g, a)
         return torch.diagonal(solved, dim1=1, dim2=2).sum(1).tolist()

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from alsatian_hf.scoring import GroupedScorer
-from alsatian_hf.scoring.hscore import ledoit_wolf_shrinkage
+from alsatian_hf.scoring.hscore import ledoit_wolf_shrinkage, solve_shrunk
 
 
 @dataclass
@@ -81,7 +81,7 @@ class SFDA(GroupedScorer):
 
     def _lda_posterior(self, x, onehot, shrinkage):
         """(M, N, C) shrinkage-LDA posteriors of the train items, and the (M,) shrinkages used."""
-        n, d = x.shape[1], x.shape[2]
+        n = x.shape[1]
         priors = onehot.mean(0)  # (C,)
         means = _class_means(x, onehot)
         centred = x - onehot @ means  # each item minus its class mean
@@ -98,12 +98,7 @@ class SFDA(GroupedScorer):
                 v = v / v.norm(dim=-1, keepdim=True)
             largest = (v[:, None, :] @ sw @ u).reshape(-1)
             shrinkage = torch.clamp(torch.exp(-5 * largest), min=self.min_shrinkage)
-        s = shrinkage[:, None, None]
-        mu = torch.diagonal(sw, dim1=1, dim2=2).mean(-1)[:, None, None]
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        shrunk = (1 - s) * sw + s * mu * eye + (mu == 0) * eye  # a ridge only for constant features
-        # means @ inv(S_w), by Cholesky: oneMKL's batched float64 LU fails on 2 threads (see HScore)
-        coef = torch.cholesky_solve(means.transpose(1, 2), torch.linalg.cholesky(shrunk)).transpose(1, 2)
+        coef = solve_shrunk(sw, means.transpose(1, 2), shrinkage).transpose(1, 2)  # (M, C, D): means @ inv(S_w)
         intercept = -0.5 * (means * coef).sum(-1) + torch.log(priors)  # (M, C)
         return torch.softmax(x @ coef.transpose(1, 2) + intercept[:, None, :], -1), shrinkage
 
