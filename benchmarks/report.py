@@ -20,7 +20,7 @@ from .persistence import PersistenceRow
 from .planner_scaling import PlannerScalingRow
 from .precision import PrecisionRow
 from .ranking_quality.card import plot_ranking, ranking_lines
-from .ranking_quality.quality import RankingQualityRow, RankingScoreRow
+from .ranking_quality.quality import RankingQualityRow, RankingScoreRow, RankingSplitRow
 from .ranking_quality.truth import TruthRow
 from .xet_transfer import ColdSearchRow, XetFetchRow
 
@@ -52,6 +52,7 @@ TABLES: dict[str, type] = {
     "distributed": DistributedRow,
     "ranking_quality": RankingQualityRow,
     "ranking_scores": RankingScoreRow,
+    "ranking_split_scores": RankingSplitRow,
     "ground_truth": TruthRow,
 }
 STRATEGY_ORDER = ["base", "shift", "alsatian"]

@@ -195,6 +195,7 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     Two processes build it at once, one in reverse (a fine-tune before its parent), each model exactly once."""
     from safetensors.torch import load_file
 
+    from benchmarks._tables import read_rows
     from benchmarks.ranking_quality.zoo import TINY_ZOO, frozen_keys, load_candidate
 
     dirs = ["--out", str(tmp_path / "build"), "--work-dir", str(tmp_path / "work")]
@@ -251,6 +252,22 @@ def test_ranking_quality_builds_and_searches_a_tiny_zoo(tmp_path):
     assert len(scores) == 12 and sum(scores["picked"]) == 3
     assert (card / "ranking_quality.png").is_file()
     assert "## Does it pick the right model?" in (card / "README.md").read_text()
+    # the all-data scores again over a second draw of D_test (TINY's 2 splits); split 0 is `score_all`
+    by_split = datasets.load_dataset(str(card), name="ranking_split_scores", split="train").to_list()
+    assert len(by_split) == 3 * 2 * 4
+    split0 = {(r["scorer"], r["model"]): r["score"] for r in by_split if r["split"] == 0}
+    assert split0 == {(r["scorer"], r["model"]): r["score_all"] for r in scores}
+    split1 = {(r["scorer"], r["model"]): r["score"] for r in by_split if r["split"] == 1}
+    assert split1.keys() == split0.keys() and split1 != split0  # another D_test, other scores
+    # --splits-only measures them alone, to the same bits, and keeps the other tables
+    before = (card / "ranking_quality.csv").read_text()
+    again = _ranking_quality(*dirs, "--card-dir", str(card), "--scorers", "linear", "--splits-only", "--no-card")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (card / "ranking_quality.csv").read_text() == before
+    remeasured = read_rows(card / "ranking_split_scores.csv")
+    assert sorted((r["scorer"], int(r["split"]), r["model"], float(r["score"])) for r in remeasured) == sorted(
+        (r["scorer"], r["split"], r["model"], r["score"]) for r in by_split
+    )
 
 
 def test_zero_head_leaves_the_seed_as_the_only_randomness():
@@ -363,13 +380,13 @@ def test_ground_truth_of_another_draw_or_recipe_is_dropped_by_the_build_and_refu
     assert [(r["target"], r["seed"]) for r in kept] == [("digits", "0"), ("fashion-mnist", "0")]
 
 
-def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
+def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     """The paired comparison with the default: a scorer that orders every target's candidates as the ground truth
-    does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest
-    is within noise, however small the ground truth's own noise."""
+    does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest,
+    or ahead in one draw of D_test and behind in another, is within noise, however small the ground truth's."""
     from benchmarks._tables import Table
     from benchmarks.ranking_quality.card import paired_against_default
-    from benchmarks.ranking_quality.quality import RankingScoreRow
+    from benchmarks.ranking_quality.quality import RankingScoreRow, RankingSplitRow
     from benchmarks.ranking_quality.truth import TruthRow
 
     models = [f"org/m{i}" for i in range(6)]
@@ -397,6 +414,30 @@ def test_a_scorer_beats_the_default_only_beyond_both_noises(tmp_path):
     assert paired["one-target"]["verdict"] == "within noise"
     assert paired["one-target"]["seed_se"] < 1e-9 < paired["one-target"]["target_se"]
     assert paired["one-target"]["targets_better"] == 1
+    assert paired["truth-like"]["splits"] == 1  # no split table: split 0 (`score_all`) alone
+
+    # over two draws of D_test: a scorer ahead on every target in one draw and behind in the other is within
+    # noise (the splits' SE), however steady it is over seeds and targets
+    splits = Table(tmp_path / "ranking_split_scores.csv", RankingSplitRow)
+    signs = {"linear": (-1.0, -1.0), "truth-like": (1.0, 1.0), "one-target": (1.0, -1.0), "one-split": (1.0, -1.0)}
+    for t, (scorer, by_split), (i, m) in itertools.product(targets, signs.items(), enumerate(models)):
+        for split, sign in enumerate(by_split):
+            if scorer == "one-target" and t != "t0":
+                sign = -1.0
+            splits.add(RankingSplitRow(target=t, scorer=scorer, split=split, model=m, score=sign * i))
+    for t, (i, m) in itertools.product(targets, enumerate(models)):
+        scores.add(RankingScoreRow(target=t, scorer="one-split", model=m, accuracy_mean=0.0, accuracy_se=0.0,
+                                   score_it1=0.0, score_all=i, picked=False))  # fmt: skip
+    paired = paired_against_default(tmp_path)
+    assert paired["truth-like"]["splits"] == 2 and paired["truth-like"]["verdict"] == "better"
+    assert paired["one-split"]["verdict"] == "within noise" and paired["one-split"]["delta"] == pytest.approx(1.0)
+    assert (
+        paired["one-split"]["seed_se"] < 1e-9
+        and paired["one-split"]["target_se"] < 1e-9 < paired["one-split"]["split_se"]
+    )
+    assert paired["one-split"]["wtau"] == pytest.approx(0.0) and paired["one-split"]["default_wtau"] == pytest.approx(
+        -1.0
+    )
 
 
 def _sfda_reference(x: np.ndarray, y: np.ndarray) -> float:

@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="a minute-long run of the same code (the test suite's)")
     p.add_argument("--scorers", nargs="+", help="default: every scorer under test")
     p.add_argument("--targets", nargs="+", help="default: every target of the profile")
+    p.add_argument(
+        "--splits-only",
+        action="store_true",
+        help="the search side's all-data scores over the split seeds alone (ranking_split_scores.csv); the "
+        "other tables keep their rows",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from .quality import run_quality
 
     run_quality(hub_root, args.work_dir, args.card_dir, modalities, build_dir=args.out, profile=profile,
-                scorer_names=args.scorers)  # fmt: skip
+                scorer_names=args.scorers, splits_only=args.splits_only)  # fmt: skip
     if not args.no_card:
         from ..report import write_report
         from ..suites import SUITES

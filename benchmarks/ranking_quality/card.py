@@ -38,22 +38,32 @@ def scorer_summary(rows: list[dict]) -> list[str]:
 
 
 def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict]:
-    """scorer -> its weighted tau minus the default's (all-data scores), with the two noises it must beat.
+    """scorer -> its weighted tau minus the default's (all-data scores), with the three noises it must beat.
 
-    For each target and ground-truth seed, both scorers' weighted taus are taken against that seed's accuracies
-    alone: a paired difference, which cancels the noise both scorers meet alike. `delta` is its mean over
-    targets and seeds. `seed_se` is the standard error of the per-seed means over seeds (the ground truth's
-    noise); `target_se` that of the per-target means over targets (how much the lead depends on which targets
-    were drawn, since a scorer is chosen for targets not in the benchmark). `verdict` is "better" or "worse"
-    only when `delta` lies beyond twice the larger of the two.
+    For each target, ground-truth seed and split (a draw of D_test, `ranking_split_scores.csv`; split 0 alone
+    where that table lacks the pair), both scorers' weighted taus are taken against that seed's accuracies alone:
+    a paired difference, which cancels the noise both scorers meet alike. `delta` is its mean over targets, seeds
+    and splits; `wtau` the scorer's own mean weighted tau (the default's under `default_wtau`). `seed_se` is the
+    standard error of the per-seed means over seeds (the ground truth's noise); `split_se` that of the per-split
+    means over splits (the scorer's own, from its few test items); `target_se` that of the per-target means over
+    targets (how much the lead depends on which targets were drawn, since a scorer is chosen for targets not in
+    the benchmark). `verdict` is "better" or "worse" only when `delta` lies beyond twice the largest of the three.
     """
     import numpy as np
 
     from .quality import weighted_tau
 
-    scores: dict[tuple[str, str], dict[str, float]] = {}
+    scores: dict[tuple[str, str], list[dict[str, float]]] = {}  # (target, scorer) -> model scores per split
     for r in read_rows(out / "ranking_scores.csv"):
-        scores.setdefault((r["target"], r["scorer"]), {})[r["model"]] = float(r["score_all"])
+        scores.setdefault((r["target"], r["scorer"]), [{}])[0][r["model"]] = float(r["score_all"])
+    by_split: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+    for r in read_rows(out / "ranking_split_scores.csv"):
+        by_split.setdefault((r["target"], r["scorer"]), {}).setdefault(int(r["split"]), {})[r["model"]] = float(
+            r["score"]
+        )
+    for key, splits in by_split.items():
+        if key in scores:
+            scores[key] = [splits[s] for s in sorted(splits)]
     runs: dict[tuple[str, int], dict[str, float]] = {}
     for r in read_rows(out / "ground_truth.csv"):
         runs.setdefault((r["target"], int(r["seed"])), {})[r["model"]] = float(r["accuracy"])
@@ -62,25 +72,39 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     if len(seeds) < 2 or len(targets) < 2:
         return {}  # no standard error to compare with
 
-    def wtau(target: str, scorer: str, seed: int) -> float:
-        by_model, acc = scores[(target, scorer)], runs.get((target, seed), {})
-        models = sorted(m for m in by_model if m in acc)
-        return weighted_tau([by_model[m] for m in models], [acc[m] for m in models])
+    def wtaus(target: str, scorer: str) -> np.ndarray:
+        """(seeds, splits) weighted taus."""
+        out = []
+        for seed in seeds:
+            acc = runs.get((target, seed), {})
+            out.append([])
+            for by_model in scores[(target, scorer)]:
+                models = sorted(m for m in by_model if m in acc)
+                out[-1].append(weighted_tau([by_model[m] for m in models], [acc[m] for m in models]))
+        return np.array(out)
 
+    def se(values: np.ndarray) -> float:
+        return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+    base = {t: wtaus(t, default) for t in targets}
     result = {}
     for scorer in dict.fromkeys(s for _, s in scores):
         if scorer == default or not all((t, scorer) in scores for t in targets):
             continue
-        diff = np.array([[wtau(t, scorer, s) - wtau(t, default, s) for t in targets] for s in seeds])
+        mine = {t: wtaus(t, scorer) for t in targets}
+        if any(mine[t].shape != base[t].shape for t in targets):
+            continue  # measured over other splits than the default: not a paired difference
+        diff = np.stack([mine[t] - base[t] for t in targets], axis=1)  # (seeds, targets, splits)
         if np.isnan(diff).any():
             continue  # a scorer constant on some target
-        per_seed, per_target = diff.mean(axis=1), diff.mean(axis=0)
+        per_seed, per_target, per_split = diff.mean(axis=(1, 2)), diff.mean(axis=(0, 2)), diff.mean(axis=(0, 1))
         delta = float(diff.mean())
-        seed_se = float(per_seed.std(ddof=1) / np.sqrt(len(seeds)))
-        target_se = float(per_target.std(ddof=1) / np.sqrt(len(targets)))
-        bar = 2 * max(seed_se, target_se)
+        seed_se, target_se, split_se = se(per_seed), se(per_target), se(per_split)
+        bar = 2 * max(seed_se, target_se, split_se)
         verdict = "better" if delta > bar else "worse" if delta < -bar else "within noise"
-        result[scorer] = dict(delta=delta, seed_se=seed_se, target_se=target_se, verdict=verdict,
+        result[scorer] = dict(delta=delta, wtau=float(np.mean([mine[t] for t in targets])),
+                              default_wtau=float(np.mean([base[t] for t in targets])), seed_se=seed_se,
+                              target_se=target_se, split_se=split_se, splits=diff.shape[2], verdict=verdict,
                               targets=len(targets), targets_better=int((per_target > 0).sum()))  # fmt: skip
     return result
 
@@ -112,16 +136,19 @@ def ranking_lines(out: Path) -> list[str]:
     if paired:
         summary += [
             "Against the default (`linear`): each scorer's weighted tau minus the default's, both against one "
-            "ground-truth seed's accuracies at a time (a paired difference), averaged over targets and seeds. "
-            "Two noises beside it: the standard error over seeds (the ground truth's) and over targets (how much "
-            "the lead depends on which targets were drawn). A scorer is better or worse than the default only "
-            "beyond twice the larger.",
+            "ground-truth seed's accuracies at a time (a paired difference), averaged over targets, seeds and "
+            f"{next(iter(paired.values()))['splits']} splits (draws of D_test by the search's `seed`; config "
+            "`ranking_split_scores`). Three noises beside it: the standard error over seeds (the ground truth's), "
+            "over splits (the scorer's own, from few test items) and over targets (how much the lead depends on "
+            "which targets were drawn). A scorer is better or worse than the default only beyond twice the "
+            f"largest. The default's own weighted tau, so averaged: {next(iter(paired.values()))['default_wtau']:.3f}.",
             "",
-            "| scorer | weighted tau minus the default's | SE, seeds | SE, targets | verdict | targets where higher |",
-            "|---|---:|---:|---:|---|---:|",
+            "| scorer | weighted tau | minus the default's | SE, seeds | SE, splits | SE, targets | verdict "
+            "| targets where higher |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
             *(
-                f"| {s} | {p['delta']:+.3f} | {p['seed_se']:.3f} | {p['target_se']:.3f} | {p['verdict']} "
-                f"| {p['targets_better']} of {p['targets']} |"
+                f"| {s} | {p['wtau']:.3f} | {p['delta']:+.3f} | {p['seed_se']:.3f} | {p['split_se']:.3f} "
+                f"| {p['target_se']:.3f} | {p['verdict']} | {p['targets_better']} of {p['targets']} |"
                 for s, p in paired.items()
             ),
             "",

@@ -5,7 +5,10 @@ Per (target, scorer), from one block store:
 - the successive-halving search the user runs (result size 1), timed without the feature cache: its pick,
   and its iteration-1 scores; again with `min_items_per_class=MIN_ITEMS_PER_CLASS` (a row of its own);
 - one iteration over all of D_train (result size = every candidate): the scores with all the data (through
-  the feature cache, so features are extracted once for all scorers).
+  the feature cache, so features are extracted once for all scorers);
+- that iteration again for each of `Profile.splits` seeds of the search, which draw D_test anew
+  (`ranking_split_scores.csv`): with 80 to 200 test items, one draw moves a scorer's weighted tau as much as the
+  choice of scorer does, so scorers are compared over the draws (`card.paired_against_default`).
 
 Metrics: weighted Kendall tau (`scipy.stats.weightedtau`), Kendall tau and Pearson r between scores and mean
 fine-tuned accuracy; the top-1 regret of the pick (points below the best mean accuracy); and the noise floor
@@ -22,7 +25,7 @@ import itertools
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,15 @@ class RankingQualityRow:
     device: str
     torch_version: str
     code_revision: str
+
+
+@dataclass(kw_only=True)
+class RankingSplitRow:
+    target: str
+    scorer: str
+    split: int  # the search's `seed`: it draws D_test (and the train slices); 0 is `RankingScoreRow.score_all`'s
+    model: str
+    score: float  # the all-data score
 
 
 @dataclass(kw_only=True)
@@ -164,7 +176,7 @@ def _pair_tau(scores: list[float], accs: list[float], pairs: list[tuple[int, int
 
 
 def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int, *, feature_cache: bool,
-            min_items_per_class: int | None = None):  # fmt: skip
+            min_items_per_class: int | None = None, seed: int = 0):  # fmt: skip
     from alsatian_hf import ModelSearcher, SearchArguments
 
     args = SearchArguments(
@@ -173,7 +185,7 @@ def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int, *
         scorer_kwargs=kwargs,
         max_length=MAX_LENGTH,
         store_dir=str(store),
-        seed=0,
+        seed=seed,
         feature_cache=feature_cache,
         min_items_per_class=min_items_per_class,
     )
@@ -182,10 +194,13 @@ def _search(org: str, ds, scorer, kwargs: dict, store: Path, result_size: int, *
 
 
 def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *, build_dir: Path | None = None,
-                profile: Profile = FULL, scorer_names: list[str] | None = None) -> None:  # fmt: skip
-    """Writes `ranking_quality.csv`, `ranking_scores.csv` and the merged `ground_truth.csv` into `out`.
+                profile: Profile = FULL, scorer_names: list[str] | None = None,
+                splits_only: bool = False) -> None:  # fmt: skip
+    """Writes `ranking_quality.csv`, `ranking_scores.csv`, `ranking_split_scores.csv` and the merged
+    `ground_truth.csv` into `out`.
 
-    `build_dir` holds the build's tables (`ground_truth_<modality>.csv`); default: `out`.
+    `build_dir` holds the build's tables (`ground_truth_<modality>.csv`); default: `out`. `splits_only` measures
+    the split scores alone and keeps the other tables' rows (minutes, where the whole search side takes an hour).
     """
     from alsatian_hf.localhub import HubServer, use_endpoint
 
@@ -213,6 +228,7 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     merged.rewrite([r for r in merged.rows if TARGETS[r["target"]].modality not in modalities] + truth_rows)
     quality = Table(out / "ranking_quality.csv", RankingQualityRow)
     detail = Table(out / "ranking_scores.csv", RankingScoreRow)
+    by_split = Table(out / "ranking_split_scores.csv", RankingSplitRow)
     hub = HubServer(hub_root).start()
     use_endpoint(hub.url)
     try:
@@ -226,15 +242,33 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
             for name, (scorer, kwargs) in scorers().items():
                 if scorer_names and name not in scorer_names:
                     continue
-                quality.drop(target=target.name, scorer=name)
-                detail.drop(target=target.name, scorer=name)
-                _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail)
+                store = work / "stores" / org
+                first = None
+                if not splits_only:
+                    quality.drop(target=target.name, scorer=name)
+                    detail.drop(target=target.name, scorer=name)
+                    first = _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, store, quality,
+                                     detail)  # fmt: skip
+                _measure_splits(org, target.name, name, scorer, kwargs, train_ds, store, by_split, profile.splits,
+                                first)  # fmt: skip
     finally:
         hub.stop()
 
 
-def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, work, quality, detail) -> None:
-    store = work / "stores" / org
+def _measure_splits(org, target, name, scorer, kwargs, train_ds, store, table, splits, first=None) -> None:
+    """One all-data iteration per split seed (`first`: split 0's scores, when measured already)."""
+    per_split = [first] if first is not None else []
+    for seed in range(len(per_split), splits):
+        result = _search(org, train_ds, scorer, kwargs, store, 10**6, feature_cache=True, seed=seed)
+        per_split.append(result.iterations[0]["scores"])
+    rows = [asdict(RankingSplitRow(target=target, scorer=name, split=split, model=model, score=score))
+            for split, scores in enumerate(per_split) for model, score in scores.items()]  # fmt: skip
+    table.rewrite([r for r in table.rows if (r["target"], r["scorer"]) != (target, name)] + rows)
+    print(f"  {target} {name}: all-data scores over {splits} splits", flush=True)
+
+
+def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, store, quality, detail) -> dict:
+    """Measures one scorer on one target; returns its all-data scores (split 0)."""
     # all data first (a result size above the candidate count is one iteration on all of D_train); it also
     # warms the block store, so neither timed search below pays for fetching blocks
     everything = _search(org, train_ds, scorer, kwargs, store, 10**6, feature_cache=True)
@@ -281,3 +315,4 @@ def _measure(org, target, name, scorer, kwargs, train_ds, truth, truth_rows, wor
         detail.add(RankingScoreRow(target=target.name, scorer=name, model=m, accuracy_mean=truth[m][0],
                                    accuracy_se=truth[m][1], score_it1=it1[m], score_all=full[m],
                                    picked=m == pick))  # fmt: skip
+    return full

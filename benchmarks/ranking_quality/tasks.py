@@ -74,13 +74,14 @@ class Profile:
     epochs: int | None = None  # overrides every recipe's
     seeds: int = 3
     targets: tuple[str, ...] = tuple(TARGETS)
+    splits: int = 5  # draws of D_test (the search's `seed`) that every scorer's all-data scores are taken over
 
     def items(self, n: int) -> int:
         return max(20, round(n * self.item_scale)) if n else 0
 
 
 FULL = Profile("full")
-TINY = Profile("tiny", item_scale=0.1, epochs=1, seeds=2, targets=("digits",))
+TINY = Profile("tiny", item_scale=0.1, epochs=1, seeds=2, targets=("digits",), splits=2)
 
 
 def _stratified(labels: np.ndarray, n: int, rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
