@@ -50,6 +50,10 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
     return {
         "linear": ("linear", {}),
         "linear-tiebreak": ("linear", {"tie_break": True}),  # equal accuracies ordered by confidence
+        # raw features: the probe's effective step grows with the square of their scale, which differs 10x
+        # between candidates here (feature RMS 0.04 for MiniLM, 0.38 for its fine-tunes), so a candidate's
+        # score depends on its scale; kept as a reference, never a default (docs/concepts.md, "Choosing a scorer")
+        "linear-raw": ("linear", {"normalize": False}),
         "knn": ("knn", {}),
         "logme": ("logme", {}),
         "hscore": ("hscore", {}),  # Ledoit-Wolf shrinkage (the default)
