@@ -177,7 +177,9 @@ def ranking_lines(out: Path) -> list[str]:
         f"source (train / test items): {targets}. Images at 32 px, text at 64 tokens. The ground truth (config "
         "`ground_truth`) fine-tunes every candidate fully on every target, 3 seeds, AdamW with warm-up and cosine "
         "decay, the learning rate tuned on validation items of one target per modality; image heads start at zero. "
-        "Scorers: the library's (`linear`, SHiFT's probe and the default, also with its `tie_break`; `knn`; "
+        "Scorers: the library's (`linear`, SHiFT's probe and the default, also with its `tie_break`, and on "
+        "unstandardised features as `linear-raw`, a reference whose lead comes from the features' scale: see "
+        "docs/concepts.md; `knn`; "
         "`logme`; `hscore`, with Ledoit-Wolf shrinkage) and, under evaluation in `proxies.py`, the original "
         "H-score (`hscore-pinv`), GBC (Pándy et al., CVPR 2022) and SFDA (Shao et al., ECCV 2022; `sfda-lw` with "
         "Ledoit-Wolf shrinkage instead of the authors' adaptive one).",

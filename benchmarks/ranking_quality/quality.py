@@ -204,7 +204,7 @@ def run_quality(hub_root: Path, work: Path, out: Path, modalities: list[str], *,
     `ground_truth.csv` into `out`.
 
     `build_dir` holds the build's tables (`ground_truth_<modality>.csv`); default: `out`. `splits_only` measures
-    the split scores alone and keeps the other tables' rows (minutes, where the whole search side takes an hour).
+    the split scores alone and keeps the other tables' rows (it reruns none of their timed searches).
     """
     from alsatian_hf.localhub import HubServer, use_endpoint
 
