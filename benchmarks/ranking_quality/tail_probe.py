@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", type=int, default=2, help="draws of D_test (the search's seed 0, 1, ...)")
     p.add_argument("--epochs", type=int, default=5)
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results = {t: measure(t, args.tail, args.splits, args.epochs) for t in args.targets}
     columns = list(next(iter(results.values())))
     print(f"\nweighted tau / regret (points), mean over {args.splits} splits, {args.epochs} epochs:")
