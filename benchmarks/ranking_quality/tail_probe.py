@@ -33,15 +33,14 @@ HUB = HERE / ".work" / "ranking-quality" / "hub"
 HEAD_LR = 1e-2  # the fresh head starts at zero; the tail blocks train at the ground truth's tuned lr
 
 
-def _states(split, inputs: dict[str, torch.Tensor], stop: int, is_text: bool) -> tuple[torch.Tensor, ...]:
+def _states(split, inputs: dict[str, torch.Tensor], stop: int) -> tuple[torch.Tensor, ...]:
     """The state entering block `stop`, for every item (in batches of 128)."""
     n = next(iter(inputs.values())).shape[0]
     parts = []
     with torch.inference_mode():
         for i in range(0, n, 128):
             batch = {k: v[i : i + 128] for k, v in inputs.items()}
-            state = split.adapter.initial_state(batch) if is_text else (batch["pixel_values"],)
-            parts.append(split.run(state, 0, stop))
+            parts.append(split.run(split.adapter.initial_state(batch), 0, stop))
     return tuple(torch.cat([p[j] for p in parts]) for j in range(len(parts[0])))
 
 
@@ -109,7 +108,7 @@ def measure(target: str, tails: list[int], splits: int, epochs: int) -> dict[str
         weighted = [i for i, b in enumerate(split.blocks) if b.keys]  # a parameter-free read-out trains nothing
         for k in sorted(tails, reverse=True):
             cut = weighted[-k] if k else depth  # the last k blocks with weights, and the parameter-free ones after
-            states = _states(split, inputs, cut, tokenizer is not None)
+            states = _states(split, inputs, cut)
             for s, (tr, te) in enumerate(draws):
                 if k == 0:
                     probe = LinearProbe().score(train_features=states[0][tr].flatten(1), train_labels=labels[tr],
