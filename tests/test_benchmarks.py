@@ -385,7 +385,7 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest,
     or ahead in one draw of D_test and behind in another, is within noise, however small the ground truth's."""
     from benchmarks._tables import Table
-    from benchmarks.ranking_quality.card import paired_against_default
+    from benchmarks.ranking_quality.card import fine_tune_ceiling, paired_against_default
     from benchmarks.ranking_quality.quality import RankingScoreRow, RankingSplitRow
     from benchmarks.ranking_quality.truth import TruthRow
 
@@ -415,6 +415,14 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     assert paired["one-target"]["seed_se"] < 1e-9 < paired["one-target"]["target_se"]
     assert paired["one-target"]["targets_better"] == 1
     assert paired["truth-like"]["splits"] == 1  # no split table: split 0 (`score_all`) alone
+    # fine-tuning's own ceiling: the seeds agree on every order here; a seed that reverses one target lowers it
+    assert fine_tune_ceiling(tmp_path) == pytest.approx({t: 1.0 for t in targets})
+    for i, m in enumerate(models):
+        truth.add(TruthRow(target="t0", model=m, seed=3, lr=1e-3, epochs=1, batch_size=8, recipe="", test_items=100,
+                           data="", accuracy=0.9 - 0.05 * i, seconds=1.0))  # fmt: skip
+    ceiling = fine_tune_ceiling(tmp_path)
+    assert ceiling["t0"] == pytest.approx(0.5) and ceiling["t1"] == pytest.approx(1.0)  # (1 + 1 + 1 - 1) / 4
+    truth.drop(seed=3)
 
     # over two draws of D_test: a scorer ahead on every target in one draw and behind in the other is within
     # noise (the splits' SE), however steady it is over seeds and targets
@@ -492,3 +500,26 @@ def test_sfda_equals_the_authors_eigenproblem_formulation():
                dtype=torch.float32), train_labels=torch.tensor(y), test_features=torch.zeros(3, 8),
                test_labels=torch.tensor([0, 1, 2])) for k in (0.5, 3.0)]  # fmt: skip
         assert sep[1] > sep[0], shrinkage
+
+
+def test_ncti_ranks_separable_features_first_and_is_relative_to_the_set_scored():
+    """NCTI's normalised terms: of three feature sets of growing class separation, the most separable scores
+    highest; the score depends on the sets scored together (one alone scores 0); and a first iteration with
+    fewer items than PCA components is scored, not refused."""
+    from benchmarks.ranking_quality.proxies import NCTI
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    sets = [torch.tensor(rng.normal(size=(120, 96)) + k * np.eye(96)[y] * 3, dtype=torch.float32) for k in (0.1, 0.5, 2.0)]  # fmt: skip
+    labels, test = torch.tensor(y), torch.zeros(4, 96)
+    scores = NCTI().score_many(train_features=sets, train_labels=labels, test_features=[test] * 3,
+                               test_labels=torch.arange(4))  # fmt: skip
+    assert scores[2] == max(scores) and scores[0] == min(scores), scores
+    assert all(-1.0 <= s <= 2.0 for s in scores)  # each term is min-max normalised over the three
+    assert (
+        NCTI().score(train_features=sets[2], train_labels=labels, test_features=test, test_labels=torch.arange(4))
+        == 0.0
+    )
+    few = [s[::10] for s in sets]  # 12 items, fewer than 64 components
+    assert len(set(NCTI().score_many(train_features=few, train_labels=labels[::10], test_features=[test] * 3,
+                                     test_labels=torch.arange(4)))) == 3  # fmt: skip

@@ -109,6 +109,34 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     return result
 
 
+def fine_tune_ceiling(out: Path) -> dict[str, float]:
+    """target -> fine-tuning's own weighted tau on the paired yardstick: the mean accuracy of the other
+    ground-truth seeds, as if it were a scorer, against each seed's accuracies in turn (averaged over seeds).
+    A scorer that orders the candidates as well as two more fine-tunes do reaches it; the seeds' noise keeps it
+    below 1."""
+    import numpy as np
+
+    from .quality import weighted_tau
+
+    runs: dict[str, dict[int, dict[str, float]]] = {}
+    for r in read_rows(out / "ground_truth.csv"):
+        runs.setdefault(r["target"], {}).setdefault(int(r["seed"]), {})[r["model"]] = float(r["accuracy"])
+    ceiling = {}
+    for target, by_seed in runs.items():
+        models = sorted(set.intersection(*(set(acc) for acc in by_seed.values())))
+        if len(by_seed) < 2 or len(models) < 2:
+            continue
+        wtaus = [
+            weighted_tau(
+                [np.mean([by_seed[o][m] for o in by_seed if o != seed]) for m in models],
+                [by_seed[seed][m] for m in models],
+            )  # fmt: skip
+            for seed in by_seed
+        ]
+        ceiling[target] = float(np.mean(wtaus))
+    return ceiling
+
+
 def ranking_lines(out: Path) -> list[str]:
     """The card's section, empty when the card folder has no `ranking_quality.csv`."""
     rows = read_rows(out / "ranking_quality.csv")
@@ -143,6 +171,7 @@ def ranking_lines(out: Path) -> list[str]:
             "which targets were drawn). A scorer is better or worse than the default only beyond twice the "
             f"largest. The default's own weighted tau, so averaged: {next(iter(paired.values()))['default_wtau']:.3f}.",
             "",
+            *_ceiling_lines(out),
             "| scorer | weighted tau | minus the default's | SE, seeds | SE, splits | SE, targets | verdict "
             "| targets where higher |",
             "|---|---:|---:|---:|---:|---:|---|---:|",
@@ -181,8 +210,8 @@ def ranking_lines(out: Path) -> list[str]:
         "unstandardised features as `linear-raw`, a reference whose lead comes from the features' scale: see "
         "docs/concepts.md; `knn`; "
         "`logme`; `hscore`, with Ledoit-Wolf shrinkage) and, under evaluation in `proxies.py`, the original "
-        "H-score (`hscore-pinv`), GBC (Pándy et al., CVPR 2022) and SFDA (Shao et al., ECCV 2022; `sfda-lw` with "
-        "Ledoit-Wolf shrinkage instead of the authors' adaptive one).",
+        "H-score (`hscore-pinv`), GBC (Pándy et al., CVPR 2022), SFDA (Shao et al., ECCV 2022; `sfda-lw` with "
+        "Ledoit-Wolf shrinkage instead of the authors' adaptive one) and NCTI (Wang et al., ICCV 2023).",
         "",
         "Regret is in accuracy points below the best candidate's mean (a random pick's expected regret beside "
         "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "
@@ -201,6 +230,21 @@ def ranking_lines(out: Path) -> list[str]:
         *table,
         "",
         *summary,
+    ]
+
+
+def _ceiling_lines(out: Path) -> list[str]:
+    targets = {r["target"] for r in read_rows(out / "ranking_quality.csv")}
+    ceiling = {t: v for t, v in fine_tune_ceiling(out).items() if t in targets}
+    if not ceiling:
+        return []
+    per_target = ", ".join(f"{t} {v:.2f}" for t, v in sorted(ceiling.items()))
+    return [
+        "The ceiling of this yardstick: fine-tuning itself, scored like a scorer (the mean accuracy of the other "
+        "ground-truth seeds against each seed's in turn), reaches a weighted tau of "
+        f"{sum(ceiling.values()) / len(ceiling):.3f} over the targets ({per_target}). On a target where it is "
+        "low, the candidates fine-tune too alike for any scorer to order them reliably.",
+        "",
     ]
 
 

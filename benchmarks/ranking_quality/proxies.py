@@ -13,6 +13,10 @@ its (softened) LDA confidence. The authors' code solves the generalised eigenpro
 `means @ V @ V.T`; with every eigenvector V (`V.T @ S_w @ V = I`) that is `means @ inv(S_w)`, so this solves
 S_w instead: the same scores without an eigendecomposition (the test checks it against their formulation).
 `SFDA(shrinkage="ledoit-wolf")` is a variant of ours, against the authors' shrinkage saturating (see `SFDA`).
+
+NCTI (Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the Target Dataset Informs their
+Transferability", ICCV 2023), as the authors' code computes it, with the scikit-learn PCA and LDA it calls: three
+neural-collapse terms of the train features, each min-max normalised over the candidates scored together.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Literal
 import torch
 
 from alsatian_hf.scoring import GroupedScorer
+from alsatian_hf.scoring._base import Device, validate
 from alsatian_hf.scoring.hscore import ledoit_wolf_shrinkage, solve_shrunk
 
 
@@ -105,3 +110,58 @@ class SFDA(GroupedScorer):
 
 def _class_means(x, onehot):
     return (onehot.T @ x) / onehot.sum(0)[:, None]  # (M, C, D)
+
+
+@dataclass
+class NCTI:
+    """The authors' `NCTI_Score`, then their combination `seli + ncc - vc` of the min-max normalised terms:
+    - `seli`: the nuclear norm of the centred LDA projection (their SELI-geometry term, higher is better);
+    - `ncc`: the mean LDA posterior of each item's own class, in-sample (their nearest-centre term);
+    - `vc`: the log of the summed per-class nuclear norms of those posteriors (within-class variability).
+    The LDA runs on the features' top `components` principal directions, with the authors' shrinkage
+    exp(-(variance of the top 32)) (at its 1e-10 floor, their unshrunk SVD solver).
+
+    The score is relative to the feature sets of one `score_many` call (a halving iteration's survivors): one
+    set alone scores 0, and a distributed search, whose ranks score their own survivors, would normalise each
+    rank apart. A first iteration may hold fewer items than `components`; the PCA then keeps as many directions
+    as there are items (the authors' code would raise). Exact PCA (`svd_solver="full"`) instead of the
+    randomized one that their PCA(64) picks on wide features, so equal inputs give equal scores.
+    """
+
+    components: int = 64
+
+    def terms(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+        """(seli, ncc, vc) of one train feature set, in float64."""
+        import numpy as np
+        from sklearn.decomposition import PCA
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        x, y = features.double().cpu().numpy(), labels.cpu().numpy()
+        pca = PCA(n_components=min(self.components, *x.shape), svd_solver="full")
+        x = pca.fit_transform(x)
+        shrinkage = max(float(np.exp(-pca.explained_variance_[:32].sum())), 1e-10)
+        lda = (LinearDiscriminantAnalysis(solver="svd") if shrinkage == 1e-10
+               else LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage))  # fmt: skip
+        low = lda.fit_transform(x, y)
+        seli = np.linalg.norm(low - low.mean(0, keepdims=True), ord="nuc")
+        prob = lda.predict_proba(x)
+        own = np.searchsorted(lda.classes_, y)
+        ncc = prob[np.arange(len(y)), own].mean()
+        vc = np.log(sum(np.linalg.norm(prob[y == c], ord="nuc") for c in lda.classes_))
+        return float(seli), float(ncc), float(vc)
+
+    def score_many(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu"):
+        terms = torch.tensor(
+            [
+                self.terms(*validate(xtr, train_labels, xte, test_labels)[:2])
+                for xtr, xte in zip(train_features, test_features)
+            ],
+            dtype=torch.float64,
+        )  # (sets, 3)
+        low, high = terms.min(0).values, terms.max(0).values
+        norm = (terms - low) / torch.where(high > low, high - low, 1.0)  # a term equal for every set adds 0
+        return (norm[:, 0] + norm[:, 1] - norm[:, 2]).tolist()
+
+    def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
+        return self.score_many(train_features=[train_features], train_labels=train_labels,
+                               test_features=[test_features], test_labels=test_labels)[0]  # fmt: skip

@@ -45,7 +45,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
     """name -> (a scorer name or object, scorer_kwargs) for every scorer under test."""
     from alsatian_hf.scoring import HScore
 
-    from .proxies import GBC, SFDA
+    from .proxies import GBC, NCTI, SFDA
 
     return {
         "linear": ("linear", {}),
@@ -61,6 +61,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
         "gbc": (GBC(), {}),
         "sfda": (SFDA(), {}),  # the authors' adaptive shrinkage: most candidates score 1.0 (see `SFDA`)
         "sfda-lw": (SFDA(shrinkage="ledoit-wolf"), {}),
+        "ncti": (NCTI(), {}),  # relative to the candidates scored together (see `NCTI`)
     }
 
 
