@@ -385,7 +385,7 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest,
     or ahead in one draw of D_test and behind in another, is within noise, however small the ground truth's."""
     from benchmarks._tables import Table
-    from benchmarks.ranking_quality.card import fine_tune_ceiling, paired_against_default
+    from benchmarks.ranking_quality.card import fine_tune_wtau, paired_against_default
     from benchmarks.ranking_quality.quality import RankingScoreRow, RankingSplitRow
     from benchmarks.ranking_quality.truth import TruthRow
 
@@ -415,13 +415,13 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     assert paired["one-target"]["seed_se"] < 1e-9 < paired["one-target"]["target_se"]
     assert paired["one-target"]["targets_better"] == 1
     assert paired["truth-like"]["splits"] == 1  # no split table: split 0 (`score_all`) alone
-    # fine-tuning's own ceiling: the seeds agree on every order here; a seed that reverses one target lowers it
-    assert fine_tune_ceiling(tmp_path) == pytest.approx({t: 1.0 for t in targets})
+    # fine-tuning's own weighted tau: the seeds agree on every order here; a seed that reverses one target lowers it
+    assert fine_tune_wtau(tmp_path) == pytest.approx({t: 1.0 for t in targets})
     for i, m in enumerate(models):
         truth.add(TruthRow(target="t0", model=m, seed=3, lr=1e-3, epochs=1, batch_size=8, recipe="", test_items=100,
                            data="", accuracy=0.9 - 0.05 * i, seconds=1.0))  # fmt: skip
-    ceiling = fine_tune_ceiling(tmp_path)
-    assert ceiling["t0"] == pytest.approx(0.5) and ceiling["t1"] == pytest.approx(1.0)  # (1 + 1 + 1 - 1) / 4
+    by_target = fine_tune_wtau(tmp_path)
+    assert by_target["t0"] == pytest.approx(0.5) and by_target["t1"] == pytest.approx(1.0)  # (1 + 1 + 1 - 1) / 4
     truth.drop(seed=3)
 
     # over two draws of D_test: a scorer ahead on every target in one draw and behind in the other is within

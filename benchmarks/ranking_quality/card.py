@@ -109,11 +109,11 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     return result
 
 
-def fine_tune_ceiling(out: Path) -> dict[str, float]:
+def fine_tune_wtau(out: Path) -> dict[str, float]:
     """target -> fine-tuning's own weighted tau on the paired yardstick: the mean accuracy of the other
     ground-truth seeds, as if it were a scorer, against each seed's accuracies in turn (averaged over seeds).
-    A scorer that orders the candidates as well as two more fine-tunes do reaches it; the seeds' noise keeps it
-    below 1."""
+    It is what a scorer as good as two more fine-tunes reaches, not a bound: a scorer that knew each candidate's
+    expected accuracy would do a little better, but the seeds' noise keeps even that below 1."""
     import numpy as np
 
     from .quality import weighted_tau
@@ -121,7 +121,7 @@ def fine_tune_ceiling(out: Path) -> dict[str, float]:
     runs: dict[str, dict[int, dict[str, float]]] = {}
     for r in read_rows(out / "ground_truth.csv"):
         runs.setdefault(r["target"], {}).setdefault(int(r["seed"]), {})[r["model"]] = float(r["accuracy"])
-    ceiling = {}
+    wtau = {}
     for target, by_seed in runs.items():
         models = sorted(set.intersection(*(set(acc) for acc in by_seed.values())))
         if len(by_seed) < 2 or len(models) < 2:
@@ -130,11 +130,11 @@ def fine_tune_ceiling(out: Path) -> dict[str, float]:
             weighted_tau(
                 [np.mean([by_seed[o][m] for o in by_seed if o != seed]) for m in models],
                 [by_seed[seed][m] for m in models],
-            )  # fmt: skip
+            )
             for seed in by_seed
         ]
-        ceiling[target] = float(np.mean(wtaus))
-    return ceiling
+        wtau[target] = float(np.mean(wtaus))
+    return wtau
 
 
 def ranking_lines(out: Path) -> list[str]:
@@ -171,7 +171,7 @@ def ranking_lines(out: Path) -> list[str]:
             "which targets were drawn). A scorer is better or worse than the default only beyond twice the "
             f"largest. The default's own weighted tau, so averaged: {next(iter(paired.values()))['default_wtau']:.3f}.",
             "",
-            *_ceiling_lines(out),
+            *_fine_tune_lines(out),
             "| scorer | weighted tau | minus the default's | SE, seeds | SE, splits | SE, targets | verdict "
             "| targets where higher |",
             "|---|---:|---:|---:|---:|---:|---|---:|",
@@ -233,17 +233,17 @@ def ranking_lines(out: Path) -> list[str]:
     ]
 
 
-def _ceiling_lines(out: Path) -> list[str]:
+def _fine_tune_lines(out: Path) -> list[str]:
     targets = {r["target"] for r in read_rows(out / "ranking_quality.csv")}
-    ceiling = {t: v for t, v in fine_tune_ceiling(out).items() if t in targets}
-    if not ceiling:
+    wtau = {t: v for t, v in fine_tune_wtau(out).items() if t in targets}
+    if not wtau:
         return []
-    per_target = ", ".join(f"{t} {v:.2f}" for t, v in sorted(ceiling.items()))
+    per_target = ", ".join(f"{t} {v:.2f}" for t, v in sorted(wtau.items()))
     return [
-        "The ceiling of this yardstick: fine-tuning itself, scored like a scorer (the mean accuracy of the other "
-        "ground-truth seeds against each seed's in turn), reaches a weighted tau of "
-        f"{sum(ceiling.values()) / len(ceiling):.3f} over the targets ({per_target}). On a target where it is "
-        "low, the candidates fine-tune too alike for any scorer to order them reliably.",
+        "For scale, fine-tuning itself scored like a scorer (the mean accuracy of the other ground-truth seeds, "
+        f"against each seed's in turn) reaches a weighted tau of {sum(wtau.values()) / len(wtau):.3f} over the "
+        f"targets ({per_target}). Where it is low, the candidates fine-tune too alike for any scorer to order "
+        "them reliably on this yardstick.",
         "",
     ]
 
