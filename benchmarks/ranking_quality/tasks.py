@@ -3,8 +3,8 @@
 Every target is disjoint in items from every source: the image sources draw from Fashion-MNIST's train split,
 the Fashion-MNIST targets from its test split, and digits is never a source. The text sources are 20 Newsgroups'
 `comp.*`, `rec.*`, `sci.*` and `talk.*` groups from its train file; the text targets are its `sci.*`, `rec.*`,
-`comp.*` and `talk.*` groups from its test file, and `reuters-r8` is out of every source's domain: newswire
-(Reuters-21578's R8 train file). Some sources cover a target in domain, as an org's zoo often has
+`comp.*` and `talk.*` groups from its test file. Two text targets are out of every source's domain: newswire
+(`reuters-r8`, Reuters-21578's R8 train file) and tweets (`tweets-2016`, whose author they are). Some sources cover a target in domain, as an org's zoo often has
 fine-tunes on data like the user's: `fmnist-all` (every class; `fmnist-all3k` is a smaller draw), `fmnist-upper`
 and `fmnist-other` for the Fashion-MNIST targets, and the text sources named like the text targets for theirs.
 "Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
@@ -65,6 +65,7 @@ TARGETS = {
         Task("news-talk", "text", 4, 400, 800, "20 Newsgroups `talk.*` (test file)"),
         # newswire, which no source covers: a target out of the zoo's domain
         Task("reuters-r8", "text", 6, 480, 600, "Reuters-21578 R8's 6 largest classes (train file)"),
+        Task("tweets-2016", "text", 2, 400, 800, "2016 US election tweets, by Clinton or by Trump (no retweets)"),
     )
 }
 
@@ -125,14 +126,19 @@ def _news_rows(split: str, prefix: str) -> tuple[list[str], np.ndarray]:
     return [t for t, _ in rows], np.array([y for _, y in rows])
 
 
-def _reuters_rows() -> tuple[list[str], np.ndarray]:
-    """The REUTERS_R8 classes of R8's train file, each text once (a few wire stories are in it twice)."""
+def _out_of_domain_rows(name: str) -> tuple[list[str], np.ndarray]:
+    """(texts, labels) of an out-of-domain text target, each text once (a few wire stories and tweets repeat)."""
     from alsatian_hf.zoo.data import orange_text_rows
 
+    if name == "reuters-r8":
+        classes, rows = REUTERS_R8, orange_text_rows("reuters-r8-train.tab")
+    else:  # the authors' own tweets: columns "Is retweet", "Author" and "Content"
+        classes = ("HillaryClinton", "realDonaldTrump")
+        rows = [(a, t) for rt, a, t in orange_text_rows("election-tweets-2016.tab", (0, 7, 9)) if rt == "False"]
     first: dict[str, int] = {}  # text -> the class it is first listed under
-    for cat, text in orange_text_rows("reuters-r8-train.tab"):
-        if cat in REUTERS_R8:
-            first.setdefault(text, REUTERS_R8.index(cat))
+    for cat, text in rows:
+        if cat in classes:
+            first.setdefault(text, classes.index(cat))
     return list(first), np.array(list(first.values()))
 
 
@@ -196,8 +202,8 @@ def target_datasets(name: str, seed: int = 0, profile: Profile = FULL):
         train = _stratified(labels, task.train_items, rng)
         test = _stratified(labels, task.test_items, rng, exclude=train)
         return tuple(_image_ds(images[i], labels[i], task.num_classes) for i in (train, test))
-    if name == "reuters-r8":
-        texts, labels = _reuters_rows()
+    if name in ("reuters-r8", "tweets-2016"):
+        texts, labels = _out_of_domain_rows(name)
         reposted = np.array([], dtype=int)
     else:
         texts, labels = _news_rows("test", name.split("-", 1)[1] + ".")
