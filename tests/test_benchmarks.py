@@ -523,26 +523,3 @@ def test_ncti_ranks_separable_features_first_and_is_relative_to_the_set_scored()
     few = [s[::10] for s in sets]  # 12 items, fewer than 64 components
     assert len(set(NCTI().score_many(train_features=few, train_labels=labels[::10], test_features=[test] * 3,
                                      test_labels=torch.arange(4)))) == 3  # fmt: skip
-
-
-def test_head_probe_trains_each_head_as_if_alone_and_ignores_feature_scale():
-    """The AdamW head probe: feature sets scored together get the scores each gets alone; a set scaled by 10
-    scores the same (standardised features); better-separated features score higher."""
-    from benchmarks.ranking_quality.proxies import HeadProbe
-
-    gen = torch.Generator().manual_seed(0)
-    y = torch.arange(4).repeat(30)
-    yte = torch.arange(4).repeat(10)
-
-    def features(separation: float, labels: torch.Tensor) -> torch.Tensor:
-        return torch.randn(len(labels), 16, generator=gen) + separation * torch.eye(16)[labels]
-
-    sets = [(features(k, y), features(k, yte)) for k in (0.3, 1.0, 3.0)]
-    together = HeadProbe().score_many(train_features=[a for a, _ in sets], train_labels=y,
-                                      test_features=[b for _, b in sets], test_labels=yte)  # fmt: skip
-    alone = [HeadProbe().score(train_features=a, train_labels=y, test_features=b, test_labels=yte) for a, b in sets]
-    assert together == alone
-    assert together[0] < together[1] < together[2], together
-    scaled = HeadProbe().score(train_features=sets[1][0] * 10, train_labels=y, test_features=sets[1][1] * 10,
-                               test_labels=yte)  # fmt: skip
-    assert scaled == pytest.approx(alone[1], abs=1 / len(yte))  # at most one test item apart (float rounding)

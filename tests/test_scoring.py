@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alsatian_hf.errors import ConfigurationError
-from alsatian_hf.scoring import KNN, HScore, LinearProbe, LogME, get_scorer, score_all
+from alsatian_hf.scoring import KNN, HeadProbe, HScore, LinearProbe, LogME, get_scorer, score_all
 
 
 def _data(seed=0):
@@ -29,8 +29,8 @@ def _score(scorer, x, y):
 
 @pytest.mark.parametrize(
     "scorer",
-    [LinearProbe(epochs=30), KNN(k=3), KNN(metric="euclidean"), LogME(), HScore()],
-    ids=["linear", "knn-cos", "knn-l2", "logme", "hscore"],
+    [LinearProbe(epochs=30), KNN(k=3), KNN(metric="euclidean"), LogME(), HScore(), HeadProbe()],
+    ids=["linear", "knn-cos", "knn-l2", "logme", "hscore", "head"],
 )
 def test_informative_features_score_higher_and_bit_equal(scorer):
     y, good, noise = _data()
@@ -420,8 +420,8 @@ def test_batch_scorer_protocol_is_declared_and_batched_scores_equal_single_ones(
     from alsatian_hf.scoring import BatchScorer, Scorer
 
     y, good, noise = _data()
-    assert all(isinstance(s, BatchScorer) for s in (LinearProbe(), KNN(), LogME(), HScore()))
-    assert all(isinstance(s, Scorer) for s in (LinearProbe(), KNN(), LogME(), HScore()))
+    assert all(isinstance(s, BatchScorer) for s in (LinearProbe(), KNN(), LogME(), HScore(), HeadProbe()))
+    assert all(isinstance(s, Scorer) for s in (LinearProbe(), KNN(), LogME(), HScore(), HeadProbe()))
     probe = LinearProbe(epochs=10)
     many = score_all(
         probe,
@@ -489,7 +489,7 @@ def test_batched_scorers_on_cuda_equal_cpu():
         test_features=[good[180:], noise[180:], good[180:] * 2],
         test_labels=y[180:],
     )
-    for scorer in (LinearProbe(epochs=20), KNN(k=3), LogME(), HScore()):
+    for scorer in (LinearProbe(epochs=20), KNN(k=3), LogME(), HScore(), HeadProbe()):
         cpu = scorer.score_many(**split, device="cpu")
         assert scorer.score_many(**split, device="cuda") == pytest.approx(cpu, abs=1e-4), type(scorer).__name__
 
@@ -509,3 +509,24 @@ def test_shrunk_hscore_is_equal_on_one_and_two_threads():
     finally:
         torch.set_num_threads(threads)
     assert two == pytest.approx(one, rel=1e-9)
+
+
+def test_head_probe_trains_each_head_as_if_alone_and_ignores_feature_scale():
+    """The head probe: feature sets scored together get the scores each gets alone; a set scaled by 10
+    scores the same (standardised features); better-separated features score higher."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(4).repeat(30)
+    yte = torch.arange(4).repeat(10)
+
+    def features(separation: float, labels: torch.Tensor) -> torch.Tensor:
+        return torch.randn(len(labels), 16, generator=gen) + separation * torch.eye(16)[labels]
+
+    sets = [(features(k, y), features(k, yte)) for k in (0.3, 1.0, 3.0)]
+    together = HeadProbe().score_many(train_features=[a for a, _ in sets], train_labels=y,
+                                      test_features=[b for _, b in sets], test_labels=yte)  # fmt: skip
+    alone = [HeadProbe().score(train_features=a, train_labels=y, test_features=b, test_labels=yte) for a, b in sets]
+    assert together == alone
+    assert together[0] < together[1] < together[2], together
+    scaled = HeadProbe().score(train_features=sets[1][0] * 10, train_labels=y, test_features=sets[1][1] * 10,
+                               test_labels=yte)  # fmt: skip
+    assert scaled == pytest.approx(alone[1], abs=1 / len(yte))  # at most one test item apart (float rounding)

@@ -6,13 +6,14 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ._base import BatchScorer, GroupedScorer, Scorer, Scorer_T, check_scorer, score_all, score_groups, validate
+from .head import HeadProbe
 from .hscore import HScore
 from .knn import KNN
 from .linear import LinearProbe
 from .logme import LogME
 
 
-SCORERS: dict[str, type] = {"linear": LinearProbe, "knn": KNN, "logme": LogME, "hscore": HScore}
+SCORERS: dict[str, type] = {"linear": LinearProbe, "knn": KNN, "logme": LogME, "hscore": HScore, "head": HeadProbe}
 
 
 def get_scorer(scorer: Scorer_T | Scorer, **kwargs: Any) -> Scorer:
@@ -46,6 +47,7 @@ __all__ = [
     "BatchScorer",
     "GroupedScorer",
     "HScore",
+    "HeadProbe",
     "KNN",
     "LinearProbe",
     "LogME",

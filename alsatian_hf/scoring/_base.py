@@ -14,7 +14,7 @@ import torch
 from ..errors import ConfigurationError
 
 
-Scorer_T = Literal["linear", "knn", "logme", "hscore"]
+Scorer_T = Literal["linear", "knn", "logme", "hscore", "head"]
 Device = torch.device | str
 
 

@@ -39,7 +39,7 @@ class SearchArguments:
     scorer: Scorer_T = field(
         default="linear",
         metadata={
-            "help": "Proxy score: linear, knn, logme or hscore. A scorer object goes to `ModelSearcher(scorer=...)`."
+            "help": "Proxy score: linear, knn, logme, hscore or head. A scorer object goes to `ModelSearcher(scorer=...)`."
         },
     )
     scorer_kwargs: str = field(

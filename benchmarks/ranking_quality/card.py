@@ -211,8 +211,9 @@ def ranking_lines(out: Path) -> list[str]:
         "docs/concepts.md; `knn`; "
         "`logme`; `hscore`, with Ledoit-Wolf shrinkage) and, under evaluation in `proxies.py`, the original "
         "H-score (`hscore-pinv`), GBC (Pándy et al., CVPR 2022), SFDA (Shao et al., ECCV 2022; `sfda-lw` with "
-        "Ledoit-Wolf shrinkage instead of the authors' adaptive one), NCTI (Wang et al., ICCV 2023) and "
-        "`head-probe` (a zero head trained as the ground truth trains one: AdamW, cosine decay, 5 epochs).",
+        "Ledoit-Wolf shrinkage instead of the authors' adaptive one) and NCTI (Wang et al., ICCV 2023); "
+        "`head-probe` is the library's `head` scorer (a zero head trained as the ground truth trains one: AdamW, "
+        "cosine decay, 5 epochs), measured here before it joined the library.",
         "",
         "Regret is in accuracy points below the best candidate's mean (a random pick's expected regret beside "
         "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "

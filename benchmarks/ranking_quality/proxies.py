@@ -17,14 +17,10 @@ S_w instead: the same scores without an eigendecomposition (the test checks it a
 NCTI (Wang et al., "How Far Pre-trained Models Are from Neural Collapse on the Target Dataset Informs their
 Transferability", ICCV 2023), as the authors' code computes it, with the scikit-learn PCA and LDA it calls: three
 neural-collapse terms of the train features, each min-max normalised over the candidates scored together.
-
-`HeadProbe`: a linear probe trained the way the ground truth trains a fresh head (AdamW, a zero-initialised head,
-cosine decay, 5 epochs) instead of SHiFT's 100 epochs of SGD, which overfit the text targets' few hundred items.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -169,52 +165,3 @@ class NCTI:
     def score(self, *, train_features, train_labels, test_features, test_labels, device: Device = "cpu") -> float:
         return self.score_many(train_features=[train_features], train_labels=train_labels,
                                test_features=[test_features], test_labels=test_labels)[0]  # fmt: skip
-
-
-@dataclass
-class HeadProbe(GroupedScorer):
-    """Test accuracy of a zero-initialised linear head trained on standardised features by AdamW with cosine decay:
-    the recipe `tail_probe` trained heads by (its head-only column), fixed before this scorer was measured, on
-    features standardised as `LinearProbe`'s are (so the score does not depend on the features' scale).
-
-    The heads of equally wide feature sets train side by side as one (models, width, classes) parameter: AdamW's
-    update is elementwise and each model's loss is its own batch mean, so each head trains as if alone.
-    """
-
-    lr: float = 1e-2
-    epochs: int = 5
-    batch_size: int = 32
-    weight_decay: float = 0.05
-    seed: int = 0
-
-    def _group_scores(self, xtr, ytr, xte, yte) -> list[float]:
-        from transformers import get_cosine_schedule_with_warmup
-
-        with torch.inference_mode(False), torch.enable_grad():  # `score_groups` scores under inference mode
-            xtr, xte, ytr, yte = xtr.clone(), xte.clone(), ytr.clone(), yte.clone()
-            mean = xtr.mean(1, keepdim=True)
-            std = xtr.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)
-            xtr, xte = (xtr - mean) / std, (xte - mean) / std
-            models, n, width = xtr.shape
-            classes = int(max(ytr.max().item(), yte.max().item() if yte.numel() else 0)) + 1
-            weight = torch.zeros(models, width, classes, device=xtr.device, requires_grad=True)
-            bias = torch.zeros(models, 1, classes, device=xtr.device, requires_grad=True)
-            opt = torch.optim.AdamW([weight, bias], lr=self.lr, weight_decay=self.weight_decay)
-            sched = get_cosine_schedule_with_warmup(opt, 0, self.epochs * math.ceil(n / self.batch_size))
-            gen = torch.Generator().manual_seed(self.seed)
-            for _ in range(self.epochs):
-                for idx in torch.randperm(n, generator=gen).to(xtr.device).split(self.batch_size):
-                    logits = torch.baddbmm(bias, xtr[:, idx], weight)  # (models, batch, classes)
-                    # the sum over models of each model's batch-mean loss: every head gets its own gradient
-                    loss = torch.nn.functional.cross_entropy(
-                        logits.reshape(-1, classes), ytr[idx].repeat(models), reduction="sum"
-                    ) / len(idx)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-            with torch.no_grad():
-                if not yte.numel():
-                    return [0.0] * models
-                pred = torch.baddbmm(bias, xte, weight).argmax(2)
-                return (pred == yte).double().mean(1).tolist()

@@ -45,7 +45,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
     """name -> (a scorer name or object, scorer_kwargs) for every scorer under test."""
     from alsatian_hf.scoring import HScore
 
-    from .proxies import GBC, NCTI, SFDA, HeadProbe
+    from .proxies import GBC, NCTI, SFDA
 
     return {
         "linear": ("linear", {}),
@@ -62,7 +62,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
         "sfda": (SFDA(), {}),  # the authors' adaptive shrinkage: most candidates score 1.0 (see `SFDA`)
         "sfda-lw": (SFDA(shrinkage="ledoit-wolf"), {}),
         "ncti": (NCTI(), {}),  # relative to the candidates scored together (see `NCTI`)
-        "head-probe": (HeadProbe(), {}),  # the ground truth's way of training a head, as a probe
+        "head-probe": ("head", {}),  # a fresh head trained as the ground truth trains one (`HeadProbe`)
     }
 
 

@@ -283,7 +283,7 @@ def test_hf_argument_parser_offers_the_literal_choices():
     parser = HfArgumentParser(SearchArguments)
     actions = {a.dest: a for a in parser._actions}
     assert tuple(actions["strategy"].choices) == ("alsatian", "shift", "base")
-    assert tuple(actions["scorer"].choices) == ("linear", "knn", "logme", "hscore")
+    assert tuple(actions["scorer"].choices) == ("linear", "knn", "logme", "hscore", "head")
     assert "reduce-overhead" in actions["torch_compile_mode"].choices
     (args,) = parser.parse_args_into_dataclasses(["--strategy", "shift", "--test_size", "200"])
     assert args.strategy == "shift" and args.test_size == 200 and isinstance(args.test_size, int)
