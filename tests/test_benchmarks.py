@@ -414,6 +414,16 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     assert paired["one-target"]["verdict"] == "within noise"
     assert paired["one-target"]["seed_se"] < 1e-9 < paired["one-target"]["target_se"]
     assert paired["one-target"]["targets_better"] == 1
+    # both verdicts hold without any one target; a lead of 1, 1 and 0.1 on three targets is "better" (0.7 against
+    # a bar of 0.6) but not without the first or the second target (0.55 against 0.9)
+    assert paired["truth-like"]["verdict_holds"] == 3 and paired["one-target"]["verdict_holds"] == 3
+    from benchmarks.ranking_quality.card import _paired_verdict, _verdict
+
+    lead = np.array([[1.0, 1.0, 0.1], [1.0, 1.0, 0.1]])[:, :, None] + np.array([0.0, 1e-3])[:, None, None]
+    assert _verdict(*_paired_verdict(lead)[:2]) == "better"
+    assert [_verdict(*_paired_verdict(np.delete(lead, t, axis=1))[:2]) for t in range(3)] == [
+        "within noise", "within noise", "better"
+    ]  # fmt: skip
     assert paired["truth-like"]["splits"] == 1  # no split table: split 0 (`score_all`) alone
     # fine-tuning's own weighted tau: the seeds agree on every order here; a seed that reverses one target lowers it
     assert fine_tune_wtau(tmp_path) == pytest.approx({t: 1.0 for t in targets})

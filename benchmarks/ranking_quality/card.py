@@ -37,6 +37,22 @@ def scorer_summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _se(values) -> float:
+    import numpy as np
+
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def _paired_verdict(diff) -> tuple[float, float, float, float, float]:
+    """(delta, bar, seed SE, target SE, split SE) of (seeds, targets, splits) paired differences."""
+    seed_se, target_se, split_se = (_se(diff.mean(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    return float(diff.mean()), 2 * max(seed_se, target_se, split_se), seed_se, target_se, split_se
+
+
+def _verdict(delta: float, bar: float) -> str:
+    return "better" if delta > bar else "worse" if delta < -bar else "within noise"
+
+
 def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict]:
     """scorer -> its weighted tau minus the default's (all-data scores), with the three noises it must beat.
 
@@ -47,7 +63,8 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     standard error of the per-seed means over seeds (the ground truth's noise); `split_se` that of the per-split
     means over splits (the scorer's own, from its few test items); `target_se` that of the per-target means over
     targets (how much the lead depends on which targets were drawn, since a scorer is chosen for targets not in
-    the benchmark). `verdict` is "better" or "worse" only when `delta` lies beyond twice the largest of the three.
+    the benchmark). `verdict` is "better" or "worse" only when `delta` lies beyond twice the largest of the three;
+    `verdict_holds` counts the targets without which the same rule still gives the same verdict.
     """
     import numpy as np
 
@@ -83,9 +100,6 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
                 out[-1].append(weighted_tau([by_model[m] for m in models], [acc[m] for m in models]))
         return np.array(out)
 
-    def se(values: np.ndarray) -> float:
-        return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-
     base = {t: wtaus(t, default) for t in targets}
     result = {}
     for scorer in dict.fromkeys(s for _, s in scores):
@@ -97,14 +111,15 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
         diff = np.stack([mine[t] - base[t] for t in targets], axis=1)  # (seeds, targets, splits)
         if np.isnan(diff).any():
             continue  # a scorer constant on some target
-        per_seed, per_target, per_split = diff.mean(axis=(1, 2)), diff.mean(axis=(0, 2)), diff.mean(axis=(0, 1))
-        delta = float(diff.mean())
-        seed_se, target_se, split_se = se(per_seed), se(per_target), se(per_split)
-        bar = 2 * max(seed_se, target_se, split_se)
-        verdict = "better" if delta > bar else "worse" if delta < -bar else "within noise"
+        delta, bar, seed_se, target_se, split_se = _paired_verdict(diff)
+        verdict = _verdict(delta, bar)
+        # the same rule without each target in turn: how much the verdict rests on any one target
+        holds = sum(_verdict(*_paired_verdict(np.delete(diff, t, axis=1))[:2]) == verdict for t in range(len(targets)))
+        per_target = diff.mean(axis=(0, 2))
         result[scorer] = dict(delta=delta, wtau=float(np.mean([mine[t] for t in targets])),
                               default_wtau=float(np.mean([base[t] for t in targets])), seed_se=seed_se,
                               target_se=target_se, split_se=split_se, splits=diff.shape[2], verdict=verdict,
+                              verdict_holds=holds,
                               targets=len(targets), targets_better=int((per_target > 0).sum()))  # fmt: skip
     return result
 
@@ -169,15 +184,17 @@ def ranking_lines(out: Path) -> list[str]:
             "`ranking_split_scores`). Three noises beside it: the standard error over seeds (the ground truth's), "
             "over splits (the scorer's own, from few test items) and over targets (how much the lead depends on "
             "which targets were drawn). A scorer is better or worse than the default only beyond twice the "
-            f"largest. The default's own weighted tau, so averaged: {next(iter(paired.values()))['default_wtau']:.3f}.",
+            "largest; the rule is then applied again without each target in turn, to show how much the verdict "
+            f"rests on any one. The default's own weighted tau, so averaged: {next(iter(paired.values()))['default_wtau']:.3f}.",
             "",
             *_fine_tune_lines(out),
             "| scorer | weighted tau | minus the default's | SE, seeds | SE, splits | SE, targets | verdict "
-            "| targets where higher |",
-            "|---|---:|---:|---:|---:|---:|---|---:|",
+            "| verdict without each target | targets where higher |",
+            "|---|---:|---:|---:|---:|---:|---|---:|---:|",
             *(
                 f"| {s} | {p['wtau']:.3f} | {p['delta']:+.3f} | {p['seed_se']:.3f} | {p['split_se']:.3f} "
-                f"| {p['target_se']:.3f} | {p['verdict']} | {p['targets_better']} of {p['targets']} |"
+                f"| {p['target_se']:.3f} | {p['verdict']} | holds for {p['verdict_holds']} of {p['targets']} "
+                f"| {p['targets_better']} of {p['targets']} |"
                 for s, p in paired.items()
             ),
             "",
