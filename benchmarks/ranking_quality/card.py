@@ -37,6 +37,14 @@ def scorer_summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _accuracies(out: Path) -> dict[str, dict[int, dict[str, float]]]:
+    """target -> ground-truth seed -> model -> fine-tuned test accuracy (`ground_truth.csv`)."""
+    runs: dict[str, dict[int, dict[str, float]]] = {}
+    for r in read_rows(out / "ground_truth.csv"):
+        runs.setdefault(r["target"], {}).setdefault(int(r["seed"]), {})[r["model"]] = float(r["accuracy"])
+    return runs
+
+
 def _se(values) -> float:
     import numpy as np
 
@@ -81,11 +89,9 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     for key, splits in by_split.items():
         if key in scores:
             scores[key] = [splits[s] for s in sorted(splits)]
-    runs: dict[tuple[str, int], dict[str, float]] = {}
-    for r in read_rows(out / "ground_truth.csv"):
-        runs.setdefault((r["target"], int(r["seed"])), {})[r["model"]] = float(r["accuracy"])
+    runs = _accuracies(out)
     targets = sorted({t for t, s in scores if s == default})
-    seeds = sorted({s for t, s in runs if t in targets})
+    seeds = sorted({s for t in targets for s in runs.get(t, {})})
     if len(seeds) < 2 or len(targets) < 2:
         return {}  # no standard error to compare with
 
@@ -93,7 +99,7 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
         """(seeds, splits) weighted taus."""
         out = []
         for seed in seeds:
-            acc = runs.get((target, seed), {})
+            acc = runs.get(target, {}).get(seed, {})
             out.append([])
             for by_model in scores[(target, scorer)]:
                 models = sorted(m for m in by_model if m in acc)
@@ -133,11 +139,8 @@ def fine_tune_wtau(out: Path) -> dict[str, float]:
 
     from .quality import weighted_tau
 
-    runs: dict[str, dict[int, dict[str, float]]] = {}
-    for r in read_rows(out / "ground_truth.csv"):
-        runs.setdefault(r["target"], {}).setdefault(int(r["seed"]), {})[r["model"]] = float(r["accuracy"])
     wtau = {}
-    for target, by_seed in runs.items():
+    for target, by_seed in _accuracies(out).items():
         models = sorted(set.intersection(*(set(acc) for acc in by_seed.values())))
         if len(by_seed) < 2 or len(models) < 2:
             continue

@@ -2,9 +2,9 @@
 scorer: `python -m benchmarks.ranking_quality.tail_probe` (about 20 minutes on 2 cores, after `--build`).
 
 The issue's candidate proxy: run the candidate up to its last `k` blocks with weights once (the inputs the engine
-would cache), then train those blocks (and a parameter-free read-out after them) and a fresh head on the search's D_train and score test accuracy on its D_test. `k=0`
-trains the head alone by the same recipe, so the columns differ only by the blocks trained; the library's
-`linear` probe on the same features is printed beside them. Per target: the weighted tau of the scores against
+would cache), then train those blocks (and a parameter-free read-out after them) and a fresh head on the search's
+D_train and score test accuracy on its D_test. `k=0` trains the head alone by the same recipe, so the columns
+differ only by the blocks trained; the library's `linear` probe on the same features is printed beside them. Per target: the weighted tau of the scores against
 the ground truth's mean accuracies, and the regret of the top-scored candidate, averaged over split seeds.
 """
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from .._tables import read_rows
 from .finetune import prepare
+from .quality import weighted_tau
 from .tasks import TARGETS, target_datasets
 from .truth import mean_accuracy, measured_recipe
 from .zoo import load_candidate
@@ -86,8 +87,6 @@ def _train_tail(split, blocks, train: tuple, ytr, test: tuple, yte, num_classes:
 
 def measure(target: str, tails: list[int], splits: int, epochs: int) -> dict[str, list[tuple[float, float]]]:
     """column -> [(weighted tau, regret points)] per split."""
-    from scipy import stats
-
     from alsatian_hf.adapters import split_model
     from alsatian_hf.plan.schedule import stratified_split
     from alsatian_hf.scoring import LinearProbe
@@ -124,8 +123,7 @@ def measure(target: str, tails: list[int], splits: int, epochs: int) -> dict[str
     for column, per_split in scores.items():
         out[column] = []
         for values in per_split:
-            wtau = float(stats.weightedtau(values, accs).statistic) if len(set(values)) > 1 else float("nan")
-            out[column].append((wtau, max(accs) - accs[int(np.argmax(values))]))
+            out[column].append((weighted_tau(values, accs), max(accs) - accs[int(np.argmax(values))]))
     return out
 
 
