@@ -385,7 +385,7 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     does beats one that reverses them on every target; a scorer far ahead on one target and behind on the rest,
     or ahead in one draw of D_test and behind in another, is within noise, however small the ground truth's."""
     from benchmarks._tables import Table
-    from benchmarks.ranking_quality.card import fine_tune_wtau, paired_against_default
+    from benchmarks.ranking_quality.card import _paired_verdict, _verdict, fine_tune_wtau, paired_against_default
     from benchmarks.ranking_quality.quality import RankingScoreRow, RankingSplitRow
     from benchmarks.ranking_quality.truth import TruthRow
 
@@ -417,8 +417,6 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     # both verdicts hold without any one target; a lead of 1, 1 and 0.1 on three targets is "better" (0.7 against
     # a bar of 0.6) but not without the first or the second target (0.55 against 0.9)
     assert paired["truth-like"]["verdict_holds"] == 3 and paired["one-target"]["verdict_holds"] == 3
-    from benchmarks.ranking_quality.card import _paired_verdict, _verdict
-
     lead = np.array([[1.0, 1.0, 0.1], [1.0, 1.0, 0.1]])[:, :, None] + np.array([0.0, 1e-3])[:, None, None]
     assert _verdict(*_paired_verdict(lead)[:2]) == "better"
     assert [_verdict(*_paired_verdict(np.delete(lead, t, axis=1))[:2]) for t in range(3)] == [
