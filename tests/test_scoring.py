@@ -530,3 +530,42 @@ def test_head_probe_trains_each_head_as_if_alone_and_ignores_feature_scale():
     scaled = HeadProbe().score(train_features=sets[1][0] * 10, train_labels=y, test_features=sets[1][1] * 10,
                                test_labels=yte)  # fmt: skip
     assert scaled == pytest.approx(alone[1], abs=1 / len(yte))  # at most one test item apart (float rounding)
+
+
+@pytest.mark.parametrize("total_steps", [1, 7, 250])
+def test_head_probe_schedule_is_transformers_cosine_decay_bit_for_bit(total_steps):
+    """`cosine_decay` restates transformers' cosine schedule (no warmup) so that scoring needs no transformers
+    import: every step's lr equals the original's exactly, so the card's `head` rows still hold."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    from alsatian_hf.scoring.head import cosine_decay
+
+    def lrs(make) -> list[float]:
+        opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1e-2)
+        sched, seen = make(opt), []
+        for _ in range(total_steps + 1):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return seen
+
+    ours = lrs(lambda opt: cosine_decay(opt, total_steps))
+    assert ours == lrs(lambda opt: get_cosine_schedule_with_warmup(opt, 0, total_steps))
+    assert ours[0] == 1e-2 and ours[-1] == 0.0
+
+
+def test_head_probe_scores_without_importing_transformers():
+    """A timm-only search that scores with `head` must not pay transformers' import (0.7-0.9 s) to score."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from alsatian_hf.scoring import HeadProbe\n"
+        "y = torch.arange(2).repeat(8)\n"
+        "HeadProbe().score(train_features=torch.randn(16, 4), train_labels=y, test_features=torch.randn(16, 4),"
+        " test_labels=y)\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from alsatian_hf.scoring.head import cosine_decay
+
 from .._tables import read_rows
 from .finetune import prepare
 from .quality import weighted_tau
@@ -68,7 +70,7 @@ def _train_tail(split, blocks, train: tuple, ytr, test: tuple, yte, num_classes:
     opt = torch.optim.AdamW(groups, weight_decay=0.05)
     n, batch = len(ytr), 32
     total = epochs * math.ceil(n / batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    sched = cosine_decay(opt, total)
     gen = torch.Generator().manual_seed(0)
     split.model.train()
     for _ in range(epochs):
