@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._tables import Table
-from .suites import Run, budget_cell, dataset
+from .suites import PAPER_SCORER, Run, budget_cell, dataset
 
 
 NEW_MODELS = 5
@@ -79,7 +79,7 @@ def run_persistence(run: Run) -> None:
 
     def searched(models, **kw):
         args = SearchArguments(result_size=1, image_size=suite.image_size, max_length=suite.max_length,
-                               store_dir=str(store), **kw)  # fmt: skip
+                               store_dir=str(store), scorer=PAPER_SCORER, **kw)  # fmt: skip
         return ModelSearcher(models, train_dataset=ds, args=args).search()
 
     clean_all = searched(everyone, feature_cache=False)  # also warms the block store for everything below
@@ -123,7 +123,7 @@ _KILLED = """
 import json, os, signal, sys
 from alsatian_hf import ModelSearcher, SearchArguments
 from alsatian_hf.engine import executor
-from benchmarks.suites import dataset
+from benchmarks.suites import PAPER_SCORER, dataset
 models, store, stop, image_size, max_length, num_items, arch, report = json.loads(sys.argv[1])
 run_blocks, done = executor.Executor._run_blocks, [0]
 def counted(self, blocks, state, items, counters, **kw):
@@ -135,7 +135,8 @@ def counted(self, blocks, state, items, counters, **kw):
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 executor.Executor._run_blocks = counted
-args = SearchArguments(result_size=1, image_size=image_size, max_length=max_length, store_dir=store)
+args = SearchArguments(result_size=1, image_size=image_size, max_length=max_length, store_dir=store,
+                       scorer=PAPER_SCORER)
 ModelSearcher(models, train_dataset=dataset(arch, num_items), args=args).search()
 """
 

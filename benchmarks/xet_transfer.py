@@ -20,7 +20,7 @@ from alsatian_hf.store.block_store import BlockStore
 
 from ._tables import Table
 from .hub_fetch import feature_extractor_bytes
-from .suites import Run, dataset, ensure_zoo
+from .suites import PAPER_SCORER, Run, dataset, ensure_zoo
 
 
 MODES = ("dedup", "no-dedup")
@@ -136,7 +136,8 @@ def _cold_search(run: Run, *, hub: HubServer, org: str, ds, xet: bool, name: str
     old_cache, constants.HF_HUB_CACHE = constants.HF_HUB_CACHE, str(cache)
     try:
         args = SearchArguments(result_size=1, image_size=run.suite.image_size, max_length=run.suite.max_length,
-                               store_dir=str(store), xet_identity=xet, feature_cache=False)  # fmt: skip
+                               store_dir=str(store), xet_identity=xet, feature_cache=False,
+                               scorer=PAPER_SCORER)  # fmt: skip
         res = ModelSearcher.from_hub(author=org, train_dataset=ds, args=args, limit=limit).search()
         return res, store
     finally:
