@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
             result_size=args.result_size,
             strategy=strategy,
             image_size=args.image_size,
-            scorer_kwargs={"epochs": 50},
             output_dir=output_dir,
             feature_cache=feature_cache,
         )

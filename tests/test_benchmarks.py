@@ -386,9 +386,11 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     or ahead in one draw of D_test and behind in another, is within noise, however small the ground truth's."""
     from benchmarks._tables import Table
     from benchmarks.ranking_quality.card import _paired_verdict, _verdict, fine_tune_wtau, paired_against_default
-    from benchmarks.ranking_quality.quality import RankingScoreRow, RankingSplitRow
+    from benchmarks.ranking_quality.quality import RankingScoreRow, RankingSplitRow, default_scorer
     from benchmarks.ranking_quality.truth import TruthRow
 
+    default = default_scorer()  # the library's default scorer, under its name in the card's tables
+    assert default == "head-probe"
     models = [f"org/m{i}" for i in range(6)]
     targets = ["t0", "t1", "t2"]
     truth, scores = (
@@ -401,7 +403,7 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
             acc = 0.5 + 0.05 * i + 0.01 * float(torch.rand((), generator=gen))  # a noise below the gaps
             truth.add(TruthRow(target=t, model=m, seed=seed, lr=1e-3, epochs=1, batch_size=8, recipe="", test_items=100,
                                data="", accuracy=acc, seconds=1.0))  # fmt: skip
-    order = {"linear": -1.0, "truth-like": 1.0}
+    order = {default: -1.0, "truth-like": 1.0}
     for t, (scorer, sign), (i, m) in itertools.product(targets, order.items(), enumerate(models)):
         scores.add(RankingScoreRow(target=t, scorer=scorer, model=m, accuracy_mean=0.0, accuracy_se=0.0,
                                    score_it1=0.0, score_all=sign * i, picked=False))  # fmt: skip
@@ -435,7 +437,7 @@ def test_a_scorer_beats_the_default_only_beyond_every_noise(tmp_path):
     # over two draws of D_test: a scorer ahead on every target in one draw and behind in the other is within
     # noise (the splits' SE), however steady it is over seeds and targets
     splits = Table(tmp_path / "ranking_split_scores.csv", RankingSplitRow)
-    signs = {"linear": (-1.0, -1.0), "truth-like": (1.0, 1.0), "one-target": (1.0, -1.0), "one-split": (1.0, -1.0)}
+    signs = {default: (-1.0, -1.0), "truth-like": (1.0, 1.0), "one-target": (1.0, -1.0), "one-split": (1.0, -1.0)}
     for t, (scorer, by_split), (i, m) in itertools.product(targets, signs.items(), enumerate(models)):
         for split, sign in enumerate(by_split):
             if scorer == "one-target" and t != "t0":

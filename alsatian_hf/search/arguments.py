@@ -37,9 +37,12 @@ class SearchArguments:
         },
     )
     scorer: Scorer_T = field(
-        default="linear",
+        # `head` ranks the card's real fine-tunes better than SHiFT's `linear` beyond the benchmark's noise, on
+        # 12 targets (docs/concepts.md, "Choosing a scorer")
+        default="head",
         metadata={
-            "help": "Proxy score: linear, knn, logme, hscore or head. A scorer object goes to `ModelSearcher(scorer=...)`."
+            "help": "Proxy score: head (a fresh linear head trained by AdamW, the default), linear (SHiFT's probe), "
+            "knn, logme or hscore. A scorer object goes to `ModelSearcher(scorer=...)`."
         },
     )
     scorer_kwargs: str = field(

@@ -61,8 +61,9 @@ def _verdict(delta: float, bar: float) -> str:
     return "better" if delta > bar else "worse" if delta < -bar else "within noise"
 
 
-def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict]:
+def paired_against_default(out: Path, default: str | None = None) -> dict[str, dict]:
     """scorer -> its weighted tau minus the default's (all-data scores), with the three noises it must beat.
+    `default` is a scorer's name in the tables; None: the library's default scorer (`quality.default_scorer`).
 
     For each target, ground-truth seed and split (a draw of D_test, `ranking_split_scores.csv`; split 0 alone
     where that table lacks the pair), both scorers' weighted taus are taken against that seed's accuracies alone:
@@ -76,8 +77,9 @@ def paired_against_default(out: Path, default: str = "linear") -> dict[str, dict
     """
     import numpy as np
 
-    from .quality import weighted_tau
+    from .quality import default_scorer, weighted_tau
 
+    default = default or default_scorer()
     scores: dict[tuple[str, str], list[dict[str, float]]] = {}  # (target, scorer) -> model scores per split
     for r in read_rows(out / "ranking_scores.csv"):
         scores.setdefault((r["target"], r["scorer"]), [{}])[0][r["model"]] = float(r["score_all"])
@@ -160,6 +162,7 @@ def ranking_lines(out: Path) -> list[str]:
     rows = read_rows(out / "ranking_quality.csv")
     if not rows:
         return []
+    from .quality import default_scorer
     from .tasks import TARGETS
     from .zoo import IMAGE_ZOO, TEXT_ZOO
 
@@ -178,10 +181,12 @@ def ranking_lines(out: Path) -> list[str]:
         *scorer_summary(rows),
         "",
     ]
-    paired = paired_against_default(out)
+    default = default_scorer()
+    paired = paired_against_default(out, default)
     if paired:
         summary += [
-            "Against the default (`linear`): each scorer's weighted tau minus the default's, both against one "
+            f"Against the default (`{default}`, the library's `SearchArguments.scorer`): each scorer's weighted tau "
+            "minus the default's, both against one "
             "ground-truth seed's accuracies at a time (a paired difference), averaged over targets, seeds and "
             f"{next(iter(paired.values()))['splits']} splits (draws of D_test by the search's `seed`; config "
             "`ranking_split_scores`). Three noises beside it: the standard error over seeds (the ground truth's), "
@@ -226,14 +231,14 @@ def ranking_lines(out: Path) -> list[str]:
         f"source (train / test items): {targets}. Images at 32 px, text at 64 tokens. The ground truth (config "
         "`ground_truth`) fine-tunes every candidate fully on every target, 3 seeds, AdamW with warm-up and cosine "
         "decay, the learning rate tuned on validation items of one target per modality; image heads start at zero. "
-        "Scorers: the library's (`linear`, SHiFT's probe and the default, also with its `tie_break`, and on "
+        "Scorers: the library's (`head-probe`, its `head` scorer and the default: a zero head trained as the "
+        "ground truth trains one, AdamW, cosine decay, 5 epochs; `linear`, SHiFT's probe, the paper's proxy and "
+        "the default until this benchmark found `head` better, also with its `tie_break`, and on "
         "unstandardised features as `linear-raw`, a reference whose lead comes from the features' scale: see "
         "docs/concepts.md; `knn`; "
         "`logme`; `hscore`, with Ledoit-Wolf shrinkage) and, under evaluation in `proxies.py`, the original "
         "H-score (`hscore-pinv`), GBC (Pándy et al., CVPR 2022), SFDA (Shao et al., ECCV 2022; `sfda-lw` with "
-        "Ledoit-Wolf shrinkage instead of the authors' adaptive one) and NCTI (Wang et al., ICCV 2023); "
-        "`head-probe` is the library's `head` scorer (a zero head trained as the ground truth trains one: AdamW, "
-        "cosine decay, 5 epochs), measured here before it joined the library.",
+        "Ledoit-Wolf shrinkage instead of the authors' adaptive one) and NCTI (Wang et al., ICCV 2023).",
         "",
         "Regret is in accuracy points below the best candidate's mean (a random pick's expected regret beside "
         "it); the weighted tau's ± is its sd over the seeds' accuracies taken one at a time (how far two scorers "

@@ -66,6 +66,17 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
     }
 
 
+def default_scorer() -> str:
+    """The name under `scorers()` of the library's default scorer (`SearchArguments.scorer`, no kwargs): the one
+    the card compares every other scorer with."""
+    from dataclasses import fields
+
+    from alsatian_hf import SearchArguments
+
+    default = next(f.default for f in fields(SearchArguments) if f.name == "scorer")
+    return next(name for name, (scorer, kwargs) in scorers().items() if scorer == default and not kwargs)
+
+
 @dataclass(kw_only=True)
 class RankingQualityRow:
     target: str
