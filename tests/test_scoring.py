@@ -459,20 +459,21 @@ def test_scorer_objects_are_checked_against_the_protocol():
         get_scorer(Good(), k=3)
 
 
-def test_linear_tie_break_orders_equal_accuracies_by_confidence_and_keeps_the_rest():
+@pytest.mark.parametrize("make", [lambda **kw: LinearProbe(epochs=20, **kw), HeadProbe], ids=["linear", "head"])
+def test_tie_break_orders_equal_accuracies_by_confidence_and_keeps_the_rest(make):
     y, good, noise = _data()
     # both separable: equal accuracy, but the centred one sits further from the boundary
     sharp = torch.nn.functional.one_hot(y, 4).float() * 10 + 0.1 * torch.randn(
         240, 4, generator=torch.Generator().manual_seed(1)
     )
-    blunt = torch.nn.functional.one_hot(y, 4).float() * 10 + 2.0 * torch.randn(
+    blunt = torch.nn.functional.one_hot(y, 4).float() * 10 + 1.0 * torch.randn(
         240, 4, generator=torch.Generator().manual_seed(1)
     )
     sets = [sharp, blunt, noise[:, :4]]
     split = dict(train_features=[s[:180] for s in sets], train_labels=y[:180],
                  test_features=[s[180:] for s in sets], test_labels=y[180:])  # fmt: skip
-    plain = LinearProbe(epochs=20).score_many(**split)
-    broken = LinearProbe(epochs=20, tie_break=True).score_many(**split)
+    plain = make().score_many(**split)
+    broken = make(tie_break=True).score_many(**split)
     assert plain[0] == plain[1] == 1.0 and plain[2] < 1.0  # the tie, and a worse set
     assert broken[0] > broken[1]  # the confident probe first
     for p, b in zip(plain, broken):  # within half an accuracy step above the accuracy itself

@@ -61,6 +61,15 @@ class BatchScorer(Scorer, Protocol):
     ) -> list[float]: ...
 
 
+def break_ties(accuracy: torch.Tensor, logits: torch.Tensor, test_labels: torch.Tensor) -> list[float]:
+    """Per-model test accuracies plus each model's mean probability of the true classes (from (models, items,
+    classes) logits), scaled below half an accuracy step (0.5 / items) and added in float64: equal accuracies,
+    which a small D_test makes common, are ordered by confidence, and unequal ones keep their order."""
+    index = test_labels.view(1, -1, 1).expand(len(logits), -1, 1)
+    true = torch.softmax(logits.double(), 2).gather(2, index).squeeze(2)
+    return (accuracy.double() + true.mean(1) * (0.5 / test_labels.numel())).tolist()
+
+
 def check_scorer(scorer: object) -> None:
     """Raises ConfigurationError unless `scorer` follows the `Scorer` protocol, `device` keyword included."""
     if not isinstance(scorer, Scorer):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import GroupedScorer
+from ._base import GroupedScorer, break_ties
 
 
 def cosine_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -32,6 +32,8 @@ class HeadProbe(GroupedScorer):
         lr, epochs, batch_size, weight_decay: the AdamW recipe (`benchmarks.ranking_quality.tail_probe`'s for a
             fresh head, fixed before the benchmark measured this scorer).
         seed: seeds the batch order, so equal inputs give bit-equal scores (the head starts at zero).
+        tie_break: order equal accuracies by the head's mean probability of the true classes, as
+            `LinearProbe(tie_break=True)` does. Off by default.
 
     Features are standardised with the train mean/std first, as `LinearProbe`'s are, so the score does not
     depend on the features' scale. The heads of equally wide feature sets train side by side as one (models,
@@ -44,6 +46,7 @@ class HeadProbe(GroupedScorer):
     batch_size: int = 32
     weight_decay: float = 0.05
     seed: int = 0
+    tie_break: bool = False
 
     def _group_scores(self, xtr, ytr, xte, yte) -> list[float]:
         # `score_groups` scores under inference mode, and a caller may have made the stacks there: autograd needs
@@ -74,5 +77,6 @@ class HeadProbe(GroupedScorer):
             with torch.no_grad():
                 if not yte.numel():
                     return [0.0] * models
-                pred = torch.baddbmm(bias, xte, weight).argmax(2)
-                return (pred == yte).double().mean(1).tolist()
+                logits = torch.baddbmm(bias, xte, weight)
+                accuracy = (logits.argmax(2) == yte).double().mean(1)
+                return break_ties(accuracy, logits, yte) if self.tie_break else accuracy.tolist()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._base import GroupedScorer
+from ._base import GroupedScorer, break_ties
 
 
 @dataclass
@@ -115,8 +115,4 @@ class LinearProbe(GroupedScorer):
             return [0.0] * num_models
         logits = torch.baddbmm(bias, xte_b, weight.transpose(1, 2))
         accuracy = (logits.argmax(2) == yte).float().mean(1)
-        if not self.tie_break:
-            return accuracy.tolist()
-        # in float64, below half a step of 1 / test items: it orders equal accuracies and never unequal ones
-        true = torch.softmax(logits.double(), 2).gather(2, yte.view(1, -1, 1).expand(num_models, -1, 1))
-        return (accuracy.double() + true.squeeze(2).mean(1) * (0.5 / yte.numel())).tolist()
+        return break_ties(accuracy, logits, yte) if self.tie_break else accuracy.tolist()
