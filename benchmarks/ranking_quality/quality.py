@@ -63,6 +63,7 @@ def scorers() -> dict[str, tuple[str | object, dict]]:
         "sfda-lw": (SFDA(shrinkage="ledoit-wolf"), {}),
         "ncti": (NCTI(), {}),  # relative to the candidates scored together (see `NCTI`)
         "head-probe": ("head", {}),  # a fresh head trained as the ground truth trains one (`HeadProbe`)
+        "head-tiebreak": ("head", {"tie_break": True}),  # the default, its equal accuracies ordered by confidence
     }
 
 
