@@ -4,12 +4,11 @@ Every target is disjoint in items from every source: the image sources draw from
 the Fashion-MNIST targets from its test split, and digits is never a source. The text sources are 20 Newsgroups'
 `comp.*`, `rec.*`, `sci.*` and `talk.*` groups from its train file; the text targets are its `sci.*`, `rec.*`,
 `comp.*` and `talk.*` groups from its test file, and the three groups no source has seen (`news-misc`). Three
-text targets are out of every source's domain: newswire (`reuters-r8`, Reuters-21578's R8 train file), tweets
-(`tweets-2016`: whose author they are) and Slovenian readers' comments (`slo-comments`: under which news
-section). Some sources
-cover a target in domain, as an org's zoo often has fine-tunes on data like the user's: `fmnist-all` (every
-class; `fmnist-all3k` is a smaller draw), `fmnist-upper` and `fmnist-other` for the Fashion-MNIST targets, and
-the text sources named like the text targets for theirs.
+text targets are out of every source's domain (`OUT_OF_DOMAIN`): newswire (`reuters-r8`, Reuters-21578's R8
+train file), tweets (`tweets-2016`: whose author they are) and Slovenian readers' comments (`slo-comments`:
+under which news section). Some sources cover a target in domain, as an org's zoo often has fine-tunes on data
+like the user's: `fmnist-all` (every class; `fmnist-all3k` is a smaller draw), `fmnist-upper` and
+`fmnist-other` for the Fashion-MNIST targets, and the text sources named like the text targets for theirs.
 "Random" sources keep their images or texts and draw labels uniformly at random: deliberately poor sources
 (under the ground truth's recipe, though, their fine-tunes score with the rest).
 """
@@ -30,6 +29,7 @@ REUTERS_R8 = ("acq", "crude", "earn", "interest", "money-fx", "trade")  # R8's c
 NEWS_MISC = ("alt.atheism", "misc.forsale", "soc.religion.christian")  # the 20 Newsgroups no source draws from
 # sport and economy: the corpus's two large sections ("Politika" has 108 comments, and "Drugo", other, is no topic)
 SLO_SECTIONS = ("Šport", "Gospodarstvo")
+OUT_OF_DOMAIN = ("reuters-r8", "tweets-2016", "slo-comments")  # text targets from other corpora than the sources'
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,7 @@ def target_datasets(name: str, seed: int = 0, profile: Profile = FULL):
         train = _stratified(labels, task.train_items, rng)
         test = _stratified(labels, task.test_items, rng, exclude=train)
         return tuple(_image_ds(images[i], labels[i], task.num_classes) for i in (train, test))
-    if name in ("reuters-r8", "tweets-2016", "slo-comments"):
+    if name in OUT_OF_DOMAIN:
         texts, labels = _out_of_domain_rows(name)
         reposted = np.array([], dtype=int)
     else:
