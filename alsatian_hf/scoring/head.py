@@ -49,10 +49,9 @@ class HeadProbe(GroupedScorer):
     tie_break: bool = False
 
     def _group_scores(self, xtr, ytr, xte, yte) -> list[float]:
-        # `score_groups` scores under inference mode, and a caller may have made the stacks there: autograd needs
-        # tensors made outside it
+        # `score_groups` scores under inference mode, and a caller may have made the stacks there. Autograd needs
+        # tensors made outside it: the out-of-place standardisation below makes them, with no copy beforehand
         with torch.inference_mode(False), torch.enable_grad():
-            xtr, xte, ytr, yte = xtr.clone(), xte.clone(), ytr.clone(), yte.clone()
             mean = xtr.mean(1, keepdim=True)
             std = xtr.std(1, keepdim=True, unbiased=False).clamp_min(1e-6)
             xtr, xte = (xtr - mean) / std, (xte - mean) / std
