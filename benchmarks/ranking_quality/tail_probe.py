@@ -4,8 +4,9 @@ scorer: `python -m benchmarks.ranking_quality.tail_probe` (about 20 minutes on 2
 The issue's candidate proxy: run the candidate up to its last `k` blocks with weights once (the inputs the engine
 would cache), then train those blocks (and a parameter-free read-out after them) and a fresh head on the search's
 D_train and score test accuracy on its D_test. `k=0` trains the head alone by the same recipe, so the columns
-differ only by the blocks trained; the library's `linear` probe on the same features is printed beside them. Per target: the weighted tau of the scores against
-the ground truth's mean accuracies, and the regret of the top-scored candidate, averaged over split seeds.
+differ only by the blocks trained; the library's `linear` probe on the same features is printed beside them.
+Per target: the weighted tau of the scores against the ground truth's mean accuracies, and the regret of the
+top-scored candidate, averaged over split seeds.
 """
 
 from __future__ import annotations
