@@ -2,7 +2,8 @@
 one run (this machine is shared and noisy, so seconds from two runs do not compare).
 
     python -m benchmarks.revisions BASE [HEAD] [--arch resnet18] [--distribution top_layers] [--items 2000]
-                                   [--strategy alsatian] [--rounds 2] [--searches 5] [--threads N]
+                                   [--image-size PX] [--batch-size 64] [--strategy alsatian] [--rounds 2]
+                                   [--searches 5] [--threads N]
 
 Each revision is checked out in a temporary git worktree. Per round, each revision's process runs one untimed
 search (imports, first calls, the block store), then `searches` timed ones, all through that revision's
@@ -10,9 +11,13 @@ search (imports, first calls, the block store), then `searches` timed ones, all 
 process's median phase seconds, and per phase the median over rounds at each revision and their ratio. The fixed
 costs are set-up, preprocessing and proxy scoring. HEAD may be `.`, the working tree as it is.
 
-Both revisions search the same paper-cpu zoo and block store in the work dir, built by this checkout's code, so
-their stores must be compatible. The rankings are compared too: a change meant to be faster only must not move
+Both revisions search the same paper-cpu zoo, built by this checkout's code and served by its local Hub. Each
+revision keeps its own block store, built by its own code in its first untimed search, so revisions whose store
+formats differ compare too. The rankings are compared as well: a change meant to be faster only must not move
 them.
+
+`--batch-size default` gives each revision its library's own default (`SearchArguments.batch_size`: 64 before
+`auto` existed), to compare what a user gets out of the box; the cells, and this script by default, pin 64.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,10 +51,15 @@ if spec["threads"]:
 ds = dataset(spec["arch"], spec["items"])
 work = Path(spec["work"])
 run = Run("paper-cpu", SUITES["paper-cpu"], work, work, None, False)  # the cells' search, this revision's code
-search(run, org=spec["org"], ds=ds, strategy=spec["strategy"])
+batch = spec["batch_size"]
+if batch == "default":  # this revision's library default
+    from alsatian_hf import SearchArguments
+    batch = SearchArguments.__dataclass_fields__["batch_size"].default
+kw = dict(org=spec["org"], ds=ds, strategy=spec["strategy"], image_size=spec["image_size"], batch_size=batch)
+search(run, **kw)
 rows, models = [], None
 for _ in range(spec["searches"]):
-    res = search(run, org=spec["org"], ds=ds, strategy=spec["strategy"])
+    res = search(run, **kw)
     rows.append({**res.phase_seconds(), "setup": res.setup_seconds, "total": res.seconds})
     models = res.models
 print("RESULT " + json.dumps({"phases": {k: statistics.median(r[k] for r in rows) for k in rows[0]},
@@ -74,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", choices=sorted(ARCHS), default="resnet18")
     p.add_argument("--distribution", choices=["top_50", "top_25", "top_layers"], default="top_layers")
     p.add_argument("--items", type=int, default=2000)
+    p.add_argument("--image-size", type=int, default=None, help="pixels (default: the paper-cpu suite's)")
+    p.add_argument("--batch-size", default="64", help="items per batch, `auto`, or `default` (each revision's own)")
     p.add_argument("--strategy", choices=["alsatian", "shift", "base"], default="alsatian")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--searches", type=int, default=5)
@@ -81,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", type=Path, default=HERE / ".work" / "paper-cpu")
     args = p.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` removes the checkouts, as Ctrl-C does
     root = HERE.parent
     args.work_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HOME", str(args.work_dir / "hf-home"))
@@ -94,16 +108,22 @@ def main(argv: list[str] | None = None) -> int:
             run = Run("paper-cpu", suite, args.work_dir, args.work_dir, hub, False, provenance())
             org = ensure_zoo(run, arch=args.arch, dist=args.distribution)
             trees = {rev: _worktree(rev, scratch, root) for rev in (args.base, args.head)}
-            spec = dict(org=org, arch=args.arch, items=args.items, strategy=args.strategy, threads=args.threads,
-                        work=str(args.work_dir), searches=args.searches)  # fmt: skip
+            batch = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
+            spec = dict(org=org, arch=args.arch, items=args.items, image_size=args.image_size, batch_size=batch,
+                        strategy=args.strategy, threads=args.threads, searches=args.searches)  # fmt: skip
             script = scratch / "search.py"
             script.write_text(_CHILD)
             results: dict[str, list[dict]] = {rev: [] for rev in trees}
-            print(f"{org}, {args.items} items, {args.strategy}: {args.rounds} rounds of {args.searches} searches")
+            px = args.image_size or suite.image_size
+            print(
+                f"{org}, {args.items} items at {px} px, batch size {args.batch_size}, {args.strategy}: "
+                f"{args.rounds} rounds of {args.searches} searches"
+            )
             for _ in range(args.rounds):
-                for rev, tree in trees.items():
+                for i, (rev, tree) in enumerate(trees.items()):
                     env = {**os.environ, "PYTHONPATH": str(tree)}
-                    done = subprocess.run([sys.executable, str(script), json.dumps(spec)], cwd=tree, env=env,
+                    child = {**spec, "work": str(scratch / f"work-{i}")}  # its own block store, `stores/` in there
+                    done = subprocess.run([sys.executable, str(script), json.dumps(child)], cwd=tree, env=env,
                                           capture_output=True, text=True)  # fmt: skip
                     if done.returncode != 0:
                         raise RuntimeError(f"the search at {rev} failed: {done.stderr[-2000:]}")

@@ -180,6 +180,25 @@ def test_card_types_a_numeric_looking_sha_as_a_string(tmp_path, caplog):
     assert ds["code_revision"] == ["069e395", "1234567"]
 
 
+@pytest.mark.slow
+def test_revisions_compares_two_checkouts_each_with_its_own_store(tmp_path):
+    """`benchmarks.revisions` checks a revision out beside the working tree, times each side's searches in its
+    own process, each revision building its own block store, and compares the rankings (exit status 1 if they
+    differ). `--batch-size default` hands each revision its library's default."""
+    cmd = [sys.executable, "-m", "benchmarks.revisions", "HEAD", ".", "--arch", "test_resnet", "--items", "200",
+           "--image-size", "48", "--batch-size", "default", "--rounds", "1", "--searches", "1",
+           "--work-dir", str(tmp_path)]  # fmt: skip
+    worktrees = ["git", "worktree", "list", "--porcelain"]
+    before = subprocess.run(worktrees, capture_output=True, text=True, cwd=ROOT).stdout
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "200 items at 48 px, batch size default, alsatian" in done.stdout
+    rows = {line.split(":")[0].strip() for line in done.stdout.splitlines() if "inference" in line and ":" in line}
+    assert rows == {"HEAD", "."}, done.stdout
+    assert done.stdout.rstrip().endswith("same ranking at both revisions: True")
+    assert subprocess.run(worktrees, capture_output=True, text=True, cwd=ROOT).stdout == before  # checkout removed
+
+
 def _ranking_quality_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.ranking_quality", "--tiny", "--threads", "1", *args]
 
