@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import datasets
@@ -552,3 +554,11 @@ def test_ncti_ranks_separable_features_first_and_is_relative_to_the_set_scored()
     few = [s[::10] for s in sets]  # 12 items, fewer than 64 components
     assert len(set(NCTI().score_many(train_features=few, train_labels=labels[::10], test_features=[test] * 3,
                                      test_labels=torch.arange(4)))) == 3  # fmt: skip
+    # and a class of one item, on features small enough for the shrinkage LDA, without scikit-learn's warning
+    one = torch.tensor(y[::10].tolist() + [4])
+    small = [torch.cat([f, f[:1] + 5]) * 0.05 for f in few]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = NCTI().score_many(train_features=small, train_labels=one,
+                                   test_features=[test] * 3, test_labels=torch.arange(4))  # fmt: skip
+    assert len(set(scores)) == 3 and all(math.isfinite(s) for s in scores), scores

@@ -21,6 +21,7 @@ neural-collapse terms of the train features, each min-max normalised over the ca
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,7 +126,9 @@ class NCTI:
     set alone scores 0, and a distributed search, whose ranks score their own survivors, would normalise each
     rank apart. A first iteration may hold fewer items than `components`; the PCA then keeps as many directions
     as there are items (the authors' code would raise). Exact PCA (`svd_solver="full"`) instead of the
-    randomized one that their PCA(64) picks on wide features, so equal inputs give equal scores.
+    randomized one that their PCA(64) picks on wide features, so equal inputs give equal scores. A class of one
+    item (a first iteration may draw one) has a zero within-class covariance, which is its true value, so
+    scikit-learn's "Only one sample available" warning is silenced.
     """
 
     components: int = 64
@@ -142,7 +145,9 @@ class NCTI:
         shrinkage = max(float(np.exp(-pca.explained_variance_[:32].sum())), 1e-10)
         lda = (LinearDiscriminantAnalysis(solver="svd") if shrinkage == 1e-10
                else LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage))  # fmt: skip
-        low = lda.fit_transform(x, y)
+        with warnings.catch_warnings():  # a one-item class: its zero covariance is right (see the class docstring)
+            warnings.filterwarnings("ignore", message="Only one sample available", category=UserWarning)
+            low = lda.fit_transform(x, y)
         seli = np.linalg.norm(low - low.mean(0, keepdims=True), ord="nuc")
         prob = lda.predict_proba(x)
         own = np.searchsorted(lda.classes_, y)
