@@ -535,8 +535,8 @@ def test_sfda_equals_the_authors_eigenproblem_formulation():
 
 def test_ncti_ranks_separable_features_first_and_is_relative_to_the_set_scored():
     """NCTI's normalised terms: of three feature sets of growing class separation, the most separable scores
-    highest; the score depends on the sets scored together (one alone scores 0); and a first iteration with
-    fewer items than PCA components is scored, not refused."""
+    highest; the score depends on the sets scored together (one alone scores 0); a first iteration with fewer
+    items than PCA components is scored, not refused; and a class of one item scores without a warning."""
     from benchmarks.ranking_quality.proxies import NCTI
 
     rng = np.random.default_rng(0)
