@@ -12,11 +12,11 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model, vector ISA and intra-op threads."""
     if device.type == "cuda":
         return f"cuda/{torch.cuda.get_device_name(device)}"
-    return f"{device.type}/{_cpu_model()}/{torch.backends.cpu.get_cpu_capability()}/{torch.get_num_threads()} threads"
+    return f"{device.type}/{cpu_model()}/{torch.backends.cpu.get_cpu_capability()}/{torch.get_num_threads()} threads"
 
 
 @functools.cache
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name, read once per process (every candidate's layout key asks for it)."""
     model = platform.processor() or platform.machine()
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 from ._tables import dtypes, read_rows
@@ -397,6 +396,19 @@ def _arrow_nbytes(path: Path, types: dict[str, str]) -> int:
     return csv.read_csv(path, convert_options=options).nbytes
 
 
+def device_counts(out: Path) -> str:
+    """Each device the card's rows were measured on, with its row count. Rows name the CPU's model since the
+    machine changed CPUs between sessions; older CPU rows say `cpu` alone."""
+    counts: dict[str, int] = {}
+    for path in sorted(out.glob("*.csv")):
+        for row in read_rows(path):
+            if row.get("device"):
+                counts[row["device"]] = counts.get(row["device"], 0) + 1
+    named = [f"{d} ({n} rows)" for d, n in sorted(counts.items())]
+    note = "; `cpu` alone: measured before rows named the CPU model" if "cpu" in counts else ""
+    return (", ".join(named) or "none") + note
+
+
 def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot(out)
@@ -443,8 +455,10 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
     yaml.append("---")
     import torch
 
+    from alsatian_hf._device import cpu_model
+
     machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU only'}"
     )
     e2e = read_rows(out / "end_to_end.csv")  # describe what the CSVs hold, across resumed invocations
@@ -482,14 +496,14 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
         f"- strategies base, shift and alsatian in alternating order in one process, median of {suite.repeats}; "
         "the paper's proxy, SHiFT's linear probe (SGD, lr 0.1, 100 epochs; `scorer=\"linear\"` whatever the "
         "library's default, so the cells stay comparable with the paper's); result size 1;",
-        f"- machine: {machine}; "
-        + (
-            f"this invocation took {seconds / 60:.1f} min (cells already in the CSVs "
+        (
+            f"- machine: {machine}; this invocation took {seconds / 60:.1f} min (cells already in the CSVs "
             "are skipped, so a resumed run reports only its own time)."
             if seconds
-            else "this card was regenerated from the CSVs."
+            else f"- this card was regenerated from the CSVs on {machine}; the rows' own devices are below."
         ),
         f"- code revisions of the end-to-end rows (`code_revision` column): {measured_at}.",
+        f"- devices of the rows (`device` column): {device_counts(out)}.",
         "",
         "`seconds` is the end-to-end search time (listing, headers, candidate set-up from the warm block store, "
         "every iteration); `search_seconds` leaves the set-up out. `ideal_speedup` is the compute-weighted "

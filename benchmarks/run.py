@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from alsatian_hf._device import cpu_model
 from alsatian_hf.localhub import HubServer, use_endpoint
 
 from .batch_size import run_batch_size
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     use_endpoint(hub.url)
     run = Run(args.suite, suite, out, work, hub, args.force, provenance())
     started = time.perf_counter()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = f"{cpu_model()}, {os.cpu_count()} cores"
     print(f"suite {args.suite}: {suite} on {machine}", flush=True)
     try:
         if "cells" not in args.skip:

@@ -304,10 +304,15 @@ def code_revision() -> str:
 
 
 def provenance() -> dict[str, Any]:
-    """The columns every row ends with: device, torch version and code revision."""
+    """The columns every row ends with: device, torch version and code revision. The device names the GPU or
+    the CPU's model: this project's machine has changed CPUs between sessions (the card's `block_speed` rows
+    measured a 1-thread fp32 matmul at 183-187 GFLOP/s; an AMD EPYC later gave 92-101), and rows from several
+    can sit in one card."""
     import torch
 
-    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    from alsatian_hf._device import cpu_model
+
+    device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu:" + cpu_model()
     return {"device": device, "torch_version": torch.__version__, "code_revision": code_revision()}
 
 

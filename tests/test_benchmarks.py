@@ -77,6 +77,13 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     _check_card(tmp_path / "out", caplog)
     e2e = datasets.load_dataset(str(tmp_path / "out"), name="end_to_end", split="train")
     assert set(e2e["strategy"]) == {"alsatian", "shift", "base"} and all(e2e["same_ranking"])
+    # rows name the device they ran on, the CPU's model included, and the card lists them
+    from alsatian_hf._device import cpu_model
+
+    device = "cpu:" + cpu_model() if not torch.cuda.is_available() else "cuda:" + torch.cuda.get_device_name(0)
+    assert set(e2e["device"]) == {device}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"- devices of the rows (`device` column): {device} (" in card
     # the bound in time is measured for every row; base is its own reference
     assert all(t > 0 for t in e2e["time_ideal_speedup"])
     assert [t for s, t in zip(e2e["strategy"], e2e["time_ideal_speedup"]) if s == "base"] == [1.0]
