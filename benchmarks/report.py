@@ -344,12 +344,18 @@ def partition_lines(out: Path) -> list[str]:
     return [
         f"| {r['shape']} | {r['num_models']} | {r['workers']} | {float(r['makespan']):.1f} | {float(r['bound']):.1f} | "
         f"{float(r['of_bound']):.3f}x | {float(r['trunk_bound']):.1f} | {float(r['of_trunk_bound']):.3f}x | "
+        f"{_value(r, 'tree_bound', '.1f')} | {_of_bound(r, 'of_tree_bound')} | "
         f"{float(r['duplicated_share']):.1%} | {float(r['seconds']) * 1000:.0f} ms | "
         f"{float(r['split_of_bound']):.3f}x | {float(r['split_duplicated_share']):.1%} | "
         f"{float(r['split_seconds']) * 1000:.0f} ms | {_of_bound(r, 'few_split_of_bound')} | "
         f"{_of_bound(r, 'tail_split_of_bound')} |"
         for r in read_rows(out / "partition.csv")
     ]
+
+
+def _value(r: dict, column: str, spec: str) -> str:
+    """A number the row may lack (older rows lack the later columns)."""
+    return format(float(r[column]), spec) if r.get(column) else "-"
 
 
 def _of_bound(r: dict, column: str) -> str:
@@ -713,7 +719,11 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "no split can do that where many workers serve top-layer fine-tunes of one base, since every "
                 "worker that scores one of them computes the base's frozen blocks. The trunk bound counts that "
                 "(per subtree below a root: ceil(rest / (M - trunk)) workers each computing the trunk must fit "
-                "in workers x M) and is still a lower bound. A search splits each iteration by whole batches "
+                "in workers x M) and is still a lower bound. The tree bound (`partition.tree_bound`) applies the same "
+                "count at every node: a worker that scores a model below node n computes n's path P_n, so the "
+                "subtree below n needs ceil(B_n / (M - P_n)) of them, and a node is computed by at least as many "
+                "workers as any of its children; the sum of cost x count over the nodes must fit in workers x M. "
+                "It is a lower bound too, never below the trunk bound. A search splits each iteration by whole batches "
                 "first and by the tree only where batches run out (`split_iteration`); the next three columns "
                 "are that split of one iteration of 2000 items in batches of 64, against its bound, the unique "
                 "cost x items / workers, which it reaches wherever there are a few batches per worker. With "
@@ -722,10 +732,11 @@ def write_report(out: Path, *, suite_name: str, suite, seconds: float) -> None:
                 "batches (320 items), like the early iterations of successive halving. The last is one of 100 "
                 "batches (6400 items): on 64 workers one whole batch each, and the 36 left over in gangs.",
                 "",
-                "| shape | models | workers | makespan | bound | of bound | trunk bound | of trunk bound | "
+                "| shape | models | workers | makespan | bound | of bound | trunk bound | of trunk bound | tree bound | "
+                "of tree bound | "
                 "duplicated | planning | iteration split, of its bound | its duplicated | its planning | "
                 "5 batches, of bound | 100 batches, of bound |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
                 *partition_rows,
                 "",
             ]

@@ -3,6 +3,7 @@ the lower bound on M_syn-like trees, and the same assignment on every call."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -19,6 +20,7 @@ from alsatian_hf.plan.partition import (
     path_weights,
     scoring_owners,
     split_iteration,
+    tree_bound,
     trunk_bound,
 )
 from alsatian_hf.zoo._recipe import recipe_task_tree
@@ -51,6 +53,7 @@ def test_partition_properties_on_msyn_trees(distribution, workers, seed):
     part = _check(tree, workers)
     assert part.bound <= part.trunk_bound == pytest.approx(trunk_bound(tree, workers))
     assert part.makespan <= 1.15 * part.trunk_bound, (part.makespan, part.trunk_bound)
+    assert part.trunk_bound - 1e-9 <= tree_bound(tree, workers) <= part.makespan + 1e-9
 
 
 @pytest.mark.parametrize("workers", [2, 8])
@@ -68,6 +71,35 @@ def test_the_trunk_bound_is_what_a_shared_trunk_forces():
     part = _check(tree, 5)
     assert part.bound == pytest.approx(11.0) and part.trunk_bound == pytest.approx(12.0)
     assert part.makespan == pytest.approx(12.0)
+
+
+def test_the_tree_bound_counts_the_trunks_below_a_branch():
+    """One shared block (cost 1), then two sub-trunks (cost 10) with five heads (cost 1) each, on 4 workers. The
+    trunk bound sees only the first block and says 12, the longest path. But a worker that scores a head of a
+    sub-trunk computes 11 of path, so the five heads below it need ceil(5 / (M - 11)) workers: all the work
+    fits in 4 x M from M = 13.5 on, and the best split (3 and 2 heads on each sub-trunk) reaches 14."""
+    tree = TaskTree()
+    for side in ("a", "b"):
+        for i in range(5):
+            tree.add_model(
+                f"{side}{i}", "x", [BlockInfo("t", 1, 1.0), BlockInfo(side, 1, 10.0), BlockInfo(f"{side}{i}", 1, 1.0)]
+            )
+    part = _check(tree, 4)
+    assert part.trunk_bound == pytest.approx(12.0) and tree_bound(tree, 4) == pytest.approx(13.5)
+    assert part.makespan == pytest.approx(14.0)
+
+
+@pytest.mark.parametrize("distribution", ["top_layers", "top_25", "top_50"])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_no_split_beats_the_tree_bound(distribution, seed):
+    """Every assignment of 7 models to 3 workers, tried: the best makespan is never below the tree bound."""
+    tree = msyn_tree(7, 5, distribution, seed)
+    models = tree.models
+    best = min(
+        max(path_load(tree, [m for m, w in zip(models, split) if w == r]) for r in range(3))
+        for split in itertools.product(range(3), repeat=len(models))
+    )
+    assert trunk_bound(tree, 3) - 1e-9 <= tree_bound(tree, 3) <= best + 1e-9, (tree_bound(tree, 3), best)
 
 
 def test_one_worker_gets_everything_and_more_workers_than_models_idle():
