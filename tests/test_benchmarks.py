@@ -114,6 +114,7 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
         assert abs(one["time_share"].sum() - 1) < 0.01 and abs(one["flop_share"].sum() - 1) < 0.01
     part = datasets.load_dataset(str(tmp_path / "out"), name="partition", split="train")
     assert all(1 <= t <= b for t, b in zip(part["of_trunk_bound"], part["of_bound"]))
+    assert all(1 <= t <= b for t, b in zip(part["of_tree_bound"], part["of_trunk_bound"]))  # the tightest bound
     assert set(part["workers"]) == {2, 8, 64}
     precision = datasets.load_dataset(str(tmp_path / "out"), name="precision", split="train").to_pandas()
     # the CPU's modes: tf32 is fp32 there, and reduce-overhead's CUDA graphs need CUDA
