@@ -153,7 +153,7 @@ def tree_bound(tree: TaskTree, workers: int) -> float:
     n (cost B_n) is computed by those workers, at most M - P_n each: so at least ceil(B_n / (M - P_n)) of them
     compute n, and at least as many as compute any child of n. The work all workers compute, the sum over
     nodes of cost x that count, must fit in workers x M; the least such M, by bisection. Walks every node once
-    per step, so it is for reporting (`partition` does not call it): 0.3 s for 5000 M_syn models.
+    per step, so it is for reporting (`partition` does not call it): up to 0.6 s for 5000 M_syn models.
     """
     order: list[Node] = []  # parents before children, the roots left out
     stack = [tree.roots[k] for k in sorted(tree.roots)]
