@@ -133,16 +133,22 @@ def _trunk_bounds(tree: TaskTree):
     def bound(workers: int) -> float:
         low = max(unique / workers, longest)  # the plain bound: trunks computed once
         high = max(low, sum(trunk + rest for trunk, rest in lineages))  # one worker does it all
-        if feasible(low, workers):
-            return low
-        for _ in range(100):
-            mid = (low + high) / 2
-            low, high = (low, mid) if feasible(mid, workers) else (mid, high)
-            if high - low <= 1e-9 * high:
-                break
-        return high
+        return _least_feasible(lambda m: feasible(m, workers), low, high)
 
     return bound
+
+
+def _least_feasible(feasible, low: float, high: float) -> float:
+    """The least makespan M in [low, high] that `feasible` (false below some M, true from there on) accepts,
+    by bisection to a relative 1e-9; `high` must be feasible."""
+    if feasible(low):
+        return low
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (low, mid) if feasible(mid) else (mid, high)
+        if high - low <= 1e-9 * high:
+            break
+    return high
 
 
 def tree_bound(tree: TaskTree, workers: int) -> float:
@@ -155,13 +161,7 @@ def tree_bound(tree: TaskTree, workers: int) -> float:
     nodes of cost x that count, must fit in workers x M; the least such M, by bisection. Walks every node once
     per step, so it is for reporting (`partition` does not call it): up to 0.6 s for 5000 M_syn models.
     """
-    order: list[Node] = []  # parents before children, the roots left out
-    stack = [tree.roots[k] for k in sorted(tree.roots)]
-    while stack:
-        node = stack.pop()
-        if not node.is_root:
-            order.append(node)
-        stack.extend(node.children[k] for k in sorted(node.children))
+    order = list(tree.nodes())  # depth first: parents before children, the roots left out
     index = {id(n): i for i, n in enumerate(order)}
     parent = [index.get(id(n.parent), -1) for n in order]  # -1: a child of a root
     cost = [n.cost for n in order]
@@ -185,15 +185,7 @@ def tree_bound(tree: TaskTree, workers: int) -> float:
         return math.fsum(c * k for c, k in zip(cost, count)) <= workers * m * (1 + 1e-12)
 
     low = max(math.fsum(cost) / workers, max(path, default=0.0))  # the plain bound
-    high = max(low, math.fsum(cost))
-    if feasible(low):
-        return low
-    for _ in range(100):
-        mid = (low + high) / 2
-        low, high = (low, mid) if feasible(mid) else (mid, high)
-        if high - low <= 1e-9 * high:
-            break
-    return high
+    return _least_feasible(feasible, low, max(low, math.fsum(cost)))
 
 
 def _path_nodes(tree: TaskTree, models) -> set[Node]:
