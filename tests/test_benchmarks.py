@@ -128,6 +128,9 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     assert (precision["first_seconds"] > 0).all()
     spread = datasets.load_dataset(str(tmp_path / "out"), name="distributed", split="train")
     assert len(spread) == 1 and spread["same_ranking"] == [True]
+    # launch to exit holds the search, and the start-up around it
+    assert spread["two_ranks_wall_seconds"][0] > spread["two_ranks_seconds"][0]
+    assert spread["two_threads_wall_seconds"][0] > spread["two_threads_seconds"][0]
     # resumable: a second run skips the cells whose rows exist
     again = _run_smoke(tmp_path, "--skip", "memory", "planner")
     assert again.returncode == 0 and "(done)" in again.stdout
