@@ -13,6 +13,7 @@ ties included. One process (no launcher) never touches torch.distributed.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -49,7 +50,14 @@ class Ranks:
         from accelerate import PartialState
 
         kwargs = {} if timeout is None else {"timeout": timedelta(seconds=timeout)}
+        started_here = not torch.distributed.is_initialized()
         state = PartialState(cpu=not torch.cuda.is_available(), **kwargs)
+        if started_here:
+            # Destroyed at exit while the interpreter is whole. Left to finalization, gloo's threads can still
+            # hold work whose tensors need the GIL to be freed, and the rank aborts ("terminate called without
+            # an active exception"), so the launcher fails a search that succeeded: 7 of 16 launches of 3 ranks
+            # exchanging tensors did. A group the caller started (an `Accelerator` made first) is the caller's.
+            atexit.register(state.destroy_process_group)
         return cls(state.process_index, state.num_processes, timeout)
 
     @property
