@@ -53,9 +53,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(tmp_path, world: int, payload: list, timeout: float = 600) -> subprocess.CompletedProcess:
+def _torchrun(tmp_path, world: int, payload, timeout: float = 600, script_text: str = SCRIPT):
+    """`script_text` (a search by default) under torchrun on `world` ranks of 1 thread, with `payload` as its one
+    argument, in JSON."""
     script = tmp_path / "search.py"
-    script.write_text(SCRIPT)
+    script.write_text(script_text)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun's own temp folders too
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}",
                 f"--master_port={_free_port()}"]  # fmt: skip
@@ -177,6 +179,7 @@ EXCHANGE = """
 import json, os, sys
 import torch
 from alsatian_hf.search.distributed import Ranks
+out = json.loads(sys.argv[1])
 ranks = Ranks.current()
 gen = torch.Generator().manual_seed(ranks.rank)
 parts = []
@@ -192,7 +195,7 @@ got = ranks.send_tensors(parts)
 def as_json(named):
     assert all(type(k) in (str, tuple) for k in named)  # names come back as they were sent
     return [[k, str(t.dtype), list(t.shape), t.float().tolist()] for k, t in named.items()]
-with open(os.path.join(sys.argv[1], f"rank{ranks.rank}.json"), "w") as f:
+with open(os.path.join(out, f"rank{ranks.rank}.json"), "w") as f:
     json.dump({"got": [as_json(named) for named in got], "sent": [as_json(n) for n in parts]}, f)
 """
 
@@ -201,12 +204,7 @@ with open(os.path.join(sys.argv[1], f"rank{ranks.rank}.json"), "w") as f:
 def test_ranks_send_each_rank_its_own_named_tensors_of_any_dtype_and_size(tmp_path):
     """`send_tensors` (the features' exchange) delivers to each rank what every rank sent it, and only that:
     names (strings and tuples), dtypes, shapes and values, with unequal byte counts and an empty part."""
-    script = tmp_path / "exchange.py"
-    script.write_text(EXCHANGE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3",
-                           f"--master_port={_free_port()}", str(script), str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = _torchrun(tmp_path, 3, str(tmp_path), timeout=300, script_text=EXCHANGE)
     assert done.returncode == 0, done.stderr[-3000:]
     out = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     for r in range(3):
@@ -217,9 +215,9 @@ def test_ranks_send_each_rank_its_own_named_tensors_of_any_dtype_and_size(tmp_pa
 
 
 EXITS = """
-import atexit, os, sys
+import atexit, json, os, sys
 import torch.distributed as dist
-out, starter = sys.argv[1], sys.argv[2]
+out, starter = json.loads(sys.argv[1])
 def after():  # registered first, so it runs after the library's own exit handler
     with open(os.path.join(out, f"exit{os.environ['RANK']}"), "w") as f:
         f.write(str(dist.is_initialized()))
@@ -241,12 +239,7 @@ def test_the_group_a_search_started_is_destroyed_at_exit(tmp_path, starter):
     """Left to interpreter finalization, a gloo group can abort its rank after a search that succeeded (7 of 16
     launches of 3 ranks exchanging tensors did), and the launcher then fails the whole run. The group the search
     started is destroyed at exit, while the interpreter is whole; one the caller started is the caller's."""
-    script = tmp_path / "exits.py"
-    script.write_text(EXITS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3",
-                           f"--master_port={_free_port()}", str(script), str(tmp_path), starter], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = _torchrun(tmp_path, 3, [str(tmp_path), starter], timeout=300, script_text=EXITS)
     assert done.returncode == 0, done.stderr[-3000:]
     still_up = [(tmp_path / f"exit{r}").read_text() for r in range(3)]
     assert still_up == (["False"] * 3 if starter == "search" else ["True"] * 3)
