@@ -61,7 +61,8 @@ from alsatian_hf import ModelSearcher, SearchArguments
 from benchmarks.suites import PAPER_SCORER, dataset
 org, arch, num_items, image_size, store, out, prepared = json.loads(sys.argv[1])
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # joined before the clock: the wait for the other rank's start-up
+ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
+if ranked:  # joined before the clock: the wait for the other rank's start-up
     from accelerate import PartialState
 
     PartialState(cpu=True)
@@ -72,7 +73,7 @@ res = ModelSearcher.from_hub(author=org, train_dataset=dataset(arch, num_items),
 if os.environ.get("RANK", "0") == "0":
     with open(out, "w") as f:
         json.dump({"seconds": res.seconds, "models": res.models}, f)
-if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # this script started the group, so it ends it, as torch asks
+if ranked:  # this script started the group, so it ends it, as torch asks
     PartialState().destroy_process_group()
 """
 
