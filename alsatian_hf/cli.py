@@ -15,6 +15,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from .errors import AlsatianError, DatasetError
+
 
 def _serve_hub(args: argparse.Namespace) -> int:
     from ._units import parse_bytes
@@ -120,7 +122,11 @@ def load_target_dataset(path_or_repo: str, split: str = "train"):
             or (path / "dataset_dict.json").is_file()
         ):
             ds = datasets.load_from_disk(str(path))
-            return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+            if not isinstance(ds, datasets.DatasetDict):
+                return ds
+            if split not in ds:
+                raise DatasetError(f"{path} has splits {list(ds)}, not {split!r}; pick one with `--split`.")
+            return ds[split]
         return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
     return datasets.load_dataset(path_or_repo, split=split)
 
@@ -208,10 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["search"]:  # generated from SearchArguments by HfArgumentParser
-        return _search(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if argv[:1] == ["search"]:  # generated from SearchArguments by HfArgumentParser
+            return _search(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except AlsatianError as e:  # its message says what was wrong and what to do; a traceback would bury that
+        print(f"alsatian-hf: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

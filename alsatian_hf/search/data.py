@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..candidates.processors import Modality_T, Processor
 from ..errors import DatasetError
+
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -23,6 +28,31 @@ class Columns:
     kind: Modality_T
     input: str
     label: str
+
+
+def check_dataset(dataset, *, name: str = "train_dataset") -> None:
+    """Raises DatasetError unless `dataset` is a map-style `datasets.Dataset`: halving reads items by index, and
+    reads them again in later iterations, which a split dict, a stream or a DataFrame cannot do as it is."""
+    import datasets
+
+    if isinstance(dataset, datasets.Dataset):
+        return
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        splits = list(dataset)
+        raise DatasetError(
+            f"`{name}` is a {type(dataset).__name__} with splits {splits}; pass one split, e.g. "
+            f"`{name}=ds[{splits[0] if splits else 'train'!r}]` (and another as `eval_dataset` to fix D_test)."
+        )
+    if isinstance(dataset, datasets.IterableDataset):
+        raise DatasetError(
+            f"`{name}` is an IterableDataset (streamed); a search reads its items by index, several times. "
+            f"Materialise the items to search on: `datasets.Dataset.from_generator(lambda: (yield from "
+            f"ds.take(2000)), features=ds.features)`."
+        )
+    fix = "datasets.Dataset.from_pandas(df)" if type(dataset).__name__ == "DataFrame" else "datasets.Dataset.from_dict"
+    raise DatasetError(
+        f"`{name}` must be a `datasets.Dataset`, got {type(dataset).__name__}; convert it with `{fix}`."
+    )
 
 
 def detect_columns(
@@ -53,6 +83,12 @@ def detect_columns(
         col = image_column or text_column
         if col not in features:
             raise DatasetError(f"Column `{col}` is not in the dataset; its columns are {names}.")
+        if image_column is not None:
+            check_image_column(dataset, col)
+        elif not (isinstance(features[col], Value) and features[col].dtype in ("string", "large_string")):
+            raise DatasetError(
+                f"Text column `{col}` holds {features[col]}, not strings; pass a column of texts as `text_column`."
+            )
         return Columns("image" if image_column else "text", col, label_column)
     images = [n for n, f in features.items() if isinstance(f, Image) and n != label_column]
     texts = [
@@ -69,8 +105,71 @@ def detect_columns(
     return Columns("image", images[0], label_column) if images else Columns("text", texts[0], label_column)
 
 
+def holds_arrays(feature) -> bool:
+    """Whether an image column holds pixel arrays (lists, `Array2D`/`Array3D`) rather than `datasets.Image`."""
+    from datasets import Image
+
+    return not isinstance(feature, Image)
+
+
+def _leaf_dtype(feature) -> str | None:
+    while hasattr(feature, "feature"):  # List, LargeList, Sequence: down to the values
+        feature = feature.feature
+    return getattr(feature, "dtype", None)
+
+
+def check_image_column(dataset, column: str) -> None:
+    """Raises DatasetError unless `column` holds images: `datasets.Image`, or integer pixel arrays in 0-255 of
+    shape (H, W) or (H, W, C) with C in 1, 3, 4 (lists of Python ints arrive as int64), which the search turns
+    into the images PIL makes of them. The first item's shape and range stand for all; each item's range is
+    checked again as it is read."""
+    feature = dataset.features[column]
+    if not holds_arrays(feature):
+        return
+    dtype = _leaf_dtype(feature)
+    first = np.asarray(dataset[0][column]) if dtype in _PIXEL_DTYPES and len(dataset) else None
+    shape = None if first is None else first.shape
+    if first is None or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):
+        raise DatasetError(
+            f"Image column `{column}` holds {feature}"
+            + (f" of shape {shape}" if shape else "")
+            + "; images must be a `datasets.Image` column or integer pixel arrays in 0-255 of shape (H, W) or "
+            "(H, W, C) with C = 1, 3 or 4. Convert the pixels first, e.g. with "
+            "`(pixels * 255).round().astype('uint8').transpose(1, 2, 0)` in a `ds.map`."
+        )
+    _pixels_to_image(first)  # its range
+
+
+_PIXEL_DTYPES = ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
+
+
+def check_items(dataset, columns: Columns, *, name: str = "train_dataset") -> None:
+    """Raises DatasetError when an item has no input or label (None) or a negative label (a ClassLabel's -1
+    means "no label"), naming how many and how to drop them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")
+    for column, what in ((columns.input, columns.kind), (columns.label, "label")):
+        missing = table[column].null_count
+        if missing:
+            raise DatasetError(
+                f"`{name}` has {missing} items with no {what} (None in `{column}`); every item needs one. Drop "
+                f"them first: `ds.filter(lambda row: row[{column!r}] is not None)`."
+            )
+    labels = table[columns.label]
+    if pa.types.is_integer(labels.type):
+        negative = pc.filter(labels, pc.less(labels, 0))
+        if len(negative):
+            raise DatasetError(
+                f"`{name}` has {len(negative)} items labelled {sorted(set(negative.to_pylist()))} in "
+                f"`{columns.label}` (a ClassLabel's -1 means no label); every item needs a class. Drop them "
+                f"first: `ds.filter(lambda row: row[{columns.label!r}] >= 0)`."
+            )
+
+
 def labels_of(dataset, column: str) -> list[int]:
-    """Integer labels; string labels are mapped in sorted order."""
+    """Integer labels; string labels are mapped in sorted order (`check_items` first: no None, no negatives)."""
     # through Arrow in one call: iterating `dataset[column]` formats it row by row (37-92 ms for 2000 labels)
     values = dataset.with_format("arrow")[column].to_pylist()
     if values and not isinstance(values[0], int):
@@ -130,9 +229,12 @@ class PreparedData:
         return {k: torch.stack([row[k] for row in picked]) for k in picked[0]}
 
     def _prepare(self, input_key: str, items: list[int]) -> dict[str, torch.Tensor]:
-        fn = self.processors[input_key].fn
+        processor = self.processors[input_key]
+        fn = processor.fn
         # one batched read of the column: iterating a selection formats and decodes row by row (1.8x slower)
         values = list(self.dataset[self.column][items])
+        if processor.kind == "image" and holds_arrays(self.dataset.features[self.column]):
+            values = [_pixels_to_image(v) for v in values]  # `check_image_column` let only (H, W[, C]) in
         if self.num_workers > 0 and len(values) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -141,3 +243,19 @@ class PreparedData:
                 parts = list(pool.map(fn, [values[i : i + step] for i in range(0, len(values), step)]))
             return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         return fn(values)
+
+
+def _pixels_to_image(pixels) -> "PIL.Image.Image":
+    """An (H, W) or (H, W, C) array of 0-255 integers as the PIL image `datasets.Image` decodes its uint8 bytes
+    to: L, RGB or RGBA."""
+    import PIL.Image
+
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise DatasetError(
+                f"An image's pixels range over {array.min()}..{array.max()}, outside 0-255; scale them to uint8 "
+                "first, e.g. with `(pixels / pixels.max() * 255).round().astype('uint8')` in a `ds.map`."
+            )
+        array = array.astype(np.uint8)
+    return PIL.Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)

@@ -27,7 +27,7 @@ from ..store.block_store import BlockStore
 from ..store.feature_cache import FeatureCache
 from .arguments import SearchArguments
 from .callbacks import LoggingCallback, SearchCallback
-from .data import PreparedData, check_labels, detect_columns, labels_of
+from .data import PreparedData, check_dataset, check_items, check_labels, detect_columns, labels_of
 from .distributed import Ranks
 from .halving import HalvingOutcome, run_halving
 from .result import SearchResult
@@ -136,9 +136,18 @@ class ModelSearcher:
         self._scorer_key = (
             json.dumps([self._scorer_name, self.args.scorer_kwargs], sort_keys=True) if by_name else None
         )
+        check_dataset(train_dataset)
         self.columns = detect_columns(
             train_dataset, image_column=image_column, text_column=text_column, label_column=label_column
         )
+        if eval_dataset is not None:
+            check_dataset(eval_dataset, name="eval_dataset")
+            absent = [c for c in (self.columns.input, self.columns.label) if c not in eval_dataset.features]
+            if absent:
+                raise DatasetError(
+                    f"`eval_dataset` lacks {absent}, which `train_dataset` searches on; its columns are "
+                    f"{list(eval_dataset.features)}. Rename them (`ds.rename_column`) to match."
+                )
         self.skipped: dict[str, str] = {}
         self.listing_seconds = 0.0
 
@@ -337,8 +346,10 @@ class ModelSearcher:
     def _dataset(self):
         """The target dataset (train, then eval rows), its labels, and D_test's indices when eval is given."""
         ds = self.train_dataset
+        check_items(ds, self.columns)
         test_items = None
         if self.eval_dataset is not None:
+            check_items(self.eval_dataset, self.columns, name="eval_dataset")
             from datasets import concatenate_datasets
 
             eval_ds = (

@@ -107,6 +107,18 @@ def test_cli_ranking_matches_api(hub, tiny_zoo, tmp_path):
         assert model in out.stdout
 
 
+def test_cli_reports_a_bad_dataset_as_one_line_without_a_traceback(tmp_path):
+    from datasets import DatasetDict
+
+    DatasetDict(test=digits(num_items=20, seed=0)).save_to_disk(str(tmp_path / "ds"))
+    out = _cli_search(tmp_path)
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        == f"alsatian-hf: error: {tmp_path / 'ds'} has splits ['test'], not 'train'; pick one with `--split`."
+    )
+
+
 @pytest.mark.slow
 def test_make_demo_writes_the_report(tmp_path):
     out = subprocess.run(
@@ -164,6 +176,96 @@ def test_too_few_items_per_class(tiny_zoo, tmp_path):
     ds = digits(num_items=15, seed=0)  # 10 classes, 15 items
     with pytest.raises(DatasetError, match="at least 20"):
         ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path)).search()
+
+
+def test_a_split_dict_a_stream_or_a_dataframe_is_refused_with_its_conversion(tiny_zoo, tmp_path):
+    from datasets import DatasetDict
+
+    ds = _image_ds()
+    for given, fix in [
+        (
+            DatasetDict(train=ds, test=ds),
+            r"splits \['train', 'test'\]; pass one split, e.g. `train_dataset=ds\['train'\]`",
+        ),
+        (ds.to_iterable_dataset(), r"IterableDataset .* `datasets.Dataset.from_generator"),
+        (ds.to_pandas(), r"got DataFrame; convert it with `datasets.Dataset.from_pandas\(df\)`"),
+    ]:
+        with pytest.raises(DatasetError, match=fix):
+            ModelSearcher(tiny_zoo.repo_ids, train_dataset=given, args=_args(tmp_path))
+    with pytest.raises(DatasetError, match="`eval_dataset` is a DatasetDict"):
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, eval_dataset=DatasetDict(test=ds), args=_args(tmp_path))
+
+
+def test_unlabelled_or_empty_items_are_refused_before_any_request(hub, tiny_zoo, tmp_path):
+    from datasets import Value
+
+    ds = _image_ds()
+    unlabelled = ds.cast_column("label", Value("int64")).map(lambda r, i: {"label": -1 if i < 3 else r["label"]},
+                                                               with_indices=True)  # fmt: skip
+    none_label = ds.cast_column("label", Value("int64")).map(lambda r, i: {"label": None if i < 2 else r["label"]},
+                                                             with_indices=True)  # fmt: skip
+    none_image = ds.map(lambda r, i: {"image": None if i == 5 else r["image"]}, with_indices=True)
+    cases = [
+        (
+            dict(train_dataset=unlabelled),
+            r"`train_dataset` has 3 items labelled \[-1\] in `label`.*row\['label'\] >= 0",
+        ),
+        (dict(train_dataset=none_label), r"`train_dataset` has 2 items with no label.*is not None"),
+        (dict(train_dataset=none_image), r"`train_dataset` has 1 items with no image \(None in `image`\)"),
+        (dict(train_dataset=ds, eval_dataset=unlabelled), r"`eval_dataset` has 3 items labelled \[-1\]"),
+    ]
+    for datasets_given, message in cases:
+        with pytest.raises(DatasetError, match=message):
+            ModelSearcher.from_hub(author="tiny", args=_args(tmp_path), **datasets_given).search()
+    paths = {r.path.split("?")[0] for r in hub.requests()}
+    assert paths == {"/api/models"}  # each search listed its candidates, and stopped before opening one
+
+
+def test_columns_that_cannot_be_the_input_or_match_are_refused(tiny_zoo, tmp_path):
+    import numpy as np
+
+    ds = _image_ds()
+    pixels = [np.asarray(im) for im in ds["image"]]
+    for column, message in [
+        ([p / 255.0 for p in pixels], r"holds List\(List\(Value\('float64'\)\)\); images must be .* 0-255"),
+        ([np.stack([p] * 3) for p in pixels], r"of shape \(3, 8, 8\); .*transpose\(1, 2, 0\)"),
+        ([p.astype(np.int64) * 16 for p in pixels], r"range over 0\.\.\d+, outside 0-255"),
+    ]:
+        arrays = ds.remove_columns("image").add_column("pixels", [a.tolist() for a in column])
+        with pytest.raises(DatasetError, match=message):
+            ModelSearcher(tiny_zoo.repo_ids, train_dataset=arrays, image_column="pixels", args=_args(tmp_path))
+    with pytest.raises(DatasetError, match=r"Text column `label` holds ClassLabel.*not strings"):
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, text_column="label", args=_args(tmp_path))
+    with pytest.raises(DatasetError, match=r"`eval_dataset` lacks \['label'\].*its columns are \['image'\]"):
+        ModelSearcher(
+            tiny_zoo.repo_ids, train_dataset=ds, eval_dataset=ds.remove_columns("label"), args=_args(tmp_path)
+        )
+
+
+def test_uint8_pixel_arrays_search_as_the_same_images_do(hub, tiny_zoo, tmp_path):
+    """Images given as pixel arrays (a list column, or `Array3D`) are turned into the images `datasets.Image`
+    decodes, so every score equals the `Image` column's."""
+    import numpy as np
+    from datasets import Array3D, Dataset, Features
+
+    ds = _image_ds(60)
+    gray = [np.asarray(im) for im in ds["image"]]
+    rgb = [np.asarray(im.convert("RGB")) for im in ds["image"]]
+    as_rgb = Dataset.from_dict({"image": [im.convert("RGB") for im in ds["image"]], "label": ds["label"]},
+                               features=ds.features)  # fmt: skip
+    as_array3d = Dataset.from_dict(
+        {"pixels": rgb, "label": ds["label"]},
+        features=Features({"pixels": Array3D((8, 8, 3), "uint8"), "label": ds.features["label"]}),
+    )
+    as_lists = ds.remove_columns("image").add_column("pixels", [a.tolist() for a in gray])
+    ids = tiny_zoo.repo_ids[:3]
+    scores = lambda res: [it["scores"] for it in res.iterations]  # noqa: E731
+    reference = ModelSearcher(ids, train_dataset=ds, args=_args(tmp_path)).search()
+    lists = ModelSearcher(ids, train_dataset=as_lists, image_column="pixels", args=_args(tmp_path)).search()
+    assert scores(lists) == scores(reference) and not lists.skipped
+    rgb_reference = ModelSearcher(ids, train_dataset=as_rgb, args=_args(tmp_path)).search()
+    array3d = ModelSearcher(ids, train_dataset=as_array3d, image_column="pixels", args=_args(tmp_path)).search()
+    assert scores(array3d) == scores(rgb_reference) and not array3d.skipped
 
 
 def test_result_size_not_below_candidates_scores_everything_once(hub, tiny_zoo, tmp_path):
