@@ -43,7 +43,7 @@ def candidate_id(spec: CandidateSpec) -> str:
     if isinstance(spec, Candidate):
         return spec.repo_id
     spec = str(spec)
-    return spec if Path(spec).is_dir() else spec.partition("@")[0]
+    return spec if Path(spec).expanduser().is_dir() else spec.partition("@")[0]
 
 
 def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, reader: RangeReader,
@@ -55,7 +55,7 @@ def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, r
     """
     repo_id, pinned = _hub_target(spec, revision)
     if repo_id is None:
-        return open_local(str(spec))
+        return open_local(Path(str(spec)).expanduser())
     return open_hub(repo_id, pinned, store=store, reader=reader, xet=xet)
 
 
@@ -77,16 +77,20 @@ def _hub_target(spec: CandidateSpec, revision: str | None) -> tuple[str | None, 
     for a local folder.
 
     Raises:
-        CandidateSkipped: for a listed candidate that carries a skip reason.
+        CandidateSkipped: for a listed candidate that carries a skip reason, or a path that is no folder.
     """
     if isinstance(spec, Candidate):
         if spec.skip_reason:
             raise CandidateSkipped(spec.repo_id, spec.skip_reason)
         return spec.repo_id, revision or spec.revision
     spec = str(spec)
-    if Path(spec).is_dir():
+    if Path(spec).expanduser().is_dir():
         return None, None
     repo_id, _, pinned = spec.partition("@")
+    if repo_id.startswith((".", "/", "~")) or repo_id.count("/") > 1 or "\\" in repo_id:  # no repo id looks so
+        raise CandidateSkipped(
+            spec, f"no such folder ({Path(spec).expanduser().absolute()}), and not a repo id (`org/name`)."
+        )
     return repo_id, pinned or revision
 
 

@@ -35,6 +35,7 @@ from .result import SearchResult
 
 if TYPE_CHECKING:
     from datasets import Dataset
+    from huggingface_hub.errors import HfHubHTTPError
 
 logger = logging.getLogger("alsatian_hf")
 
@@ -77,6 +78,26 @@ def _heap_frozen():
         yield
     finally:
         gc.unfreeze()
+
+
+def _hub_refusal(error: "HfHubHTTPError") -> str:
+    """A skip reason for a Hub error that says what to check. huggingface_hub's messages add a paragraph of
+    generic advice (a repo-not-found skip took 8 lines); the full error goes to the debug log."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(error, GatedRepoError):
+        return "gated repo: request access on the Hub, then log in (HF_TOKEN)."
+    if isinstance(error, RepositoryNotFoundError):
+        return (
+            f"no such repo on {constants.ENDPOINT}: check the id (and HF_ENDPOINT); a private repo also needs a "
+            "login (HF_TOKEN)."
+        )
+    if isinstance(error, RevisionNotFoundError):
+        return "no such revision: check the `@revision` in the id, or `SearchArguments.revision`."
+    status = getattr(error.response, "status_code", None)
+    first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}" + (f" (HTTP {status})" if status else "") + f": {first_line}"
 
 
 class ModelSearcher:
@@ -333,7 +354,10 @@ class ModelSearcher:
             raise  # every later candidate would fail the same way: stop with the error that says what to do
         except CandidateSkipped as e:
             reason = e.reason
-        except (AlsatianError, HfHubHTTPError, OSError) as e:
+        except HfHubHTTPError as e:
+            logger.debug("candidate %s: the Hub refused it", model_id, exc_info=True)
+            reason = _hub_refusal(e)
+        except (AlsatianError, OSError) as e:
             reason = f"{type(e).__name__}: {e}"
         except Exception as e:
             logger.debug("candidate %s failed during set-up", model_id, exc_info=True)

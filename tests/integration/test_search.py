@@ -268,6 +268,24 @@ def test_uint8_pixel_arrays_search_as_the_same_images_do(hub, tiny_zoo, tmp_path
     assert scores(array3d) == scores(rgb_reference) and not array3d.skipped
 
 
+def test_candidates_that_cannot_be_reached_are_skipped_with_what_to_check(hub, hub_root, tiny_zoo, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # `~/base` below is a copy of the base repo's folder
+    shutil.copytree(hub_root / tiny_zoo.repo_ids[0], tmp_path / "base")
+    gone = str(tmp_path / "no" / "such-model")
+    ids = ["~/base", tiny_zoo.repo_ids[1], "tiny/does-not-exist", f"{tiny_zoo.repo_ids[2]}@deadbeef", gone]
+    res = ModelSearcher(ids, train_dataset=_image_ds(), args=_args(tmp_path, result_size=1)).search()
+    assert res.skipped == {
+        "tiny/does-not-exist": f"no such repo on {hub.url}: check the id (and HF_ENDPOINT); a private repo also "
+        "needs a login (HF_TOKEN).",
+        tiny_zoo.repo_ids[2]: "no such revision: check the `@revision` in the id, or `SearchArguments.revision`.",
+        gone: f"no such folder ({gone}), and not a repo id (`org/name`).",
+    }
+    assert sorted(res.iterations[0]["scores"]) == sorted(["~/base", tiny_zoo.repo_ids[1]])  # the folder under ~
+
+
 def test_result_size_not_below_candidates_scores_everything_once(hub, tiny_zoo, tmp_path):
     res = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=_image_ds(), args=_args(tmp_path, result_size=5)).search()
     assert len(res.iterations) == 1 and sorted(res.models) == sorted(tiny_zoo.repo_ids[:3])
