@@ -286,6 +286,20 @@ def test_candidates_that_cannot_be_reached_are_skipped_with_what_to_check(hub, h
     assert sorted(res.iterations[0]["scores"]) == sorted(["~/base", tiny_zoo.repo_ids[1]])  # the folder under ~
 
 
+def test_label_ids_with_gaps_score_as_their_classes(hub, tiny_zoo, tmp_path):
+    """Label ids such as 7, 1024, 90000 are classes 0..K-1 in sorted order: probes are sized by the largest
+    index, so an id of 90000 used to give every probe 90001 outputs, and other scores."""
+    from datasets import Value
+
+    ds = _image_ds(60)
+    ids = ds.cast_column("label", Value("int64")).map(lambda r: {"label": [7, 1024, 5000, 90000][r["label"]]})
+    args = _args(tmp_path, scorer="linear", feature_cache=False)
+    compact = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=ds, args=args).search()
+    gapped = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=ids, args=args).search()
+    assert [it["scores"] for it in gapped.iterations] == [it["scores"] for it in compact.iterations]
+    assert gapped.dataset["classes"] == 4
+
+
 def test_result_size_not_below_candidates_scores_everything_once(hub, tiny_zoo, tmp_path):
     res = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=_image_ds(), args=_args(tmp_path, result_size=5)).search()
     assert len(res.iterations) == 1 and sorted(res.models) == sorted(tiny_zoo.repo_ids[:3])
