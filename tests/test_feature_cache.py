@@ -280,3 +280,24 @@ def test_lazy_eviction_scans_again_once_the_writes_may_outgrow_the_budget(tmp_pa
     assert cache.evict(lazy=True) == 0 and cache.info().bytes > 2000  # what was written still fits
     cache.put(keys[2], "fp", (0, 1), torch.ones(2, 128))
     assert cache.evict(lazy=True) > 0 and cache.info().bytes <= 3000
+
+
+def test_another_label_column_of_the_same_rows_is_scored_not_restored(hub, tiny_zoo, ds, tmp_path):
+    """The datasets' fingerprints name their rows, not which column labels them. With `eval_dataset` as D_test
+    the schedule does not depend on the labels either, so a search against another column of the same datasets
+    (CIFAR-100's `fine_label`, then `coarse_label`) has the same units: it must score, not restore the first's."""
+    coarse = lambda split: split.add_column("coarse", [label // 5 for label in split["label"]])  # noqa: E731
+    train, test = coarse(ds.select(range(60))), coarse(ds.select(range(60, 80)))
+
+    def search(label_column):
+        args = SearchArguments(store_dir=str(tmp_path / "store"), result_size=1, image_size=32, scorer="knn",
+                               batch_size=16)  # fmt: skip
+        searcher = ModelSearcher(tiny_zoo.repo_ids, train_dataset=train, eval_dataset=test, args=args,
+                                 label_column=label_column)  # fmt: skip
+        return searcher.search()
+
+    fine = search("label")
+    again, other = search("label"), search("coarse")
+    assert all(it["restored"] for it in again.iterations)  # the same search is restored
+    assert not any(it["restored"] for it in other.iterations)
+    assert other.iterations[0]["scores"] != fine.iterations[0]["scores"]  # 2 classes score unlike 10

@@ -200,7 +200,7 @@ def run_halving(
     ranks = ranks or Ranks()
     search_key = None
     if feature_cache is not None and fingerprint and scorer_key:
-        search_key = _search_key(keys, fingerprint, schedule, scorer_key)
+        search_key = _search_key(keys, fingerprint, schedule, scorer_key, labels)
     outcome = HalvingOutcome(ranking=[], scores={})
     holders: dict[str, int] = {}  # distributed: the rank that holds each model's features of earlier iterations
     ready: set[str] = set()  # distributed: models whose owner holds this iteration's features (`base`: all)
@@ -354,11 +354,13 @@ def _extract(extractor, features: FeatureStore, work: list[tuple[list[tuple[int,
     return [m for m in models if m in from_disk and m not in running]
 
 
-def _search_key(keys: dict[str, str], fingerprint: str, schedule: DataSchedule, scorer_key: str) -> str:
-    """Names one search: its candidates' features in order, the data, every unit's items and the scorer. Not
-    the strategy: it never changes a score."""
+def _search_key(keys: dict[str, str], fingerprint: str, schedule: DataSchedule, scorer_key: str,
+                labels: list[int]) -> str:  # fmt: skip
+    """Names one search: its candidates' features in order, the data, every unit's items, the labels scored
+    against (the dataset's fingerprint does not say which column, or how its values map to classes) and the
+    scorer. Not the strategy: it never changes a score."""
     units = [schedule.test.items, *(u.items for u in schedule.train_slices)]
-    text = json.dumps([list(keys.items()), fingerprint, units, schedule.result_size, scorer_key])
+    text = json.dumps([list(keys.items()), fingerprint, units, schedule.result_size, scorer_key, labels])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
