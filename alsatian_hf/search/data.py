@@ -154,7 +154,7 @@ def check_items(dataset, columns: Columns, *, name: str = "train_dataset") -> No
         missing = table[column].null_count
         if missing:
             raise DatasetError(
-                f"`{name}` has {missing} items with no {what} (None in `{column}`); every item needs one. Drop "
+                f"`{name}` has {_items(missing)} with no {what} (None in `{column}`); every item needs one. Drop "
                 f"them first: `ds.filter(lambda row: row[{column!r}] is not None)`."
             )
     labels = table[columns.label]
@@ -162,10 +162,14 @@ def check_items(dataset, columns: Columns, *, name: str = "train_dataset") -> No
         negative = pc.filter(labels, pc.less(labels, 0))
         if len(negative):
             raise DatasetError(
-                f"`{name}` has {len(negative)} items labelled {sorted(set(negative.to_pylist()))} in "
+                f"`{name}` has {_items(len(negative))} labelled {sorted(set(negative.to_pylist()))} in "
                 f"`{columns.label}` (a ClassLabel's -1 means no label); every item needs a class. Drop them "
                 f"first: `ds.filter(lambda row: row[{columns.label!r}] >= 0)`."
             )
+
+
+def _items(count: int) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
 
 
 def labels_of(dataset, column: str) -> list[int]:

@@ -211,7 +211,7 @@ def test_unlabelled_or_empty_items_are_refused_before_any_request(hub, tiny_zoo,
             r"`train_dataset` has 3 items labelled \[-1\] in `label`.*row\['label'\] >= 0",
         ),
         (dict(train_dataset=none_label), r"`train_dataset` has 2 items with no label.*is not None"),
-        (dict(train_dataset=none_image), r"`train_dataset` has 1 items with no image \(None in `image`\)"),
+        (dict(train_dataset=none_image), r"`train_dataset` has 1 item with no image \(None in `image`\)"),
         (dict(train_dataset=ds, eval_dataset=unlabelled), r"`eval_dataset` has 3 items labelled \[-1\]"),
     ]
     for datasets_given, message in cases:
