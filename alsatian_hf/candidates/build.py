@@ -226,7 +226,7 @@ def _prepared(source: TensorSource, split: SplitModel, index: int, skeleton: tor
         stored = store.prepared(block_hash, name)
         if stored is not None:
             return unpack(block, stored, folds, conv)
-    tensors = dict(source.load_tensors(split, index))  # a copy: folded weights replace stored ones
+    tensors = _in_model_dtypes(skeleton, block, source.load_tensors(split, index))  # a copy: folds replace some
     biases = {}
     for pair, keys in folds.items():
         layout = torch.channels_last if keys["conv_weight"] in conv else torch.preserve_format
@@ -236,6 +236,18 @@ def _prepared(source: TensorSource, split: SplitModel, index: int, skeleton: tor
     tensors = {k: _to(v, torch.device("cpu"), channels_last=k in conv) for k, v in tensors.items()}
     keep(store, block_hash, name, pack(block, tensors, biases, folds, conv))
     return tensors, biases
+
+
+def _in_model_dtypes(skeleton: torch.nn.Module, block, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The block's floating tensors in the dtypes of the model that runs them (float32): many Hub checkpoints
+    are saved in float16 or bfloat16, and a float32 input into such a weight fails ("Input type (float) and
+    bias type (c10::Half) should be the same"), where `from_pretrained` would have upcast it. Like that upcast,
+    it is exact. Integer buffers stay as they are."""
+    out = {}
+    for key, tensor in tensors.items():
+        dtype = _skeleton_tensor(skeleton, block.model_key(key)).dtype
+        out[key] = tensor.to(dtype) if tensor.is_floating_point() and dtype.is_floating_point else tensor
+    return out
 
 
 def _folded(skeleton, pair: FoldPair, keys: dict[str, str], tensors: dict[str, torch.Tensor],

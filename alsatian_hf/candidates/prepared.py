@@ -33,7 +33,8 @@ from .batchnorm import FoldPair
 logger = logging.getLogger("alsatian_hf")
 
 
-RECIPE_VERSION = 1  # bump when preparing computes different bytes for the same block
+RECIPE_VERSION = 2  # bump when preparing computes different bytes for the same block (2: half-precision
+# checkpoints are upcast to the model's float32 before folding, where version 1 folded and kept them in half)
 _BIAS = "#folded_bias"  # suffix of a folded bias's name, after its conv weight's relative name
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,6 +299,33 @@ def test_label_ids_with_gaps_score_as_their_classes(hub, tiny_zoo, tmp_path):
     gapped = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=ids, args=args).search()
     assert [it["scores"] for it in gapped.iterations] == [it["scores"] for it in compact.iterations]
     assert gapped.dataset["classes"] == 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_checkpoints_score_as_their_float32_upcast(hub, hub_root, tiny_zoo, tmp_path, dtype):
+    """Hub checkpoints are often saved in float16 or bfloat16. Their blocks run in the model's float32, an exact
+    upcast, so they score as float32 checkpoints of the same values do (they used to fail the search:
+    "Input type (float) and bias type (c10::Half) should be the same")."""
+    from safetensors.torch import load_file, save_file
+
+    tag = str(dtype).removeprefix("torch.")
+    orgs = {f"half-{tag}": dtype, f"upcast-{tag}": torch.float32}
+    for org, stored in orgs.items():
+        for repo in tiny_zoo.repo_ids[:3]:
+            folder = hub_root / org / repo.split("/")[1]
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(hub_root / repo, folder)
+            tensors = load_file(folder / "model.safetensors")
+            rounded = {k: v.to(dtype).to(stored) if v.is_floating_point() else v for k, v in tensors.items()}
+            save_file(rounded, folder / "model.safetensors", metadata={"format": "pt"})
+    scores = {}
+    for org in orgs:
+        for strategy in ("alsatian", "base"):
+            res = ModelSearcher.from_hub(author=org, train_dataset=_image_ds(), args=_args(tmp_path, strategy=strategy,
+                                                                                          feature_cache=False)).search()  # fmt: skip
+            assert not res.skipped
+            scores[org, strategy] = [{m.split("/")[1]: v for m, v in it["scores"].items()} for it in res.iterations]
+    assert len({json.dumps(s, sort_keys=True) for s in scores.values()}) == 1, scores
 
 
 def test_result_size_not_below_candidates_scores_everything_once(hub, tiny_zoo, tmp_path):
