@@ -8,6 +8,8 @@ shards. Requires transformers>=5,<6 (pinned in pyproject.toml).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -78,15 +80,23 @@ def _common_prefix(keys: tuple[str, ...]) -> str:
 class TransformersAdapter(Adapter):
     """Shared plumbing: the subclass lists (name, module paths, step) triples in the model's key space."""
 
-    def layout(self, model: nn.Module, base: nn.Module, p: str) -> list[tuple[str, list[str], object]]:
+    def layout(
+        self, model: nn.Module, base: nn.Module, p: str, in_checkpoint: Callable[[str], bool]
+    ) -> list[tuple[str, list[str], object]]:
+        """(name, module paths, step) per block. `in_checkpoint(path)`: whether the checkpoint holds every tensor
+        of the module at `path`, for optional parts such as a bare model's pooler."""
         raise NotImplementedError
 
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         base, p = base_model(model)
         key_map = checkpoint_key_map(model, checkpoint_keys)
+
+        def in_checkpoint(path: str) -> bool:
+            return all(k in key_map for k in state_keys(model.get_submodule(path), path + "."))
+
         blocks = []
         owned: set[str] = set()
-        for name, paths, step in self.layout(model, base, p):
+        for name, paths, step in self.layout(model, base, p, in_checkpoint):
             model_keys: list[str] = []
             for path in paths:
                 target = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
@@ -96,6 +106,13 @@ class TransformersAdapter(Adapter):
                     model_keys += state_keys(obj, path + ".")
                 elif isinstance(obj, torch.Tensor):
                     model_keys.append(path)
+            absent = [k for k in model_keys if k not in key_map]
+            if absent and checkpoint_keys is not None:
+                raise UnsupportedArchitectureError(
+                    f"{type(model).__name__}: the checkpoint lacks {len(absent)} of block {name!r}'s tensors "
+                    f"({absent[:3]}); transformers would initialise them at random, so its features would mean "
+                    "nothing. Check that config.json's `architectures` matches the weights."
+                )
             keys = tuple(key_map[k] for k in model_keys if k in key_map)
             owned.update(model_keys)
             blocks.append(
@@ -147,24 +164,25 @@ class BertAdapter(TransformersAdapter):
         types = inputs.get("token_type_ids", torch.zeros_like(ids))
         return (ids, mask, types)
 
-    def layout(self, model, base, p):
+    def layout(self, model, base, p, in_checkpoint):
         def embed(m, s):
             ids, mask, types = s
             b = m.base_model
             return (b.embeddings(input_ids=ids, token_type_ids=types), mask)
 
+        # a bare model saved without its pooler (from a token-classification fine-tune, or `add_pooling_layer=False`)
+        # reads out [CLS] as one without a pooler does, instead of running a pooler with no weights
+        pooled = base.pooler is not None and in_checkpoint(f"{p}pooler")
+
         def readout(m, s):
-            b = m.base_model
-            if b.pooler is not None:
-                return (b.pooler(s[0]),)
-            return (s[0][:, 0],)
+            return (m.base_model.pooler(s[0]) if pooled else s[0][:, 0],)
 
         layout = [("embeddings", [f"{p}embeddings"], embed)]
         layout += [
             (f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
             for i in range(len(base.encoder.layer))
         ]
-        layout.append(("readout", [f"{p}pooler"] if base.pooler is not None else [], readout))
+        layout.append(("readout", [f"{p}pooler"] if pooled else [], readout))
         return layout
 
 
@@ -178,7 +196,7 @@ class DistilBertAdapter(TransformersAdapter):
         ids = inputs["input_ids"]
         return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
 
-    def layout(self, model, base, p):
+    def layout(self, model, base, p, in_checkpoint):
         def embed(m, s):
             return (m.base_model.embeddings(s[0]), s[1])
 
@@ -201,7 +219,7 @@ class ViTAdapter(TransformersAdapter):
 
     family = "transformers-vit"
 
-    def layout(self, model, base, p):
+    def layout(self, model, base, p, in_checkpoint):
         layers = base.layers if hasattr(base, "layers") else base.encoder.layer
         layers_path = f"{p}layers" if hasattr(base, "layers") else f"{p}encoder.layer"
 
@@ -220,13 +238,15 @@ class ViTAdapter(TransformersAdapter):
         norm_name = "layernorm"
         model_type = model.config.model_type
         head_kind = type(model).__name__
+        # a bare model saved without its pooler (google/vit-base-patch16-224-in21k's fine-tunes hold none) reads
+        # out [CLS] as the classification models do, instead of running a pooler with no weights
+        pooled = base is model and getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
 
         def readout(m, s):
             b = m.base_model
             seq = getattr(b, norm_name)(s[0])
             if m is b:
-                pooler = getattr(b, "pooler", None)
-                return (pooler(seq) if pooler is not None else seq[:, 0],)
+                return (b.pooler(seq) if pooled else seq[:, 0],)
             if model_type == "dinov2":
                 return (torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1),)
             if head_kind.endswith("WithTeacher"):
@@ -234,7 +254,7 @@ class ViTAdapter(TransformersAdapter):
             return (seq[:, 0],)
 
         paths = [f"{p}{norm_name}"]
-        if base is model and getattr(base, "pooler", None) is not None:
+        if pooled:
             paths.append(f"{p}pooler")
         layout = [("embeddings", [f"{p}embeddings"], embed)]
         layout += [(f"layer.{i}", [f"{layers_path}.{i}"], layer(i)) for i in range(len(layers))]
@@ -248,7 +268,7 @@ class HfResNetAdapter(TransformersAdapter):
 
     family = "transformers-resnet"
 
-    def layout(self, model, base, p):
+    def layout(self, model, base, p, in_checkpoint):
         def layer(i, j):
             return lambda m, s: (m.base_model.encoder.stages[i].layers[j](s[0]),)
 
@@ -268,7 +288,7 @@ class HfConvNextAdapter(TransformersAdapter):
 
     family = "transformers-convnext"
 
-    def layout(self, model, base, p):
+    def layout(self, model, base, p, in_checkpoint):
         def down(i):
             def step(m, s):
                 x = s[0]
@@ -302,7 +322,7 @@ class HfSwinAdapter(TransformersAdapter):
 
     family = "transformers-swin"
 
-    def layout(self, model, base, p):
+    def layout(self, model, base, p, in_checkpoint):
         def embed(m, s):
             hidden, (h, w) = m.base_model.embeddings(s[0])
             dims = torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)

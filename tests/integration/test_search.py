@@ -89,6 +89,37 @@ def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zo
     assert len(res.plan["input_keys"]) == 1  # one processor config for all five models
 
 
+def test_a_headless_base_without_a_pooler_scores_as_its_classifier_and_a_missing_tensor_skips(
+    hub, hub_root, vit_zoo, tmp_path
+):
+    """A bare ViTModel saved without a pooler (from a classifier's `.vit`, as ViT bases often are) reads out
+    [CLS] as its fine-tunes do; it used to run the pooler with no weights and fail the whole search. A
+    checkpoint that lacks a tensor a block needs is skipped with its name."""
+    from safetensors.torch import load_file, save_file
+    from transformers import ViTForImageClassification
+
+    base = vit_zoo.repo_ids[0]
+    headless = tmp_path / "vit-headless"
+    ViTForImageClassification.from_pretrained(hub_root / base).vit.save_pretrained(headless)
+    shutil.copy(hub_root / base / "preprocessor_config.json", headless)
+    broken = tmp_path / "vit-lacks-a-tensor"
+    shutil.copytree(hub_root / vit_zoo.repo_ids[1], broken)
+    tensors = load_file(broken / "model.safetensors")
+    del tensors[next(k for k in sorted(tensors) if ".layer.1." in k)]
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    ids = [*vit_zoo.repo_ids, str(headless), str(broken)]
+    scores = {}
+    for strategy in ("alsatian", "base"):
+        args = _args(tmp_path, image_size=None, strategy=strategy, result_size=1, feature_cache=False)
+        res = ModelSearcher(ids, train_dataset=digits(num_items=80, seed=0), args=args).search()
+        assert list(res.skipped) == [str(broken)]
+        assert "the checkpoint lacks 1 of block 'layer.1''s tensors" in res.skipped[str(broken)]
+        first = res.iterations[0]["scores"]
+        assert first[str(headless)] == first[base]
+        scores[strategy] = [it["scores"] for it in res.iterations]
+    assert scores["alsatian"] == scores["base"]
+
+
 def _cli_search(tmp_path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`alsatian-hf search` over org `tiny` and the dataset saved in tmp_path/ds."""
     cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset", str(tmp_path / "ds"),
