@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import torch
@@ -78,6 +80,19 @@ def _heap_frozen():
         yield
     finally:
         gc.unfreeze()
+
+
+def _check_folder(path: str | None, name: str) -> None:
+    """Raises ConfigurationError when `path` (a field of SearchArguments, None for its default) cannot become a
+    folder this process writes: it is a file, or its nearest existing parent is not writable."""
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"`{name}` {path!r} is a file; pass a folder (it is created if missing).")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"`{name}` {path!r} cannot be written: {existing} is not a writable folder.")
 
 
 def _hub_refusal(error: "HfHubHTTPError") -> str:
@@ -237,8 +252,11 @@ class ModelSearcher:
 
     def _search(self) -> SearchResult:
         start = time.perf_counter()
+        _check_folder(self.args.store_dir, "store_dir")
         # before the device: under a launcher this starts the process group
         self._ranks = Ranks.current(self.args.rank_timeout)
+        if self._ranks.rank == 0:  # the rank that writes it: found unwritable now, not after the search
+            _check_folder(self.args.output_dir, "output_dir")
         prepared = self._prepare()
         budget = resolve_budget(self.args.cache_budget, prepared.device)  # once: "auto" reads free memory
         batch = self._batch_size(prepared, budget)
@@ -251,7 +269,11 @@ class ModelSearcher:
         if prepared.feature_cache is not None:  # down to its budget, now that this search has written its features
             prepared.feature_cache.evict()
         if self.args.output_dir and self._ranks.rank == 0:  # every rank has the same result; one writes it
-            result.save(self.args.output_dir)
+            try:
+                result.save(self.args.output_dir)
+            except OSError as e:  # a full disk, say: the search's result is still worth returning
+                logger.error("the result was not written to %s (%s); save it with `result.save(...)`.",
+                             self.args.output_dir, e)  # fmt: skip
         for cb in self.callbacks:
             cb.on_search_end(result=result)
         return result
@@ -390,6 +412,21 @@ class ModelSearcher:
     def _device(self) -> torch.device:
         if self.args.device:
             device = torch.device(self.args.device)
+            backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+            if backend is not None and hasattr(backend, "is_available") and not backend.is_available():
+                raise ConfigurationError(
+                    f"`device` {self.args.device!r}: torch finds no {device.type} device here. Leave `device` unset "
+                    "to use CUDA when there is one and the CPU otherwise, or pass 'cpu'."
+                )
+            if (
+                device.index is not None
+                and hasattr(backend, "device_count")
+                and device.index >= backend.device_count()
+            ):
+                raise ConfigurationError(
+                    f"`device` {self.args.device!r}: torch finds {backend.device_count()} {device.type} device(s) "
+                    f"here, numbered from 0."
+                )
         else:
             from accelerate import PartialState
 

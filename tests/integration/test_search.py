@@ -359,6 +359,32 @@ def test_half_precision_checkpoints_score_as_their_float32_upcast(hub, hub_root,
     assert len({json.dumps(s, sort_keys=True) for s in scores.values()}) == 1, scores
 
 
+def test_an_unusable_folder_or_device_is_refused_before_any_candidate_opens(hub, tiny_zoo, tmp_path):
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    cases = [
+        (dict(output_dir=str(afile)), r"`output_dir` '.*a-file' is a file; pass a folder"),
+        (dict(store_dir=str(afile)), r"`store_dir` '.*a-file' is a file; pass a folder"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((dict(device="cuda"), r"`device` 'cuda': torch finds no cuda device here"))
+    for fields, message in cases:
+        with pytest.raises(ConfigurationError, match=message):
+            ModelSearcher.from_hub(author="tiny", train_dataset=_image_ds(), args=_args(tmp_path, **fields)).search()
+    assert {r.path.split("?")[0] for r in hub.requests()} == {"/api/models"}  # listed, and no candidate opened
+
+
+def test_a_report_that_cannot_be_written_at_the_end_keeps_the_result(hub, tiny_zoo, tmp_path, caplog):
+    out = tmp_path / "out"
+    (out / "result.json").mkdir(parents=True)  # the report's file name is taken by a folder
+    with caplog.at_level("ERROR", logger="alsatian_hf"):
+        res = ModelSearcher(
+            tiny_zoo.repo_ids[:3], train_dataset=_image_ds(), args=_args(tmp_path, output_dir=str(out))
+        ).search()
+    assert len(res.models) == 2
+    assert f"the result was not written to {out}" in caplog.text and "result.save" in caplog.text
+
+
 def test_result_size_not_below_candidates_scores_everything_once(hub, tiny_zoo, tmp_path):
     res = ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=_image_ds(), args=_args(tmp_path, result_size=5)).search()
     assert len(res.iterations) == 1 and sorted(res.models) == sorted(tiny_zoo.repo_ids[:3])
