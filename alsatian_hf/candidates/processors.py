@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from .._digest_cache import DigestCache
 from ..adapters.skeleton import library_of
 from ..errors import CandidateSkipped
 
+
+logger = logging.getLogger("alsatian_hf")
 
 Modality_T = Literal["image", "text"]
 
@@ -165,12 +168,33 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     tok = _LOADED.get("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
+    limit = _max_tokens(config_dir, tok)
+    if limit is not None and max_length > limit:
+        # a longer input would index past the position embeddings (a 512-position BERT fails at 700)
+        if (digest.hexdigest(), max_length) not in _CUT_SHORT:
+            _CUT_SHORT.add((digest.hexdigest(), max_length))
+            logger.info("%s: `max_length` %d is more than its %d positions; its texts are cut at %d.",
+                        config_dir.name, max_length, limit, limit)  # fmt: skip
+        max_length = limit
 
     def fn(texts):
         enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
     return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn)
+
+
+_CUT_SHORT: set[tuple[str, int]] = set()  # (tokenizer digest, max_length) already logged as cut short
+
+
+def _max_tokens(config_dir: Path, tokenizer) -> int | None:
+    """The most tokens the model takes: the smaller of config.json's `max_position_embeddings` and the
+    tokenizer's `model_max_length` (RoBERTa's 512 of its 514 positions), where each is set; None when neither."""
+    path = config_dir / "config.json"
+    positions = json.loads(path.read_text()).get("max_position_embeddings") if path.is_file() else None
+    declared = getattr(tokenizer, "model_max_length", None)
+    limits = [n for n in (positions, declared) if isinstance(n, int) and 0 < n < 1_000_000]  # unset: 1e30
+    return min(limits) if limits else None
 
 
 def processor_for(

@@ -91,7 +91,10 @@ class SearchArguments:
         default=None,
         metadata={"help": "Resize images to this square size instead of each model's own input size (faster on CPU)."},
     )
-    max_length: int = field(default=128, metadata={"help": "Token length for text models (padded/truncated)."})
+    max_length: int = field(
+        default=128,
+        metadata={"help": "Token length for text models (padded/truncated), cut to each model's positions."},
+    )
     output_dir: str | None = field(
         default=None, metadata={"help": "Write the SearchResult (JSON, PNG, summary) here."}
     )

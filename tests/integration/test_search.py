@@ -82,6 +82,20 @@ def test_text_search_minilm_on_newsgroups_matches_base(hub, minilm_zoo, tmp_path
     assert res.dataset["modality"] == "text"
 
 
+def test_max_length_beyond_a_models_positions_is_cut_to_them(hub, tiny_bert_repo, tmp_path, caplog):
+    """The tiny BERT has 64 positions: `max_length=100` used to skip it ("The size of tensor a (100) must match
+    the size of tensor b (64)"); its texts are cut at 64 instead, as `max_length=64` cuts them."""
+    data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos"])
+    runs = {}
+    for length in (100, 64):
+        args = _args(tmp_path, max_length=length, result_size=1, feature_cache=False)
+        with caplog.at_level("INFO", logger="alsatian_hf"):
+            runs[length] = ModelSearcher(tiny_bert_repo.repo_ids, train_dataset=data, args=args).search()
+        assert not runs[length].skipped
+    assert [it["scores"] for it in runs[100].iterations] == [it["scores"] for it in runs[64].iterations]
+    assert "`max_length` 100 is more than its 64 positions; its texts are cut at 64." in caplog.text
+
+
 def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zoo, tmp_path):
     ds = digits(num_items=80, seed=0)
     res = ModelSearcher(vit_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, image_size=None)).search()
