@@ -55,6 +55,35 @@ def check_dataset(dataset, *, name: str = "train_dataset") -> None:
     )
 
 
+def plain_rows(dataset):
+    """`dataset` as Python rows, which a search reads (PIL images, strings), whatever `set_format` a training
+    script left on it ("torch", "numpy", some columns only): formats present the same data. A custom transform
+    (`with_transform`) is the user's own code and stays; `check_transformed` checks what it returns."""
+    fmt = dataset.format
+    if fmt["type"] == "custom" or (fmt["type"] is None and fmt["columns"] in (None, list(dataset.features))):
+        return dataset
+    return dataset.with_format(None)
+
+
+def check_transformed(dataset, columns: Columns, *, name: str = "train_dataset") -> None:
+    """Raises DatasetError when a custom transform turns the input column into something that is not what
+    each candidate's own preprocessing starts from (images, or texts)."""
+    import PIL.Image
+
+    if dataset.format["type"] != "custom" or not len(dataset):
+        return
+    value = dataset[0][columns.input]
+    wanted = (PIL.Image.Image,) if columns.kind == "image" else (str,)
+    if columns.kind == "image" and holds_arrays(dataset.features[columns.input]):
+        wanted = (list, np.ndarray, torch.Tensor)
+    if not isinstance(value, wanted):
+        raise DatasetError(
+            f"`{name}`'s transform (`with_transform`/`set_transform`) gives `{columns.input}` as "
+            f"{type(value).__name__}; every candidate preprocesses the raw {columns.kind}s itself, so pass the "
+            f"dataset without it: `ds.with_format(None)`."
+        )
+
+
 def detect_columns(
     dataset, *, image_column: str | None = None, text_column: str | None = None, label_column: str | None = None
 ) -> Columns:

@@ -29,7 +29,16 @@ from ..store.block_store import BlockStore
 from ..store.feature_cache import FeatureCache
 from .arguments import SearchArguments
 from .callbacks import LoggingCallback, SearchCallback
-from .data import PreparedData, check_dataset, check_items, check_labels, detect_columns, labels_of
+from .data import (
+    PreparedData,
+    check_dataset,
+    check_items,
+    check_labels,
+    check_transformed,
+    detect_columns,
+    labels_of,
+    plain_rows,
+)
 from .distributed import Ranks
 from .halving import HalvingOutcome, run_halving
 from .result import SearchResult
@@ -159,8 +168,6 @@ class ModelSearcher:
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
             raise ConfigurationError(f"`candidates` lists {twice} more than once; pass each candidate once.")
-        self.train_dataset = train_dataset
-        self.eval_dataset = eval_dataset
         self.callbacks = [LoggingCallback(), *(callbacks or [])]
         self._ranks = Ranks()  # the launcher's, once `search` starts
         by_name = scorer is None or isinstance(scorer, str)
@@ -176,6 +183,9 @@ class ModelSearcher:
         self.columns = detect_columns(
             train_dataset, image_column=image_column, text_column=text_column, label_column=label_column
         )
+        self.train_dataset = plain_rows(train_dataset)  # the rows as a search reads them, whatever the format
+        check_transformed(self.train_dataset, self.columns)
+        self.eval_dataset = None
         if eval_dataset is not None:
             check_dataset(eval_dataset, name="eval_dataset")
             absent = [c for c in (self.columns.input, self.columns.label) if c not in eval_dataset.features]
@@ -184,6 +194,8 @@ class ModelSearcher:
                     f"`eval_dataset` lacks {absent}, which `train_dataset` searches on; its columns are "
                     f"{list(eval_dataset.features)}. Rename them (`ds.rename_column`) to match."
                 )
+            self.eval_dataset = plain_rows(eval_dataset)
+            check_transformed(self.eval_dataset, self.columns, name="eval_dataset")
         self.skipped: dict[str, str] = {}
         self.listing_seconds = 0.0
 

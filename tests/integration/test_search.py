@@ -288,6 +288,23 @@ def test_columns_that_cannot_be_the_input_or_match_are_refused(tiny_zoo, tmp_pat
         )
 
 
+def test_a_dataset_left_in_a_training_format_searches_as_its_rows(hub, tiny_zoo, tmp_path):
+    """`set_format("torch")` and friends present the same rows; they used to skip every candidate ("'Tensor'
+    object has no attribute 'convert'"). A transform that replaces the images is refused with the fix."""
+    import torchvision.transforms.functional as F
+
+    ds = _image_ds(60)
+    ids = tiny_zoo.repo_ids[:3]
+    scores = lambda res: [it["scores"] for it in res.iterations]  # noqa: E731
+    reference = scores(ModelSearcher(ids, train_dataset=ds, args=_args(tmp_path, feature_cache=False)).search())
+    for formatted in (ds.with_format("torch"), ds.with_format("numpy"), ds.with_format(None, columns=["label"])):
+        res = ModelSearcher(ids, train_dataset=formatted, args=_args(tmp_path, feature_cache=False)).search()
+        assert scores(res) == reference and not res.skipped
+    tensors = ds.with_transform(lambda b: {**b, "image": [F.to_tensor(im) for im in b["image"]]})
+    with pytest.raises(DatasetError, match=r"transform .* gives `image` as Tensor; .* `ds.with_format\(None\)`"):
+        ModelSearcher(ids, train_dataset=tensors, args=_args(tmp_path))
+
+
 def test_uint8_pixel_arrays_search_as_the_same_images_do(hub, tiny_zoo, tmp_path):
     """Images given as pixel arrays (a list column, or `Array3D`) are turned into the images `datasets.Image`
     decodes, so every score equals the `Image` column's."""
