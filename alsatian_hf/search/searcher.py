@@ -366,6 +366,11 @@ class ModelSearcher:
                             cb.on_candidate_skipped(model_id=model_id, reason=reason)
             candidates = [c for c in candidates if c.model_id not in self.skipped]
         if not candidates:
+            reasons = set(self.skipped.values())
+            if len(reasons) == 1 and len(self.skipped) > 1:  # one cause, such as the dataset's modality: say it once
+                raise ConfigurationError(
+                    f"No candidate can be scored: all {len(self.skipped)} were skipped as {reasons.pop()!r}"
+                )
             raise ConfigurationError(f"No candidate can be scored; skipped: {self.skipped}.")
         if len(candidates) != len(self.candidates):  # the schedule depends on how many are left
             schedule = schedule_for(len(candidates))

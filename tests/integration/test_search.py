@@ -437,6 +437,10 @@ def test_image_models_on_text_dataset_are_skipped(hub, tiny_zoo, minilm_zoo, tmp
     ).search()
     assert "dataset is text" in res.skipped[tiny_zoo.repo_ids[0]] or "text" in res.skipped[tiny_zoo.repo_ids[0]]
     assert sorted(res.models) == sorted(minilm_zoo.repo_ids[:2])
+    with pytest.raises(
+        ConfigurationError, match=r"^No candidate can be scored: all 3 were skipped as 'an image model"
+    ):
+        ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=ds, args=_args(tmp_path, max_length=32)).search()
 
 
 def test_missing_preprocessor_config_is_skipped(hub, hub_root, vit_zoo, tmp_path):
