@@ -197,6 +197,28 @@ def check_items(dataset, columns: Columns, *, name: str = "train_dataset") -> No
             )
 
 
+def same_classes(eval_dataset, train_dataset, column: str):
+    """`eval_dataset` with its ClassLabel ids renumbered by name to `train_dataset`'s. Casting one ClassLabel to
+    another keeps the ids, so an eval split whose names are ordered otherwise (["dog", "cat"] against ["cat",
+    "dog"]) had each of its labels read as another class.
+
+    Raises:
+        DatasetError: when the eval split has classes the train split lacks.
+    """
+    from datasets import ClassLabel
+
+    train, held = train_dataset.features[column], eval_dataset.features[column]
+    if not (isinstance(train, ClassLabel) and isinstance(held, ClassLabel)) or train.names == held.names:
+        return eval_dataset
+    unknown = sorted(set(held.names) - set(train.names))
+    if unknown:
+        raise DatasetError(
+            f"`eval_dataset`'s `{column}` has classes {unknown} that `train_dataset`'s {train.names} lacks; give "
+            f"both splits the same ClassLabel (`ds.cast_column({column!r}, ...)`) or drop those items."
+        )
+    return eval_dataset.align_labels_with_mapping({name: i for i, name in enumerate(train.names)}, column)
+
+
 def _items(count: int) -> str:
     return f"{count} item" if count == 1 else f"{count} items"
 

@@ -38,6 +38,7 @@ from .data import (
     detect_columns,
     labels_of,
     plain_rows,
+    same_classes,
 )
 from .distributed import Ranks
 from .halving import HalvingOutcome, run_halving
@@ -415,9 +416,8 @@ class ModelSearcher:
             check_items(self.eval_dataset, self.columns, name="eval_dataset")
             from datasets import concatenate_datasets
 
-            eval_ds = (
-                self.eval_dataset.cast(ds.features) if self.eval_dataset.features != ds.features else self.eval_dataset
-            )
+            eval_ds = same_classes(self.eval_dataset, ds, self.columns.label)
+            eval_ds = eval_ds.cast(ds.features) if eval_ds.features != ds.features else eval_ds
             test_items = list(range(len(ds), len(ds) + len(eval_ds)))
             ds = concatenate_datasets([ds, eval_ds])
         if len(ds) == 0:

@@ -483,6 +483,28 @@ def test_eval_dataset_serves_as_test_split(hub, tiny_zoo, tmp_path):
     assert res.dataset["test_items"] == 24 and res.dataset["items"] == 84
 
 
+def test_an_eval_split_with_its_class_names_in_another_order_is_read_by_name(hub, tiny_zoo, tmp_path):
+    """Casting ClassLabel to ClassLabel keeps ids, so an eval split named ["3", "2", "1", "0"] had each label read
+    as another class by a train split named ["0", "1", "2", "3"]; it is renumbered by name now."""
+    from datasets import Value
+
+    train, test = _image_ds(60), _image_ds(24)
+    names = test.features["label"].names
+    reversed_ids = test.cast_column("label", Value("int64")).map(lambda r: {"label": 3 - r["label"]})
+    renamed = reversed_ids.cast_column("label", ClassLabel(names=names[::-1]))  # the same classes, ids reversed
+    assert [renamed.features["label"].int2str(i) for i in renamed["label"]] == [names[i] for i in test["label"]]
+    runs = [
+        ModelSearcher(
+            tiny_zoo.repo_ids[:3], train_dataset=train, eval_dataset=held, args=_args(tmp_path, feature_cache=False)
+        ).search()
+        for held in (test, renamed)
+    ]
+    assert [it["scores"] for it in runs[1].iterations] == [it["scores"] for it in runs[0].iterations]
+    extra = renamed.cast_column("label", ClassLabel(names=[*names[::-1], "4"]))
+    with pytest.raises(DatasetError, match=r"`eval_dataset`'s `label` has classes \['4'\] that `train_dataset`'s"):
+        ModelSearcher(tiny_zoo.repo_ids[:3], train_dataset=train, eval_dataset=extra, args=_args(tmp_path)).search()
+
+
 class _NearestMean:
     """A user's scorer that follows the documented protocol: a pure `score` that takes `device`."""
 
