@@ -8,7 +8,8 @@ import torch
 from datasets import ClassLabel, Image, Value
 
 from alsatian_hf.candidates import timm_processor
-from alsatian_hf.search.data import PreparedData, detect_columns
+from alsatian_hf.search.data import PreparedData
+from alsatian_hf.search.target import detect_columns
 from alsatian_hf.zoo.data import digits, fashion_mnist, newsgroups
 
 

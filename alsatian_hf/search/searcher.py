@@ -29,8 +29,11 @@ from ..store.block_store import BlockStore
 from ..store.feature_cache import FeatureCache
 from .arguments import SearchArguments
 from .callbacks import LoggingCallback, SearchCallback
-from .data import (
-    PreparedData,
+from .data import PreparedData
+from .distributed import Ranks
+from .halving import HalvingOutcome, run_halving
+from .result import SearchResult
+from .target import (
     check_dataset,
     check_items,
     check_labels,
@@ -40,9 +43,6 @@ from .data import (
     plain_rows,
     same_classes,
 )
-from .distributed import Ranks
-from .halving import HalvingOutcome, run_halving
-from .result import SearchResult
 
 
 if TYPE_CHECKING:
