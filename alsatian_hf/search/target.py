@@ -152,6 +152,11 @@ def check_image_column(dataset, column: str) -> None:
     if not holds_arrays(feature):
         return
     dtype = _leaf_dtype(feature)
+    if dtype in ("string", "large_string", "binary", "large_binary"):
+        raise DatasetError(
+            f"Image column `{column}` holds {feature}, not images. If they are image files (paths) or their bytes, "
+            f"let `datasets` decode them: `ds.cast_column({column!r}, datasets.Image())`."
+        )
     first = np.asarray(dataset[0][column]) if dtype in _PIXEL_DTYPES and len(dataset) else None
     shape = None if first is None else first.shape
     if first is None or not (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))):

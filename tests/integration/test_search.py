@@ -280,6 +280,11 @@ def test_columns_that_cannot_be_the_input_or_match_are_refused(tiny_zoo, tmp_pat
         arrays = ds.remove_columns("image").add_column("pixels", [a.tolist() for a in column])
         with pytest.raises(DatasetError, match=message):
             ModelSearcher(tiny_zoo.repo_ids, train_dataset=arrays, image_column="pixels", args=_args(tmp_path))
+    paths = ds.add_column("path", [f"/data/{i}.png" for i in range(len(ds))])
+    with pytest.raises(
+        DatasetError, match=r"holds Value\('string'\), not images.*cast_column\('path', datasets.Image\(\)\)"
+    ):
+        ModelSearcher(tiny_zoo.repo_ids, train_dataset=paths, image_column="path", args=_args(tmp_path))
     with pytest.raises(DatasetError, match=r"Text column `label` holds ClassLabel.*not strings"):
         ModelSearcher(tiny_zoo.repo_ids, train_dataset=ds, text_column="label", args=_args(tmp_path))
     with pytest.raises(DatasetError, match=r"`eval_dataset` lacks \['label'\].*its columns are \['image'\]"):
