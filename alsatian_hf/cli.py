@@ -14,14 +14,17 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .errors import AlsatianError, DatasetError
+from .errors import AlsatianError, ConfigurationError, DatasetError
 
 
 def _serve_hub(args: argparse.Namespace) -> int:
     from ._units import parse_bytes
     from .localhub import HubServer
 
+    if not Path(args.root).is_dir():  # a mistyped root would be created, and served empty
+        raise ConfigurationError(f"{args.root} is not a folder; pass the one that holds <org>/<name> repos.")
     bandwidth = parse_bytes(args.bandwidth.lower().removesuffix("/s")) if args.bandwidth else None
     hub = HubServer(args.root, host=args.host, port=args.port, xet=not args.no_xet, upload_mode=args.upload_mode,
                     bandwidth=bandwidth)  # fmt: skip
@@ -37,8 +40,15 @@ def _serve_hub(args: argparse.Namespace) -> int:
 
 
 def _build_zoo(args: argparse.Namespace) -> int:
+    import timm
+
     from .zoo import TimmSource, ZooSpec, build_zoo
 
+    if args.arch != "efficientnet-lite0" and not timm.is_model(args.arch):
+        raise ConfigurationError(
+            f"--arch {args.arch!r} is not a timm architecture (or `efficientnet-lite0`); "
+            f"`timm.list_models('{args.arch.split('_')[0]}*')` lists the near ones."
+        )
     source = TimmSource(args.arch, model_args={"num_classes": args.num_classes})
     if args.arch == "efficientnet-lite0":
         from .zoo.efficientnet_lite import efficientnet_lite0_source
@@ -109,12 +119,14 @@ class SearchCliArguments:
 
 
 def load_target_dataset(path_or_repo: str, split: str = "train"):
-    """A `save_to_disk` folder, an imagefolder (class sub-folders), or a dataset repo on the configured Hub."""
-    from pathlib import Path
+    """A `save_to_disk` folder, an imagefolder (class sub-folders), or a dataset repo on the configured Hub.
 
+    Raises:
+        DatasetError: when none of them is found, or it has no such split.
+    """
     import datasets
 
-    path = Path(path_or_repo)
+    path = Path(path_or_repo).expanduser()
     if path.is_dir():
         if (
             (path / "dataset_info.json").is_file()
@@ -127,8 +139,15 @@ def load_target_dataset(path_or_repo: str, split: str = "train"):
             if split not in ds:
                 raise DatasetError(f"{path} has splits {list(ds)}, not {split!r}; pick one with `--split`.")
             return ds[split]
-        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
-    return datasets.load_dataset(path_or_repo, split=split)
+        name, kwargs = "imagefolder", {"data_dir": str(path)}
+    elif path_or_repo.startswith((".", "/", "~")):
+        raise DatasetError(f"--dataset {path_or_repo}: no such folder.")
+    else:
+        name, kwargs = path_or_repo, {}
+    try:
+        return datasets.load_dataset(name, split=split, **kwargs)
+    except (FileNotFoundError, ValueError, ConnectionError) as e:  # no data, repo, split or Hub: in its words
+        raise DatasetError(f"--dataset {path_or_repo}: {e}") from e
 
 
 def _search(argv: list[str]) -> int:

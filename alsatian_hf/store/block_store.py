@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Literal
 from filelock import FileLock
 
 from .._safetensors import Tensors, decode, encode
-from ..errors import BlockIntegrityError, SafetensorsHeaderError, StoreFullError
+from ..errors import BlockIntegrityError, ConfigurationError, SafetensorsHeaderError, StoreFullError
 from ._files import TEMP_PREFIX, age, sweep_temp_files, write_atomic
 from .identity import content_hash
 
@@ -124,6 +124,8 @@ class BlockStore:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigurationError(f"The block store {self.root} is a file; pass a folder (created if missing).")
         (self.root / "blocks").mkdir(parents=True, exist_ok=True)
         self._verified: set[tuple[str, int, int, int]] = set()  # file versions known to match their hash
         self._local = threading.local()  # a connection per thread (sqlite3 connections are not shared)

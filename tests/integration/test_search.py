@@ -153,16 +153,35 @@ def test_cli_ranking_matches_api(hub, tiny_zoo, tmp_path):
         assert model in out.stdout
 
 
-def test_cli_reports_a_bad_dataset_as_one_line_without_a_traceback(tmp_path):
+@pytest.mark.parametrize(
+    "case",
+    ["missing split", "missing dataset", "missing hub root", "unknown architecture", "store is a file"],
+)
+def test_the_cli_reports_bad_input_as_one_line_without_a_traceback(tmp_path, case):
     from datasets import DatasetDict
 
     DatasetDict(test=digits(num_items=20, seed=0)).save_to_disk(str(tmp_path / "ds"))
-    out = _cli_search(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    argv, message = {
+        "missing split": (None, f"{tmp_path / 'ds'} has splits ['test'], not 'train'; pick one with `--split`."),
+        "missing dataset": (["search", "--models", "a/b", "--dataset", str(tmp_path / "nowhere")],
+                            f"--dataset {tmp_path / 'nowhere'}: no such folder."),
+        "missing hub root": (["serve-hub", str(tmp_path / "nowhere"), "--port", "0"],
+                             f"{tmp_path / 'nowhere'} is not a folder; pass the one that holds <org>/<name> repos."),
+        "unknown architecture": (["build-zoo", str(tmp_path / "zoo"), "--org", "x", "--arch", "resnet_nope"],
+                                 "--arch 'resnet_nope' is not a timm architecture (or `efficientnet-lite0`); "
+                                 "`timm.list_models('resnet*')` lists the near ones."),
+        "store is a file": (["store", "info", "--store-dir", str(tmp_path / "a-file")],
+                            f"The block store {tmp_path / 'a-file'} is a file; pass a folder (created if missing)."),
+    }[case]  # fmt: skip
+    if argv is None:
+        out = _cli_search(tmp_path)
+    else:
+        out = subprocess.run([sys.executable, "-m", "alsatian_hf.cli", *argv], capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
     assert out.returncode == 1
-    assert (
-        out.stderr.strip()
-        == f"alsatian-hf: error: {tmp_path / 'ds'} has splits ['test'], not 'train'; pick one with `--split`."
-    )
+    assert out.stderr.strip().splitlines()[-1] == f"alsatian-hf: error: {message}"
+    assert "Traceback" not in out.stderr and not (tmp_path / "nowhere").exists()
 
 
 @pytest.mark.slow
