@@ -12,7 +12,7 @@ from ..engine import PHASES
 from ..errors import MissingDependencyError
 
 
-@dataclass
+@dataclass(repr=False)
 class SearchResult:
     """What a search returns.
 
@@ -23,6 +23,8 @@ class SearchResult:
         ...                                {"rank": 2, "model": "org/b", "score": 0.87, "revision": None}])
         >>> result.best, result.models
         ('org/a', ['org/a', 'org/b'])
+        >>> result
+        SearchResult(best='org/a', models=['org/a', 'org/b'], strategy='alsatian', searched=2, skipped=0, seconds=0.0)
         >>> result.to_pandas()["model"].tolist()
         ['org/a', 'org/b']
     """
@@ -46,6 +48,17 @@ class SearchResult:
     plan: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+
+    def __repr__(self) -> str:  # the dataclass's own printed every iteration's per-block timings: pages of them
+        searched = len(self.iterations[0]["candidates"]) if self.iterations else len(self.ranking)
+        return (
+            f"SearchResult(best={self.best!r}, models={self.models}, strategy={self.strategy!r}, "
+            f"searched={searched}, skipped={len(self.skipped)}, seconds={self.seconds:.1f})"
+        )
+
+    def _repr_markdown_(self) -> str:
+        """A notebook shows a result as its summary: the ranking, iterations, time by phase, ties and skips."""
+        return self.summary()
 
     @property
     def best(self) -> str | None:
