@@ -35,6 +35,7 @@ from .halving import HalvingOutcome, run_halving
 from .result import SearchResult
 from .target import (
     check_dataset,
+    check_has_columns,
     check_items,
     check_labels,
     check_transformed,
@@ -93,8 +94,9 @@ def _heap_frozen():
 
 
 def _check_folder(path: str | None, name: str) -> None:
-    """Raises ConfigurationError when `path` (a field of SearchArguments, None for its default) cannot become a
-    folder this process writes: it is a file, or its nearest existing parent is not writable."""
+    """Raises ConfigurationError when `path` (a field of SearchArguments, None for none) cannot become a folder
+    this process writes: it is a file, or its nearest existing parent is not writable. (The block store checks
+    its own root when it opens, also before any candidate.)"""
     if path is None:
         return
     folder = Path(path).expanduser()
@@ -189,12 +191,7 @@ class ModelSearcher:
         self.eval_dataset = None
         if eval_dataset is not None:
             check_dataset(eval_dataset, name="eval_dataset")
-            absent = [c for c in (self.columns.input, self.columns.label) if c not in eval_dataset.features]
-            if absent:
-                raise DatasetError(
-                    f"`eval_dataset` lacks {absent}, which `train_dataset` searches on; its columns are "
-                    f"{list(eval_dataset.features)}. Rename them (`ds.rename_column`) to match."
-                )
+            check_has_columns(eval_dataset, self.columns)
             self.eval_dataset = plain_rows(eval_dataset)
             check_transformed(self.eval_dataset, self.columns, name="eval_dataset")
         self.skipped: dict[str, str] = {}
@@ -265,7 +262,6 @@ class ModelSearcher:
 
     def _search(self) -> SearchResult:
         start = time.perf_counter()
-        _check_folder(self.args.store_dir, "store_dir")
         # before the device: under a launcher this starts the process group
         self._ranks = Ranks.current(self.args.rank_timeout)
         if self._ranks.rank == 0:  # the rank that writes it: found unwritable now, not after the search

@@ -51,6 +51,16 @@ def check_dataset(dataset, *, name: str = "train_dataset") -> None:
     )
 
 
+def check_has_columns(eval_dataset, columns: Columns) -> None:
+    """Raises DatasetError unless `eval_dataset` has the input and label columns found in `train_dataset`."""
+    absent = [c for c in (columns.input, columns.label) if c not in eval_dataset.features]
+    if absent:
+        raise DatasetError(
+            f"`eval_dataset` lacks {absent}, which `train_dataset` searches on; its columns are "
+            f"{list(eval_dataset.features)}. Rename them (`ds.rename_column`) to match."
+        )
+
+
 def plain_rows(dataset):
     """`dataset` as Python rows, which a search reads (PIL images, strings), whatever `set_format` a training
     script left on it ("torch", "numpy", some columns only): formats present the same data. A custom transform

@@ -421,7 +421,7 @@ def test_an_unusable_folder_or_device_is_refused_before_any_candidate_opens(hub,
     afile.write_text("x")
     cases = [
         (dict(output_dir=str(afile)), r"`output_dir` '.*a-file' is a file; pass a folder"),
-        (dict(store_dir=str(afile)), r"`store_dir` '.*a-file' is a file; pass a folder"),
+        (dict(store_dir=str(afile)), r"The block store .*a-file is a file; pass a folder"),
     ]
     if not torch.cuda.is_available():
         cases.append((dict(device="cuda"), r"`device` 'cuda': torch finds no cuda device here"))
