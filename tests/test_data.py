@@ -137,3 +137,24 @@ def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):
     slow = pil(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(fast, slow, atol=1e-1, rtol=1e-3)  # transformers' fast-vs-slow test tolerance
     assert (fast - slow).abs().mean() < 5e-3
+
+
+def test_image_size_gives_square_inputs_whatever_the_processor_takes(tmp_path):
+    """`image_size` used to pass a height and width to every transformers processor; ConvNeXt's, which
+    microsoft/resnet-* use too, takes only a shortest edge and skipped every such candidate ("'SizeDict' object
+    has no attribute 'keys'"). Each processor kind now gets its own arguments, and all give N x N."""
+    from transformers import BitImageProcessor, ConvNextImageProcessor, ViTImageProcessor
+
+    from alsatian_hf.candidates.processors import image_processor
+
+    wide = [PIL.Image.fromarray(torch.randint(0, 256, (40, 56, 3), dtype=torch.uint8).numpy()) for _ in range(3)]
+    for kind, processor in [
+        ("convnext", ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875)),
+        ("resnet", ConvNextImageProcessor(size={"shortest_edge": 224})),
+        ("bit", BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224})),
+        ("vit", ViTImageProcessor(size={"height": 224, "width": 224})),
+    ]:
+        folder = tmp_path / kind
+        processor.save_pretrained(folder)
+        (folder / "config.json").write_text(f'{{"model_type": "{kind}"}}')
+        assert image_processor(folder, 32).fn(wide)["pixel_values"].shape == (3, 3, 32, 32), kind

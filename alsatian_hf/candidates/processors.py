@@ -120,15 +120,12 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
     path = config_dir / "preprocessor_config.json"
     if not path.is_file():
         raise CandidateSkipped(str(config_dir), "no preprocessor_config.json: the image preprocessing is unknown.")
-    kwargs: dict[str, Any] = {}
-    if image_size is not None:
-        kwargs["size"] = {"height": image_size, "width": image_size}
-        kwargs["do_center_crop"] = False
     spec = json.loads(path.read_text())
     spec.pop("processor_class", None)
     proc = _LOADED.get(
         "image-" + _key([spec, _model_type(config_dir)]), lambda: AutoImageProcessor.from_pretrained(config_dir)
     )
+    kwargs = _square(proc, image_size) if image_size is not None else {}
 
     def fn(images):
         return {
@@ -138,6 +135,17 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
         }
 
     return Processor(_key(["hf-image", spec, kwargs]), "image", fn)
+
+
+def _square(proc, image_size: int) -> dict[str, Any]:
+    """The call arguments that make `proc` output image_size x image_size. ConvNeXt's processor (also
+    microsoft/resnet-*'s) takes only a shortest edge and a `crop_pct`, and failed on a height and width ("'SizeDict'
+    object has no attribute 'keys'"); the rest resize to a height and width without their center crop."""
+    size = proc.size
+    edge = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+    if edge and hasattr(proc, "crop_pct"):
+        return {"size": {"shortest_edge": image_size}, "crop_pct": 1.0}
+    return {"size": {"height": image_size, "width": image_size}, "do_center_crop": False}
 
 
 def _model_type(config_dir: Path) -> str:
