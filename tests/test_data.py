@@ -158,3 +158,33 @@ def test_image_size_gives_square_inputs_whatever_the_processor_takes(tmp_path):
         processor.save_pretrained(folder)
         (folder / "config.json").write_text(f'{{"model_type": "{kind}"}}')
         assert image_processor(folder, 32).fn(wide)["pixel_values"].shape == (3, 3, 32, 32), kind
+
+
+def test_max_length_is_cut_to_the_tokens_a_model_takes(tmp_path):
+    """What the position embeddings index (RoBERTa numbers positions from pad_token_id + 1: 514 positions take
+    512 tokens; a 66-position one with pad 0 failed mid-search at 66 tokens) and the tokenizer's own limit."""
+    import json
+
+    from transformers import BertTokenizerFast
+
+    from alsatian_hf.candidates.processors import text_processor
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]))
+    cases = [
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, None, 512),
+        ({"model_type": "roberta", "max_position_embeddings": 66, "pad_token_id": 0}, None, 65),
+        ({"model_type": "bert", "max_position_embeddings": 64}, None, 64),
+        ({"model_type": "bert", "max_position_embeddings": 512}, 32, 32),
+        ({"model_type": "bert"}, None, 1024),  # nothing says: as asked
+    ]
+    for i, (config, declared, expected) in enumerate(cases):
+        folder = tmp_path / str(i)
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+        if declared is not None:
+            tokenizer.model_max_length = declared
+        tokenizer.save_pretrained(folder)
+        (folder / "config.json").write_text(json.dumps(config))
+        processor = text_processor(folder, 1024)
+        assert processor.key.endswith(f"-{expected}"), (config, processor.key)
+        assert processor.fn(["a b " * 600])["input_ids"].shape == (1, expected)

@@ -195,11 +195,19 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
 _CUT_SHORT: set[tuple[str, int]] = set()  # (tokenizer digest, max_length) already logged as cut short
 
 
+# RoBERTa-style models number positions from pad_token_id + 1, so that many of their position embeddings are
+# never a token's (RoBERTa: 514 positions, 512 tokens)
+_PADDED_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text"}
+
+
 def _max_tokens(config_dir: Path, tokenizer) -> int | None:
-    """The most tokens the model takes: the smaller of config.json's `max_position_embeddings` and the
-    tokenizer's `model_max_length` (RoBERTa's 512 of its 514 positions), where each is set; None when neither."""
+    """The most tokens the model takes: the smaller of what its position embeddings index (`max_position_embeddings`,
+    less RoBERTa's offset) and the tokenizer's `model_max_length`, where each is set; None when neither."""
     path = config_dir / "config.json"
-    positions = json.loads(path.read_text()).get("max_position_embeddings") if path.is_file() else None
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and config.get("model_type") in _PADDED_POSITIONS:
+        positions -= int(config.get("pad_token_id") or 0) + 1
     declared = getattr(tokenizer, "model_max_length", None)
     limits = [n for n in (positions, declared) if isinstance(n, int) and 0 < n < 1_000_000]  # unset: 1e30
     return min(limits) if limits else None
