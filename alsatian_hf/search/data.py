@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..candidates.processors import Processor
+from ..errors import DatasetError
 from .target import holds_arrays, pixels_to_image
 
 
@@ -58,6 +59,27 @@ class PreparedData:
 
     def _prepare(self, input_key: str, items: list[int]) -> dict[str, torch.Tensor]:
         processor = self.processors[input_key]
+        try:
+            return self._prepare_batch(processor, items)
+        except Exception as e:
+            # a corrupt image fails its whole batch, and its error names no item ("cannot identify image file
+            # <_io.BytesIO ...>"): find the row, so the user can drop it
+            bad = next((i for i in items if not self._readable(processor, i)), None)
+            if bad is None:
+                raise
+            raise DatasetError(
+                f"Row {bad} of the target dataset (`train_dataset`'s rows, then `eval_dataset`'s) cannot be read "
+                f"as its {processor.kind} ({type(e).__name__}: {e}). Drop it (`ds.select(...)`) and search again."
+            ) from e
+
+    def _readable(self, processor: Processor, item: int) -> bool:
+        try:
+            self._prepare_batch(processor, [item])
+        except Exception:
+            return False
+        return True
+
+    def _prepare_batch(self, processor: Processor, items: list[int]) -> dict[str, torch.Tensor]:
         fn = processor.fn
         # one batched read of the column: iterating a selection formats and decodes row by row (1.8x slower)
         values = list(self.dataset[self.column][items])

@@ -386,7 +386,7 @@ class ModelSearcher:
 
         try:
             return assembler.assemble(spec, model_id, opened.result() if opened is not None else None)
-        except StoreFullError:
+        except (StoreFullError, DatasetError):
             raise  # every later candidate would fail the same way: stop with the error that says what to do
         except CandidateSkipped as e:
             reason = e.reason

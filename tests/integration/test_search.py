@@ -329,6 +329,30 @@ def test_a_dataset_left_in_a_training_format_searches_as_its_rows(hub, tiny_zoo,
         ModelSearcher(ids, train_dataset=tensors, args=_args(tmp_path))
 
 
+def test_an_image_that_cannot_be_decoded_is_named_by_its_row(hub, tiny_zoo, tmp_path):
+    """A truncated PNG fails its whole batch with "cannot identify image file <_io.BytesIO ...>", naming no item;
+    the search stops with the row to drop instead."""
+    import io
+
+    from datasets import Dataset, Features, Image
+
+    ds = _image_ds(60)
+
+    def png(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    rows = [{"bytes": png(im), "path": None} for im in ds["image"]]
+    for bad in (7, 41):
+        broken = [*rows[:bad], {"bytes": rows[bad]["bytes"][:40], "path": None}, *rows[bad + 1 :]]
+        data = Dataset.from_dict({"image": broken, "label": ds["label"]},
+                                 features=Features({"image": Image(), "label": ds.features["label"]}))  # fmt: skip
+        with pytest.raises(DatasetError, match=rf"^Row {bad} of the target dataset .* cannot be read as its image "
+                                               r"\(UnidentifiedImageError"):  # fmt: skip
+            ModelSearcher(tiny_zoo.repo_ids[:4], train_dataset=data, args=_args(tmp_path, result_size=1)).search()
+
+
 def test_uint8_pixel_arrays_search_as_the_same_images_do(hub, tiny_zoo, tmp_path):
     """Images given as pixel arrays (a list column, or `Array3D`) are turned into the images `datasets.Image`
     decodes, so every score equals the `Image` column's."""
