@@ -63,13 +63,15 @@ class PreparedData:
             return self._prepare_batch(processor, items)
         except Exception as e:
             # a corrupt image fails its whole batch, and its error names no item ("cannot identify image file
-            # <_io.BytesIO ...>"): find the row, so the user can drop it
-            bad = next((i for i in items if not self._readable(processor, i)), None)
-            if bad is None:
+            # <_io.BytesIO ...>"): find the rows, so the user can drop them. When every row fails alone too, the
+            # fault is not in the data.
+            bad = [i for i in items if not self._readable(processor, i)]
+            if not bad or (len(bad) == len(items) > 1):
                 raise
+            rows = f"Row {bad[0]}" if len(bad) == 1 else f"Rows {bad}"
             raise DatasetError(
-                f"Row {bad} of the target dataset (`train_dataset`'s rows, then `eval_dataset`'s) cannot be read "
-                f"as its {processor.kind} ({type(e).__name__}: {e}). Drop it (`ds.select(...)`) and search again."
+                f"{rows} of the target dataset (`train_dataset`'s rows, then `eval_dataset`'s) cannot be read as "
+                f"{processor.kind}s ({type(e).__name__}: {e}). Drop them (`ds.select(...)`) and search again."
             ) from e
 
     def _readable(self, processor: Processor, item: int) -> bool:

@@ -348,7 +348,7 @@ def test_an_image_that_cannot_be_decoded_is_named_by_its_row(hub, tiny_zoo, tmp_
         broken = [*rows[:bad], {"bytes": rows[bad]["bytes"][:40], "path": None}, *rows[bad + 1 :]]
         data = Dataset.from_dict({"image": broken, "label": ds["label"]},
                                  features=Features({"image": Image(), "label": ds.features["label"]}))  # fmt: skip
-        with pytest.raises(DatasetError, match=rf"^Row {bad} of the target dataset .* cannot be read as its image "
+        with pytest.raises(DatasetError, match=rf"^Row {bad} of the target dataset .* cannot be read as images "
                                                r"\(UnidentifiedImageError"):  # fmt: skip
             ModelSearcher(tiny_zoo.repo_ids[:4], train_dataset=data, args=_args(tmp_path, result_size=1)).search()
 
