@@ -34,6 +34,8 @@ def test_newsgroups_reads_the_tab_files_without_importing_orange():
 def test_column_detection():
     cols = detect_columns(digits(num_items=10))
     assert (cols.kind, cols.input, cols.label) == ("image", "image", "label")
+    trainer_style = digits(num_items=10).cast_column("label", Value("int64")).rename_column("label", "labels")
+    assert detect_columns(trainer_style).label == "labels"  # no ClassLabel: `labels`, as Trainer's datasets name it
     cols = detect_columns(newsgroups(num_items=10, categories=["sci.space", "rec.autos"]))
     assert (cols.kind, cols.input) == ("text", "text")
 

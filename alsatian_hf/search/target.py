@@ -104,10 +104,11 @@ def detect_columns(
     names = list(features)
     if label_column is None:
         labels = [n for n, f in features.items() if isinstance(f, ClassLabel)]
-        label_column = labels[0] if len(labels) == 1 else ("label" if "label" in features else None)
+        named = [n for n in ("label", "labels") if n in features]  # `labels`: what Trainer's datasets carry
+        label_column = labels[0] if len(labels) == 1 else (named[0] if len(named) == 1 else None)
         if label_column is None:
             raise DatasetError(
-                f"No label column found (looked for one ClassLabel column or `label`); the dataset "
+                f"No label column found (looked for one ClassLabel column, or `label` or `labels`); the dataset "
                 f"has columns {names}. Pass `label_column=...`."
             )
     elif label_column not in features:
