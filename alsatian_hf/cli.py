@@ -105,7 +105,9 @@ class SearchCliArguments:
     author: str | None = field(default=None, metadata={"help": "Search this organisation's models."})
     filter: str | None = field(default=None, metadata={"help": "Hub tag filter(s), comma separated."})
     search: str | None = field(default=None, metadata={"help": "Substring of the model ids."})
-    base_model: str | None = field(default=None, metadata={"help": "All fine-tunes of this model (lineage tags)."})
+    base_model: str | None = field(
+        default=None, metadata={"help": "All fine-tunes, adapters and merges of this model (lineage tags)."}
+    )
     max_params: int | None = field(default=None, metadata={"help": "Keep models with at most this many parameters."})
     limit: int | None = field(default=None, metadata={"help": "At most this many candidates."})
     models: str | None = field(

@@ -16,6 +16,7 @@ from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
 from ..hub.ranges import with_retries
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
+from .lora import ADAPTER_WEIGHTS, LoraBlockSource, base_spec, is_adapter, read_adapter_config
 from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
 
 
@@ -47,16 +48,20 @@ def candidate_id(spec: CandidateSpec) -> str:
 
 
 def open_repo(spec: CandidateSpec, *, revision: str | None, store: BlockStore, reader: RangeReader,
-              xet: XetReader | None = None) -> OpenedRepo:  # fmt: skip
+              xet: XetReader | None = None, via: tuple[str, ...] = ()) -> OpenedRepo:  # fmt: skip
     """Open a listed candidate, a local folder, or a repo id (`revision` pins Hub repos unless the spec does).
+    A PEFT LoRA adapter opens as its base model with the adapter merged in (see `candidates.lora`).
+
+    Args:
+        via: the adapters whose base this is, innermost last (a chain of adapters must end in a model).
 
     Raises:
-        CandidateSkipped: for a listed candidate that carries a skip reason.
+        CandidateSkipped: for a listed candidate that carries a skip reason, or an adapter that cannot be merged.
     """
     repo_id, pinned = _hub_target(spec, revision)
     if repo_id is None:
-        return open_local(Path(str(spec)).expanduser())
-    return open_hub(repo_id, pinned, store=store, reader=reader, xet=xet)
+        return open_local(Path(str(spec)).expanduser(), store=store, reader=reader, xet=xet, via=via)
+    return open_hub(repo_id, pinned, store=store, reader=reader, xet=xet, via=via)
 
 
 def opens_offline(spec: CandidateSpec, *, revision: str | None, store: BlockStore) -> bool:
@@ -94,13 +99,68 @@ def _hub_target(spec: CandidateSpec, revision: str | None) -> tuple[str | None, 
     return repo_id, pinned or revision
 
 
-def open_local(folder: str | Path) -> OpenedRepo:
+def open_local(folder: str | Path, *, store: BlockStore | None = None, reader: RangeReader | None = None,
+               xet: XetReader | None = None, via: tuple[str, ...] = ()) -> OpenedRepo:  # fmt: skip
+    """Open a local checkpoint folder (`store`, `reader` and `xet` open the base of an adapter folder)."""
     folder = Path(folder)
+    files = {p.name for p in folder.iterdir()}
+    if is_adapter(files):
+        from huggingface_hub.repocard import metadata_load
+
+        card = metadata_load(folder / "README.md") if "README.md" in files else None
+        bases = (card or {}).get("base_model")
+        card_base = bases if isinstance(bases, str) else (bases[0] if bases else None)
+        weights = folder / ADAPTER_WEIGHTS if ADAPTER_WEIGHTS in files else None
+        return open_adapter(str(folder), "local", folder, weights, card_base, store=store, reader=reader, xet=xet,
+                            via=via)[0]  # fmt: skip
     return OpenedRepo(str(folder), "local", folder, LocalBlockSource(folder))
 
 
+def open_adapter(name: str, revision: str, folder: Path, weights: Path | None, card_base: str | None, *,
+                 store: BlockStore | None, reader: RangeReader | None, xet: XetReader | None,
+                 via: tuple[str, ...], base_revision: str | None = None) -> tuple[OpenedRepo, str]:  # fmt: skip
+    """A LoRA adapter (`folder` holds its config, `weights` its tensors) as its base model with it merged in,
+    and the revision its base opened at. The base's config and processor serve the adapter.
+
+    Args:
+        base_revision: open the base at this revision, instead of the one `adapter_config.json` names (most
+            name none: the base's main branch).
+
+    Raises:
+        CandidateSkipped: an adapter that cannot be merged, or whose base cannot be opened, with the reason.
+    """
+    from safetensors.torch import load_file
+
+    from ..errors import AlsatianError, UnsupportedArchitectureError
+
+    config = read_adapter_config(name, folder)
+    if weights is None:
+        raise CandidateSkipped(
+            name, f"a PEFT adapter without {ADAPTER_WEIGHTS} (an adapter_model.bin is never unpickled). Save it "
+            "with `save_pretrained(..., safe_serialization=True)`."
+        )  # fmt: skip
+    base = base_spec(name, config, card_base)
+    if base in via or base == name or len(via) >= 4:
+        raise CandidateSkipped(name, f"its base models form a loop or a chain too long: {' -> '.join((*via, name))}.")
+    if store is None or reader is None:
+        raise CandidateSkipped(name, "a PEFT adapter folder opened without a block store to open its base from.")
+    try:
+        opened = open_repo(base, revision=base_revision or config.get("revision"), store=store, reader=reader,
+                           xet=xet, via=(*via, name))  # fmt: skip
+    except CandidateSkipped as e:
+        raise CandidateSkipped(name, f"its base model {base}: {e.reason}") from e
+    except (AlsatianError, OSError, ValueError) as e:  # huggingface_hub's errors are OSErrors or ValueErrors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CandidateSkipped(name, f"its base model {base} cannot be opened ({type(e).__name__}: {first}).") from e
+    try:
+        source = LoraBlockSource(opened.source, load_file(weights), config, name)
+    except UnsupportedArchitectureError as e:
+        raise CandidateSkipped(name, str(e).removeprefix(f"{name}: ")) from e
+    return OpenedRepo(name, revision, opened.folder, source), opened.revision
+
+
 def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: RangeReader,
-             xet: XetReader | None = None) -> OpenedRepo:  # fmt: skip
+             xet: XetReader | None = None, via: tuple[str, ...] = ()) -> OpenedRepo:  # fmt: skip
     """Download the repo's small files (never its weights), and read its safetensors layout by Range.
 
     With `xet`, the checkpoint files' Xet hashes are read too (one paths-info request), so blocks can be proven
@@ -146,6 +206,22 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         )
     if revision is None or len(revision) != 40:
         revision = folder.name  # the snapshot folder is named after the commit
+    if is_adapter(siblings or {p.name for p in folder.iterdir()}):
+        weights = None
+        if ADAPTER_WEIGHTS in siblings or offline:
+            from huggingface_hub import hf_hub_download
+
+            weights = Path(with_retries(lambda: hf_hub_download(repo_id, ADAPTER_WEIGHTS, revision=revision),
+                                        transport=False))  # fmt: skip
+        # an adapter's commit is searched with the base commit it first opened with: a repeated search then sends
+        # no request for either, and the base's main branch moving on does not change the adapter's scores
+        record = store.load_commit(repo_id, revision) if _COMMIT.fullmatch(revision) else None
+        pinned = (record or {}).get("adapter_base")
+        opened, base_revision = open_adapter(repo_id, revision, folder, weights, base_model, store=store, reader=reader,
+                                             xet=xet, via=via, base_revision=pinned)  # fmt: skip
+        if record is not None and pinned is None and _COMMIT.fullmatch(base_revision):
+            store.save_commit(repo_id, revision, {**record, "adapter_base": base_revision})
+        return opened
     cached = store.load_layout(repo_id, revision)
     if cached is not None:
         layout = layout_from_json(cached)

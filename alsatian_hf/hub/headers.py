@@ -13,6 +13,9 @@ from .ranges import RangeReader
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+# a PEFT adapter repo holds these instead of a checkpoint (see `candidates.lora`)
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .headers import checkpoint_files
+from .headers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkpoint_files
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -34,6 +34,9 @@ def _to_candidate(info) -> Candidate:
     c = Candidate(info.id, info.sha, info.library_name, info.pipeline_tag, params, siblings)
     if info.gated:
         c.skip_reason = "gated repo: request access on the Hub, then log in (HF_TOKEN)."
+    elif ADAPTER_CONFIG in siblings and "config.json" not in siblings:  # a PEFT adapter: merged into its base
+        if ADAPTER_WEIGHTS not in siblings:
+            c.skip_reason = f"a PEFT adapter without {ADAPTER_WEIGHTS} (an adapter_model.bin is never unpickled)."
     elif siblings and checkpoint_files(list(siblings)) is None:
         c.skip_reason = "no safetensors weights (a .bin checkpoint is never unpickled)."
     return c
@@ -54,8 +57,9 @@ def list_candidates(
     """Candidates matching a metadata query, lazily, as `HfApi.list_models` pages through them.
 
     Args:
-        base_model: all fine-tunes of this model, following the `base_model:finetune:<id>` tags down the tree
-            (the base itself is not included).
+        base_model: all fine-tunes, adapters and merges of this model, following the `base_model:<id>` tags down
+            the tree (the base itself is not included). Quantized copies are left out: they are the base's
+            weights, rounded.
         max_params: keep models with at most this many parameters (from safetensors metadata; no download).
         include_skipped: also yield candidates that cannot be scored, with `skip_reason` set.
 
@@ -77,12 +81,14 @@ def list_candidates(
         while queue:
             parent = queue.popleft()
             for info in api.list_models(
-                filter=filters + [f"base_model:finetune:{parent}"],
+                filter=filters + [f"base_model:{parent}"],
                 author=author,
                 search=search,
                 pipeline_tag=pipeline_tag,
                 expand=_EXPAND,
             ):
+                if f"base_model:quantized:{parent}" in (info.tags or []):
+                    continue
                 if info.id not in seen and info.id != base_model:
                     queue.append(info.id)
                     yield info
