@@ -27,7 +27,7 @@ import torch
 
 from ..adapters import SplitModel
 from ..errors import CandidateSkipped, UnsupportedArchitectureError
-from ..hub.headers import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..hub.headers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter
 from ..store.identity import safetensors_dtype
 from .sources import TensorSource
 
@@ -37,11 +37,6 @@ __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraBlockSource", "base_spec", 
 _PREFIX = "base_model.model."  # what PeftModel puts before the wrapped model's own module paths
 _LORA = re.compile(r"(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
                    r"lora_embedding_B)$")  # fmt: skip
-
-
-def is_adapter(files: list[str] | set[str]) -> bool:
-    """Whether a repo or folder holding `files` is a PEFT adapter rather than a full checkpoint."""
-    return ADAPTER_CONFIG in files and "config.json" not in files
 
 
 def read_adapter_config(repo_id: str, folder: Path) -> dict:

@@ -31,6 +31,11 @@ class TensorLocation:
         return self.end - self.start
 
 
+def is_adapter(files) -> bool:
+    """Whether a repo or folder holding `files` is a PEFT adapter rather than a full checkpoint."""
+    return ADAPTER_CONFIG in files and "config.json" not in files
+
+
 def checkpoint_files(siblings: list[str]) -> list[str] | None:
     """[SINGLE] or [INDEX] when present, else None."""
     if SINGLE in siblings:

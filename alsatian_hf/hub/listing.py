@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .headers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkpoint_files
+from .headers import ADAPTER_WEIGHTS, checkpoint_files, is_adapter
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -34,7 +34,7 @@ def _to_candidate(info) -> Candidate:
     c = Candidate(info.id, info.sha, info.library_name, info.pipeline_tag, params, siblings)
     if info.gated:
         c.skip_reason = "gated repo: request access on the Hub, then log in (HF_TOKEN)."
-    elif ADAPTER_CONFIG in siblings and "config.json" not in siblings:  # a PEFT adapter: merged into its base
+    elif is_adapter(siblings):  # a PEFT adapter: searched merged into its base
         if ADAPTER_WEIGHTS not in siblings:
             c.skip_reason = f"a PEFT adapter without {ADAPTER_WEIGHTS} (an adapter_model.bin is never unpickled)."
     elif siblings and checkpoint_files(list(siblings)) is None:
@@ -60,7 +60,8 @@ def list_candidates(
         base_model: all fine-tunes, adapters and merges of this model, following the `base_model:<id>` tags down
             the tree (the base itself is not included). Quantized copies are left out: they are the base's
             weights, rounded.
-        max_params: keep models with at most this many parameters (from safetensors metadata; no download).
+        max_params: keep models with at most this many parameters (from safetensors metadata; no download). An
+            adapter counts as its card's base model, whose size one more request reads.
         include_skipped: also yield candidates that cannot be scored, with `skip_reason` set.
 
     Example:
@@ -99,11 +100,34 @@ def list_candidates(
         iterator = api.list_models(
             author=author, filter=filters or None, search=search, pipeline_tag=pipeline_tag, expand=_EXPAND
         )
+    base_sizes: dict[str, int | None] = {}
+
+    def merged_size(info) -> int | None:
+        """An adapter's size merged: its card's base model's (one metadata request per base)."""
+        bases = info.card_data.get("base_model") if info.card_data else None
+        base = bases if isinstance(bases, str) else (bases[0] if bases else None)
+        if base is None:
+            return None
+        if base not in base_sizes:
+            try:
+                found = api.model_info(base, expand=["safetensors"]).safetensors
+            except (OSError, ValueError) as e:  # missing, gated, offline: the adapter is skipped with the reason
+                logger.debug("max_params: the size of %s, base of %s, is unknown (%s)", base, info.id, e)
+                found = None
+            base_sizes[base] = found.total if found is not None else None
+        return base_sizes[base]
+
     for info in iterator:
         if info.id in seen:
             continue
         seen.add(info.id)
         cand = _to_candidate(info)
+        if max_params is not None and cand.skip_reason is None and is_adapter(cand.siblings):
+            cand.num_parameters = merged_size(info)  # the adapter's own parameters are a fraction of the search's
+            if cand.num_parameters is None:
+                cand.skip_reason = (
+                    "a PEFT adapter whose card's `base_model` has no size to check `max_params` against."
+                )
         if max_params is not None and cand.skip_reason is None:
             if cand.num_parameters is None:
                 cand.skip_reason = "no safetensors metadata to check `max_params` against."

@@ -207,3 +207,14 @@ def test_a_warm_search_of_adapters_asks_the_hub_for_the_listing_alone(hub, vit_z
     assert second.models == first.models and second.bytes_fetched == 0
     paths = [r.path for r in hub.requests()]
     assert paths and all(p.startswith("/api/models?") for p in paths), paths
+
+
+def test_max_params_counts_an_adapter_as_its_base(hub, vit_zoo, vit_adapters):
+    """An adapter's own safetensors hold a few thousand parameters; searched, it is its base's size."""
+    (base,) = [c for c in list_candidates(author="vitorg") if c.repo_id == vit_adapters["base"]]
+    adapters = {"vitorg/vit-lora-all", "vitorg/vit-lora-late", "vitorg/vit-lora-late-conv"}
+    kept = {c.repo_id: c for c in list_candidates(base_model=base.repo_id, max_params=base.num_parameters)}
+    assert adapters <= set(kept) and all(kept[a].num_parameters == base.num_parameters for a in adapters)
+    assert not adapters & {
+        c.repo_id for c in list_candidates(base_model=base.repo_id, max_params=base.num_parameters - 1)
+    }
