@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,6 +210,21 @@ def test_a_warm_search_of_adapters_asks_the_hub_for_the_listing_alone(hub, vit_z
     assert second.models == first.models and second.bytes_fetched == 0
     paths = [r.path for r in hub.requests()]
     assert paths and all(p.startswith("/api/models?") for p in paths), paths
+    # and with no Hub at all, from the pinned commits
+    pinned = [f"{c.repo_id}@{c.revision}" for c in list_candidates(base_model=vit_adapters["base"])]
+    script = f"""
+import json
+from alsatian_hf.search import ModelSearcher, SearchArguments
+from alsatian_hf.zoo.data import digits
+res = ModelSearcher({pinned!r}, train_dataset=digits(num_items=80, seed=0),
+                    args=SearchArguments(result_size=1, batch_size=32, store_dir={str(tmp_path / "store")!r})).search()
+print(json.dumps([res.iterations[0]["scores"], res.skipped]))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    offline, skipped = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not skipped and offline == first.iterations[0]["scores"]
 
 
 def test_max_params_counts_an_adapter_as_its_base(hub, vit_zoo, vit_adapters):
