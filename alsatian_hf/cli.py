@@ -116,7 +116,10 @@ class SearchCliArguments:
     split: str = field(default="train", metadata={"help": "Dataset split."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (auto-detected by default)."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (auto-detected by default)."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column (auto-detected by default)."})
+    text_column: str | None = field(
+        default=None,
+        metadata={"help": "Text column (auto-detected by default), or two, comma separated, for sentence pairs."},
+    )
     max_items: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many items."})
 
 
@@ -166,7 +169,8 @@ def _search(argv: list[str]) -> int:
     ds = load_target_dataset(cli.dataset, cli.split)
     if cli.max_items is not None and cli.max_items < len(ds):
         ds = ds.shuffle(seed=args.seed).select(range(cli.max_items))
-    columns = dict(image_column=cli.image_column, text_column=cli.text_column, label_column=cli.label_column)
+    texts = cli.text_column.split(",") if cli.text_column and "," in cli.text_column else cli.text_column
+    columns = dict(image_column=cli.image_column, text_column=texts, label_column=cli.label_column)
     if cli.models:
         searcher = ModelSearcher(
             [m.strip() for m in cli.models.split(",") if m.strip()], train_dataset=ds, args=args, **columns

@@ -186,7 +186,11 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
         max_length = limit
 
     def fn(texts):
-        enc = tok(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        texts = list(texts)
+        pairs = {}
+        if texts and isinstance(texts[0], tuple):  # sentence pairs: [CLS] a [SEP] b [SEP], b's token types 1
+            texts, pairs = [t[0] for t in texts], {"text_pair": [t[1] for t in texts]}
+        enc = tok(texts, **pairs, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
     return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn)

@@ -32,7 +32,7 @@ class PreparedData:
     """
 
     dataset: Any
-    column: str
+    column: str | tuple[str, str]  # two: a sentence pair, prepared from (text, text_pair) tuples
     num_workers: int = 0  # >0: preprocess slices of a batch in that many threads
     budget: int = 2 << 30  # bytes of prepared inputs kept between the calls that read them
     processors: dict[str, Processor] = field(default_factory=dict)
@@ -84,7 +84,10 @@ class PreparedData:
     def _prepare_batch(self, processor: Processor, items: list[int]) -> dict[str, torch.Tensor]:
         fn = processor.fn
         # one batched read of the column: iterating a selection formats and decodes row by row (1.8x slower)
-        values = list(self.dataset[self.column][items])
+        if isinstance(self.column, tuple):
+            values = list(zip(*(self.dataset[c][items] for c in self.column)))
+        else:
+            values = list(self.dataset[self.column][items])
         if processor.kind == "image" and holds_arrays(self.dataset.features[self.column]):
             values = [pixels_to_image(v) for v in values]  # `check_image_column` let only (H, W[, C]) in
         if self.num_workers > 0 and len(values) > 1:

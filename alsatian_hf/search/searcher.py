@@ -139,7 +139,8 @@ class ModelSearcher:
         callbacks: `SearchCallback`s.
         scorer: a scorer object following `alsatian_hf.scoring.Scorer`, or a name; it replaces `args.scorer`
             (as `Trainer(optimizers=...)` replaces `TrainingArguments.optim`).
-        image_column, text_column, label_column: override the auto-detection by feature type.
+        image_column, text_column, label_column: override the auto-detection by feature type. `text_column` may
+            name two columns, a sentence pair (`("premise", "hypothesis")`), tokenized as `text_pair`.
 
     Raises:
         DatasetError: when the dataset's input or label column cannot be found.
@@ -162,7 +163,7 @@ class ModelSearcher:
         callbacks: list[SearchCallback] | None = None,
         scorer: Scorer_T | Scorer | None = None,
         image_column: str | None = None,
-        text_column: str | None = None,
+        text_column: str | tuple[str, str] | None = None,
         label_column: str | None = None,
     ):
         self.args = args or SearchArguments()
@@ -215,7 +216,7 @@ class ModelSearcher:
         callbacks: list[SearchCallback] | None = None,
         scorer: Scorer_T | Scorer | None = None,
         image_column: str | None = None,
-        text_column: str | None = None,
+        text_column: str | tuple[str, str] | None = None,
         label_column: str | None = None,
     ) -> "ModelSearcher":
         """Candidates from a Hub query (paper §4.1's metadata query), pinned to the commits seen now.
@@ -298,7 +299,8 @@ class ModelSearcher:
         dataset, labels, test_items = self._dataset()
         stats = FetchStats()
         store = BlockStore(args.store_dir)
-        data = PreparedData(dataset, self.columns.input, num_workers=args.num_workers)
+        column = self.columns.input if self.columns.pair is None else self.columns.inputs
+        data = PreparedData(dataset, column, num_workers=args.num_workers)
 
         def schedule_for(num_candidates: int) -> DataSchedule:
             return make_schedule(
@@ -505,7 +507,7 @@ class ModelSearcher:
         """The dataset's name for the feature cache: `datasets`' fingerprint (it changes with the content and
         every transform) and the input column; None (nothing persisted) for data without one."""
         fp = getattr(dataset, "_fingerprint", None)
-        return f"{fp}-{self.columns.input}" if fp else None
+        return f"{fp}-{'+'.join(self.columns.inputs)}" if fp else None
 
     # -- phase 3: the result --------------------------------------------------------------------------------
     def _result(

@@ -6,7 +6,7 @@ input costs no download and its error names the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,11 @@ class Columns:
     kind: Modality_T
     input: str
     label: str
+    pair: str | None = None  # the second text of a sentence pair (NLI, paraphrase), tokenized as `text_pair`
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.input,) if self.pair is None else (self.input, self.pair)
 
 
 def check_dataset(dataset, *, name: str = "train_dataset") -> None:
@@ -53,7 +58,7 @@ def check_dataset(dataset, *, name: str = "train_dataset") -> None:
 
 def check_has_columns(eval_dataset, columns: Columns) -> None:
     """Raises DatasetError unless `eval_dataset` has the input and label columns found in `train_dataset`."""
-    absent = [c for c in (columns.input, columns.label) if c not in eval_dataset.features]
+    absent = [c for c in (*columns.inputs, columns.label) if c not in eval_dataset.features]
     if absent:
         raise DatasetError(
             f"`eval_dataset` lacks {absent}, which `train_dataset` searches on; its columns are "
@@ -78,22 +83,25 @@ def check_transformed(dataset, columns: Columns, *, name: str = "train_dataset")
 
     if dataset.format["type"] != "custom" or not len(dataset):
         return
-    value = dataset[0][columns.input]
     wanted = (PIL.Image.Image,) if columns.kind == "image" else (str,)
     if columns.kind == "image" and holds_arrays(dataset.features[columns.input]):
         wanted = (list, np.ndarray, torch.Tensor)
-    if not isinstance(value, wanted):
-        raise DatasetError(
-            f"`{name}`'s transform (`with_transform`/`set_transform`) gives `{columns.input}` as "
-            f"{type(value).__name__}; every candidate preprocesses the raw {columns.kind}s itself, so pass the "
-            f"dataset without it: `ds.with_format(None)`."
-        )
+    row = dataset[0]
+    for column in columns.inputs:
+        if not isinstance(row[column], wanted):
+            raise DatasetError(
+                f"`{name}`'s transform (`with_transform`/`set_transform`) gives `{column}` as "
+                f"{type(row[column]).__name__}; every candidate preprocesses the raw {columns.kind}s itself, so "
+                f"pass the dataset without it: `ds.with_format(None)`."
+            )
 
 
 def detect_columns(
-    dataset, *, image_column: str | None = None, text_column: str | None = None, label_column: str | None = None
-) -> Columns:
-    """Find the input and label columns by feature type, or check the ones given.
+    dataset, *, image_column: str | None = None, text_column: str | Sequence[str] | None = None,
+    label_column: str | None = None,
+) -> Columns:  # fmt: skip
+    """Find the input and label columns by feature type, or check the ones given. `text_column` may name two
+    columns: a sentence pair (premise and hypothesis, two questions), tokenized together as `text_pair`.
 
     Raises:
         DatasetError: naming the problem and listing the columns.
@@ -115,17 +123,28 @@ def detect_columns(
         raise DatasetError(f"Label column `{label_column}` is not in the dataset; its columns are {names}.")
     if image_column is not None and text_column is not None:
         raise DatasetError("Pass either `image_column` or `text_column`, not both.")
-    if image_column is not None or text_column is not None:
-        col = image_column or text_column
-        if col not in features:
-            raise DatasetError(f"Column `{col}` is not in the dataset; its columns are {names}.")
-        if image_column is not None:
-            check_image_column(dataset, col)
-        elif not (isinstance(features[col], Value) and features[col].dtype in ("string", "large_string")):
+    pair = None
+    if text_column is not None and not isinstance(text_column, str):
+        given = list(text_column)
+        if len(given) not in (1, 2) or not all(isinstance(c, str) for c in given) or len(set(given)) < len(given):
             raise DatasetError(
-                f"Text column `{col}` holds {features[col]}, not strings; pass a column of texts as `text_column`."
+                f"`text_column` is {text_column!r}; pass one column of texts, or two for sentence pairs, e.g. "
+                "`text_column=('premise', 'hypothesis')`."
             )
-        return Columns("image" if image_column else "text", col, label_column)
+        text_column, pair = given[0], (given[1] if len(given) == 2 else None)
+    if image_column is not None or text_column is not None:
+        for col in (image_column or text_column, *([pair] if pair else [])):
+            if col not in features:
+                raise DatasetError(f"Column `{col}` is not in the dataset; its columns are {names}.")
+            if col == label_column:
+                raise DatasetError(f"`{col}` is the label column; it cannot be an input too.")
+            if image_column is not None:
+                check_image_column(dataset, col)
+            elif not (isinstance(features[col], Value) and features[col].dtype in ("string", "large_string")):
+                raise DatasetError(
+                    f"Text column `{col}` holds {features[col]}, not strings; pass a column of texts as `text_column`."
+                )
+        return Columns("image" if image_column else "text", image_column or text_column, label_column, pair)
     images = [n for n, f in features.items() if isinstance(f, Image) and n != label_column]
     texts = [
         n
@@ -134,9 +153,10 @@ def detect_columns(
     ]
     if len(images) + len(texts) != 1:
         found = images + texts
+        pairs = f" (or `text_column=({texts[0]!r}, {texts[1]!r})` for sentence pairs)" if len(texts) == 2 else ""
         raise DatasetError(
             f"Cannot tell which column is the input: found {found or 'no image or text column'} among "
-            f"{names}. Pass `image_column=...` or `text_column=...`."
+            f"{names}. Pass `image_column=...` or `text_column=...`{pairs}."
         )
     return Columns("image", images[0], label_column) if images else Columns("text", texts[0], label_column)
 
@@ -191,7 +211,7 @@ def check_items(dataset, columns: Columns, *, name: str = "train_dataset") -> No
     import pyarrow.compute as pc
 
     table = dataset.with_format("arrow")
-    for column, what in ((columns.input, columns.kind), (columns.label, "label")):
+    for column, what in [*((c, columns.kind) for c in columns.inputs), (columns.label, "label")]:
         missing = table[column].null_count
         if missing:
             raise DatasetError(

@@ -96,6 +96,81 @@ def test_max_length_beyond_a_models_positions_is_cut_to_them(hub, tiny_bert_repo
     assert "`max_length` 100 is more than its 64 positions; its texts are cut at 64." in caplog.text
 
 
+def _same_group_pairs(num_items: int):
+    """A sentence-pair target from 20 Newsgroups: are two posts from the same group? Half the pairs are."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    posts = newsgroups(num_items=2 * num_items, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+    texts, groups = posts["text"], posts["label"]
+    by_group = {g: [i for i, x in enumerate(groups) if x == g] for g in set(groups)}
+    rows = {"first": [], "second": [], "same": []}
+    for i in range(num_items):
+        same = i % 2 == 0
+        partners = by_group[groups[i]] if same else [j for j, g in enumerate(groups) if g != groups[i]]
+        j = partners[(7 * i + 1) % len(partners)]
+        rows["first"].append(texts[i])
+        rows["second"].append(texts[j])
+        rows["same"].append(int(groups[j] == groups[i]))
+    features = Features({"first": Value("string"), "second": Value("string"), "same": ClassLabel(names=["no", "yes"])})
+    return Dataset.from_dict(rows, features=features)
+
+
+def test_sentence_pairs_are_tokenized_together_and_rank_alike_in_every_strategy(hub, hub_root, minilm_zoo, tmp_path):
+    """NLI- or paraphrase-style targets: `text_column=(a, b)` tokenizes each pair as `tokenizer(a, b)` does
+    ([CLS] a [SEP] b [SEP], b's token types 1), and the search reads the pair, not its first text alone."""
+    from transformers import AutoTokenizer
+
+    from alsatian_hf.candidates.processors import text_processor
+
+    pairs = _same_group_pairs(60)
+    with pytest.raises(DatasetError, match=r"text_column=\('first', 'second'\)\` for sentence pairs"):
+        ModelSearcher(minilm_zoo.repo_ids, train_dataset=pairs)
+    folder = hub_root / minilm_zoo.repo_ids[0]
+    encoded = text_processor(folder, 48).fn(list(zip(pairs["first"][:4], pairs["second"][:4])))
+    reference = AutoTokenizer.from_pretrained(folder)(pairs["first"][:4], pairs["second"][:4], padding="max_length",
+                                                      truncation=True, max_length=48, return_tensors="pt")  # fmt: skip
+    assert all(torch.equal(encoded[k], reference[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    assert encoded["token_type_ids"].any()
+    scores = {}
+    for strategy in ("alsatian", "base"):
+        args = _args(tmp_path, max_length=48, result_size=1, strategy=strategy)
+        res = ModelSearcher(minilm_zoo.repo_ids, train_dataset=pairs, text_column=("first", "second"),
+                            args=args).search()  # fmt: skip
+        assert not res.skipped and res.dataset["modality"] == "text"
+        assert len(set(res.iterations[0]["scores"].values())) > 1
+        scores[strategy] = [it["scores"] for it in res.iterations]
+    assert scores["alsatian"] == scores["base"]
+    alone = ModelSearcher(minilm_zoo.repo_ids, train_dataset=pairs, text_column="first",
+                          args=_args(tmp_path, max_length=48, result_size=1)).search()  # fmt: skip
+    assert [it["scores"] for it in alone.iterations] != scores["alsatian"]  # the feature cache keeps them apart
+    for bad, problem in (
+        (("first", "first"), "pass one column of texts, or two"),
+        (("first", "second", "first"), "pass one column of texts, or two"),
+        (("first", "same"), "`same` is the label column"),
+        (("first", "third"), "Column `third` is not in the dataset"),
+    ):
+        with pytest.raises(DatasetError, match=problem):
+            ModelSearcher(minilm_zoo.repo_ids, train_dataset=pairs, text_column=bad)
+    with pytest.raises(DatasetError, match="`eval_dataset` lacks \\['second'\\]"):
+        ModelSearcher(minilm_zoo.repo_ids, train_dataset=pairs, text_column=("first", "second"),
+                      eval_dataset=pairs.remove_columns("second"))  # fmt: skip
+
+
+def test_the_cli_takes_a_sentence_pair_as_two_comma_separated_columns(hub, tiny_bert_repo, tmp_path):
+    pairs = _same_group_pairs(40)
+    pairs.save_to_disk(str(tmp_path / "ds"))
+    cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--models", ",".join(tiny_bert_repo.repo_ids),
+           "--dataset", str(tmp_path / "ds"), "--text-column", "first,second", "--max-length", "48",
+           "--result-size", "1", "--batch-size", "32", "--scorer-kwargs", '{"epochs": 20}', "--store-dir",
+           str(tmp_path / "store"), "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    api = ModelSearcher(tiny_bert_repo.repo_ids, train_dataset=pairs, text_column=("first", "second"),
+                        args=_args(tmp_path, max_length=48, result_size=1)).search()  # fmt: skip
+    cli = SearchResult.load(tmp_path / "out")
+    assert [it["scores"] for it in cli.iterations] == [it["scores"] for it in api.iterations]
+
+
 def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zoo, tmp_path):
     ds = digits(num_items=80, seed=0)
     res = ModelSearcher(vit_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, image_size=None)).search()
