@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -176,6 +177,25 @@ def test_a_restart_does_not_rechunk_and_a_changed_file_is_rechunked(tmp_path):
         assert hub.xet.file_hash(path) == first and hub.xet.files_chunked == 0
         _checkpoint(root / "xorg" / "base", seed=3)  # the repo changes
         assert hub.xet.file_hash(path) != first and hub.xet.files_chunked == 1
+
+
+def test_deleting_the_repo_that_owns_shared_xorbs_leaves_the_others_served(tmp_path):
+    """A repo whose bytes reference xorbs another repo's file owns is chunked anew when that repo is deleted
+    from the served folder; it used to drop every request for the file (FileNotFoundError in the handler)."""
+    with HubServer(tmp_path / "root") as hub:
+        first = _checkpoint(hub.root / "xorg" / "first", seed=1)
+        copy = _checkpoint(hub.root / "xorg" / "copy", seed=1)
+        owned = set(_xorbs_of(hub, "xorg/first", first))
+        assert set(_xorbs_of(hub, "xorg/copy", copy)) <= owned  # the copy's chunks are the first's
+        shutil.rmtree(hub.root / "xorg" / "first")
+        status, body, headers = _get(f"{hub.url}/xorg/copy/resolve/main/model.safetensors", {"Range": "bytes=0-7"})
+        assert status == 206 and headers["X-Xet-Hash"] == hub.xet.file_hash(copy) and len(body) == 8
+        out = subprocess.run([sys.executable, "-c", "from huggingface_hub import hf_hub_download; "
+                              "print(hf_hub_download('xorg/copy', 'model.safetensors'))"],
+                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert Path(out.stdout.strip().splitlines()[-1]).read_bytes() == copy.read_bytes()
 
 
 def test_without_xet_the_hub_serves_plain_http(tmp_path):
