@@ -136,14 +136,14 @@ def detect_columns(
         for col in (image_column or text_column, *([pair] if pair else [])):
             if col not in features:
                 raise DatasetError(f"Column `{col}` is not in the dataset; its columns are {names}.")
-            if col == label_column:
-                raise DatasetError(f"`{col}` is the label column; it cannot be an input too.")
             if image_column is not None:
                 check_image_column(dataset, col)
             elif not (isinstance(features[col], Value) and features[col].dtype in ("string", "large_string")):
                 raise DatasetError(
                     f"Text column `{col}` holds {features[col]}, not strings; pass a column of texts as `text_column`."
                 )
+            if col == label_column:
+                raise DatasetError(f"`{col}` is the label column; it cannot be an input too.")
         return Columns("image" if image_column else "text", image_column or text_column, label_column, pair)
     images = [n for n, f in features.items() if isinstance(f, Image) and n != label_column]
     texts = [
