@@ -236,3 +236,18 @@ def test_max_params_counts_an_adapter_as_its_base(hub, vit_zoo, vit_adapters):
     assert not adapters & {
         c.repo_id for c in list_candidates(base_model=base.repo_id, max_params=base.num_parameters - 1)
     }
+
+
+def test_an_adapters_weights_count_as_fetched_bytes_once(hub, hub_root, vit_zoo, vit_adapters, tmp_path):
+    """`bytes_fetched` counts the adapter file's download (the HF cache serves it afterwards)."""
+    base, name = vit_adapters["base"], "vitorg/vit-lora-counted"
+    folder = _write_adapter(hub_root / name, base, vit_adapters["old"], config={"r": 2, "lora_alpha": 3})
+    try:
+        ds = digits(num_items=40, seed=0)
+        args = SearchArguments(result_size=1, store_dir=str(tmp_path / "store"), batch_size=32, feature_cache=False)
+        ModelSearcher([base], train_dataset=ds, args=args).search()  # the base's blocks into the store
+        first = ModelSearcher([base, name], train_dataset=ds, args=args).search()
+        assert first.bytes_fetched == (folder / "adapter_model.safetensors").stat().st_size
+        assert ModelSearcher([base, name], train_dataset=ds, args=args).search().bytes_fetched == 0
+    finally:
+        shutil.rmtree(folder)
