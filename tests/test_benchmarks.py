@@ -136,6 +136,20 @@ def test_smoke_suite_writes_tables_plots_and_card(tmp_path, caplog):
     assert again.returncode == 0 and "(done)" in again.stdout
 
 
+def test_lora_adapters_fetch_less_than_their_merged_copies_and_score_alike(tmp_path):
+    """The adapters benchmark on its tiny profile: each adapter scores exactly as its merged copy, the search
+    picks alike, the adapters' cold search fetches less, and the run leaves nothing behind."""
+    cmd = [sys.executable, "-m", "benchmarks.lora_adapters", "--tiny", "--work-dir", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "every adapter scored exactly as its merged copy: True; the same pick: True" in out.stdout
+    rows = {
+        line.split()[0]: line.split() for line in out.stdout.splitlines() if line.startswith(("adapters", "merged"))
+    }
+    assert 0 < float(rows["adapters"][1]) < float(rows["merged"][1])  # MB fetched
+    assert not list(tmp_path.iterdir())
+
+
 def test_kendall_tau_equals_scipys():
     import random
 

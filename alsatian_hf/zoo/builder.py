@@ -199,12 +199,14 @@ def build_zoo(
         written += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         repo_ids.append(repo_id)
         if xet_upload is not None:
-            _xet_upload(root, repo_id, xet_upload)
+            xet_upload_repo(root, repo_id, xet_upload)
     expected = expected_unique_blocks(entries, len(trainable))
     return ZooReport(repo_ids, entries, len(trainable), len(hashes), expected, written)
 
 
-def _xet_upload(root: Path, repo_id: str, mode: UploadMode_T) -> None:
+def xet_upload_repo(root: Path, repo_id: str, mode: UploadMode_T) -> None:
+    """Chunk the repo's LFS files into the local hub's Xet store, as an upload to the Hub would (`dedup`: bytes
+    already stored, such as a base model's, are referenced, not stored again)."""
     from ..localhub._repo import FolderRepo
     from ..localhub._xet_cas import XetIndex
 
