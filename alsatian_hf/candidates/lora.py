@@ -130,7 +130,8 @@ class LoraBlockSource:
                 ("lora_embedding_A" in parts) != ("lora_embedding_B" in parts)
             ):
                 raise UnsupportedArchitectureError(f"{self.name}: {module} has only one of its lora_A and lora_B.")
-        self._bound: dict[int, _Bound] = {}  # per split (by id): the updates of its blocks' checkpoint keys
+        # per split: the updates of its blocks' checkpoint keys (the split is held, so its id is not reused)
+        self._bound: dict[int, tuple[SplitModel, _Bound]] = {}
         self._lock = threading.Lock()
 
     def _bind(self, split: SplitModel) -> "_Bound":
@@ -141,10 +142,10 @@ class LoraBlockSource:
                 an adapter none of whose updates matches a tensor of the base.
         """
         with self._lock:
-            bound = self._bound.get(id(split))
-            if bound is None:
-                bound = self._bound[id(split)] = self._match(split)
-            return bound
+            held = self._bound.get(id(split))
+            if held is None:
+                held = self._bound[id(split)] = (split, self._match(split))
+            return held[1]
 
     def _match(self, split: SplitModel) -> "_Bound":
         names: dict[str, set[str]] = {}  # checkpoint key or model key -> checkpoint keys
