@@ -32,7 +32,7 @@ from ..store.identity import safetensors_dtype
 from .sources import TensorSource
 
 
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraBlockSource", "base_spec", "is_adapter", "read_adapter_config"]
+__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraBlockSource", "base_specs", "is_adapter", "read_adapter_config"]
 
 _PREFIX = "base_model.model."  # what PeftModel puts before the wrapped model's own module paths
 _LORA = re.compile(r"(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
@@ -43,7 +43,7 @@ def read_adapter_config(repo_id: str, folder: Path) -> dict:
     """`adapter_config.json`, checked to describe an adapter this module merges.
 
     Raises:
-        CandidateSkipped: another PEFT method, DoRA, or a config that names no base model.
+        CandidateSkipped: an unreadable config, another PEFT method, or DoRA.
     """
     try:
         config = json.loads((folder / ADAPTER_CONFIG).read_text())
@@ -65,25 +65,29 @@ def read_adapter_config(repo_id: str, folder: Path) -> dict:
     return config
 
 
-def base_spec(repo_id: str, config: dict, card_base: str | None) -> str:
-    """Where the adapter's base model is: `base_model_name_or_path` when it is a folder here or a repo id, else
-    the card's `base_model` (a path on the trainer's machine is common).
+def base_specs(repo_id: str, config: dict, card_base: str | None) -> list[str]:
+    """Where the adapter's base model may be, to try in order: `base_model_name_or_path` when it is a folder here
+    or looks like a repo id, then the card's `base_model` (a path on the trainer's machine is common, and such a
+    path may look like a repo id).
 
     Raises:
-        CandidateSkipped: when neither names a base model that can be opened.
+        CandidateSkipped: when neither names a base model that can be tried.
     """
     named = config.get("base_model_name_or_path")
+    specs = []
     if isinstance(named, str) and named:
         if Path(named).expanduser().is_dir():
-            return str(Path(named).expanduser())
-        if re.fullmatch(r"[\w.-]+/[\w.-]+", named):
-            return named
-    if card_base:
-        return card_base
-    raise CandidateSkipped(
-        repo_id, f"its {ADAPTER_CONFIG} names no base model that can be opened (base_model_name_or_path: "
-        f"{named!r}) and its card has no `base_model`. Set either to the base's repo id."
-    )  # fmt: skip
+            specs.append(str(Path(named).expanduser()))
+        elif re.fullmatch(r"[\w.-]+/[\w.-]+", named):
+            specs.append(named)
+    if card_base and card_base not in specs:
+        specs.append(card_base)
+    if not specs:
+        raise CandidateSkipped(
+            repo_id, f"its {ADAPTER_CONFIG} names no base model that can be opened (base_model_name_or_path: "
+            f"{named!r}) and its card has no `base_model`. Set either to the base's repo id."
+        )  # fmt: skip
+    return specs
 
 
 class LoraBlockSource:

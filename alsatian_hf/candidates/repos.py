@@ -16,7 +16,7 @@ from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
 from ..hub.ranges import with_retries
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
-from .lora import ADAPTER_WEIGHTS, LoraBlockSource, base_spec, is_adapter, read_adapter_config
+from .lora import ADAPTER_WEIGHTS, LoraBlockSource, base_specs, is_adapter, read_adapter_config
 from .sources import HubBlockSource, LocalBlockSource, TensorSource, files_identity
 
 
@@ -118,13 +118,15 @@ def open_local(folder: str | Path, *, store: BlockStore | None = None, reader: R
 
 def open_adapter(name: str, revision: str, folder: Path, weights: Path | None, card_base: str | None, *,
                  store: BlockStore | None, reader: RangeReader | None, xet: XetReader | None,
-                 via: tuple[str, ...], base_revision: str | None = None) -> tuple[OpenedRepo, str]:  # fmt: skip
+                 via: tuple[str, ...], pinned: tuple[str, str] | None = None
+                 ) -> tuple[OpenedRepo, tuple[str, str]]:  # fmt: skip
     """A LoRA adapter (`folder` holds its config, `weights` its tensors) as its base model with it merged in,
-    and the revision its base opened at. The base's config and processor serve the adapter.
+    and the base it opened (spec, revision). The base's config and processor serve the adapter.
 
     Args:
-        base_revision: open the base at this revision, instead of the one `adapter_config.json` names (most
-            name none: the base's main branch).
+        pinned: the base (spec, revision) an earlier search of this adapter commit opened; without it, the bases
+            `adapter_config.json` and the card name are tried in turn, at the revision `adapter_config.json` names
+            (most name none: the base's main branch).
 
     Raises:
         CandidateSkipped: an adapter that cannot be merged, or whose base cannot be opened, with the reason.
@@ -139,24 +141,29 @@ def open_adapter(name: str, revision: str, folder: Path, weights: Path | None, c
             name, f"a PEFT adapter without {ADAPTER_WEIGHTS} (an adapter_model.bin is never unpickled). Save it "
             "with `save_pretrained(..., safe_serialization=True)`."
         )  # fmt: skip
-    base = base_spec(name, config, card_base)
-    if base in via or base == name or len(via) >= 4:
+    specs = [pinned[0]] if pinned else base_specs(name, config, card_base)
+    if any(base in via or base == name for base in specs) or len(via) >= 4:
         raise CandidateSkipped(name, f"its base models form a loop or a chain too long: {' -> '.join((*via, name))}.")
     if store is None or reader is None:
         raise CandidateSkipped(name, "a PEFT adapter folder opened without a block store to open its base from.")
-    try:
-        opened = open_repo(base, revision=base_revision or config.get("revision"), store=store, reader=reader,
-                           xet=xet, via=(*via, name))  # fmt: skip
-    except CandidateSkipped as e:
-        raise CandidateSkipped(name, f"its base model {base}: {e.reason}") from e
-    except (AlsatianError, OSError, ValueError) as e:  # huggingface_hub's errors are OSErrors or ValueErrors
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CandidateSkipped(name, f"its base model {base} cannot be opened ({type(e).__name__}: {first}).") from e
+    failures = []
+    for base in specs:
+        try:
+            opened = open_repo(base, revision=pinned[1] if pinned else config.get("revision"), store=store,
+                               reader=reader, xet=xet, via=(*via, name))  # fmt: skip
+            break
+        except CandidateSkipped as e:
+            failures.append(f"its base model {base}: {e.reason}")
+        except (AlsatianError, OSError, ValueError) as e:  # huggingface_hub's errors are OSErrors or ValueErrors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            failures.append(f"its base model {base} cannot be opened ({type(e).__name__}: {first})")
+    else:
+        raise CandidateSkipped(name, "; ".join(failures) + ".")
     try:
         source = LoraBlockSource(opened.source, load_file(weights), config, name)
     except UnsupportedArchitectureError as e:
         raise CandidateSkipped(name, str(e).removeprefix(f"{name}: ")) from e
-    return OpenedRepo(name, revision, opened.folder, source), opened.revision
+    return OpenedRepo(name, revision, opened.folder, source), (base, opened.revision)
 
 
 def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: RangeReader,
@@ -219,11 +226,11 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         # an adapter's commit is searched with the base commit it first opened with: a repeated search then sends
         # no request for either, and the base's main branch moving on does not change the adapter's scores
         record = store.load_commit(repo_id, revision) if _COMMIT.fullmatch(revision) else None
-        pinned = (record or {}).get("adapter_base")
-        opened, base_revision = open_adapter(repo_id, revision, folder, weights, base_model, store=store, reader=reader,
-                                             xet=xet, via=via, base_revision=pinned)  # fmt: skip
-        if record is not None and pinned is None and _COMMIT.fullmatch(base_revision):
-            store.save_commit(repo_id, revision, {**record, "adapter_base": base_revision})
+        pinned = tuple(record["adapter_base"]) if record and record.get("adapter_base") else None
+        opened, base = open_adapter(repo_id, revision, folder, weights, base_model, store=store, reader=reader,
+                                    xet=xet, via=via, pinned=pinned)  # fmt: skip
+        if record is not None and pinned is None and _COMMIT.fullmatch(base[1]):
+            store.save_commit(repo_id, revision, {**record, "adapter_base": list(base)})
         return opened
     cached = store.load_layout(repo_id, revision)
     if cached is not None:

@@ -170,6 +170,8 @@ def test_adapters_that_cannot_be_merged_are_skipped_with_the_reason(hub, hub_roo
     g = torch.Generator().manual_seed(1)
     q = "vit.encoder.layer.1.attention.attention.query"
     good = _write_adapter(tmp_path / "good", base, {q: _pair(g, hidden, hidden, 4)})
+    # a trainer's path that looks like a repo id, and the card names the base: the card's is opened
+    fallback = _write_adapter(tmp_path / "fallback", "models/vit", {q: _pair(g, hidden, hidden, 4)}, card_base=base)
     bad = {
         "dora": (_write_adapter(tmp_path / "dora", base, {q: _pair(g, hidden, hidden, 4)}, config={"use_dora": True}),
                  "a DoRA adapter"),
@@ -189,13 +191,13 @@ def test_adapters_that_cannot_be_merged_are_skipped_with_the_reason(hub, hub_roo
     (bad["pickle"][0] / "adapter_model.safetensors").rename(bad["pickle"][0] / "adapter_model.bin")
     readme = bad["no-base"][0] / "README.md"
     readme.write_text(readme.read_text().replace("base_model: /home/someone/vit\n", ""))
-    ids = [base, str(good), *(str(folder) for folder, _ in bad.values())]
+    ids = [base, str(good), str(fallback), *(str(folder) for folder, _ in bad.values())]
     args = SearchArguments(result_size=1, store_dir=str(tmp_path / "store"), batch_size=32, feature_cache=False)
     res = ModelSearcher(ids, train_dataset=digits(num_items=80, seed=0), args=args).search()
     assert set(res.skipped) == {str(folder) for folder, _ in bad.values()}
     for folder, reason in bad.values():
         assert reason in res.skipped[str(folder)], (folder.name, res.skipped[str(folder)])
-    assert str(good) in res.iterations[0]["scores"]
+    assert str(good) in res.iterations[0]["scores"] and str(fallback) in res.iterations[0]["scores"]
 
 
 def test_a_warm_search_of_adapters_asks_the_hub_for_the_listing_alone(hub, vit_zoo, vit_adapters, tmp_path):
