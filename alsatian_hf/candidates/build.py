@@ -308,6 +308,7 @@ class AssembledCandidate:
     candidate: EngineCandidate
     revision: str
     processor: Processor
+    base: str | None = None  # a LoRA adapter's base `repo@commit`
 
 
 class CandidateAssembler:
@@ -403,4 +404,4 @@ class CandidateAssembler:
             prepared_store=self.store if self.prepared_blocks and isinstance(repo.source, HubBlockSource) else None,
             compile_mode=self.compile_mode,
         )
-        return AssembledCandidate(candidate, repo.revision, processor)
+        return AssembledCandidate(candidate, repo.revision, processor, repo.base)

@@ -37,6 +37,7 @@ class OpenedRepo:
     revision: str
     folder: Path  # config.json, processor and tokenizer files
     source: TensorSource
+    base: str | None = None  # a LoRA adapter's: the base `repo@commit` (or folder) it is merged onto
 
 
 def candidate_id(spec: CandidateSpec) -> str:
@@ -163,7 +164,8 @@ def open_adapter(name: str, revision: str, folder: Path, weights: Path | None, c
         source = LoraBlockSource(opened.source, load_file(weights), config, name)
     except UnsupportedArchitectureError as e:
         raise CandidateSkipped(name, str(e).removeprefix(f"{name}: ")) from e
-    return OpenedRepo(name, revision, opened.folder, source), (base, opened.revision)
+    base_id = base if opened.revision == "local" else f"{opened.repo_id}@{opened.revision}"
+    return OpenedRepo(name, revision, opened.folder, source, base=base_id), (base, opened.revision)
 
 
 def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: RangeReader,

@@ -29,7 +29,8 @@ class SearchResult:
         ['org/a', 'org/b']
     """
 
-    ranking: list[dict[str, Any]]  # [{"rank", "model", "score", "revision"}], best first
+    ranking: list[dict[str, Any]]  # [{"rank", "model", "score", "revision"[, "base"]}], best first; "base": an
+    # adapter's base `repo@commit`
     iterations: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     strategy: str = "alsatian"

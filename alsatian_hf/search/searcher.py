@@ -9,7 +9,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -70,6 +70,7 @@ class _Prepared:
     device: torch.device
     feature_cache: FeatureCache | None = None
     precision: str = "fp32"  # what the blocks ran in on this device (`candidates.precision`)
+    bases: dict[str, str] = field(default_factory=dict)  # adapter -> the base `repo@commit` it was merged onto
 
 
 @contextmanager
@@ -337,7 +338,7 @@ class ModelSearcher:
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
             cb.on_search_begin(candidates=ids, args=args)
-        candidates, revisions = [], {}
+        candidates, revisions, bases = [], {}, {}
         bar = progress_bar(total=len(ids), desc="preparing candidates", unit="model")
         # Candidates that need the Hub (small files, layout, Xet hashes: a few requests each) are opened ahead, in
         # threads, while one is assembled; the others open in this thread, since threads that do not wait on
@@ -353,6 +354,8 @@ class ModelSearcher:
                 if assembled is not None:
                     candidates.append(assembled.candidate)
                     revisions[model_id] = assembled.revision
+                    if assembled.base is not None:
+                        bases[model_id] = assembled.base
                 bar.set_postfix_str(f"{stats.bytes / 1e6:.1f} MB fetched", refresh=False)
                 bar.update()
         bar.close()
@@ -378,7 +381,7 @@ class ModelSearcher:
             feature_cache = FeatureCache(store.root / "features", budget=args.feature_cache_budget)
         return _Prepared(
             candidates, revisions, dataset, labels, schedule, data, stats, store, device, feature_cache,
-            assembler.precision,
+            assembler.precision, bases,
         )  # fmt: skip
 
     def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future | None):
@@ -519,7 +522,13 @@ class ModelSearcher:
         cache = prepared.feature_cache
         return SearchResult(
             ranking=[
-                {"rank": i + 1, "model": m, "score": outcome.scores[m], "revision": prepared.revisions.get(m)}
+                {
+                    "rank": i + 1,
+                    "model": m,
+                    "score": outcome.scores[m],
+                    "revision": prepared.revisions.get(m),
+                    **({"base": prepared.bases[m]} if m in prepared.bases else {}),
+                }  # fmt: skip
                 for i, m in enumerate(outcome.ranking)
             ],
             iterations=[r.to_dict() for r in outcome.iterations],

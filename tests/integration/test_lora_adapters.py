@@ -138,6 +138,12 @@ def test_lora_adapters_score_as_their_merged_models_and_share_the_blocks_they_le
         if strategy == "alsatian":
             # the base and its late adapter run the blocks before layer 2 once; the conv adapter shares none
             assert res.plan["unique_blocks"] < res.plan["total_blocks"]
+    # the result names the base commit an adapter was merged onto
+    (base_listed,) = [c for c in list_candidates(author="vitorg") if c.repo_id == base]
+    args = SearchArguments(result_size=2, store_dir=str(tmp_path / "store"), batch_size=32, feature_cache=False)
+    res = ModelSearcher(["vitorg/vit-lora-all", base], train_dataset=digits(num_items=40, seed=0), args=args).search()
+    rows = {r["model"]: r for r in res.ranking}
+    assert rows["vitorg/vit-lora-all"]["base"] == f"{base}@{base_listed.revision}" and "base" not in rows[base]
     assert scores["alsatian"] == scores["base"]
 
 
