@@ -567,6 +567,8 @@ class ModelSearcher:
                 "items": len(prepared.dataset),
                 "test_items": len(prepared.schedule.test.items),
                 "modality": self.columns.kind,
+                "inputs": list(self.columns.inputs),  # two: a sentence pair
+                "label": self.columns.label,
                 "classes": len(set(prepared.labels)),
             },
             device=str(prepared.device),

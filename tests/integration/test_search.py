@@ -136,7 +136,7 @@ def test_sentence_pairs_are_tokenized_together_and_rank_alike_in_every_strategy(
         args = _args(tmp_path, max_length=48, result_size=1, strategy=strategy)
         res = ModelSearcher(minilm_zoo.repo_ids, train_dataset=pairs, text_column=("first", "second"),
                             args=args).search()  # fmt: skip
-        assert not res.skipped and res.dataset["modality"] == "text"
+        assert not res.skipped and res.dataset["modality"] == "text" and res.dataset["inputs"] == ["first", "second"]
         assert len(set(res.iterations[0]["scores"].values())) > 1
         scores[strategy] = [it["scores"] for it in res.iterations]
     assert scores["alsatian"] == scores["base"]
