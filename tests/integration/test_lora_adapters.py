@@ -259,3 +259,32 @@ def test_an_adapters_weights_count_as_fetched_bytes_once(hub, hub_root, vit_zoo,
         assert ModelSearcher([base, name], train_dataset=ds, args=args).search().bytes_fetched == 0
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_timm_convnet_adapter_scores_as_its_merged_copy(hub, hub_root, tiny_zoo, tmp_path):
+    """LoRA on a timm ResNet's 3x3 convolutions: the merged weights are then folded with their BatchNorms and
+    laid out channels-last, as a full checkpoint's are. peft leaves `base_model_name_or_path` empty for timm
+    models, so the card names the base."""
+    base = tiny_zoo.repo_ids[0]
+    state = load_file(hub_root / base / "model.safetensors")
+    convs = sorted(k for k, v in state.items() if k.startswith("layer") and v.dim() == 4 and v.shape[-1] == 3)[:3]
+    g = torch.Generator().manual_seed(2)
+    lora, deltas = {}, {}
+    for key in convs:
+        out_c, in_c, kh, kw = state[key].shape
+        a, b = torch.randn(2, in_c, kh, kw, generator=g) * 0.2, torch.randn(out_c, 2, 1, 1, generator=g) * 0.2
+        lora[key.removesuffix(".weight")] = (a, b)
+        deltas[key] = (a, b, 4 / 2)
+    adapter = _write_adapter(tmp_path / "resnet-lora", "", lora, config={"r": 2, "lora_alpha": 4}, card_base=base)
+    merged = _merged_copy(hub_root / base, tmp_path / "resnet-merged", deltas)
+    scores = {}
+    for strategy in ("alsatian", "base"):
+        args = SearchArguments(result_size=1, strategy=strategy, image_size=32, store_dir=str(tmp_path / "store"),
+                               batch_size=32, feature_cache=False)  # fmt: skip
+        res = ModelSearcher([base, str(adapter), str(merged)], train_dataset=digits(num_items=80, seed=0),
+                            args=args).search()  # fmt: skip
+        assert not res.skipped
+        first = res.iterations[0]["scores"]
+        assert first[str(adapter)] == first[str(merged)]
+        scores[strategy] = [it["scores"] for it in res.iterations]
+    assert scores["alsatian"] == scores["base"]
