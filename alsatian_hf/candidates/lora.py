@@ -39,11 +39,32 @@ _LORA = re.compile(r"(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora
                    r"lora_embedding_B)$")  # fmt: skip
 
 
+# LoRA variants whose saved tensors do not merge as W + scaling * B @ A (or that change the architecture): the
+# adapter_config.json field that turns each on, and what it is. Merging them as plain LoRA would be silently wrong.
+_VARIANTS = {
+    "use_dora": "a DoRA adapter",
+    "use_qalora": "a QA-LoRA adapter",
+    "use_bdlora": "a block-diagonal LoRA adapter",
+    "alora_invocation_tokens": "an activated LoRA (aLoRA), which acts only after its invocation tokens",
+    "velora_config": "a VeLoRA adapter",
+    "monteclora_config": "a MonteCLoRA adapter",
+    "kasa_config": "a KaSA adapter",
+    "arrow_config": "an Arrow-routed set of LoRA adapters",
+    "layer_replication": "a LoRA adapter with replicated layers (another architecture than its base)",
+    "trainable_token_indices": "a LoRA adapter with trainable tokens",
+    "target_parameters": "a LoRA adapter of parameters (such as MoE experts) rather than layers",
+}
+# initialisations that subtract the adapter's start from the base's weights (or quantize them), so an adapter saved
+# without converting it is relative to a base that no repo holds
+_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
+
+
 def read_adapter_config(repo_id: str, folder: Path) -> dict:
     """`adapter_config.json`, checked to describe an adapter this module merges.
 
     Raises:
-        CandidateSkipped: an unreadable config, another PEFT method, or DoRA.
+        CandidateSkipped: an unreadable config, another PEFT method, a LoRA variant (DoRA, ...), or an adapter
+            relative to a base its initialisation changed (PiSSA, ...).
     """
     try:
         config = json.loads((folder / ADAPTER_CONFIG).read_text())
@@ -57,10 +78,18 @@ def read_adapter_config(repo_id: str, folder: Path) -> dict:
             repo_id, f"a PEFT {peft_type or 'untyped'} adapter; only LoRA adapters can be merged into their base. "
             "Merge it (`merge_and_unload()`) and push the full model to search it."
         )  # fmt: skip
-    if config.get("use_dora"):
+    for field, what in _VARIANTS.items():
+        if config.get(field):
+            raise CandidateSkipped(
+                repo_id, f"{what}; only plain LoRA can be merged here. Merge it (`merge_and_unload()`) and push the "
+                "full model to search it."
+            )  # fmt: skip
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.startswith(_BASE_CHANGING_INITS):
         raise CandidateSkipped(
-            repo_id, "a DoRA adapter; only plain LoRA can be merged here. Merge it (`merge_and_unload()`) and push "
-            "the full model to search it."
+            repo_id, f"a LoRA adapter initialised with {init!r}, which changes the base's weights: it is relative to "
+            "that changed base, not to the one it names. Save it converted to plain LoRA "
+            "(`save_pretrained(..., path_initial_model_for_weight_conversion=...)`) to search it."
         )  # fmt: skip
     return config
 
