@@ -9,9 +9,9 @@ other adapter of it: that is where the search saves its time. A touched block's 
 block's hash and the adapter tensors that touch it, so it is known without fetching the base block's bytes;
 equal derived hashes mean equal merged tensors.
 
-Supported: vanilla LoRA on Linear, Conv and Embedding layers (rsLoRA, `alpha_pattern`, `fan_in_fan_out`,
-`lora_bias`), and tensors saved whole (`bias="all"`, `modules_to_save`). Other PEFT methods, DoRA and adapters
-stored only as `.bin` are skipped with the reason.
+Supported: LoRA and DoRA on Linear, Conv and Embedding layers (rsLoRA, `alpha_pattern`, `fan_in_fan_out`,
+`lora_bias`), and tensors saved whole (`bias="all"`, `modules_to_save`). Other PEFT methods, the LoRA variants
+that do not merge so (`_VARIANTS`) and adapters stored only as `.bin` are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ __all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "LoraBlockSource", "base_specs",
 
 _PREFIX = "base_model.model."  # what PeftModel puts before the wrapped model's own module paths
 _LORA = re.compile(r"(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
-                   r"lora_embedding_B)$")  # fmt: skip
+                   r"lora_embedding_B|lora_magnitude_vector)(\.weight)?$")  # fmt: skip
 
 
 # LoRA variants whose saved tensors do not merge as W + scaling * B @ A (or that change the architecture): the
 # adapter_config.json field that turns each on, and what it is. Merging them as plain LoRA would be silently wrong.
 _VARIANTS = {
-    "use_dora": "a DoRA adapter",
     "use_qalora": "a QA-LoRA adapter",
     "use_bdlora": "a block-diagonal LoRA adapter",
     "alora_invocation_tokens": "an activated LoRA (aLoRA), which acts only after its invocation tokens",
@@ -159,10 +158,12 @@ class LoraBlockSource:
             else:  # `bias="all"/"lora_only"` or `modules_to_save`
                 self._whole[path] = tensor
         for module, parts in self._lora.items():
-            if ("lora_A.weight" in parts) != ("lora_B.weight" in parts) or (
-                ("lora_embedding_A" in parts) != ("lora_embedding_B" in parts)
-            ):
-                raise UnsupportedArchitectureError(f"{self.name}: {module} has only one of its lora_A and lora_B.")
+            pairs = (
+                ("lora_A.weight" in parts) + ("lora_B.weight" in parts),
+                ("lora_embedding_A" in parts) + ("lora_embedding_B" in parts),
+            )
+            if sorted(pairs) != [0, 2]:
+                raise UnsupportedArchitectureError(f"{self.name}: {module} does not have one lora_A and one lora_B.")
         # per split: the updates of its blocks' checkpoint keys (the split is held, so its id is not reused)
         self._bound: dict[int, tuple[SplitModel, _Bound]] = {}
         self._lock = threading.Lock()
@@ -209,8 +210,16 @@ class LoraBlockSource:
                 matched += any(_same_tail(module + ".weight", k) for k in checkpoint)
                 continue
             matched += 1
-            self._check_shape(key, _delta_shape(parts, self.base.shape(key), self.fan_in_fan_out),
-                              f"LoRA update of {module}")  # fmt: skip
+            shape = tuple(self.base.shape(key))
+            self._check_shape(key, _delta_shape(parts, shape, self.fan_in_fan_out), f"LoRA update of {module}")
+            magnitude = parts.get("lora_magnitude_vector")
+            outputs = (
+                shape[1] if "lora_embedding_A" in parts or (len(shape) == 2 and self.fan_in_fan_out) else shape[0]
+            )
+            if magnitude is not None and magnitude.numel() != outputs:
+                raise UnsupportedArchitectureError(
+                    f"{self.name}: the DoRA magnitude of {module} has {magnitude.numel()} entries for {outputs} outputs."
+                )
             whole = bound.updates.get(key)
             bound.updates[key] = ("lora", module, parts, whole[1] if whole else None)
             if "lora_B.bias" in parts:
@@ -317,8 +326,22 @@ class LoraBlockSource:
             else:  # ConvNd (groups=1, as `_delta_shape` checked)
                 conv = {3: torch.nn.functional.conv1d, 4: torch.nn.functional.conv2d, 5: torch.nn.functional.conv3d}
                 delta = conv[weight.dim()](a.transpose(0, 1), b).transpose(0, 1) * scaling
-        weight += delta
-        return weight
+        magnitude = parts.get("lora_magnitude_vector")
+        if magnitude is None:
+            weight += delta
+            return weight
+        # DoRA: the merged direction rescaled to the learned magnitude, per output (`DoraLinearVariant.merge`)
+        magnitude = magnitude.float()
+        if "lora_embedding_A" in parts:  # the norm of each embedding dimension (`DoraEmbeddingVariant`)
+            factor = (magnitude / torch.linalg.norm(weight.T + delta.T, dim=1)).view(1, -1)
+        elif weight.dim() == 2:
+            w, d = (weight.T, delta.T) if self.fan_in_fan_out else (weight, delta)
+            factor = (magnitude / torch.linalg.norm(w + d, dim=1)).view(-1, 1)
+            factor = factor.T if self.fan_in_fan_out else factor
+        else:  # a convolution: the norm of each output channel's kernel (`_DoraConvNdLayer.get_weight_norm`)
+            norm = (weight + delta).norm(p=2, dim=tuple(range(1, weight.dim())), keepdim=True).transpose(1, 0)
+            factor = (magnitude / norm).view(-1, *[1] * (weight.dim() - 1))
+        return factor * (weight + delta)
 
 
 class _Bound:

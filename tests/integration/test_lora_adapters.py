@@ -179,8 +179,9 @@ def test_adapters_that_cannot_be_merged_are_skipped_with_the_reason(hub, hub_roo
     # a trainer's path that looks like a repo id, and the card names the base: the card's is opened
     fallback = _write_adapter(tmp_path / "fallback", "models/vit", {q: _pair(g, hidden, hidden, 4)}, card_base=base)
     bad = {
-        "dora": (_write_adapter(tmp_path / "dora", base, {q: _pair(g, hidden, hidden, 4)}, config={"use_dora": True}),
-                 "a DoRA adapter"),
+        "dora-misfit": (_write_adapter(tmp_path / "dora-misfit", base, {q: _pair(g, hidden, hidden, 4)},
+                                       whole={f"{q}.lora_magnitude_vector": torch.ones(hidden - 1)},
+                                       config={"use_dora": True}), f"has {hidden - 1} entries for {hidden} outputs"),
         "ia3": (_write_adapter(tmp_path / "ia3", base, {q: _pair(g, hidden, hidden, 4)}, config={"peft_type": "IA3"}),
                 "a PEFT IA3 adapter; only LoRA adapters"),
         "qalora": (_write_adapter(tmp_path / "qalora", base, {q: _pair(g, hidden, hidden, 4)},
@@ -294,3 +295,34 @@ def test_a_timm_convnet_adapter_scores_as_its_merged_copy(hub, hub_root, tiny_zo
         assert first[str(adapter)] == first[str(merged)]
         scores[strategy] = [it["scores"] for it in res.iterations]
     assert scores["alsatian"] == scores["base"]
+
+
+def test_a_dora_adapter_scores_as_its_merged_copy(hub, hub_root, vit_zoo, tmp_path):
+    """DoRA rescales each output row of W + s * B @ A to its learned magnitude (peft's `DoraLinearVariant.merge`);
+    merged here from the formula, in the checkpoint's key space."""
+    base = vit_zoo.repo_ids[0]
+    state = load_file(hub_root / base / "model.safetensors")
+    g = torch.Generator().manual_seed(3)
+    lora, whole, deltas = {}, {}, {}
+    for i in range(3):
+        module = f"vit.encoder.layer.{i}.attention.attention.value"
+        w = state[module + ".weight"].float()
+        a, b = _pair(g, *w.shape, 4)
+        magnitude = torch.rand(w.shape[0], generator=g) + 0.5
+        lora[module], whole[module + ".lora_magnitude_vector"] = (a, b), magnitude
+        deltas[module + ".weight"] = (a, b, magnitude)
+    adapter = _write_adapter(tmp_path / "dora", base, lora, whole=whole, config={"use_dora": True})
+    merged = tmp_path / "dora-merged"
+    shutil.copytree(hub_root / base, merged)
+    for key, (a, b, magnitude) in deltas.items():
+        w = state[key].float()
+        delta = (b @ a) * (8 / 4)
+        state[key] = (magnitude / torch.linalg.norm(w + delta, dim=1)).view(-1, 1) * (w + delta)
+    save_file(state, merged / "model.safetensors", metadata={"format": "pt"})
+    args = SearchArguments(result_size=1, store_dir=str(tmp_path / "store"), batch_size=32, feature_cache=False)
+    res = ModelSearcher(
+        [base, str(adapter), str(merged)], train_dataset=digits(num_items=80, seed=0), args=args
+    ).search()
+    assert not res.skipped
+    first = res.iterations[0]["scores"]
+    assert first[str(adapter)] == first[str(merged)]
