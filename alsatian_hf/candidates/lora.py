@@ -133,7 +133,7 @@ class LoraBlockSource:
         name: the adapter's id, for error messages.
 
     Raises:
-        UnsupportedArchitectureError: adapter tensors that are not plain LoRA.
+        UnsupportedArchitectureError: adapter tensors that are neither LoRA's nor DoRA's.
     """
 
     def __init__(self, base: TensorSource, adapter: dict[str, torch.Tensor], config: dict, name: str):
@@ -152,7 +152,7 @@ class LoraBlockSource:
                 self._lora.setdefault(m["module"], {})[m["part"]] = tensor
             elif "lora_" in path:
                 raise UnsupportedArchitectureError(
-                    f"{self.name}: adapter tensor {key} is not plain LoRA (DoRA, or a newer PEFT variant); merge "
+                    f"{self.name}: adapter tensor {key} is neither LoRA's nor DoRA's (a newer PEFT variant?); merge "
                     "the adapter (`merge_and_unload()`) and push the full model to search it."
                 )
             else:  # `bias="all"/"lora_only"` or `modules_to_save`
