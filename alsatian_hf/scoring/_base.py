@@ -86,7 +86,7 @@ def check_scorer(scorer: object) -> None:
         )
 
 
-def _all_finite(t: torch.Tensor) -> bool:
+def all_finite(t: torch.Tensor) -> bool:
     """Whether no value is NaN or infinite: the extremes are finite iff every value is (NaN propagates), in one
     pass without a mask (9x faster than `isfinite(t).all()` on a 960 x 512 feature set, run for every model)."""
     if not t.numel() or not t.is_floating_point():
@@ -124,7 +124,7 @@ def validate(
         raise ConfigurationError(f"`test_features` has dimension {xte.shape[1]}, `train_features` {xtr.shape[1]}.")
     if xtr.shape[0] == 0:
         raise ConfigurationError("`train_features` is empty.")
-    if not _all_finite(xtr) or not _all_finite(xte):
+    if not all_finite(xtr) or not all_finite(xte):
         raise ConfigurationError("features contain NaN or inf; the candidate's blocks produced non-finite values.")
     device = torch.device(device)
     return xtr.to(device).float(), ytr.to(device).long(), xte.to(device).float(), yte.to(device).long()

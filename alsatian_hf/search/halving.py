@@ -26,6 +26,7 @@ from ..engine import Counters, Executor, FeatureStore, Tier, TieredCache, defaul
 from ..errors import ConfigurationError
 from ..plan import DataSchedule
 from ..scoring import Scorer, score_all
+from ..scoring._base import all_finite
 from ..store.feature_cache import FeatureCache, feature_key, state_keys
 from .distributed import Ranks, Share
 from .strategies import STRATEGIES, Strategy_T, task_tree
@@ -52,6 +53,7 @@ class IterationRecord:
     # which show how evenly the split loaded the ranks
     rank_seconds: list[dict[str, float]] = field(default_factory=list)
     ties: list[str] = field(default_factory=list)  # candidates tied exactly at the cut (input order decided)
+    failed: dict[str, str] = field(default_factory=dict)  # candidates dropped unscored this iteration, and why
 
     def to_dict(self) -> dict:
         c = self.counters
@@ -78,6 +80,7 @@ class IterationRecord:
             "rank_block_executions": self.rank_block_executions,
             "rank_seconds": self.rank_seconds,
             "ties": self.ties,
+            "failed": self.failed,
             "block_time": {h: [n, round(t, 6)] for h, (n, t) in c.block_time.items()},
             "node_items": dict(c.node_items),
         }
@@ -90,6 +93,7 @@ class HalvingOutcome:
     iterations: list[IterationRecord] = field(default_factory=list)
     seconds: float = 0.0
     feature_cache_error: str | None = None  # why features stopped being persisted mid-search, if they did
+    failed: dict[str, str] = field(default_factory=dict)  # candidates dropped mid-search (non-finite), and why
 
     @property
     def survivors(self) -> list[list[str]]:
@@ -114,7 +118,8 @@ def tied_at_cut(alive: list[str], scores: dict[str, float], survivors: list[str]
 
 
 def _report_ties(record: IterationRecord) -> None:
-    record.ties = tied_at_cut(record.candidates, record.scores, record.survivors)
+    scored = [m for m in record.candidates if m not in record.failed]
+    record.ties = tied_at_cut(scored, record.scores, record.survivors)
     if record.ties:
         kept = [m for m in record.ties if m in record.survivors]
         logger.warning(
@@ -216,6 +221,8 @@ def run_halving(
             if restored is not None:
                 holders, ready = {}, set()  # every rank read every survivor's features of the iterations so far
                 record.scores, record.survivors, record.cached = restored["scores"], restored["survivors"], alive
+                record.failed = restored.get("failed", {})
+                outcome.failed.update(record.failed)
                 record.restored = True
                 _report_ties(record)
                 features.drop([m for m in alive if m not in record.survivors])
@@ -259,8 +266,17 @@ def run_halving(
                 record.counters = total.counters
                 if total.unique_edges:  # the whole tree's, as one process reports it
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
-            record.scores.update(scores)
-            record.survivors = select(alive, record.scores, schedule.survivors_after(it, len(alive)), order)
+            # a candidate whose features are not finite (NaN weights of a diverged fine-tune, an overflow) has no
+            # score: it leaves the search with the reason, and the others go on. Every strategy computes the same
+            # features, so it leaves in every strategy alike.
+            record.failed = {m: _NOT_FINITE.format(it=it) for m in alive if scores[m] != scores[m]}
+            outcome.failed.update(record.failed)
+            scored = [m for m in alive if m not in record.failed]
+            if not scored:
+                raise ConfigurationError(f"No candidate can be scored: all {len(alive)} left in iteration {it} were "
+                                         f"dropped as {_NOT_FINITE.format(it=it)!r}")  # fmt: skip
+            record.scores.update({m: scores[m] for m in scored})
+            record.survivors = select(scored, record.scores, schedule.survivors_after(it, len(scored)), order)
             _report_ties(record)
             pruned = [m for m in alive if m not in record.survivors]
             features.drop(pruned)
@@ -271,7 +287,8 @@ def run_halving(
             if feature_cache is not None and features.disk is not None:
                 feature_cache.evict(lazy=True)  # within budget during a long search too, not only at its end
             if search_key is not None:
-                state = {"candidates": record.candidates, "scores": record.scores, "survivors": record.survivors}
+                state = {"candidates": record.candidates, "scores": record.scores, "survivors": record.survivors,
+                         "failed": record.failed}  # fmt: skip
                 try:
                     feature_cache.save_iteration(search_key, it, state)
                 except OSError as e:  # a full disk costs the search its resumability, never its result
@@ -377,6 +394,12 @@ def _restore(cache: FeatureCache | None, search_key: str | None, iteration: int,
     return state
 
 
+_NOT_FINITE = (
+    "its features or its proxy score are not finite (NaN or infinite) in iteration {it}: a diverged fine-tune's "
+    "NaN weights, or weights that overflow on this data. Check its weights (`torch.isfinite`)."
+)
+
+
 def _score(
     scorer: Scorer,
     features: FeatureStore,
@@ -391,15 +414,20 @@ def _score(
     t0 = time.perf_counter()
     train_items, test_items = schedule.train_items(iteration), schedule.test.items
     bar = progress_bar(total=len(alive), desc=f"scoring, iteration {iteration}", unit="model", leave=False)
+    train = {m: features.get(m, train_items) for m in alive}
+    test = {m: features.get(m, test_items) for m in alive}
+    finite = [m for m in alive if all_finite(train[m]) and all_finite(test[m])]
     scores = score_all(
         scorer,
-        train_features=[features.get(m, train_items) for m in alive],
+        train_features=[train[m] for m in finite],
         train_labels=labels[list(train_items)],
-        test_features=[features.get(m, test_items) for m in alive],
+        test_features=[test[m] for m in finite],
         test_labels=labels[list(test_items)],
         device=device,
-    )
+    ) if finite else []  # fmt: skip
     bar.update(len(alive))
     bar.close()
     counters.add_time("proxy_scoring", time.perf_counter() - t0)
-    return dict(zip(alive, scores))
+    # NaN marks a model without a score (non-finite features, or a scorer that gave NaN); it travels through the
+    # ranks' score exchange like any score
+    return {m: float("nan") for m in alive} | {m: float(x) for m, x in zip(finite, scores)}

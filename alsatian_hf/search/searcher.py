@@ -273,6 +273,10 @@ class ModelSearcher:
         batch = self._batch_size(prepared, budget)
         setup_seconds = time.perf_counter() - start + self.listing_seconds
         outcome = self._run(prepared, batch.size, budget)
+        for model_id, reason in outcome.failed.items():  # dropped mid-search: skipped like a set-up failure
+            self.skipped[model_id] = reason
+            for cb in self.callbacks:
+                cb.on_candidate_skipped(model_id=model_id, reason=reason)
         result = self._result(
             prepared, outcome, batch, seconds=time.perf_counter() - start + self.listing_seconds,
             setup_seconds=setup_seconds,

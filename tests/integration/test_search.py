@@ -530,6 +530,33 @@ def test_an_unusable_folder_or_device_is_refused_before_any_candidate_opens(hub,
     assert {r.path.split("?")[0] for r in hub.requests()} == {"/api/models"}  # listed, and no candidate opened
 
 
+def test_a_candidate_whose_features_are_not_finite_is_dropped_and_the_search_goes_on(hub, hub_root, tiny_zoo,
+                                                                                      tmp_path):  # fmt: skip
+    """A diverged fine-tune with NaN weights used to end the whole search in the scorer ("features contain NaN
+    or inf"), naming no model. It is dropped in the iteration that meets it, with the reason, in every strategy
+    alike, and a repeat search restored from the feature cache still reports it."""
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "diverged"
+    shutil.copytree(hub_root / tiny_zoo.repo_ids[1], broken)
+    tensors = load_file(broken / "model.safetensors")
+    key = next(k for k in sorted(tensors) if k.startswith("layer4") and k.endswith("conv1.weight"))
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    ids, ds = [*tiny_zoo.repo_ids, str(broken)], digits(num_items=100, seed=0)
+    runs = {}
+    for strategy in ("alsatian", "base", "alsatian"):  # the second alsatian run restores from the feature cache
+        res = ModelSearcher(ids, train_dataset=ds, args=_args(tmp_path, strategy=strategy)).search()
+        assert (
+            list(res.skipped) == [str(broken)]
+            and "not finite (NaN or infinite) in iteration 1" in res.skipped[str(broken)]
+        )
+        assert res.iterations[0]["failed"] == res.skipped and str(broken) not in res.iterations[0]["scores"]
+        runs.setdefault(strategy, []).append([(it["scores"], it["survivors"]) for it in res.iterations])
+    assert runs["alsatian"][0] == runs["base"][0] == runs["alsatian"][1]
+    assert res.iterations[0]["restored"]
+
+
 def test_a_report_that_cannot_be_written_at_the_end_keeps_the_result(hub, tiny_zoo, tmp_path, caplog):
     out = tmp_path / "out"
     (out / "result.json").mkdir(parents=True)  # the report's file name is taken by a folder
