@@ -69,6 +69,36 @@ TRANSFORMERS_CASES = [
         lambda m, x: _cls(m.roberta(**x)),
     ),
     (
+        "XLMRobertaModel",
+        lambda: T.XLMRobertaModel(T.XLMRobertaConfig(**_BERT, pad_token_id=1)),
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "XLMRobertaForSequenceClassification",
+        lambda: T.XLMRobertaForSequenceClassification(T.XLMRobertaConfig(**_BERT, pad_token_id=1)),
+        _text,
+        lambda m, x: _cls(m.roberta(**x)),
+    ),
+    (
+        "ElectraModel",
+        lambda: T.ElectraModel(T.ElectraConfig(**_BERT, embedding_size=16)),
+        _text,
+        lambda m, x: _cls(m(**x)),
+    ),
+    (
+        "ElectraForSequenceClassification",
+        lambda: T.ElectraForSequenceClassification(T.ElectraConfig(**_BERT, embedding_size=16)),
+        _text,
+        lambda m, x: _cls(m.electra(**x)),
+    ),
+    (
+        "ElectraForSequenceClassification-no-projection",
+        lambda: T.ElectraForSequenceClassification(T.ElectraConfig(**_BERT, embedding_size=32)),
+        _text,
+        lambda m, x: _cls(m.electra(**x)),
+    ),
+    (
         "DistilBertModel",
         lambda: T.DistilBertModel(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2, hidden_dim=37)),
         _text,
@@ -322,9 +352,9 @@ def test_discovery_refuses_what_it_cannot_reproduce():
     swin2 = T.Swinv2Model(T.Swinv2Config(**_SWIN)).eval()
     with pytest.raises(UnsupportedArchitectureError, match="Swinv2Model.*register_adapter"):
         split_model(swin2)
-    electra = T.ElectraModel(T.ElectraConfig(**_BERT)).eval()
+    gpt2 = T.GPT2Model(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
     with pytest.raises(UnsupportedArchitectureError, match="text models"):
-        split_model(electra)
+        split_model(gpt2)
 
 
 def test_register_adapter_warns_on_overwrite_and_list_adapters_filters():

@@ -93,6 +93,20 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "XLM-RoBERTa / CamemBERT",
+        "XLMRobertaConfig()",
+        "same as RoBERTa",
+        _hf("XLMRobertaConfig", "XLMRobertaForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "ELECTRA",
+        "ElectraConfig()",
+        "embeddings (+projection) → every layer → [CLS] state",
+        _hf("ElectraConfig", "ElectraForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "DistilBERT",
         "DistilBertConfig()",
         "embeddings → every layer → [CLS] state",

@@ -1,4 +1,5 @@
-"""Adapters for transformers models: BERT, RoBERTa, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
+"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DistilBERT, ViT, DeiT, DINOv2,
+ResNet, ConvNeXt, Swin.
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -152,7 +153,7 @@ def _masked_layer(layers_of, i: int):
     return step
 
 
-@register_adapter("bert", "roberta")
+@register_adapter("bert", "roberta", "xlm-roberta", "camembert")
 class BertAdapter(TransformersAdapter):
     """embeddings | every encoder layer | pooler (`pooler_output`), or the [CLS] state without a pooler."""
 
@@ -183,6 +184,31 @@ class BertAdapter(TransformersAdapter):
             for i in range(len(base.encoder.layer))
         ]
         layout.append(("readout", [f"{p}pooler"] if pooled else [], readout))
+        return layout
+
+
+@register_adapter("electra")
+class ElectraAdapter(BertAdapter):
+    """embeddings (+ the projection to the hidden size, where it differs) | every encoder layer | [CLS] state
+    (what the classification head reads; ELECTRA has no pooler)."""
+
+    family = "transformers-electra"
+
+    def layout(self, model, base, p, in_checkpoint):
+        project = hasattr(base, "embeddings_project")
+
+        def embed(m, s):
+            ids, mask, types = s
+            b = m.base_model
+            hidden = b.embeddings(input_ids=ids, token_type_ids=types)
+            return (b.embeddings_project(hidden) if project else hidden, mask)
+
+        layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
+        layout += [
+            (f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
+            for i in range(len(base.encoder.layer))
+        ]
+        layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
         return layout
 
 
