@@ -220,10 +220,10 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         if ADAPTER_WEIGHTS in siblings or offline:
             from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-            cached = isinstance(try_to_load_from_cache(repo_id, ADAPTER_WEIGHTS, revision=revision), str)
+            in_cache = isinstance(try_to_load_from_cache(repo_id, ADAPTER_WEIGHTS, revision=revision), str)
             weights = Path(with_retries(lambda: hf_hub_download(repo_id, ADAPTER_WEIGHTS, revision=revision),
                                         transport=False))  # fmt: skip
-            if not cached:  # the whole file, in one request: counted with the block bytes a search fetches
+            if not in_cache:  # the whole file, in one request: counted with the block bytes a search fetches
                 reader.stats.record(repo_id, weights.stat().st_size)
         # an adapter's commit is searched with the base commit it first opened with: a repeated search then sends
         # no request for either, and the base's main branch moving on does not change the adapter's scores
