@@ -2,12 +2,13 @@
 
 from .blocks import BlockLRU
 from .cache import AUTO_BUDGET_FRACTION, Tier, TieredCache, default_tiers, resolve_budget
-from .executor import PHASES, Counters, Executor
+from .executor import PHASES, BlockFailed, Counters, Executor
 from .features import FeatureStore
 
 
 __all__ = [
     "AUTO_BUDGET_FRACTION",
+    "BlockFailed",
     "BlockLRU",
     "Counters",
     "Executor",

@@ -52,6 +52,46 @@ class Counters:
         self.seconds[phase] += seconds
 
 
+class BlockFailed(Exception):
+    """A block raised on a batch: every model whose path runs that block on those items fails alike.
+
+    The executor has recorded them in `Executor.failed`; a plan's strategy catches this, drops them, and plans
+    the rest again.
+    """
+
+    def __init__(self, models: list[str], reason: str):
+        super().__init__(reason)
+        self.models = models
+        self.reason = reason
+
+
+class _BlockError(Exception):
+    """Raised out of `_run_blocks`: which of its blocks (by position) raised, and on which of the batch's items
+    (positions in the batch; empty when each item alone passes)."""
+
+    def __init__(self, position: int, cause: Exception, culprits: list[int]):
+        super().__init__(str(cause))
+        self.position, self.cause, self.culprits = position, cause, culprits
+
+
+def _culprits(block, state: State) -> list[int]:
+    """The items of a batch that `block` fails on alone (states are batch-first): the rows to name."""
+    bad = []
+    for i in range(state[0].shape[0]):
+        try:
+            block.run(tuple(t[i : i + 1] for t in state))
+        except _NOT_THE_CANDIDATES:
+            raise
+        except Exception:
+            bad.append(i)
+    return bad
+
+
+# resource errors end the search (another batch size or budget is the fix); anything else a block raises is the
+# candidate's own fault, and costs the search only the candidates that run that block
+_NOT_THE_CANDIDATES = (MemoryError, torch.OutOfMemoryError)
+
+
 def _node_key(node: str) -> str:
     """A task-tree node's key in `Counters.node_items`: its prefix chain hash, cut to 16 hex digits."""
     return node[:16]
@@ -82,6 +122,8 @@ class Executor:
         self.lru = BlockLRU(device, block_lru_bytes)
         self._chains: dict[str, list[str]] = {}
         self.on_batch: Callable[[int], object] | None = None  # progress: called with block executions done
+        # models a block failed for: why, and the batch it failed on (their features stop before it)
+        self.failed: dict[str, tuple[str, tuple[int, ...]]] = {}
 
     # -- shared pieces ---------------------------------------------------------------------------------------
     def _inputs(self, candidate: EngineCandidate, items: tuple[int, ...], counters: Counters) -> State:
@@ -144,7 +186,12 @@ class Executor:
         spans, begin = [], mark()  # CUDA events time the kernels without a sync per block
         with torch.inference_mode():
             for j, block in enumerate(blocks):
-                state = block.run(state)
+                try:
+                    state = block.run(state)
+                except _NOT_THE_CANDIDATES:
+                    raise
+                except Exception as e:
+                    raise _BlockError(j, e, _culprits(block, state)) from e
                 end = mark()
                 spans.append((begin, end))
                 if taps and j in taps:  # a shared prefix's output: later models start from it
@@ -169,6 +216,25 @@ class Executor:
         if self.on_batch is not None:
             self.on_batch(len(blocks) * items)
         return state
+
+    def _fail(self, model_id: str, depth: int, error: _BlockError, batch: tuple[int, ...]) -> BlockFailed:
+        """Records the failure of `model_id`'s block `depth` (0-based) on `batch` for every model that runs that
+        block after the same prefix, and returns it to raise."""
+        node = self._chain(model_id)[depth + 1]
+        models = [m for m in self.candidates if node in self._chain(m)]
+        rows = [batch[i] for i in error.culprits] or list(batch)
+        shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+        where = f"row {shown}" if len(rows) == 1 else f"rows {shown}"
+        if not error.culprits:
+            where = f"a batch of rows {shown} (each row alone passes)"
+        cause = error.cause
+        reason = (
+            f"its block {depth} of {len(self.candidates[model_id].blocks)} raised {type(cause).__name__}: {cause}, "
+            f"on the target dataset's {where} (rows count `train_dataset`'s, then `eval_dataset`'s)"
+        )
+        for m in models:
+            self.failed.setdefault(m, (reason, batch))
+        return BlockFailed(models, reason)
 
     def _taps(self, step: BlockInference, persist: set[str]) -> dict[int, str]:
         """Positions in the step's blocks (-1: its input) whose output is a state to persist."""
@@ -223,8 +289,11 @@ class Executor:
                         self.features.put_state(taps[-1], batch_items, state)
                 else:
                     state = source
-                state = self._run_blocks(blocks, state, len(batch_items), counters, nodes=nodes, taps=taps,
-                                         batch=batch_items)  # fmt: skip
+                try:
+                    state = self._run_blocks(blocks, state, len(batch_items), counters, nodes=nodes, taps=taps,
+                                             batch=batch_items)  # fmt: skip
+                except _BlockError as e:
+                    raise self._fail(step.model, step.start + e.position, e, batch_items) from e.cause
                 for model_id in step.features_of:
                     self.features.add(model_id, batch_items, state[0])
                 if keep:
@@ -241,10 +310,16 @@ class Executor:
         candidate = self.candidates[model_id]
         self.lru.clear()  # the baselines load each model on its own
         blocks = self._load(candidate.blocks, counters)
-        for batch_items in batches:
-            state = self._run_blocks(
-                blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters,
-                nodes=self._chain(model_id)[1:],
-            )  # fmt: skip
-            self.features.add(model_id, batch_items, state[0])
-        self.lru.clear()
+        try:
+            for batch_items in batches:
+                try:
+                    state = self._run_blocks(
+                        blocks, self._inputs(candidate, batch_items, counters), len(batch_items), counters,
+                        nodes=self._chain(model_id)[1:],
+                    )  # fmt: skip
+                except _BlockError as e:  # this model stops here; the strategy goes on with the next one
+                    self._fail(model_id, e.position, e, batch_items)
+                    return
+                self.features.add(model_id, batch_items, state[0])
+        finally:
+            self.lru.clear()

@@ -241,7 +241,18 @@ def run_halving(
                 work = ranks.work(alive_tree, batches) if alive_tree.models else []
             record.cached = _extract(extractor, features, work, it, record)
             bar.close()
-            mine = alive
+            # a model a block failed for leaves in the first iteration that scores the batch it failed on: the
+            # same iteration whichever strategy ran it (`base` runs all batches in iteration 1, `alsatian` each
+            # iteration's own), so the strategies drop it alike
+            needed = {*schedule.test.items, *schedule.train_items(it)}
+            broken = {
+                m: executor.failed[m][0] for m in alive if m in executor.failed and needed & {*executor.failed[m][1]}
+            }
+            if broken and ranks.distributed:
+                model, reason = next(iter(broken.items()))
+                raise ConfigurationError(f"{model}: {reason}. A failing candidate ends a distributed search; search "
+                                         "without it.")  # fmt: skip
+            mine = [m for m in alive if m not in broken]
             if ranks.distributed:  # each model's features go to the rank that scores it, and stay there
                 owners = ranks.owners(alive, holders)
                 _send_features(ranks, features, work, owners, holders)
@@ -269,12 +280,13 @@ def run_halving(
             # a candidate whose features are not finite (NaN weights of a diverged fine-tune, an overflow) has no
             # score: it leaves the search with the reason, and the others go on. Every strategy computes the same
             # features, so it leaves in every strategy alike.
-            record.failed = {m: _NOT_FINITE.format(it=it) for m in alive if scores[m] != scores[m]}
+            scores |= {m: float("nan") for m in broken}
+            record.failed = {m: broken.get(m) or _NOT_FINITE.format(it=it) for m in alive if scores[m] != scores[m]}
             outcome.failed.update(record.failed)
             scored = [m for m in alive if m not in record.failed]
             if not scored:
                 raise ConfigurationError(f"No candidate can be scored: all {len(alive)} left in iteration {it} were "
-                                         f"dropped as {_NOT_FINITE.format(it=it)!r}")  # fmt: skip
+                                         f"dropped: {record.failed}")  # fmt: skip
             record.scores.update({m: scores[m] for m in scored})
             record.survivors = select(scored, record.scores, schedule.survivors_after(it, len(scored)), order)
             _report_ties(record)
@@ -361,6 +373,8 @@ def _extract(extractor, features: FeatureStore, work: list[tuple[list[tuple[int,
         from_disk |= {m for m in models if features.preload(m, items)[1]}  # in RAM already (`base`) reads nothing
         groups: dict[tuple, list[str]] = {}
         for m in models:
+            if m in extractor.executor.failed:  # it fails again where it failed: it leaves when that batch counts
+                continue
             missing = tuple(b for b in batches if not features.has(m, b))
             if missing:
                 groups.setdefault(missing, []).append(m)

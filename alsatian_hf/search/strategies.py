@@ -15,7 +15,7 @@ import math
 from typing import Literal
 
 from ..candidates import EngineCandidate
-from ..engine import Executor, TieredCache
+from ..engine import BlockFailed, Executor, TieredCache
 from ..errors import StateLostError
 from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
 from ..store.feature_cache import STATE_SHARE
@@ -168,10 +168,13 @@ class AlsatianStrategy(ExecutionStrategy):
                         self.executor.run_plan_chunk(plan, chunk, counters, sources=sources, persist=persist)
                     self.cache.clear()
                 return
-            except StateLostError as e:  # deleted or corrupt since planning: plan what is left without it
+            except (StateLostError, BlockFailed) as e:  # plan what is left without the lost state or failed models
                 self.cache.clear()
-                lost.add(e.key)
-                running = [c for c in running if not all(features.has(c.model_id, b) for b in batches)]
+                if isinstance(e, StateLostError):  # deleted or corrupt since planning
+                    lost.add(e.key)
+                failed = self.executor.failed
+                running = [c for c in running
+                           if c.model_id not in failed and not all(features.has(c.model_id, b) for b in batches)]  # fmt: skip
                 batches = [b for b in batches if not all(features.has(c.model_id, b) for c in running)]
                 tree = task_tree(running)
 

@@ -557,6 +557,46 @@ def test_a_candidate_whose_features_are_not_finite_is_dropped_and_the_search_goe
     assert res.iterations[0]["restored"]
 
 
+def test_a_candidate_whose_block_fails_on_some_rows_is_dropped_where_those_rows_count(hub, hub_root, minilm_zoo,
+                                                                                     tmp_path):  # fmt: skip
+    """A fine-tune whose embedding matrix has fewer rows than its tokenizer's vocabulary fails only on texts with
+    the missing tokens: it used to end the whole search mid-run. Its block's error drops it, with the rows,
+    in the iteration that first scores them, in every strategy alike, and the others are ranked."""
+    import random
+
+    from datasets import ClassLabel, Dataset, Features, Value
+    from safetensors.torch import load_file, save_file
+
+    shrunk = tmp_path / "shrunk-vocab"
+    shutil.copytree(hub_root / minilm_zoo.repo_ids[1], shrunk)
+    tensors = load_file(shrunk / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("word_embeddings.weight"))
+    tensors[key] = tensors[key][:5000].clone()  # words past the 5000 first ids have no row
+    save_file(tensors, shrunk / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((shrunk / "config.json").read_text())
+    (shrunk / "config.json").write_text(json.dumps({**config, "vocab_size": 5000}))
+    rng = random.Random(0)
+    common = {0: ["the", "of", "and", "to", "in"], 1: ["is", "it", "was", "for", "on"]}  # ids below 2100
+    texts = [" ".join(rng.choice(common[i % 2]) for _ in range(10)) for i in range(140)]
+    texts[-3] += " zebra"  # one row the shrunk model cannot embed: an eval row, so every search scores it
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["a", "b"])})
+    rows = {"text": texts, "label": [i % 2 for i in range(140)]}
+    ds = Dataset.from_dict({k: v[:100] for k, v in rows.items()}, features=features)
+    held = Dataset.from_dict({k: v[100:] for k, v in rows.items()}, features=features)
+    ids, runs = [*minilm_zoo.repo_ids, str(shrunk)], {}
+    for strategy in ("alsatian", "base", "shift"):
+        args = _args(tmp_path, strategy=strategy, result_size=1, max_length=24, feature_cache=False)
+        res = ModelSearcher(ids, train_dataset=ds, eval_dataset=held, args=args).search()
+        assert list(res.skipped) == [str(shrunk)], res.skipped
+        assert (
+            "raised IndexError: index out of range in self, on the target dataset's row 137 "
+            in res.skipped[str(shrunk)]
+        )
+        runs[strategy] = [(it["scores"], it["survivors"], it["failed"]) for it in res.iterations]
+        assert res.iterations[0]["failed"] == res.skipped and len(res.iterations[0]["scores"]) == len(ids) - 1
+    assert runs["alsatian"] == runs["base"] == runs["shift"]
+
+
 def test_a_report_that_cannot_be_written_at_the_end_keeps_the_result(hub, tiny_zoo, tmp_path, caplog):
     out = tmp_path / "out"
     (out / "result.json").mkdir(parents=True)  # the report's file name is taken by a folder
