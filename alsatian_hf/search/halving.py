@@ -93,7 +93,7 @@ class HalvingOutcome:
     iterations: list[IterationRecord] = field(default_factory=list)
     seconds: float = 0.0
     feature_cache_error: str | None = None  # why features stopped being persisted mid-search, if they did
-    failed: dict[str, str] = field(default_factory=dict)  # candidates dropped mid-search (non-finite), and why
+    failed: dict[str, str] = field(default_factory=dict)  # candidates dropped mid-search, and why
 
     @property
     def survivors(self) -> list[list[str]]:
@@ -277,9 +277,9 @@ def run_halving(
                 record.counters = total.counters
                 if total.unique_edges:  # the whole tree's, as one process reports it
                     record.unique_edges, record.naive_edges = alive_tree.num_edges(), alive_tree.naive_edges()
-            # a candidate whose features are not finite (NaN weights of a diverged fine-tune, an overflow) has no
-            # score: it leaves the search with the reason, and the others go on. Every strategy computes the same
-            # features, so it leaves in every strategy alike.
+            # a candidate a block failed for, or whose features are not finite (NaN weights of a diverged fine-tune,
+            # an overflow), has no score: it leaves the search with the reason, and the others go on. Every strategy
+            # computes the same features of the same rows, so it leaves in every strategy alike.
             scores |= {m: float("nan") for m in broken}
             record.failed = {m: broken.get(m) or _NOT_FINITE.format(it=it) for m in alive if scores[m] != scores[m]}
             outcome.failed.update(record.failed)
