@@ -145,8 +145,8 @@ def _run(a, work: Path) -> int:
         use_endpoint(server.url)
         base = _base(work / "hub", a.tiny)
         adapters, merged = _zoo(work / "hub", base, a.num_models)
-        data = newsgroups(num_items=a.items, seed=0,
-                          categories=["comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.guns"])  # fmt: skip
+        groups = ["comp.graphics", "rec.sport.hockey", "sci.space", "talk.politics.guns"]
+        data = newsgroups(num_items=a.items, seed=0, categories=groups)
         sets = {"adapters": [base, *adapters], "merged": [base, *merged]}
         runs: dict[str, list] = {name: [] for name in sets}
         for round_ in range(ROUNDS + 1):  # round 0 fills the HF cache with the small files

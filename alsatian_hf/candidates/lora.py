@@ -218,7 +218,8 @@ class LoraBlockSource:
             )
             if magnitude is not None and magnitude.numel() != outputs:
                 raise UnsupportedArchitectureError(
-                    f"{self.name}: the DoRA magnitude of {module} has {magnitude.numel()} entries for {outputs} outputs."
+                    f"{self.name}: the DoRA magnitude of {module} has {magnitude.numel()} entries for {outputs} "
+                    "outputs."
                 )
             whole = bound.updates.get(key)
             bound.updates[key] = ("lora", module, parts, whole[1] if whole else None)

@@ -118,8 +118,8 @@ def test_lora_adapters_score_as_their_merged_models_and_share_the_blocks_they_le
     late = {"vit.encoder.layer.2.attention.attention.query.weight": (a, b, 3 / 2)}
     merged_all = _merged_copy(hub_root / base, tmp_path / "merged-all", all_deltas)
     merged_late = _merged_copy(hub_root / base, tmp_path / "merged-late", late)
-    merged_conv = _merged_copy(hub_root / base, tmp_path / "merged-late-conv",
-                               {**late, "vit.embeddings.patch_embeddings.projection.weight": (*vit_adapters["conv"], 1.5)})  # fmt: skip
+    conv = {"vit.embeddings.patch_embeddings.projection.weight": (*vit_adapters["conv"], 1.5)}
+    merged_conv = _merged_copy(hub_root / base, tmp_path / "merged-late-conv", {**late, **conv})
 
     ids = [base, listed["vitorg/vit-lora-all"], listed["vitorg/vit-lora-late"], listed["vitorg/vit-lora-late-conv"],
            str(merged_all), str(merged_late), str(merged_conv)]  # fmt: skip
