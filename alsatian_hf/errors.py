@@ -36,6 +36,19 @@ class CandidateSkipped(AlsatianError):
         self.reason = reason
 
 
+class BlockFailedError(AlsatianError, RuntimeError):
+    """A block raised on some rows: every candidate whose path runs that block after the same prefix fails alike.
+
+    The executor records them (`Executor.failed`); the alsatian strategy catches this, drops them and plans the
+    rest again, and the search reports them as skipped with `reason`.
+    """
+
+    def __init__(self, models: list[str], reason: str):
+        super().__init__(reason)
+        self.models = models
+        self.reason = reason
+
+
 class PlanningError(AlsatianError, RuntimeError):
     """No valid execution plan exists (e.g. a single item does not fit the cache budget)."""
 

@@ -2,13 +2,12 @@
 
 from .blocks import BlockLRU
 from .cache import AUTO_BUDGET_FRACTION, Tier, TieredCache, default_tiers, resolve_budget
-from .executor import PHASES, BlockFailed, Counters, Executor
+from .executor import PHASES, Counters, Executor
 from .features import FeatureStore
 
 
 __all__ = [
     "AUTO_BUDGET_FRACTION",
-    "BlockFailed",
     "BlockLRU",
     "Counters",
     "Executor",

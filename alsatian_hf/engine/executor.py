@@ -14,7 +14,7 @@ import torch
 
 from ..adapters import State
 from ..candidates.candidate import EngineCandidate
-from ..errors import StateLostError
+from ..errors import BlockFailedError, StateLostError
 from ..plan import BlockInference, ModifyCache, Plan
 from ..store.identity import prefix_chain
 from .blocks import BlockLRU
@@ -50,19 +50,6 @@ class Counters:
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
-
-
-class BlockFailed(Exception):
-    """A block raised on a batch: every model whose path runs that block on those items fails alike.
-
-    The executor has recorded them in `Executor.failed`; a plan's strategy catches this, drops them, and plans
-    the rest again.
-    """
-
-    def __init__(self, models: list[str], reason: str):
-        super().__init__(reason)
-        self.models = models
-        self.reason = reason
 
 
 class _BlockError(Exception):
@@ -217,7 +204,7 @@ class Executor:
             self.on_batch(len(blocks) * items)
         return state
 
-    def _fail(self, model_id: str, depth: int, error: _BlockError, batch: tuple[int, ...]) -> BlockFailed:
+    def _fail(self, model_id: str, depth: int, error: _BlockError, batch: tuple[int, ...]) -> BlockFailedError:
         """Records the failure of `model_id`'s block `depth` (0-based) on `batch` for every model that runs that
         block after the same prefix, and returns it to raise."""
         node = self._chain(model_id)[depth + 1]
@@ -234,7 +221,7 @@ class Executor:
         )
         for m in models:
             self.failed.setdefault(m, (reason, batch))
-        return BlockFailed(models, reason)
+        return BlockFailedError(models, reason)
 
     def _taps(self, step: BlockInference, persist: set[str]) -> dict[int, str]:
         """Positions in the step's blocks (-1: its input) whose output is a state to persist."""

@@ -15,8 +15,8 @@ import math
 from typing import Literal
 
 from ..candidates import EngineCandidate
-from ..engine import BlockFailed, Executor, TieredCache
-from ..errors import StateLostError
+from ..engine import Executor, TieredCache
+from ..errors import BlockFailedError, StateLostError
 from ..plan import BlockInfo, DataSchedule, TaskTree, fit_budget, plan_iteration
 from ..store.feature_cache import STATE_SHARE
 
@@ -168,7 +168,10 @@ class AlsatianStrategy(ExecutionStrategy):
                         self.executor.run_plan_chunk(plan, chunk, counters, sources=sources, persist=persist)
                     self.cache.clear()
                 return
-            except (StateLostError, BlockFailed) as e:  # plan what is left without the lost state or failed models
+            except (
+                StateLostError,
+                BlockFailedError,
+            ) as e:  # plan what is left without the lost state or failed models
                 self.cache.clear()
                 if isinstance(e, StateLostError):  # deleted or corrupt since planning
                     lost.add(e.key)
