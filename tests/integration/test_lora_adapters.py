@@ -67,8 +67,9 @@ def _pair(g: torch.Generator, out_features: int, in_features: int, rank: int) ->
 
 @pytest.fixture()
 def vit_adapters(hub_root, vit_zoo):
-    """Two LoRA adapters of the ViT base in its org, one named as transformers 5 names modules and one with
-    the checkpoint's own (transformers 4) names, and a quantized copy that listing leaves out; removed after."""
+    """Three LoRA adapters of the ViT base in its org: one named as transformers 5 names modules, two with the
+    checkpoint's own (transformers 4) names, one of which also adapts the patch embedding's convolution; and a
+    quantized copy that listing leaves out. All removed after."""
     base = vit_zoo.repo_ids[0]
     state = load_file(hub_root / base / "model.safetensors")
     g = torch.Generator().manual_seed(0)
@@ -93,7 +94,7 @@ def vit_adapters(hub_root, vit_zoo):
     shutil.copytree(hub_root / base, quantized)
     (quantized / "README.md").write_text(f"---\nbase_model: {base}\nbase_model_relation: quantized\n---\n")
     made.append(quantized)
-    yield {"base": base, "new": new, "old": old, "conv": (a_conv, b_conv), "keys": state}
+    yield {"base": base, "new": new, "old": old, "conv": (a_conv, b_conv)}
     for folder in made:
         shutil.rmtree(folder)
 
