@@ -13,6 +13,7 @@ from .._progress import silent_tqdm_class
 from ..errors import BlockFetchError, CandidateSkipped
 from ..hub import Candidate, RangeReader
 from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
+from ..hub.listing import card_base_model
 from ..hub.ranges import with_retries
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
@@ -108,9 +109,7 @@ def open_local(folder: str | Path, *, store: BlockStore | None = None, reader: R
     if is_adapter(files):
         from huggingface_hub.repocard import metadata_load
 
-        card = metadata_load(folder / "README.md") if "README.md" in files else None
-        bases = (card or {}).get("base_model")
-        card_base = bases if isinstance(bases, str) else (bases[0] if bases else None)
+        card_base = card_base_model(metadata_load(folder / "README.md") if "README.md" in files else None)
         weights = folder / ADAPTER_WEIGHTS if ADAPTER_WEIGHTS in files else None
         return open_adapter(str(folder), "local", folder, weights, card_base, store=store, reader=reader, xet=xet,
                             via=via)[0]  # fmt: skip
@@ -197,8 +196,7 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         lfs = {s.rfilename: (s.lfs.sha256 if s.lfs else None) for s in info.siblings or []}
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
-        bases = (info.card_data or {}).get("base_model") if info.card_data else None
-        base_model = bases if isinstance(bases, str) else (bases[0] if bases else None)
+        base_model = card_base_model(info.card_data)
         if revision is not None and _COMMIT.fullmatch(revision):
             commit = {"siblings": siblings, "sizes": sizes, "files_sha": files_sha, "base_model": base_model}
             store.save_commit(repo_id, revision, commit)

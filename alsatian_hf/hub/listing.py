@@ -28,6 +28,12 @@ class Candidate:
     skip_reason: str | None = None
 
 
+def card_base_model(card) -> str | None:
+    """The first model a card's metadata names as `base_model` (a repo id or a list of them), or None."""
+    bases = card.get("base_model") if card else None
+    return bases if isinstance(bases, str) else (bases[0] if bases else None)
+
+
 def _to_candidate(info) -> Candidate:
     siblings = tuple(s.rfilename for s in (info.siblings or []))
     params = info.safetensors.total if info.safetensors is not None else None
@@ -104,8 +110,7 @@ def list_candidates(
 
     def merged_size(info) -> int | None:
         """An adapter's size merged: its card's base model's (one metadata request per base)."""
-        bases = info.card_data.get("base_model") if info.card_data else None
-        base = bases if isinstance(bases, str) else (bases[0] if bases else None)
+        base = card_base_model(info.card_data)
         if base is None:
             return None
         if base not in base_sizes:
