@@ -21,6 +21,7 @@ import json
 import math
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -202,7 +203,7 @@ class LoraBlockSource:
             key = resolve(path)
             if key is not None:
                 self._check_shape(key, tuple(tensor.shape), f"tensor {path}")
-                bound.updates[key] = ("whole", tensor)
+                bound.updates[key] = _Update(whole=tensor)
         matched = 0
         for module, parts in self._lora.items():
             key = resolve(module + ".weight")
@@ -221,8 +222,8 @@ class LoraBlockSource:
                     f"{self.name}: the DoRA magnitude of {module} has {magnitude.numel()} entries for {outputs} "
                     "outputs."
                 )
-            whole = bound.updates.get(key)
-            bound.updates[key] = ("lora", module, parts, whole[1] if whole else None)
+            saved = bound.updates.get(key)
+            bound.updates[key] = _Update(whole=saved.whole if saved else None, module=module, parts=parts)
             if "lora_B.bias" in parts:
                 bias = resolve(module + ".bias")
                 if bias is None:
@@ -255,14 +256,14 @@ class LoraBlockSource:
                 break
         return alpha / math.sqrt(rank) if self._rslora else alpha / rank
 
-    def _digest(self, update: tuple) -> str:
+    def _digest(self, update: "_Update") -> str:
         """What an update is: its kind, its tensors and its scaling."""
         h = hashlib.sha256(b"alsatian-lora-update-v1\0")
-        tensors = {"whole": update[1]} if update[0] == "whole" else dict(update[2])
-        if update[0] == "lora":
-            h.update(f"lora\0{self._scaling(update[1], _rank(update[2]))!r}\0{self.fan_in_fan_out}\0".encode())
-            if update[3] is not None:
-                tensors["whole"] = update[3]
+        tensors = dict(update.parts or {})
+        if update.parts is not None:
+            h.update(f"lora\0{self._scaling(update.module, _rank(update.parts))!r}\0{self.fan_in_fan_out}\0".encode())
+        if update.whole is not None:
+            tensors["whole"] = update.whole
         for part, t in sorted(tensors.items()):
             t = t.contiguous()
             h.update(f"{part}\0{safetensors_dtype(t.dtype)}\0{list(t.shape)}\0".encode())
@@ -302,19 +303,18 @@ class LoraBlockSource:
             if key in bound.updates:
                 tensors[key] = self._merged(bound.updates[key], tensors[key])
             if key in bound.bias_of:  # `lora_bias`: bias + lora_B.bias * scaling
-                _, module, parts, _ = bound.updates[bound.bias_of[key]]
-                tensors[key] = tensors[key].float() + parts["lora_B.bias"].float() * self._scaling(
-                    module, _rank(parts)
-                )
+                lora = bound.updates[bound.bias_of[key]]
+                scaling = self._scaling(lora.module, _rank(lora.parts))
+                tensors[key] = tensors[key].float() + lora.parts["lora_B.bias"].float() * scaling
         return tensors
 
-    def _merged(self, update: tuple, weight: torch.Tensor) -> torch.Tensor:
+    def _merged(self, update: "_Update", weight: torch.Tensor) -> torch.Tensor:
         """`weight` with its update, in float32, as PEFT's merge computes it (`get_delta_weight`, then +=)."""
-        if update[0] == "whole":
-            return update[1].float()
-        _, module, parts, whole = update
-        weight = (whole if whole is not None else weight).float().clone()
-        scaling = self._scaling(module, _rank(parts))
+        if update.parts is None:
+            return update.whole.float()
+        parts = update.parts
+        weight = (update.whole if update.whole is not None else weight).float().clone()
+        scaling = self._scaling(update.module, _rank(parts))
         if "lora_embedding_A" in parts:  # Embedding: transpose(B @ A, True)
             delta = (parts["lora_embedding_B"].float() @ parts["lora_embedding_A"].float()).T * scaling
         else:
@@ -345,12 +345,21 @@ class LoraBlockSource:
         return factor * (weight + delta)
 
 
+@dataclass
+class _Update:
+    """What an adapter does to one checkpoint tensor: replace it (`whole`, saved by `bias="all"` or
+    `modules_to_save`), add a LoRA/DoRA update of `module` (`parts`: its lora_A, lora_B, ... tensors), or both."""
+
+    whole: torch.Tensor | None = None
+    module: str | None = None
+    parts: dict[str, torch.Tensor] | None = None
+
+
 class _Bound:
     """An adapter's updates matched to one split's checkpoint keys."""
 
     def __init__(self):
-        # checkpoint key -> ("whole", tensor) or ("lora", module path, {part: tensor}, tensor saved whole or None)
-        self.updates: dict[str, tuple] = {}
+        self.updates: dict[str, _Update] = {}  # checkpoint key -> its update
         self.bias_of: dict[str, str] = {}  # bias key -> the weight key whose `lora_B.bias` updates it
         self.digests: dict[str, str] = {}
 
