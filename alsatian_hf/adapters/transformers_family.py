@@ -166,19 +166,22 @@ class BertAdapter(TransformersAdapter):
         return (ids, mask, types)
 
     def layout(self, model, base, p, in_checkpoint):
+        project = hasattr(base, "embeddings_project")  # ELECTRA's embeddings are narrower than its hidden size
+
         def embed(m, s):
             ids, mask, types = s
             b = m.base_model
-            return (b.embeddings(input_ids=ids, token_type_ids=types), mask)
+            hidden = b.embeddings(input_ids=ids, token_type_ids=types)
+            return (b.embeddings_project(hidden) if project else hidden, mask)
 
         # a bare model saved without its pooler (from a token-classification fine-tune, or `add_pooling_layer=False`)
-        # reads out [CLS] as one without a pooler does, instead of running a pooler with no weights
-        pooled = base.pooler is not None and in_checkpoint(f"{p}pooler")
+        # reads out [CLS] as one without a pooler does, instead of running a pooler with no weights; ELECTRA has none
+        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
 
         def readout(m, s):
             return (m.base_model.pooler(s[0]) if pooled else s[0][:, 0],)
 
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
         layout += [
             (f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
             for i in range(len(base.encoder.layer))
@@ -189,27 +192,10 @@ class BertAdapter(TransformersAdapter):
 
 @register_adapter("electra")
 class ElectraAdapter(BertAdapter):
-    """embeddings (+ the projection to the hidden size, where it differs) | every encoder layer | [CLS] state
-    (what the classification head reads; ELECTRA has no pooler)."""
+    """BERT's layout: embeddings (+ the projection to the hidden size, where it differs) | every encoder layer |
+    [CLS] state (what the classification head reads; ELECTRA has no pooler). A family of its own in the store."""
 
     family = "transformers-electra"
-
-    def layout(self, model, base, p, in_checkpoint):
-        project = hasattr(base, "embeddings_project")
-
-        def embed(m, s):
-            ids, mask, types = s
-            b = m.base_model
-            hidden = b.embeddings(input_ids=ids, token_type_ids=types)
-            return (b.embeddings_project(hidden) if project else hidden, mask)
-
-        layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
-        layout += [
-            (f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
-            for i in range(len(base.encoder.layer))
-        ]
-        layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
-        return layout
 
 
 @register_adapter("distilbert")
