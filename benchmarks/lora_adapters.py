@@ -59,10 +59,9 @@ def _base(root: Path, tiny: bool) -> str:
 def _zoo(root: Path, base: str, num_models: int) -> tuple[list[str], list[str]]:
     """`num_models` adapters of `base` and their merged copies (repo ids, in the same order)."""
     import torch
-    from huggingface_hub import save_torch_state_dict
     from safetensors.torch import load_file, save_file
 
-    from alsatian_hf.zoo.builder import xet_upload_repo
+    from alsatian_hf.zoo.builder import save_state, xet_upload_repo
 
     state = load_file(root / base / "model.safetensors")
     targets = {}  # layer -> [checkpoint key of its query and value weights]
@@ -95,8 +94,7 @@ def _zoo(root: Path, base: str, num_models: int) -> tuple[list[str], list[str]]:
         name = f"{ORG}/merged-{i:03d}"
         folder = root / name
         shutil.copytree(root / base, folder, ignore=shutil.ignore_patterns("*.safetensors", "README.md"))
-        save_torch_state_dict({k: v + deltas[k] if k in deltas else v for k, v in state.items()}, folder,
-                              max_shard_size=10**15, metadata={"format": "pt"})  # fmt: skip
+        save_state({k: v + deltas[k] if k in deltas else v for k, v in state.items()}, folder)
         (folder / "README.md").write_text(f"---\nbase_model: {base}\n---\n")
         xet_upload_repo(root, name, "dedup")
         merged.append(name)

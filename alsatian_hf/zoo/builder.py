@@ -49,7 +49,7 @@ class TimmSource:
     def save(self, model: nn.Module, state: dict[str, torch.Tensor], folder: Path, shard_size: int | None) -> None:
         from timm.models._hub import save_config_for_hf
 
-        _save_state(state, folder, shard_size)
+        save_state(state, folder, shard_size)
         save_config_for_hf(model, folder / "config.json", model_config={"num_classes": model.num_classes})
 
 
@@ -218,7 +218,8 @@ def xet_upload_repo(root: Path, repo_id: str, mode: UploadMode_T) -> None:
         index.close()
 
 
-def _save_state(state: dict[str, torch.Tensor], folder: Path, shard_size: int | None) -> None:
+def save_state(state: dict[str, torch.Tensor], folder: Path, shard_size: int | None = None) -> None:
+    """A checkpoint as `save_pretrained` writes it: `model.safetensors`, or shards of `shard_size` bytes."""
     from huggingface_hub import save_torch_state_dict
 
     save_torch_state_dict(state, folder, max_shard_size=shard_size or 10**15, metadata={"format": "pt"})
