@@ -116,4 +116,7 @@ def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = No
                 model = cls.from_config(cfg)
             else:
                 model = cls(cfg)
-    return model.eval()
+    # nothing trains a skeleton; a weight that requires grad would trip the autograd hooks of FlopCounterMode's
+    # module tracker in the shape probe where a module takes it as input (DeBERTa's LayerNorm of its relative
+    # embeddings)
+    return model.eval().requires_grad_(False)
