@@ -25,6 +25,16 @@ _BERT = dict(
     intermediate_size=37,
     max_position_embeddings=64,
 )
+# DeBERTa-v3's layout: relative positions in buckets, LayerNorm'd relative embeddings, no absolute positions
+_DEBERTA_V3 = dict(
+    _BERT,
+    relative_attention=True,
+    position_buckets=8,
+    norm_rel_ebd="layer_norm",
+    pos_att_type=["p2c", "c2p"],
+    position_biased_input=False,
+    type_vocab_size=0,
+)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
 )
@@ -97,6 +107,29 @@ TRANSFORMERS_CASES = [
         lambda: T.ElectraForSequenceClassification(T.ElectraConfig(**_BERT, embedding_size=32)),
         _text,
         lambda m, x: _cls(m.electra(**x)),
+    ),
+    ("DebertaV2Model", lambda: T.DebertaV2Model(T.DebertaV2Config(**_DEBERTA_V3)), _text, lambda m, x: _cls(m(**x))),
+    (
+        "DebertaV2ForSequenceClassification",
+        lambda: T.DebertaV2ForSequenceClassification(T.DebertaV2Config(**_DEBERTA_V3)),
+        _text,
+        lambda m, x: _cls(m.deberta(**x)),
+    ),
+    (
+        "DebertaV2ForSequenceClassification-conv",  # deberta-v2-xlarge's convolution after the first layer
+        lambda: T.DebertaV2ForSequenceClassification(
+            T.DebertaV2Config(**_DEBERTA_V3, conv_kernel_size=3, conv_act="gelu")
+        ),
+        _text,
+        lambda m, x: _cls(m.deberta(**x)),
+    ),
+    (
+        "DebertaForSequenceClassification",
+        lambda: T.DebertaForSequenceClassification(
+            T.DebertaConfig(**_BERT, relative_attention=True, pos_att_type=["p2c", "c2p"])
+        ),
+        _text,
+        lambda m, x: _cls(m.deberta(**x)),
     ),
     (
         "DistilBertModel",
@@ -307,6 +340,33 @@ def test_real_efficientnet_lite_matches_its_package(variant):
         features = split_model(model).run((x,))[0]
         expected = package.extract_features(x).mean((2, 3))
         assert torch.allclose(features, expected, atol=1e-4)
+
+
+def test_tensors_every_layer_reads_are_shared_by_name_and_claimed_twice_only_where_shared(tmp_path):
+    """DeBERTa's relative embeddings belong to every layer block, under one name whatever the checkpoint's
+    prefix, so the layers of a bare model and of its classifier hash alike; a key two blocks claim without
+    both listing it as shared is still refused."""
+    from dataclasses import replace
+
+    from alsatian_hf.store.identity import tensor_content_hash
+
+    torch.manual_seed(0)
+    model = T.DebertaV2ForSequenceClassification(T.DebertaV2Config(**_DEBERTA_V3)).eval()
+    model.save_pretrained(tmp_path / "clf")
+    model.deberta.save_pretrained(tmp_path / "bare")
+    splits = {}
+    for name, m in (("clf", model), ("bare", model.deberta)):
+        splits[name] = split_model(m, checkpoint_keys=LocalBlockSource(tmp_path / name).keys())
+    rel = "deberta.encoder.rel_embeddings.weight"
+    layers = [b for b in splits["clf"].blocks if b.name.startswith("layer.")]
+    assert len(layers) == 2 and all(b.shared[rel] == "encoder.rel_embeddings.weight" for b in layers)
+    assert rel not in splits["clf"].blocks[0].keys  # the embeddings block computes without it
+    for clf, bare in zip(splits["clf"].blocks, splits["bare"].blocks):
+        assert tensor_content_hash(clf, model.state_dict()) == tensor_content_hash(bare, model.deberta.state_dict())
+    split = splits["clf"]
+    split.blocks[2] = replace(layers[1], shared={})
+    with pytest.raises(UnsupportedArchitectureError, match="claimed twice=.*rel_embeddings"):
+        check_coverage(split, LocalBlockSource(tmp_path / "clf").keys())
 
 
 def test_unregistered_architecture_names_the_class_and_the_fix():

@@ -37,6 +37,10 @@ class Block:
         prefix: the common module prefix of `keys`, stripped to form block-relative names for hashing.
         model_keys: checkpoint key -> the model's own state-dict key (they differ when a library renames
             keys at load time).
+        shared: checkpoint key -> its name in the block, for the keys of `keys` that other blocks list too
+            (DeBERTa's relative-position embeddings, which every layer reads). Each such block hashes, stores
+            and loads its own copy, so a block's hash still names everything it computes with; the name is the
+            same in every block and in bare and head-ful checkpoints.
     """
 
     name: str
@@ -44,11 +48,14 @@ class Block:
     step: StepFn
     prefix: str = ""
     model_keys: dict[str, str] = field(default_factory=dict)
+    shared: dict[str, str] = field(default_factory=dict)
 
     def model_key(self, key: str) -> str:
         return self.model_keys.get(key, key)
 
     def relative_name(self, key: str) -> str:
+        if key in self.shared:
+            return self.shared[key]
         return key[len(self.prefix) :] if self.prefix and key.startswith(self.prefix) else key
 
 
@@ -175,22 +182,23 @@ def state_keys(module: nn.Module, prefix: str) -> tuple[str, ...]:
 
 
 def check_coverage(split: SplitModel, checkpoint_keys: Iterable[str]) -> None:
-    """Every checkpoint key belongs to exactly one block or to the head.
+    """Every checkpoint key belongs to exactly one block or to the head, or to the blocks that each list it as
+    `shared`.
 
     Raises:
         UnsupportedArchitectureError: naming the keys that are missing or claimed twice.
     """
-    seen: dict[str, str] = {}
+    seen: dict[str, bool] = {}  # key -> whether every block so far lists it as shared
     double = []
     for block in split.blocks:
         for key in block.keys:
-            if key in seen:
+            if key in seen and not (seen[key] and key in block.shared):
                 double.append(key)
-            seen[key] = block.name
+            seen[key] = key in block.shared
     for key in split.head_keys:
         if key in seen:
             double.append(key)
-        seen[key] = "head"
+        seen[key] = False
     wanted = set(checkpoint_keys) - set(split.ignored_keys)
     missing = sorted(wanted - set(seen))
     extra = sorted(set(seen) - wanted)

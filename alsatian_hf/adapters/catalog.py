@@ -107,6 +107,20 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "DeBERTa-v2 / v3",
+        "DebertaV2Config()",
+        "embeddings → every layer (each with the shared relative embeddings) → [CLS] state",
+        _hf("DebertaV2Config", "DebertaV2ForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "DeBERTa",
+        "DebertaConfig()",
+        "same as DeBERTa-v2",
+        _hf("DebertaConfig", "DebertaForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "DistilBERT",
         "DistilBertConfig()",
         "embeddings → every layer → [CLS] state",

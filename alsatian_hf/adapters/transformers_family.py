@@ -1,5 +1,5 @@
-"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DistilBERT, ViT, DeiT, DINOv2,
-ResNet, ConvNeXt, Swin.
+"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DeBERTa (v1, v2/v3), DistilBERT,
+ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -88,6 +88,11 @@ class TransformersAdapter(Adapter):
         of the module at `path`, for optional parts such as a bare model's pooler."""
         raise NotImplementedError
 
+    def shared_paths(self, base: nn.Module, p: str) -> list[str]:
+        """Module paths that several blocks of `layout` list, because each of them reads the module (see
+        `Block.shared`)."""
+        return []
+
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         base, p = base_model(model)
         key_map = checkpoint_key_map(model, checkpoint_keys)
@@ -95,6 +100,7 @@ class TransformersAdapter(Adapter):
         def in_checkpoint(path: str) -> bool:
             return all(k in key_map for k in state_keys(model.get_submodule(path), path + "."))
 
+        shared = {k for path in self.shared_paths(base, p) for k in state_keys(model.get_submodule(path), path + ".")}
         blocks = []
         owned: set[str] = set()
         for name, paths, step in self.layout(model, base, p, in_checkpoint):
@@ -121,8 +127,10 @@ class TransformersAdapter(Adapter):
                     name=name,
                     keys=keys,
                     step=step,
-                    prefix=_common_prefix(keys),
+                    prefix=_common_prefix(tuple(key_map[k] for k in model_keys if k in key_map and k not in shared)),
                     model_keys={key_map[k]: k for k in model_keys if k in key_map},
+                    # named without the base prefix, so bare and head-ful checkpoints hash alike
+                    shared={key_map[k]: k.removeprefix(p) for k in model_keys if k in key_map and k in shared},
                 )
             )
         head = {v: k for k, v in key_map.items() if k not in owned}
@@ -196,6 +204,62 @@ class ElectraAdapter(BertAdapter):
     [CLS] state (what the classification head reads; ELECTRA has no pooler). A family of its own in the store."""
 
     family = "transformers-electra"
+
+
+@register_adapter("deberta", "deberta-v2")
+class DebertaAdapter(TransformersAdapter):
+    """embeddings | every encoder layer | [CLS] state (what the classifier's `pooler` reads; it is the head's).
+
+    Every layer reads the encoder's relative-position embeddings (and, in v2/v3, their LayerNorm), so each layer
+    block lists them as `shared`: a layer's hash then covers all the weights its output depends on. v2's optional
+    convolution after the first layer belongs to that layer's block.
+    """
+
+    family = "transformers-deberta"
+
+    initial_state = BertAdapter.initial_state
+
+    def shared_paths(self, base, p):
+        encoder = base.encoder
+        return [f"{p}encoder.{name}" for name in ("rel_embeddings", "LayerNorm") if hasattr(encoder, name)]
+
+    def layout(self, model, base, p, in_checkpoint):
+        if getattr(base, "z_steps", 0) > 1:
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__} with z_steps={base.z_steps} reruns its last layer; it cannot be split into "
+                "blocks. Search a checkpoint saved with z_steps=0 (the transformers default)."
+            )
+        shared = self.shared_paths(base, p)
+
+        def embed(m, s):
+            ids, mask, types = s
+            return (m.base_model.embeddings(input_ids=ids, token_type_ids=types, mask=mask), mask)
+
+        def layer(i):
+            # what `DebertaV2Encoder.forward` computes around layer i, from the 2-D mask the state carries
+            def step(m, s):
+                hidden, mask = s
+                encoder = m.base_model.encoder
+                out = encoder.layer[i](
+                    hidden,
+                    encoder.get_attention_mask(mask),
+                    relative_pos=encoder.get_rel_pos(hidden),
+                    rel_embeddings=encoder.get_rel_embedding(),
+                )[0]
+                if i == 0 and getattr(encoder, "conv", None) is not None:
+                    out = encoder.conv(hidden, out, mask)
+                return (out, mask)
+
+            return step
+
+        conv = [f"{p}encoder.conv"] if getattr(base.encoder, "conv", None) is not None else []
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [
+            (f"layer.{i}", [f"{p}encoder.layer.{i}", *(conv if i == 0 else []), *shared], layer(i))
+            for i in range(len(base.encoder.layer))
+        ]
+        layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
+        return layout
 
 
 @register_adapter("distilbert")

@@ -123,9 +123,12 @@ class ZooReport:
 
 
 def reinitialize(model: nn.Module, split: SplitModel, blocks: list[Block], generator: torch.Generator) -> None:
-    """Re-initialise the blocks' modules, then jitter every float tensor so no two re-inits coincide."""
+    """Re-initialise the blocks' modules, then jitter every float tensor so no two re-inits coincide.
+
+    Tensors a block shares with others (`Block.shared`) stay: a fine-tune of the top blocks leaves the ones below
+    as they were."""
     for block in blocks:
-        _reset(model, [block.model_key(k) for k in block.keys], generator)
+        _reset(model, [block.model_key(k) for k in block.keys if k not in block.shared], generator)
 
 
 def _reset(model: nn.Module, keys: tuple[str, ...] | list[str], generator: torch.Generator) -> None:

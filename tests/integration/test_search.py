@@ -171,6 +171,72 @@ def test_the_cli_takes_a_sentence_pair_as_two_comma_separated_columns(hub, tiny_
     assert [it["scores"] for it in cli.iterations] == [it["scores"] for it in api.iterations]
 
 
+@pytest.fixture(scope="module")
+def deberta_zoo(hub_root):
+    """Tiny DeBERTa-v3-like classifiers (relative positions in buckets, LayerNorm'd relative embeddings) with a
+    BERT tokenizer: a base and fine-tunes of its top layers."""
+    from transformers import BertTokenizerFast, DebertaV2Config
+
+    from alsatian_hf.zoo import TransformersSource
+
+    letters = [chr(c) for c in range(97, 123)]
+    vocab = hub_root.parent / "deberta-vocab.txt"  # words spelt out letter by letter, so texts differ
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
+    config = DebertaV2Config(
+        vocab_size=57, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=64, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
+        pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0, num_labels=3,
+    )  # fmt: skip
+    source = TransformersSource(
+        config=config,
+        auto_class="AutoModelForSequenceClassification",
+        processor=BertTokenizerFast(vocab_file=str(vocab)),
+        pipeline_tag="text-classification",
+    )
+    yield build_zoo(ZooSpec("debertaorg", source, num_models=4, distribution="top_layers", seed=0), hub_root)
+    shutil.rmtree(hub_root / "debertaorg")  # the session hub's listings stay as other tests expect them
+
+
+def test_deberta_layers_share_only_behind_the_relative_embeddings_they_read(hub, hub_root, deberta_zoo, tmp_path):
+    """Every DeBERTa layer reads the encoder's relative-position embeddings, so each layer block hashes them
+    too: a fine-tune that changed only them shares the embeddings block and none of the layers, and its
+    features are its own. Fine-tunes of the top layers share the layers below."""
+    from safetensors.torch import load_file, save_file
+
+    assert deberta_zoo.unique_blocks == deberta_zoo.expected_unique_blocks  # the recipe left the shared ones be
+    base = deberta_zoo.repo_ids[0]
+    moved = tmp_path / "deberta-new-relative-embeddings"
+    shutil.copytree(hub_root / base, moved)
+    tensors = load_file(moved / "model.safetensors")
+    rel = tensors["deberta.encoder.rel_embeddings.weight"]  # a shift of all of it would vanish in its LayerNorm
+    rel += torch.randn(rel.shape, generator=torch.Generator().manual_seed(0))
+    save_file(tensors, moved / "model.safetensors", metadata={"format": "pt"})
+    data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+    runs = {}
+    for ids in (deberta_zoo.repo_ids, [*deberta_zoo.repo_ids, str(moved)]):
+        for strategy in ("alsatian", "shift", "base"):
+            args = _args(
+                tmp_path,
+                strategy=strategy,
+                max_length=32,
+                result_size=1,
+                feature_cache=False,
+                scorer="logme",
+                scorer_kwargs={},
+            )
+            runs[len(ids), strategy] = ModelSearcher(ids, train_dataset=data, args=args).search()
+    for n in (4, 5):
+        first = runs[n, "alsatian"]
+        assert not first.skipped
+        for strategy in ("shift", "base"):
+            assert [it["scores"] for it in runs[n, strategy].iterations] == [it["scores"] for it in first.iterations]
+    assert runs[4, "alsatian"].plan["unique_blocks"] < runs[4, "alsatian"].plan["total_blocks"]
+    # the moved copy adds its three layers (its embeddings and empty read-out are the base's)
+    assert runs[5, "alsatian"].plan["unique_blocks"] == runs[4, "alsatian"].plan["unique_blocks"] + 3
+    scores = runs[5, "alsatian"].iterations[0]["scores"]
+    assert scores[str(moved)] != scores[base]
+
+
 def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zoo, tmp_path):
     ds = digits(num_items=80, seed=0)
     res = ModelSearcher(vit_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, image_size=None)).search()
