@@ -82,7 +82,8 @@ def test_prepared_inputs_are_kept_up_to_the_budget_and_the_first_prepared_stay()
 
 def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
     """Fine-tunes with the same tokenizer files get one input key (and one loaded tokenizer); a changed
-    vocabulary is a different processor with different ids."""
+    vocabulary is a different processor with different ids, and so is a changed SentencePiece model (DeBERTa-v3's
+    `spm.model`)."""
     import json
     import shutil
 
@@ -105,6 +106,12 @@ def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
     assert a.key == b.key != changed.key
     ids = [p.fn(["hello world"])["input_ids"][0].tolist() for p in (a, b, changed)]
     assert ids[0] == ids[1] and ids[0][1:3] == list(swap) and ids[2][1:3] == list(reversed(swap))
+    keys = []
+    for name in ("spm-1", "spm-2"):
+        shutil.copytree(folders[0], tmp_path / name)
+        (tmp_path / name / "spm.model").write_bytes(name.encode())
+        keys.append(text_processor(tmp_path / name, max_length=8).key)
+    assert len({a.key, *keys}) == 3
 
 
 def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):

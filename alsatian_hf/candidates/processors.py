@@ -161,8 +161,10 @@ TOKENIZER_FILES = (
     "merges.txt",
     "vocab.json",
     "special_tokens_map.json",
-    "spiece.model",
-    "sentencepiece.bpe.model",
+    "spiece.model",  # T5, ALBERT
+    "sentencepiece.bpe.model",  # XLM-R, CamemBERT
+    "spm.model",  # DeBERTa-v2/v3
+    "tokenizer.model",  # Llama-style
 )
 
 
