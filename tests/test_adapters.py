@@ -35,6 +35,8 @@ _DEBERTA_V3 = dict(
     position_biased_input=False,
     type_vocab_size=0,
 )
+# a window of 4 tokens: the sliding-window layer sees less than _text's 7
+_MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
 )
@@ -130,6 +132,26 @@ TRANSFORMERS_CASES = [
         ),
         _text,
         lambda m, x: _cls(m.deberta(**x)),
+    ),
+    (
+        "ModernBertModel",  # 3 layers: global, sliding-window, global attention
+        lambda: T.ModernBertModel(T.ModernBertConfig(**_MODERNBERT)),
+        _text,
+        lambda m, x: _cls(m(**x)),
+    ),
+    (
+        "ModernBertForMaskedLM",  # how answerdotai/ModernBERT-base is saved: its decoder tied to the embeddings
+        lambda: T.ModernBertForMaskedLM(T.ModernBertConfig(**_MODERNBERT)),
+        _text,
+        lambda m, x: _cls(m.model(**x)),
+    ),
+    (
+        "ModernBertForSequenceClassification-mean",
+        lambda: T.ModernBertForSequenceClassification(T.ModernBertConfig(**_MODERNBERT, classifier_pooling="mean")),
+        _text,
+        lambda m, x: (lambda h, a: (h * a[..., None]).sum(1) / a.sum(1, keepdim=True))(
+            m.model(**x).last_hidden_state, x["attention_mask"]
+        ),
     ),
     (
         "DistilBertModel",

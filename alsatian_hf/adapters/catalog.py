@@ -121,6 +121,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "ModernBERT",
+        "ModernBertConfig()",
+        "embeddings → every layer (global or sliding-window) → final norm+[CLS] or mean",
+        _hf("ModernBertConfig", "ModernBertForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "DistilBERT",
         "DistilBertConfig()",
         "embeddings → every layer → [CLS] state",

@@ -1,5 +1,5 @@
-"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DeBERTa (v1, v2/v3), DistilBERT,
-ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
+"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DeBERTa (v1, v2/v3), ModernBERT,
+DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -259,6 +259,61 @@ class DebertaAdapter(TransformersAdapter):
             for i in range(len(base.encoder.layer))
         ]
         layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
+        return layout
+
+
+@register_adapter("modernbert")
+class ModernBertAdapter(TransformersAdapter):
+    """embeddings | every encoder layer | final norm + the pooling `classifier_pooling` names ([CLS] or the masked
+    mean), which is what the classifier's `head` reads.
+
+    Each layer builds its own attention mask (global or sliding-window, by `layer_types`) and rotary embeddings
+    from the 2-D mask and the sequence length, as `ModernBertModel.forward` does; neither has weights.
+    """
+
+    family = "transformers-modernbert"
+
+    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
+        ids = inputs["input_ids"]
+        return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
+
+        masks = {
+            "full_attention": create_bidirectional_mask,
+            "sliding_attention": create_bidirectional_sliding_window_mask,
+        }
+
+        def embed(m, s):
+            return (m.base_model.embeddings(input_ids=s[0]), s[1])
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                kind = b.layers[i].attention_type
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+                out = b.layers[i](
+                    hidden,
+                    attention_mask=masks[kind](config=b.config, inputs_embeds=hidden, attention_mask=mask),
+                    position_embeddings=b.rotary_emb(hidden, positions, kind),
+                )
+                return (out, mask)
+
+            return step
+
+        mean = model.config.classifier_pooling == "mean"
+
+        def readout(m, s):
+            hidden, mask = m.base_model.final_norm(s[0]), s[1]
+            if not mean:
+                return (hidden[:, 0],)
+            return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
+
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
+        layout.append(("readout", [f"{p}final_norm"], readout))
         return layout
 
 
