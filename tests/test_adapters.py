@@ -133,6 +133,13 @@ TRANSFORMERS_CASES = [
         _text,
         lambda m, x: _cls(m.deberta(**x)),
     ),
+    ("MPNetModel", lambda: T.MPNetModel(T.MPNetConfig(**_BERT)), _text, lambda m, x: m(**x).pooler_output),
+    (
+        "MPNetForSequenceClassification",
+        lambda: T.MPNetForSequenceClassification(T.MPNetConfig(**_BERT)),
+        _text,
+        lambda m, x: _cls(m.mpnet(**x)),
+    ),
     (
         "ModernBertModel",  # 3 layers: global, sliding-window, global attention
         lambda: T.ModernBertModel(T.ModernBertConfig(**_MODERNBERT)),

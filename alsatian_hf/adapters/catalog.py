@@ -121,6 +121,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "MPNet",
+        "MPNetConfig()",
+        "embeddings → every layer (each with the shared relative bias) → pooler or [CLS] state",
+        _hf("MPNetConfig", "MPNetForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "ModernBERT",
         "ModernBertConfig()",
         "embeddings → every layer (global or sliding-window) → final norm+[CLS] or mean",

@@ -1,5 +1,5 @@
-"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DeBERTa (v1, v2/v3), ModernBERT,
-DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
+"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DeBERTa (v1, v2/v3), MPNet,
+ModernBERT, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -259,6 +259,54 @@ class DebertaAdapter(TransformersAdapter):
             for i in range(len(base.encoder.layer))
         ]
         layout.append(("readout", [], lambda m, s: (s[0][:, 0],)))
+        return layout
+
+
+@register_adapter("mpnet")
+class MPNetAdapter(TransformersAdapter):
+    """embeddings | every encoder layer | pooler (`pooler_output`), or the [CLS] state without one (what the
+    classification head reads).
+
+    Every layer adds the encoder's relative-position bias, so each layer block lists it as `shared`, as DeBERTa's
+    do.
+    """
+
+    family = "transformers-mpnet"
+
+    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
+        ids = inputs["input_ids"]
+        return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+
+    def shared_paths(self, base, p):
+        return [f"{p}encoder.relative_attention_bias"]
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        def embed(m, s):
+            return (m.base_model.embeddings(input_ids=s[0]), s[1])
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                bias = b.encoder.compute_position_bias(hidden)
+                mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
+                return (b.encoder.layer[i](hidden, mask4, bias)[0], mask)
+
+            return step
+
+        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+
+        def readout(m, s):
+            return (m.base_model.pooler(s[0]) if pooled else s[0][:, 0],)
+
+        shared = self.shared_paths(base, p)
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [
+            (f"layer.{i}", [f"{p}encoder.layer.{i}", *shared], layer(i)) for i in range(len(base.encoder.layer))
+        ]
+        layout.append(("readout", [f"{p}pooler"] if pooled else [], readout))
         return layout
 
 
