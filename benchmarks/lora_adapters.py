@@ -42,11 +42,14 @@ def _base(root: Path, tiny: bool) -> str:
         from transformers import BertConfig, BertTokenizerFast
 
         vocab = root.parent / "vocab.txt"
-        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *map(chr, range(97, 123))]))
-        config = BertConfig(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        letters = [chr(c) for c in range(97, 123)]  # words spelt out letter by letter
+        vocab.write_text(
+            "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)])
+        )
+        config = BertConfig(vocab_size=57, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=37, max_position_embeddings=64, num_labels=4)  # fmt: skip
         source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
-                                    processor=BertTokenizerFast(vocab_file=str(vocab)),
+                                    processor=BertTokenizerFast(vocab=str(vocab)),
                                     pipeline_tag="text-classification")  # fmt: skip
     else:
         from alsatian_hf.zoo.minilm import minilm_source

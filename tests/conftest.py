@@ -152,16 +152,18 @@ def vit_zoo(hub_root):
 
 @pytest.fixture(scope="session")
 def tiny_bert_repo(hub_root):
-    """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with a tokenizer."""
+    """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with a tokenizer that spells words
+    out letter by letter (ids 5-30 start a word, 31-56 continue one)."""
     from transformers import BertConfig, BertTokenizerFast
 
     from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
 
+    letters = [chr(c) for c in range(97, 123)]
     vocab = hub_root.parent / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(97, 123)]))
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
+    tokenizer = BertTokenizerFast(vocab=str(vocab))  # transformers 5 ignores `vocab_file=`: every token was [UNK]
     config = BertConfig(
-        vocab_size=31,
+        vocab_size=57,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,

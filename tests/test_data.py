@@ -189,7 +189,7 @@ def test_max_length_is_cut_to_the_tokens_a_model_takes(tmp_path):
     ]
     for i, (config, declared, expected) in enumerate(cases):
         folder = tmp_path / str(i)
-        tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+        tokenizer = BertTokenizerFast(vocab=str(vocab))
         if declared is not None:
             tokenizer.model_max_length = declared
         tokenizer.save_pretrained(folder)

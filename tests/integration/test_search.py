@@ -190,7 +190,7 @@ def deberta_zoo(hub_root):
     source = TransformersSource(
         config=config,
         auto_class="AutoModelForSequenceClassification",
-        processor=BertTokenizerFast(vocab_file=str(vocab)),
+        processor=BertTokenizerFast(vocab=str(vocab)),
         pipeline_tag="text-classification",
     )
     yield build_zoo(ZooSpec("debertaorg", source, num_models=4, distribution="top_layers", seed=0), hub_root)
