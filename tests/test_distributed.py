@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -314,3 +315,60 @@ def test_without_a_launcher_a_dead_rank_stops_the_others_with_rank_lost_error(hu
     assert procs[0].returncode not in (0, None) and time.perf_counter() - started < 300
     assert "RankLostError" in err0 and "rank_timeout" in err0
     assert not (tmp_path / "rank0.json").exists()
+
+
+TEXT_SCRIPT = """
+import json, os, sys
+from datasets import load_from_disk
+from alsatian_hf import ModelSearcher, SearchArguments
+candidates, data, out, args = json.loads(sys.argv[1])
+res = ModelSearcher(candidates, train_dataset=load_from_disk(data), args=SearchArguments(**args)).search()
+with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"iterations": res.iterations, "skipped": res.skipped}, f)
+"""
+
+
+@pytest.mark.slow
+def test_a_block_that_fails_on_some_rows_drops_its_candidate_on_every_rank_as_one_process_does(
+    hub, hub_root, tiny_bert_repo, tmp_path
+):
+    """A fine-tune whose embedding matrix lacks the row of one token fails on the one text that has it. The rank
+    that runs it tells the others, and every rank drops it in the iteration one process drops it in (the
+    second: `base` met the row in its first, on one rank, and did not send the rows it lacks); it used to end
+    a distributed search."""
+    import random
+
+    from datasets import ClassLabel, Dataset, Features, Value, load_from_disk
+    from safetensors.torch import load_file, save_file
+
+    shrunk = tmp_path / "shrunk-vocab"
+    shutil.copytree(hub_root / tiny_bert_repo.repo_ids[1], shrunk)
+    for shard in shrunk.glob("*.safetensors"):
+        tensors = load_file(shard)
+        for key in [k for k in tensors if k.endswith("word_embeddings.weight")]:
+            tensors[key] = tensors[key][:30].clone()  # "z" (id 30) and every "##" piece have no row
+        save_file(tensors, shard, metadata={"format": "pt"})
+    config = json.loads((shrunk / "config.json").read_text())
+    (shrunk / "config.json").write_text(json.dumps({**config, "vocab_size": 30}))
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice("abcdefghijklmno"[(i % 2) * 7 :][:8]) for _ in range(8)) for i in range(120)]
+    texts[20] += " z"  # a row of the second iteration's slice
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["a", "b"])})
+    Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(120)]}, features=features).save_to_disk(
+        str(tmp_path / "ds")
+    )
+    candidates = [str(shrunk), *tiny_bert_repo.repo_ids]
+    for strategy in ("alsatian", "base"):
+        args = dict(strategy=strategy, result_size=1, scorer="logme", batch_size=8, max_length=16,
+                    feature_cache=False, store_dir=str(tmp_path / "store"))  # fmt: skip
+        one = ModelSearcher(
+            candidates, train_dataset=load_from_disk(str(tmp_path / "ds")), args=SearchArguments(**args)
+        ).search()
+        assert list(one.skipped) == [str(shrunk)] and one.iterations[1]["failed"] == one.skipped
+        done = _torchrun(tmp_path, 2, [candidates, str(tmp_path / "ds"), str(tmp_path), args], script_text=TEXT_SCRIPT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+        assert ranks[0] == ranks[1] and ranks[0]["skipped"] == one.skipped
+        for got, want in zip(ranks[0]["iterations"], one.iterations, strict=True):
+            assert (got["survivors"], got["failed"]) == (want["survivors"], want["failed"])
+            assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)

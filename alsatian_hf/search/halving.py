@@ -248,16 +248,18 @@ def run_halving(
             broken = {
                 m: executor.failed[m][0] for m in alive if m in executor.failed and needed & {*executor.failed[m][1]}
             }
-            if broken and ranks.distributed:
-                model, reason = next(iter(broken.items()))
-                raise ConfigurationError(f"{model}: {reason}. A failing candidate ends a distributed search; search "
-                                         "without it.")  # fmt: skip
+            if ranks.distributed:  # a rank knows of the failures in the blocks it ran: every rank drops them alike,
+                merged: dict[str, str] = {}  # with the lowest rank's reason where two ranks met one model's
+                for part in ranks.gather(broken):
+                    for m, reason in part.items():
+                        merged.setdefault(m, reason)
+                broken = merged
             mine = [m for m in alive if m not in broken]
             if ranks.distributed:  # each model's features go to the rank that scores it, and stay there
-                owners = ranks.owners(alive, holders)
+                owners = ranks.owners(mine, holders)
                 _send_features(ranks, features, work, owners, holders)
-                mine = [m for m in alive if owners[m] == ranks.rank]
-                features.drop([m for m in alive if owners[m] != ranks.rank])
+                mine = [m for m in mine if owners[m] == ranks.rank]
+                features.drop([m for m in alive if owners.get(m) != ranks.rank])
                 holders = owners
             scores = _score(scorer, features, mine, schedule, it, label_t, device, record.counters)
             if ranks.distributed:  # one exchange: every rank selects from all scores, and counts all ranks' work
@@ -334,12 +336,13 @@ def _send_features(ranks: Ranks, features: FeatureStore, work: list[tuple[list[t
                    owners: dict[str, int], holders: dict[str, int]) -> None:  # fmt: skip
     """Each model's features this rank extracted (or read from the feature cache) this iteration go to the rank
     that scores the model (`owners`); all of them, from earlier iterations too, where the model moved away from
-    this rank (`holders`)."""
+    this rank (`holders`). A model without an owner (a block failed for it) goes nowhere, and a batch its block
+    failed on, for a later iteration, is not sent."""
     items_to: list[dict[str, list[int]]] = [{} for _ in range(ranks.world)]  # rank -> model -> items
     for batches, models in work:
         for m in models:
-            if owners[m] != ranks.rank:
-                items_to[owners[m]].setdefault(m, []).extend(i for b in batches for i in b)
+            if m in owners and owners[m] != ranks.rank:
+                items_to[owners[m]].setdefault(m, []).extend(i for b in batches if features.has(m, b) for i in b)
     for m, owner in owners.items():
         if holders.get(m) == ranks.rank and owner != ranks.rank:
             items_to[owner][m] = features.items(m)  # this iteration's items among them
