@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import PIL.Image
+import pytest
 import timm
 import torch
 from datasets import ClassLabel, Image, Value
@@ -112,6 +113,25 @@ def test_text_processors_share_a_tokenizer_only_when_its_files_match(tmp_path):
         (tmp_path / name / "spm.model").write_bytes(name.encode())
         keys.append(text_processor(tmp_path / name, max_length=8).key)
     assert len({a.key, *keys}) == 3
+
+
+def test_a_sentencepiece_tokenizer_that_cannot_be_read_names_the_packages_it_needs(tmp_path):
+    """DeBERTa-v3's base ships `spm.model` and no tokenizer.json; without sentencepiece and protobuf,
+    transformers falls back to tiktoken and says to install `tiktoken`. The skip names what does help."""
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    from alsatian_hf.candidates import text_processor
+    from alsatian_hf.errors import CandidateSkipped
+
+    if is_sentencepiece_available() and is_protobuf_available():
+        pytest.skip("sentencepiece and protobuf are installed: transformers reads the model itself")
+    (tmp_path / "config.json").write_text('{"model_type": "deberta-v2"}')
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "DebertaV2Tokenizer"}')
+    (tmp_path / "spm.model").write_bytes(b"a SentencePiece model")
+    with pytest.raises(
+        CandidateSkipped, match=r"SentencePiece model \(spm.model\).*pip install sentencepiece protobuf"
+    ):
+        text_processor(tmp_path, max_length=8)
 
 
 def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):

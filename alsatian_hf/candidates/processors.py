@@ -169,15 +169,13 @@ TOKENIZER_FILES = (
 
 
 def text_processor(config_dir: Path, max_length: int) -> Processor:
-    from transformers import AutoTokenizer
-
     files = [config_dir / f for f in TOKENIZER_FILES if (config_dir / f).is_file()]
     if not files:
         raise CandidateSkipped(str(config_dir), "no tokenizer files: the text preprocessing is unknown.")
     digest = hashlib.sha256(_model_type(config_dir).encode())
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
-    tok = _LOADED.get("text-" + digest.hexdigest(), lambda: AutoTokenizer.from_pretrained(config_dir))
+    tok = _LOADED.get("text-" + digest.hexdigest(), lambda: _tokenizer(config_dir))
     limit = _max_tokens(config_dir, tok)
     if limit is not None and max_length > limit:
         # a longer input would index past the position embeddings (a 512-position BERT fails at 700)
@@ -196,6 +194,28 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
     return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn)
+
+
+def _tokenizer(config_dir: Path):
+    """AutoTokenizer's tokenizer, or a skip that names the packages a SentencePiece model alone needs: without
+    them transformers falls back to reading it as a tiktoken file and says to install `tiktoken`, which does not
+    help."""
+    from transformers import AutoTokenizer
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    try:
+        return AutoTokenizer.from_pretrained(config_dir)
+    except Exception as e:
+        spm = sorted(f.name for f in config_dir.glob("*.model"))
+        readable = is_sentencepiece_available() and is_protobuf_available()
+        if spm and not (config_dir / "tokenizer.json").is_file() and not readable:
+            raise CandidateSkipped(
+                str(config_dir),
+                f"its tokenizer is a SentencePiece model ({spm[0]}) without a tokenizer.json, which transformers "
+                "converts only with the `sentencepiece` and `protobuf` packages: `pip install sentencepiece "
+                "protobuf`, then search again.",
+            ) from e
+        raise
 
 
 _CUT_SHORT: set[tuple[str, int]] = set()  # (tokenizer digest, max_length) already logged as cut short
