@@ -25,6 +25,7 @@ _BERT = dict(
     intermediate_size=37,
     max_position_embeddings=64,
 )
+_ALBERT = dict(_BERT, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2, embedding_size=16)
 # DeBERTa-v3's layout: relative positions in buckets, LayerNorm'd relative embeddings, no absolute positions
 _DEBERTA_V3 = dict(
     _BERT,
@@ -109,6 +110,18 @@ TRANSFORMERS_CASES = [
         lambda: T.ElectraForSequenceClassification(T.ElectraConfig(**_BERT, embedding_size=32)),
         _text,
         lambda m, x: _cls(m.electra(**x)),
+    ),
+    (
+        "AlbertModel",  # 4 layers from 2 groups of 2 inner layers each
+        lambda: T.AlbertModel(T.AlbertConfig(**_ALBERT)),
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "AlbertForSequenceClassification",
+        lambda: T.AlbertForSequenceClassification(T.AlbertConfig(**_ALBERT)),
+        _text,
+        lambda m, x: m.albert(**x).pooler_output,
     ),
     ("DebertaV2Model", lambda: T.DebertaV2Model(T.DebertaV2Config(**_DEBERTA_V3)), _text, lambda m, x: _cls(m(**x))),
     (
@@ -396,6 +409,18 @@ def test_tensors_every_layer_reads_are_shared_by_name_and_claimed_twice_only_whe
     split.blocks[2] = replace(layers[1], shared={})
     with pytest.raises(UnsupportedArchitectureError, match="claimed twice=.*rel_embeddings"):
         check_coverage(split, LocalBlockSource(tmp_path / "clf").keys())
+
+
+def test_albert_layers_of_one_group_hash_alike_and_those_of_two_do_not():
+    """ALBERT runs a group's weights as several layers: the store keeps them once, and a layer's hash says which
+    weights it runs."""
+    from alsatian_hf.store.identity import tensor_content_hash
+
+    torch.manual_seed(0)
+    model = T.AlbertForSequenceClassification(T.AlbertConfig(**_ALBERT)).eval()
+    split = split_model(model)
+    hashes = [tensor_content_hash(b, model.state_dict()) for b in split.blocks if b.name.startswith("layer.")]
+    assert len(hashes) == 4 and hashes[0] == hashes[1] != hashes[2] == hashes[3]
 
 
 def test_unregistered_architecture_names_the_class_and_the_fix():

@@ -107,6 +107,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "ALBERT",
+        "AlbertConfig()",
+        "embeddings+projection → every layer (its group's shared weights) → pooler",
+        _hf("AlbertConfig", "AlbertForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "DeBERTa-v2 / v3",
         "DebertaV2Config()",
         "embeddings → every layer (each with the shared relative embeddings) → [CLS] state",

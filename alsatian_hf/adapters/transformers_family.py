@@ -1,4 +1,4 @@
-"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, DeBERTa (v1, v2/v3), MPNet,
+"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, ALBERT, DeBERTa (v1, v2/v3), MPNet,
 ModernBERT, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
@@ -204,6 +204,50 @@ class ElectraAdapter(BertAdapter):
     [CLS] state (what the classification head reads; ELECTRA has no pooler). A family of its own in the store."""
 
     family = "transformers-electra"
+
+
+@register_adapter("albert")
+class AlbertAdapter(TransformersAdapter):
+    """embeddings (+ the projection to the hidden size) | every layer | pooler (`pooler_output`), or the [CLS]
+    state without one.
+
+    ALBERT runs one layer group's weights as several layers, so every layer block lists its group's tensors as
+    `shared`: the layers of one group hash alike, and the store keeps and fetches them once.
+    """
+
+    family = "transformers-albert"
+
+    initial_state = BertAdapter.initial_state
+
+    def shared_paths(self, base, p):
+        return [f"{p}encoder.albert_layer_groups.{g}" for g in range(len(base.encoder.albert_layer_groups))]
+
+    def layout(self, model, base, p, in_checkpoint):
+        config = base.config
+
+        def embed(m, s):
+            ids, mask, types = s
+            b = m.base_model
+            return (b.encoder.embedding_hidden_mapping_in(b.embeddings(ids, token_type_ids=types)), mask)
+
+        def group_of(i: int) -> int:  # as `AlbertTransformer.forward` picks it
+            return int(i / (config.num_hidden_layers / config.num_hidden_groups))
+
+        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+
+        def readout(m, s):
+            b = m.base_model
+            return (b.pooler_activation(b.pooler(s[0][:, 0])) if pooled else s[0][:, 0],)
+
+        # a layer's step depends only on its group, so layers that hash alike compute alike
+        groups = [_masked_layer(lambda b: b.encoder.albert_layer_groups, g) for g in range(config.num_hidden_groups)]
+        layout = [("embeddings", [f"{p}embeddings", f"{p}encoder.embedding_hidden_mapping_in"], embed)]
+        layout += [
+            (f"layer.{i}", [f"{p}encoder.albert_layer_groups.{group_of(i)}"], groups[group_of(i)])
+            for i in range(config.num_hidden_layers)
+        ]
+        layout.append(("readout", [f"{p}pooler"] if pooled else [], readout))
+        return layout
 
 
 @register_adapter("deberta", "deberta-v2")
