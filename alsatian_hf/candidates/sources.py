@@ -180,11 +180,16 @@ class HubBlockSource:
             return
         with self.store.lock(self._lock_name()):
             known.update(self.store.model_hashes(self.repo_id, self.revision, split.family))  # another process's
-            todo = _unknown(split, known)
+            # blocks that list the same tensors (ALBERT's layers of one group) are one block's bytes: fetch once
+            alike: dict[tuple, list[int]] = {}
+            for i in _unknown(split, known):
+                block = split.blocks[i]
+                alike.setdefault(tuple((k, block.relative_name(k)) for k in block.keys), []).append(i)
+            todo = [indices[0] for indices in alike.values()]
             refs = self._references(split, todo)
             with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
-                established = dict(zip(todo, pool.map(lambda i: self._establish(split, i, refs[i]), todo)))
-            self._record(split, established)
+                first = dict(zip(todo, pool.map(lambda i: self._establish(split, i, refs[i]), todo)))
+            self._record(split, {i: first[indices[0]] for indices in alike.values() for i in indices})
 
     def _lock_name(self) -> str:
         return f"{self.repo_id}-{self.revision}".replace("/", "--")
