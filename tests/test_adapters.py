@@ -238,7 +238,22 @@ TRANSFORMERS_CASES = [
         _pixels,
         lambda m, x: m.convnext(**x).pooler_output,
     ),
+    (
+        "ConvNextV2ForImageClassification",
+        lambda: T.ConvNextV2ForImageClassification(
+            T.ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)
+        ),
+        _pixels,
+        lambda m, x: m.convnextv2(**x).pooler_output,
+    ),
     ("SwinModel", lambda: T.SwinModel(T.SwinConfig(**_SWIN)), _pixels, lambda m, x: m(**x).pooler_output),
+    ("Swinv2Model", lambda: T.Swinv2Model(T.Swinv2Config(**_SWIN)), _pixels, lambda m, x: m(**x).pooler_output),
+    (
+        "Swinv2ForImageClassification",
+        lambda: T.Swinv2ForImageClassification(T.Swinv2Config(**_SWIN)),
+        _pixels,
+        lambda m, x: m.swinv2(**x).pooler_output,
+    ),
     (
         "SwinForImageClassification",
         lambda: T.SwinForImageClassification(T.SwinConfig(**_SWIN)),
@@ -463,9 +478,9 @@ def test_discovery_for_unregistered_vision_models(factory, tmp_path):
 
 
 def test_discovery_refuses_what_it_cannot_reproduce():
-    swin2 = T.Swinv2Model(T.Swinv2Config(**_SWIN)).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="Swinv2Model.*register_adapter"):
-        split_model(swin2)
+    focal = T.FocalNetModel(T.FocalNetConfig(image_size=32, embed_dim=8, depths=[1, 1], hidden_sizes=[8, 16])).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="FocalNetModel.*register_adapter"):
+        split_model(focal)
     gpt2 = T.GPT2Model(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
     with pytest.raises(UnsupportedArchitectureError, match="text models"):
         split_model(gpt2)

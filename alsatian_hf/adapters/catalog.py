@@ -184,10 +184,24 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "ConvNeXt V2",
+        "ConvNextV2Config()",
+        "same as ConvNeXt",
+        _hf("ConvNextV2Config", "ConvNextV2ForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "Swin",
         "SwinConfig()",
         "embeddings → per stage: every block, merging → layernorm+pool",
         _hf("SwinConfig", "SwinForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "Swin V2",
+        "Swinv2Config()",
+        "same as Swin",
+        _hf("Swinv2Config", "Swinv2ForImageClassification"),
     ),
 ]
 

@@ -1,5 +1,5 @@
 """Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, ALBERT, DeBERTa (v1, v2/v3), MPNet,
-ModernBERT, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt, Swin.
+ModernBERT, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt (v1, v2), Swin (v1, v2).
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -505,7 +505,7 @@ class HfResNetAdapter(TransformersAdapter):
         return layout
 
 
-@register_adapter("convnext")
+@register_adapter("convnext", "convnextv2")
 class HfConvNextAdapter(TransformersAdapter):
     """embeddings | per stage: its downsampling layer, then every layer | mean-pool + layernorm (`pooler_output`)."""
 
@@ -536,7 +536,7 @@ class HfConvNextAdapter(TransformersAdapter):
         return layout
 
 
-@register_adapter("swin")
+@register_adapter("swin", "swinv2")
 class HfSwinAdapter(TransformersAdapter):
     """embeddings | every Swin block, then each stage's patch merging | layernorm + average pool.
 
