@@ -41,6 +41,7 @@ _MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, loc
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
 )
+_TOWER_TEXT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
 _SWIN = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4)
 
 
@@ -186,6 +187,36 @@ TRANSFORMERS_CASES = [
         ),
         _text,
         lambda m, x: _cls(m.distilbert(**x)),
+    ),
+    (
+        "CLIPForImageClassification",
+        lambda: T.CLIPForImageClassification(T.CLIPConfig(vision_config=_VIT, text_config=_TOWER_TEXT)),
+        _pixels,
+        lambda m, x: m.vision_model(**x).last_hidden_state[:, 1:].mean(1),
+    ),
+    (
+        "CLIPModel",  # how openai/clip-vit-* is saved: read out as its classification fine-tunes read out
+        lambda: T.CLIPModel(T.CLIPConfig(vision_config=_VIT, text_config=_TOWER_TEXT)),
+        _pixels,
+        lambda m, x: m.vision_model(**x).last_hidden_state[:, 1:].mean(1),
+    ),
+    (
+        "CLIPVisionModel",
+        lambda: T.CLIPVisionModel(T.CLIPVisionConfig(**_VIT)),
+        _pixels,
+        lambda m, x: m(**x).last_hidden_state[:, 1:].mean(1),
+    ),
+    (
+        "SiglipForImageClassification",
+        lambda: T.SiglipForImageClassification(T.SiglipConfig(vision_config=_VIT, text_config=_TOWER_TEXT)),
+        _pixels,
+        lambda m, x: m.vision_model(**x).last_hidden_state.mean(1),
+    ),
+    (
+        "SiglipModel",
+        lambda: T.SiglipModel(T.SiglipConfig(vision_config=_VIT, text_config=_TOWER_TEXT)),
+        _pixels,
+        lambda m, x: m.vision_model(**x).last_hidden_state.mean(1),
     ),
     ("ViTModel", lambda: T.ViTModel(T.ViTConfig(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
     (
@@ -436,6 +467,23 @@ def test_albert_layers_of_one_group_hash_alike_and_those_of_two_do_not():
     split = split_model(model)
     hashes = [tensor_content_hash(b, model.state_dict()) for b in split.blocks if b.name.startswith("layer.")]
     assert len(hashes) == 4 and hashes[0] == hashes[1] != hashes[2] == hashes[3]
+
+
+@pytest.mark.parametrize("kind", ["CLIP", "Siglip"])
+def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
+    """openai/clip-vit-* and google/siglip-* are dual encoders; their fine-tunes are image classifiers. The
+    tower's blocks hash alike in both, and the text tower is head: never fetched."""
+    from alsatian_hf.store.identity import tensor_content_hash
+
+    config = getattr(T, f"{kind}Config")(vision_config=_VIT, text_config=_TOWER_TEXT)
+    torch.manual_seed(0)
+    classifier = getattr(T, f"{kind}ForImageClassification")(config).eval()
+    dual = getattr(T, f"{kind}Model")(config).eval()
+    dual.vision_model.load_state_dict(classifier.vision_model.state_dict())
+    splits = [split_model(m) for m in (classifier, dual)]
+    hashes = [[tensor_content_hash(b, m.state_dict()) for b in s.blocks] for s, m in zip(splits, (classifier, dual))]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 4
+    assert any(k.startswith("text_model.") for k in splits[1].head_keys)
 
 
 def test_unregistered_architecture_names_the_class_and_the_fix():

@@ -170,6 +170,20 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "CLIP (image tower)",
+        "CLIPConfig()",
+        "embeddings+pre-layernorm → every layer → mean of patch tokens",
+        _hf("CLIPConfig", "CLIPForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "SigLIP (image tower)",
+        "SiglipConfig()",
+        "embeddings → every layer → post-layernorm+mean",
+        _hf("SiglipConfig", "SiglipForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "ResNet",
         "ResNetConfig()",
         "embedder → every layer of every stage → pool",

@@ -1,5 +1,6 @@
 """Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, ALBERT, DeBERTa (v1, v2/v3), MPNet,
-ModernBERT, DistilBERT, ViT, DeiT, DINOv2, ResNet, ConvNeXt (v1, v2), Swin (v1, v2).
+ModernBERT, DistilBERT, ViT, DeiT, DINOv2, CLIP and SigLIP image towers, ResNet, ConvNeXt (v1, v2),
+Swin (v1, v2).
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -482,6 +483,48 @@ class ViTAdapter(TransformersAdapter):
         layout = [("embeddings", [f"{p}embeddings"], embed)]
         layout += [(f"layer.{i}", [f"{layers_path}.{i}"], layer(i)) for i in range(len(layers))]
         layout.append(("readout", paths, readout))
+        return layout
+
+
+@register_adapter("clip", "clip_vision_model", "siglip", "siglip_vision_model")
+class VisionTowerAdapter(TransformersAdapter):
+    """CLIP's and SigLIP's image tower: embeddings (+ CLIP's pre-LayerNorm) | every encoder layer | what
+    `*ForImageClassification` reads: the mean of CLIP's patch tokens, or of SigLIP's post-LayerNormed tokens.
+
+    Every checkpoint reads out so, the dual encoder and the bare tower too: a search of a CLIP or SigLIP base
+    and its classification fine-tunes compares the features each would be fine-tuned from. The text tower, the
+    projections, CLIP's post-LayerNorm and SigLIP's attention-pooling head are never read, so never fetched.
+    """
+
+    family = "transformers-vision-tower"
+
+    def layout(self, model, base, p, in_checkpoint):
+        tower, t = (model.vision_model, "vision_model.") if hasattr(model, "vision_model") else (model, "")
+        siglip = model.config.model_type.startswith("siglip")
+
+        def the_tower(m):
+            return m.vision_model if t else m
+
+        def embed(m, s):
+            tw = the_tower(m)
+            hidden = tw.embeddings(s[0])
+            return (hidden if siglip else tw.pre_layrnorm(hidden),)
+
+        def layer(i):
+            def step(m, s):
+                out = the_tower(m).encoder.layers[i](s[0], None)
+                return (out[0] if isinstance(out, tuple) else out,)
+
+            return step
+
+        def readout(m, s):
+            if siglip:
+                return (the_tower(m).post_layernorm(s[0]).mean(dim=1),)
+            return (s[0][:, 1:].mean(dim=1),)
+
+        layout = [("embeddings", [f"{t}embeddings", *([] if siglip else [f"{t}pre_layrnorm"])], embed)]
+        layout += [(f"layers.{i}", [f"{t}encoder.layers.{i}"], layer(i)) for i in range(len(tower.encoder.layers))]
+        layout.append(("readout", [f"{t}post_layernorm"] if siglip else [], readout))
         return layout
 
 
