@@ -134,6 +134,26 @@ def test_a_sentencepiece_tokenizer_that_cannot_be_read_names_the_packages_it_nee
         text_processor(tmp_path, max_length=8)
 
 
+def test_a_dual_encoder_with_a_tokenizer_is_an_image_model_to_a_text_dataset(tmp_path):
+    """CLIP and SigLIP repos ship a tokenizer beside their image processor, but their image tower is what is
+    searched: a text dataset skips them as image models, instead of feeding text to the image processor."""
+    import shutil
+
+    from transformers import CLIPImageProcessor
+
+    from alsatian_hf.candidates.processors import processor_for
+    from alsatian_hf.errors import CandidateSkipped
+    from alsatian_hf.zoo.minilm import minilm_dir
+
+    (tmp_path / "config.json").write_text('{"model_type": "clip", "architectures": ["CLIPModel"]}')
+    CLIPImageProcessor().save_pretrained(tmp_path)
+    for f in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(minilm_dir() / f, tmp_path / f)
+    with pytest.raises(CandidateSkipped, match="an image model, but the dataset is text"):
+        processor_for(tmp_path, None, modality="text", image_size=None, max_length=8)
+    assert processor_for(tmp_path, None, modality="image", image_size=None, max_length=8).kind == "image"
+
+
 def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):
     """timm: ToTensor and Normalize run once on the stacked batch, bit-equal to timm's transform per image (mixed
     sizes fall back to it). transformers: the default torchvision-backed image processor agrees with the PIL one

@@ -254,7 +254,7 @@ def processor_for(
         return timm_processor(skeleton, image_size)
     has_text = any((config_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
     if (config_dir / "preprocessor_config.json").is_file() or not has_text:
-        if modality == "text" and not has_text:
+        if modality == "text":  # a CLIP or SigLIP dual encoder has a tokenizer too, but its image tower is searched
             raise CandidateSkipped(str(config_dir), "an image model, but the dataset is text.")
         return image_processor(config_dir, image_size)
     if modality == "image":
