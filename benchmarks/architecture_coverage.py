@@ -1,0 +1,95 @@
+"""Which architectures a search can split: every registered adapter or discovery rule, tried on real models
+with random weights, each split checked against the library's own features (discovery validates itself).
+
+The list is the timm families and transformers image classifiers users fine-tune most, at their smallest
+standard size (a few are shrunk configs); a row is `adapter` (a registered adapter splits it), `discovered`
+(discovery splits it and reproduces its features) or `refused` (with discovery's reason).
+
+    python -m benchmarks.architecture_coverage
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from typing import Callable
+
+from torch import nn
+
+
+TIMM = [
+    "test_vit", "test_efficientnet", "test_byobnet", "test_convnext", "test_nfnet", "test_vit2", "test_vit3",
+    "test_mambaout", "mobilenetv3_small_050", "mobilenetv2_050", "regnetx_002", "resnetv2_50", "densenet121",
+    "efficientvit_b0", "fastvit_t8", "levit_128s", "maxvit_nano_rw_256", "coatnet_nano_rw_224",
+    "eva02_tiny_patch14_224", "deit3_small_patch16_224", "beit_base_patch16_224", "convnextv2_atto", "ghostnet_100",
+    "rexnet_100", "mixer_s16_224", "caformer_s18", "hgnetv2_b0", "repvit_m1", "tiny_vit_5m_224",
+    "efficientformerv2_s0", "inception_v3", "xception41", "vgg11", "dla34", "hrnet_w18_small", "cspresnet50",
+    "mobilevit_xxs", "edgenext_xx_small", "poolformer_s12", "pvt_v2_b0", "nest_tiny", "twins_svt_small",
+    "crossvit_tiny_240", "cait_xxs24_224", "xcit_nano_12_p16_224", "gcvit_xxtiny", "davit_tiny", "focalnet_tiny_srf",
+    "swinv2_cr_tiny_ns_224", "regnety_002", "tf_mixnet_s", "mnasnet_050", "hiera_tiny_224",
+]  # fmt: skip
+
+
+def _transformers() -> dict[str, Callable[[], nn.Module]]:
+    import transformers as T
+
+    vit = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32,
+               patch_size=8)  # fmt: skip
+    text = dict(vocab_size=31, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    swin = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4)
+    return {
+        "ViT": lambda: T.ViTForImageClassification(T.ViTConfig(**vit)),
+        "DINOv2": lambda: T.Dinov2ForImageClassification(T.Dinov2Config(**vit)),
+        "CLIP": lambda: T.CLIPForImageClassification(T.CLIPConfig(vision_config=vit, text_config=text)),
+        "SigLIP": lambda: T.SiglipForImageClassification(T.SiglipConfig(vision_config=vit, text_config=text)),
+        "Swin": lambda: T.SwinForImageClassification(T.SwinConfig(**swin)),
+        "Swin V2": lambda: T.Swinv2ForImageClassification(T.Swinv2Config(**swin)),
+        "ConvNeXt V2": lambda: T.ConvNextV2ForImageClassification(T.ConvNextV2Config(hidden_sizes=[8, 16],
+                                                                                     depths=[1, 1], num_stages=2)),
+        "BEiT": lambda: T.BeitForImageClassification(T.BeitConfig(**vit)),
+        "Data2Vec-vision": lambda: T.Data2VecVisionForImageClassification(T.Data2VecVisionConfig(**vit)),
+        "EfficientNet": lambda: T.EfficientNetForImageClassification(T.EfficientNetConfig(image_size=32)),
+        "MobileNetV2": lambda: T.MobileNetV2ForImageClassification(T.MobileNetV2Config(image_size=32)),
+        "MobileViT": lambda: T.MobileViTForImageClassification(T.MobileViTConfig(image_size=32)),
+        "RegNet": lambda: T.RegNetForImageClassification(T.RegNetConfig(hidden_sizes=[8, 16, 16, 16],
+                                                                        embedding_size=8)),
+        "LeViT": lambda: T.LevitForImageClassification(T.LevitConfig(image_size=64)),
+        "PVT": lambda: T.PvtForImageClassification(T.PvtConfig(image_size=32)),
+        "FocalNet": lambda: T.FocalNetForImageClassification(T.FocalNetConfig(image_size=32, embed_dim=8,
+                                                                              depths=[1, 1], hidden_sizes=[8, 16])),
+        "CvT": lambda: T.CvtForImageClassification(T.CvtConfig()),
+        "ViT-MSN": lambda: T.ViTMSNForImageClassification(T.ViTMSNConfig(**vit)),
+    }  # fmt: skip
+
+
+def _row(build: Callable[[], nn.Module]) -> tuple[str, str]:
+    import torch
+
+    from alsatian_hf.adapters import split_model
+
+    torch.manual_seed(0)
+    try:
+        split = split_model(build().eval())
+    except Exception as e:  # refused: the reason is the row
+        return "refused", str(e).split("discovery failed: ")[-1].split(". Register")[0][:90]
+    kind = "discovered" if split.family.startswith("discovered:") else "adapter"
+    return kind, f"{len(split.blocks)} blocks ({split.family})"
+
+
+def main() -> None:
+    import timm
+
+    warnings.filterwarnings("ignore")
+    rows = [("timm", n, *_row(lambda n=n: timm.create_model(n, pretrained=False, num_classes=7))) for n in TIMM]
+    rows += [("transformers", n, *_row(build)) for n, build in _transformers().items()]
+    print("| library | architecture | split | blocks or reason |\n|---|---|---|---|")
+    for library, name, kind, detail in rows:
+        print(f"| {library} | {name} | {kind} | {detail} |")
+    for library in ("timm", "transformers"):
+        counts = Counter(kind for lib, _, kind, _ in rows if lib == library)
+        print(f"{library}: {sum(counts.values())} architectures; {counts['adapter']} by an adapter, "
+              f"{counts['discovered']} discovered, {counts['refused']} refused")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
