@@ -305,6 +305,13 @@ TIMM_CASES = [
         "swin_tiny_patch4_window7_224",
         {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2), "img_size": 56, "window_size": 7},
     ),
+    # discovered: a block list read out through forward_head(pre_logits=True)
+    ("test_byobnet", {}),
+    ("test_mambaout", {}),
+    # discovered: forward_features as the modules it calls (no block list)
+    ("regnetx_002", {}),
+    ("mobilenetv3_small_050", {}),
+    ("test_nfnet", {}),
 ]
 
 

@@ -2,14 +2,25 @@
 
 Rule: the outermost homogeneous `ModuleList`/`Sequential` (at least two children of one class) that holds most
 of the base model's parameters is the block list. The stem is everything the model runs before the list's
-first block (captured with a forward pre-hook); the read-out applies, in registration order, the modules
-registered after the list (the head excluded), then pools what is left (first token of a sequence, mean over
-a feature map). A discovered split is used only when it reproduces the library's own features on a random
-input; otherwise `UnsupportedArchitectureError` says how to register an adapter. Text models are never
-discovered: their layers take attention masks that a single-tensor state would silently drop.
+first block (captured with a forward pre-hook). The read-out of a transformers model applies, in registration
+order, the modules registered after the list (the head excluded), then pools what is left (first token of a
+sequence, mean over a feature map); that of a timm model applies the modules `forward_features` calls after the
+list, in the order it calls them, then `forward_head(pre_logits=True)`.
+
+A timm model without such a list (RegNet's `s1`..`s4`, MobileNetV3, DenseNet, VGG) is split as timm's own
+`features_only` wrapper assumes it runs: `forward_features` is the modules it calls, one after another
+(`nn.Sequential`s opened up), each a block, a weightless one (an activation, a pool) joined to the block
+before; the read-out is `forward_head(pre_logits=True)`. The call order is traced on a meta copy, so no weight
+is read.
+
+A discovered split is used only when it reproduces the library's own features on a random input; otherwise
+`UnsupportedArchitectureError` says how to register an adapter. Text models are never discovered: their layers
+take attention masks that a single-tensor state would silently drop.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -51,7 +62,12 @@ def discover(model: nn.Module, family: str) -> SplitModel:
     """A split found by the rule above (not yet validated: see `validate`)."""
     if _is_text(model):
         raise _unsupported(model, "text models are not discovered (their layers need attention masks)")
-    path, layers = find_block_list(model)
+    try:
+        path, layers = find_block_list(model)
+    except UnsupportedArchitectureError:
+        if hasattr(model, "forward_features"):
+            return _discover_calls(model, family)
+        raise
     base, prefix = base_model(model)
     all_keys = list(model.state_dict(keep_vars=True))
     list_keys = {k for k in all_keys if k.startswith(path + ".")}
@@ -67,7 +83,8 @@ def discover(model: nn.Module, family: str) -> SplitModel:
     if is_timm:
         head = [k for k in order if k.startswith(head_prefixes)]
         after_keys = [k for k in after_keys if not k.startswith(head_prefixes)]
-        after_modules = [(n, m) for n, m in after_modules if not (n + ".").startswith(head_prefixes)]
+        # what forward_features runs after the list, in its order; forward_head(pre_logits=True) does the rest
+        tail = list(dict.fromkeys(_trace_calls(model, [n for n, _ in after_modules]) or []))
 
     def stem(m, s):
         handle = m.get_submodule(path)[0].register_forward_pre_hook(
@@ -93,6 +110,10 @@ def discover(model: nn.Module, family: str) -> SplitModel:
 
     def readout(m, s):
         x = s[0]
+        if is_timm:
+            for name in tail:
+                x = m.get_submodule(name)(x)
+            return (m.forward_head(x, pre_logits=True),)
         b = base_model(m)[0]
         for name, _ in after_modules:
             x = b.get_submodule(name)(x)
@@ -105,6 +126,85 @@ def discover(model: nn.Module, family: str) -> SplitModel:
     ]
     blocks.append(Block("readout", tuple(after_keys), readout))
     return SplitModel(model=model, blocks=blocks, head_keys=tuple(head), family=family)
+
+
+def _discover_calls(model: nn.Module, family: str) -> SplitModel:
+    """A timm model as the sequence of modules `forward_features` calls (see the module's docstring)."""
+    flat = _flat_children(model)
+    calls = _trace_calls(model, flat)
+    if not calls or len(set(calls)) != len(calls):
+        raise _unsupported(model, "no block list, and forward_features is not a sequence of its modules")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    head_prefixes = tuple(f"{c}." for c in ([cfg.get("classifier")] if cfg.get("classifier") else []))
+    groups: list[list[str]] = []
+    for name in calls:
+        if groups and not model.get_submodule(name).state_dict():  # an activation, a pool: with the block before
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    all_keys = list(model.state_dict(keep_vars=True))
+    owned = {
+        k: i for i, group in enumerate(groups) for n in group for k in state_keys(model.get_submodule(n), n + ".")
+    }
+    if any("." not in k and not k.startswith(head_prefixes) for k in all_keys):
+        raise _unsupported(model, "forward_features reads weights outside its modules")
+
+    def step(names):
+        def run(m, s):
+            x = s[0]
+            for name in names:
+                x = m.get_submodule(name)(x)
+            return (x,)
+
+        return run
+
+    blocks = [
+        Block(group[0], tuple(k for k in all_keys if owned.get(k) == i), step(group), prefix=f"{group[0]}.")
+        for i, group in enumerate(groups)
+    ]
+    rest = [k for k in all_keys if k not in owned]
+    readout = tuple(k for k in rest if not k.startswith(head_prefixes))
+    blocks.append(Block("readout", readout, lambda m, s: (m.forward_head(s[0], pre_logits=True),)))
+    head = tuple(k for k in rest if k.startswith(head_prefixes))
+    return SplitModel(model=model, blocks=blocks, head_keys=head, family=family)
+
+
+def _flat_children(model: nn.Module) -> list[str]:
+    """The model's children by name, each `nn.Sequential` opened up into its own (recursively)."""
+    out = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.Sequential):
+                walk(child, f"{prefix}{name}.")
+            else:
+                out.append(prefix + name)
+
+    walk(model, "")
+    return out
+
+
+def _trace_calls(model: nn.Module, names: list[str]) -> list[str] | None:
+    """Which of the modules `names` timm's `forward_features` calls, in call order, traced on a meta copy of
+    the model (no weight is copied or read); None where the model does not run on the meta device."""
+    memo: dict = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False) for p in model.parameters()
+    }
+    memo |= {id(b): torch.empty_like(b, device="meta") for b in model.buffers()}
+    probe = copy.deepcopy(model, memo)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    channels, height, width = cfg.get("input_size", (3, 224, 224))
+    calls: list[str] = []
+    handles = [probe.get_submodule(n).register_forward_hook(lambda *_, n=n: calls.append(n)) for n in names]
+    try:
+        with torch.no_grad():
+            probe.forward_features(torch.empty(1, channels, height, width, device="meta"))
+    except Exception:  # an op without a meta kernel, a shape check: no trace
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
 
 
 def _modules_after(base: nn.Module, list_path: str) -> list[tuple[str, nn.Module]]:

@@ -237,6 +237,30 @@ def test_deberta_layers_share_only_behind_the_relative_embeddings_they_read(hub,
     assert scores[str(moved)] != scores[base]
 
 
+def test_a_discovered_timm_family_is_searched_from_the_hub_alike_in_every_strategy(hub, hub_root, tmp_path):
+    """RegNet has no block list (its stages are attributes s1..s4): discovery splits it as the modules
+    `forward_features` calls, traced on the meta skeleton the engine runs. Its fine-tunes share the blocks
+    below the ones they changed, and every strategy ranks alike."""
+    from alsatian_hf.zoo import TimmSource
+
+    try:
+        zoo = build_zoo(ZooSpec("regnetorg", TimmSource("regnetx_002", model_args={"num_classes": 10}),
+                                num_models=4, distribution="top_layers", seed=0), hub_root)  # fmt: skip
+        assert zoo.unique_blocks == zoo.expected_unique_blocks
+        runs = {}
+        for strategy in ("alsatian", "base"):
+            args = _args(tmp_path, strategy=strategy, result_size=1, scorer="logme", scorer_kwargs={})
+            runs[strategy] = ModelSearcher(
+                zoo.repo_ids, train_dataset=digits(num_items=60, seed=0), args=args
+            ).search()
+            assert not runs[strategy].skipped
+        assert [it["scores"] for it in runs["alsatian"].iterations] == [it["scores"] for it in runs["base"].iterations]
+        plan = runs["alsatian"].plan
+        assert plan["unique_blocks"] < plan["total_blocks"]
+    finally:
+        shutil.rmtree(hub_root / "regnetorg", ignore_errors=True)
+
+
 def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zoo, tmp_path):
     ds = digits(num_items=80, seed=0)
     res = ModelSearcher(vit_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, image_size=None)).search()
