@@ -305,6 +305,8 @@ TIMM_CASES = [
         "swin_tiny_patch4_window7_224",
         {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2), "img_size": 56, "window_size": 7},
     ),
+    ("eva02_tiny_patch14_224", {"depth": 2, "img_size": 56}),
+    ("vit_small_patch16_rope_mixed_224", {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}),
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),

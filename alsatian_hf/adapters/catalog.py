@@ -65,6 +65,13 @@ ROWS = [
     FamilyRow("timm", "vit / deit", "deit_small_patch16_224", "same", _timm("deit_small_patch16_224")),
     FamilyRow(
         "timm",
+        "eva (EVA-02, RoPE ViTs)",
+        "eva02_base_patch14_224",
+        "patch embed+tokens → every block (with its rotary embedding) → norm+pool",
+        _timm("eva02_base_patch14_224"),
+    ),
+    FamilyRow(
+        "timm",
         "convnext",
         "convnext_tiny",
         "stem → per stage: downsample, every block → norm+pool",

@@ -1,4 +1,4 @@
-"""Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, convnext, swin.
+"""Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, eva (EVA-02, RoPE ViTs), convnext, swin.
 
 They are registered under `timm:<ModelClass>`, and an exact timm `architecture` may be registered too.
 The block lists follow `forward_features` / `forward_head(pre_logits=True)` rather than `group_matcher`,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UnsupportedArchitectureError
 from ._base import Adapter, Block, SplitModel, State, register_adapter, state_keys
 
 
@@ -110,6 +111,53 @@ class TimmViTAdapter(Adapter):
             blocks.append(_sub_block(model, f"blocks.{i}"))
         blocks.append(_modules_block(model, "readout", ["norm", "attn_pool", "fc_norm"], readout))
         return _finish(model, self.family, blocks)
+
+
+@register_adapter("timm:Eva")
+class TimmEvaAdapter(Adapter):
+    """EVA-02 and timm's RoPE ViTs: stem (patch embed, tokens, position embedding, pre-norm) | every block, given
+    the rotary position embedding `forward_features` gives it | norm + pool.
+
+    The rotary embedding depends only on the token grid, so each block recomputes it; where it is learnt
+    (`rope_mixed`: per-layer frequencies in `rope.freqs`), every block lists those weights as shared.
+    """
+
+    family = "timm-eva"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        if getattr(model, "dynamic_img_size", False):
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__} with dynamic_img_size=True takes its rotary embedding from each input's "
+                "grid, which the blocks' cached states do not carry; search a checkpoint built with a fixed img_size."
+            )
+        mixed = bool(getattr(model, "rope_mixed", False))
+
+        def stem(m, s):
+            x, _ = m._pos_embed(m.patch_embed(s[0]))
+            return (m.norm_pre(x),)
+
+        def block(i):
+            def step(m, s):
+                rope = None
+                if m.rope is not None:  # as `Eva._pos_embed` computes it
+                    fixed = hasattr(m.rope, "feat_shape")
+                    rope = m.rope.get_embed() if fixed else m.rope.get_embed(shape=m.patch_embed.grid_size)
+                    rope = rope[i] if mixed else rope
+                return (m.blocks[i](s[0], rope=rope),)
+
+            return step
+
+        rope_keys = state_keys(model.rope, "rope.") if model.rope is not None else ()
+        blocks = [
+            _modules_block(model, "stem", ["cls_token", "reg_token", "pos_embed", "patch_embed", "norm_pre"], stem)
+        ]
+        for i in range(len(model.blocks)):
+            own = state_keys(model.blocks[i], f"blocks.{i}.")
+            blocks.append(Block(f"blocks.{i}", own + rope_keys, block(i), prefix=f"blocks.{i}.",
+                                shared={k: k for k in rope_keys}))  # fmt: skip
+        readout = _modules_block(model, "readout", ["norm", "attn_pool", "fc_norm"],
+                                 lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),))  # fmt: skip
+        return _finish(model, self.family, [*blocks, readout])
 
 
 def _staged(
