@@ -95,6 +95,39 @@ TRANSFORMERS_CASES = [
         lambda m, x: _cls(m.roberta(**x)),
     ),
     (
+        "Data2VecTextForSequenceClassification",
+        lambda: T.Data2VecTextForSequenceClassification(T.Data2VecTextConfig(**_BERT, pad_token_id=1)),
+        _text,
+        lambda m, x: _cls(m.data2vec_text(**x)),
+    ),
+    ("ErnieModel", lambda: T.ErnieModel(T.ErnieConfig(**_BERT)), _text, lambda m, x: m(**x).pooler_output),
+    (
+        "MegatronBertModel",  # pre-LayerNorm: the encoder's final `ln` comes before the pooler
+        lambda: T.MegatronBertModel(T.MegatronBertConfig(**_BERT)),
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "XLMRobertaXLForSequenceClassification",
+        lambda: T.XLMRobertaXLForSequenceClassification(T.XLMRobertaXLConfig(**_BERT, pad_token_id=1)),
+        _text,
+        lambda m, x: _cls(m.roberta(**x)),
+    ),
+    (
+        "EsmModel",  # rotary positions, token dropout, the final norm, the pooler
+        lambda: T.EsmModel(
+            T.EsmConfig(**_BERT, pad_token_id=1, mask_token_id=2, token_dropout=True, position_embedding_type="rotary")
+        ),  # fmt: skip
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "EsmForSequenceClassification",
+        lambda: T.EsmForSequenceClassification(T.EsmConfig(**_BERT, pad_token_id=1, mask_token_id=2)),
+        _text,
+        lambda m, x: _cls(m.esm(**x)),
+    ),
+    (
         "ElectraModel",
         lambda: T.ElectraModel(T.ElectraConfig(**_BERT, embedding_size=16)),
         _text,

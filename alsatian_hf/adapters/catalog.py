@@ -30,11 +30,11 @@ def _timm(name: str) -> Callable[[], nn.Module]:
     return build
 
 
-def _hf(config: str, cls: str) -> Callable[[], nn.Module]:
+def _hf(config: str, cls: str, **kwargs) -> Callable[[], nn.Module]:
     def build():
         import transformers
 
-        return getattr(transformers, cls)(getattr(transformers, config)())
+        return getattr(transformers, cls)(getattr(transformers, config)(**kwargs))
 
     return build
 
@@ -104,6 +104,27 @@ ROWS = [
         "XLMRobertaConfig()",
         "same as RoBERTa",
         _hf("XLMRobertaConfig", "XLMRobertaForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "Data2Vec-text / ERNIE",
+        "Data2VecTextConfig()",
+        "same as RoBERTa",
+        _hf("Data2VecTextConfig", "Data2VecTextForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "Megatron-BERT / XLM-R XL",
+        "MegatronBertConfig()",
+        "embeddings → every layer → final norm+pooler",
+        _hf("MegatronBertConfig", "MegatronBertForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "ESM",
+        "EsmConfig(vocab_size=33)",
+        "embeddings → every layer (rotary) → final norm+[CLS] state",
+        _hf("EsmConfig", "EsmForSequenceClassification", vocab_size=33, pad_token_id=1),
     ),
     FamilyRow(
         "transformers",

@@ -1,6 +1,6 @@
-"""Adapters for transformers models: BERT, RoBERTa (XLM-R, CamemBERT), ELECTRA, ALBERT, DeBERTa (v1, v2/v3), MPNet,
-ModernBERT, DistilBERT, ViT, DeiT, DINOv2, CLIP and SigLIP image towers, ResNet, ConvNeXt (v1, v2),
-Swin (v1, v2).
+"""Adapters for transformers models: BERT (and RoBERTa, XLM-R, CamemBERT, Data2Vec-text, ERNIE, Megatron-BERT,
+XLM-R XL), ELECTRA, ESM, ALBERT, DeBERTa (v1, v2/v3), MPNet, ModernBERT, DistilBERT, ViT, DeiT, DINOv2, CLIP and
+SigLIP image towers, ResNet, ConvNeXt (v1, v2), Swin (v1, v2).
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -162,9 +162,19 @@ def _masked_layer(layers_of, i: int):
     return step
 
 
-@register_adapter("bert", "roberta", "xlm-roberta", "camembert")
+def _final_norm(encoder: nn.Module) -> str | None:
+    """The norm a pre-LayerNorm encoder applies after its last layer (Megatron-BERT's `ln`, XLM-R XL's
+    `LayerNorm`, ESM's `emb_layer_norm_after`), or None."""
+    return next(
+        (n for n in ("ln", "LayerNorm", "emb_layer_norm_after") if getattr(encoder, n, None) is not None), None
+    )
+
+
+@register_adapter("bert", "roberta", "xlm-roberta", "camembert", "data2vec-text", "ernie", "megatron-bert",
+                  "xlm-roberta-xl")  # fmt: skip
 class BertAdapter(TransformersAdapter):
-    """embeddings | every encoder layer | pooler (`pooler_output`), or the [CLS] state without a pooler."""
+    """embeddings | every encoder layer | the encoder's final norm where it has one (pre-LayerNorm encoders), then
+    the pooler (`pooler_output`), or the [CLS] state without a pooler."""
 
     family = "transformers-bert"
 
@@ -176,27 +186,67 @@ class BertAdapter(TransformersAdapter):
 
     def layout(self, model, base, p, in_checkpoint):
         project = hasattr(base, "embeddings_project")  # ELECTRA's embeddings are narrower than its hidden size
+        embed = self.embed_step(project)
 
+        # a bare model saved without its pooler (from a token-classification fine-tune, or `add_pooling_layer=False`)
+        # reads out [CLS] as one without a pooler does, instead of running a pooler with no weights; ELECTRA has none
+        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+        norm = _final_norm(base.encoder)
+
+        def readout(m, s):
+            hidden = getattr(m.base_model.encoder, norm)(s[0]) if norm else s[0]
+            return (m.base_model.pooler(hidden) if pooled else hidden[:, 0],)
+
+        layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
+        layout += [
+            (f"layer.{i}", [f"{p}encoder.layer.{i}"], self.layer_step(i)) for i in range(len(base.encoder.layer))
+        ]
+        paths = [f"{p}encoder.{norm}"] if norm else []
+        layout.append(("readout", paths + ([f"{p}pooler"] if pooled else []), readout))
+        return layout
+
+    def embed_step(self, project: bool):
         def embed(m, s):
             ids, mask, types = s
             b = m.base_model
             hidden = b.embeddings(input_ids=ids, token_type_ids=types)
             return (b.embeddings_project(hidden) if project else hidden, mask)
 
-        # a bare model saved without its pooler (from a token-classification fine-tune, or `add_pooling_layer=False`)
-        # reads out [CLS] as one without a pooler does, instead of running a pooler with no weights; ELECTRA has none
-        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+        return embed
 
-        def readout(m, s):
-            return (m.base_model.pooler(s[0]) if pooled else s[0][:, 0],)
+    def layer_step(self, i: int):
+        return _masked_layer(lambda b: b.encoder.layer, i)
 
-        layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
-        layout += [
-            (f"layer.{i}", [f"{p}encoder.layer.{i}"], _masked_layer(lambda b: b.encoder.layer, i))
-            for i in range(len(base.encoder.layer))
-        ]
-        layout.append(("readout", [f"{p}pooler"] if pooled else [], readout))
-        return layout
+
+@register_adapter("esm")
+class EsmAdapter(BertAdapter):
+    """ESM protein language models: BERT's layout, with the embeddings' token-dropout rescaling (it reads the
+    attention mask), rotary position embeddings rebuilt per layer, and the encoder's final norm."""
+
+    family = "transformers-esm"
+
+    def embed_step(self, project: bool):
+        def embed(m, s):
+            ids, mask, _ = s
+            return (m.base_model.embeddings(input_ids=ids, attention_mask=mask), mask)
+
+        return embed
+
+    def layer_step(self, i: int):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        def step(m, s):  # as `EsmModel.forward` calls each layer
+            hidden, mask = s
+            b = m.base_model
+            rotary = None
+            if b.position_embedding_type == "rotary":
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+                rotary = b.rotary_embeddings(hidden, positions)
+            mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
+            out = b.encoder.layer[i](hidden, attention_mask=mask4, position_embeddings=rotary)
+            return (out[0] if isinstance(out, tuple) else out, mask)
+
+        return step
 
 
 @register_adapter("electra")
