@@ -1,8 +1,9 @@
 """Which architectures a search can split: every registered adapter or discovery rule, tried on real models
-with random weights, each split checked against the library's own features (discovery validates itself).
+with random weights (discovery checks its split against the library's own features; `tests/test_adapters.py`
+checks every adapter's).
 
-The list is the timm families and transformers image classifiers users fine-tune most, at their smallest
-standard size (a few are shrunk configs); a row is `adapter` (a registered adapter splits it), `discovered`
+The list is the timm families, transformers image classifiers and transformers text classifiers users fine-tune
+most, at their smallest standard size or a shrunk config; a row is `adapter` (a registered adapter splits it), `discovered`
 (discovery splits it and reproduces its features) or `refused` (with discovery's reason).
 
     python -m benchmarks.architecture_coverage
@@ -62,6 +63,51 @@ def _transformers() -> dict[str, Callable[[], nn.Module]]:
     }  # fmt: skip
 
 
+def _text() -> dict[str, Callable[[], nn.Module]]:
+    import transformers as T
+
+    bert = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                max_position_embeddings=64)  # fmt: skip
+    deberta = dict(bert, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
+                   pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0)  # fmt: skip
+
+    def clf(name: str, **kw) -> Callable[[], nn.Module]:
+        return lambda: getattr(T, f"{name}ForSequenceClassification")(getattr(T, f"{name}Config")(**{**bert, **kw}))
+
+    return {
+        "BERT": clf("Bert"),
+        "RoBERTa": clf("Roberta", pad_token_id=1),
+        "XLM-RoBERTa": clf("XLMRoberta", pad_token_id=1),
+        "CamemBERT": clf("Camembert", pad_token_id=1),
+        "Data2Vec-text": clf("Data2VecText", pad_token_id=1),
+        "ERNIE": clf("Ernie"),
+        "Megatron-BERT": clf("MegatronBert"),
+        "XLM-RoBERTa XL": clf("XLMRobertaXL", pad_token_id=1),
+        "ELECTRA": clf("Electra", embedding_size=16),
+        "ALBERT": clf("Albert", embedding_size=16),
+        "DistilBERT": lambda: T.DistilBertForSequenceClassification(T.DistilBertConfig(vocab_size=31, dim=32,
+                                                                                      n_layers=2, n_heads=2,
+                                                                                      hidden_dim=37)),
+        "DeBERTa": clf("Deberta", relative_attention=True),
+        "DeBERTa-v2/v3": lambda: T.DebertaV2ForSequenceClassification(T.DebertaV2Config(**deberta)),
+        "MPNet": clf("MPNet"),
+        "ModernBERT": clf("ModernBert", pad_token_id=0),
+        "ESM": clf("Esm", pad_token_id=1, mask_token_id=2),
+        "RemBERT": clf("RemBert", input_embedding_size=16, output_embedding_size=16),
+        "RoFormer": clf("RoFormer", embedding_size=32),
+        "Longformer": clf("Longformer", attention_window=4, pad_token_id=1),
+        "BigBird": clf("BigBird", attention_type="original_full"),
+        "MobileBERT": clf("MobileBert", embedding_size=16),
+        "I-BERT": clf("IBert", pad_token_id=1),
+        "Nystromformer": clf("Nystromformer"),
+        "XLNet": lambda: T.XLNetForSequenceClassification(T.XLNetConfig(vocab_size=31, d_model=32, n_layer=2,
+                                                                        n_head=2, d_inner=37)),
+        "Funnel": lambda: T.FunnelForSequenceClassification(T.FunnelConfig(vocab_size=31, d_model=32, n_head=2,
+                                                                           d_head=16, d_inner=37,
+                                                                           block_sizes=[1, 1])),
+    }  # fmt: skip
+
+
 def _row(build: Callable[[], nn.Module]) -> tuple[str, str]:
     import torch
 
@@ -82,10 +128,11 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     rows = [("timm", n, *_row(lambda n=n: timm.create_model(n, pretrained=False, num_classes=7))) for n in TIMM]
     rows += [("transformers", n, *_row(build)) for n, build in _transformers().items()]
+    rows += [("transformers text", n, *_row(build)) for n, build in _text().items()]
     print("| library | architecture | split | blocks or reason |\n|---|---|---|---|")
     for library, name, kind, detail in rows:
         print(f"| {library} | {name} | {kind} | {detail} |")
-    for library in ("timm", "transformers"):
+    for library in ("timm", "transformers", "transformers text"):
         counts = Counter(kind for lib, _, kind, _ in rows if lib == library)
         print(f"{library}: {sum(counts.values())} architectures; {counts['adapter']} by an adapter, "
               f"{counts['discovered']} discovered, {counts['refused']} refused")  # fmt: skip
