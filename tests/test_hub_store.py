@@ -454,36 +454,55 @@ def test_only_candidates_that_need_the_hub_are_opened_in_threads(hub, tiny_zoo, 
     assert opens_offline(Candidate("x/y", "0" * 40, skip_reason="gated"), revision=None, store=store)
 
 
-def test_blocks_that_list_the_same_tensors_are_fetched_once(hub, hub_root, tmp_path):
-    """ALBERT runs each layer group's weights as several layers. A cold search fetched a group once per layer
-    that runs it; it fetches each backbone tensor once, and never the head."""
+def _albert():
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    return AlbertForSequenceClassification(AlbertConfig(vocab_size=57, hidden_size=32, num_hidden_layers=6,
+                                                        num_hidden_groups=2, num_attention_heads=2,
+                                                        intermediate_size=37, embedding_size=16, num_labels=3))  # fmt: skip
+
+
+def _deberta():
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    return DebertaV2ForSequenceClassification(DebertaV2Config(
+        vocab_size=57, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=64, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
+        pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0, num_labels=3,
+    ))  # fmt: skip
+
+
+@pytest.mark.parametrize("build", [_albert, _deberta], ids=["albert", "deberta"])
+def test_tensors_that_several_blocks_list_are_fetched_once(hub, hub_root, tmp_path, build):
+    """ALBERT runs each layer group's weights as several layers, and every DeBERTa layer reads the relative
+    embeddings. A cold search fetched such tensors once per block that lists them; it fetches each backbone
+    tensor once, and never the head."""
     import shutil
 
-    from transformers import AlbertConfig, AlbertForSequenceClassification, BertTokenizerFast
+    from transformers import BertTokenizerFast
 
     from alsatian_hf.zoo.data import newsgroups
 
-    folder = hub_root / "albertorg" / "albert-tiny"
+    folder = hub_root / "sharedorg" / "tiny"
     try:
         letters = [chr(c) for c in range(97, 123)]
         vocab = tmp_path / "vocab.txt"
         vocab.write_text(
             "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)])
         )
-        config = AlbertConfig(vocab_size=57, hidden_size=32, num_hidden_layers=6, num_hidden_groups=2,
-                              num_attention_heads=2, intermediate_size=37, embedding_size=16, num_labels=3)  # fmt: skip
-        AlbertForSequenceClassification(config).save_pretrained(folder)
+        build().save_pretrained(folder)
         BertTokenizerFast(vocab=str(vocab)).save_pretrained(folder)
         data = newsgroups(num_items=40, seed=0, categories=["sci.space", "rec.autos"])
         args = SearchArguments(result_size=1, scorer="knn", store_dir=str(tmp_path / "store"), max_length=16)
-        result = ModelSearcher(["albertorg/albert-tiny"], train_dataset=data, args=args).search()
+        result = ModelSearcher(["sharedorg/tiny"], train_dataset=data, args=args).search()
         assert not result.skipped
         n, header = _header(folder / "model.safetensors")
+        head = ("classifier.", "pooler.dense.")  # DeBERTa's classifier reads [CLS] through a pooler of its own
         backbone = sum(m["data_offsets"][1] - m["data_offsets"][0] for k, m in header.items()
-                       if k != "__metadata__" and not k.startswith("classifier."))  # fmt: skip
+                       if k != "__metadata__" and not k.startswith(head))  # fmt: skip
         weights = _weight_requests(hub)
         bodies = sum(r.bytes_sent for r in weights if not r.range.startswith(("bytes=0-7", "bytes=8-")))
-        assert bodies == backbone  # each tensor once: 3 layers run each group
+        assert bodies == backbone
         assert result.bytes_fetched == bodies + 8 + n
     finally:
-        shutil.rmtree(hub_root / "albertorg", ignore_errors=True)
+        shutil.rmtree(hub_root / "sharedorg", ignore_errors=True)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -187,8 +188,12 @@ class HubBlockSource:
                 alike.setdefault(tuple((k, block.relative_name(k)) for k in block.keys), []).append(i)
             todo = [indices[0] for indices in alike.values()]
             refs = self._references(split, todo)
+            # tensors several of them list (DeBERTa's relative embeddings, in every layer): fetched once
+            listed = Counter(k for i in todo for k in split.blocks[i].shared)
+            twice = [k for k, n in listed.items() if n > 1]
+            fetched = {k: raw for k, (*_, raw) in zip(twice, self._fetch(twice, str))} if twice else {}
             with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
-                first = dict(zip(todo, pool.map(lambda i: self._establish(split, i, refs[i]), todo)))
+                first = dict(zip(todo, pool.map(lambda i: self._establish(split, i, refs[i], fetched), todo)))
             self._record(split, {i: first[indices[0]] for indices in alike.values() for i in indices})
 
     def _lock_name(self) -> str:
@@ -240,9 +245,10 @@ class HubBlockSource:
             self.prepare(split)  # establishes every block not known yet, under the candidate's lock
         return known[index]
 
-    def _establish(self, split: SplitModel, index: int, references: list[tuple[str, str, str]]) -> tuple[str, str]:
+    def _establish(self, split: SplitModel, index: int, references: list[tuple[str, str, str]],
+                   fetched: dict[str, bytes]) -> tuple[str, str]:  # fmt: skip
         """(content hash, identity method) of a block the store does not know for this checkpoint yet, proven
-        against `references` (see `_references`) when it can be."""
+        against `references` (see `_references`) when it can be. `fetched`: bytes of tensors read already."""
         block = split.blocks[index]
         for ref_repo, ref_rev, ref_hash in references:
             outcome = self._prove(block, ref_repo, ref_rev, ref_hash)
@@ -255,7 +261,7 @@ class HubBlockSource:
             tensors = [(block.relative_name(k), self.layout[k].dtype, self.layout[k].shape, outcome.raw[k])
                        for k in block.keys]  # fmt: skip
             return self.store.put(tensors), "bytes"
-        return self.store.put(self._fetch(block.keys, block.relative_name)), "bytes"
+        return self.store.put(self._fetch(block.keys, block.relative_name, fetched)), "bytes"
 
     def _references(self, split: SplitModel, indices: list[int], limit: int = 3) -> dict[int, list]:
         """Stored blocks to prove each block against: the base model's first, then the newest of other repos."""
@@ -284,11 +290,16 @@ class HubBlockSource:
             reader=self.reader,
         )
 
-    def _fetch(self, keys, rel_name) -> list[tuple[str, str, tuple[int, ...], bytes]]:
-        """The block's tensors with the fewest Range requests: contiguous tensors are merged, one range each."""
+    def _fetch(
+        self, keys, rel_name, fetched: dict[str, bytes] | None = None
+    ) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+        """The block's tensors with the fewest Range requests: contiguous tensors are merged, one range each.
+        Those in `fetched` are not requested again."""
+        fetched = fetched or {}
         by_file: dict[str, list[TensorLocation]] = {}
         for key in keys:
-            by_file.setdefault(self.layout[key].filename, []).append(self.layout[key])
+            if key not in fetched:
+                by_file.setdefault(self.layout[key].filename, []).append(self.layout[key])
         raw: dict[tuple[str, int], bytes] = {}
         for filename, locs in by_file.items():
             for start, end in merge_ranges([(loc.start, loc.end) for loc in locs]):
@@ -299,7 +310,14 @@ class HubBlockSource:
         out = []
         for key in keys:
             loc = self.layout[key]
-            out.append((rel_name(key), loc.dtype, loc.shape, raw[(loc.filename, loc.start)]))
+            out.append(
+                (
+                    rel_name(key),
+                    loc.dtype,
+                    loc.shape,
+                    fetched[key] if key in fetched else raw[(loc.filename, loc.start)],
+                )
+            )
         return out
 
     def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]:
