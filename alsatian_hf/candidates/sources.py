@@ -188,8 +188,9 @@ class HubBlockSource:
                 alike.setdefault(tuple((k, block.relative_name(k)) for k in block.keys), []).append(i)
             todo = [indices[0] for indices in alike.values()]
             refs = self._references(split, todo)
-            # tensors several of them list (DeBERTa's relative embeddings, in every layer): fetched once
-            listed = Counter(k for i in todo for k in split.blocks[i].shared)
+            # tensors several of them list (DeBERTa's relative embeddings, in every layer): fetched once, where no
+            # Xet proof against a stored block might spare the bytes
+            listed = Counter(k for i in todo if not refs[i] for k in split.blocks[i].shared)
             twice = [k for k, n in listed.items() if n > 1]
             fetched = {k: raw for k, (*_, raw) in zip(twice, self._fetch(twice, str))} if twice else {}
             with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
