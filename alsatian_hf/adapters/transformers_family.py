@@ -146,6 +146,24 @@ class TransformersAdapter(Adapter):
         )
 
 
+def _ids_and_mask(inputs: dict[str, torch.Tensor]) -> State:
+    """The state of an encoder without token types: (input ids, 2-D attention mask)."""
+    ids = inputs["input_ids"]
+    return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+
+
+def _embed_ids(m: nn.Module, s: State) -> State:
+    """(ids, mask) -> (embeddings, mask)."""
+    return (m.base_model.embeddings(input_ids=s[0]), s[1])
+
+
+def _pooled(base: nn.Module, p: str, in_checkpoint: Callable[[str], bool]) -> bool:
+    """Whether the read-out is the pooler: a bare model saved without its pooler (from a token-classification
+    fine-tune, or `add_pooling_layer=False`) reads out [CLS] as a classifier does, instead of running a pooler
+    with no weights."""
+    return getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+
+
 def _masked_layer(layers_of, i: int):
     """Step for layer i of an encoder whose state is (hidden, 2-D attention mask); the 4-D mask is rebuilt
     per step exactly as the model's forward builds it, so only the 2-D mask needs caching."""
@@ -188,9 +206,7 @@ class BertAdapter(TransformersAdapter):
         project = hasattr(base, "embeddings_project")  # ELECTRA's embeddings are narrower than its hidden size
         embed = self.embed_step(project)
 
-        # a bare model saved without its pooler (from a token-classification fine-tune, or `add_pooling_layer=False`)
-        # reads out [CLS] as one without a pooler does, instead of running a pooler with no weights; ELECTRA has none
-        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+        pooled = _pooled(base, p, in_checkpoint)  # ELECTRA has no pooler
         norm = _final_norm(base.encoder)
 
         def readout(m, s):
@@ -284,7 +300,7 @@ class AlbertAdapter(TransformersAdapter):
         def group_of(i: int) -> int:  # as `AlbertTransformer.forward` picks it
             return int(i / (config.num_hidden_layers / config.num_hidden_groups))
 
-        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+        pooled = _pooled(base, p, in_checkpoint)
 
         def readout(m, s):
             b = m.base_model
@@ -368,18 +384,13 @@ class MPNetAdapter(TransformersAdapter):
 
     family = "transformers-mpnet"
 
-    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
-        ids = inputs["input_ids"]
-        return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+    initial_state = staticmethod(_ids_and_mask)
 
     def shared_paths(self, base, p):
         return [f"{p}encoder.relative_attention_bias"]
 
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_bidirectional_mask
-
-        def embed(m, s):
-            return (m.base_model.embeddings(input_ids=s[0]), s[1])
 
         def layer(i):
             def step(m, s):
@@ -391,13 +402,13 @@ class MPNetAdapter(TransformersAdapter):
 
             return step
 
-        pooled = getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
+        pooled = _pooled(base, p, in_checkpoint)
 
         def readout(m, s):
             return (m.base_model.pooler(s[0]) if pooled else s[0][:, 0],)
 
         shared = self.shared_paths(base, p)
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]
         layout += [
             (f"layer.{i}", [f"{p}encoder.layer.{i}", *shared], layer(i)) for i in range(len(base.encoder.layer))
         ]
@@ -416,9 +427,7 @@ class ModernBertAdapter(TransformersAdapter):
 
     family = "transformers-modernbert"
 
-    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
-        ids = inputs["input_ids"]
-        return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+    initial_state = staticmethod(_ids_and_mask)
 
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
@@ -427,9 +436,6 @@ class ModernBertAdapter(TransformersAdapter):
             "full_attention": create_bidirectional_mask,
             "sliding_attention": create_bidirectional_sliding_window_mask,
         }
-
-        def embed(m, s):
-            return (m.base_model.embeddings(input_ids=s[0]), s[1])
 
         def layer(i):
             def step(m, s):
@@ -454,7 +460,7 @@ class ModernBertAdapter(TransformersAdapter):
                 return (hidden[:, 0],)
             return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
 
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
         layout.append(("readout", [f"{p}final_norm"], readout))
         return layout
@@ -466,15 +472,10 @@ class DistilBertAdapter(TransformersAdapter):
 
     family = "transformers-distilbert"
 
-    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
-        ids = inputs["input_ids"]
-        return (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+    initial_state = staticmethod(_ids_and_mask)
 
     def layout(self, model, base, p, in_checkpoint):
-        def embed(m, s):
-            return (m.base_model.embeddings(s[0]), s[1])
-
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]
         layout += [
             (f"layer.{i}", [f"{p}transformer.layer.{i}"], _masked_layer(lambda b: b.transformer.layer, i))
             for i in range(len(base.transformer.layer))
