@@ -151,17 +151,25 @@ def vit_zoo(hub_root):
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_repo(hub_root):
-    """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with a tokenizer that spells words
-    out letter by letter (ids 5-30 start a word, 31-56 continue one)."""
-    from transformers import BertConfig, BertTokenizerFast
-
-    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+def letters_tokenizer(hub_root):
+    """A BERT tokenizer for tiny text models (vocab_size 57) that spells words out letter by letter: ids 5-30
+    start a word, 31-56 continue one."""
+    from transformers import BertTokenizerFast
 
     letters = [chr(c) for c in range(97, 123)]
     vocab = hub_root.parent / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
-    tokenizer = BertTokenizerFast(vocab=str(vocab))  # transformers 5 ignores `vocab_file=`: every token was [UNK]
+    return BertTokenizerFast(vocab=str(vocab))  # transformers 5 ignores `vocab_file=`: every token was [UNK]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_repo(hub_root, letters_tokenizer):
+    """A tiny random BERT classifier saved by `save_pretrained` in 3+ shards, with `letters_tokenizer`."""
+    from transformers import BertConfig
+
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+
+    tokenizer = letters_tokenizer
     config = BertConfig(
         vocab_size=57,
         hidden_size=32,

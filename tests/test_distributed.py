@@ -366,12 +366,7 @@ def test_a_block_that_fails_on_some_rows_drops_its_candidate_on_every_rank_as_on
         ).search()
         assert list(one.skipped) == [str(shrunk)] and one.iterations[1]["failed"] == one.skipped
         done = _torchrun(tmp_path, 2, [candidates, str(tmp_path / "ds"), str(tmp_path), args], script_text=TEXT_SCRIPT)
-        assert done.returncode == 0, done.stderr[-3000:]
-        ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-        assert ranks[0] == ranks[1] and ranks[0]["skipped"] == one.skipped
-        for got, want in zip(ranks[0]["iterations"], one.iterations, strict=True):
-            assert (got["survivors"], got["failed"]) == (want["survivors"], want["failed"])
-            assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+        _assert_ranks_drop_as(one, done, tmp_path)
 
 
 @pytest.mark.slow
@@ -393,6 +388,12 @@ def test_a_candidate_whose_features_are_not_finite_is_dropped_on_every_rank_as_o
     one = _search(repos, tmp_path / "store", "alsatian")
     assert list(one.skipped) == [str(broken)] and one.iterations[0]["failed"] == one.skipped
     done = _torchrun(tmp_path, 2, [repos, str(tmp_path / "store"), str(tmp_path), "alsatian", None])
+    _assert_ranks_drop_as(one, done, tmp_path)
+
+
+def _assert_ranks_drop_as(one, done, tmp_path) -> None:
+    """Both ranks of `done` ended with one process's result `one`: the same candidates dropped, with the same
+    reasons, in the same iterations, and the same survivors and scores."""
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1] and ranks[0]["skipped"] == one.skipped

@@ -473,25 +473,18 @@ def _deberta():
 
 
 @pytest.mark.parametrize("build", [_albert, _deberta], ids=["albert", "deberta"])
-def test_tensors_that_several_blocks_list_are_fetched_once(hub, hub_root, tmp_path, build):
+def test_tensors_that_several_blocks_list_are_fetched_once(hub, hub_root, tmp_path, build, letters_tokenizer):
     """ALBERT runs each layer group's weights as several layers, and every DeBERTa layer reads the relative
     embeddings. A cold search fetched such tensors once per block that lists them; it fetches each backbone
     tensor once, and never the head."""
     import shutil
 
-    from transformers import BertTokenizerFast
-
     from alsatian_hf.zoo.data import newsgroups
 
     folder = hub_root / "sharedorg" / "tiny"
     try:
-        letters = [chr(c) for c in range(97, 123)]
-        vocab = tmp_path / "vocab.txt"
-        vocab.write_text(
-            "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)])
-        )
         build().save_pretrained(folder)
-        BertTokenizerFast(vocab=str(vocab)).save_pretrained(folder)
+        letters_tokenizer.save_pretrained(folder)
         data = newsgroups(num_items=40, seed=0, categories=["sci.space", "rec.autos"])
         args = SearchArguments(result_size=1, scorer="knn", store_dir=str(tmp_path / "store"), max_length=16)
         result = ModelSearcher(["sharedorg/tiny"], train_dataset=data, args=args).search()

@@ -205,25 +205,24 @@ def test_refused_xorb_ranges_do_not_matter_to_proofs(hub, hub_root, zoos, tmp_pa
     _assert_no_false_identity(hub_root, tmp_path / "store", repos)
 
 
-def test_a_fine_tune_of_the_head_proves_every_layer_without_fetching_the_relative_embeddings(hub, hub_root, tmp_path):
+def test_a_fine_tune_of_the_head_proves_every_layer_without_fetching_the_relative_embeddings(
+    hub, hub_root, tmp_path, letters_tokenizer
+):
     """Every DeBERTa layer lists the relative embeddings (2 MB here). A fine-tune of the head alone, uploaded with
     dedup after its base was searched, proves every block and fetches no weight: not even the shared embeddings
     that a cold checkpoint's blocks fetch once, up front."""
-    from transformers import BertTokenizerFast, DebertaV2Config
+    from transformers import DebertaV2Config
 
     from alsatian_hf.zoo import TransformersSource
     from alsatian_hf.zoo.data import newsgroups
 
-    letters = [chr(c) for c in range(97, 123)]
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
     config = DebertaV2Config(
         vocab_size=57, hidden_size=256, num_hidden_layers=3, num_attention_heads=4, intermediate_size=512,
         max_position_embeddings=64, relative_attention=True, position_buckets=1024, norm_rel_ebd="layer_norm",
         pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0, num_labels=3,
     )  # fmt: skip
     source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
-                                processor=BertTokenizerFast(vocab=str(vocab)), pipeline_tag="text-classification")  # fmt: skip
+                                processor=letters_tokenizer, pipeline_tag="text-classification")  # fmt: skip
     try:
         base = build_zoo(ZooSpec("xdeberta", source, num_models=1, seed=0), hub_root, xet_upload="dedup").repo_ids[0]
 

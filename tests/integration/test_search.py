@@ -172,16 +172,13 @@ def test_the_cli_takes_a_sentence_pair_as_two_comma_separated_columns(hub, tiny_
 
 
 @pytest.fixture(scope="module")
-def deberta_zoo(hub_root):
+def deberta_zoo(hub_root, letters_tokenizer):
     """Tiny DeBERTa-v3-like classifiers (relative positions in buckets, LayerNorm'd relative embeddings) with a
     BERT tokenizer: a base and fine-tunes of its top layers."""
-    from transformers import BertTokenizerFast, DebertaV2Config
+    from transformers import DebertaV2Config
 
     from alsatian_hf.zoo import TransformersSource
 
-    letters = [chr(c) for c in range(97, 123)]
-    vocab = hub_root.parent / "deberta-vocab.txt"  # words spelt out letter by letter, so texts differ
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
     config = DebertaV2Config(
         vocab_size=57, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
         max_position_embeddings=64, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
@@ -190,7 +187,7 @@ def deberta_zoo(hub_root):
     source = TransformersSource(
         config=config,
         auto_class="AutoModelForSequenceClassification",
-        processor=BertTokenizerFast(vocab=str(vocab)),
+        processor=letters_tokenizer,
         pipeline_tag="text-classification",
     )
     yield build_zoo(ZooSpec("debertaorg", source, num_models=4, distribution="top_layers", seed=0), hub_root)
