@@ -154,6 +154,30 @@ def test_a_dual_encoder_with_a_tokenizer_is_an_image_model_to_a_text_dataset(tmp
     assert processor_for(tmp_path, None, modality="image", image_size=None, max_length=8).kind == "image"
 
 
+def test_a_tokenizer_that_is_the_repos_own_code_is_skipped_without_asking(tmp_path, monkeypatch):
+    """A tokenizer_config whose `auto_map` names the repo's own class: transformers would ask on stdin whether to
+    run it; the search skips the candidate, says why, and runs nothing."""
+    import json
+    import shutil
+
+    from alsatian_hf.candidates import text_processor
+    from alsatian_hf.errors import CandidateSkipped
+    from alsatian_hf.zoo.minilm import minilm_dir
+
+    shutil.copy(minilm_dir() / "vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "HostileTokenizer", "auto_map": {"AutoTokenizer": ["tok_hostile.HostileTokenizer", None]}}
+    ))  # fmt: skip
+    marker = tmp_path / "ran"
+    (tmp_path / "tok_hostile.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda *args: asked.append(args) or "n")
+    with pytest.raises(CandidateSkipped, match="the repo's own code"):
+        text_processor(tmp_path, max_length=8)
+    assert not asked and not marker.exists()
+
+
 def test_fast_image_preprocessing_equals_the_per_image_path(tmp_path):
     """timm: ToTensor and Normalize run once on the stacked batch, bit-equal to timm's transform per image (mixed
     sizes fall back to it). transformers: the default torchvision-backed image processor agrees with the PIL one

@@ -110,5 +110,18 @@ def test_hostile_repos_are_skipped_with_reasons_and_change_no_ranking(hub, hosti
     assert "overlap" in reasons["hostile/overlapping-offsets"]
     assert "past the end" in reasons["hostile/past-the-end"]
     assert "spans" in reasons["hostile/wrong-byte-count"]
-    assert "remote code" in reasons["hostile/remote-code"] or "trust_remote_code" in reasons["hostile/remote-code"]
+    assert "the repo's own code (its `auto_map`), which a search never runs" in reasons["hostile/remote-code"]
     assert not marker.exists()  # the repo's code never ran
+
+
+def test_a_config_that_is_the_repos_own_code_is_refused_without_asking(hub_root, hostile, monkeypatch):
+    """transformers asks on stdin, for 15 s, whether to run a repo's own code when nobody said: a notebook
+    searching an org with one such repo stopped at a prompt. A search never runs it and never asks."""
+    from alsatian_hf.adapters.skeleton import build_model
+    from alsatian_hf.errors import UnsupportedArchitectureError
+
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda *args: asked.append(args) or "n")
+    with pytest.raises(UnsupportedArchitectureError, match="own code"):
+        build_model(hub_root / "hostile" / "remote-code", device="meta")
+    assert not asked

@@ -27,6 +27,14 @@ def library_of(config: dict) -> str:
     )
 
 
+def custom_code_error(config: dict) -> UnsupportedArchitectureError:
+    """For a config whose `auto_map` points at the repo's own code (`trust_remote_code` models)."""
+    return UnsupportedArchitectureError(
+        f"config.json's model_type {config.get('model_type')!r} is the repo's own code (its `auto_map`), which a "
+        "search never runs: only architectures transformers or timm implement can be searched."
+    )
+
+
 _META_CACHE = DigestCache()  # config.json digest -> (the shared meta skeleton, its number of parameters)
 
 
@@ -108,7 +116,12 @@ def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = No
         else:
             import transformers
 
-            cfg = transformers.AutoConfig.from_pretrained(config_dir)
+            try:  # a search never runs a repo's own code, and never asks: transformers would prompt for 15 s
+                cfg = transformers.AutoConfig.from_pretrained(config_dir, trust_remote_code=False)
+            except ValueError as e:
+                if "trust_remote_code" not in str(e):
+                    raise
+                raise custom_code_error(config) from e
             arch = (cfg.architectures or [None])[0]
             cls = getattr(transformers, arch, None) if arch else None
             if cls is None:

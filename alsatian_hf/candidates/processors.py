@@ -123,7 +123,10 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
     spec = json.loads(path.read_text())
     spec.pop("processor_class", None)
     proc = _LOADED.get(
-        "image-" + _key([spec, _model_type(config_dir)]), lambda: AutoImageProcessor.from_pretrained(config_dir)
+        "image-" + _key([spec, _model_type(config_dir)]),
+        lambda: _no_custom_code(
+            config_dir, lambda: AutoImageProcessor.from_pretrained(config_dir, trust_remote_code=False)
+        ),
     )
     kwargs = _square(proc, image_size) if image_size is not None else {}
 
@@ -196,6 +199,31 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
     return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn)
 
 
+def _no_custom_code(config_dir: Path, load):
+    """`load()`, called with `trust_remote_code=False`: a search never runs a repo's own code, and never lets
+    transformers ask whether to (its prompt waits 15 s). A processor that fails to load where the repo names its
+    own code for it (`auto_map`) is skipped saying so."""
+    try:
+        return load()
+    except Exception as e:
+        if "trust_remote_code" not in str(e) and not _names_own_code(config_dir):
+            raise
+        raise CandidateSkipped(
+            str(config_dir), "its preprocessing is the repo's own code (`auto_map`), which a search never runs."
+        ) from e
+
+
+def _names_own_code(config_dir: Path) -> bool:
+    """Whether a processor file of the repo maps an Auto class to the repo's own code (`auto_map`)."""
+    for name in ("tokenizer_config.json", "preprocessor_config.json", "processor_config.json"):
+        try:
+            if "auto_map" in json.loads((config_dir / name).read_text()):
+                return True
+        except (OSError, ValueError):  # absent, or not JSON: transformers' own error says so
+            continue
+    return False
+
+
 def _tokenizer(config_dir: Path):
     """AutoTokenizer's tokenizer, or a skip that names the packages a SentencePiece model alone needs: without
     them transformers falls back to reading it as a tiktoken file and says to install `tiktoken`, which does not
@@ -204,7 +232,9 @@ def _tokenizer(config_dir: Path):
     from transformers.utils import is_protobuf_available, is_sentencepiece_available
 
     try:
-        return AutoTokenizer.from_pretrained(config_dir)
+        return _no_custom_code(config_dir, lambda: AutoTokenizer.from_pretrained(config_dir, trust_remote_code=False))
+    except CandidateSkipped:
+        raise
     except Exception as e:
         spm = sorted(f.name for f in config_dir.glob("*.model"))
         readable = is_sentencepiece_available() and is_protobuf_available()
