@@ -311,14 +311,8 @@ class HubBlockSource:
         out = []
         for key in keys:
             loc = self.layout[key]
-            out.append(
-                (
-                    rel_name(key),
-                    loc.dtype,
-                    loc.shape,
-                    fetched[key] if key in fetched else raw[(loc.filename, loc.start)],
-                )
-            )
+            body = fetched[key] if key in fetched else raw[(loc.filename, loc.start)]
+            out.append((rel_name(key), loc.dtype, loc.shape, body))
         return out
 
     def load_tensors(self, split: SplitModel, index: int) -> dict[str, torch.Tensor]:
