@@ -114,6 +114,12 @@ TRANSFORMERS_CASES = [
         lambda m, x: _cls(m.roberta(**x)),
     ),
     (
+        "RoFormerForSequenceClassification",  # the sinusoidal table every layer reads is shared
+        lambda: T.RoFormerForSequenceClassification(T.RoFormerConfig(**_BERT, embedding_size=16)),
+        _text,
+        lambda m, x: _cls(m.roformer(**x)),
+    ),
+    (
         "EsmModel",  # rotary positions, token dropout, the final norm, the pooler
         lambda: T.EsmModel(
             T.EsmConfig(**_BERT, pad_token_id=1, mask_token_id=2, token_dropout=True, position_embedding_type="rotary")

@@ -121,6 +121,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "RoFormer",
+        "RoFormerConfig()",
+        "embeddings (+projection) → every layer (each with the shared sinusoidal table) → [CLS] state",
+        _hf("RoFormerConfig", "RoFormerForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "ESM",
         "EsmConfig(vocab_size=33)",
         "embeddings → every layer (rotary) → final norm+[CLS] state",

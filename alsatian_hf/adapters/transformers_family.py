@@ -1,6 +1,6 @@
 """Adapters for transformers models: BERT (and RoBERTa, XLM-R, CamemBERT, Data2Vec-text, ERNIE, Megatron-BERT,
-XLM-R XL), ELECTRA, ESM, ALBERT, DeBERTa (v1, v2/v3), MPNet, ModernBERT, DistilBERT, ViT, DeiT, DINOv2, CLIP and
-SigLIP image towers, ResNet, ConvNeXt (v1, v2), Swin (v1, v2).
+XLM-R XL), ELECTRA, ESM, ALBERT, DeBERTa (v1, v2/v3), MPNet, RoFormer, ModernBERT, DistilBERT, ViT, DeiT, DINOv2,
+CLIP and SigLIP image towers, ResNet, ConvNeXt (v1, v2), Swin (v1, v2).
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -214,8 +214,10 @@ class BertAdapter(TransformersAdapter):
             return (m.base_model.pooler(hidden) if pooled else hidden[:, 0],)
 
         layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
+        shared = self.shared_paths(base, p)
         layout += [
-            (f"layer.{i}", [f"{p}encoder.layer.{i}"], self.layer_step(i)) for i in range(len(base.encoder.layer))
+            (f"layer.{i}", [f"{p}encoder.layer.{i}", *shared], self.layer_step(i))
+            for i in range(len(base.encoder.layer))
         ]
         paths = [f"{p}encoder.{norm}"] if norm else []
         layout.append(("readout", paths + ([f"{p}pooler"] if pooled else []), readout))
@@ -232,6 +234,29 @@ class BertAdapter(TransformersAdapter):
 
     def layer_step(self, i: int):
         return _masked_layer(lambda b: b.encoder.layer, i)
+
+
+@register_adapter("roformer")
+class RoFormerAdapter(BertAdapter):
+    """BERT's layout; every layer rotates its queries and keys by the encoder's sinusoidal position table, so each
+    layer block lists the table as shared."""
+
+    family = "transformers-roformer"
+
+    def shared_paths(self, base, p):
+        return [f"{p}encoder.embed_positions"]
+
+    def layer_step(self, i: int):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        def step(m, s):  # as `RoFormerEncoder.forward` calls each layer
+            hidden, mask = s
+            b = m.base_model
+            positions = b.encoder.embed_positions(hidden.shape[:-1])[None, None, :, :]
+            mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
+            return (b.encoder.layer[i](hidden, mask4, positions)[0], mask)
+
+        return step
 
 
 @register_adapter("esm")
