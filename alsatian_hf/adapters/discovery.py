@@ -191,19 +191,17 @@ def _trace_calls(model: nn.Module, names: list[str]) -> list[str] | None:
         id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False) for p in model.parameters()
     }
     memo |= {id(b): torch.empty_like(b, device="meta") for b in model.buffers()}
-    probe = copy.deepcopy(model, memo)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     channels, height, width = cfg.get("input_size", (3, 224, 224))
     calls: list[str] = []
-    handles = [probe.get_submodule(n).register_forward_hook(lambda *_, n=n: calls.append(n)) for n in names]
-    try:
+    try:  # the copy is the probe's own: its hooks go with it
+        probe = copy.deepcopy(model, memo)
+        for name in names:
+            probe.get_submodule(name).register_forward_hook(lambda *_, n=name: calls.append(n))
         with torch.no_grad():
             probe.forward_features(torch.empty(1, channels, height, width, device="meta"))
-    except Exception:  # an op without a meta kernel, a shape check: no trace
+    except Exception:  # a module that does not copy, an op without a meta kernel, a shape check: no trace
         return None
-    finally:
-        for handle in handles:
-            handle.remove()
     return calls
 
 
