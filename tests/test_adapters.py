@@ -297,6 +297,18 @@ TRANSFORMERS_CASES = [
         lambda m, x: m.resnet(**x).pooler_output.flatten(1),
     ),
     (
+        "MobileViTForImageClassification",
+        lambda: T.MobileViTForImageClassification(T.MobileViTConfig(image_size=32)),
+        _pixels,
+        lambda m, x: m.mobilevit(**x).pooler_output,
+    ),
+    (
+        "MobileViTV2ForImageClassification",
+        lambda: T.MobileViTV2ForImageClassification(T.MobileViTV2Config(image_size=64, width_multiplier=0.5)),
+        lambda: _pixels(64),  # 32 px leaves its last MobileViT block a 1x1 map, too small for its 2x2 patches
+        lambda m, x: m.mobilevitv2(**x).pooler_output,
+    ),
+    (
         "ConvNextModel",
         lambda: T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 2], num_stages=2)),
         _pixels,

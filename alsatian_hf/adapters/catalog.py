@@ -226,6 +226,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "MobileViT (v1, v2)",
+        "MobileViTConfig()",
+        "conv stem → every encoder layer → 1x1 expansion+pool",
+        _hf("MobileViTConfig", "MobileViTForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "ConvNeXt",
         "ConvNextConfig()",
         "embeddings → per stage: downsample, every layer → pool+layernorm",

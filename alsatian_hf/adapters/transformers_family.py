@@ -1,6 +1,6 @@
 """Adapters for transformers models: BERT (and RoBERTa, XLM-R, CamemBERT, Data2Vec-text, ERNIE, Megatron-BERT,
 XLM-R XL), ELECTRA, ESM, ALBERT, DeBERTa (v1, v2/v3), MPNet, RoFormer, ModernBERT, DistilBERT, ViT, DeiT, DINOv2,
-CLIP and SigLIP image towers, ResNet, ConvNeXt (v1, v2), Swin (v1, v2).
+CLIP and SigLIP image towers, ResNet, MobileViT (v1, v2), ConvNeXt (v1, v2), Swin (v1, v2).
 
 Each adapter works in the model's own key space; `checkpoint_key_map` translates to checkpoint key space with
 transformers' own conversion mapping (v5 renames some keys at load time, e.g. ViT's `encoder.layer.0.attention
@@ -621,6 +621,29 @@ class HfResNetAdapter(TransformersAdapter):
                 for j in range(len(stage.layers))
             ]
         layout.append(("readout", [], lambda m, s: (torch.flatten(m.base_model.pooler(s[0]), 1),)))
+        return layout
+
+
+@register_adapter("mobilevit", "mobilevitv2")
+class HfMobileViTAdapter(TransformersAdapter):
+    """conv stem | every encoder layer (a MobileNet stage or a MobileViT block) | v1's 1x1 expansion + mean pool
+    (`pooler_output`)."""
+
+    family = "transformers-mobilevit"
+
+    def layout(self, model, base, p, in_checkpoint):
+        expand = getattr(base, "conv_1x1_exp", None) is not None
+
+        def layer(i):
+            return lambda m, s: (m.base_model.encoder.layer[i](s[0]),)
+
+        def readout(m, s):
+            x = m.base_model.conv_1x1_exp(s[0]) if expand else s[0]
+            return (x.mean(dim=[-2, -1]),)
+
+        layout = [("conv_stem", [f"{p}conv_stem"], lambda m, s: (m.base_model.conv_stem(s[0]),))]
+        layout += [(f"encoder.layer.{i}", [f"{p}encoder.layer.{i}"], layer(i)) for i in range(len(base.encoder.layer))]
+        layout.append(("readout", [f"{p}conv_1x1_exp"] if expand else [], readout))
         return layout
 
 
