@@ -131,7 +131,7 @@ def _raised_names(path: Path) -> set[str]:
 # Raised on purpose and never seen by a user: module __getattr__'s protocol, the local Hub's internal HTTP
 # answer, discovery's and the executor's control-flow captures, and helpers that build one of our errors.
 _INTERNAL = {"AttributeError", "_HttpError", "_Captured", "_BlockError", "_not_found", "_unsupported", "_too_many",
-             "_fail", "AssertionError"}  # fmt: skip
+             "_custom_code", "_fail", "AssertionError"}  # fmt: skip
 
 
 def test_every_raised_exception_comes_from_errors_py():

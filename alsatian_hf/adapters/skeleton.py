@@ -27,7 +27,7 @@ def library_of(config: dict) -> str:
     )
 
 
-def custom_code_error(config: dict) -> UnsupportedArchitectureError:
+def _custom_code(config: dict) -> UnsupportedArchitectureError:
     """For a config whose `auto_map` points at the repo's own code (`trust_remote_code` models)."""
     return UnsupportedArchitectureError(
         f"config.json's model_type {config.get('model_type')!r} is the repo's own code (its `auto_map`), which a "
@@ -121,7 +121,7 @@ def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = No
             except ValueError as e:
                 if "trust_remote_code" not in str(e):
                     raise
-                raise custom_code_error(config) from e
+                raise _custom_code(config) from e
             arch = (cfg.architectures or [None])[0]
             cls = getattr(transformers, arch, None) if arch else None
             if cls is None:
