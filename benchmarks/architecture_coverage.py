@@ -6,7 +6,7 @@ The list is the timm families, transformers image classifiers and transformers t
 most, at their smallest standard size or a shrunk config; a row is `adapter` (a registered adapter splits it), `discovered`
 (discovery splits it and reproduces its features) or `refused` (with discovery's reason).
 
-    python -m benchmarks.architecture_coverage
+    python -m benchmarks.architecture_coverage [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -122,13 +122,23 @@ def _row(build: Callable[[], nn.Module]) -> tuple[str, str]:
     return kind, f"{len(split.blocks)} blocks ({split.family})"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     import timm
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", default=None, help="these architectures alone (names as listed)")
+    only = parser.parse_args(argv).only
     warnings.filterwarnings("ignore")
-    rows = [("timm", n, *_row(lambda n=n: timm.create_model(n, pretrained=False, num_classes=7))) for n in TIMM]
-    rows += [("transformers", n, *_row(build)) for n, build in _transformers().items()]
-    rows += [("transformers text", n, *_row(build)) for n, build in _text().items()]
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    rows = [("timm", n, *_row(lambda n=n: timm.create_model(n, pretrained=False, num_classes=7)))
+            for n in TIMM if wanted(n)]  # fmt: skip
+    rows += [("transformers", n, *_row(build)) for n, build in _transformers().items() if wanted(n)]
+    rows += [("transformers text", n, *_row(build)) for n, build in _text().items() if wanted(n)]
     print("| library | architecture | split | blocks or reason |\n|---|---|---|---|")
     for library, name, kind, detail in rows:
         print(f"| {library} | {name} | {kind} | {detail} |")

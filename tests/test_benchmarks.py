@@ -150,6 +150,18 @@ def test_lora_adapters_fetch_less_than_their_merged_copies_and_score_alike(tmp_p
     assert not list(tmp_path.iterdir())
 
 
+def test_architecture_coverage_tells_an_adapter_a_discovery_and_a_refusal_apart():
+    """The coverage table on three of its rows: a registered adapter, a discovered timm family (checked against
+    its own features) and a text family without an adapter."""
+    cmd = [sys.executable, "-m", "benchmarks.architecture_coverage", "--only", "test_vit", "regnetx_002", "Funnel"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split(" | ")[1]: line.split(" | ")[2] for line in out.stdout.splitlines()
+            if line.startswith(("| timm ", "| transformers "))}  # fmt: skip
+    assert rows == {"test_vit": "adapter", "regnetx_002": "discovered", "Funnel": "refused"}, out.stdout
+    assert "timm: 2 architectures; 1 by an adapter, 1 discovered, 0 refused" in out.stdout
+
+
 def test_kendall_tau_equals_scipys():
     import random
 
