@@ -164,17 +164,19 @@ def _pooled(base: nn.Module, p: str, in_checkpoint: Callable[[str], bool]) -> bo
     return getattr(base, "pooler", None) is not None and in_checkpoint(f"{p}pooler")
 
 
-def _masked_layer(layers_of, i: int):
+def _masked_layer(layers_of, i: int, positions=None):
     """Step for layer i of an encoder whose state is (hidden, 2-D attention mask); the 4-D mask is rebuilt
-    per step exactly as the model's forward builds it, so only the 2-D mask needs caching."""
+    per step exactly as the model's forward builds it, so only the 2-D mask needs caching.
+
+    `positions(base, hidden)`: the keyword arguments of position information the model's forward computes once
+    and hands every layer (a relative bias, a rotary table); rebuilt per step from the hidden states' shape."""
     from transformers.masking_utils import create_bidirectional_mask
 
     def step(m, s):
         hidden, mask = s
         b = m.base_model
-        out = layers_of(b)[i](
-            hidden, create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
-        )
+        mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
+        out = layers_of(b)[i](hidden, mask4, **(positions(b, hidden) if positions else {}))
         return (out[0] if isinstance(out, tuple) else out, mask)
 
     return step
@@ -247,16 +249,10 @@ class RoFormerAdapter(BertAdapter):
         return [f"{p}encoder.embed_positions"]
 
     def layer_step(self, i: int):
-        from transformers.masking_utils import create_bidirectional_mask
+        def positions(b, hidden):  # as `RoFormerEncoder.forward` computes them
+            return {"sinusoidal_pos": b.encoder.embed_positions(hidden.shape[:-1])[None, None, :, :]}
 
-        def step(m, s):  # as `RoFormerEncoder.forward` calls each layer
-            hidden, mask = s
-            b = m.base_model
-            positions = b.encoder.embed_positions(hidden.shape[:-1])[None, None, :, :]
-            mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
-            return (b.encoder.layer[i](hidden, mask4, positions)[0], mask)
-
-        return step
+        return _masked_layer(lambda b: b.encoder.layer, i, positions)
 
 
 @register_adapter("esm")
@@ -274,20 +270,13 @@ class EsmAdapter(BertAdapter):
         return embed
 
     def layer_step(self, i: int):
-        from transformers.masking_utils import create_bidirectional_mask
+        def positions(b, hidden):  # as `EsmModel.forward` computes them
+            if b.position_embedding_type != "rotary":
+                return {}
+            index = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+            return {"position_embeddings": b.rotary_embeddings(hidden, index)}
 
-        def step(m, s):  # as `EsmModel.forward` calls each layer
-            hidden, mask = s
-            b = m.base_model
-            rotary = None
-            if b.position_embedding_type == "rotary":
-                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-                rotary = b.rotary_embeddings(hidden, positions)
-            mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
-            out = b.encoder.layer[i](hidden, attention_mask=mask4, position_embeddings=rotary)
-            return (out[0] if isinstance(out, tuple) else out, mask)
-
-        return step
+        return _masked_layer(lambda b: b.encoder.layer, i, positions)
 
 
 @register_adapter("electra")
@@ -415,17 +404,12 @@ class MPNetAdapter(TransformersAdapter):
         return [f"{p}encoder.relative_attention_bias"]
 
     def layout(self, model, base, p, in_checkpoint):
-        from transformers.masking_utils import create_bidirectional_mask
-
-        def layer(i):
-            def step(m, s):
-                hidden, mask = s
-                b = m.base_model
-                bias = b.encoder.compute_position_bias(hidden)
-                mask4 = create_bidirectional_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask)
-                return (b.encoder.layer[i](hidden, mask4, bias)[0], mask)
-
-            return step
+        def layer(i):  # with the bias `MPNetEncoder.forward` computes
+            return _masked_layer(
+                lambda b: b.encoder.layer,
+                i,
+                lambda b, hidden: {"position_bias": b.encoder.compute_position_bias(hidden)},
+            )
 
         pooled = _pooled(base, p, in_checkpoint)
 
