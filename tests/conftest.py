@@ -150,6 +150,21 @@ def vit_zoo(hub_root):
     )
 
 
+@pytest.fixture()
+def diverged(hub_root, tiny_zoo, tmp_path) -> Path:
+    """A local copy of a `tiny_zoo` fine-tune whose layer4 conv1 weights are NaN, as a diverged fine-tune's are."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "diverged"
+    shutil.copytree(hub_root / tiny_zoo.repo_ids[1], broken)
+    tensors = load_file(broken / "model.safetensors")
+    key = next(k for k in sorted(tensors) if k.startswith("layer4") and k.endswith("conv1.weight"))
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    return broken
+
+
 @pytest.fixture(scope="session")
 def letters_tokenizer(hub_root):
     """A BERT tokenizer for tiny text models (vocab_size 57) that spells words out letter by letter: ids 5-30

@@ -371,19 +371,11 @@ def test_a_block_that_fails_on_some_rows_drops_its_candidate_on_every_rank_as_on
 
 @pytest.mark.slow
 def test_a_candidate_whose_features_are_not_finite_is_dropped_on_every_rank_as_one_process_does(
-    hub, hub_root, tiny_zoo, tmp_path
+    hub, tiny_zoo, diverged, tmp_path
 ):
     """A diverged fine-tune (NaN weights) gets a NaN score on the rank that scores it; the sum over ranks keeps
     the NaN, so every rank drops it with one process's reason."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    broken = tmp_path / "diverged"
-    shutil.copytree(hub_root / tiny_zoo.repo_ids[1], broken)
-    tensors = load_file(broken / "model.safetensors")
-    key = next(k for k in sorted(tensors) if k.startswith("layer4") and k.endswith("conv1.weight"))
-    tensors[key] = torch.full_like(tensors[key], float("nan"))
-    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    broken = diverged
     repos = [*tiny_zoo.repo_ids, str(broken)]
     one = _search(repos, tmp_path / "store", "alsatian")
     assert list(one.skipped) == [str(broken)] and one.iterations[0]["failed"] == one.skipped
