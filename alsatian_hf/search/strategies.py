@@ -168,10 +168,7 @@ class AlsatianStrategy(ExecutionStrategy):
                         self.executor.run_plan_chunk(plan, chunk, counters, sources=sources, persist=persist)
                     self.cache.clear()
                 return
-            except (
-                StateLostError,
-                BlockFailedError,
-            ) as e:  # plan what is left without the lost state or failed models
+            except (StateLostError, BlockFailedError) as e:  # plan what is left without the lost state or models
                 self.cache.clear()
                 if isinstance(e, StateLostError):  # deleted or corrupt since planning
                     lost.add(e.key)
