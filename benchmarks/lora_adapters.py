@@ -39,18 +39,14 @@ def _base(root: Path, tiny: bool) -> str:
     from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
 
     if tiny:
-        from transformers import BertConfig, BertTokenizerFast
+        from transformers import BertConfig
 
-        vocab = root.parent / "vocab.txt"
-        letters = [chr(c) for c in range(97, 123)]  # words spelt out letter by letter
-        vocab.write_text(
-            "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)])
-        )
+        from alsatian_hf.zoo import letters_tokenizer
+
         config = BertConfig(vocab_size=57, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=37, max_position_embeddings=64, num_labels=4)  # fmt: skip
         source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
-                                    processor=BertTokenizerFast(vocab=str(vocab)),
-                                    pipeline_tag="text-classification")  # fmt: skip
+                                    processor=letters_tokenizer(root.parent), pipeline_tag="text-classification")  # fmt: skip
     else:
         from alsatian_hf.zoo.minilm import minilm_source
 

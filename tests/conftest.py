@@ -167,14 +167,10 @@ def diverged(hub_root, tiny_zoo, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def letters_tokenizer(hub_root):
-    """A BERT tokenizer for tiny text models (vocab_size 57) that spells words out letter by letter: ids 5-30
-    start a word, 31-56 continue one."""
-    from transformers import BertTokenizerFast
+    """`zoo.letters_tokenizer`: words spelt out letter by letter, for tiny text models (vocab_size 57)."""
+    from alsatian_hf.zoo import letters_tokenizer
 
-    letters = [chr(c) for c in range(97, 123)]
-    vocab = hub_root.parent / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
-    return BertTokenizerFast(vocab=str(vocab))  # transformers 5 ignores `vocab_file=`: every token was [UNK]
+    return letters_tokenizer(hub_root.parent)
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,18 @@ class TransformersSource:
             self.processor.save_pretrained(folder)
 
 
+def letters_tokenizer(folder: str | Path):
+    """A BERT tokenizer for tiny random text models (vocab_size 57) that spells words out letter by letter: ids
+    5-30 start a word, 31-56 continue one. Its vocabulary is written to `folder/vocab.txt`."""
+    from transformers import BertTokenizerFast
+
+    letters = [chr(c) for c in range(97, 123)]
+    vocab = Path(folder) / "vocab.txt"
+    vocab.parent.mkdir(parents=True, exist_ok=True)
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters)]))
+    return BertTokenizerFast(vocab=str(vocab))  # transformers 5 ignores `vocab_file=`: every token would be [UNK]
+
+
 Source = TimmSource | TransformersSource
 
 
