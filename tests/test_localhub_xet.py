@@ -198,6 +198,23 @@ def test_deleting_the_repo_that_owns_shared_xorbs_leaves_the_others_served(tmp_p
         assert Path(out.stdout.strip().splitlines()[-1]).read_bytes() == copy.read_bytes()
 
 
+def test_deleting_an_identical_copy_leaves_the_original_served(tmp_path):
+    """Identical files share a Xet hash; the CAS served a hash from the file last asked about, so deleting that
+    copy (a pull request's, a test's) made every download of the original 404."""
+    with HubServer(tmp_path / "root") as hub:
+        original = _checkpoint(hub.root / "xorg" / "original", seed=1)
+        copy = _checkpoint(hub.root / "xorg" / "copy", seed=1)
+        for repo in ("xorg/original", "xorg/copy"):  # the copy is the file last asked about
+            assert _get(f"{hub.url}/{repo}/resolve/main/model.safetensors", {"Range": "bytes=0-7"})[0] == 206
+        shutil.rmtree(copy.parent)
+        out = subprocess.run([sys.executable, "-c", "from huggingface_hub import hf_hub_download; "
+                              "print(hf_hub_download('xorg/original', 'model.safetensors'))"],
+                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert Path(out.stdout.strip().splitlines()[-1]).read_bytes() == original.read_bytes()
+
+
 def test_without_xet_the_hub_serves_plain_http(tmp_path):
     with HubServer(tmp_path / "root", xet=False) as hub:
         _checkpoint(hub.root / "xorg" / "base", seed=1)

@@ -87,12 +87,22 @@ class XetIndex:
 
     def terms(self, file_hash: str) -> list[Term] | None:
         """The terms of a file by its Xet hash (after re-indexing it if a file it shares xorbs with changed)."""
-        rel = self._paths.get(file_hash)
-        if rel is None:
-            with self._lock:
-                row = self._db.execute("SELECT path FROM files WHERE file_hash=? LIMIT 1", (file_hash,)).fetchone()
-            rel = row[0] if row else None
-        if rel is None or not (self.root / rel).is_file():
+        remembered = self._paths.get(file_hash)
+        terms = self._terms_at(remembered, file_hash) if remembered is not None else None
+        if terms is not None:
+            return terms
+        # Identical files (a copy, a pull request's) share a hash: any of them still there and unchanged serves.
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM files WHERE file_hash=?", (file_hash,)).fetchall()
+        for (rel,) in rows:
+            terms = self._terms_at(rel, file_hash) if rel != remembered else None
+            if terms is not None:
+                return terms
+        return None
+
+    def _terms_at(self, rel: str, file_hash: str) -> list[Term] | None:
+        """The terms of the file at `rel`, if it is there and still has this hash."""
+        if not (self.root / rel).is_file():
             return None
         current, terms = self._entry(self.root / rel)
         return terms if current == file_hash else None
