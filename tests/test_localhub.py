@@ -294,3 +294,45 @@ def test_a_restarted_server_does_not_rehash_unchanged_files(tmp_path, monkeypatc
     monkeypatch.delattr(_repo, "open")
     (folder / "model.safetensors").write_bytes(os.urandom(1 << 20))  # changed: hashed again
     assert _repo.FolderRepo(tmp_path, "model", "org/m").files()[0].sha256 != first[0].sha256
+
+
+def test_pull_requests_are_refs_with_their_own_files(tmp_path):
+    from alsatian_hf.localhub import open_pull_request
+
+    repo = tmp_path / "hub" / "org" / "m"
+    repo.mkdir(parents=True)
+    (repo / "config.json").write_text('{"model_type": "bert"}')
+    (repo / "README.md").write_text("main's card")
+    num = open_pull_request(tmp_path / "hub", "org/m", {"model.safetensors": b"weights", "README.md": b"the PR's card"},
+                            title="Add weights", author="bot")  # fmt: skip
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    (repo / ".pulls" / "1" / "tree" / "leak.txt").symlink_to(secret)  # a link out of the repo is no file of it
+    with HubServer(tmp_path / "hub") as hub:
+        api = HfApi(endpoint=hub.url)
+        main = api.model_info("org/m")
+        assert num == 1 and sorted(s.rfilename for s in main.siblings) == ["README.md", "config.json"]
+        pr = api.model_info("org/m", revision="refs/pr/1")
+        assert sorted(s.rfilename for s in pr.siblings) == ["README.md", "config.json", "model.safetensors"]
+        assert api.model_info("org/m", revision=pr.sha).sha == pr.sha != main.sha
+        assert [c.commit_id for c in api.list_repo_commits("org/m", revision="refs/pr/1")] == [pr.sha, main.sha]
+        refs = api.list_repo_refs("org/m", include_pull_requests=True)
+        assert [(r.ref, r.target_commit) for r in refs.pull_requests] == [("refs/pr/1", pr.sha)]
+        (d,) = api.get_repo_discussions("org/m")
+        assert (d.num, d.title, d.author, d.status, d.is_pull_request) == (1, "Add weights", "bot", "open", True)
+        assert not list(api.get_repo_discussions("org/m", author="someone-else"))
+        assert not list(api.get_repo_discussions("org/m", discussion_type="discussion"))
+        assert not list(api.get_repo_discussions("org/m", discussion_status="closed"))
+        cache = tmp_path / "cache"
+        read = hf_hub_download("org/m", "README.md", revision="refs/pr/1", cache_dir=cache, endpoint=hub.url)
+        assert open(read).read() == "the PR's card"
+        assert open(hf_hub_download("org/m", "README.md", cache_dir=cache, endpoint=hub.url)).read() == "main's card"
+        with pytest.raises(EntryNotFoundError):
+            hf_hub_download("org/m", "model.safetensors", cache_dir=cache, endpoint=hub.url)
+        with pytest.raises(RevisionNotFoundError):
+            api.model_info("org/m", revision="refs/pr/2")
+        r = httpx2.get(f"{hub.url}/org/m/resolve/refs%2Fpr%2F1/leak.txt")
+        assert r.status_code == 404 and b"top secret" not in r.content
+        for _ in range(50):  # the 51st is on the second page of discussions
+            open_pull_request(tmp_path / "hub", "org/m", {}, title="Typo", author="someone")
+        assert [d.num for d in api.get_repo_discussions("org/m")] == list(range(51, 0, -1))

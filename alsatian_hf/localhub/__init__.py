@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ._repo import open_pull_request
 from .server import Faults, HubServer, LoggedRequest, serve_hub
 
 
@@ -28,4 +29,4 @@ def use_endpoint(url: str) -> None:
         ds_config.HUB_DATASETS_HFFS_URL = "hf://datasets/{repo_id}@{revision}/{path}"
 
 
-__all__ = ["Faults", "HubServer", "LoggedRequest", "serve_hub", "use_endpoint"]
+__all__ = ["Faults", "HubServer", "LoggedRequest", "open_pull_request", "serve_hub", "use_endpoint"]

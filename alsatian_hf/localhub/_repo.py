@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from ..errors import ConfigurationError
 
 
 # Files the Hub would store through LFS; everything else is a regular git blob.
@@ -121,17 +124,58 @@ def _is_lfs(path: str, size: int) -> bool:
     return path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
 
 
+PULLS = ".pulls"  # ROOT/<org>/<name>/.pulls/<num>/{discussion.json, tree/}: a repo's pull requests
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """A pull request as `discussion.json` describes it; its files are the folder `tree/` beside it."""
+
+    num: int
+    title: str
+    author: str
+    status: str  # "open", "closed", "merged" or "draft"
+    parent: str  # the commit of main it was opened on
+
+
 class FolderRepo:
-    """One repo: `ROOT/<org>/<name>` (models) or `ROOT/datasets/<org>/<name>` (datasets)."""
+    """One repo: `ROOT/<org>/<name>` (models) or `ROOT/datasets/<org>/<name>` (datasets).
+
+    Its main branch is the folder itself. `pull(num)` is the same repo as pull request `num` sees it (`refs/pr/num`),
+    a folder of its own whose unchanged files may be links into main's.
+    """
 
     def __init__(self, root: Path, repo_type: str, repo_id: str):
         self.root = root
         self.repo_type = repo_type
         self.repo_id = repo_id
-        self.folder = (root / "datasets" / repo_id) if repo_type == "dataset" else (root / repo_id)
+        self.home = (root / "datasets" / repo_id) if repo_type == "dataset" else (root / repo_id)
+        self.folder = self.home
+        self.pr: PullRequest | None = None
 
     def exists(self) -> bool:
         return self.folder.is_dir()
+
+    def pull_requests(self) -> list[PullRequest]:
+        """The repo's pull requests, by number (a malformed `discussion.json` hides its pull request)."""
+        out = []
+        folder = self.home / PULLS
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            try:
+                meta = json.loads((entry / "discussion.json").read_text())
+                pr = PullRequest(int(entry.name), str(meta["title"]), str(meta["author"]),
+                                 str(meta.get("status", "open")), str(meta["parent"]))  # fmt: skip
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if (entry / "tree").is_dir():
+                out.append(pr)
+        return sorted(out, key=lambda pr: pr.num)
+
+    def pull(self, pr: PullRequest) -> "FolderRepo":
+        """The repo as pull request `pr` sees it."""
+        view = FolderRepo(self.root, self.repo_type, self.repo_id)
+        view.folder, view.pr = self.home / PULLS / str(pr.num) / "tree", pr
+        return view
 
     def safe_path(self, rel: str) -> Path | None:
         """Resolve `rel` inside the repo, refusing traversal and symlinks that leave ROOT."""
@@ -140,7 +184,7 @@ class FolderRepo:
         candidate = (self.folder / rel).resolve()
         try:
             candidate.relative_to(self.root.resolve())
-            candidate.relative_to(self.folder.resolve())
+            candidate.relative_to(self.home.resolve())  # a pull request's unchanged files link into main's
         except ValueError:
             return None
         return candidate
@@ -149,7 +193,7 @@ class FolderRepo:
         out = []
         root = self.root.resolve()
         for dirpath, dirnames, filenames in os.walk(self.folder, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".git"))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # hidden files are no repo files
             for name in sorted(filenames):
                 full = Path(dirpath) / name
                 # A symlink that points out of ROOT is invisible, as if it did not exist. Only links are resolved:
@@ -170,9 +214,11 @@ class FolderRepo:
         return out
 
     def commit_sha(self, files: list[RepoFile] | None = None) -> str:
-        """A 40-hex sha that depends only on the files' paths and contents."""
+        """A 40-hex sha that depends only on the files' paths and contents (and a pull request's parent)."""
         files = self.files() if files is None else files
         h = hashlib.sha1(b"alsatian-localhub-commit\0")
+        if self.pr is not None:
+            h.update(f"parent {self.pr.parent}\n".encode())
         for f in files:
             h.update(f"{f.path}\0{f.sha256}\n".encode())
         return h.hexdigest()
@@ -235,3 +281,42 @@ def list_repos(root: Path, repo_type: str) -> list[FolderRepo]:
         for name in sorted(p for p in org.iterdir() if p.is_dir() and not p.name.startswith(".")):
             repos.append(FolderRepo(root, repo_type, f"{org.name}/{name.name}"))
     return repos
+
+
+def open_pull_request(root: str | Path, repo_id: str, files: dict[str, str | Path | bytes], *, title: str,
+                      author: str, repo_type: str = "model") -> int:  # fmt: skip
+    """Open a pull request on a local hub's repo, as a user or a bot of the Hub would, and return its number.
+
+    Its tree is main's files with `files` (repo path -> a file to copy, or bytes) added or replaced; main's
+    others are linked, not copied. `parent` is main's commit now: main may move on, the pull request does not.
+
+    Raises:
+        ConfigurationError: when `repo_id` is no repo under `root`.
+
+    Example:
+        >>> open_pull_request(root, "my-org/bert-ft", {"model.safetensors": path},  # doctest: +SKIP
+        ...                   title="Adding `safetensors` variant of this model", author="SFconvertbot")
+        1
+    """
+    root = Path(root)
+    repo = FolderRepo(root, repo_type, repo_id)
+    if not repo.exists():
+        raise ConfigurationError(f"{repo.home} is no repo of the local hub at {root}: create the repo first.")
+    main = repo.files()
+    num = 1 + max((int(p.name) for p in (repo.home / PULLS).glob("*") if p.name.isdigit()), default=0)
+    tree = repo.home / PULLS / str(num) / "tree"
+    for f in main:
+        if f.path not in files:
+            link = tree / f.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(repo.home / f.path, link.parent))
+    for rel, content in files.items():
+        path = tree / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            shutil.copyfile(content, path)
+    meta = {"title": title, "author": author, "status": "open", "parent": repo.commit_sha(main)}
+    (tree.parent / "discussion.json").write_text(json.dumps(meta, indent=2))
+    return num

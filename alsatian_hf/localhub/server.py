@@ -327,17 +327,32 @@ class _Handler(BaseHTTPRequestHandler):
         if op == "paths-info" and len(rest) >= 2 and method == "POST":
             return self._paths_info(repo, "/".join(rest[1:]))
         if op == "refs":
-            sha = repo.commit_sha()
-            return self._send_json(
-                {
-                    "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": sha}],
-                    "converts": [],
-                    "tags": [],
-                }
-            )
+            refs = {
+                "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo.commit_sha()}],
+                "converts": [],
+                "tags": [],
+            }
+            if self._query.get("include_prs"):
+                refs["pullRequests"] = [
+                    {
+                        "name": f"refs/pr/{pr.num}",
+                        "ref": f"refs/pr/{pr.num}",
+                        "targetCommit": repo.pull(pr).commit_sha(),
+                    }
+                    for pr in repo.pull_requests()
+                ]
+            return self._send_json(refs)
         if op == "commits" and len(rest) >= 2:
-            sha = self._revision(repo, "/".join(rest[1:]))
-            return self._send_json([{"id": sha, "title": "Snapshot", "message": "", "authors": [], "date": _EPOCH}])
+            view, _, sha = self._at(repo, "/".join(rest[1:]))
+            commits = [{"id": sha, "title": "Snapshot", "message": "", "authors": [], "date": _EPOCH}]
+            if view.pr is not None:  # a pull request's head, then the commit of main it was opened on
+                commits[0]["title"] = view.pr.title
+                commits.append(
+                    {"id": view.pr.parent, "title": "Snapshot", "message": "", "authors": [], "date": _EPOCH}
+                )
+            return self._send_json(commits)
+        if op == "discussions" and len(rest) == 1:
+            return self._discussions(repo)
         if op == "xet-read-token" and len(rest) >= 2 and self.hub.xet is not None:
             return self._xet_read_token(repo, "/".join(rest[1:]))
         if op == "safetensors-metadata" and repo_type == "model":
@@ -353,11 +368,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise _not_found("RepoNotFound", f"Repository Not Found for url: {self.path}.")
         return repo
 
-    def _revision(self, repo: FolderRepo, revision: str, files: list[RepoFile] | None = None) -> str:
+    def _at(self, repo: FolderRepo, revision: str | None) -> tuple[FolderRepo, list[RepoFile], str]:
+        """The repo as `revision` sees it, its files and its commit: main (`main`, `refs/heads/main` or its sha,
+        and None) or a pull request (`refs/pr/N` or its head's sha)."""
+        files = repo.files()
         sha = repo.commit_sha(files)
-        if revision not in ("main", sha, "refs/heads/main"):
-            raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
-        return sha
+        if revision in (None, "main", "refs/heads/main", sha):
+            return repo, files, sha
+        for pr in repo.pull_requests():
+            view = repo.pull(pr)
+            if revision == f"refs/pr/{pr.num}" or (len(revision) == 40 and revision == view.commit_sha()):
+                files = view.files()
+                return view, files, view.commit_sha(files)
+        raise _not_found("RevisionNotFound", f"Invalid rev id: {revision}")
 
     # -- endpoints -----------------------------------------------------------------------------------------
     def _list(self, repo_type: str) -> None:
@@ -396,9 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(payload, headers=headers)
 
     def _info(self, repo: FolderRepo, revision: str | None) -> None:
-        files = repo.files()
-        if revision is not None:
-            self._revision(repo, revision, files)
+        repo, files, _ = self._at(repo, revision)
         card = repo.card_data()
         blobs = bool(self._query.get("blobs"))
         payload = self._info_payload(
@@ -461,6 +482,28 @@ class _Handler(BaseHTTPRequestHandler):
             chosen = props
         return {"_id": sha[:24], "id": repo.repo_id, "modelId": repo.repo_id, **chosen}
 
+    def _discussions(self, repo: FolderRepo) -> None:
+        """A page of the repo's discussions: here, its pull requests (`get_repo_discussions`)."""
+        q = self._query
+        kind, status, author = ((q.get(k) or [None])[0] for k in ("type", "status", "author"))
+        prs = [] if kind == "discussion" else repo.pull_requests()
+        prs = [pr for pr in prs if (status in (None, "all") or pr.status == status) and author in (None, pr.author)]
+        start = int((q.get("p") or [0])[0] or 0) * PAGE_SIZE
+        page = [
+            {
+                "num": pr.num,
+                "title": pr.title,
+                "status": pr.status,
+                "isPullRequest": True,
+                "createdAt": _EPOCH,
+                "author": {"name": pr.author},
+                "repo": {"name": repo.repo_id, "type": repo.repo_type},
+            }  # fmt: skip
+            for pr in sorted(prs, key=lambda pr: -pr.num)[start : start + PAGE_SIZE]
+        ]
+        closed = sum(pr.status in ("closed", "merged") for pr in prs)
+        self._send_json({"discussions": page, "count": len(prs), "start": start, "numClosedDiscussions": closed})
+
     def _tree_entries(self, repo: FolderRepo, files: list[RepoFile], base: str, recursive: bool) -> list[dict]:
         prefix = f"{base}/" if base else ""
         dirs: dict[str, None] = {}
@@ -481,8 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         return sorted(dir_entries + entries, key=lambda e: e["path"])
 
     def _tree(self, repo: FolderRepo, revision: str, base: str) -> None:
-        files = repo.files()
-        self._revision(repo, revision, files)
+        repo, files, _ = self._at(repo, revision)
         base = base.strip("/")
         if base and not any(f.path.startswith(base + "/") for f in files):
             if any(f.path == base for f in files):
@@ -500,8 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _paths_info(self, repo: FolderRepo, revision: str) -> None:
         form = self._body_form()
-        files = repo.files()
-        self._revision(repo, revision, files)
+        repo, files, _ = self._at(repo, revision)
         paths = [p for v in form.get("paths", []) for p in (v if isinstance(v, list) else [v])]
         by_path = {f.path: f for f in files}
         dirs = {"/".join(f.path.split("/")[:i]) for f in files for i in range(1, f.path.count("/") + 1)}
@@ -528,8 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json({"index": {k: v for k, v in index.items() if k != "weight_map"}, "headers": headers})
 
     def _resolve(self, method: str, repo: FolderRepo, revision: str, rel: str) -> None:
-        files = repo.files()
-        sha = self._revision(repo, revision, files)
+        repo, files, sha = self._at(repo, revision)
         target = repo.safe_path(rel)
         entry = next((f for f in files if f.path == rel), None)
         if target is None or entry is None or not target.is_file():
@@ -596,7 +636,8 @@ class _Handler(BaseHTTPRequestHandler):
         """The Xet hash of an LFS file (chunked on first use of this version), or None without Xet."""
         if self.hub.xet is None or not f.lfs:
             return None
-        return self.hub.xet.file_hash(repo.folder / f.path)
+        path = repo.folder / f.path
+        return self.hub.xet.file_hash(path.resolve() if path.is_symlink() else path)  # a pull request's link: main's
 
     def _file_entry(self, repo: FolderRepo, f: RepoFile) -> dict:
         entry = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
@@ -608,7 +649,7 @@ class _Handler(BaseHTTPRequestHandler):
         return entry
 
     def _xet_read_token(self, repo: FolderRepo, revision: str) -> None:
-        self._revision(repo, revision)
+        self._at(repo, revision)
         token, expiry = self.hub.issue_token()
         cas = f"{self.hub.url}/cas"
         headers = {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(expiry)}
