@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,14 +212,19 @@ def test_repo_without_safetensors_is_skipped_with_reason(hub, hub_root, tiny_zoo
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text((hub_root / tiny_zoo.repo_ids[0] / "config.json").read_text())
     (folder / "pytorch_model.bin").write_bytes(b"not a pickle we would ever open")
-    listed = list(list_candidates(author="binonly"))
-    assert listed[0].skip_reason and "safetensors" in listed[0].skip_reason
-    result = ModelSearcher(
-        [*listed, tiny_zoo.repo_ids[0], "binonly/missing"], train_dataset=small_ds, args=_args(tmp_path)
-    ).search()
-    assert "safetensors" in result.skipped["binonly/model"]
-    assert "binonly/missing" in result.skipped
-    assert result.models == [tiny_zoo.repo_ids[0]]
+    try:
+        listed = list(list_candidates(author="binonly"))
+        assert listed[0].skip_reason is None  # its safetensors conversion is looked for when it is opened
+        result = ModelSearcher(
+            [*listed, tiny_zoo.repo_ids[0], "binonly/missing"], train_dataset=small_ds, args=_args(tmp_path)
+        ).search()
+        assert "no open safetensors conversion pull request" in result.skipped["binonly/model"]
+        assert "binonly/missing" in result.skipped
+        assert result.models == [tiny_zoo.repo_ids[0]]
+        (folder / "pytorch_model.bin").unlink()
+        assert list(list_candidates(author="binonly"))[0].skip_reason == "no safetensors weights."
+    finally:
+        shutil.rmtree(folder.parent)
 
 
 def test_store_cli_info_and_gc(hub, tiny_zoo, small_ds, tmp_path):

@@ -309,6 +309,7 @@ class AssembledCandidate:
     revision: str
     processor: Processor
     base: str | None = None  # a LoRA adapter's base `repo@commit`
+    weights_from: str | None = None  # a `.bin`-only commit's safetensors conversion (`refs/pr/N`)
 
 
 class CandidateAssembler:
@@ -404,4 +405,4 @@ class CandidateAssembler:
             prepared_store=self.store if self.prepared_blocks and isinstance(repo.source, HubBlockSource) else None,
             compile_mode=self.compile_mode,
         )
-        return AssembledCandidate(candidate, repo.revision, processor, repo.base)
+        return AssembledCandidate(candidate, repo.revision, processor, repo.base, repo.weights_from)

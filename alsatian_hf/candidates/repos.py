@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -12,7 +13,8 @@ from typing import Union
 from .._progress import silent_tqdm_class
 from ..errors import BlockFetchError, CandidateSkipped
 from ..hub import Candidate, RangeReader
-from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
+from ..hub.conversion import Conversion, find_conversion, has_pickled_checkpoint
+from ..hub.headers import SINGLE, checkpoint_files, layout_from_json, layout_to_json, read_layout
 from ..hub.listing import card_base_model
 from ..hub.ranges import with_retries
 from ..hub.xet import XetReader
@@ -39,6 +41,7 @@ class OpenedRepo:
     folder: Path  # config.json, processor and tokenizer files
     source: TensorSource
     base: str | None = None  # a LoRA adapter's: the base `repo@commit` (or folder) it is merged onto
+    weights_from: str | None = None  # a `.bin`-only commit's: the safetensors conversion searched (`refs/pr/N`)
 
 
 def candidate_id(spec: CandidateSpec) -> str:
@@ -182,12 +185,13 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
     from huggingface_hub import HfApi, constants, snapshot_download
 
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") == "1"
-    files_sha, base_model = None, None
+    files_sha, base_model, private = None, None, False
     siblings: list[str] = []
     sizes: dict[str, int] = {}
     known = store.load_commit(repo_id, revision) if revision is not None and _COMMIT.fullmatch(revision) else None
     if known is not None:
         siblings, sizes, files_sha, base_model = (known[k] for k in ("siblings", "sizes", "files_sha", "base_model"))
+        private = known.get("private", False)
     elif not offline:
         info = with_retries(lambda: HfApi().model_info(repo_id, revision=revision, files_metadata=True))
         revision = info.sha
@@ -197,9 +201,18 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         weights = [f for f in siblings if f == SINGLE or (f.startswith("model-") and f.endswith(".safetensors"))]
         files_sha = files_identity([lfs.get(f) for f in weights])
         base_model = card_base_model(info.card_data)
-        if revision is not None and _COMMIT.fullmatch(revision):
+        private = bool(info.private)
+        # kept once: a record may hold what later set-up learnt, such as a `.bin` commit's conversion
+        if revision is not None and _COMMIT.fullmatch(revision) and store.load_commit(repo_id, revision) is None:
             commit = {"siblings": siblings, "sizes": sizes, "files_sha": files_sha, "base_model": base_model}
-            store.save_commit(repo_id, revision, commit)
+            store.save_commit(repo_id, revision, {**commit, "private": private} if private else commit)
+    if (
+        siblings
+        and checkpoint_files(siblings) is None
+        and not is_adapter(siblings)
+        and has_pickled_checkpoint(siblings)
+    ):
+        return _open_conversion(repo_id, revision, private, store=store, reader=reader, xet=xet, via=via)
     folder = _cached_snapshot(repo_id, revision, siblings) if known is not None else None
     if folder is None:
         # the search shows one bar per phase; snapshot_download's own "Fetching N files" bar would nest in it
@@ -248,6 +261,40 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
                             xet_hashes=xet_hashes if xet is not None else None, base_model=base_model)  # fmt: skip
     source.read_index()
     return OpenedRepo(repo_id, revision, folder, source)
+
+
+def _open_conversion(repo_id: str, commit: str, private: bool, *, store: BlockStore, reader: RangeReader,
+                     xet: XetReader | None, via: tuple[str, ...]) -> OpenedRepo:  # fmt: skip
+    """A `.bin`-only commit opened as its safetensors conversion (`hub.conversion`), which the store then
+    remembers: a repeated search sends no request for either commit.
+
+    Raises:
+        CandidateSkipped: when the commit has no open conversion pull request (or, offline, none in the store).
+    """
+    from huggingface_hub import constants
+
+    record = store.load_commit(repo_id, commit) if _COMMIT.fullmatch(commit) else None
+    found = (record or {}).get("conversion")
+    if found is not None:
+        conversion = Conversion(*found)
+    elif constants.HF_HUB_OFFLINE:
+        raise CandidateSkipped(
+            repo_id, f"only a .bin checkpoint (never unpickled), and HF_HUB_OFFLINE is set: the store knows no "
+            f"safetensors conversion of commit {commit[:8]}. Run the search once online to look for it."
+        )  # fmt: skip
+    else:
+        conversion = find_conversion(repo_id, commit, private=private)
+        if conversion is None:
+            raise CandidateSkipped(
+                repo_id, "only a .bin checkpoint (never unpickled), and no open safetensors conversion pull request on "
+                f"commit {commit[:8]}. Open one at https://huggingface.co/spaces/safetensors/convert, or push the "
+                "weights with `save_pretrained(...)`, which writes safetensors."
+            )  # fmt: skip
+    logger.info("%s: only a .bin checkpoint; searching its safetensors conversion %s", repo_id, conversion.ref)
+    opened = open_hub(repo_id, conversion.commit, store=store, reader=reader, xet=xet, via=via)
+    if record is not None and found is None:
+        store.save_commit(repo_id, commit, {**record, "conversion": [conversion.num, conversion.commit]})
+    return dataclasses.replace(opened, weights_from=conversion.ref)
 
 
 def _cached_snapshot(repo_id: str, commit: str, siblings: list[str]) -> Path | None:

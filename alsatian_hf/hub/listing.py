@@ -7,12 +7,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .conversion import find_conversion, has_pickled_checkpoint
 from .headers import ADAPTER_WEIGHTS, checkpoint_files, is_adapter
 
 
 logger = logging.getLogger("alsatian_hf")
 
-_EXPAND = ["sha", "siblings", "safetensors", "tags", "library_name", "pipeline_tag", "gated", "config", "cardData"]
+_EXPAND = ["sha", "siblings", "safetensors", "tags", "library_name", "pipeline_tag", "gated", "private", "config",
+           "cardData"]  # fmt: skip
 
 
 @dataclass
@@ -43,8 +45,8 @@ def _to_candidate(info) -> Candidate:
     elif is_adapter(siblings):  # a PEFT adapter: searched merged into its base
         if ADAPTER_WEIGHTS not in siblings:
             c.skip_reason = f"a PEFT adapter without {ADAPTER_WEIGHTS} (an adapter_model.bin is never unpickled)."
-    elif siblings and checkpoint_files(list(siblings)) is None:
-        c.skip_reason = "no safetensors weights (a .bin checkpoint is never unpickled)."
+    elif siblings and checkpoint_files(list(siblings)) is None and not has_pickled_checkpoint(siblings):
+        c.skip_reason = "no safetensors weights."  # a .bin checkpoint's safetensors conversion is looked up on opening
     return c
 
 
@@ -122,6 +124,18 @@ def list_candidates(
             base_sizes[base] = found.total if found is not None else None
         return base_sizes[base]
 
+    def converted_size(info) -> int | None:
+        """A `.bin`-only commit's size: its safetensors conversion's (`hub.conversion`; two or three requests)."""
+        try:
+            conversion = find_conversion(info.id, info.sha, private=bool(info.private))
+            if conversion is None:
+                return None
+            found = api.model_info(info.id, revision=conversion.commit, expand=["safetensors"]).safetensors
+        except (OSError, ValueError) as e:  # as for an adapter's base: skipped with the reason
+            logger.debug("max_params: the size of %s's safetensors conversion is unknown (%s)", info.id, e)
+            return None
+        return found.total if found is not None else None
+
     for info in iterator:
         if info.id in seen:
             continue
@@ -132,6 +146,13 @@ def list_candidates(
             if cand.num_parameters is None:
                 cand.skip_reason = (
                     "a PEFT adapter whose card's `base_model` has no size to check `max_params` against."
+                )
+        elif max_params is not None and cand.skip_reason is None and checkpoint_files(list(cand.siblings)) is None:
+            cand.num_parameters = converted_size(info)  # a `.bin`-only commit: the Hub has no size of its own
+            if cand.num_parameters is None:
+                cand.skip_reason = (
+                    "only a .bin checkpoint, and no open safetensors conversion pull request whose size to check "
+                    "`max_params` against."
                 )
         if max_params is not None and cand.skip_reason is None:
             if cand.num_parameters is None:

@@ -29,8 +29,10 @@ class SearchResult:
         ['org/a', 'org/b']
     """
 
-    ranking: list[dict[str, Any]]  # [{"rank", "model", "score", "revision"[, "base"]}], best first; "base": an
-    # adapter's base `repo@commit`
+    # [{"rank", "model", "score", "revision"[, "base"][, "weights"]}], best first. "base": an adapter's base
+    # `repo@commit`; "weights": the safetensors conversion (`refs/pr/N`) searched for a `.bin`-only commit, whose
+    # head is "revision"
+    ranking: list[dict[str, Any]]
     iterations: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     strategy: str = "alsatian"
@@ -159,7 +161,9 @@ class SearchResult:
             "| rank | model | score |",
             "|---:|---|---:|",
         ]
-        lines += [f"| {r['rank']} | {r['model']} | {r['score']:.4f} |" for r in self.ranking]
+        for r in self.ranking:
+            converted = f" (safetensors from {r['weights']})" if r.get("weights") else ""
+            lines.append(f"| {r['rank']} | {r['model']}{converted} | {r['score']:.4f} |")
         lines += [
             "",
             "## Iterations",

@@ -70,7 +70,9 @@ class _Prepared:
     device: torch.device
     feature_cache: FeatureCache | None = None
     precision: str = "fp32"  # what the blocks ran in on this device (`candidates.precision`)
-    bases: dict[str, str] = field(default_factory=dict)  # adapter -> the base `repo@commit` it was merged onto
+    # where a candidate's weights come from, where not its own commit's safetensors: fields of its ranking row,
+    # "base" (an adapter's base `repo@commit`) and "weights" (a `.bin` commit's conversion, `refs/pr/N`)
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @contextmanager
@@ -342,7 +344,7 @@ class ModelSearcher:
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
             cb.on_search_begin(candidates=ids, args=args)
-        candidates, revisions, bases = [], {}, {}
+        candidates, revisions, provenance = [], {}, {}
         bar = progress_bar(total=len(ids), desc="preparing candidates", unit="model")
         # Candidates that need the Hub (small files, layout, Xet hashes: a few requests each) are opened ahead, in
         # threads, while one is assembled; the others open in this thread, since threads that do not wait on
@@ -358,8 +360,9 @@ class ModelSearcher:
                 if assembled is not None:
                     candidates.append(assembled.candidate)
                     revisions[model_id] = assembled.revision
-                    if assembled.base is not None:
-                        bases[model_id] = assembled.base
+                    fields = {"base": assembled.base, "weights": assembled.weights_from}
+                    if any(fields.values()):
+                        provenance[model_id] = {k: v for k, v in fields.items() if v is not None}
                 bar.set_postfix_str(f"{stats.bytes / 1e6:.1f} MB fetched", refresh=False)
                 bar.update()
         bar.close()
@@ -385,7 +388,7 @@ class ModelSearcher:
             feature_cache = FeatureCache(store.root / "features", budget=args.feature_cache_budget)
         return _Prepared(
             candidates, revisions, dataset, labels, schedule, data, stats, store, device, feature_cache,
-            assembler.precision, bases,
+            assembler.precision, provenance,
         )  # fmt: skip
 
     def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future | None):
@@ -531,7 +534,7 @@ class ModelSearcher:
                     "model": m,
                     "score": outcome.scores[m],
                     "revision": prepared.revisions.get(m),
-                    **({"base": prepared.bases[m]} if m in prepared.bases else {}),
+                    **prepared.provenance.get(m, {}),
                 }  # fmt: skip
                 for i, m in enumerate(outcome.ranking)
             ],

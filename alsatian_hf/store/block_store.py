@@ -420,6 +420,7 @@ class BlockStore:
         hashes, the card's base model): JSON-serialisable, and never changing for a commit sha."""
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)", (repo, revision, json.dumps(info)))
+        self._commits[(repo, revision)] = info  # what set-up learnt later (a `.bin` commit's conversion) is seen
 
     def load_commit(self, repo: str, revision: str) -> dict | None:
         """`save_commit`'s info, read from disk once, like `load_layout`: set-up asks twice per candidate, to
