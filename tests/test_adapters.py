@@ -114,6 +114,26 @@ TRANSFORMERS_CASES = [
         lambda m, x: _cls(m.roberta(**x)),
     ),
     (
+        "RemBertForSequenceClassification",  # narrow embeddings, projected in the encoder
+        lambda: T.RemBertForSequenceClassification(
+            T.RemBertConfig(**_BERT, input_embedding_size=16, output_embedding_size=16)
+        ),
+        _text,
+        lambda m, x: m.rembert(**x).pooler_output,
+    ),
+    (
+        "MobileBertForSequenceClassification",  # bottleneck layers, stacked FFNs, no-norm layers
+        lambda: T.MobileBertForSequenceClassification(T.MobileBertConfig(**_BERT, embedding_size=16)),
+        _text,
+        lambda m, x: m.mobilebert(**x).pooler_output,
+    ),
+    (
+        "MobileBertModel-no-activation",  # a pooler without weights: [CLS]
+        lambda: T.MobileBertModel(T.MobileBertConfig(**_BERT, embedding_size=16, classifier_activation=False)),
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
         "RoFormerForSequenceClassification",  # the sinusoidal table every layer reads is shared
         lambda: T.RoFormerForSequenceClassification(T.RoFormerConfig(**_BERT, embedding_size=16)),
         _text,

@@ -142,6 +142,20 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "RemBERT",
+        "RemBertConfig()",
+        "embeddings+projection → every layer → pooler",
+        _hf("RemBertConfig", "RemBertForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "MobileBERT",
+        "MobileBertConfig()",
+        "embeddings → every bottleneck layer → pooler, or [CLS] state without `classifier_activation`",
+        _hf("MobileBertConfig", "MobileBertForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "ALBERT",
         "AlbertConfig()",
         "embeddings+projection → every layer (its group's shared weights) → pooler",

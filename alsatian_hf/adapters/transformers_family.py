@@ -182,6 +182,16 @@ def _masked_layer(layers_of, i: int, positions=None):
     return step
 
 
+_PROJECTIONS = ("embeddings_project", "encoder.embedding_hidden_mapping_in")  # ELECTRA's, RemBERT's
+
+
+def _has_module(base: nn.Module, path: str) -> bool:
+    try:
+        return isinstance(base.get_submodule(path), nn.Module)
+    except AttributeError:
+        return False
+
+
 def _final_norm(encoder: nn.Module) -> str | None:
     """The norm a pre-LayerNorm encoder applies after its last layer (Megatron-BERT's `ln`, XLM-R XL's
     `LayerNorm`, ESM's `emb_layer_norm_after`), or None."""
@@ -191,10 +201,14 @@ def _final_norm(encoder: nn.Module) -> str | None:
 
 
 @register_adapter("bert", "roberta", "xlm-roberta", "camembert", "data2vec-text", "ernie", "megatron-bert",
-                  "xlm-roberta-xl")  # fmt: skip
+                  "xlm-roberta-xl", "mobilebert", "rembert")  # fmt: skip
 class BertAdapter(TransformersAdapter):
-    """embeddings | every encoder layer | the encoder's final norm where it has one (pre-LayerNorm encoders), then
-    the pooler (`pooler_output`), or the [CLS] state without a pooler."""
+    """embeddings (+ the projection to the hidden size, where they are narrower) | every encoder layer | the
+    encoder's final norm where it has one (pre-LayerNorm encoders), then the pooler (`pooler_output`), or the
+    [CLS] state without a pooler.
+
+    MobileBERT's bottleneck layers take BERT's arguments, and its pooler without `classifier_activation` has no
+    weights: it reads [CLS]."""
 
     family = "transformers-bert"
 
@@ -205,7 +219,8 @@ class BertAdapter(TransformersAdapter):
         return (ids, mask, types)
 
     def layout(self, model, base, p, in_checkpoint):
-        project = hasattr(base, "embeddings_project")  # ELECTRA's embeddings are narrower than its hidden size
+        # ELECTRA's and RemBERT's embeddings are narrower than the hidden size; the encoder's input is projected
+        project = next((m for m in _PROJECTIONS if _has_module(base, m)), None)
         embed = self.embed_step(project)
 
         pooled = _pooled(base, p, in_checkpoint)  # ELECTRA has no pooler
@@ -215,7 +230,7 @@ class BertAdapter(TransformersAdapter):
             hidden = getattr(m.base_model.encoder, norm)(s[0]) if norm else s[0]
             return (m.base_model.pooler(hidden) if pooled else hidden[:, 0],)
 
-        layout = [("embeddings", [f"{p}embeddings", *([f"{p}embeddings_project"] if project else [])], embed)]
+        layout = [("embeddings", [f"{p}embeddings", *([f"{p}{project}"] if project else [])], embed)]
         shared = self.shared_paths(base, p)
         layout += [
             (f"layer.{i}", [f"{p}encoder.layer.{i}", *shared], self.layer_step(i))
@@ -225,12 +240,14 @@ class BertAdapter(TransformersAdapter):
         layout.append(("readout", paths + ([f"{p}pooler"] if pooled else []), readout))
         return layout
 
-    def embed_step(self, project: bool):
+    def embed_step(self, project: str | None):
+        """`project`: the module path, in the base model, of the projection to the hidden size, or None."""
+
         def embed(m, s):
             ids, mask, types = s
             b = m.base_model
             hidden = b.embeddings(input_ids=ids, token_type_ids=types)
-            return (b.embeddings_project(hidden) if project else hidden, mask)
+            return (b.get_submodule(project)(hidden) if project else hidden, mask)
 
         return embed
 
@@ -262,7 +279,7 @@ class EsmAdapter(BertAdapter):
 
     family = "transformers-esm"
 
-    def embed_step(self, project: bool):
+    def embed_step(self, project: str | None):
         def embed(m, s):
             ids, mask, _ = s
             return (m.base_model.embeddings(input_ids=ids, attention_mask=mask), mask)
