@@ -357,6 +357,32 @@ TRANSFORMERS_CASES = [
         lambda m, x: m.swinv2(**x).pooler_output,
     ),
     (
+        "FocalNetForImageClassification",
+        lambda: T.FocalNetForImageClassification(
+            T.FocalNetConfig(image_size=32, embed_dim=8, depths=[1, 2], hidden_sizes=[8, 16])
+        ),  # fmt: skip
+        _pixels,
+        lambda m, x: m.focalnet(**x).pooler_output,
+    ),
+    (
+        "FocalNetModel-conv-embed-post-norm",  # the options of focalnet-large and xlarge
+        lambda: T.FocalNetModel(
+            T.FocalNetConfig(
+                image_size=32,
+                embed_dim=8,
+                depths=[1, 2],
+                hidden_sizes=[8, 16],
+                use_conv_embed=True,
+                use_layerscale=True,
+                use_post_layernorm=True,
+                normalize_modulator=True,
+                focal_levels=[3, 3],
+            )
+        ),  # fmt: skip
+        _pixels,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
         "SwinForImageClassification",
         lambda: T.SwinForImageClassification(T.SwinConfig(**_SWIN)),
         _pixels,
@@ -606,9 +632,16 @@ def test_discovery_for_unregistered_vision_models(factory, tmp_path):
 
 
 def test_discovery_refuses_what_it_cannot_reproduce():
-    focal = T.FocalNetModel(T.FocalNetConfig(image_size=32, embed_dim=8, depths=[1, 1], hidden_sizes=[8, 16])).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="FocalNetModel.*register_adapter"):
-        split_model(focal)
+    # XCiT's blocks take the token grid's height and width, which discovery cannot know
+    xcit = timm.create_model(
+        "xcit_nano_12_p16_224", pretrained=False, depth=2, cls_attn_layers=1, num_classes=7
+    ).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="Xcit.*blocks do not run.*register_adapter"):
+        split_model(xcit)
+    pvt = T.PvtModel(T.PvtConfig(image_size=32, hidden_sizes=[8, 16, 16, 16], num_attention_heads=[1, 1, 1, 1],
+                                 depths=[1, 1, 1, 1])).eval()  # fmt: skip
+    with pytest.raises(UnsupportedArchitectureError, match="PvtModel.*never reached.*register_adapter"):
+        split_model(pvt)
     gpt2 = T.GPT2Model(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
     with pytest.raises(UnsupportedArchitectureError, match="text models"):
         split_model(gpt2)

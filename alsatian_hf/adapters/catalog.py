@@ -273,6 +273,13 @@ ROWS = [
         "same as Swin",
         _hf("Swinv2Config", "Swinv2ForImageClassification"),
     ),
+    FamilyRow(
+        "transformers",
+        "FocalNet",
+        "FocalNetConfig()",
+        "embeddings → per stage: every layer, downsampling → layernorm+pool",
+        _hf("FocalNetConfig", "FocalNetForImageClassification"),
+    ),
 ]
 
 

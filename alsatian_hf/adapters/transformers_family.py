@@ -726,3 +726,52 @@ class HfSwinAdapter(TransformersAdapter):
                 layout.append((f"layers.{i}.downsample", [f"{p}encoder.layers.{i}.downsample"], merge(i)))
         layout.append(("readout", [f"{p}layernorm"], readout))
         return layout
+
+
+@register_adapter("focalnet")
+class HfFocalNetAdapter(TransformersAdapter):
+    """embeddings | every focal modulation layer, then each stage's downsampling | layernorm + average pool.
+
+    Swin's shape: the state carries the token grid's height and width per item, as a (batch, 2) tensor.
+    """
+
+    family = "transformers-focalnet"
+
+    def layout(self, model, base, p, in_checkpoint):
+        def grid(hidden: torch.Tensor, h: int, w: int) -> torch.Tensor:
+            return torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
+
+        def embed(m, s):
+            hidden, (h, w) = m.base_model.embeddings(s[0])
+            return (hidden, grid(hidden, h, w))
+
+        def layer(i, j):
+            def step(m, s):
+                hidden, dims = s
+                return (m.base_model.encoder.stages[i].layers[j](hidden, (int(dims[0, 0]), int(dims[0, 1]))), dims)
+
+            return step
+
+        def downsample(i):
+            def step(m, s):  # as `FocalNetStage.forward` does after its layers
+                hidden, dims = s
+                h, w = int(dims[0, 0]), int(dims[0, 1])
+                hidden = hidden.transpose(1, 2).reshape(hidden.shape[0], -1, h, w)
+                hidden, (h, w) = m.base_model.encoder.stages[i].downsample(hidden)
+                return (hidden, grid(hidden, h, w))
+
+            return step
+
+        def readout(m, s):
+            return (m.base_model.layernorm(s[0]).mean(1),)
+
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        for i, stage in enumerate(base.encoder.stages):
+            layout += [
+                (f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
+                for j in range(len(stage.layers))
+            ]
+            if stage.downsample is not None:
+                layout.append((f"stages.{i}.downsample", [f"{p}encoder.stages.{i}.downsample"], downsample(i)))
+        layout.append(("readout", [f"{p}layernorm"], readout))
+        return layout
