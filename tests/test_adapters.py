@@ -61,6 +61,13 @@ def _cls(h):
     return h.last_hidden_state[:, 0]
 
 
+def _first_global(x):
+    """Global attention on [CLS], as `LongformerForSequenceClassification` sets it."""
+    mask = torch.zeros_like(x["input_ids"])
+    mask[:, 0] = 1
+    return mask
+
+
 # (name, model factory, inputs, reference features)
 TRANSFORMERS_CASES = [
     ("BertModel", lambda: T.BertModel(T.BertConfig(**_BERT)), _text, lambda m, x: m(**x).pooler_output),
@@ -112,6 +119,18 @@ TRANSFORMERS_CASES = [
         lambda: T.XLMRobertaXLForSequenceClassification(T.XLMRobertaXLConfig(**_BERT, pad_token_id=1)),
         _text,
         lambda m, x: _cls(m.roberta(**x)),
+    ),
+    (
+        "LongformerForSequenceClassification",  # [CLS] global, the rest a window of 4: 7 tokens padded to 8
+        lambda: T.LongformerForSequenceClassification(T.LongformerConfig(**_BERT, attention_window=4, pad_token_id=1)),
+        _text,
+        lambda m, x: _cls(m.longformer(**x, global_attention_mask=_first_global(x))),
+    ),
+    (
+        "LongformerModel",
+        lambda: T.LongformerModel(T.LongformerConfig(**_BERT, attention_window=[8, 4], pad_token_id=1)),
+        _text,
+        lambda m, x: m(**x, global_attention_mask=_first_global(x)).pooler_output,
     ),
     (
         "RemBertForSequenceClassification",  # narrow embeddings, projected in the encoder

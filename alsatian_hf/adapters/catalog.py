@@ -142,6 +142,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "Longformer",
+        "LongformerConfig()",
+        "embeddings (padded to the attention window) → every layer ([CLS] global) → [CLS] state",
+        _hf("LongformerConfig", "LongformerForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "RemBERT",
         "RemBertConfig()",
         "embeddings+projection → every layer → pooler",

@@ -492,6 +492,47 @@ class ModernBertAdapter(TransformersAdapter):
         return layout
 
 
+@register_adapter("longformer")
+class LongformerAdapter(BertAdapter):
+    """BERT's layout, run as `LongformerForSequenceClassification` runs it: [CLS] attends globally and every token
+    attends to it, the sequence is padded to a multiple of the attention window, and each layer's masks are rebuilt
+    from the merged 2-D mask (0: padding, 1: local, 2: global), as `LongformerModel.forward` builds them."""
+
+    family = "transformers-longformer"
+
+    def embed_step(self, project: str | None):
+        def embed(m, s):
+            ids, mask, types = s
+            b = m.base_model
+            wanted = torch.zeros_like(ids)
+            wanted[:, 0] = 1  # the classifier's default: global attention on [CLS]
+            merged = b._merge_to_attention_mask(mask, wanted)
+            _, ids, merged, types, _, _ = b._pad_to_window_size(
+                input_ids=ids, attention_mask=merged, token_type_ids=types, position_ids=None, inputs_embeds=None,
+                pad_token_id=b.config.pad_token_id,
+            )  # fmt: skip
+            return (b.embeddings(input_ids=ids, token_type_ids=types), merged)
+
+        return embed
+
+    def layer_step(self, i: int):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        def step(m, s):
+            hidden, merged = s
+            b = m.base_model
+            extended = create_bidirectional_mask(config=b.config, inputs_embeds=hidden,
+                                                 attention_mask=torch.clamp(merged, min=0, max=1),
+                                                 allow_is_bidirectional_skip=False)[:, 0, 0, :]  # fmt: skip
+            extended[merged == 2] = torch.finfo(hidden.dtype).max
+            is_global = extended > 0
+            out = b.encoder.layer[i](hidden, attention_mask=extended, is_index_masked=extended < 0,
+                                     is_index_global_attn=is_global, is_global_attn=bool(is_global.any()))  # fmt: skip
+            return (out[0], merged)
+
+        return step
+
+
 @register_adapter("distilbert")
 class DistilBertAdapter(TransformersAdapter):
     """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""
