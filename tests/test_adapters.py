@@ -38,6 +38,7 @@ _DEBERTA_V3 = dict(
 )
 # a window of 4 tokens: the sliding-window layer sees less than _text's 7
 _MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0)
+_XLNET = dict(vocab_size=31, d_model=32, n_layer=2, n_head=2, d_inner=37)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
 )
@@ -131,6 +132,18 @@ TRANSFORMERS_CASES = [
         lambda: T.LongformerModel(T.LongformerConfig(**_BERT, attention_window=[8, 4], pad_token_id=1)),
         _text,
         lambda m, x: m(**x, global_attention_mask=_first_global(x)).pooler_output,
+    ),
+    (
+        "XLNetForSequenceClassification",  # sequence-first inside, read out at the last token
+        lambda: T.XLNetForSequenceClassification(T.XLNetConfig(**_XLNET)),
+        _text,
+        lambda m, x: m.transformer(**x).last_hidden_state[:, -1],
+    ),
+    (
+        "XLNetLMHeadModel-segments-mean",  # how xlnet-base-cased is saved; a sentence pair's segments
+        lambda: T.XLNetLMHeadModel(T.XLNetConfig(**_XLNET, summary_type="mean")),
+        lambda: {**_text(), "token_type_ids": torch.tensor([[0] * 3 + [1] * 4, [0] * 4 + [1] * 3])},
+        lambda m, x: m.transformer(**x).last_hidden_state.mean(1),
     ),
     (
         "RemBertForSequenceClassification",  # narrow embeddings, projected in the encoder

@@ -149,6 +149,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "XLNet",
+        "XLNetConfig()",
+        "word embeddings → every layer (relative positions, segments) → last token (`summary_type`)",
+        _hf("XLNetConfig", "XLNetForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "RemBERT",
         "RemBertConfig()",
         "embeddings+projection → every layer → pooler",

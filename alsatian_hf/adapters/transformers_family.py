@@ -533,6 +533,64 @@ class LongformerAdapter(BertAdapter):
         return step
 
 
+@register_adapter("xlnet")
+class XLNetAdapter(TransformersAdapter):
+    """word embeddings | every layer | the token the sequence summary reads (`summary_type`: the last, as
+    `XLNetForSequenceClassification` reads it; XLNet's tokenizers pad on the left and end with <cls>).
+
+    XLNet runs sequence-first; states stay batch-first, as the engine slices them, and each layer step transposes.
+    Its masks, segment matrix and relative positions are rebuilt per layer as `XLNetModel.forward` builds them.
+    `mask_emb` is used only for pretraining's permutation objective: it is left to the head, never fetched.
+    """
+
+    family = "transformers-xlnet"
+
+    def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
+        ids = inputs["input_ids"]
+        state = (ids, inputs.get("attention_mask", torch.ones_like(ids)))
+        # no token types is not all zeros: without them XLNet adds no segment term at all
+        return state + ((inputs["token_type_ids"],) if "token_type_ids" in inputs else ())
+
+    def layout(self, model, base, p, in_checkpoint):
+        summary = base.config.summary_type
+        if summary not in ("last", "first", "mean", "cls_index"):
+            raise UnsupportedArchitectureError(f"XLNet's summary_type {summary!r} has no read-out here.")
+        if base.attn_type != "bi":  # transformers' own forward fails on padded batches with it
+            raise UnsupportedArchitectureError(f"XLNet's attn_type {base.attn_type!r}: only 'bi' is searched.")
+
+        def embed(m, s):
+            return (m.base_model.word_embedding(s[0]), *s[1:])
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask, *types = s
+                b = m.base_model
+                h = hidden.transpose(0, 1).contiguous()
+                qlen, bsz = h.shape[:2]
+                attn_mask = ((1.0 - mask.transpose(0, 1).contiguous())[None][:, :, :, None] > 0).to(h.dtype)
+                eye = -torch.eye(qlen, device=h.device, dtype=attn_mask.dtype)
+                non_target = ((attn_mask + eye[:, :, None, None]) > 0).to(attn_mask)
+                seg_mat = None
+                if types:
+                    t = types[0].transpose(0, 1).contiguous()
+                    seg_mat = nn.functional.one_hot((t[:, None] != t[None, :]).long(), num_classes=2).to(h.dtype)
+                r = b.relative_positional_encoding(qlen, qlen, bsz=bsz, device=h.device)
+                out = b.layer[i](h, None, attn_mask_h=non_target, attn_mask_g=attn_mask, r=r, seg_mat=seg_mat,
+                                 mems=None, target_mapping=None)  # fmt: skip
+                return (out[0].transpose(0, 1), mask, *types)
+
+            return step
+
+        def readout(m, s):
+            hidden = s[0]
+            return (hidden[:, 0] if summary == "first" else hidden.mean(1) if summary == "mean" else hidden[:, -1],)
+
+        layout = [("embeddings", [f"{p}word_embedding"], embed)]
+        layout += [(f"layer.{i}", [f"{p}layer.{i}"], layer(i)) for i in range(len(base.layer))]
+        layout.append(("readout", [], readout))
+        return layout
+
+
 @register_adapter("distilbert")
 class DistilBertAdapter(TransformersAdapter):
     """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""
