@@ -143,3 +143,33 @@ def test_only_the_bots_open_conversion_of_this_very_commit_is_trusted(hub, hub_r
         assert conversion.commit == hub_api().model_info(newest, revision="refs/pr/3").sha
     finally:
         shutil.rmtree(hub_root / ORG, ignore_errors=True)
+
+
+def test_a_sharded_bin_checkpoint_is_searched_as_its_sharded_conversion(hub, hub_root, tiny_bert_repo, tmp_path):
+    """`pytorch_model.bin.index.json` on main; the conversion's shards and `model.safetensors.index.json` in the
+    pull request, as the bot converts sharded checkpoints."""
+    from alsatian_hf.zoo.data import newsgroups
+
+    source = tiny_bert_repo.repo_ids[1]
+    folder = hub_root / ORG / "bert-sharded"
+    folder.mkdir(parents=True)
+    try:
+        shards = {f.name: f for f in (hub_root / source).iterdir() if "safetensors" in f.name}
+        for f in (hub_root / source).iterdir():
+            if f.name not in shards:
+                shutil.copy(f, folder / f.name)
+        state = {k: v for f in shards.values() if f.suffix == ".safetensors" for k, v in load_file(f).items()}
+        torch.save(state, folder / "pytorch_model-00001-of-00001.bin")
+        index = {"metadata": {}, "weight_map": {k: "pytorch_model-00001-of-00001.bin" for k in state}}
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+        assert len(shards) > 2  # an index and several shards
+        open_pull_request(hub_root, f"{ORG}/bert-sharded", shards, title=CONVERSION_TITLE, author=CONVERSION_BOT)
+        args = SearchArguments(result_size=2, max_length=16, store_dir=str(tmp_path / "store"), batch_size=32,
+                               scorer_kwargs={"epochs": 20})  # fmt: skip
+        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos"])
+        result = ModelSearcher(candidates=[source, f"{ORG}/bert-sharded"], train_dataset=data, args=args).search()
+        rows = {r["model"]: r for r in result.ranking}
+        assert rows[f"{ORG}/bert-sharded"]["score"] == rows[source]["score"] and not result.skipped
+        assert rows[f"{ORG}/bert-sharded"]["weights"] == "refs/pr/1"
+    finally:
+        shutil.rmtree(hub_root / ORG)
