@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import timm
@@ -541,6 +542,78 @@ def test_real_minilm_matches_transformers(tmp_path):
         assert torch.allclose(
             split.run(split.adapter.initial_state(enc))[0], reference(**enc).pooler_output, atol=ATOL
         )
+
+
+def test_real_minilm_reads_out_as_its_sentence_transformers_modules(tmp_path):
+    """all-MiniLM-L6-v2 is a sentence-transformers model: its embedding is the masked mean of its token states,
+    L2-normalised (`modules.json`), not its pooler. (Bit-equal to sentence-transformers 6.3's `forward` for every
+    pooling mode, checked outside the suite.)"""
+    from alsatian_hf.adapters import SentencePooling
+    from alsatian_hf.zoo.minilm import minilm_dir
+
+    folder = minilm_dir()
+    pooling = SentencePooling.from_folder(folder)
+    assert pooling == SentencePooling(("mean",), normalize=True)
+    source = LocalBlockSource(folder)
+    skeleton = build_model(folder, device="meta")
+    split = split_model(skeleton, checkpoint_keys=source.keys(), pooling=pooling)
+    check_coverage(split, source.keys())
+    assert split.blocks[-1].salt == pooling.signature and not split.blocks[-1].keys
+    assert {"pooler.dense.weight", "pooler.dense.bias"} <= set(split.head_keys)  # never fetched now
+    for i, block in enumerate(split.blocks):
+        load_block(split, block, source.load_tensors(split, i))
+    tok = T.AutoTokenizer.from_pretrained(folder)
+    enc = dict(tok(["a search for base models", "offline"], padding="max_length", max_length=16, return_tensors="pt"))
+    with torch.no_grad():
+        tokens = T.BertModel.from_pretrained(folder).eval()(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        reference = torch.nn.functional.normalize((tokens * mask).sum(1) / mask.sum(1), dim=-1)
+        assert torch.allclose(split.run(split.adapter.initial_state(enc))[0], reference, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}, (("cls", "mean"), False)),
+        ({"pooling_mode": "lasttoken"}, (("lasttoken",), False)),
+        ({"pooling_mode": ["max", "weightedmean"]}, (("max", "weightedmean"), False)),
+        ({"pooling_mode_mean_tokens": False}, (("mean",), False)),  # no mode set: sentence-transformers' default
+    ],
+)
+def test_sentence_pooling_reads_legacy_and_current_configs(tmp_path, config, expected):
+    from alsatian_hf.adapters import SentencePooling
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+               {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]  # fmt: skip
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 8, **config}))
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    # a Dense layer's weights are not fetched: the read-out stops before it, so the Normalize after it is not run
+    assert SentencePooling.from_folder(tmp_path) == SentencePooling(*expected)
+    (tmp_path / "modules.json").write_text(json.dumps([modules[0], modules[1], modules[3]]))
+    assert SentencePooling.from_folder(tmp_path) == SentencePooling(expected[0], normalize=True)
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "attention"}))
+    assert SentencePooling.from_folder(tmp_path) is None  # a mode it does not know: the model's own read-out
+    (tmp_path / "modules.json").unlink()
+    assert SentencePooling.from_folder(tmp_path) is None
+
+
+def test_sentence_pooling_takes_only_the_tokens_the_mask_keeps():
+    from alsatian_hf.adapters import SentencePooling
+
+    tokens = torch.arange(24, dtype=torch.float32).view(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])  # right and left padding
+    pooled = SentencePooling(("cls", "max", "mean", "lasttoken"))(tokens, mask)
+    expected = [
+        torch.cat([tokens[0, 0], tokens[0, 1], tokens[0, :2].mean(0), tokens[0, 1]]),
+        torch.cat([tokens[1, 1], tokens[1, 2], tokens[1, 1:].mean(0), tokens[1, 2]]),
+    ]
+    assert torch.equal(pooled, torch.stack(expected))
+    weighted = SentencePooling(("weightedmean",))(tokens, mask)  # weights 1, 2 from the first kept token
+    assert torch.allclose(weighted[1], (tokens[1, 1] + 2 * tokens[1, 2]) / 3)
+    assert torch.allclose(SentencePooling(("mean",), normalize=True)(tokens, mask).norm(dim=-1), torch.ones(2))
 
 
 @pytest.mark.parametrize("variant", [0, 1, 2])

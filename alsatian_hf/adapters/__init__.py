@@ -21,15 +21,19 @@ from ._base import (
     register_adapter,
     state_nbytes,
 )
+from .sentence_pooling import SentencePooling, with_sentence_pooling
 
 
-def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint_keys=None) -> SplitModel:
+def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint_keys=None,
+                pooling: SentencePooling | None = None) -> SplitModel:  # fmt: skip
     """Split a timm or transformers model with the adapter registered for it.
 
     Args:
         architecture: the timm `architecture` from config.json (read from `model.pretrained_cfg` if omitted).
         checkpoint_keys: the checkpoint's tensor names, when they come from a real file; otherwise the keys
             `save_pretrained` would write.
+        pooling: a sentence-transformers repo's read-out (`SentencePooling.from_folder`), which replaces the
+            adapter's where the adapter knows its token states (text adapters do).
 
     Raises:
         UnsupportedArchitectureError: when no adapter fits.
@@ -46,6 +50,12 @@ def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint
         return _discovered(model, checkpoint_keys)
     split = adapter.split(model, checkpoint_keys)
     split.adapter = adapter
+    token_states = getattr(adapter, "token_states", None)
+    if pooling is not None and token_states is not None:
+        base, p = base_model(model)
+        found = token_states(base, p)
+        if found is not None:
+            split = with_sentence_pooling(split, found, pooling)
     return split
 
 
@@ -130,6 +140,7 @@ def unload_block(split: SplitModel, block: Block) -> None:
 __all__ = [
     "Adapter",
     "Block",
+    "SentencePooling",
     "SplitModel",
     "State",
     "assign",

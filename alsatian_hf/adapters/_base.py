@@ -41,6 +41,9 @@ class Block:
             (DeBERTa's relative-position embeddings, which every layer reads). Each such block hashes, stores
             and loads its own copy, so a block's hash still names everything it computes with; the name is the
             same in every block and in bare and head-ful checkpoints.
+        salt: what the step computes that its tensors do not say, where a block with the same tensors computes
+            otherwise (a sentence-transformers read-out, `sentence_pooling`); part of the block's identity in
+            the task tree, not of its stored tensors.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Block:
     prefix: str = ""
     model_keys: dict[str, str] = field(default_factory=dict)
     shared: dict[str, str] = field(default_factory=dict)
+    salt: str = ""
 
     def model_key(self, key: str) -> str:
         return self.model_keys.get(key, key)

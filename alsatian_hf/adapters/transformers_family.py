@@ -94,6 +94,12 @@ class TransformersAdapter(Adapter):
         `Block.shared`)."""
         return []
 
+    def token_states(self, base: nn.Module, p: str) -> tuple[list[str], Callable] | None:
+        """How the read-out's input state becomes the model's token states (its `last_hidden_state`) and 2-D
+        mask: (module paths it runs, `step(model, state) -> (tokens, mask)`), for a sentence-transformers
+        read-out (`sentence_pooling`). None for a model without token states (image models)."""
+        return None
+
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         base, p = base_model(model)
         key_map = checkpoint_key_map(model, checkpoint_keys)
@@ -192,6 +198,11 @@ def _has_module(base: nn.Module, path: str) -> bool:
         return False
 
 
+def _hidden_and_mask(base: nn.Module, p: str) -> tuple[list[str], Callable]:
+    """`token_states` of an encoder whose read-out state is (token states, 2-D mask, ...)."""
+    return [], lambda m, s: (s[0], s[1])
+
+
 def _final_norm(encoder: nn.Module) -> str | None:
     """The norm a pre-LayerNorm encoder applies after its last layer (Megatron-BERT's `ln`, XLM-R XL's
     `LayerNorm`, ESM's `emb_layer_norm_after`), or None."""
@@ -239,6 +250,12 @@ class BertAdapter(TransformersAdapter):
         paths = [f"{p}encoder.{norm}"] if norm else []
         layout.append(("readout", paths + ([f"{p}pooler"] if pooled else []), readout))
         return layout
+
+    def token_states(self, base, p):
+        norm = _final_norm(base.encoder)
+        if norm is None:
+            return _hidden_and_mask(base, p)
+        return [f"{p}encoder.{norm}"], lambda m, s: (getattr(m.base_model.encoder, norm)(s[0]), s[1])
 
     def embed_step(self, project: str | None):
         """`project`: the module path, in the base model, of the projection to the hidden size, or None."""
@@ -320,6 +337,8 @@ class AlbertAdapter(TransformersAdapter):
     def shared_paths(self, base, p):
         return [f"{p}encoder.albert_layer_groups.{g}" for g in range(len(base.encoder.albert_layer_groups))]
 
+    token_states = staticmethod(_hidden_and_mask)
+
     def layout(self, model, base, p, in_checkpoint):
         config = base.config
 
@@ -364,6 +383,8 @@ class DebertaAdapter(TransformersAdapter):
     def shared_paths(self, base, p):
         encoder = base.encoder
         return [f"{p}encoder.{name}" for name in ("rel_embeddings", "LayerNorm") if hasattr(encoder, name)]
+
+    token_states = staticmethod(_hidden_and_mask)
 
     def layout(self, model, base, p, in_checkpoint):
         if getattr(base, "z_steps", 0) > 1:
@@ -420,6 +441,8 @@ class MPNetAdapter(TransformersAdapter):
     def shared_paths(self, base, p):
         return [f"{p}encoder.relative_attention_bias"]
 
+    token_states = staticmethod(_hidden_and_mask)
+
     def layout(self, model, base, p, in_checkpoint):
         def layer(i):  # with the bias `MPNetEncoder.forward` computes
             return _masked_layer(
@@ -454,6 +477,9 @@ class ModernBertAdapter(TransformersAdapter):
     family = "transformers-modernbert"
 
     initial_state = staticmethod(_ids_and_mask)
+
+    def token_states(self, base, p):
+        return [f"{p}final_norm"], lambda m, s: (m.base_model.final_norm(s[0]), s[1])
 
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_bidirectional_mask, create_bidirectional_sliding_window_mask
@@ -499,6 +525,9 @@ class LongformerAdapter(BertAdapter):
     from the merged 2-D mask (0: padding, 1: local, 2: global), as `LongformerModel.forward` builds them."""
 
     family = "transformers-longformer"
+
+    def token_states(self, base, p):  # the padding to the window adds tokens the mask drops
+        return [], lambda m, s: (s[0], torch.clamp(s[1], max=1))
 
     def embed_step(self, project: str | None):
         def embed(m, s):
@@ -551,6 +580,8 @@ class XLNetAdapter(TransformersAdapter):
         # no token types is not all zeros: without them XLNet adds no segment term at all
         return state + ((inputs["token_type_ids"],) if "token_type_ids" in inputs else ())
 
+    token_states = staticmethod(_hidden_and_mask)
+
     def layout(self, model, base, p, in_checkpoint):
         summary = base.config.summary_type
         if summary not in ("last", "first", "mean", "cls_index"):
@@ -598,6 +629,8 @@ class DistilBertAdapter(TransformersAdapter):
     family = "transformers-distilbert"
 
     initial_state = staticmethod(_ids_and_mask)
+
+    token_states = staticmethod(_hidden_and_mask)
 
     def layout(self, model, base, p, in_checkpoint):
         layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]

@@ -13,12 +13,22 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..adapters import SplitModel, assign, bind_block, check_coverage, split_model, state_nbytes, unload_block
+from ..adapters import (
+    SentencePooling,
+    SplitModel,
+    assign,
+    bind_block,
+    check_coverage,
+    split_model,
+    state_nbytes,
+    unload_block,
+)
 from ..adapters.skeleton import build_model
 from ..errors import ConfigurationError, UnsupportedArchitectureError
 from ..hub import RangeReader
 from ..hub.xet import XetReader
 from ..store.block_store import BlockStore
+from ..store.identity import salted
 from .batchnorm import FoldPair, fold, fold_swaps, swapped
 from .candidate import EngineBlock, EngineCandidate
 from .compiled import check_compile_mode, compiled_step
@@ -45,6 +55,7 @@ def build_candidate(
     precision: str = "fp32",
     prepared_store: BlockStore | None = None,
     compile_mode: str | None = None,
+    pooling: SentencePooling | None = None,
 ) -> tuple[EngineCandidate, SplitModel]:
     """An engine candidate whose blocks load their tensors from `source` on demand.
 
@@ -67,6 +78,8 @@ def build_candidate(
             (see `candidates.prepared`); None prepares it at every load.
         compile_mode: run each block's step through `torch.compile` in this mode (see `candidates.compiled`);
             None runs it eagerly.
+        pooling: a sentence-transformers repo's read-out (`SentencePooling.from_folder(config_dir)`), which
+            replaces the adapter's.
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model or the split misses checkpoint keys.
@@ -75,13 +88,13 @@ def build_candidate(
     if compile_mode is not None:
         check_compile_mode(compile_mode)
     skeleton = skeleton if skeleton is not None else build_model(config_dir, device="meta")
-    plan = _split_plan(skeleton, source.keys())
+    plan = _split_plan(skeleton, source.keys(), pooling)
     split = plan.split
     check_coverage(split, source.keys())
     _check_shapes(split, skeleton, source)
     source.prepare(split)
     first = split.adapter.initial_state(probe_inputs)
-    measured = probe.measure(Path(config_dir), input_key, first)
+    measured = probe.measure(Path(config_dir), input_key, first, pooling)
     sizes, flops = measured.sizes, measured.flops
     blocks = []
     if channels_last == "auto":
@@ -139,7 +152,7 @@ def build_candidate(
 
         blocks.append(
             EngineBlock(
-                content_hash=source.block_hash(split, i),
+                content_hash=salted(source.block_hash(split, i), block.salt),
                 param_bytes=plan.param_bytes[i],
                 bytes_per_item=sizes[i],
                 load=load,
@@ -179,17 +192,19 @@ class _SplitPlan:
 _SPLITS: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[str, ...], _SplitPlan]]" = weakref.WeakKeyDictionary()
 
 
-def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str]) -> _SplitPlan:
-    """The skeleton split for `checkpoint_keys`, and its per-block tables, computed once per (skeleton, keys).
+def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str], pooling: SentencePooling | None = None
+                ) -> _SplitPlan:  # fmt: skip
+    """The skeleton split for `checkpoint_keys` (and `pooling`), and its per-block tables, computed once per
+    (skeleton, keys, pooling).
 
     Raises:
         UnsupportedArchitectureError: when no adapter splits the model.
     """
     plans = _SPLITS.setdefault(skeleton, {})
-    key = tuple(checkpoint_keys)
+    key = (*checkpoint_keys, pooling.signature if pooling is not None else "")
     plan = plans.get(key)
     if plan is None:
-        split = split_model(skeleton, checkpoint_keys=list(checkpoint_keys))
+        split = split_model(skeleton, checkpoint_keys=list(checkpoint_keys), pooling=pooling)
         plan = plans[key] = _SplitPlan(
             split,
             [conv_weights(skeleton, block) for block in split.blocks],
@@ -329,6 +344,8 @@ class CandidateAssembler:
         precision: the float precision blocks run in (see `build_candidate`).
         prepared_blocks: keep each block's prepared form in `store` and memory-map it (see `build_candidate`).
         compile_mode: the torch.compile mode blocks run in, or None for eager (see `build_candidate`).
+        sentence_pooling: read out a sentence-transformers repo as its own `Pooling` and `Normalize` modules do
+            (`adapters.sentence_pooling`), instead of as its transformers model does.
     """
 
     def __init__(
@@ -347,6 +364,7 @@ class CandidateAssembler:
         precision: str = "fp32",
         prepared_blocks: bool = True,
         compile_mode: str | None = None,
+        sentence_pooling: bool = True,
     ):
         self.store = store
         self.reader = reader
@@ -362,6 +380,7 @@ class CandidateAssembler:
         self.precision = check_precision(precision)
         self.prepared_blocks = prepared_blocks
         self.compile_mode = compile_mode
+        self.sentence_pooling = sentence_pooling
 
     def open(self, spec: CandidateSpec) -> OpenedRepo:
         """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
@@ -388,8 +407,9 @@ class CandidateAssembler:
         # builds far more does not describe these weights, and may be crafted to exhaust the machine
         skeleton = build_model(repo.folder, device="meta", max_parameters=2 * len(repo.source.keys()) + 64)
         processor = processor_for(
-            repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length
-        )
+            repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length,
+            sentence_limit=self.sentence_pooling,
+        )  # fmt: skip
         candidate, _ = build_candidate(
             model_id,
             repo.folder,
@@ -404,5 +424,8 @@ class CandidateAssembler:
             # a local checkpoint's blocks are not in the store (its gc would drop their prepared forms)
             prepared_store=self.store if self.prepared_blocks and isinstance(repo.source, HubBlockSource) else None,
             compile_mode=self.compile_mode,
+            pooling=SentencePooling.from_folder(repo.folder)
+            if self.sentence_pooling and processor.kind == "text"
+            else None,
         )
         return AssembledCandidate(candidate, repo.revision, processor, repo.base, repo.weights_from)

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .._device import device_name
 from .._digest_cache import DigestCache
-from ..adapters import State, split_model, state_nbytes
+from ..adapters import SentencePooling, State, split_model, state_nbytes
 from ..adapters.skeleton import build_model
 from ..store.block_store import BlockStore
 from .batchnorm import FoldPair, find_pairs
@@ -67,9 +67,15 @@ class ShapeProbe:
         self.store = store
         self._layouts: dict[str, list[bool]] = {}  # this probe's answers (its store's, where it has one)
 
-    def measure(self, config_dir: Path, input_key: str, state: State) -> Measured:
-        key = _key(config_dir, input_key, state)
-        value = _MEASURED.get(key, lambda: self._stored(key, lambda: dataclasses.asdict(_measure(config_dir, state))))
+    def measure(self, config_dir: Path, input_key: str, state: State, pooling: SentencePooling | None = None
+                ) -> Measured:  # fmt: skip
+        """`pooling`: the read-out of a sentence-transformers repo (its width may differ from the adapter's)."""
+        key = _key(config_dir, input_key, state) + (f"\0{pooling.signature}" if pooling is not None else "")
+
+        def measure() -> dict:
+            return dataclasses.asdict(_measure(config_dir, state, pooling))
+
+        value = _MEASURED.get(key, lambda: self._stored(key, measure))
         return Measured(
             value["sizes"], value["flops"], [[FoldPair(**p) for p in pairs] for pairs in value["fold_pairs"]]
         )
@@ -130,9 +136,9 @@ def _layouts_key(measured: Measured, input_key: str, state: State) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _measure(config_dir: Path, state: State) -> Measured:
+def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = None) -> Measured:
     model = build_model(config_dir, device="cpu")
-    split = split_model(model)
+    split = split_model(model, pooling=pooling)
     sizes, flops, first = [], [], state
     with torch.inference_mode():
         for block in split.blocks:

@@ -171,7 +171,9 @@ TOKENIZER_FILES = (
 )
 
 
-def text_processor(config_dir: Path, max_length: int) -> Processor:
+def text_processor(config_dir: Path, max_length: int, *, sentence_limit: bool = False) -> Processor:
+    """`sentence_limit`: also cut texts at a sentence-transformers repo's `max_seq_length`, as its own
+    `Transformer` module does (`sentence_bert_config.json`)."""
     files = [config_dir / f for f in TOKENIZER_FILES if (config_dir / f).is_file()]
     if not files:
         raise CandidateSkipped(str(config_dir), "no tokenizer files: the text preprocessing is unknown.")
@@ -180,6 +182,13 @@ def text_processor(config_dir: Path, max_length: int) -> Processor:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     tok = _LOADED.get("text-" + digest.hexdigest(), lambda: _tokenizer(config_dir))
     limit = _max_tokens(config_dir, tok)
+    trained = _sentence_max_tokens(config_dir) if sentence_limit else None
+    if trained is not None and max_length > trained and (limit is None or trained < limit):
+        if (digest.hexdigest(), max_length, trained) not in _CUT_SHORT:
+            _CUT_SHORT.add((digest.hexdigest(), max_length, trained))
+            logger.info("%s: `max_length` %d is more than the %d tokens its sentence-transformers modules take; its "
+                        "texts are cut at %d.", config_dir.name, max_length, trained, trained)  # fmt: skip
+        max_length = trained
     if limit is not None and max_length > limit:
         # a longer input would index past the position embeddings (a 512-position BERT fails at 700)
         if (digest.hexdigest(), max_length) not in _CUT_SHORT:
@@ -248,12 +257,23 @@ def _tokenizer(config_dir: Path):
         raise
 
 
-_CUT_SHORT: set[tuple[str, int]] = set()  # (tokenizer digest, max_length) already logged as cut short
+_CUT_SHORT: set[tuple] = set()  # (tokenizer digest, max_length[, limit]) already logged as cut short
 
 
 # RoBERTa-style models number positions from pad_token_id + 1, so that many of their position embeddings are
 # never a token's (RoBERTa: 514 positions, 512 tokens)
 _PADDED_POSITIONS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text"}
+
+
+def _sentence_max_tokens(config_dir: Path) -> int | None:
+    """A sentence-transformers repo's `max_seq_length`, where it has `modules.json` and sets one."""
+    if not (config_dir / "modules.json").is_file():
+        return None
+    try:
+        limit = json.loads((config_dir / "sentence_bert_config.json").read_text()).get("max_seq_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 def _max_tokens(config_dir: Path, tokenizer) -> int | None:
@@ -270,9 +290,16 @@ def _max_tokens(config_dir: Path, tokenizer) -> int | None:
 
 
 def processor_for(
-    config_dir: Path, skeleton: torch.nn.Module, *, modality: Modality_T, image_size: int | None, max_length: int
+    config_dir: Path,
+    skeleton: torch.nn.Module,
+    *,
+    modality: Modality_T,
+    image_size: int | None,
+    max_length: int,
+    sentence_limit: bool = False,
 ) -> Processor:
-    """The processor of the model in `config_dir` for a dataset of `modality`.
+    """The processor of the model in `config_dir` for a dataset of `modality` (`sentence_limit`: see
+    `text_processor`).
 
     Raises:
         CandidateSkipped: when the model's modality differs from the dataset's, or its preprocessing is unknown.
@@ -289,4 +316,4 @@ def processor_for(
         return image_processor(config_dir, image_size)
     if modality == "image":
         raise CandidateSkipped(str(config_dir), "a text model, but the dataset is images.")
-    return text_processor(config_dir, max_length)
+    return text_processor(config_dir, max_length, sentence_limit=sentence_limit)

@@ -145,6 +145,15 @@ class SearchArguments:
         },
     )
 
+    sentence_pooling: bool = field(
+        default=True,
+        metadata={
+            "help": "Read out a sentence-transformers repo (one with `modules.json`) as its own Pooling and "
+            "Normalize modules do: the sentence embedding it was trained to produce. False reads it out as its "
+            "transformers model does (the pooler, or [CLS])."
+        },
+    )
+
     fold_batchnorm: bool = field(
         default=True,
         metadata={

@@ -340,6 +340,7 @@ class ModelSearcher:
             precision=effective_precision(args.precision, device),
             prepared_blocks=args.prepared_blocks,
             compile_mode=(args.torch_compile_mode or "default") if args.torch_compile else None,
+            sentence_pooling=args.sentence_pooling,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:

@@ -76,3 +76,11 @@ def tensor_content_hash(block, state: dict) -> str:
 def empty_block_hash(family: str, name: str) -> str:
     """Identity of a block without weights (a pooling read-out): its adapter family and name."""
     return hashlib.sha256(f"alsatian-empty-block\0{family}\0{name}".encode()).hexdigest()
+
+
+def salted(block_hash: str, salt: str) -> str:
+    """A block's identity in the task tree: its content hash, or, where its step computes what its tensors do not
+    say (`Block.salt`), both. Stored tensors keep the unsalted hash: they are the same bytes."""
+    if not salt:
+        return block_hash
+    return hashlib.sha256(f"alsatian-salted-block\0{block_hash}\0{salt}".encode()).hexdigest()

@@ -1,0 +1,144 @@
+"""A sentence-transformers model's own read-out: its `Pooling` (and `Normalize`) modules over the token states.
+
+A sentence-transformers repo is a transformers checkpoint plus `modules.json`, which lists the modules that turn
+its token states into the sentence embedding it was trained to produce: typically the mean of the token states,
+L2-normalised. Its transformers read-out (a pooler trained for pretraining, or [CLS]) is not that embedding, so a
+search reads out as the repo's own modules do. The pooling equals `sentence_transformers`' `Pooling.forward` for
+a padded batch (checked against sentence-transformers 6.3), with `include_prompt` moot: a search sends no prompt.
+
+Only the modules up to the first one that is not `Pooling` or `Normalize` run: a `Dense` layer's weights live
+in a subfolder this library does not fetch, so such a model is searched by its pooled token states, before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._base import Block, SplitModel, State
+
+
+logger = logging.getLogger("alsatian_hf")
+
+# sentence-transformers' legacy `pooling_mode_*` keys, in the order it concatenates their outputs
+_LEGACY_MODES = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+MODES = tuple(_LEGACY_MODES.values())
+_POOLING = ("sentence_transformers.models.Pooling", "sentence_transformers.sentence_transformer.modules.pooling")
+_NORMALIZE = ("sentence_transformers.models.Normalize", "sentence_transformers.base.modules.normalize")
+_TRANSFORMER = ("sentence_transformers.models.Transformer", "sentence_transformers.base.modules.transformer")
+
+
+@dataclass(frozen=True)
+class SentencePooling:
+    """How a sentence-transformers repo reads out: pooling modes, concatenated in order, then L2 or not."""
+
+    modes: tuple[str, ...]
+    normalize: bool = False
+
+    @property
+    def signature(self) -> str:
+        """Names the read-out: blocks with the same tensors but another read-out must not share a node."""
+        return "sentence-transformers:" + "+".join(self.modes) + (":normalize" if self.normalize else "")
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "SentencePooling | None":
+        """The read-out `modules.json` in `folder` describes, or None where there is none (or it does not start
+        with a transformers model and a pooling)."""
+        folder = Path(folder)
+        try:
+            modules = json.loads((folder / "modules.json").read_text())
+            types = [str(m["type"]) for m in modules]
+            if len(types) < 2 or not types[0].startswith(_TRANSFORMER) or not types[1].startswith(_POOLING):
+                return None
+            config = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+        modes = config.get("pooling_mode")
+        if modes is None:
+            modes = tuple(mode for key, mode in _LEGACY_MODES.items() if config.get(key)) or ("mean",)
+        modes = (modes,) if isinstance(modes, str) else tuple(modes)
+        if not modes or any(mode not in MODES for mode in modes):
+            logger.info("%s: pooling %s is not one sentence-transformers defines; its own read-out is used",
+                        folder.name, modes)  # fmt: skip
+            return None
+        normalize = len(types) > 2 and types[2].startswith(_NORMALIZE)
+        rest = types[2 + normalize :]
+        if rest:
+            logger.info("%s: features are its pooled embeddings, before its %s module(s)", folder.name,
+                        ", ".join(t.rsplit(".", 1)[-1] for t in rest))  # fmt: skip
+        return cls(modes, normalize)
+
+    def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The sentence embedding of token states (batch, tokens, width) under a 2-D attention mask."""
+        accumulate = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
+        out = []
+        mean_sum = mean_mask = None
+        for mode in self.modes:
+            if mode == "cls":  # the first token the mask keeps (left padding puts it later)
+                first = mask.to(torch.int).argmax(dim=1)
+                out.append(torch.gather(tokens, 1, first.view(-1, 1, 1).expand(-1, 1, tokens.shape[-1])).squeeze(1))
+            elif mode == "max":
+                keep = mask.unsqueeze(-1).expand_as(tokens).to(tokens.dtype)
+                out.append(tokens.masked_fill(keep == 0, float("-inf")).max(dim=1).values)
+            elif mode in ("mean", "mean_sqrt_len_tokens"):
+                if mean_sum is None:
+                    keep = mask.unsqueeze(-1).to(tokens.dtype)
+                    mean_sum = (tokens * keep).sum(dim=1, dtype=accumulate)
+                    mean_mask = torch.clamp(keep.sum(dim=1, dtype=accumulate), min=1e-9)
+                out.append((mean_sum / (mean_mask if mode == "mean" else torch.sqrt(mean_mask))).to(tokens.dtype))
+            elif mode == "weightedmean":  # position weights from the first token the mask keeps
+                keep = mask.unsqueeze(-1).to(accumulate)
+                weights = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=accumulate).view(1, -1, 1)
+                weighted = keep * (weights - mask.to(torch.int32).argmax(dim=1).view(-1, 1, 1))
+                total = (tokens * weighted).sum(dim=1)
+                out.append((total / torch.clamp(weighted.sum(dim=1), min=1e-9)).to(tokens.dtype))
+            else:  # lasttoken: the last token the mask keeps
+                values, index = mask.flip(1).max(1)
+                index = torch.where(values == 0, tokens.shape[1] - 1, index)
+                gather = (tokens.shape[1] - index - 1).view(-1, 1, 1).expand(-1, 1, tokens.shape[-1])
+                keep = mask.unsqueeze(-1).expand_as(tokens).to(tokens.dtype)
+                out.append(torch.gather(tokens * keep, 1, gather).squeeze(1))
+        embedding = torch.cat(out, dim=-1)
+        return nn.functional.normalize(embedding, p=2, dim=-1) if self.normalize else embedding
+
+
+def with_sentence_pooling(split: SplitModel, token_states, pooling: SentencePooling) -> SplitModel:
+    """`split` with its read-out block replaced by `pooling` over the token states.
+
+    Args:
+        token_states: `(paths, step)` from the adapter: the module paths of what turns the read-out's input state
+            into the model's token states (a final norm), and `step(model, state) -> (tokens, 2-D mask)`.
+
+    The new read-out keeps only the old one's tensors under `paths`; the rest (a pooler) joins the head, never
+    fetched. It carries the pooling's signature as its `salt`, so it never shares a node with a read-out that
+    has the same tensors but computes otherwise.
+    """
+    paths, tokens_of = token_states
+    old = split.blocks[-1]
+    inside = tuple(f"{path}." for path in paths)
+    kept = {k: mk for k, mk in old.model_keys.items() if mk.startswith(inside)}
+
+    def readout(m: nn.Module, s: State) -> State:
+        return (pooling(*tokens_of(m, s)),)
+
+    new = Block(
+        name=old.name, keys=tuple(k for k in old.keys if k in kept), step=readout, prefix=old.prefix,
+        model_keys=kept, shared={k: v for k, v in old.shared.items() if k in kept}, salt=pooling.signature,
+    )  # fmt: skip
+    dropped = {k: mk for k, mk in old.model_keys.items() if k not in kept}
+    split.blocks = [*split.blocks[:-1], new]
+    split.head_model_keys = {**split.head_model_keys, **dropped}
+    split.head_keys = (*split.head_keys, *dropped)
+    return split

@@ -1,0 +1,75 @@
+"""A sentence-transformers repo is searched by the embedding its own modules produce (`adapters.sentence_pooling`),
+and shares every block but the read-out with the same weights read out otherwise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf.zoo.data import newsgroups
+
+
+MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+@pytest.fixture()
+def sentence_repos(hub_root, tiny_bert_repo):
+    """`storg/plain` (a BERT) and `storg/mean` and `storg/cls` (the same weights as sentence-transformers models
+    that mean-pool and take [CLS], L2-normalised); removed after."""
+    source = hub_root / tiny_bert_repo.repo_ids[0]
+    for name, pooling in (("plain", None), ("mean", "mean"), ("cls", "cls")):
+        folder = hub_root / "storg" / name
+        shutil.copytree(source, folder)
+        if pooling is not None:
+            (folder / "modules.json").write_text(json.dumps(MODULES))
+            (folder / "1_Pooling").mkdir()
+            (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                          "pooling_mode": pooling}))  # fmt: skip
+    yield ["storg/plain", "storg/mean", "storg/cls"]
+    shutil.rmtree(hub_root / "storg")
+
+
+def _search(repos, tmp_path, **kw):
+    # LogME's evidence is continuous: three embeddings of one model score apart, where accuracies may tie
+    args = SearchArguments(**{"result_size": 3, "max_length": 16, "store_dir": str(tmp_path / "store"),
+                              "batch_size": 32, "scorer": "logme", **kw})  # fmt: skip
+    data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+    return ModelSearcher(candidates=repos, train_dataset=data, args=args).search()
+
+
+def test_a_sentence_transformers_repo_is_read_out_by_its_own_pooling(hub, sentence_repos, tmp_path):
+    runs = {s: _search(sentence_repos, tmp_path / s, strategy=s) for s in ("alsatian", "shift", "base")}
+    scores = {s: r.iterations[-1]["scores"] for s, r in runs.items()}
+    assert scores["alsatian"] == scores["shift"] == scores["base"]
+    first = runs["alsatian"].iterations[0]
+    assert len(set(first["scores"].values())) == 3  # three read-outs of one model: three embeddings
+    # every block but the read-out is computed once for the three: 1 + 2 layers + 3 read-outs, against 3 x 4
+    assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+    assert len(first["block_time"]) == 3 + 3
+
+    # read out as their transformers model does, the three are one model
+    same = _search(sentence_repos, tmp_path / "off", sentence_pooling=False).iterations[0]["scores"]
+    assert len(set(same.values())) == 1
+
+
+def test_texts_are_cut_at_the_sentence_transformers_max_seq_length(hub, sentence_repos, tmp_path, caplog):
+    """sentence-transformers cuts texts at `max_seq_length` (`sentence_bert_config.json`); so does the search, for
+    a repo it reads out by its modules: scored as at that `max_length`."""
+    (Path(hub.root) / "storg" / "mean" / "sentence_bert_config.json").write_text('{"max_seq_length": 8}')
+    cut = "more than the 8 tokens its sentence-transformers modules take; its texts are cut at 8."
+    with caplog.at_level(logging.INFO, logger="alsatian_hf"):
+        long = _search(["storg/mean"], tmp_path / "long", max_length=16).iterations[0]["scores"]
+        assert cut in caplog.text
+        assert long == _search(["storg/mean"], tmp_path / "short", max_length=8).iterations[0]["scores"]
+        caplog.clear()
+        _search(["storg/mean"], tmp_path / "off", max_length=16, sentence_pooling=False)
+        assert cut not in caplog.text  # read out as a transformers model, it takes its 64 positions
