@@ -39,6 +39,7 @@ _DEBERTA_V3 = dict(
 )
 # a window of 4 tokens: the sliding-window layer sees less than _text's 7
 _MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0)
+_DECODER = dict(_BERT, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
 _XLNET = dict(vocab_size=31, d_model=32, n_layer=2, n_head=2, d_inner=37)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
@@ -61,6 +62,12 @@ def _pixels(size=32):
 
 def _cls(h):
     return h.last_hidden_state[:, 0]
+
+
+def _last(hidden, x):
+    """The last token the mask keeps, which `*ForSequenceClassification` of a decoder classifies."""
+    last = (torch.arange(hidden.shape[1]) * x["attention_mask"]).argmax(-1)
+    return hidden[torch.arange(hidden.shape[0]), last]
 
 
 def _first_global(x):
@@ -145,6 +152,56 @@ TRANSFORMERS_CASES = [
         lambda: T.XLNetLMHeadModel(T.XLNetConfig(**_XLNET, summary_type="mean")),
         lambda: {**_text(), "token_type_ids": torch.tensor([[0] * 3 + [1] * 4, [0] * 4 + [1] * 3])},
         lambda m, x: m.transformer(**x).last_hidden_state.mean(1),
+    ),
+    (
+        "LlamaForSequenceClassification",  # right padding: the last token the mask keeps
+        lambda: T.LlamaForSequenceClassification(T.LlamaConfig(**_DECODER, **{})),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "MistralForSequenceClassification",  # every layer a 4-token window
+        lambda: T.MistralForSequenceClassification(T.MistralConfig(**_DECODER, **dict(sliding_window=4))),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "Qwen2ForSequenceClassification",  # full, then sliding layers
+        lambda: T.Qwen2ForSequenceClassification(
+            T.Qwen2Config(**_DECODER, **dict(use_sliding_window=True, sliding_window=4, max_window_layers=1))
+        ),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "Qwen3ForSequenceClassification",
+        lambda: T.Qwen3ForSequenceClassification(T.Qwen3Config(**_DECODER, **dict(head_dim=8))),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "GemmaForSequenceClassification",  # scaled embeddings
+        lambda: T.GemmaForSequenceClassification(T.GemmaConfig(**_DECODER, **dict(head_dim=8))),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "Gemma2ForSequenceClassification",  # alternating sliding layers, soft-capping
+        lambda: T.Gemma2ForSequenceClassification(T.Gemma2Config(**_DECODER, **dict(head_dim=8, sliding_window=4))),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "Phi3ForSequenceClassification",
+        lambda: T.Phi3ForSequenceClassification(T.Phi3Config(**_DECODER, **dict(sliding_window=4))),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "LlamaModel-left-padding",  # a bare base model, and the padding decoder tokenizers often use
+        lambda: T.LlamaModel(T.LlamaConfig(**_DECODER)),
+        lambda: {k: v.flip(1) for k, v in _text().items()},
+        lambda m, x: _last(m(**x).last_hidden_state, x),
     ),
     (
         "RemBertForSequenceClassification",  # narrow embeddings, projected in the encoder

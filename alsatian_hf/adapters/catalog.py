@@ -142,6 +142,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "Llama / Mistral / Qwen2, 3 / Gemma, 2 / Phi-3",
+        "LlamaConfig()",
+        "token embeddings → every decoder layer (full or sliding window) → final norm+last token the mask keeps",
+        _hf("LlamaConfig", "LlamaForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "Longformer",
         "LongformerConfig()",
         "embeddings (padded to the attention window) → every layer ([CLS] global) → [CLS] state",

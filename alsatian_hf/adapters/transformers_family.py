@@ -622,6 +622,65 @@ class XLNetAdapter(TransformersAdapter):
         return layout
 
 
+# decoders whose forward masks every layer with a sliding window when `sliding_window` is set (the others name
+# each layer's kind in `config.layer_types`, or have none)
+_SLIDING_WHEN_SET = {"mistral", "phi3"}
+
+
+@register_adapter("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3")
+class DecoderAdapter(TransformersAdapter):
+    """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
+    decoder layer | final norm + the last token the attention mask keeps.
+
+    Each layer rebuilds its causal mask (full or sliding-window, by `config.layer_types`) and rotary embeddings
+    from the 2-D mask and the sequence length, as the model's forward does. The classifier takes the last token
+    that is not `pad_token_id`; the mask says the same for any padding side, and also where the tokenizer pads
+    with its end-of-text token.
+    """
+
+    family = "transformers-decoder"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def token_states(self, base, p):
+        return [f"{p}norm"], lambda m, s: (m.base_model.norm(s[0]), s[1])
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        config = base.config
+        kinds = list(getattr(config, "layer_types", None) or [])[: len(base.layers)]
+        if not kinds:
+            sliding = config.model_type in _SLIDING_WHEN_SET and getattr(config, "sliding_window", None) is not None
+            kinds = ["sliding_attention" if sliding else "full_attention"] * len(base.layers)
+        masks = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+        if set(kinds) - set(masks):
+            raise UnsupportedArchitectureError(f"{type(model).__name__}: layer types {sorted(set(kinds))}.")
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+                causal = masks[kinds[i]](config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
+                                         position_ids=positions)  # fmt: skip
+                out = b.layers[i](hidden, attention_mask=causal, position_embeddings=b.rotary_emb(hidden, positions),
+                                  position_ids=positions, cache=None, use_cache=False)  # fmt: skip
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        def readout(m, s):
+            hidden, mask = m.base_model.norm(s[0]), s[1]
+            last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
+            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+
+        layout = [("embeddings", [f"{p}embed_tokens"], lambda m, s: (m.base_model.embed_tokens(s[0]), s[1]))]
+        layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
+        layout.append(("readout", [f"{p}norm"], readout))
+        return layout
+
+
 @register_adapter("distilbert")
 class DistilBertAdapter(TransformersAdapter):
     """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""

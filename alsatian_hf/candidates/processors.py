@@ -241,7 +241,7 @@ def _tokenizer(config_dir: Path):
     from transformers.utils import is_protobuf_available, is_sentencepiece_available
 
     try:
-        return _no_custom_code(config_dir, lambda: AutoTokenizer.from_pretrained(config_dir, trust_remote_code=False))
+        tok = _no_custom_code(config_dir, lambda: AutoTokenizer.from_pretrained(config_dir, trust_remote_code=False))
     except CandidateSkipped:
         raise
     except Exception as e:
@@ -255,6 +255,11 @@ def _tokenizer(config_dir: Path):
                 "protobuf`, then search again.",
             ) from e
         raise
+    if tok.pad_token is None and tok.eos_token is not None:
+        # a decoder's tokenizer often has no padding token (Llama 3's); the attention mask marks the padding, and
+        # the end-of-text token is what fine-tuning scripts pad with
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 _CUT_SHORT: set[tuple] = set()  # (tokenizer digest, max_length[, limit]) already logged as cut short

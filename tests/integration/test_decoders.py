@@ -1,0 +1,59 @@
+"""Decoder-only classifiers (Mistral here: a sliding window in every layer) searched end to end: a tokenizer without
+a padding token that pads on the left, as decoders' do, and the same ranking in every strategy."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from alsatian_hf import ModelSearcher, SearchArguments
+from alsatian_hf.zoo.data import newsgroups
+
+
+def _decoder_tokenizer():
+    """Letters as tokens, `<s>` first, no padding token, left padding: a decoder tokenizer in miniature."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    letters = [chr(c) for c in range(97, 123)]
+    vocab = {"<unk>": 0, "</s>": 1, "<s>": 2, **{c: 3 + i for i, c in enumerate(letters)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   padding_side="left")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mistral_zoo(hub_root):
+    from transformers import MistralConfig
+
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+
+    tokenizer = _decoder_tokenizer()
+    assert tokenizer.pad_token is None
+    config = MistralConfig(vocab_size=32, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                           num_key_value_heads=2, intermediate_size=37, max_position_embeddings=64, num_labels=3,
+                           sliding_window=4)  # fmt: skip
+    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification", processor=tokenizer,
+                                pipeline_tag="text-classification")  # fmt: skip
+    spec = ZooSpec("mistralorg", source, num_models=4, distribution="top_layers", seed=0, name="mistral")
+    yield build_zoo(spec, hub_root)
+    shutil.rmtree(hub_root / "mistralorg")
+
+
+def test_a_decoder_zoo_ranks_alike_in_every_strategy(hub, mistral_zoo, tmp_path):
+    data = newsgroups(num_items=90, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+    runs = {}
+    for strategy in ("alsatian", "shift", "base"):
+        args = SearchArguments(result_size=2, max_length=24, batch_size=32, strategy=strategy, scorer="logme",
+                               store_dir=str(tmp_path / strategy))  # fmt: skip
+        runs[strategy] = ModelSearcher(candidates=mistral_zoo.repo_ids, train_dataset=data, args=args).search()
+    assert not runs["alsatian"].skipped  # padded with the end-of-text token where the tokenizer has no pad token
+    scores = {s: [it["scores"] for it in r.iterations] for s, r in runs.items()}
+    assert scores["alsatian"] == scores["shift"] == scores["base"]
+    assert len(set(scores["alsatian"][0].values())) == 4
+    # the fine-tunes changed only their top layers: the lower ones run once for the four
+    assert runs["alsatian"].iterations[0]["block_executions"] < runs["base"].iterations[0]["block_executions"]
