@@ -64,15 +64,21 @@ class PreparedData:
         except Exception as e:
             # a corrupt image fails its whole batch, and its error names no item ("cannot identify image file
             # <_io.BytesIO ...>"): find the rows, so the user can drop them. When every row fails alone too, the
-            # fault is not in the data.
+            # fault is not in the data but in the candidate's processor (a tokenizer that cannot pad): its error
+            # goes up, and the candidate is skipped with it. One row alone (the shape probe's) is judged by another.
             bad = [i for i in items if not self._readable(processor, i)]
-            if not bad or (len(bad) == len(items) > 1):
+            if not bad or (len(bad) == len(items) and (len(items) > 1 or not self._another_readable(processor, bad))):
                 raise
             rows = f"Row {bad[0]}" if len(bad) == 1 else f"Rows {bad}"
             raise DatasetError(
                 f"{rows} of the target dataset (`train_dataset`'s rows, then `eval_dataset`'s) cannot be read as "
                 f"{processor.kind}s ({type(e).__name__}: {e}). Drop them (`ds.select(...)`) and search again."
             ) from e
+
+    def _another_readable(self, processor: Processor, items: list[int]) -> bool:
+        """Whether a row of the dataset other than `items` prepares (a dataset of those rows alone: no)."""
+        other = next((i for i in range(min(len(self.dataset), len(items) + 1)) if i not in items), None)
+        return other is not None and self._readable(processor, other)
 
     def _readable(self, processor: Processor, item: int) -> bool:
         try:

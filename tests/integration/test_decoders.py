@@ -3,6 +3,7 @@ a padding token that pads on the left, as decoders' do, and the same ranking in 
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -57,3 +58,19 @@ def test_a_decoder_zoo_ranks_alike_in_every_strategy(hub, mistral_zoo, tmp_path)
     assert len(set(scores["alsatian"][0].values())) == 4
     # the fine-tunes changed only their top layers: the lower ones run once for the four
     assert runs["alsatian"].iterations[0]["block_executions"] < runs["base"].iterations[0]["block_executions"]
+
+
+def test_a_tokenizer_that_cannot_pad_skips_its_candidate_only(hub, hub_root, mistral_zoo, tmp_path):
+    """A tokenizer with neither a padding nor an end-of-text token fails every row. That used to be reported as the
+    dataset's fault ("Row 78 ... cannot be read as texts") and ended the whole search."""
+    broken = hub_root / "mistralorg" / "mistral-nopad"
+    shutil.copytree(hub_root / mistral_zoo.repo_ids[1], broken)
+    config = json.loads((broken / "tokenizer_config.json").read_text())
+    (broken / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "eos_token"}))
+    data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos"])
+    args = SearchArguments(result_size=1, max_length=24, batch_size=32, store_dir=str(tmp_path / "store"))
+    result = ModelSearcher(
+        [mistral_zoo.repo_ids[0], "mistralorg/mistral-nopad"], train_dataset=data, args=args
+    ).search()
+    assert result.models == [mistral_zoo.repo_ids[0]]
+    assert "does not have a padding token" in result.skipped["mistralorg/mistral-nopad"]
