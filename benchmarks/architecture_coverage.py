@@ -100,6 +100,8 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "MobileBERT": clf("MobileBert", embedding_size=16),
         "I-BERT": clf("IBert", pad_token_id=1),
         "Nystromformer": clf("Nystromformer"),
+        "GPT-2": lambda: T.GPT2ForSequenceClassification(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2,
+                                                                      n_head=2, n_positions=64, pad_token_id=0)),
         "Llama": clf("Llama", num_key_value_heads=1, pad_token_id=0),
         "Mistral": clf("Mistral", num_key_value_heads=1, pad_token_id=0, sliding_window=4),
         "Qwen2": clf("Qwen2", num_key_value_heads=1, pad_token_id=0),

@@ -198,6 +198,20 @@ TRANSFORMERS_CASES = [
         lambda m, x: _last(m.model(**x).last_hidden_state, x),
     ),
     (
+        "GPT2ForSequenceClassification",
+        lambda: T.GPT2ForSequenceClassification(
+            T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2, n_head=2, n_positions=64, pad_token_id=0)
+        ),  # fmt: skip
+        _text,
+        lambda m, x: _last(m.transformer(**x).last_hidden_state, x),
+    ),
+    (
+        "GPT2LMHeadModel-left-padding",  # how gpt2 and distilgpt2 are saved
+        lambda: T.GPT2LMHeadModel(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2, n_head=2, n_positions=64)),
+        lambda: {k: v.flip(1) for k, v in _text().items()},
+        lambda m, x: _last(m.transformer(**x).last_hidden_state, x),
+    ),
+    (
         "LlamaModel-left-padding",  # a bare base model, and the padding decoder tokenizers often use
         lambda: T.LlamaModel(T.LlamaConfig(**_DECODER)),
         lambda: {k: v.flip(1) for k, v in _text().items()},
@@ -804,9 +818,10 @@ def test_discovery_refuses_what_it_cannot_reproduce():
                                  depths=[1, 1, 1, 1])).eval()  # fmt: skip
     with pytest.raises(UnsupportedArchitectureError, match="PvtModel.*never reached.*register_adapter"):
         split_model(pvt)
-    gpt2 = T.GPT2Model(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()
+    funnel = T.FunnelModel(T.FunnelConfig(vocab_size=31, d_model=32, n_head=2, d_head=16, d_inner=37,
+                                          block_sizes=[1, 1])).eval()  # fmt: skip
     with pytest.raises(UnsupportedArchitectureError, match="text models"):
-        split_model(gpt2)
+        split_model(funnel)
 
 
 def test_register_adapter_warns_on_overwrite_and_list_adapters_filters():

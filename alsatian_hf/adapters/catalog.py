@@ -149,6 +149,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "GPT-2",
+        "GPT2Config()",
+        "token+position embeddings → every block → ln_f+last token the mask keeps",
+        _hf("GPT2Config", "GPT2ForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "Longformer",
         "LongformerConfig()",
         "embeddings (padded to the attention window) → every layer ([CLS] global) → [CLS] state",

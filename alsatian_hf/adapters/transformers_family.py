@@ -681,6 +681,49 @@ class DecoderAdapter(TransformersAdapter):
         return layout
 
 
+@register_adapter("gpt2")
+class GPT2Adapter(TransformersAdapter):
+    """GPT-2 as `GPT2ForSequenceClassification` reads it: token + position embeddings | every block (causal) |
+    `ln_f` + the last token the attention mask keeps (see `DecoderAdapter`)."""
+
+    family = "transformers-gpt2"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def token_states(self, base, p):
+        return [f"{p}ln_f"], lambda m, s: (m.base_model.ln_f(s[0]), s[1])
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_causal_mask
+
+        def embed(m, s):
+            b = m.base_model
+            positions = torch.arange(s[0].shape[1], device=s[0].device).unsqueeze(0)
+            return (b.wte(s[0]) + b.wpe(positions), s[1])
+
+        def block(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+                causal = create_causal_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
+                                            position_ids=positions)  # fmt: skip
+                out = b.h[i](hidden, None, causal, None, use_cache=False, position_ids=positions)
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        def readout(m, s):
+            hidden, mask = m.base_model.ln_f(s[0]), s[1]
+            last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
+            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+
+        layout = [("embeddings", [f"{p}wte", f"{p}wpe"], embed)]
+        layout += [(f"h.{i}", [f"{p}h.{i}"], block(i)) for i in range(len(base.h))]
+        layout.append(("readout", [f"{p}ln_f"], readout))
+        return layout
+
+
 @register_adapter("distilbert")
 class DistilBertAdapter(TransformersAdapter):
     """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""
