@@ -79,6 +79,10 @@ def hostile(hub_root, tiny_zoo, tiny_bert_repo):
     bert = cases["million-layer-bert"] = _copy(hub_root, tiny_bert_repo.repo_ids[0], "million-layer-bert")
     config = json.loads((bert / "config.json").read_text())
     (bert / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 10**6}))
+    quantized = cases["gptq-bert"] = _copy(hub_root, tiny_bert_repo.repo_ids[0], "gptq-bert")
+    config = json.loads((quantized / "config.json").read_text())
+    gptq = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    (quantized / "config.json").write_text(json.dumps({**config, "quantization_config": gptq}))
     remote = cases["remote-code"] = _copy(hub_root, source, "remote-code")
     marker = hub_root / "hostile" / "remote-code-ran"
     (remote / "config.json").write_text(json.dumps({
@@ -111,6 +115,7 @@ def test_hostile_repos_are_skipped_with_reasons_and_change_no_ranking(hub, hosti
     assert "past the end" in reasons["hostile/past-the-end"]
     assert "spans" in reasons["hostile/wrong-byte-count"]
     assert "the repo's own code (its `auto_map`), which a search never runs" in reasons["hostile/remote-code"]
+    assert "quantized (gptq)" in reasons["hostile/gptq-bert"]
     assert not marker.exists()  # the repo's code never ran
 
 

@@ -105,6 +105,12 @@ def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = No
 
     config = json.loads(raw)
     library = library_of(config)
+    quantized = config.get("quantization_config")
+    if isinstance(quantized, dict):  # packed integers (GPTQ, AWQ, bitsandbytes, FP8): not the tensors the model runs
+        raise UnsupportedArchitectureError(
+            f"its weights are quantized ({quantized.get('quant_method', 'unknown method')}); a search reads "
+            "full-precision weights. Search the model they were quantized from (the card's `base_model`)."
+        )
     context = init_empty_weights() if str(device) == "meta" else torch.device(device)
     with context, _bounded(max_parameters):
         if library == "timm":
