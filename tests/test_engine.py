@@ -407,3 +407,40 @@ def test_blocks_on_one_by_one_maps_stay_channels_last_untimed(tiny_zoo, hub_root
     out = measure_layouts(folder, small, batch=8)
     assert all(out[i] for i, o in enumerate(one_by_one) if o)
     assert (1, 1) not in timed and len(timed) == 2 * sum(larger)  # each other conv block, in both layouts
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama", "vit"])
+def test_a_model_without_batchnorm_is_probed_on_zeros_with_the_random_copys_figures(kind, tmp_path, monkeypatch):
+    """Sizes and FLOPs depend on shapes alone: probed block by block on zeros (no random-init copy of the whole
+    model, which for a 7B decoder would take 28 GB), they equal a random-init copy's."""
+    import transformers as T
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from alsatian_hf.adapters import split_model, state_nbytes
+    from alsatian_hf.adapters.skeleton import build_model
+
+    text = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    model, state = {
+        "bert": (T.BertModel(T.BertConfig(**text)), (torch.randint(3, 30, (1, 9)), torch.ones(1, 9, dtype=torch.long),
+                                                      torch.zeros(1, 9, dtype=torch.long))),
+        "llama": (T.LlamaForSequenceClassification(T.LlamaConfig(**text, num_key_value_heads=2, pad_token_id=0)),
+                  (torch.randint(3, 30, (1, 9)), torch.tensor([[1] * 6 + [0] * 3]))),
+        "vit": (T.ViTModel(T.ViTConfig(**{k: v for k, v in text.items() if k != "vocab_size"}, image_size=32,
+                                       patch_size=8)), (torch.randn(1, 3, 32, 32),)),
+    }[kind]  # fmt: skip
+    model.save_pretrained(tmp_path)
+    from alsatian_hf.candidates import probe as probe_module
+
+    built, build = [], probe_module.build_model
+    monkeypatch.setattr(probe_module, "build_model", lambda *a, **kw: built.append(kw["device"]) or build(*a, **kw))
+    probed = ShapeProbe().measure(tmp_path, f"probe-{kind}", state)
+    assert built == ["meta"]  # no random-init copy
+    copy = build_model(tmp_path, device="cpu")
+    sizes, flops = [], []
+    with torch.inference_mode():
+        for block in split_model(copy).blocks:
+            with FlopCounterMode(display=False) as counter:
+                state = block.step(copy, state)
+            sizes.append(state_nbytes(state))
+            flops.append(float(counter.get_total_flops()))
+    assert probed.sizes == sizes and probed.flops == flops and not any(probed.fold_pairs)

@@ -31,7 +31,7 @@ class FoldPair:
     bn: str  # module path of the BatchNorm2d that consumes its output
 
 
-def _foldable_bn(module: nn.Module) -> bool:
+def foldable_bn(module: nn.Module) -> bool:
     return isinstance(module, nn.BatchNorm2d) and module.track_running_stats and module.affine
 
 
@@ -54,7 +54,7 @@ def find_pairs(model: nn.Module, split: SplitModel, state: State) -> list[list[F
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for m in model.modules():
-            if _foldable_bn(m):
+            if foldable_bn(m):
                 m.running_mean.normal_(generator=gen)
                 m.running_var.uniform_(0.5, 2.0, generator=gen)
                 m.weight.normal_(1.0, 0.2, generator=gen)
@@ -83,7 +83,7 @@ def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, s
         if (
             conv is not None
             and conv.padding_mode == "zeros"
-            and _foldable_bn(module)
+            and foldable_bn(module)
             and _remainder(module) is not None
         ):
             found.append(FoldPair(paths[conv], paths[module]))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._device import device_name
@@ -20,7 +21,7 @@ from .._digest_cache import DigestCache
 from ..adapters import SentencePooling, State, split_model, state_nbytes
 from ..adapters.skeleton import build_model
 from ..store.block_store import BlockStore
-from .batchnorm import FoldPair, find_pairs
+from .batchnorm import FoldPair, find_pairs, foldable_bn
 from .layout import MARGIN, RULES, measure_layouts
 
 
@@ -137,14 +138,36 @@ def _layouts_key(measured: Measured, input_key: str, state: State) -> str:
 
 
 def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = None) -> Measured:
-    model = build_model(config_dir, device="cpu")
+    """Sizes and FLOPs depend on shapes alone. Only folding BatchNorms needs real values, to check each fold; a
+    model without BatchNorm runs each block on zeros, materialised for that block alone and dropped after it: a
+    random-init copy of a 7B decoder would take 28 GB and minutes to build."""
+    model = build_model(config_dir, device="meta", shared=False)
+    real = any(foldable_bn(m) for m in model.modules())
+    if real:
+        model = build_model(config_dir, device="cpu")
     split = split_model(model, pooling=pooling)
     sizes, flops, first = [], [], state
     with torch.inference_mode():
         for block in split.blocks:
+            zeroed = [] if real else _zeros(model, block)
             counter = FlopCounterMode(display=False)
             with counter:
                 state = block.step(model, state)
             sizes.append(state_nbytes(state) // max(state[0].shape[0], 1))
             flops.append(float(counter.get_total_flops()) / max(state[0].shape[0], 1))
-    return Measured(sizes, flops, find_pairs(model, split, first))
+            for module, name in zeroed:  # back on the meta device
+                module._parameters[name] = nn.Parameter(module._parameters[name].to("meta"), requires_grad=False)
+    return Measured(sizes, flops, find_pairs(model, split, first) if real else [[] for _ in split.blocks])
+
+
+def _zeros(model: nn.Module, block) -> list[tuple[nn.Module, str]]:
+    """The block's parameters as zeros on the CPU (its buffers are real already); returns where they went."""
+    done = []
+    for key in block.keys:
+        path, _, name = block.model_key(key).rpartition(".")
+        module = model.get_submodule(path) if path else model
+        param = module._parameters.get(name)
+        if param is not None and param.is_meta:
+            module._parameters[name] = nn.Parameter(torch.zeros(param.shape, dtype=param.dtype), requires_grad=False)
+            done.append((module, name))
+    return done
