@@ -13,8 +13,8 @@ from typing import Union
 from .._progress import silent_tqdm_class
 from ..errors import BlockFetchError, CandidateSkipped
 from ..hub import Candidate, RangeReader
-from ..hub.conversion import Conversion, find_conversion, has_pickled_checkpoint
-from ..hub.headers import SINGLE, checkpoint_files, layout_from_json, layout_to_json, read_layout
+from ..hub.conversion import Conversion, find_conversion, pickled_only
+from ..hub.headers import SINGLE, layout_from_json, layout_to_json, read_layout
 from ..hub.listing import card_base_model
 from ..hub.ranges import with_retries
 from ..hub.xet import XetReader
@@ -206,12 +206,7 @@ def open_hub(repo_id: str, revision: str | None, *, store: BlockStore, reader: R
         if revision is not None and _COMMIT.fullmatch(revision) and store.load_commit(repo_id, revision) is None:
             commit = {"siblings": siblings, "sizes": sizes, "files_sha": files_sha, "base_model": base_model}
             store.save_commit(repo_id, revision, {**commit, "private": private} if private else commit)
-    if (
-        siblings
-        and checkpoint_files(siblings) is None
-        and not is_adapter(siblings)
-        and has_pickled_checkpoint(siblings)
-    ):
+    if pickled_only(siblings) and not is_adapter(siblings):
         return _open_conversion(repo_id, revision, private, store=store, reader=reader, xet=xet, via=via)
     folder = _cached_snapshot(repo_id, revision, siblings) if known is not None else None
     if folder is None:

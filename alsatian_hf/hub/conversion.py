@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .headers import checkpoint_files
 from .ranges import with_retries
 
 
@@ -39,6 +40,11 @@ def has_pickled_checkpoint(siblings) -> bool:
     return any(name in siblings for name in PICKLED)
 
 
+def pickled_only(siblings) -> bool:
+    """Whether a repo's checkpoint is a `.bin` one alone: what it searches is its conversion, if it has one."""
+    return checkpoint_files(list(siblings)) is None and has_pickled_checkpoint(siblings)
+
+
 def find_conversion(repo_id: str, commit: str, *, private: bool = False) -> Conversion | None:
     """The newest open safetensors conversion of `commit`, or None (one listing request, then one per match).
 
@@ -46,11 +52,16 @@ def find_conversion(repo_id: str, commit: str, *, private: bool = False) -> Conv
         private: whether the repo is private, where the pull request may be by any member.
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
-    discussions = with_retries(
-        lambda: list(api.get_repo_discussions(repo_id, discussion_type="pull_request", discussion_status="open"))
-    )
+    try:
+        discussions = with_retries(
+            lambda: list(api.get_repo_discussions(repo_id, discussion_type="pull_request", discussion_status="open"))
+        )
+    except HfHubHTTPError as e:  # a repo with its discussions turned off (403), or a Hub that has none (404)
+        logger.info("%s: its pull requests cannot be listed (%s); no safetensors conversion is searched", repo_id, e)
+        return None
     for pr in sorted(discussions, key=lambda d: -d.num):
         if pr.title != CONVERSION_TITLE or not pr.is_pull_request or not (private or pr.author == CONVERSION_BOT):
             continue

@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .conversion import find_conversion, has_pickled_checkpoint
+from .conversion import find_conversion, has_pickled_checkpoint, pickled_only
 from .headers import ADAPTER_WEIGHTS, checkpoint_files, is_adapter
 
 
@@ -147,7 +147,7 @@ def list_candidates(
                 cand.skip_reason = (
                     "a PEFT adapter whose card's `base_model` has no size to check `max_params` against."
                 )
-        elif max_params is not None and cand.skip_reason is None and checkpoint_files(list(cand.siblings)) is None:
+        elif max_params is not None and cand.skip_reason is None and pickled_only(cand.siblings):
             cand.num_parameters = converted_size(info)  # a `.bin`-only commit: the Hub has no size of its own
             if cand.num_parameters is None:
                 cand.skip_reason = (
