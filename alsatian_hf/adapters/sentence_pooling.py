@@ -12,6 +12,7 @@ in a subfolder this library does not fetch, so such a model is searched by its p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._base import Block, SplitModel, State
+from ..errors import UnsupportedArchitectureError
+from ._base import SplitModel, State
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -115,30 +117,25 @@ class SentencePooling:
 
 
 def with_sentence_pooling(split: SplitModel, token_states, pooling: SentencePooling) -> SplitModel:
-    """`split` with its read-out block replaced by `pooling` over the token states.
+    """`split` with its read-out block's step replaced by `pooling` over the token states.
 
     Args:
         token_states: `(paths, step)` from the adapter: the module paths of what turns the read-out's input state
             into the model's token states (a final norm), and `step(model, state) -> (tokens, 2-D mask)`.
 
-    The new read-out keeps only the old one's tensors under `paths`; the rest (a pooler) joins the head, never
-    fetched. It carries the pooling's signature as its `salt`, so it never shares a node with a read-out that
-    has the same tensors but computes otherwise.
+    The read-out keeps its tensors, a pooler it no longer reads included (BERT-base's is 0.5% of its bytes): the
+    store indexes a checkpoint's blocks by position, so a block must own the same tensors however it is read
+    out. It carries the pooling's signature as its `salt`, so it never shares a node with a read-out that has
+    the same tensors but computes otherwise.
     """
     paths, tokens_of = token_states
     old = split.blocks[-1]
-    inside = tuple(f"{path}." for path in paths)
-    kept = {k: mk for k, mk in old.model_keys.items() if mk.startswith(inside)}
+    outside = [p for p in paths if not any(mk.startswith(f"{p}.") for mk in old.model_keys.values())]
+    if outside:  # the step would read weights the read-out block does not load
+        raise UnsupportedArchitectureError(f"{split.family}: token states read {outside}, outside its read-out block.")
 
     def readout(m: nn.Module, s: State) -> State:
         return (pooling(*tokens_of(m, s)),)
 
-    new = Block(
-        name=old.name, keys=tuple(k for k in old.keys if k in kept), step=readout, prefix=old.prefix,
-        model_keys=kept, shared={k: v for k, v in old.shared.items() if k in kept}, salt=pooling.signature,
-    )  # fmt: skip
-    dropped = {k: mk for k, mk in old.model_keys.items() if k not in kept}
-    split.blocks = [*split.blocks[:-1], new]
-    split.head_model_keys = {**split.head_model_keys, **dropped}
-    split.head_keys = (*split.head_keys, *dropped)
+    split.blocks = [*split.blocks[:-1], dataclasses.replace(old, step=readout, salt=pooling.signature)]
     return split

@@ -141,7 +141,7 @@ class PullRequest:
 class FolderRepo:
     """One repo: `ROOT/<org>/<name>` (models) or `ROOT/datasets/<org>/<name>` (datasets).
 
-    Its main branch is the folder itself. `pull(num)` is the same repo as pull request `num` sees it (`refs/pr/num`),
+    Its main branch is the folder itself. `pull(pr)` is the same repo as pull request `pr` sees it (`refs/pr/N`),
     a folder of its own whose unchanged files may be links into main's.
     """
 

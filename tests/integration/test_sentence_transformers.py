@@ -73,3 +73,26 @@ def test_texts_are_cut_at_the_sentence_transformers_max_seq_length(hub, sentence
         caplog.clear()
         _search(["storg/mean"], tmp_path / "off", max_length=16, sentence_pooling=False)
         assert cut not in caplog.text  # read out as a transformers model, it takes its 64 positions
+
+
+def test_one_store_serves_a_repo_read_out_either_way(hub, hub_root, letters_tokenizer, tmp_path):
+    """A pre-LayerNorm encoder's read-out holds its final norm and its pooler. Read out by its modules it reads the
+    norm alone; the block must still own both, or the store's index of the repo's blocks (by position) gives the
+    other read-out the wrong tensors."""
+    from transformers import MegatronBertConfig, MegatronBertModel
+
+    folder = hub_root / "storg" / "megatron"
+    config = MegatronBertConfig(vocab_size=57, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=37, max_position_embeddings=64)  # fmt: skip
+    MegatronBertModel(config).save_pretrained(folder)
+    letters_tokenizer.save_pretrained(folder)
+    (folder / "modules.json").write_text(json.dumps(MODULES))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32}))
+    try:
+        pooled = _search(["storg/megatron"], tmp_path / "shared").iterations[0]["scores"]
+        again = _search(["storg/megatron"], tmp_path / "shared", sentence_pooling=False)
+        fresh = _search(["storg/megatron"], tmp_path / "fresh", sentence_pooling=False).iterations[0]["scores"]
+        assert not again.skipped and again.iterations[0]["scores"] == fresh != pooled
+    finally:
+        shutil.rmtree(hub_root / "storg")
