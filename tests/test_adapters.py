@@ -672,6 +672,39 @@ def test_sentence_pooling_reads_legacy_and_current_configs(tmp_path, config, exp
     assert SentencePooling.from_folder(tmp_path) is None
 
 
+def test_sentence_pooling_runs_dense_layers_from_safetensors_then_normalizes(tmp_path):
+    """LaBSE's and distiluse's read-out: pooling, a Dense layer (tanh), L2. (Bit-equal to sentence-transformers
+    6.3 with two stacked Dense layers, checked outside the suite.) A Dense saved as `.bin` stops the read-out."""
+    from safetensors.torch import save_file
+
+    from alsatian_hf.adapters import SentencePooling
+
+    modules = [{"type": "sentence_transformers.models.Transformer", "path": ""},
+               {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
+               {"type": "sentence_transformers.models.Dense", "path": "2_Dense"},
+               {"type": "sentence_transformers.models.Normalize", "path": "3_Normalize"}]  # fmt: skip
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean"}))
+    (tmp_path / "2_Dense").mkdir()
+    (tmp_path / "2_Dense" / "config.json").write_text(json.dumps(
+        {"in_features": 4, "out_features": 3, "bias": True, "activation_function": "torch.nn.modules.activation.Tanh"}
+    ))  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(3, 4, generator=g), torch.randn(3, generator=g)
+    save_file({"linear.weight": weight, "linear.bias": bias}, tmp_path / "2_Dense" / "model.safetensors")
+    pooling = SentencePooling.from_folder(tmp_path)
+    assert len(pooling.dense) == 1 and pooling.normalize and ":dense-" in pooling.signature
+    tokens, mask = torch.randn(2, 5, 4, generator=g), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    mean = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    expected = torch.nn.functional.normalize(torch.tanh(mean @ weight.T + bias), dim=-1)
+    assert torch.allclose(pooling(tokens, mask), expected, atol=1e-6)
+    save_file({"linear.weight": weight + 1, "linear.bias": bias}, tmp_path / "2_Dense" / "model.safetensors")
+    assert SentencePooling.from_folder(tmp_path).signature != pooling.signature  # other weights, another read-out
+    (tmp_path / "2_Dense" / "model.safetensors").rename(tmp_path / "2_Dense" / "pytorch_model.bin")
+    assert SentencePooling.from_folder(tmp_path) == SentencePooling(("mean",))  # stops before it, never unpickled
+
+
 def test_sentence_pooling_takes_only_the_tokens_the_mask_keeps():
     from alsatian_hf.adapters import SentencePooling
 

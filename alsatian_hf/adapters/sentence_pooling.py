@@ -6,13 +6,16 @@ L2-normalised. Its transformers read-out (a pooler trained for pretraining, or [
 search reads out as the repo's own modules do. The pooling equals `sentence_transformers`' `Pooling.forward` for
 a padded batch (checked against sentence-transformers 6.3), with `include_prompt` moot: a search sends no prompt.
 
-Only the modules up to the first one that is not `Pooling` or `Normalize` run: a `Dense` layer's weights live
-in a subfolder this library does not fetch, so such a model is searched by its pooled token states, before it.
+After the pooling, `Dense` layers (LaBSE's, distiluse's) and a final `Normalize` run as sentence-transformers runs
+them; a `Dense` layer's weights come from its folder's `model.safetensors` (never a `.bin`), and its identity
+(their digest) is part of the read-out's. The modules stop at the first one that is none of these, or a `Dense`
+without safetensors weights or with an activation outside torch's: the features are what comes before it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -40,6 +43,57 @@ MODES = tuple(_LEGACY_MODES.values())
 _POOLING = ("sentence_transformers.models.Pooling", "sentence_transformers.sentence_transformer.modules.pooling")
 _NORMALIZE = ("sentence_transformers.models.Normalize", "sentence_transformers.base.modules.normalize")
 _TRANSFORMER = ("sentence_transformers.models.Transformer", "sentence_transformers.base.modules.transformer")
+_DENSE = ("sentence_transformers.models.Dense", "sentence_transformers.base.modules.dense")
+# the activations a `Dense` layer's config may name (as `torch.nn.modules.activation.Tanh`), which are run
+_ACTIVATIONS = {"Tanh": torch.tanh, "Identity": lambda x: x, "ReLU": torch.relu, "Sigmoid": torch.sigmoid,
+                "GELU": nn.functional.gelu, "SiLU": nn.functional.silu}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """A sentence-transformers `Dense` layer: activation(x @ weight.T + bias) (+ x, with `use_residual`)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activation: str
+    residual: bool
+    digest: str  # of its weights and config: part of the read-out's identity
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.device, x.dtype)
+        bias = self.bias.to(x.device, x.dtype) if self.bias is not None else None
+        out = _ACTIVATIONS[self.activation](nn.functional.linear(x, weight, bias))
+        return out + x if self.residual else out
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "Dense | None":
+        """The layer saved in `folder`, or None (with the reason logged) where it cannot run here."""
+        from safetensors.torch import load_file
+
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            weights = folder / "model.safetensors"
+            if not weights.is_file():
+                logger.info("%s: its Dense weights are not in safetensors: features stop before it", folder)
+                return None
+            tensors = load_file(weights)
+            weight, bias = tensors["linear.weight"], tensors.get("linear.bias")
+        except (OSError, ValueError, KeyError) as e:
+            logger.info("%s: its Dense layer cannot be read (%s): features stop before it", folder, e)
+            return None
+        activation = str(config.get("activation_function") or "torch.nn.modules.linear.Identity")
+        name = activation.rsplit(".", 1)[-1]
+        residual = bool(config.get("use_residual"))
+        if (
+            not activation.startswith("torch.")
+            or name not in _ACTIVATIONS
+            or (residual and weight.shape[0] != weight.shape[1])
+        ):
+            logger.info("%s: its Dense layer (%s) does not run here: features stop before it", folder, activation)
+            return None
+        digest = hashlib.sha256(weights.read_bytes())
+        digest.update(f"\0{name}\0{residual}".encode())
+        return cls(weight, bias, name, residual, digest.hexdigest()[:16])
 
 
 @dataclass(frozen=True)
@@ -48,11 +102,13 @@ class SentencePooling:
 
     modes: tuple[str, ...]
     normalize: bool = False
+    dense: tuple[Dense, ...] = ()  # run after the pooling, before the normalisation
 
     @property
     def signature(self) -> str:
         """Names the read-out: blocks with the same tensors but another read-out must not share a node."""
-        return "sentence-transformers:" + "+".join(self.modes) + (":normalize" if self.normalize else "")
+        dense = "".join(f":dense-{d.digest}" for d in self.dense)
+        return "sentence-transformers:" + "+".join(self.modes) + dense + (":normalize" if self.normalize else "")
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "SentencePooling | None":
@@ -75,12 +131,20 @@ class SentencePooling:
             logger.info("%s: pooling %s is not one sentence-transformers defines; its own read-out is used",
                         folder.name, modes)  # fmt: skip
             return None
-        normalize = len(types) > 2 and types[2].startswith(_NORMALIZE)
-        rest = types[2 + normalize :]
+        dense: list[Dense] = []
+        at = 2
+        while at < len(types) and types[at].startswith(_DENSE):
+            layer = Dense.from_folder(folder / str(modules[at].get("path", "")))
+            if layer is None:
+                break
+            dense.append(layer)
+            at += 1
+        normalize = at < len(types) and types[at].startswith(_NORMALIZE)
+        rest = types[at + normalize :]
         if rest:
-            logger.info("%s: features are its pooled embeddings, before its %s module(s)", folder.name,
+            logger.info("%s: features are its embeddings before its %s module(s)", folder.name,
                         ", ".join(t.rsplit(".", 1)[-1] for t in rest))  # fmt: skip
-        return cls(modes, normalize)
+        return cls(modes, normalize, tuple(dense))
 
     def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The sentence embedding of token states (batch, tokens, width) under a 2-D attention mask."""
@@ -113,6 +177,8 @@ class SentencePooling:
                 keep = mask.unsqueeze(-1).expand_as(tokens).to(tokens.dtype)
                 out.append(torch.gather(tokens * keep, 1, gather).squeeze(1))
         embedding = torch.cat(out, dim=-1)
+        for layer in self.dense:
+            embedding = layer(embedding)
         return nn.functional.normalize(embedding, p=2, dim=-1) if self.normalize else embedding
 
 

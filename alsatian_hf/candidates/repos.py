@@ -30,8 +30,9 @@ CandidateSpec = Union[str, Path, Candidate]
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")  # a commit sha: what it names never changes
 
-# Everything but weights: configs, processors, tokenizers, the card. Weights come block by block.
-SMALL_FILES = ["*.json", "*.txt", "*.model", "README.md"]
+# Everything but the checkpoint: configs, processors, tokenizers, the card, and a sentence-transformers read-out's
+# Dense layers (`adapters.sentence_pooling`; a few MB at most). The checkpoint's weights come block by block.
+SMALL_FILES = ["*.json", "*.txt", "*.model", "README.md", "*_Dense/model.safetensors"]
 
 
 @dataclass

@@ -23,18 +23,34 @@ MODULES = [
 
 @pytest.fixture()
 def sentence_repos(hub_root, tiny_bert_repo):
-    """`storg/plain` (a BERT) and `storg/mean` and `storg/cls` (the same weights as sentence-transformers models
-    that mean-pool and take [CLS], L2-normalised); removed after."""
+    """`storg/plain` (a BERT), and the same weights as sentence-transformers models: `storg/mean` and `storg/cls`
+    (mean-pool, take [CLS]), and `storg/dense` (mean-pool, then a Dense layer to 8 features); all L2-normalised.
+    Removed after."""
+    import torch
+    from safetensors.torch import save_file
+
     source = hub_root / tiny_bert_repo.repo_ids[0]
-    for name, pooling in (("plain", None), ("mean", "mean"), ("cls", "cls")):
+    for name, pooling in (("plain", None), ("mean", "mean"), ("cls", "cls"), ("dense", "mean")):
         folder = hub_root / "storg" / name
         shutil.copytree(source, folder)
-        if pooling is not None:
-            (folder / "modules.json").write_text(json.dumps(MODULES))
-            (folder / "1_Pooling").mkdir()
-            (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
-                                                                          "pooling_mode": pooling}))  # fmt: skip
-    yield ["storg/plain", "storg/mean", "storg/cls"]
+        if pooling is None:
+            continue
+        modules = MODULES
+        if name == "dense":
+            dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+            modules = [MODULES[0], MODULES[1], dense, {**MODULES[2], "idx": 3, "name": "3", "path": "3_Normalize"}]
+            (folder / "2_Dense").mkdir()
+            (folder / "2_Dense" / "config.json").write_text(json.dumps({
+                "in_features": 32, "out_features": 8, "bias": True,
+                "activation_function": "torch.nn.modules.activation.Tanh"}))  # fmt: skip
+            g = torch.Generator().manual_seed(0)
+            layer = {"linear.weight": torch.randn(8, 32, generator=g), "linear.bias": torch.randn(8, generator=g)}
+            save_file(layer, folder / "2_Dense" / "model.safetensors")
+        (folder / "modules.json").write_text(json.dumps(modules))
+        (folder / "1_Pooling").mkdir()
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                      "pooling_mode": pooling}))  # fmt: skip
+    yield ["storg/plain", "storg/mean", "storg/cls", "storg/dense"]
     shutil.rmtree(hub_root / "storg")
 
 
@@ -51,12 +67,13 @@ def test_a_sentence_transformers_repo_is_read_out_by_its_own_pooling(hub, senten
     scores = {s: r.iterations[-1]["scores"] for s, r in runs.items()}
     assert scores["alsatian"] == scores["shift"] == scores["base"]
     first = runs["alsatian"].iterations[0]
-    assert len(set(first["scores"].values())) == 3  # three read-outs of one model: three embeddings
-    # every block but the read-out is computed once for the three: 1 + 2 layers + 3 read-outs, against 3 x 4
+    # four read-outs of one model: four embeddings (the Dense layer's weights came with the small files, by Xet)
+    assert len(set(first["scores"].values())) == 4
+    # every block but the read-out is computed once for the four: 1 + 2 layers + 4 read-outs, against 4 x 4
     assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
-    assert len(first["block_time"]) == 3 + 3
+    assert len(first["block_time"]) == 3 + 4
 
-    # read out as their transformers model does, the three are one model
+    # read out as their transformers model does, the four are one model
     same = _search(sentence_repos, tmp_path / "off", sentence_pooling=False).iterations[0]["scores"]
     assert len(set(same.values())) == 1
 
