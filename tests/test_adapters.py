@@ -70,6 +70,17 @@ def _last(hidden, x):
     return hidden[torch.arange(hidden.shape[0]), last]
 
 
+def _decoder(kind: str, **config):
+    """A case of a decoder's `*ForSequenceClassification`: features are the last token the mask keeps."""
+    cls = getattr(T, f"{kind}ForSequenceClassification")
+    return (
+        cls.__name__,
+        lambda: cls(getattr(T, f"{kind}Config")(**_DECODER, **config)),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    )
+
+
 def _first_global(x):
     """Global attention on [CLS], as `LongformerForSequenceClassification` sets it."""
     mask = torch.zeros_like(x["input_ids"])
@@ -153,50 +164,14 @@ TRANSFORMERS_CASES = [
         lambda: {**_text(), "token_type_ids": torch.tensor([[0] * 3 + [1] * 4, [0] * 4 + [1] * 3])},
         lambda m, x: m.transformer(**x).last_hidden_state.mean(1),
     ),
-    (
-        "LlamaForSequenceClassification",  # right padding: the last token the mask keeps
-        lambda: T.LlamaForSequenceClassification(T.LlamaConfig(**_DECODER, **{})),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
-    (
-        "MistralForSequenceClassification",  # every layer a 4-token window
-        lambda: T.MistralForSequenceClassification(T.MistralConfig(**_DECODER, **dict(sliding_window=4))),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
-    (
-        "Qwen2ForSequenceClassification",  # full, then sliding layers
-        lambda: T.Qwen2ForSequenceClassification(
-            T.Qwen2Config(**_DECODER, **dict(use_sliding_window=True, sliding_window=4, max_window_layers=1))
-        ),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
-    (
-        "Qwen3ForSequenceClassification",
-        lambda: T.Qwen3ForSequenceClassification(T.Qwen3Config(**_DECODER, **dict(head_dim=8))),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
-    (
-        "GemmaForSequenceClassification",  # scaled embeddings
-        lambda: T.GemmaForSequenceClassification(T.GemmaConfig(**_DECODER, **dict(head_dim=8))),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
-    (
-        "Gemma2ForSequenceClassification",  # alternating sliding layers, soft-capping
-        lambda: T.Gemma2ForSequenceClassification(T.Gemma2Config(**_DECODER, **dict(head_dim=8, sliding_window=4))),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
-    (
-        "Phi3ForSequenceClassification",
-        lambda: T.Phi3ForSequenceClassification(T.Phi3Config(**_DECODER, **dict(sliding_window=4))),
-        _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
-    ),
+    # decoders, read out at the last token the mask keeps; right padding
+    _decoder("Llama"),
+    _decoder("Mistral", sliding_window=4),  # every layer a 4-token window
+    _decoder("Qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1),  # full, then sliding layers
+    _decoder("Qwen3", head_dim=8),
+    _decoder("Gemma", head_dim=8),  # scaled embeddings
+    _decoder("Gemma2", head_dim=8, sliding_window=4),  # alternating sliding layers, soft-capping
+    _decoder("Phi3", sliding_window=4),
     (
         "GPT2ForSequenceClassification",
         lambda: T.GPT2ForSequenceClassification(

@@ -179,6 +179,16 @@ def test_a_restart_does_not_rechunk_and_a_changed_file_is_rechunked(tmp_path):
         assert hub.xet.file_hash(path) != first and hub.xet.files_chunked == 1
 
 
+def _downloaded(hub: HubServer, repo: str, hf_home: Path) -> Path:
+    """`model.safetensors` of `repo` as the real client downloads it, in a fresh process (its own Xet session)."""
+    out = subprocess.run([sys.executable, "-c", "from huggingface_hub import hf_hub_download; "
+                          f"print(hf_hub_download({repo!r}, 'model.safetensors'))"],
+                         env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home)},
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def test_deleting_the_repo_that_owns_shared_xorbs_leaves_the_others_served(tmp_path):
     """A repo whose bytes reference xorbs another repo's file owns is chunked anew when that repo is deleted
     from the served folder; it used to drop every request for the file (FileNotFoundError in the handler)."""
@@ -190,12 +200,7 @@ def test_deleting_the_repo_that_owns_shared_xorbs_leaves_the_others_served(tmp_p
         shutil.rmtree(hub.root / "xorg" / "first")
         status, body, headers = _get(f"{hub.url}/xorg/copy/resolve/main/model.safetensors", {"Range": "bytes=0-7"})
         assert status == 206 and headers["X-Xet-Hash"] == hub.xet.file_hash(copy) and len(body) == 8
-        out = subprocess.run([sys.executable, "-c", "from huggingface_hub import hf_hub_download; "
-                              "print(hf_hub_download('xorg/copy', 'model.safetensors'))"],
-                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")},
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert Path(out.stdout.strip().splitlines()[-1]).read_bytes() == copy.read_bytes()
+        assert _downloaded(hub, "xorg/copy", tmp_path / "hf").read_bytes() == copy.read_bytes()
 
 
 def test_deleting_an_identical_copy_leaves_the_original_served(tmp_path):
@@ -207,12 +212,7 @@ def test_deleting_an_identical_copy_leaves_the_original_served(tmp_path):
         for repo in ("xorg/original", "xorg/copy"):  # the copy is the file last asked about
             assert _get(f"{hub.url}/{repo}/resolve/main/model.safetensors", {"Range": "bytes=0-7"})[0] == 206
         shutil.rmtree(copy.parent)
-        out = subprocess.run([sys.executable, "-c", "from huggingface_hub import hf_hub_download; "
-                              "print(hf_hub_download('xorg/original', 'model.safetensors'))"],
-                             env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")},
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert Path(out.stdout.strip().splitlines()[-1]).read_bytes() == original.read_bytes()
+        assert _downloaded(hub, "xorg/original", tmp_path / "hf").read_bytes() == original.read_bytes()
 
 
 def test_without_xet_the_hub_serves_plain_http(tmp_path):

@@ -622,6 +622,13 @@ class XLNetAdapter(TransformersAdapter):
         return layout
 
 
+def _last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's last token the attention mask keeps: what a decoder's `*ForSequenceClassification` classifies
+    (it compares ids with `pad_token_id`; the mask says the same on either padding side)."""
+    last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
 # decoders whose forward masks every layer with a sliding window when `sliding_window` is set (the others name
 # each layer's kind in `config.layer_types`, or have none)
 _SLIDING_WHEN_SET = {"mistral", "phi3"}
@@ -671,9 +678,7 @@ class DecoderAdapter(TransformersAdapter):
             return step
 
         def readout(m, s):
-            hidden, mask = m.base_model.norm(s[0]), s[1]
-            last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
-            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+            return (_last_kept(m.base_model.norm(s[0]), s[1]),)
 
         layout = [("embeddings", [f"{p}embed_tokens"], lambda m, s: (m.base_model.embed_tokens(s[0]), s[1]))]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
@@ -714,9 +719,7 @@ class GPT2Adapter(TransformersAdapter):
             return step
 
         def readout(m, s):
-            hidden, mask = m.base_model.ln_f(s[0]), s[1]
-            last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
-            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+            return (_last_kept(m.base_model.ln_f(s[0]), s[1]),)
 
         layout = [("embeddings", [f"{p}wte", f"{p}wpe"], embed)]
         layout += [(f"h.{i}", [f"{p}h.{i}"], block(i)) for i in range(len(base.h))]
@@ -913,6 +916,29 @@ class HfConvNextAdapter(TransformersAdapter):
         return layout
 
 
+def _grid(hidden: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A token grid's height and width per item, as a (batch, 2) tensor: state, since a state holds tensors only."""
+    return torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
+
+
+def _embed_grid(m: nn.Module, s: State) -> State:
+    """(pixels,) -> (tokens, grid): embeddings that also return the token grid's size (Swin's, FocalNet's)."""
+    hidden, (h, w) = m.base_model.embeddings(s[0])
+    return (hidden, _grid(hidden, h, w))
+
+
+def _staged(prefix: str, stages: str, blocks: str, shape: list[tuple[int, bool]], block, downsample) -> list:
+    """The layout of a hierarchical encoder: per stage, every block (`block(i, j)`), then its downsampling
+    (`downsample(i)`) where it has one. `shape`: per stage, (blocks, whether it downsamples)."""
+    layout = []
+    for i, (count, downsamples) in enumerate(shape):
+        path = f"{prefix}{stages}.{i}"
+        layout += [(f"{stages}.{i}.{blocks}.{j}", [f"{path}.{blocks}.{j}"], block(i, j)) for j in range(count)]
+        if downsamples:
+            layout.append((f"{stages}.{i}.downsample", [f"{path}.downsample"], downsample(i)))
+    return layout
+
+
 @register_adapter("swin", "swinv2")
 class HfSwinAdapter(TransformersAdapter):
     """embeddings | every Swin block, then each stage's patch merging | layernorm + average pool.
@@ -923,11 +949,6 @@ class HfSwinAdapter(TransformersAdapter):
     family = "transformers-swin"
 
     def layout(self, model, base, p, in_checkpoint):
-        def embed(m, s):
-            hidden, (h, w) = m.base_model.embeddings(s[0])
-            dims = torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
-            return (hidden, dims)
-
         def block(i, j):
             def step(m, s):
                 hidden, dims = s
@@ -941,8 +962,7 @@ class HfSwinAdapter(TransformersAdapter):
                 hidden, dims = s
                 h, w = int(dims[0, 0]), int(dims[0, 1])
                 hidden = m.base_model.encoder.layers[i].downsample(hidden, (h, w))
-                new = torch.tensor([[(h + 1) // 2, (w + 1) // 2]], device=hidden.device).expand(hidden.shape[0], 2)
-                return (hidden, new)
+                return (hidden, _grid(hidden, (h + 1) // 2, (w + 1) // 2))
 
             return step
 
@@ -950,16 +970,12 @@ class HfSwinAdapter(TransformersAdapter):
             seq = m.base_model.layernorm(s[0])
             return (torch.flatten(nn.functional.adaptive_avg_pool1d(seq.transpose(1, 2), 1), 1),)
 
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
-        for i, stage in enumerate(base.encoder.layers):
-            layout += [
-                (f"layers.{i}.blocks.{j}", [f"{p}encoder.layers.{i}.blocks.{j}"], block(i, j))
-                for j in range(len(stage.blocks))
-            ]
-            if stage.downsample is not None:
-                layout.append((f"layers.{i}.downsample", [f"{p}encoder.layers.{i}.downsample"], merge(i)))
-        layout.append(("readout", [f"{p}layernorm"], readout))
-        return layout
+        stages = [(len(stage.blocks), stage.downsample is not None) for stage in base.encoder.layers]
+        return [
+            ("embeddings", [f"{p}embeddings"], _embed_grid),
+            *_staged(f"{p}encoder.", "layers", "blocks", stages, block, merge),
+            ("readout", [f"{p}layernorm"], readout),
+        ]
 
 
 @register_adapter("focalnet")
@@ -972,13 +988,6 @@ class HfFocalNetAdapter(TransformersAdapter):
     family = "transformers-focalnet"
 
     def layout(self, model, base, p, in_checkpoint):
-        def grid(hidden: torch.Tensor, h: int, w: int) -> torch.Tensor:
-            return torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
-
-        def embed(m, s):
-            hidden, (h, w) = m.base_model.embeddings(s[0])
-            return (hidden, grid(hidden, h, w))
-
         def layer(i, j):
             def step(m, s):
                 hidden, dims = s
@@ -992,20 +1001,16 @@ class HfFocalNetAdapter(TransformersAdapter):
                 h, w = int(dims[0, 0]), int(dims[0, 1])
                 hidden = hidden.transpose(1, 2).reshape(hidden.shape[0], -1, h, w)
                 hidden, (h, w) = m.base_model.encoder.stages[i].downsample(hidden)
-                return (hidden, grid(hidden, h, w))
+                return (hidden, _grid(hidden, h, w))
 
             return step
 
         def readout(m, s):
             return (m.base_model.layernorm(s[0]).mean(1),)
 
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
-        for i, stage in enumerate(base.encoder.stages):
-            layout += [
-                (f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
-                for j in range(len(stage.layers))
-            ]
-            if stage.downsample is not None:
-                layout.append((f"stages.{i}.downsample", [f"{p}encoder.stages.{i}.downsample"], downsample(i)))
-        layout.append(("readout", [f"{p}layernorm"], readout))
-        return layout
+        stages = [(len(stage.layers), stage.downsample is not None) for stage in base.encoder.stages]
+        return [
+            ("embeddings", [f"{p}embeddings"], _embed_grid),
+            *_staged(f"{p}encoder.", "stages", "layers", stages, layer, downsample),
+            ("readout", [f"{p}layernorm"], readout),
+        ]
