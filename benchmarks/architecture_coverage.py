@@ -102,6 +102,8 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "Nystromformer": clf("Nystromformer"),
         "GPT-2": lambda: T.GPT2ForSequenceClassification(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2,
                                                                       n_head=2, n_positions=64, pad_token_id=0)),
+        "T5 (encoder)": lambda: T.T5EncoderModel(T.T5Config(vocab_size=31, d_model=32, d_kv=16, d_ff=37,
+                                                            num_layers=2, num_heads=2)),
         "Llama": clf("Llama", num_key_value_heads=1, pad_token_id=0),
         "Mistral": clf("Mistral", num_key_value_heads=1, pad_token_id=0, sliding_window=4),
         "Qwen2": clf("Qwen2", num_key_value_heads=1, pad_token_id=0),

@@ -40,6 +40,7 @@ _DEBERTA_V3 = dict(
 # a window of 4 tokens: the sliding-window layer sees less than _text's 7
 _MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0)
 _DECODER = dict(_BERT, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+_T5 = dict(vocab_size=31, d_model=32, d_kv=8, d_ff=37, num_layers=3, num_heads=4, relative_attention_num_buckets=8)
 _XLNET = dict(vocab_size=31, d_model=32, n_layer=2, n_head=2, d_inner=37)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
@@ -79,6 +80,11 @@ def _decoder(kind: str, **config):
         _text,
         lambda m, x: _last(m.model(**x).last_hidden_state, x),
     )
+
+
+def _masked_mean(hidden, x):
+    mask = x["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1)
 
 
 def _first_global(x):
@@ -191,6 +197,24 @@ TRANSFORMERS_CASES = [
         lambda: T.LlamaModel(T.LlamaConfig(**_DECODER)),
         lambda: {k: v.flip(1) for k, v in _text().items()},
         lambda m, x: _last(m(**x).last_hidden_state, x),
+    ),
+    (
+        "T5EncoderModel",  # how sentence-t5 and GTR are saved; the relative bias every block adds is shared
+        lambda: T.T5EncoderModel(T.T5Config(**_T5)),
+        _text,
+        lambda m, x: _masked_mean(m(**x).last_hidden_state, x),
+    ),
+    (
+        "T5ForConditionalGeneration",  # how t5-base and flan-t5 are saved: the decoder is head, never fetched
+        lambda: T.T5ForConditionalGeneration(T.T5Config(**_T5)),
+        _text,
+        lambda m, x: _masked_mean(m.encoder(**x).last_hidden_state, x),
+    ),
+    (
+        "MT5EncoderModel-gated-gelu",
+        lambda: T.MT5EncoderModel(T.MT5Config(**_T5, feed_forward_proj="gated-gelu")),
+        _text,
+        lambda m, x: _masked_mean(m(**x).last_hidden_state, x),
     ),
     (
         "RemBertForSequenceClassification",  # narrow embeddings, projected in the encoder

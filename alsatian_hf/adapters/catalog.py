@@ -156,6 +156,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "T5 / mT5 (encoder)",
+        "T5Config()",
+        "shared embeddings → every block (the relative bias shared) → final norm+masked mean",
+        _hf("T5Config", "T5EncoderModel"),
+    ),
+    FamilyRow(
+        "transformers",
         "Longformer",
         "LongformerConfig()",
         "embeddings (padded to the attention window) → every layer ([CLS] global) → [CLS] state",

@@ -727,6 +727,51 @@ class GPT2Adapter(TransformersAdapter):
         return layout
 
 
+@register_adapter("t5", "mt5")
+class T5EncoderAdapter(TransformersAdapter):
+    """The encoder of T5 and mT5 (`T5EncoderModel`, or the encoder of a `T5ForConditionalGeneration`, whose decoder
+    is head, never fetched): token embeddings | every block | final norm + the masked mean of the tokens (T5 has
+    no [CLS]; a sentence-transformers T5, such as sentence-t5 or GTR, reads out by its own modules).
+
+    The token embeddings are `shared` (the encoder's `embed_tokens` is tied to them, and checkpoints save that name).
+    Only the first block holds the relative-position bias, and every block adds it: each block lists it as
+    `shared` and recomputes it from the sequence length, as `T5Stack.forward` hands it on.
+    """
+
+    family = "transformers-t5"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def shared_paths(self, base, p):
+        return [f"{p}encoder.block.0.layer.0.SelfAttention.relative_attention_bias"]
+
+    def token_states(self, base, p):
+        return [f"{p}encoder.final_layer_norm"], lambda m, s: (m.base_model.encoder.final_layer_norm(s[0]), s[1])
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        def block(i):
+            def step(m, s):
+                hidden, mask = s
+                encoder = m.base_model.encoder
+                attention = encoder.block[0].layer[0].SelfAttention
+                bias = attention.compute_bias(hidden.shape[1], hidden.shape[1], device=hidden.device) if i else None
+                mask4 = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=mask)
+                return (encoder.block[i](hidden, mask4, bias, None, None, None, cache=None)[0], mask)
+
+            return step
+
+        def readout(m, s):
+            hidden, mask = m.base_model.encoder.final_layer_norm(s[0]), s[1].unsqueeze(-1).to(s[0].dtype)
+            return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9),)
+
+        shared = self.shared_paths(base, p)
+        embed = [("embeddings", [f"{p}shared"], lambda m, s: (m.base_model.shared(s[0]), s[1]))]
+        layers = [(f"block.{i}", [f"{p}encoder.block.{i}", *shared], block(i)) for i in range(len(base.encoder.block))]
+        return [*embed, *layers, ("readout", [f"{p}encoder.final_layer_norm"], readout)]
+
+
 @register_adapter("distilbert")
 class DistilBertAdapter(TransformersAdapter):
     """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""
