@@ -40,6 +40,8 @@ _DEBERTA_V3 = dict(
 # a window of 4 tokens: the sliding-window layer sees less than _text's 7
 _MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, local_attention=4, pad_token_id=0)
 _DECODER = dict(_BERT, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+_OPT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, ffn_dim=37, num_attention_heads=2,
+            max_position_embeddings=64, pad_token_id=1)  # fmt: skip
 _T5 = dict(vocab_size=31, d_model=32, d_kv=8, d_ff=37, num_layers=3, num_heads=4, relative_attention_num_buckets=8)
 _XLNET = dict(vocab_size=31, d_model=32, n_layer=2, n_head=2, d_inner=37)
 _VIT = dict(
@@ -178,6 +180,26 @@ TRANSFORMERS_CASES = [
     _decoder("Gemma", head_dim=8),  # scaled embeddings
     _decoder("Gemma2", head_dim=8, sliding_window=4),  # alternating sliding layers, soft-capping
     _decoder("Phi3", sliding_window=4),
+    (
+        "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
+        lambda: T.OPTForSequenceClassification(
+            T.OPTConfig(**_OPT, word_embed_proj_dim=16, do_layer_norm_before=False)
+        ),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "OPTModel-left-padding",
+        lambda: T.OPTModel(T.OPTConfig(**_OPT)),
+        lambda: {k: v.flip(1) for k, v in _text().items()},
+        lambda m, x: _last(m(**x).last_hidden_state, x),
+    ),
+    (
+        "GPTNeoXForSequenceClassification",  # Pythia
+        lambda: T.GPTNeoXForSequenceClassification(T.GPTNeoXConfig(**_DECODER)),
+        _text,
+        lambda m, x: _last(m.gpt_neox(**x).last_hidden_state, x),
+    ),
     (
         "GPT2ForSequenceClassification",
         lambda: T.GPT2ForSequenceClassification(

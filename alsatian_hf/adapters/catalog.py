@@ -156,6 +156,20 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "OPT",
+        "OPTConfig()",
+        "token embeddings+learned positions → every layer → final norm+last token the mask keeps",
+        _hf("OPTConfig", "OPTForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "GPT-NeoX (Pythia)",
+        "GPTNeoXConfig()",
+        "same as Llama",
+        _hf("GPTNeoXConfig", "GPTNeoXForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "T5 / mT5 (encoder)",
         "T5Config()",
         "shared embeddings → every block (the relative bias shared) → final norm+masked mean",

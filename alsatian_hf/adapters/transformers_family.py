@@ -646,11 +646,13 @@ class DecoderAdapter(TransformersAdapter):
     """
 
     family = "transformers-decoder"
+    embed = "embed_tokens"  # the base model's module names, where a family names them otherwise
+    norm = "norm"
 
     initial_state = staticmethod(_ids_and_mask)
 
     def token_states(self, base, p):
-        return [f"{p}norm"], lambda m, s: (m.base_model.norm(s[0]), s[1])
+        return [f"{p}{self.norm}"], lambda m, s: (getattr(m.base_model, self.norm)(s[0]), s[1])
 
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
@@ -672,17 +674,86 @@ class DecoderAdapter(TransformersAdapter):
                 causal = masks[kinds[i]](config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
                                          position_ids=positions)  # fmt: skip
                 out = b.layers[i](hidden, attention_mask=causal, position_embeddings=b.rotary_emb(hidden, positions),
-                                  position_ids=positions, cache=None, use_cache=False)  # fmt: skip
+                                  position_ids=positions, use_cache=False)  # fmt: skip
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        def embed(m, s):
+            return (getattr(m.base_model, self.embed)(s[0]), s[1])
+
+        def readout(m, s):
+            return (_last_kept(getattr(m.base_model, self.norm)(s[0]), s[1]),)
+
+        layout = [("embeddings", [f"{p}{self.embed}"], embed)]
+        layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
+        layout.append(("readout", [f"{p}{self.norm}"], readout))
+        return layout
+
+
+@register_adapter("gpt_neox")
+class GPTNeoXAdapter(DecoderAdapter):
+    """GPT-NeoX (Pythia): the decoders' layout, under its own module names."""
+
+    family = "transformers-gpt-neox"
+    embed = "embed_in"
+    norm = "final_layer_norm"
+
+
+@register_adapter("opt")
+class OPTAdapter(TransformersAdapter):
+    """OPT as `OPTForSequenceClassification` reads it: token embeddings (+ `project_in`) + learned positions, which
+    count the tokens the mask keeps | every layer (causal) | final norm (+ `project_out`) + the last token the
+    mask keeps."""
+
+    family = "transformers-opt"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def token_states(self, base, p):
+        decoder = base.decoder
+        paths = [f"{p}decoder.{n}" for n in ("final_layer_norm", "project_out") if getattr(decoder, n) is not None]
+        return paths, lambda m, s: (self._out(m.base_model.decoder, s[0]), s[1])
+
+    @staticmethod
+    def _out(decoder: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """`OPTDecoder.forward` after its layers."""
+        if decoder.final_layer_norm is not None:
+            hidden = decoder.final_layer_norm(hidden)
+        return decoder.project_out(hidden) if decoder.project_out is not None else hidden
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_causal_mask
+
+        decoder = base.decoder
+
+        def embed(m, s):  # as `OPTDecoder.forward` does before its layers
+            ids, mask = s
+            d = m.base_model.decoder
+            hidden = d.embed_tokens(ids)
+            positions = (torch.cumsum(mask, dim=1) * mask - 1).long()
+            hidden = d.project_in(hidden) if d.project_in is not None else hidden
+            return (hidden + d.embed_positions(mask, 0, position_ids=positions), mask)
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                d = m.base_model.decoder
+                causal = create_causal_mask(config=d.config, inputs_embeds=hidden, attention_mask=mask, cache=None)
+                positions = (torch.cumsum(mask, dim=1) * mask - 1).long()
+                out = d.layers[i](hidden, attention_mask=causal, position_ids=positions, use_cache=False)
                 return (out[0] if isinstance(out, tuple) else out, mask)
 
             return step
 
         def readout(m, s):
-            return (_last_kept(m.base_model.norm(s[0]), s[1]),)
+            return (_last_kept(self._out(m.base_model.decoder, s[0]), s[1]),)
 
-        layout = [("embeddings", [f"{p}embed_tokens"], lambda m, s: (m.base_model.embed_tokens(s[0]), s[1]))]
-        layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
-        layout.append(("readout", [f"{p}norm"], readout))
+        names = ("embed_tokens", "embed_positions", "project_in")
+        layout = [("embeddings", [f"{p}decoder.{n}" for n in names if getattr(decoder, n) is not None], embed)]
+        layout += [(f"layers.{i}", [f"{p}decoder.layers.{i}"], layer(i)) for i in range(len(decoder.layers))]
+        out = [f"{p}decoder.{n}" for n in ("final_layer_norm", "project_out") if getattr(decoder, n) is not None]
+        layout.append(("readout", out, readout))
         return layout
 
 
