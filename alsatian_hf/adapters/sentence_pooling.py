@@ -1,4 +1,4 @@
-"""A sentence-transformers model's own read-out: its `Pooling` (and `Normalize`) modules over the token states.
+"""A sentence-transformers model's own read-out: its `Pooling`, `Dense` and `Normalize` modules over the token states.
 
 A sentence-transformers repo is a transformers checkpoint plus `modules.json`, which lists the modules that turn
 its token states into the sentence embedding it was trained to produce: typically the mean of the token states,
@@ -9,7 +9,7 @@ a padded batch (checked against sentence-transformers 6.3), with `include_prompt
 After the pooling, `Dense` layers (LaBSE's, distiluse's) and a final `Normalize` run as sentence-transformers runs
 them; a `Dense` layer's weights come from its folder's `model.safetensors` (never a `.bin`), and its identity
 (their digest) is part of the read-out's. The modules stop at the first one that is none of these, or a `Dense`
-without safetensors weights or with an activation outside torch's: the features are what comes before it.
+without safetensors weights or with an activation not in `_ACTIVATIONS`: the features are what comes before it.
 """
 
 from __future__ import annotations
