@@ -679,7 +679,8 @@ def test_sentence_pooling_reads_legacy_and_current_configs(tmp_path, config, exp
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
                {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
-               {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]  # fmt: skip
+               {"idx": 3, "name": "3", "path": "3_Normalize",
+                "type": "sentence_transformers.models.Normalize"}]  # fmt: skip
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 8, **config}))
     (tmp_path / "modules.json").write_text(json.dumps(modules))

@@ -282,8 +282,8 @@ def _open_conversion(repo_id: str, commit: str, private: bool, *, store: BlockSt
         conversion = find_conversion(repo_id, commit, private=private)
         if conversion is None:
             raise CandidateSkipped(
-                repo_id, "only a .bin checkpoint (never unpickled), and no open safetensors conversion pull request on "
-                f"commit {commit[:8]}. Open one at https://huggingface.co/spaces/safetensors/convert, or push the "
+                repo_id, "only a .bin checkpoint (never unpickled), and no open safetensors conversion pull request "
+                f"on commit {commit[:8]}. Open one at https://huggingface.co/spaces/safetensors/convert, or push the "
                 "weights with `save_pretrained(...)`, which writes safetensors."
             )  # fmt: skip
     logger.info("%s: only a .bin checkpoint; searching its safetensors conversion %s", repo_id, conversion.ref)
