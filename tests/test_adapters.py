@@ -180,6 +180,13 @@ TRANSFORMERS_CASES = [
     _decoder("Gemma", head_dim=8),  # scaled embeddings
     _decoder("Gemma2", head_dim=8, sliding_window=4),  # alternating sliding layers, soft-capping
     _decoder("Phi3", sliding_window=4),
+    _decoder("Gemma3Text", head_dim=8),  # rotary embeddings by layer type (local and global)
+    _decoder("Phi"),
+    *(
+        _decoder(kind)
+        for kind in ("Olmo", "Olmo2", "SmolLM3", "StableLm", "Starcoder2", "Exaone4", "SeedOss", "Arcee")
+    ),
+    *(_decoder(kind, head_dim=8) for kind in ("Glm", "Helium")),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(

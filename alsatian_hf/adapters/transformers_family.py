@@ -10,6 +10,7 @@ shards. Requires transformers>=5,<6 (pinned in pyproject.toml).
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -634,13 +635,14 @@ def _last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 _SLIDING_WHEN_SET = {"mistral", "phi3"}
 
 
-@register_adapter("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3")
+@register_adapter("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2",
+                  "smollm3", "stablelm", "starcoder2", "glm", "helium", "exaone4", "seed_oss", "arcee")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
 
     Each layer rebuilds its causal mask (full or sliding-window, by `config.layer_types`) and rotary embeddings
-    from the 2-D mask and the sequence length, as the model's forward does. The classifier takes the last token
+    (Gemma 3's by layer type) from the 2-D mask and the sequence length, as the model's forward does. The classifier takes the last token
     that is not `pad_token_id`; the mask says the same for any padding side, and also where the tokenizer pads
     with its end-of-text token.
     """
@@ -665,6 +667,7 @@ class DecoderAdapter(TransformersAdapter):
         masks = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
         if set(kinds) - set(masks):
             raise UnsupportedArchitectureError(f"{type(model).__name__}: layer types {sorted(set(kinds))}.")
+        by_kind = "layer_type" in inspect.signature(type(base.rotary_emb).forward).parameters  # Gemma 3's
 
         def layer(i):
             def step(m, s):
@@ -673,8 +676,9 @@ class DecoderAdapter(TransformersAdapter):
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
                 causal = masks[kinds[i]](config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
                                          position_ids=positions)  # fmt: skip
-                out = b.layers[i](hidden, attention_mask=causal, position_embeddings=b.rotary_emb(hidden, positions),
-                                  position_ids=positions, use_cache=False)  # fmt: skip
+                rotary = b.rotary_emb(hidden, positions, *([kinds[i]] if by_kind else []))
+                out = b.layers[i](hidden, attention_mask=causal, position_embeddings=rotary, position_ids=positions,
+                                  use_cache=False)  # fmt: skip
                 return (out[0] if isinstance(out, tuple) else out, mask)
 
             return step
@@ -689,6 +693,14 @@ class DecoderAdapter(TransformersAdapter):
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
         layout.append(("readout", [f"{p}{self.norm}"], readout))
         return layout
+
+
+@register_adapter("phi")
+class PhiAdapter(DecoderAdapter):
+    """Phi-1, 1.5 and 2: the decoders' layout, with its final norm's name."""
+
+    family = "transformers-phi"
+    norm = "final_layernorm"
 
 
 @register_adapter("gpt_neox")
