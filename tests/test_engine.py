@@ -444,3 +444,19 @@ def test_a_model_without_batchnorm_is_probed_on_zeros_with_the_random_copys_figu
             sizes.append(state_nbytes(state))
             flops.append(float(counter.get_total_flops()))
     assert probed.sizes == sizes and probed.flops == flops and not any(probed.fold_pairs)
+
+
+def test_the_probe_validates_a_discovered_split_without_batchnorm(tmp_path):
+    """A discovered split is checked against the model's own features only on the probe's random-init copy (a
+    candidate's skeleton has no values). CrossViT has no BatchNorm, so the probe skipped that copy for it and
+    searched a split that does not reproduce its features; the probe now builds it for every discovered split."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    from alsatian_hf.errors import UnsupportedArchitectureError
+
+    save_for_hf(
+        timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7), tmp_path, safe_serialization=True
+    )
+    with pytest.raises(UnsupportedArchitectureError, match="do not reproduce its own features"):
+        ShapeProbe().measure(tmp_path, "px240-crossvit", (torch.randn(1, 3, 240, 240),))

@@ -138,14 +138,17 @@ def _layouts_key(measured: Measured, input_key: str, state: State) -> str:
 
 
 def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = None) -> Measured:
-    """Sizes and FLOPs depend on shapes alone. Only folding BatchNorms needs real values, to check each fold; a
-    model without BatchNorm runs each block on zeros, materialised for that block alone and dropped after it: a
-    random-init copy of a 7B decoder would take 28 GB and minutes to build."""
+    """Sizes and FLOPs depend on shapes alone. Real values are needed only to check BatchNorm folds, and to
+    validate a discovered split against the model's own features (`adapters.discovery.validate`, which this
+    random-init copy is the only place to run): such a model is measured on that copy. Any other runs each block
+    on zeros, materialised for that block alone and dropped after it: a random-init copy of a 7B decoder would
+    take 28 GB and minutes to build."""
     model = build_model(config_dir, device="meta", shared=False)
-    real = any(foldable_bn(m) for m in model.modules())
+    split = split_model(model, pooling=pooling)
+    real = any(foldable_bn(m) for m in model.modules()) or split.family.startswith("discovered:")
     if real:
         model = build_model(config_dir, device="cpu")
-    split = split_model(model, pooling=pooling)
+        split = split_model(model, pooling=pooling)
     sizes, flops, first = [], [], state
     with torch.inference_mode():
         for block in split.blocks:
