@@ -870,6 +870,23 @@ def test_discovery_for_unregistered_vision_models(factory, tmp_path):
         _check_equivalence(model, split, (x,), reference_features(model, x))
 
 
+def test_discovery_validates_on_an_image_size_given_as_height_and_width(tmp_path):
+    """Hiera's (and PVT v2's) config gives `image_size` as [height, width]; discovery's check input took it for an
+    int and failed with a TypeError from `torch.randn`."""
+    from alsatian_hf.adapters.discovery import reference_features
+
+    torch.manual_seed(0)
+    model = T.HieraForImageClassification(T.HieraConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]))
+    model.eval().save_pretrained(tmp_path)
+    keys = LocalBlockSource(tmp_path).keys()
+    split = split_model(model, checkpoint_keys=keys)
+    assert split.family == "discovered:HieraForImageClassification"
+    check_coverage(split, keys)
+    x = _pixels(224)["pixel_values"]
+    with torch.no_grad():
+        _check_equivalence(model, split, (x,), reference_features(model, x))
+
+
 def test_discovery_refuses_what_it_cannot_reproduce():
     # XCiT's blocks take the token grid's height and width, which discovery cannot know
     xcit = timm.create_model(

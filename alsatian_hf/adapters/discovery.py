@@ -242,9 +242,14 @@ def validate(model: nn.Module, split: SplitModel) -> None:
     if any(p.is_meta for p in model.parameters()):
         return  # a skeleton: the random-init copy used for shape probing is validated instead
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size", (3, getattr(getattr(model, "config", None), "image_size", 224)))[-1]
-    channels = getattr(getattr(model, "config", None), "num_channels", 3)
-    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    config = getattr(model, "config", None)
+    if "input_size" in cfg:  # timm: (channels, height, width)
+        height, width = cfg["input_size"][-2:]
+    else:  # transformers: an int, or [height, width] (Hiera's, PVT v2's)
+        size = getattr(config, "image_size", 224)
+        height, width = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+    channels = getattr(config, "num_channels", 3)
+    x = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
             ok = torch.allclose(split.run((x,))[0], reference_features(model, x), atol=1e-5)
