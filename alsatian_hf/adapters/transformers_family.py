@@ -83,11 +83,10 @@ def _common_prefix(keys: tuple[str, ...]) -> str:
 class TransformersAdapter(Adapter):
     """Shared plumbing: the subclass lists (name, module paths, step) triples in the model's key space."""
 
-    def layout(
-        self, model: nn.Module, base: nn.Module, p: str, in_checkpoint: Callable[[str], bool]
-    ) -> list[tuple[str, list[str], object]]:
-        """(name, module paths, step) per block. `in_checkpoint(path)`: whether the checkpoint holds every tensor
-        of the module at `path`, for optional parts such as a bare model's pooler."""
+    def layout(self, model: nn.Module, base: nn.Module, p: str, in_checkpoint: Callable[[str], bool]) -> list[tuple]:
+        """(name, module paths, step[, salt]) per block. `in_checkpoint(path)`: whether the checkpoint holds every
+        tensor of the module at `path`, for optional parts such as a bare model's pooler. A `salt` names what a
+        config decides that the tensors do not (`Block.salt`: a read-out's pooling)."""
         raise NotImplementedError
 
     def shared_paths(self, base: nn.Module, p: str) -> list[str]:
@@ -111,7 +110,7 @@ class TransformersAdapter(Adapter):
         shared = {k for path in self.shared_paths(base, p) for k in state_keys(model.get_submodule(path), path + ".")}
         blocks = []
         owned: set[str] = set()
-        for name, paths, step in self.layout(model, base, p, in_checkpoint):
+        for name, paths, step, *salt in self.layout(model, base, p, in_checkpoint):
             model_keys: list[str] = []
             for path in paths:
                 target = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
@@ -139,6 +138,7 @@ class TransformersAdapter(Adapter):
                     model_keys={key_map[k]: k for k in model_keys if k in key_map},
                     # named without the base prefix, so bare and head-ful checkpoints hash alike
                     shared={key_map[k]: k.removeprefix(p) for k in model_keys if k in key_map and k in shared},
+                    salt=salt[0] if salt else "",
                 )
             )
         head = {v: k for k, v in key_map.items() if k not in owned}
@@ -515,7 +515,8 @@ class ModernBertAdapter(TransformersAdapter):
 
         layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
-        layout.append(("readout", [f"{p}final_norm"], readout))
+        # the pooling is the config's: one checkpoint under two configs reads out two ways (`Block.salt`)
+        layout.append(("readout", [f"{p}final_norm"], readout, "classifier_pooling=mean" if mean else ""))
         return layout
 
 
@@ -619,7 +620,8 @@ class XLNetAdapter(TransformersAdapter):
 
         layout = [("embeddings", [f"{p}word_embedding"], embed)]
         layout += [(f"layer.{i}", [f"{p}layer.{i}"], layer(i)) for i in range(len(base.layer))]
-        layout.append(("readout", [], readout))
+        # the config's, as ModernBERT's pooling is
+        layout.append(("readout", [], readout, "" if summary == "last" else f"summary_type={summary}"))
         return layout
 
 
@@ -922,9 +924,16 @@ class ViTAdapter(TransformersAdapter):
         paths = [f"{p}{norm_name}"]
         if pooled:
             paths.append(f"{p}pooler")
+        # the head class decides the read-out: a head-only fine-tune of distilled DeiT (read as [CLS]) and the
+        # distilled model (read as [CLS] and the distillation token) hold the same tensors (`Block.salt`)
+        salt = ""  # [CLS], or a bare model's pooler (its own tensors)
+        if base is not model and model_type == "dinov2":
+            salt = "readout=cls+mean"
+        elif base is not model and head_kind.endswith("WithTeacher"):
+            salt = "readout=cls+distillation"
         layout = [("embeddings", [f"{p}embeddings"], embed)]
         layout += [(f"layer.{i}", [f"{layers_path}.{i}"], layer(i)) for i in range(len(layers))]
-        layout.append(("readout", paths, readout))
+        layout.append(("readout", paths, readout, salt))
         return layout
 
 

@@ -1,5 +1,6 @@
-"""A sentence-transformers repo is searched by the embedding its own modules produce (`adapters.sentence_pooling`),
-and shares every block but the read-out with the same weights read out otherwise."""
+"""Read-outs that the tensors do not decide: a sentence-transformers repo is searched by the embedding its own
+modules produce (`adapters.sentence_pooling`), a checkpoint by the read-out its head class or config names; each
+shares every block but the read-out with the same weights read out otherwise (`Block.salt`)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,32 @@ def test_one_store_serves_a_repo_read_out_either_way(hub, hub_root, letters_toke
         assert not again.skipped and again.iterations[0]["scores"] == fresh != pooled
     finally:
         shutil.rmtree(hub_root / "storg")
+
+
+def test_one_checkpoint_read_out_two_ways_by_its_head_class_shares_no_read_out(tmp_path):
+    """facebook/dinov2-base is a bare `Dinov2Model` (read out as [CLS]); a head-only fine-tune of it is a
+    `Dinov2ForImageClassification` (read out as [CLS] and the mean of the patches) with the same tensors. Their
+    read-outs held the same tensors and shared a node, so one of them was scored on the other's features."""
+    import torch
+    from transformers import Dinov2Config, Dinov2ForImageClassification, Dinov2Model, ViTImageProcessor
+
+    from alsatian_hf.zoo.data import digits
+
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                          image_size=32, patch_size=8, num_labels=10)  # fmt: skip
+    torch.manual_seed(0)
+    base = Dinov2Model(config)
+    tuned = Dinov2ForImageClassification(config)
+    tuned.dinov2.load_state_dict(base.state_dict())  # a head-only fine-tune
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    for name, model in (("base", base), ("tuned", tuned)):
+        model.save_pretrained(tmp_path / name)
+        processor.save_pretrained(tmp_path / name)
+    runs = {}
+    for strategy in ("alsatian", "base"):
+        args = SearchArguments(result_size=2, batch_size=32, scorer="logme", strategy=strategy,
+                               store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
+        candidates = [str(tmp_path / "base"), str(tmp_path / "tuned")]
+        runs[strategy] = ModelSearcher(candidates, train_dataset=digits(num_items=60, seed=0), args=args).search()
+    scores = runs["alsatian"].iterations[0]["scores"]
+    assert scores == runs["base"].iterations[0]["scores"] and len(set(scores.values())) == 2
