@@ -236,10 +236,10 @@ class BertAdapter(TransformersAdapter):
         embed = self.embed_step(project)
 
         pooled = _pooled(base, p, in_checkpoint)  # ELECTRA has no pooler
-        norm = _final_norm(base.encoder)
+        paths, tokens = self.token_states(base, p)  # a pre-LayerNorm encoder's final norm first
 
         def readout(m, s):
-            hidden = getattr(m.base_model.encoder, norm)(s[0]) if norm else s[0]
+            hidden = tokens(m, s)[0]
             return (m.base_model.pooler(hidden) if pooled else hidden[:, 0],)
 
         layout = [("embeddings", [f"{p}embeddings", *([f"{p}{project}"] if project else [])], embed)]
@@ -248,7 +248,6 @@ class BertAdapter(TransformersAdapter):
             (f"layer.{i}", [f"{p}encoder.layer.{i}", *shared], self.layer_step(i))
             for i in range(len(base.encoder.layer))
         ]
-        paths = [f"{p}encoder.{norm}"] if norm else []
         layout.append(("readout", paths + ([f"{p}pooler"] if pooled else []), readout))
         return layout
 
@@ -507,8 +506,10 @@ class ModernBertAdapter(TransformersAdapter):
 
         mean = model.config.classifier_pooling == "mean"
 
+        paths, tokens = self.token_states(base, p)
+
         def readout(m, s):
-            hidden, mask = m.base_model.final_norm(s[0]), s[1]
+            hidden, mask = tokens(m, s)
             if not mean:
                 return (hidden[:, 0],)
             return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
@@ -516,7 +517,7 @@ class ModernBertAdapter(TransformersAdapter):
         layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
         # the pooling is the config's: one checkpoint under two configs reads out two ways (`Block.salt`)
-        layout.append(("readout", [f"{p}final_norm"], readout, "classifier_pooling=mean" if mean else ""))
+        layout.append(("readout", paths, readout, "classifier_pooling=mean" if mean else ""))
         return layout
 
 
@@ -644,9 +645,9 @@ class DecoderAdapter(TransformersAdapter):
     decoder layer | final norm + the last token the attention mask keeps.
 
     Each layer rebuilds its causal mask (full or sliding-window, by `config.layer_types`) and rotary embeddings
-    (Gemma 3's by layer type) from the 2-D mask and the sequence length, as the model's forward does. The classifier takes the last token
-    that is not `pad_token_id`; the mask says the same for any padding side, and also where the tokenizer pads
-    with its end-of-text token.
+    (Gemma 3's by layer type) from the 2-D mask and the sequence length, as the model's forward does. The
+    classifier takes the last token that is not `pad_token_id`; the mask says the same for any padding side, and
+    also where the tokenizer pads with its end-of-text token.
     """
 
     family = "transformers-decoder"
@@ -688,12 +689,10 @@ class DecoderAdapter(TransformersAdapter):
         def embed(m, s):
             return (getattr(m.base_model, self.embed)(s[0]), s[1])
 
-        def readout(m, s):
-            return (_last_kept(getattr(m.base_model, self.norm)(s[0]), s[1]),)
-
+        paths, tokens = self.token_states(base, p)
         layout = [("embeddings", [f"{p}{self.embed}"], embed)]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
-        layout.append(("readout", [f"{p}{self.norm}"], readout))
+        layout.append(("readout", paths, lambda m, s: (_last_kept(*tokens(m, s)),)))
         return layout
 
 
@@ -724,17 +723,16 @@ class OPTAdapter(TransformersAdapter):
 
     initial_state = staticmethod(_ids_and_mask)
 
-    def token_states(self, base, p):
-        decoder = base.decoder
-        paths = [f"{p}decoder.{n}" for n in ("final_layer_norm", "project_out") if getattr(decoder, n) is not None]
-        return paths, lambda m, s: (self._out(m.base_model.decoder, s[0]), s[1])
+    def token_states(self, base, p):  # what `OPTDecoder.forward` runs after its layers
+        names = [n for n in ("final_layer_norm", "project_out") if getattr(base.decoder, n) is not None]
 
-    @staticmethod
-    def _out(decoder: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        """`OPTDecoder.forward` after its layers."""
-        if decoder.final_layer_norm is not None:
-            hidden = decoder.final_layer_norm(hidden)
-        return decoder.project_out(hidden) if decoder.project_out is not None else hidden
+        def tokens(m, s):
+            hidden = s[0]
+            for name in names:
+                hidden = getattr(m.base_model.decoder, name)(hidden)
+            return (hidden, s[1])
+
+        return [f"{p}decoder.{n}" for n in names], tokens
 
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_causal_mask
@@ -760,14 +758,11 @@ class OPTAdapter(TransformersAdapter):
 
             return step
 
-        def readout(m, s):
-            return (_last_kept(self._out(m.base_model.decoder, s[0]), s[1]),)
-
         names = ("embed_tokens", "embed_positions", "project_in")
+        paths, tokens = self.token_states(base, p)
         layout = [("embeddings", [f"{p}decoder.{n}" for n in names if getattr(decoder, n) is not None], embed)]
         layout += [(f"layers.{i}", [f"{p}decoder.layers.{i}"], layer(i)) for i in range(len(decoder.layers))]
-        out = [f"{p}decoder.{n}" for n in ("final_layer_norm", "project_out") if getattr(decoder, n) is not None]
-        layout.append(("readout", out, readout))
+        layout.append(("readout", paths, lambda m, s: (_last_kept(*tokens(m, s)),)))
         return layout
 
 
@@ -803,12 +798,10 @@ class GPT2Adapter(TransformersAdapter):
 
             return step
 
-        def readout(m, s):
-            return (_last_kept(m.base_model.ln_f(s[0]), s[1]),)
-
+        paths, tokens = self.token_states(base, p)
         layout = [("embeddings", [f"{p}wte", f"{p}wpe"], embed)]
         layout += [(f"h.{i}", [f"{p}h.{i}"], block(i)) for i in range(len(base.h))]
-        layout.append(("readout", [f"{p}ln_f"], readout))
+        layout.append(("readout", paths, lambda m, s: (_last_kept(*tokens(m, s)),)))
         return layout
 
 
@@ -847,14 +840,17 @@ class T5EncoderAdapter(TransformersAdapter):
 
             return step
 
+        paths, tokens = self.token_states(base, p)
+
         def readout(m, s):
-            hidden, mask = m.base_model.encoder.final_layer_norm(s[0]), s[1].unsqueeze(-1).to(s[0].dtype)
+            hidden, mask = tokens(m, s)
+            mask = mask.unsqueeze(-1).to(hidden.dtype)
             return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9),)
 
         shared = self.shared_paths(base, p)
         embed = [("embeddings", [f"{p}shared"], lambda m, s: (m.base_model.shared(s[0]), s[1]))]
         layers = [(f"block.{i}", [f"{p}encoder.block.{i}", *shared], block(i)) for i in range(len(base.encoder.block))]
-        return [*embed, *layers, ("readout", [f"{p}encoder.final_layer_norm"], readout)]
+        return [*embed, *layers, ("readout", paths, readout)]
 
 
 @register_adapter("distilbert")
