@@ -68,7 +68,7 @@ class Dense:
     @classmethod
     def from_folder(cls, folder: Path) -> "Dense | None":
         """The layer saved in `folder`, or None (with the reason logged) where it cannot run here."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         try:
             config = json.loads((folder / "config.json").read_text())
@@ -76,7 +76,8 @@ class Dense:
             if not weights.is_file():
                 logger.info("%s: its Dense weights are not in safetensors: features stop before it", folder)
                 return None
-            tensors = load_file(weights)
+            raw = weights.read_bytes()  # once: for the tensors and for their digest
+            tensors = load(raw)
             weight, bias = tensors["linear.weight"], tensors.get("linear.bias")
         except (OSError, ValueError, KeyError) as e:
             logger.info("%s: its Dense layer cannot be read (%s): features stop before it", folder, e)
@@ -91,7 +92,7 @@ class Dense:
         ):
             logger.info("%s: its Dense layer (%s) does not run here: features stop before it", folder, activation)
             return None
-        digest = hashlib.sha256(weights.read_bytes())
+        digest = hashlib.sha256(raw)
         digest.update(f"\0{name}\0{residual}".encode())
         return cls(weight, bias, name, residual, digest.hexdigest()[:16])
 
