@@ -181,21 +181,24 @@ def text_processor(config_dir: Path, max_length: int, *, sentence_limit: bool = 
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     tok = _LOADED.get("text-" + digest.hexdigest(), lambda: _tokenizer(config_dir))
-    limit = _max_tokens(config_dir, tok)
-    trained = _sentence_max_tokens(config_dir) if sentence_limit else None
-    if trained is not None and max_length > trained and (limit is None or trained < limit):
-        if (digest.hexdigest(), max_length, trained) not in _CUT_SHORT:
-            _CUT_SHORT.add((digest.hexdigest(), max_length, trained))
-            logger.info("%s: `max_length` %d is more than the %d tokens its sentence-transformers modules take; its "
-                        "texts are cut at %d.", config_dir.name, max_length, trained, trained)  # fmt: skip
-        max_length = trained
-    if limit is not None and max_length > limit:
-        # a longer input would index past the position embeddings (a 512-position BERT fails at 700)
-        if (digest.hexdigest(), max_length) not in _CUT_SHORT:
-            _CUT_SHORT.add((digest.hexdigest(), max_length))
-            logger.info("%s: `max_length` %d is more than its %d positions; its texts are cut at %d.",
-                        config_dir.name, max_length, limit, limit)  # fmt: skip
-        max_length = limit
+    # a longer input would index past the position embeddings (a 512-position BERT fails at 700); a
+    # sentence-transformers repo's own modules cut shorter where they say so
+    limits = [
+        (n, why)
+        for n, why in (
+            (_max_tokens(config_dir, tok), "its {} positions"),
+            (_sentence_max_tokens(config_dir) if sentence_limit else None,
+             "the {} tokens its sentence-transformers modules take"),
+        )
+        if n is not None and n < max_length
+    ]  # fmt: skip
+    if limits:
+        cut, why = min(limits, key=lambda limit: limit[0])  # the positions', where both cut alike
+        if (digest.hexdigest(), max_length, cut) not in _CUT_SHORT:
+            _CUT_SHORT.add((digest.hexdigest(), max_length, cut))
+            logger.info("%s: `max_length` %d is more than %s; its texts are cut at %d.",
+                        config_dir.name, max_length, why.format(cut), cut)  # fmt: skip
+        max_length = cut
 
     def fn(texts):
         texts = list(texts)
@@ -262,7 +265,7 @@ def _tokenizer(config_dir: Path):
     return tok
 
 
-_CUT_SHORT: set[tuple] = set()  # (tokenizer digest, max_length[, limit]) already logged as cut short
+_CUT_SHORT: set[tuple[str, int, int]] = set()  # (tokenizer digest, max_length, cut) already logged
 
 
 # RoBERTa-style models number positions from pad_token_id + 1, so that many of their position embeddings are
