@@ -434,7 +434,7 @@ def test_a_model_without_batchnorm_is_probed_on_zeros_with_the_random_copys_figu
     built, build = [], probe_module.build_model
     monkeypatch.setattr(probe_module, "build_model", lambda *a, **kw: built.append(kw["device"]) or build(*a, **kw))
     probed = ShapeProbe().measure(tmp_path, f"probe-{kind}", state)
-    assert built == ["meta"]  # no random-init copy
+    assert built == ["meta", "meta"]  # the shared skeleton, then the private copy run on zeros: no random-init copy
     copy = build_model(tmp_path, device="cpu")
     sizes, flops = [], []
     with torch.inference_mode():

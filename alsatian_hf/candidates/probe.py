@@ -143,9 +143,12 @@ def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = N
     random-init copy is the only place to run): such a model is measured on that copy. Any other runs each block
     on zeros, materialised for that block alone and dropped after it: a random-init copy of a 7B decoder would
     take 28 GB and minutes to build."""
-    model = build_model(config_dir, device="meta", shared=False)
-    split = split_model(model, pooling=pooling)
-    real = any(foldable_bn(m) for m in model.modules()) or split.family.startswith("discovered:")
+    # the candidates' shared skeleton (built already) says whether there is BatchNorm; a private copy is run
+    real = any(foldable_bn(m) for m in build_model(config_dir, device="meta").modules())
+    if not real:
+        model = build_model(config_dir, device="meta", shared=False)
+        split = split_model(model, pooling=pooling)
+        real = split.family.startswith("discovered:")
     if real:
         model = build_model(config_dir, device="cpu")
         split = split_model(model, pooling=pooling)
