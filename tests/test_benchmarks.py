@@ -162,6 +162,14 @@ def test_architecture_coverage_tells_an_adapter_a_discovery_and_a_refusal_apart(
     assert "timm: 2 architectures; 1 by an adapter, 1 discovered, 0 refused" in out.stdout
 
 
+def test_probe_cost_prints_both_sides_of_a_tiny_decoder():
+    """The probe-cost table on a tiny decoder, so the script cannot rot unseen (its figures are not asserted)."""
+    cmd = [sys.executable, "-m", "benchmarks.probe_cost", "--size", "tiny"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| probe |" in out.stdout and "| random-init copy |" in out.stdout and "x the time" in out.stdout
+
+
 def test_kendall_tau_equals_scipys():
     import random
 
