@@ -23,6 +23,7 @@ from ..adapters import (
     state_nbytes,
     unload_block,
 )
+from ..adapters.signature import Signature, signature
 from ..adapters.skeleton import build_model
 from ..errors import ConfigurationError, UnsupportedArchitectureError
 from ..hub import RangeReader
@@ -152,7 +153,9 @@ def build_candidate(
 
         blocks.append(
             EngineBlock(
-                content_hash=salted(source.block_hash(split, i), block.salt),
+                content_hash=salted(
+                    source.block_hash(split, i), plan.signature.salt(i, len(split.blocks), block.salt)
+                ),
                 param_bytes=plan.param_bytes[i],
                 bytes_per_item=sizes[i],
                 load=load,
@@ -184,6 +187,7 @@ class _SplitPlan:
     split: SplitModel
     conv_weights: list[set[str]]  # per block: its checkpoint keys that are Conv2d weights
     param_bytes: list[int]  # per block
+    signature: Signature  # what the skeleton's config makes its blocks compute, beyond their tensors
 
 
 # skeleton -> checkpoint keys -> plan. Fine-tunes of one base share their skeleton and their keys, so a search
@@ -209,6 +213,7 @@ def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str], pooling: 
             split,
             [conv_weights(skeleton, block) for block in split.blocks],
             [sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys) for block in split.blocks],
+            signature(skeleton),
         )
     return plan
 

@@ -80,7 +80,8 @@ def empty_block_hash(family: str, name: str) -> str:
 
 def salted(block_hash: str, salt: str) -> str:
     """A block's identity in the task tree: its content hash, or, where its step computes what its tensors do not
-    say (`Block.salt`), both. Stored tensors keep the unsalted hash: they are the same bytes."""
+    say (its model's config signature, `adapters.signature`, and `Block.salt`), both. Stored tensors keep the
+    unsalted hash: they are the same bytes."""
     if not salt:
         return block_hash
     return hashlib.sha256(f"alsatian-salted-block\0{block_hash}\0{salt}".encode()).hexdigest()

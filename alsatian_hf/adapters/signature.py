@@ -1,0 +1,103 @@
+"""What a model computes that its weights do not say: the part of its config that shapes its blocks.
+
+Two checkpoints with the same tensors compute different features when their configs differ in, say, timm's
+`global_pool` or `act_layer`, or transformers' `hidden_act`, `layer_norm_eps`, `is_decoder` or `rope_parameters`.
+The task tree shares a node between blocks with equal hashes behind equal prefixes, so a block's identity there
+carries this signature too (`candidates.build`); without it, one such checkpoint read out the other's features
+and a search ranked otherwise than running each model alone.
+
+What is left out is what fine-tunes of one base change without changing a block's computation: labels, names,
+versions, dtypes, dropout, initialisation, caching and output flags, and special token ids. So they keep one
+signature and keep sharing. A key neither list names counts, so an unknown difference costs sharing, never
+exactness. Keys only the read-out reads (pooling) salt the read-out alone, so the blocks before it still share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from torch import nn
+
+
+# transformers' bookkeeping and what only training or generation reads
+_IGNORED = frozenset({
+    "_name_or_path", "architectures", "id2label", "label2id", "num_labels", "problem_type", "finetuning_task",
+    "task_specific_params", "transformers_version", "dtype", "torch_dtype", "use_cache", "return_dict",
+    "output_hidden_states", "output_attentions", "output_router_logits", "output_past", "torchscript",
+    "tokenizer_class", "prefix", "init_std",
+    "chunk_size_feed_forward", "tie_word_embeddings", "gradient_checkpointing", "max_length",
+    # timm: the head's size; its pretrained_cfg describes preprocessing, which the task tree's root already keys
+    "num_classes", "num_features", "pretrained_cfg",
+})  # fmt: skip
+_IGNORED_PARTS = ("dropout", "pdrop", "drop_rate", "drop_path", "layerdrop", "drop_block")
+_READOUT_KEYS = frozenset({"global_pool", "classifier_pooling"})
+_READOUT_PREFIXES = ("summary_", "pooler_", "classifier_")
+
+
+def _ignored(key: str) -> bool:
+    return (
+        key in _IGNORED
+        or any(part in key for part in _IGNORED_PARTS)
+        or key.startswith("initializer")
+        or key.endswith(("_token_id", "_token_ids"))
+    )
+
+
+def _readout_only(key: str) -> bool:
+    return key in _READOUT_KEYS or key.startswith(_READOUT_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """`body` salts every block of a model, `readout` its last block too."""
+
+    body: str
+    readout: str
+
+    def salt(self, index: int, num_blocks: int, block_salt: str = "") -> str:
+        parts = [self.body, self.readout if index == num_blocks - 1 else "", block_salt]
+        return "\0".join(parts) if any(parts) else ""
+
+
+def _split(config: dict, readout: dict, prefix: str = "") -> dict:
+    """`config` without the ignored keys; read-out keys move to `readout` (sub-configs are filtered alike)."""
+    body = {}
+    for key, value in config.items():
+        if _ignored(key):
+            continue
+        if isinstance(value, dict) and key.endswith("config"):
+            body[key] = _split(value, readout, f"{prefix}{key}.")
+        elif _readout_only(key):
+            readout[prefix + key] = value
+        else:
+            body[key] = value
+    return body
+
+
+def _digest(values: dict) -> str:
+    if not values:
+        return ""
+    raw = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _timm_config(model: nn.Module) -> dict:
+    try:
+        from timm.models._input import get_model_args  # the arguments that rebuild it, its defaults filled in
+    except ImportError:  # timm releases before it: the arguments it was created with
+        args = dict(getattr(model, "_model_args", {}))
+    else:
+        args = get_model_args(model)
+    return {"architecture": (getattr(model, "pretrained_cfg", None) or {}).get("architecture"), **args}
+
+
+def signature(model: nn.Module) -> Signature:
+    """The signature of a skeleton built from its config.json (`skeleton.build_model`)."""
+    config = getattr(model, "config", None)
+    transformers = hasattr(config, "to_dict") and hasattr(config, "model_type")
+    values = config.to_dict() if transformers else _timm_config(model)
+    readout: dict = {}
+    body = _split(values, readout)
+    return Signature(_digest(body), _digest(readout))
