@@ -816,8 +816,10 @@ def test_albert_layers_of_one_group_hash_alike_and_those_of_two_do_not():
 
 @pytest.mark.parametrize("kind", ["CLIP", "Siglip"])
 def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
-    """openai/clip-vit-* and google/siglip-* are dual encoders; their fine-tunes are image classifiers. The
-    tower's blocks hash alike in both, and the text tower is head: never fetched."""
+    """openai/clip-vit-* and google/siglip-* are dual encoders; their fine-tunes are image classifiers, and some
+    repos hold the bare image tower. The tower's blocks hash alike in all three, under one config signature (of
+    the vision config: the text config never runs), and the text tower is head: never fetched."""
+    from alsatian_hf.adapters.signature import signature
     from alsatian_hf.store.identity import tensor_content_hash
 
     config = getattr(T, f"{kind}Config")(vision_config=_VIT, text_config=_TOWER_TEXT)
@@ -825,10 +827,17 @@ def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
     classifier = getattr(T, f"{kind}ForImageClassification")(config).eval()
     dual = getattr(T, f"{kind}Model")(config).eval()
     dual.vision_model.load_state_dict(classifier.vision_model.state_dict())
-    splits = [split_model(m) for m in (classifier, dual)]
-    hashes = [[tensor_content_hash(b, m.state_dict()) for b in s.blocks] for s, m in zip(splits, (classifier, dual))]
-    assert hashes[0] == hashes[1] and len(hashes[0]) == 4
+    tower = getattr(T, f"{kind}VisionModel")(getattr(T, f"{kind}VisionConfig")(**_VIT)).eval()
+    getattr(tower, "vision_model", tower).load_state_dict(classifier.vision_model.state_dict())
+    models = (classifier, dual, tower)
+    splits = [split_model(m) for m in models]
+    hashes = [[tensor_content_hash(b, m.state_dict()) for b in s.blocks] for s, m in zip(splits, models)]
+    assert hashes[0] == hashes[1] == hashes[2] and len(hashes[0]) == 4
+    assert signature(splits[0]) == signature(splits[1]) == signature(splits[2])
     assert any(k.startswith("text_model.") for k in splits[1].head_keys)
+    # a text config that differs leaves the image tower's signature be
+    other = getattr(T, f"{kind}Config")(vision_config=_VIT, text_config={**_TOWER_TEXT, "hidden_act": "relu"})
+    assert signature(split_model(getattr(T, f"{kind}Model")(other).eval())) == signature(splits[1])
 
 
 def test_unregistered_architecture_names_the_class_and_the_fix():

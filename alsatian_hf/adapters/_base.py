@@ -96,6 +96,11 @@ class Adapter:
         """Split `model`; `checkpoint_keys` (e.g. from a Hub header) fixes the checkpoint key space."""
         raise NotImplementedError
 
+    def blocks_config(self, model: nn.Module):
+        """The transformers config whose keys decide what the blocks compute (`adapters.signature`); None for
+        timm, whose model arguments do."""
+        return getattr(model, "config", None)
+
     def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
         """Turns a batch of preprocessed inputs into the state block 0 consumes."""
         return (inputs["pixel_values"],)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ._base import Adapter, SplitModel
+
 
 # transformers' bookkeeping and what only training or generation reads
 _IGNORED = frozenset({
@@ -93,11 +95,13 @@ def _timm_config(model: nn.Module) -> dict:
     return {"architecture": (getattr(model, "pretrained_cfg", None) or {}).get("architecture"), **args}
 
 
-def signature(model: nn.Module) -> Signature:
-    """The signature of a skeleton built from its config.json (`skeleton.build_model`)."""
-    config = getattr(model, "config", None)
+def signature(split: SplitModel) -> Signature:
+    """The signature of a skeleton built from its config.json (`skeleton.build_model`), as split: of the config
+    its adapter runs (`Adapter.blocks_config`: a dual encoder's image tower reads its `vision_config` alone)."""
+    adapter = split.adapter or Adapter()
+    config = adapter.blocks_config(split.model)
     transformers = hasattr(config, "to_dict") and hasattr(config, "model_type")
-    values = config.to_dict() if transformers else _timm_config(model)
+    values = config.to_dict() if transformers else _timm_config(split.model)
     readout: dict = {}
     body = _split(values, readout)
     return Signature(_digest(body), _digest(readout))

@@ -945,6 +945,9 @@ class VisionTowerAdapter(TransformersAdapter):
 
     family = "transformers-vision-tower"
 
+    def blocks_config(self, model):  # a dual encoder's text config and projections never run
+        return getattr(model.config, "vision_config", model.config)
+
     def layout(self, model, base, p, in_checkpoint):
         tower, t = (model.vision_model, "vision_model.") if hasattr(model, "vision_model") else (model, "")
         siglip = model.config.model_type.startswith("siglip")

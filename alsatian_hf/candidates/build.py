@@ -213,7 +213,7 @@ def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str], pooling: 
             split,
             [conv_weights(skeleton, block) for block in split.blocks],
             [sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys) for block in split.blocks],
-            signature(skeleton),
+            signature(split),
         )
     return plan
 
