@@ -840,6 +840,22 @@ def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
     assert signature(split_model(getattr(T, f"{kind}Model")(other).eval())) == signature(splits[1])
 
 
+def test_a_config_key_counts_in_the_signature_where_the_model_code_reads_it():
+    """bert-base-uncased's config has no `position_embedding_type`, its fine-tunes saved by transformers 4 say
+    "absolute", and today's BERT reads neither: they sign alike. DeBERTa-v3's `share_att_key`, which its config
+    class does not define either, is read by name (`getattr(config, "share_att_key", False)`): it counts."""
+    from alsatian_hf.adapters.signature import signature
+
+    def sign(cls, config_cls, **config):
+        return signature(split_model(cls(config_cls(**config)).eval()))
+
+    bert = sign(T.BertModel, T.BertConfig, **_BERT)
+    assert sign(T.BertModel, T.BertConfig, **_BERT, position_embedding_type="absolute", output_past=True) == bert
+    assert sign(T.BertModel, T.BertConfig, **_BERT, hidden_act="relu") != bert
+    deberta = sign(T.DebertaV2Model, T.DebertaV2Config, **{**_DEBERTA_V3, "share_att_key": False})
+    assert sign(T.DebertaV2Model, T.DebertaV2Config, **{**_DEBERTA_V3, "share_att_key": True}) != deberta
+
+
 def test_unregistered_architecture_names_the_class_and_the_fix():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     with pytest.raises(UnsupportedArchitectureError, match="register_adapter") as info:

@@ -14,8 +14,11 @@ exactness. Keys only the read-out reads (pooling) salt the read-out alone, so th
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
+import sys
 from dataclasses import dataclass
 
 from torch import nn
@@ -34,6 +37,8 @@ _IGNORED = frozenset({
     "num_classes", "num_features", "pretrained_cfg",
 })  # fmt: skip
 _IGNORED_PARTS = ("dropout", "pdrop", "drop_rate", "drop_path", "layerdrop", "drop_block")
+# what transformers' layers call on to build masks and rotary embeddings, reading config keys by name
+_SHARED_CODE = ("transformers.masking_utils", "transformers.modeling_rope_utils")
 _READOUT_KEYS = frozenset({"global_pool", "classifier_pooling"})
 _READOUT_PREFIXES = ("summary_", "pooler_", "classifier_")
 
@@ -95,13 +100,54 @@ def _timm_config(model: nn.Module) -> dict:
     return {"architecture": (getattr(model, "pretrained_cfg", None) or {}).get("architecture"), **args}
 
 
+def _is_config(obj) -> bool:
+    return hasattr(obj, "to_dict") and hasattr(obj, "model_type")
+
+
+@functools.lru_cache(maxsize=None)
+def _class_keys(cls) -> frozenset[str] | None:
+    try:
+        return frozenset(cls().to_dict())
+    except Exception:  # a config class without defaults: every key counts
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _source(module: str) -> str:
+    try:
+        return inspect.getsource(sys.modules[module])
+    except (KeyError, OSError, TypeError):
+        return ""
+
+
+def _read_keys(config, code: str) -> dict:
+    """`config.to_dict()` without the keys its class does not define that no code running the blocks names.
+
+    Configs carry keys older transformers releases wrote and today's ignore (bert-base-uncased has no
+    `position_embedding_type`; its fine-tunes, saved by transformers 4, say "absolute"): counted, such a key would
+    part a base from all its fine-tunes. A key the code names (`getattr(config, "sliding_window", None)`) counts.
+    """
+    known = _class_keys(type(config))
+    values = {}
+    for key, value in config.to_dict().items():
+        sub = getattr(config, key, None)
+        if _is_config(sub):
+            values[key] = _read_keys(sub, code)
+        elif known is None or key in known or key in code:
+            values[key] = value
+    return values
+
+
 def signature(split: SplitModel) -> Signature:
     """The signature of a skeleton built from its config.json (`skeleton.build_model`), as split: of the config
     its adapter runs (`Adapter.blocks_config`: a dual encoder's image tower reads its `vision_config` alone)."""
     adapter = split.adapter or Adapter()
     config = adapter.blocks_config(split.model)
-    transformers = hasattr(config, "to_dict") and hasattr(config, "model_type")
-    values = config.to_dict() if transformers else _timm_config(split.model)
+    if _is_config(config):
+        modules = (type(split.model).__module__, *_SHARED_CODE)
+        values = _read_keys(config, "\n".join(_source(m) for m in modules))
+    else:
+        values = _timm_config(split.model)
     readout: dict = {}
     body = _split(values, readout)
     return Signature(_digest(body), _digest(readout))
