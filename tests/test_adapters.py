@@ -59,6 +59,13 @@ def _text():
     }
 
 
+def _long_text(length: int):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, length - 3 :] = 0
+    return {"input_ids": torch.randint(5, 30, (2, length), generator=g), "attention_mask": mask}
+
+
 def _pixels(size=32):
     return {"pixel_values": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))}
 
@@ -302,6 +309,18 @@ TRANSFORMERS_CASES = [
         lambda: T.ElectraForSequenceClassification(T.ElectraConfig(**_BERT, embedding_size=32)),
         _text,
         lambda m, x: _cls(m.electra(**x)),
+    ),
+    (
+        "BigBirdForSequenceClassification",  # 7 tokens: too few for block-sparse attention, so full attention
+        lambda: T.BigBirdForSequenceClassification(T.BigBirdConfig(**_BERT)),
+        _text,
+        lambda m, x: _cls(m.bert(**x)),
+    ),
+    (
+        "BigBirdForSequenceClassification-block-sparse",  # 17 tokens > (5 + 2) * 2: padded to 18, block-sparse
+        lambda: T.BigBirdForSequenceClassification(T.BigBirdConfig(**_BERT, block_size=2, num_random_blocks=1)),
+        lambda: _long_text(17),
+        lambda m, x: _cls(m.bert(**x)),
     ),
     (
         "AlbertModel",  # 4 layers from 2 groups of 2 inner layers each

@@ -185,6 +185,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "BigBird",
+        "BigBirdConfig()",
+        "embeddings (padded to the block size where block-sparse) → every layer (block-sparse or full) → [CLS] state",
+        _hf("BigBirdConfig", "BigBirdForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "XLNet",
         "XLNetConfig()",
         "word embeddings → every layer (relative positions, segments) → last token (`summary_type`)",
