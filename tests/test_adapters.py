@@ -862,7 +862,8 @@ def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
 def test_a_config_key_counts_in_the_signature_where_the_model_code_reads_it():
     """bert-base-uncased's config has no `position_embedding_type`, its fine-tunes saved by transformers 4 say
     "absolute", and today's BERT reads neither: they sign alike. DeBERTa-v3's `share_att_key`, which its config
-    class does not define either, is read by name (`getattr(config, "share_att_key", False)`): it counts."""
+    class does not define either, is read by name (`getattr(config, "share_att_key", False)`): it counts. So does
+    a padding id where the positions are numbered from it."""
     from alsatian_hf.adapters.signature import signature
 
     def sign(cls, config_cls, **config):
@@ -873,6 +874,12 @@ def test_a_config_key_counts_in_the_signature_where_the_model_code_reads_it():
     assert sign(T.BertModel, T.BertConfig, **_BERT, hidden_act="relu") != bert
     deberta = sign(T.DebertaV2Model, T.DebertaV2Config, **{**_DEBERTA_V3, "share_att_key": False})
     assert sign(T.DebertaV2Model, T.DebertaV2Config, **{**_DEBERTA_V3, "share_att_key": True}) != deberta
+    # a padding id changes no BERT or Llama feature; RoBERTa numbers its positions from it
+    assert sign(T.BertModel, T.BertConfig, **{**_BERT, "pad_token_id": 3}) == bert
+    llama = sign(T.LlamaModel, T.LlamaConfig, **_DECODER)
+    assert sign(T.LlamaModel, T.LlamaConfig, **{**_DECODER, "pad_token_id": 5, "eos_token_id": 6}) == llama
+    roberta = sign(T.RobertaModel, T.RobertaConfig, **{**_BERT, "pad_token_id": 1})
+    assert sign(T.RobertaModel, T.RobertaConfig, **{**_BERT, "pad_token_id": 3}) != roberta
 
 
 def test_unregistered_architecture_names_the_class_and_the_fix():

@@ -7,9 +7,11 @@ carries this signature too (`candidates.build`); without it, one such checkpoint
 and a search ranked otherwise than running each model alone.
 
 What is left out is what fine-tunes of one base change without changing a block's computation: labels, names,
-versions, dtypes, dropout, initialisation, caching and output flags, and special token ids. So they keep one
-signature and keep sharing. A key neither list names counts, so an unknown difference costs sharing, never
-exactness. Keys only the read-out reads (pooling) salt the read-out alone, so the blocks before it still share.
+versions, dtypes, dropout, initialisation, caching and output flags, special token ids (but the padding id where
+positions are numbered from it, as RoBERTa's are), and keys that neither the config class nor the modeling code
+names. So they keep one signature and keep sharing. Any other key counts, so an unknown difference costs
+sharing, never exactness. Keys only the read-out reads (pooling) salt the read-out alone, so the blocks before
+it still share.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ _READOUT_KEYS = frozenset({"global_pool", "classifier_pooling"})
 _READOUT_PREFIXES = ("summary_", "pooler_", "classifier_")
 
 
-def _ignored(key: str) -> bool:
+def _ignored(key: str, code: str) -> bool:
+    if key == "pad_token_id" and "create_position_ids_from_input_ids" in code:
+        return False  # RoBERTa's family numbers its positions from the padding index
     return (
         key in _IGNORED
         or any(part in key for part in _IGNORED_PARTS)
@@ -68,14 +72,14 @@ class Signature:
         return "\0".join(parts) if any(parts) else ""
 
 
-def _split(config: dict, readout: dict, prefix: str = "") -> dict:
+def _split(config: dict, readout: dict, code: str, prefix: str = "") -> dict:
     """`config` without the ignored keys; read-out keys move to `readout` (sub-configs are filtered alike)."""
     body = {}
     for key, value in config.items():
-        if _ignored(key):
+        if _ignored(key, code):
             continue
         if isinstance(value, dict) and key.endswith("config"):
-            body[key] = _split(value, readout, f"{prefix}{key}.")
+            body[key] = _split(value, readout, code, f"{prefix}{key}.")
         elif _readout_only(key):
             readout[prefix + key] = value
         else:
@@ -143,11 +147,12 @@ def signature(split: SplitModel) -> Signature:
     its adapter runs (`Adapter.blocks_config`: a dual encoder's image tower reads its `vision_config` alone)."""
     adapter = split.adapter or Adapter()
     config = adapter.blocks_config(split.model)
+    code = ""
     if _is_config(config):
-        modules = (type(split.model).__module__, *_SHARED_CODE)
-        values = _read_keys(config, "\n".join(_source(m) for m in modules))
+        code = "\n".join(_source(m) for m in (type(split.model).__module__, *_SHARED_CODE))
+        values = _read_keys(config, code)
     else:
         values = _timm_config(split.model)
     readout: dict = {}
-    body = _split(values, readout)
+    body = _split(values, readout, code)
     return Signature(_digest(body), _digest(readout))
