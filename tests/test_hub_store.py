@@ -161,6 +161,26 @@ def test_truncated_bodies_and_500s_are_retried_and_never_stored(hub, tiny_zoo, s
         store.get(path.stem)
 
 
+def test_a_rate_limited_search_waits_for_the_window_and_ranks_as_before(hub, tiny_zoo, small_ds, tmp_path, caplog):
+    """The Hub answers 429 with its `RateLimit` headers once a user's requests in a window are spent: the search
+    waits for the window to reset (retrying within seconds failed every candidate past the quota) and ranks as a
+    search the Hub never limited."""
+    repos = tiny_zoo.repo_ids[:4]  # in one layout: the timed `auto` probe could pick two, with other numerics
+    free = ModelSearcher(repos, train_dataset=small_ds, args=_args(tmp_path / "free", channels_last=True)).search()
+    hub.clear_log()
+    # a warm HF cache: 12 API and 49 file requests, sent in well under a second. The window outlasts the 1.5-4.5 s
+    # of backoff that retries alone would spend, so only waiting for its reset gets through.
+    hub.faults.rate_limits = {"api": (8, 6.0), "resolvers": (30, 6.0)}
+    limited = ModelSearcher(
+        repos, train_dataset=small_ds, args=_args(tmp_path / "limited", channels_last=True)
+    ).search()
+    assert not limited.skipped and limited.ranking == free.ranking
+    answers = hub.requests()
+    assert {r.status for r in answers if "/api/" in r.path} >= {200, 429}
+    assert {r.status for r in answers if "/resolve/" in r.path} >= {206, 429}
+    assert "rate-limited" in caplog.text and "window to reset" in caplog.text
+
+
 def test_merge_ranges_merges_touching_spans():
     assert merge_ranges([(10, 20), (0, 10), (30, 40), (35, 50)]) == [(0, 20), (30, 50)]
 

@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 
 from .conversion import find_conversion, has_pickled_checkpoint, pickled_only
 from .headers import ADAPTER_WEIGHTS, checkpoint_files, is_adapter
+from .ranges import with_retries
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -117,7 +118,7 @@ def list_candidates(
             return None
         if base not in base_sizes:
             try:
-                found = api.model_info(base, expand=["safetensors"]).safetensors
+                found = with_retries(lambda: api.model_info(base, expand=["safetensors"])).safetensors
             except (OSError, ValueError) as e:  # missing, gated, offline: the adapter is skipped with the reason
                 logger.debug("max_params: the size of %s, base of %s, is unknown (%s)", base, info.id, e)
                 found = None
@@ -130,7 +131,9 @@ def list_candidates(
             conversion = find_conversion(info.id, info.sha, private=bool(info.private))
             if conversion is None:
                 return None
-            found = api.model_info(info.id, revision=conversion.commit, expand=["safetensors"]).safetensors
+            found = with_retries(
+                lambda: api.model_info(info.id, revision=conversion.commit, expand=["safetensors"])
+            ).safetensors
         except (OSError, ValueError) as e:  # as for an adapter's base: skipped with the reason
             logger.debug("max_params: the size of %s's safetensors conversion is unknown (%s)", info.id, e)
             return None

@@ -90,8 +90,61 @@ def backoff_delay(base: float, attempt: int) -> float:
     return base * 2**attempt * random.uniform(0.5, 1.5)
 
 
+_WARNED = threading.Lock()
+_quiet_until = 0.0  # monotonic time until which another rate-limit wait logs at debug level
+
+
+class RateLimitWait:
+    """Waits out the Hub's rate limits: a 429 that says when its window resets (the `RateLimit` header's `t`, or
+    `Retry-After`) is waited for, as huggingface_hub's own backoff does, instead of being retried within seconds
+    and failing; a search over hundreds of candidates can spend an anonymous user's quota of API requests.
+
+    The waits do not count as attempts; in all they are bounded by `patience` seconds per request.
+    """
+
+    patience: float = 900.0
+
+    def __init__(self) -> None:
+        self.waited = 0.0
+
+    def __call__(self, response, what: str) -> bool:
+        """Whether `response` was a rate limit now waited out (then retry at once), or not (retry as usual)."""
+        seconds = reset_in(response)
+        if seconds is None or self.waited + seconds > self.patience:
+            return False
+        from huggingface_hub import get_token
+
+        global _quiet_until
+        with _WARNED:  # threads limited in one window: one warning
+            level, _quiet_until = (
+                (logging.WARNING, time.monotonic() + seconds) if time.monotonic() >= _quiet_until
+                else (logging.DEBUG, _quiet_until)
+            )  # fmt: skip
+        logger.log(
+            level, "The Hub rate-limited %s: waiting %d s for its window to reset.%s", what, seconds,
+            "" if get_token() else " A token (`hf auth login`, or HF_TOKEN) raises the limit.",
+        )  # fmt: skip
+        self.waited += seconds
+        time.sleep(seconds + random.uniform(0, 1))  # threads limited together must not all return at once
+        return True
+
+
+def reset_in(response) -> int | None:
+    """Seconds until a 429's rate-limit window resets, where the answer says; None for any other answer."""
+    if response is None or response.status_code != 429:
+        return None
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    info = parse_ratelimit_headers(response.headers)
+    if info is not None and info.remaining == 0:
+        return info.reset_in_seconds
+    after = response.headers.get("Retry-After", "").strip()
+    return int(after) if after.isdigit() else None
+
+
 def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int = 4, backoff: float = 0.2) -> T:
-    """`call()`, retried with exponential backoff on 429/5xx answers and (with `transport`) transport errors only.
+    """`call()`, retried with exponential backoff on 429/5xx answers and (with `transport`) transport errors only;
+    a rate limit that says when it resets is waited out (`RateLimitWait`).
 
     For huggingface_hub calls that do not retry a 500 themselves (`model_info`, `snapshot_download`). Pass
     `transport=False` for downloads, which huggingface_hub already retries on connection errors.
@@ -99,9 +152,10 @@ def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int 
     transient = transport_errors() if transport else ()
     from huggingface_hub.errors import HfHubHTTPError
 
+    wait = RateLimitWait()
     for attempt in range(retries + 1):
         try:
-            return call()
+            return _waited(call, wait)
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else None
             if status not in RETRY_STATUSES or attempt == retries:
@@ -113,6 +167,18 @@ def with_retries(call: Callable[[], T], *, transport: bool = True, retries: int 
             logger.info("retrying after %s (attempt %d of %d)", type(e).__name__, attempt + 1, retries)
         time.sleep(backoff_delay(backoff, attempt))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _waited(call: Callable[[], T], wait: RateLimitWait) -> T:
+    """`call()`, called again after each rate limit `wait` waits out."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    while True:
+        try:
+            return call()
+        except HfHubHTTPError as e:
+            if not wait(e.response, str(e.response.url) if e.response is not None else "a request"):
+                raise
 
 
 class RangeReader:
@@ -170,13 +236,17 @@ class RangeReader:
             return self._full_files[key][start:end]
         want = end - start
         last_error: Exception | None = None
+        wait = RateLimitWait()
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
                 time.sleep(backoff_delay(self.backoff, attempt - 1))
             headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
             try:
-                response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)
+                while True:
+                    response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)
+                    if not wait(response, url):
+                        break
             except transport_errors() as e:  # connection reset, truncated body, timeout: all transient
                 last_error = e
                 continue

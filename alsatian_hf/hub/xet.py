@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .ranges import RETRY_STATUSES, FetchStats, backoff_delay, transport_errors
+from .ranges import RETRY_STATUSES, FetchStats, RateLimitWait, backoff_delay, transport_errors
 
 
 logger = logging.getLogger("alsatian_hf")
@@ -82,11 +82,14 @@ class XetReader:
     def _json(self, url: str, headers: dict[str, str], *, what: str) -> tuple[int, dict | None]:
         """(status, parsed body); transient failures and truncated bodies are retried, then (0, None)."""
         last = ""
+        wait = RateLimitWait()
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(backoff_delay(self.backoff, attempt - 1))
             try:
                 response = self._get(url, headers)
+                while wait(response, url):
+                    response = self._get(url, headers)
             except transport_errors() as e:
                 last = f"{type(e).__name__}: {e}"
                 continue

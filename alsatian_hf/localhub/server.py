@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -53,6 +54,9 @@ class Faults:
     cas_truncate: int | None = None
     expire_tokens: bool = False  # every access token is refused as expired
     refuse_xorbs: bool = False  # every xorb GET is answered 403, signed or not
+    # The Hub's rate limits: bucket ("api": /api/..., "resolvers": file downloads) -> (requests, window seconds).
+    # Past its quota in a fixed window, a bucket answers 429 with the Hub's `RateLimit` headers until it resets.
+    rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.__init__()
@@ -94,6 +98,7 @@ class HubServer:
         self.faults = Faults()
         self.log: list[LoggedRequest] = []
         self._resolve_count = 0
+        self._windows: dict[str, tuple[float, int]] = {}  # rate-limit bucket -> (window start, requests in it)
         self._lock = threading.Lock()
         # A request is logged after its last byte went out, so a client can hold the response before the entry
         # exists; readers of the log wait until no request is in flight.
@@ -177,6 +182,26 @@ class HubServer:
     def sign(self, xorb: str, start: int, end: int) -> str:
         return hmac.new(self._signing_key, f"{xorb}:{start}-{end}".encode(), hashlib.sha256).hexdigest()
 
+    def rate_limited(self, bucket: str) -> dict[str, str] | None:
+        """The 429 headers for a request in `bucket` past its quota (`Faults.rate_limits`), or None to serve it."""
+        limit = self.faults.rate_limits.get(bucket)
+        if limit is None:
+            return None
+        quota, window = limit
+        now = time.monotonic()
+        with self._lock:
+            start, used = self._windows.get(bucket, (now, 0))
+            if now - start >= window:
+                start, used = now, 0
+            self._windows[bucket] = (start, used + 1)
+        if used < quota:
+            return None
+        reset = max(1, math.ceil(start + window - now))
+        return {
+            "RateLimit": f'"{bucket}";r=0;t={reset}',
+            "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota};w={math.ceil(window)}',
+        }
+
     def _next_resolve(self) -> int:
         with self._lock:
             self._resolve_count += 1
@@ -212,9 +237,9 @@ class _Throttle:
 
 
 class _HttpError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
 
 
 def _not_found(code: str, message: str) -> _HttpError:
@@ -243,6 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self._sent = 0
         self._status = 0
+        self._body_read = False
         split = urlsplit(self.path)
         self._query = parse_qs(split.query, keep_blank_values=True)
         path = split.path
@@ -250,10 +276,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._route(method, path)
         except _HttpError as e:
+            if not self._body_read:  # a POST refused before its body was read: left unread, it would be taken
+                self._body()  # for the next request line on this keep-alive connection
             self._send_json(
                 {"error": e.message},
                 status=e.status,
-                headers={"X-Error-Code": e.code} if e.code else {},
+                headers={**({"X-Error-Code": e.code} if e.code else {}), **e.headers},
                 error_message=e.message,
             )
         except (BrokenPipeError, ConnectionResetError):
@@ -261,9 +289,13 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.hub._record(LoggedRequest(method, self.path, self.headers.get("Range"), self._status, self._sent))
 
-    def _body_form(self) -> dict[str, list[str]]:
+    def _body(self) -> bytes:
+        self._body_read = True
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _body_form(self) -> dict[str, list[str]]:
+        raw = self._body()
         ctype = self.headers.get("Content-Type", "")
         if "json" in ctype:
             data = json.loads(raw or b"{}")
@@ -288,6 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing -------------------------------------------------------------------------------------------
     def _route(self, method: str, path: str) -> None:
         parts = [unquote(p) for p in path.strip("/").split("/")] if path.strip("/") else []
+        resolve = parts[2:3] == ["resolve"] or (parts[:1] == ["datasets"] and parts[3:4] == ["resolve"])
+        bucket = "api" if parts[:1] == ["api"] else "resolvers" if resolve else None
+        limited = self.hub.rate_limited(bucket) if bucket else None
+        if limited:
+            raise _HttpError(429, "You have been rate-limited; you can retry this action in a few minutes.",
+                             headers=limited)  # fmt: skip
         if parts[:1] == ["api"]:
             return self._route_api(method, parts[1:])
         if parts[:1] == ["cas"] and self.hub.xet is not None and method == "GET":
