@@ -354,8 +354,8 @@ def test_prepared_blocks_are_memory_mapped_and_change_no_score(hub, hub_root, ti
 
     from alsatian_hf.candidates import ShapeProbe, build_candidate, wait_prepared
 
-    def search(folder, **kw):
-        args = _args(folder, **kw)
+    def search(folder, **kw):  # channels-last as `build_candidate` below, not by the timed `auto` probe
+        args = _args(folder, channels_last=True, **kw)
         return ModelSearcher(tiny_zoo.repo_ids, train_dataset=small_ds, args=args).search()
 
     off = search(tmp_path / "off", prepared_blocks=False)
