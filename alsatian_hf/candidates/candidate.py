@@ -15,7 +15,8 @@ class EngineBlock:
     """One block of one candidate.
 
     Args:
-        content_hash: identifies the block's weights; equal hashes are interchangeable.
+        content_hash: identifies what the block computes: its tensors' content hash, salted with what its config
+            decides beyond them (`adapters.signature`, `Block.salt`); equal hashes are interchangeable.
         param_bytes: bytes of its parameters and buffers.
         bytes_per_item: bytes of its output state for one item (from shape inference at the real input).
         load: materialises the weights on `device` (lazy fetch + assign); idempotent.
