@@ -21,7 +21,7 @@ import hashlib
 import inspect
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -62,10 +62,12 @@ def _readout_only(key: str) -> bool:
 
 @dataclass(frozen=True)
 class Signature:
-    """`body` salts every block of a model, `readout` its last block too."""
+    """`body` salts every block of a model, `readout` its last block too. `values`: the config values they digest,
+    by dotted key, to say where two signatures differ (`differing_keys`)."""
 
     body: str
     readout: str
+    values: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def salt(self, index: int, num_blocks: int, block_salt: str = "") -> str:
         parts = [self.body, self.readout if index == num_blocks - 1 else "", block_salt]
@@ -155,4 +157,20 @@ def signature(split: SplitModel) -> Signature:
         values = _timm_config(split.model)
     readout: dict = {}
     body = _split(values, readout, code)
-    return Signature(_digest(body), _digest(readout))
+    return Signature(_digest(body), _digest(readout), {**_flat(body), **readout})
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key.endswith("config"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    """The keys of two signatures' `values` whose values differ (or that one lacks)."""
+    missing = object()
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, missing) != b.get(k, missing))

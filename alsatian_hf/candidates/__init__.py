@@ -6,7 +6,7 @@ Open it (`repos`), read its blocks from a local or Hub block source (`sources`),
 """
 
 from .build import AssembledCandidate, CandidateAssembler, build_candidate
-from .candidate import EngineBlock, EngineCandidate
+from .candidate import EngineBlock, EngineCandidate, computed_apart
 from .prepared import wait_prepared
 from .probe import ShapeProbe
 from .processors import Modality_T, Processor, image_processor, processor_for, text_processor, timm_processor
@@ -30,6 +30,7 @@ __all__ = [
     "build_candidate",
     "wait_prepared",
     "candidate_id",
+    "computed_apart",
     "files_identity",
     "image_processor",
     "open_hub",

@@ -151,11 +151,11 @@ def build_candidate(
                 with swapped(swaps):
                     return step(split.model, state)
 
+        tensor_hash = source.block_hash(split, i)
         blocks.append(
             EngineBlock(
-                content_hash=salted(
-                    source.block_hash(split, i), plan.signature.salt(i, len(split.blocks), block.salt)
-                ),
+                content_hash=salted(tensor_hash, plan.signature.salt(i, len(split.blocks), block.salt)),
+                tensor_hash=tensor_hash,
                 param_bytes=plan.param_bytes[i],
                 bytes_per_item=sizes[i],
                 load=load,
@@ -177,7 +177,9 @@ def build_candidate(
         if used
     )
     input_bytes = state_nbytes(first) // max(first[0].shape[0], 1)
-    return EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state, numerics, input_bytes), split
+    candidate = EngineCandidate(model_id, input_key, blocks, split.adapter.initial_state, numerics, input_bytes,
+                                plan.signature.values)  # fmt: skip
+    return candidate, split
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -23,6 +23,7 @@ class EngineBlock:
         unload: frees them again.
         run: `state -> state` on loaded weights.
         cost: compute cost per item (e.g. FLOPs), for the ideal-speedup bound.
+        tensor_hash: its tensors' content hash alone (what the store keeps them under).
     """
 
     content_hash: str
@@ -32,6 +33,7 @@ class EngineBlock:
     unload: Callable[[], None]
     run: Callable[[State], State]
     cost: float = 1.0
+    tensor_hash: str = ""
 
 
 @dataclass
@@ -44,6 +46,8 @@ class EngineCandidate:
     numerics: what besides the blocks' weights decides the features' float rounding (e.g. "channels_last"); it
         is part of the feature cache's key.
     input_bytes_per_item: bytes of the state block 0 consumes, for one item.
+    config: the config values its blocks' identities carry (`adapters.signature`): where two candidates hold
+        the same tensors but compute them apart, the keys that differ say why (`computed_apart`).
     """
 
     model_id: str
@@ -52,3 +56,28 @@ class EngineCandidate:
     initial_state: Callable[[dict[str, torch.Tensor]], State]
     numerics: str = ""
     input_bytes_per_item: int = 0
+    config: dict = field(default_factory=dict, repr=False)
+
+
+def computed_apart(candidates: list[EngineCandidate]) -> list[dict]:
+    """Pairs of candidates that hold the same tensors behind the same inputs but compute them apart, because
+    their configs differ (`adapters.signature`): per pair, the blocks they would otherwise share and the config
+    keys that differ. A search reports them, so a key that parts fine-tunes without cause can be seen."""
+    from ..adapters.signature import differing_keys
+    from ..store.identity import prefix_hash
+
+    first: dict[str, tuple[str, EngineCandidate]] = {}  # chain of tensor hashes -> (its node, first holder)
+    pairs: dict[tuple[str, str], int] = {}
+    by_id = {c.model_id: c for c in candidates}
+    for c in candidates:
+        tensors = node = c.input_key
+        for block in c.blocks:
+            tensors, node = prefix_hash(tensors, block.tensor_hash), prefix_hash(node, block.content_hash)
+            held = first.setdefault(tensors, (node, c))
+            if held[0] != node:
+                pair = (held[1].model_id, c.model_id)
+                pairs[pair] = pairs.get(pair, 0) + 1
+    return [
+        {"models": list(pair), "blocks": n, "keys": differing_keys(by_id[pair[0]].config, by_id[pair[1]].config)}
+        for pair, n in pairs.items()
+    ]

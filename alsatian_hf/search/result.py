@@ -204,6 +204,9 @@ class SearchResult:
         if self.plan.get("precision", "fp32") != "fp32":
             lines.append(f"Precision: {self.plan['precision']} (opt-in: the features' rounding differs from exact "
                          "fp32, and so may the ranking).")  # fmt: skip
+        for pair in self.plan.get("computed_apart") or []:
+            lines.append(f"{' and '.join(pair['models'])} hold the same tensors in {pair['blocks']} blocks but compute "
+                         f"them apart: their configs differ in {', '.join(pair['keys']) or 'unlisted keys'}.")  # fmt: skip
         if self.fetch.get("identity"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
             lines.append(f"Block identity established this search: {methods}; Xet metadata: "

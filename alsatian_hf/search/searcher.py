@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 
 from .._progress import progress_bar
-from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id
+from ..candidates import CandidateAssembler, CandidateSpec, EngineCandidate, candidate_id, computed_apart
 from ..candidates.precision import effective_precision
 from ..engine import resolve_budget
 from ..engine.batch_size import BatchSizeChoice, tune_batch_size
@@ -73,6 +73,7 @@ class _Prepared:
     # where a candidate's weights come from, where not its own commit's safetensors: fields of its ranking row,
     # "base" (an adapter's base `repo@commit`) and "weights" (a `.bin` commit's conversion, `refs/pr/N`)
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+    apart: list[dict] = field(default_factory=list)  # `candidates.computed_apart`
 
 
 @contextmanager
@@ -387,9 +388,15 @@ class ModelSearcher:
         feature_cache = None
         if args.feature_cache:
             feature_cache = FeatureCache(store.root / "features", budget=args.feature_cache_budget)
+        apart = computed_apart(candidates)
+        for pair in apart:
+            logger.info(
+                "%s and %s hold the same tensors in %d blocks but compute them apart: their configs differ in %s.",
+                *pair["models"], pair["blocks"], ", ".join(pair["keys"]) or "keys the signature does not list",
+            )  # fmt: skip
         return _Prepared(
             candidates, revisions, dataset, labels, schedule, data, stats, store, device, feature_cache,
-            assembler.precision, provenance,
+            assembler.precision, provenance, apart,
         )  # fmt: skip
 
     def _assemble(self, assembler: CandidateAssembler, spec: CandidateSpec, model_id: str, opened: Future | None):
@@ -564,6 +571,8 @@ class ModelSearcher:
             },
             plan={
                 "unique_blocks": len({b.content_hash for c in candidates for b in c.blocks}),
+                # candidates with the same tensors that configs part (`candidates.computed_apart`)
+                "computed_apart": prepared.apart,
                 "total_blocks": sum(len(c.blocks) for c in candidates),
                 "chunks": max((r.counters.chunks for r in outcome.iterations), default=0),
                 "input_keys": sorted({c.input_key for c in candidates}),

@@ -67,6 +67,10 @@ def test_a_timm_checkpoint_under_another_pooling_or_activation_is_scored_on_its_
     # the max pool shares every block before its read-out; GELU shares none; the relabelled copy shares all
     blocks = res.plan["total_blocks"] // 4
     assert res.plan["unique_blocks"] == blocks + 1 + blocks
+    # and the search says which copies hold the original's tensors but compute them apart, and why
+    apart = {tuple(p["models"]): (p["blocks"], p["keys"]) for p in res.plan["computed_apart"]}
+    assert apart == {(source, pool_max): (1, ["global_pool"]), (source, gelu): (blocks, ["act_layer"])}
+    assert f"{source} and {gelu} hold the same tensors in {blocks} blocks" in res.summary()
 
 
 @pytest.fixture()
@@ -99,3 +103,5 @@ def test_a_transformers_checkpoint_under_another_activation_or_attention_is_scor
     assert scores[relabelled] == scores[source]
     blocks = res.plan["total_blocks"] // 4
     assert res.plan["unique_blocks"] == 3 * blocks
+    apart = {tuple(p["models"]): (p["blocks"], p["keys"]) for p in res.plan["computed_apart"]}
+    assert apart == {(source, relu): (blocks, ["hidden_act"]), (source, causal): (blocks, ["is_decoder"])}
