@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 
 from ..adapters import State
+from ..adapters.signature import differing_keys
+from ..store.identity import prefix_hash
 
 
 @dataclass
@@ -60,12 +62,10 @@ class EngineCandidate:
 
 
 def computed_apart(candidates: list[EngineCandidate]) -> list[dict]:
-    """Pairs of candidates that hold the same tensors behind the same inputs but compute them apart, because
-    their configs differ (`adapters.signature`): per pair, the blocks they would otherwise share and the config
-    keys that differ. A search reports them, so a key that parts fine-tunes without cause can be seen."""
-    from ..adapters.signature import differing_keys
-    from ..store.identity import prefix_hash
-
+    """Pairs of candidates that hold the same tensors behind the same inputs but compute them apart: per pair,
+    the blocks they would otherwise share, the config keys that differ (`adapters.signature`), and why in words
+    (with no key, their read-outs differ: `Block.salt`). A search reports them, so a key that parts fine-tunes
+    without cause can be seen."""
     first: dict[str, tuple[str, EngineCandidate]] = {}  # chain of tensor hashes -> (its node, first holder)
     pairs: dict[tuple[str, str], int] = {}
     by_id = {c.model_id: c for c in candidates}
@@ -77,7 +77,10 @@ def computed_apart(candidates: list[EngineCandidate]) -> list[dict]:
             if held[0] != node:
                 pair = (held[1].model_id, c.model_id)
                 pairs[pair] = pairs.get(pair, 0) + 1
-    return [
-        {"models": list(pair), "blocks": n, "keys": differing_keys(by_id[pair[0]].config, by_id[pair[1]].config)}
-        for pair, n in pairs.items()
-    ]
+    out = []
+    for pair, n in pairs.items():
+        keys = differing_keys(by_id[pair[0]].config, by_id[pair[1]].config)
+        why = (f"their configs differ in {', '.join(keys)}" if keys
+               else "their read-outs differ (sentence-transformers modules, or the head class)")  # fmt: skip
+        out.append({"models": list(pair), "blocks": n, "keys": keys, "why": why})
+    return out

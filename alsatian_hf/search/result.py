@@ -206,7 +206,7 @@ class SearchResult:
                          "fp32, and so may the ranking).")  # fmt: skip
         for pair in self.plan.get("computed_apart") or []:
             lines.append(f"{' and '.join(pair['models'])} hold the same tensors in {pair['blocks']} blocks but compute "
-                         f"them apart: their configs differ in {', '.join(pair['keys']) or 'unlisted keys'}.")  # fmt: skip
+                         f"them apart: {pair['why']}.")  # fmt: skip
         if self.fetch.get("identity"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
             lines.append(f"Block identity established this search: {methods}; Xet metadata: "

@@ -390,10 +390,8 @@ class ModelSearcher:
             feature_cache = FeatureCache(store.root / "features", budget=args.feature_cache_budget)
         apart = computed_apart(candidates)
         for pair in apart:
-            logger.info(
-                "%s and %s hold the same tensors in %d blocks but compute them apart: their configs differ in %s.",
-                *pair["models"], pair["blocks"], ", ".join(pair["keys"]) or "keys the signature does not list",
-            )  # fmt: skip
+            logger.info("%s and %s hold the same tensors in %d blocks but compute them apart: %s.",
+                        *pair["models"], pair["blocks"], pair["why"])  # fmt: skip
         return _Prepared(
             candidates, revisions, dataset, labels, schedule, data, stats, store, device, feature_cache,
             assembler.precision, provenance, apart,

@@ -73,6 +73,10 @@ def test_a_sentence_transformers_repo_is_read_out_by_its_own_pooling(hub, senten
     # every block but the read-out is computed once for the four: 1 + 2 layers + 4 read-outs, against 4 x 4
     assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
     assert len(first["block_time"]) == 3 + 4
+    # and the search says the four part at the read-out alone, for their modules, not their configs
+    apart = runs["alsatian"].plan["computed_apart"]
+    assert [p["models"][0] for p in apart] == ["storg/plain"] * 3 and {p["blocks"] for p in apart} == {1}
+    assert all(not p["keys"] and "read-outs differ" in p["why"] for p in apart)
 
     # read out as their transformers model does, the four are one model
     same = _search(sentence_repos, tmp_path / "off", sentence_pooling=False).iterations[0]["scores"]
