@@ -45,8 +45,8 @@ _READOUT_KEYS = frozenset({"global_pool", "classifier_pooling"})
 _READOUT_PREFIXES = ("summary_", "pooler_", "classifier_")
 
 
-def _ignored(key: str, code: str) -> bool:
-    if key == "pad_token_id" and "create_position_ids_from_input_ids" in code:
+def _ignored(key: str, code: str | None) -> bool:
+    if key == "pad_token_id" and (code is None or "create_position_ids_from_input_ids" in code):
         return False  # RoBERTa's family numbers its positions from the padding index
     return (
         key in _IGNORED
@@ -74,7 +74,7 @@ class Signature:
         return "\0".join(parts) if any(parts) else ""
 
 
-def _split(config: dict, readout: dict, code: str, prefix: str = "") -> dict:
+def _split(config: dict, readout: dict, code: str | None, prefix: str = "") -> dict:
     """`config` without the ignored keys; read-out keys move to `readout` (sub-configs are filtered alike)."""
     body = {}
     for key, value in config.items():
@@ -92,8 +92,15 @@ def _split(config: dict, readout: dict, code: str, prefix: str = "") -> dict:
 def _digest(values: dict) -> str:
     if not values:
         return ""
-    raw = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    raw = json.dumps(values, sort_keys=True, default=_jsonable, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _jsonable(value):
+    """A config value JSON cannot write, written alike in every process (ranks must agree on every hash)."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
 
 
 def _timm_config(model: nn.Module) -> dict:
@@ -119,21 +126,21 @@ def _class_keys(cls) -> frozenset[str] | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _source(module: str) -> str:
+def _source(module: str) -> str | None:
     try:
         return inspect.getsource(sys.modules[module])
-    except (KeyError, OSError, TypeError):
-        return ""
+    except (KeyError, OSError, TypeError):  # no source to read (a frozen install)
+        return None
 
 
-def _read_keys(config, code: str) -> dict:
+def _read_keys(config, code: str | None) -> dict:
     """`config.to_dict()` without the keys its class does not define that no code running the blocks names.
 
     Configs carry keys older transformers releases wrote and today's ignore (bert-base-uncased has no
     `position_embedding_type`; its fine-tunes, saved by transformers 4, say "absolute"): counted, such a key would
     part a base from all its fine-tunes. A key the code names (`getattr(config, "sliding_window", None)`) counts.
     """
-    known = _class_keys(type(config))
+    known = _class_keys(type(config)) if code is not None else None  # without the code, every key counts
     values = {}
     for key, value in config.to_dict().items():
         sub = getattr(config, key, None)
@@ -151,7 +158,8 @@ def signature(split: SplitModel) -> Signature:
     config = adapter.blocks_config(split.model)
     code = ""
     if _is_config(config):
-        code = "\n".join(_source(m) for m in (type(split.model).__module__, *_SHARED_CODE))
+        sources = [_source(m) for m in (type(split.model).__module__, *_SHARED_CODE)]
+        code = None if sources[0] is None else "\n".join(c for c in sources if c)
         values = _read_keys(config, code)
     else:
         values = _timm_config(split.model)
