@@ -12,6 +12,9 @@ from ..engine import PHASES
 from ..errors import MissingDependencyError
 
 
+APART_SHOWN = 5  # pairs of candidates computed apart that the summary lists; the plan keeps them all
+
+
 @dataclass(repr=False)
 class SearchResult:
     """What a search returns.
@@ -204,9 +207,12 @@ class SearchResult:
         if self.plan.get("precision", "fp32") != "fp32":
             lines.append(f"Precision: {self.plan['precision']} (opt-in: the features' rounding differs from exact "
                          "fp32, and so may the ranking).")  # fmt: skip
-        for pair in self.plan.get("computed_apart") or []:
+        apart = self.plan.get("computed_apart") or []
+        for pair in apart[:APART_SHOWN]:
             lines.append(f"{' and '.join(pair['models'])} hold the same tensors in {pair['blocks']} blocks but compute "
                          f"them apart: {pair['why']}.")  # fmt: skip
+        if len(apart) > APART_SHOWN:
+            lines.append(f"... and {len(apart) - APART_SHOWN} more such pairs (`plan['computed_apart']`).")
         if self.fetch.get("identity"):
             methods = ", ".join(f"{m} {n}" for m, n in sorted(self.fetch["identity"].items()))
             lines.append(f"Block identity established this search: {methods}; Xet metadata: "

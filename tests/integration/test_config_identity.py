@@ -105,3 +105,19 @@ def test_a_transformers_checkpoint_under_another_activation_or_attention_is_scor
     assert res.plan["unique_blocks"] == 3 * blocks
     apart = {tuple(p["models"]): (p["blocks"], p["keys"]) for p in res.plan["computed_apart"]}
     assert apart == {(source, relu): (blocks, ["hidden_act"]), (source, causal): (blocks, ["is_decoder"])}
+
+
+def test_the_summary_lists_a_few_pairs_computed_apart_and_counts_the_rest():
+    """An org whose fine-tunes all changed one key gives one pair each: the plan keeps them all, the summary five."""
+    from alsatian_hf import SearchResult
+    from alsatian_hf.search.result import APART_SHOWN
+
+    apart = [{"models": ["org/base", f"org/ft{i}"], "blocks": 12, "keys": ["layer_norm_eps"],
+              "why": "their configs differ in layer_norm_eps"} for i in range(APART_SHOWN + 2)]  # fmt: skip
+    summary = SearchResult(ranking=[{"rank": 1, "model": "org/base", "score": 0.5}], plan={"computed_apart": apart})
+    text = summary.summary()
+    assert text.count("hold the same tensors in 12 blocks") == APART_SHOWN
+    assert (
+        "org/base and org/ft0 hold the same tensors in 12 blocks but compute them apart: their configs differ" in text
+    )
+    assert "and 2 more such pairs" in text
