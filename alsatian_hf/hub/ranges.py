@@ -90,10 +90,6 @@ def backoff_delay(base: float, attempt: int) -> float:
     return base * 2**attempt * random.uniform(0.5, 1.5)
 
 
-_WARNED = threading.Lock()
-_quiet_until = 0.0  # monotonic time until which another rate-limit wait logs at debug level
-
-
 class RateLimitWait:
     """Waits out the Hub's rate limits: a 429 that says when its window resets (the `RateLimit` header's `t`, or
     `Retry-After`) is waited for, as huggingface_hub's own backoff does, instead of being retried within seconds
@@ -103,6 +99,9 @@ class RateLimitWait:
     """
 
     patience: float = 900.0
+    # threads limited in one window log one warning: until this monotonic time, another wait logs at debug level
+    _quiet_until: float = 0.0
+    _lock = threading.Lock()
 
     def __init__(self) -> None:
         self.waited = 0.0
@@ -114,12 +113,11 @@ class RateLimitWait:
             return False
         from huggingface_hub import get_token
 
-        global _quiet_until
-        with _WARNED:  # threads limited in one window: one warning
-            level, _quiet_until = (
-                (logging.WARNING, time.monotonic() + seconds) if time.monotonic() >= _quiet_until
-                else (logging.DEBUG, _quiet_until)
-            )  # fmt: skip
+        cls = type(self)
+        with cls._lock:
+            level = logging.WARNING if time.monotonic() >= cls._quiet_until else logging.DEBUG
+            if level == logging.WARNING:
+                cls._quiet_until = time.monotonic() + seconds
         logger.log(
             level, "The Hub rate-limited %s: waiting %d s for its window to reset.%s", what, seconds,
             "" if get_token() else " A token (`hf auth login`, or HF_TOKEN) raises the limit.",

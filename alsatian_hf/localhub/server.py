@@ -57,6 +57,8 @@ class Faults:
     # The Hub's rate limits: bucket ("api": /api/..., "resolvers": file downloads) -> (requests, window seconds).
     # Past its quota in a fixed window, a bucket answers 429 with the Hub's `RateLimit` headers until it resets.
     rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # bucket -> (its window's start, requests in it): state, not a setting, so `reset` starts every quota whole
+    windows: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
 
     def reset(self) -> None:
         self.__init__()
@@ -98,7 +100,6 @@ class HubServer:
         self.faults = Faults()
         self.log: list[LoggedRequest] = []
         self._resolve_count = 0
-        self._windows: dict[str, tuple[float, int]] = {}  # rate-limit bucket -> (window start, requests in it)
         self._lock = threading.Lock()
         # A request is logged after its last byte went out, so a client can hold the response before the entry
         # exists; readers of the log wait until no request is in flight.
@@ -189,11 +190,12 @@ class HubServer:
             return None
         quota, window = limit
         now = time.monotonic()
+        windows = self.faults.windows
         with self._lock:
-            start, used = self._windows.get(bucket, (now, 0))
+            start, used = windows.get(bucket, (now, 0))
             if now - start >= window:
                 start, used = now, 0
-            self._windows[bucket] = (start, used + 1)
+            windows[bucket] = (start, used + 1)
         if used < quota:
             return None
         reset = max(1, math.ceil(start + window - now))
