@@ -223,6 +223,7 @@ class BertAdapter(TransformersAdapter):
     weights: it reads [CLS]."""
 
     family = "transformers-bert"
+    reads_pooler = True  # whether its classifier reads the pooler, where the checkpoint has one, or [CLS]
 
     def initial_state(self, inputs: dict[str, torch.Tensor]) -> State:
         ids = inputs["input_ids"]
@@ -235,7 +236,7 @@ class BertAdapter(TransformersAdapter):
         project = next((m for m in _PROJECTIONS if _has_module(base, m)), None)
         embed = self.embed_step(project)
 
-        pooled = _pooled(base, p, in_checkpoint)  # ELECTRA has no pooler
+        pooled = self.reads_pooler and _pooled(base, p, in_checkpoint)  # ELECTRA has no pooler
         paths, tokens = self.token_states(base, p)  # a pre-LayerNorm encoder's final norm first
 
         def readout(m, s):
@@ -313,57 +314,52 @@ class EsmAdapter(BertAdapter):
         return _masked_layer(lambda b: b.encoder.layer, i, positions)
 
 
+def _block_sparse(config, length: int) -> bool:
+    """Whether `BigBirdModel.forward` runs a sequence of `length` tokens block-sparse: where the config asks, and
+    the sequence is longer than (5 + 2 * num_random_blocks) * block_size tokens (else it switches to full)."""
+    return config.attention_type == "block_sparse" and length > (5 + 2 * config.num_random_blocks) * config.block_size
+
+
 @register_adapter("big_bird")
 class BigBirdAdapter(BertAdapter):
-    """BERT's layout, run as `BigBirdModel.forward` runs it: block-sparse attention where the config asks for it
-    and the sequence is longer than (5 + 2 * num_random_blocks) * block_size tokens (then padded to a multiple of
-    the block size, the padding masked), full attention otherwise. Read out at [CLS], which
-    `BigBirdForSequenceClassification` classifies; the pooler is never read, so it is head."""
+    """BERT's layout, run as `BigBirdModel.forward` runs it: block-sparse attention where `_block_sparse` says
+    (the input padded to a multiple of the block size, the padding masked), full attention otherwise. Read out
+    at [CLS], which `BigBirdForSequenceClassification` classifies; the pooler is never read, so it is head."""
 
     family = "transformers-big-bird"
+    reads_pooler = False
 
-    def layout(self, model, base, p, in_checkpoint):
-        from transformers.masking_utils import create_bidirectional_mask
+    def embed_step(self, project: str | None):
+        embed = super().embed_step(project)
 
-        config = base.config
-
-        def sparse(length: int) -> bool:
-            return config.attention_type == "block_sparse" and (
-                length > (5 + 2 * config.num_random_blocks) * config.block_size
-            )
-
-        def embed(m, s):
+        def step(m, s):
             ids, mask, types = s
-            if sparse(ids.shape[1]):  # as `BigBirdModel._pad_to_block_size` pads
+            config = m.base_model.config
+            if _block_sparse(config, ids.shape[1]):  # as `BigBirdModel._pad_to_block_size` pads
                 pad = -ids.shape[1] % config.block_size
                 ids = nn.functional.pad(ids, (0, pad), value=config.pad_token_id)
                 mask = nn.functional.pad(mask, (0, pad), value=0)
                 types = nn.functional.pad(types, (0, pad), value=0)
-            return (m.base_model.embeddings(input_ids=ids, token_type_ids=types), mask)
+            return embed(m, (ids, mask, types))
 
-        def layer(i):
-            def step(m, s):
-                hidden, mask = s
-                b = m.base_model
-                module = b.encoder.layer[i]
-                if sparse(hidden.shape[1]):
-                    module.set_attention_type("block_sparse", layer_idx=i)  # what the model's forward sets
-                    blocked, band, from_mask, to_mask = b.create_masks_for_block_sparse_attn(mask, config.block_size)
-                    out = module(hidden, band_mask=band, from_mask=from_mask, to_mask=to_mask,
-                                 blocked_encoder_mask=blocked)  # fmt: skip
-                else:  # a sequence too short for block-sparse attention, where the forward switches to full
-                    module.set_attention_type("original_full", layer_idx=i)
-                    out = module(hidden, create_bidirectional_mask(config=config, inputs_embeds=hidden,
-                                                                   attention_mask=mask))  # fmt: skip
-                return (out[0] if isinstance(out, tuple) else out, mask)
+        return step
 
-            return step
+    def layer_step(self, i: int):
+        full = super().layer_step(i)
 
-        paths, tokens = self.token_states(base, p)
-        layout = [("embeddings", [f"{p}embeddings"], embed)]
-        layout += [(f"layer.{i}", [f"{p}encoder.layer.{i}"], layer(i)) for i in range(len(base.encoder.layer))]
-        layout.append(("readout", paths, lambda m, s: (tokens(m, s)[0][:, 0],)))
-        return layout
+        def step(m, s):
+            hidden, mask = s
+            b = m.base_model
+            module = b.encoder.layer[i]
+            if not _block_sparse(b.config, hidden.shape[1]):  # too short: the forward switches to full attention
+                module.set_attention_type("original_full", layer_idx=i)
+                return full(m, s)
+            module.set_attention_type("block_sparse", layer_idx=i)  # what the model's forward sets
+            blocked, band, from_mask, to_mask = b.create_masks_for_block_sparse_attn(mask, b.config.block_size)
+            out = module(hidden, band_mask=band, from_mask=from_mask, to_mask=to_mask, blocked_encoder_mask=blocked)
+            return (out[0] if isinstance(out, tuple) else out, mask)
+
+        return step
 
 
 @register_adapter("electra")
