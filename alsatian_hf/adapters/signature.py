@@ -74,19 +74,14 @@ class Signature:
         return "\0".join(parts) if any(parts) else ""
 
 
-def _split(config: dict, readout: dict, code: str | None, prefix: str = "") -> dict:
-    """`config` without the ignored keys; read-out keys move to `readout` (sub-configs are filtered alike)."""
-    body = {}
-    for key, value in config.items():
-        if _ignored(key, code):
-            continue
-        if isinstance(value, dict) and key.endswith("config"):
-            body[key] = _split(value, readout, code, f"{prefix}{key}.")
-        elif _readout_only(key):
-            readout[prefix + key] = value
-        else:
-            body[key] = value
-    return body
+def _split(values: dict, code: str | None) -> tuple[dict, dict]:
+    """(body, read-out) values: `values` (by dotted key) without the ignored keys, the read-out's apart."""
+    body, readout = {}, {}
+    for key, value in values.items():
+        name = key.rsplit(".", 1)[-1]  # a sub-config's key is judged by its own name
+        if not _ignored(name, code):
+            (readout if _readout_only(name) else body)[key] = value
+    return body, readout
 
 
 def _digest(values: dict) -> str:
@@ -133,8 +128,9 @@ def _source(module: str) -> str | None:
         return None
 
 
-def _read_keys(config, code: str | None) -> dict:
-    """`config.to_dict()` without the keys its class does not define that no code running the blocks names.
+def _read_keys(config, code: str | None, prefix: str = "") -> dict:
+    """`config.to_dict()` by dotted key (a sub-config's keys under its name), without the keys its class does
+    not define that no code running the blocks names.
 
     Configs carry keys older transformers releases wrote and today's ignore (bert-base-uncased has no
     `position_embedding_type`; its fine-tunes, saved by transformers 4, say "absolute"): counted, such a key would
@@ -145,9 +141,9 @@ def _read_keys(config, code: str | None) -> dict:
     for key, value in config.to_dict().items():
         sub = getattr(config, key, None)
         if _is_config(sub):
-            values[key] = _read_keys(sub, code)
+            values.update(_read_keys(sub, code, f"{prefix}{key}."))
         elif known is None or key in known or key in code:
-            values[key] = value
+            values[prefix + key] = value
     return values
 
 
@@ -163,19 +159,8 @@ def signature(split: SplitModel) -> Signature:
         values = _read_keys(config, code)
     else:
         values = _timm_config(split.model)
-    readout: dict = {}
-    body = _split(values, readout, code)
-    return Signature(_digest(body), _digest(readout), {**_flat(body), **readout})
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key.endswith("config"):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+    body, readout = _split(values, code)
+    return Signature(_digest(body), _digest(readout), {**body, **readout})
 
 
 def differing_keys(a: dict, b: dict) -> list[str]:
