@@ -126,6 +126,13 @@ class RateLimitWait:
         time.sleep(seconds + random.uniform(0, 1))  # threads limited together must not all return at once
         return True
 
+    def served(self, send: Callable[[], T], what: str) -> T:
+        """`send()`'s response, sent again after each rate limit it answered and this waited out."""
+        response = send()
+        while self(response, what):
+            response = send()
+        return response
+
 
 def reset_in(response) -> int | None:
     """Seconds until a 429's rate-limit window resets, where the answer says; None for any other answer."""
@@ -241,10 +248,9 @@ class RangeReader:
                 time.sleep(backoff_delay(self.backoff, attempt - 1))
             headers = {**build_hf_headers(), "Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
             try:
-                while True:
-                    response = get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True)
-                    if not wait(response, url):
-                        break
+                response = wait.served(
+                    lambda: get_session().get(url, headers=headers, timeout=self.timeout, follow_redirects=True), url
+                )
             except transport_errors() as e:  # connection reset, truncated body, timeout: all transient
                 last_error = e
                 continue

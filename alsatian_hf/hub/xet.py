@@ -87,9 +87,7 @@ class XetReader:
             if attempt:
                 time.sleep(backoff_delay(self.backoff, attempt - 1))
             try:
-                response = self._get(url, headers)
-                while wait(response, url):
-                    response = self._get(url, headers)
+                response = wait.served(lambda: self._get(url, headers), url)
             except transport_errors() as e:
                 last = f"{type(e).__name__}: {e}"
                 continue
