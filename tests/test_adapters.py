@@ -690,6 +690,34 @@ def test_real_minilm_reads_out_as_its_sentence_transformers_modules(tmp_path):
         assert torch.allclose(split.run(split.adapter.initial_state(enc))[0], reference, atol=ATOL)
 
 
+def test_a_pooling_that_leaves_the_prompt_out_pools_the_text_alone():
+    """`include_prompt: false` (INSTRUCTOR's): the first `prompt_tokens` tokens after any left padding are not
+    pooled, and weightedmean's positions still count from the text's first token, as in sentence-transformers
+    6.3 (bit-equal to its `Pooling` for every mode and either padding side, checked outside the suite)."""
+    from alsatian_hf.adapters import SentencePooling
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, 8, 4, generator=g)
+    right = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    left = torch.tensor([[1] * 8, [0] * 3 + [1] * 5])
+    out = SentencePooling(("mean", "cls"), include_prompt=False).with_prompt(2)
+    for mask, start in ((right, [0, 0]), (left, [0, 3])):
+        pooled = out(tokens, mask)
+        for i, s in enumerate(start):
+            text = tokens[i, s + 2 :][mask[i, s + 2 :].bool()]
+            assert torch.allclose(pooled[i], torch.cat([text.mean(0), text[0]]))
+    # weightedmean: the text's tokens weighted 3, 4, ... (their positions), the prompt's 1 and 2 dropped
+    pooled = SentencePooling(("weightedmean",), include_prompt=False).with_prompt(2)(tokens, left)
+    weights = torch.arange(3.0, 6.0).view(-1, 1)
+    assert torch.allclose(pooled[1], (tokens[1, 5:] * weights).sum(0) / weights.sum())
+    # a pooling that includes its prompt ignores it; leaving it out is part of the read-out's identity
+    kept = SentencePooling(("mean",)).with_prompt(2)
+    assert kept == SentencePooling(("mean",)) and torch.equal(
+        kept(tokens, right), SentencePooling(("mean",))(tokens, right)
+    )
+    assert out.signature != SentencePooling(("mean", "cls"), include_prompt=False).signature
+
+
 @pytest.mark.parametrize(
     "config, expected",
     [

@@ -21,7 +21,7 @@ from ._base import (
     register_adapter,
     state_nbytes,
 )
-from .sentence_pooling import SentencePooling, with_sentence_pooling
+from .sentence_pooling import SentencePooling, sentence_prompt, with_sentence_pooling
 
 
 def split_model(model: nn.Module, *, architecture: str | None = None, checkpoint_keys=None,
@@ -151,6 +151,7 @@ __all__ = [
     "list_adapters",
     "load_block",
     "register_adapter",
+    "sentence_prompt",
     "split_model",
     "state_nbytes",
     "unload_block",

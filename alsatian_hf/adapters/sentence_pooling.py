@@ -4,7 +4,12 @@ A sentence-transformers repo is a transformers checkpoint plus `modules.json`, w
 its token states into the sentence embedding it was trained to produce: typically the mean of the token states,
 L2-normalised. Its transformers read-out (a pooler trained for pretraining, or [CLS]) is not that embedding, so a
 search reads out as the repo's own modules do. The pooling equals `sentence_transformers`' `Pooling.forward` for
-a padded batch (checked against sentence-transformers 6.3), with `include_prompt` moot: a search sends no prompt.
+a padded batch (checked against sentence-transformers 6.3).
+
+A repo may also name a prompt that `encode` puts before every text (`default_prompt_name` in
+`config_sentence_transformers.json`: E5's "query: ", an instruction for a decoder embedder). A search prepends it
+too (`sentence_prompt`; the text processor does), and where the pooling says `include_prompt: false` the pooling
+skips the prompt's tokens, as sentence-transformers does.
 
 After the pooling, `Dense` layers (LaBSE's, distiluse's) and a final `Normalize` run as sentence-transformers runs
 them; a `Dense` layer's weights come from its folder's `model.safetensors` (never a `.bin`), and its identity
@@ -104,12 +109,22 @@ class SentencePooling:
     modes: tuple[str, ...]
     normalize: bool = False
     dense: tuple[Dense, ...] = ()  # run after the pooling, before the normalisation
+    include_prompt: bool = True  # the pooling's `include_prompt`: False skips a prompt's tokens
+    prompt_tokens: int = 0  # the prompt's tokens it skips (`with_prompt`)
 
     @property
     def signature(self) -> str:
         """Names the read-out: blocks with the same tensors but another read-out must not share a node."""
         dense = "".join(f":dense-{d.digest}" for d in self.dense)
-        return "sentence-transformers:" + "+".join(self.modes) + dense + (":normalize" if self.normalize else "")
+        skips = f":skip-{self.prompt_tokens}" if self.prompt_tokens else ""
+        return (
+            "sentence-transformers:" + "+".join(self.modes) + skips + dense + (":normalize" if self.normalize else "")
+        )
+
+    def with_prompt(self, tokens: int) -> "SentencePooling":
+        """This read-out of texts that start with a prompt of `tokens` tokens (its trailing special token not
+        counted, as sentence-transformers counts it): skipped where the pooling does not include the prompt."""
+        return dataclasses.replace(self, prompt_tokens=0 if self.include_prompt else tokens)
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "SentencePooling | None":
@@ -145,10 +160,14 @@ class SentencePooling:
         if rest:
             logger.info("%s: features are its embeddings before its %s module(s)", folder.name,
                         ", ".join(t.rsplit(".", 1)[-1] for t in rest))  # fmt: skip
-        return cls(modes, normalize, tuple(dense))
+        return cls(modes, normalize, tuple(dense), include_prompt=config.get("include_prompt", True) is not False)
 
     def __call__(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The sentence embedding of token states (batch, tokens, width) under a 2-D attention mask."""
+        padding = mask.to(torch.int32).argmax(dim=1)  # left padding: where each text's first token is
+        if self.prompt_tokens:  # the prompt's tokens are not pooled; weightedmean's positions still count them
+            at = torch.arange(mask.shape[1], device=mask.device).view(1, -1)
+            mask = mask.masked_fill(at < padding.view(-1, 1) + self.prompt_tokens, 0)
         accumulate = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
         out = []
         mean_sum = mean_mask = None
@@ -165,10 +184,10 @@ class SentencePooling:
                     mean_sum = (tokens * keep).sum(dim=1, dtype=accumulate)
                     mean_mask = torch.clamp(keep.sum(dim=1, dtype=accumulate), min=1e-9)
                 out.append((mean_sum / (mean_mask if mode == "mean" else torch.sqrt(mean_mask))).to(tokens.dtype))
-            elif mode == "weightedmean":  # position weights from the first token the mask keeps
+            elif mode == "weightedmean":  # position weights from the text's first token
                 keep = mask.unsqueeze(-1).to(accumulate)
                 weights = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=accumulate).view(1, -1, 1)
-                weighted = keep * (weights - mask.to(torch.int32).argmax(dim=1).view(-1, 1, 1))
+                weighted = keep * (weights - padding.view(-1, 1, 1))
                 total = (tokens * weighted).sum(dim=1)
                 out.append((total / torch.clamp(weighted.sum(dim=1), min=1e-9)).to(tokens.dtype))
             else:  # lasttoken: the last token the mask keeps
@@ -181,6 +200,29 @@ class SentencePooling:
         for layer in self.dense:
             embedding = layer(embedding)
         return nn.functional.normalize(embedding, p=2, dim=-1) if self.normalize else embedding
+
+
+def sentence_prompt(folder: str | Path, name: str | None = None) -> tuple[str, str] | None:
+    """The prompt `encode` puts before every text of the sentence-transformers repo in `folder`, as (name, text):
+    the one called `name` where the repo defines it, else its `default_prompt_name`'s. None where there is none,
+    it is empty, or `name` is "" (no prompt)."""
+    folder = Path(folder)
+    if name == "" or not (folder / "modules.json").is_file():
+        return None
+    try:
+        config = json.loads((folder / "config_sentence_transformers.json").read_text())
+        prompts = config.get("prompts") or {}
+        default = config.get("default_prompt_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(prompts, dict):
+        return None
+    chosen = name if name in prompts else default
+    if name is not None and name not in prompts:
+        logger.info("%s: it defines no %r prompt (it has %s); %s", folder.name, name, sorted(prompts) or "none",
+                    f"its default {default!r} is used" if chosen in prompts else "its texts go without one")  # fmt: skip
+    text = prompts.get(chosen) if isinstance(chosen, str) else None
+    return (chosen, text) if isinstance(text, str) and text else None
 
 
 def with_sentence_pooling(split: SplitModel, token_states, pooling: SentencePooling) -> SplitModel:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..adapters import (
     assign,
     bind_block,
     check_coverage,
+    sentence_prompt,
     split_model,
     state_nbytes,
     unload_block,
@@ -40,6 +42,9 @@ from .probe import ShapeProbe
 from .processors import Modality_T, Processor, processor_for
 from .repos import CandidateSpec, OpenedRepo, open_repo, opens_offline
 from .sources import HubBlockSource, TensorSource
+
+
+logger = logging.getLogger("alsatian_hf")
 
 
 def build_candidate(
@@ -332,6 +337,7 @@ class AssembledCandidate:
     processor: Processor
     base: str | None = None  # a LoRA adapter's base `repo@commit`
     weights_from: str | None = None  # a `.bin`-only commit's safetensors conversion (`refs/pr/N`)
+    prompt: str | None = None  # the sentence-transformers prompt put before every text
 
 
 class CandidateAssembler:
@@ -352,7 +358,10 @@ class CandidateAssembler:
         prepared_blocks: keep each block's prepared form in `store` and memory-map it (see `build_candidate`).
         compile_mode: the torch.compile mode blocks run in, or None for eager (see `build_candidate`).
         sentence_pooling: read out a sentence-transformers repo as its own `Pooling` and `Normalize` modules do
-            (`adapters.sentence_pooling`), instead of as its transformers model does.
+            (`adapters.sentence_pooling`), instead of as its transformers model does, and put its prompt before
+            every text as its `encode` does.
+        sentence_prompt: the name of the prompt to put before a sentence-transformers repo's texts where it
+            defines one by that name; None: its `default_prompt_name`'s; "": none (`adapters.sentence_prompt`).
     """
 
     def __init__(
@@ -372,6 +381,7 @@ class CandidateAssembler:
         prepared_blocks: bool = True,
         compile_mode: str | None = None,
         sentence_pooling: bool = True,
+        sentence_prompt: str | None = None,
     ):
         self.store = store
         self.reader = reader
@@ -388,6 +398,7 @@ class CandidateAssembler:
         self.prepared_blocks = prepared_blocks
         self.compile_mode = compile_mode
         self.sentence_pooling = sentence_pooling
+        self.sentence_prompt = sentence_prompt
 
     def open(self, spec: CandidateSpec) -> OpenedRepo:
         """The candidate's small files and block source (no weights yet). Thread-safe: a search opens the next
@@ -413,10 +424,16 @@ class CandidateAssembler:
         # a model has about as many parameters as its checkpoint has tensors (ties add a few): a config that
         # builds far more does not describe these weights, and may be crafted to exhaust the machine
         skeleton = build_model(repo.folder, device="meta", max_parameters=2 * len(repo.source.keys()) + 64)
+        # a sentence-transformers repo's texts start with its prompt, as its `encode` puts it
+        prompt = sentence_prompt(repo.folder, self.sentence_prompt) if self.sentence_pooling else None
+        prompt = prompt if self.modality == "text" else None
         processor = processor_for(
             repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length,
-            sentence_limit=self.sentence_pooling,
+            sentence_limit=self.sentence_pooling, prompt=prompt[1] if prompt else "",
         )  # fmt: skip
+        pooling = (
+            SentencePooling.from_folder(repo.folder) if self.sentence_pooling and processor.kind == "text" else None
+        )
         candidate, _ = build_candidate(
             model_id,
             repo.folder,
@@ -431,8 +448,11 @@ class CandidateAssembler:
             # a local checkpoint's blocks are not in the store (its gc would drop their prepared forms)
             prepared_store=self.store if self.prepared_blocks and isinstance(repo.source, HubBlockSource) else None,
             compile_mode=self.compile_mode,
-            pooling=SentencePooling.from_folder(repo.folder)
-            if self.sentence_pooling and processor.kind == "text"
-            else None,
+            pooling=pooling.with_prompt(processor.prompt_tokens) if pooling is not None else None,
         )
-        return AssembledCandidate(candidate, repo.revision, processor, repo.base, repo.weights_from)
+        if prompt:
+            logger.info("%s: its texts start with its sentence-transformers prompt %r (%r), as its `encode` does",
+                        model_id, *prompt)  # fmt: skip
+        return AssembledCandidate(
+            candidate, repo.revision, processor, repo.base, repo.weights_from, prompt[1] if prompt else None
+        )

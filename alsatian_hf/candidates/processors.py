@@ -32,6 +32,7 @@ class Processor:
     key: str  # the input key: a hash of the processor config
     kind: Modality_T
     fn: Callable[[list[Any]], dict[str, torch.Tensor]]
+    prompt_tokens: int = 0  # a text prompt's tokens before each text, its trailing special token not counted
 
 
 def _key(obj: Any) -> str:
@@ -171,9 +172,10 @@ TOKENIZER_FILES = (
 )
 
 
-def text_processor(config_dir: Path, max_length: int, *, sentence_limit: bool = False) -> Processor:
+def text_processor(config_dir: Path, max_length: int, *, sentence_limit: bool = False, prompt: str = "") -> Processor:
     """`sentence_limit`: also cut texts at a sentence-transformers repo's `max_seq_length`, as its own
-    `Transformer` module does (`sentence_bert_config.json`)."""
+    `Transformer` module does (`sentence_bert_config.json`). `prompt`: put before every text (a pair's first), as
+    sentence-transformers' `encode` puts a repo's prompt (`adapters.sentence_prompt`); it counts toward the cut."""
     files = [config_dir / f for f in TOKENIZER_FILES if (config_dir / f).is_file()]
     if not files:
         raise CandidateSkipped(str(config_dir), "no tokenizer files: the text preprocessing is unknown.")
@@ -205,10 +207,21 @@ def text_processor(config_dir: Path, max_length: int, *, sentence_limit: bool = 
         pairs = {}
         if texts and isinstance(texts[0], tuple):  # sentence pairs: [CLS] a [SEP] b [SEP], b's token types 1
             texts, pairs = [t[0] for t in texts], {"text_pair": [t[1] for t in texts]}
+        texts = [prompt + t for t in texts] if prompt else texts
         enc = tok(texts, **pairs, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
         return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
-    return Processor(f"text-{digest.hexdigest()[:16]}-{max_length}", "text", fn)
+    key = f"text-{digest.hexdigest()[:16]}-{max_length}"
+    if not prompt:
+        return Processor(key, "text", fn)
+    return Processor(f"{key}-{_key(prompt)[:8]}", "text", fn, prompt_tokens=_prompt_tokens(tok, prompt, max_length))
+
+
+def _prompt_tokens(tok, prompt: str, max_length: int) -> int:
+    """The prompt's tokens at the start of a prompted text, counted as sentence-transformers counts them for
+    `include_prompt: false`: the prompt tokenized alone, less a trailing special token ([SEP], EOS)."""
+    ids = tok(prompt, truncation=True, max_length=max_length)["input_ids"]
+    return len(ids) - (1 if ids and ids[-1] in tok.all_special_ids else 0)
 
 
 def _no_custom_code(config_dir: Path, load):
@@ -305,8 +318,9 @@ def processor_for(
     image_size: int | None,
     max_length: int,
     sentence_limit: bool = False,
+    prompt: str = "",
 ) -> Processor:
-    """The processor of the model in `config_dir` for a dataset of `modality` (`sentence_limit`: see
+    """The processor of the model in `config_dir` for a dataset of `modality` (`sentence_limit` and `prompt`: see
     `text_processor`).
 
     Raises:
@@ -324,4 +338,4 @@ def processor_for(
         return image_processor(config_dir, image_size)
     if modality == "image":
         raise CandidateSkipped(str(config_dir), "a text model, but the dataset is images.")
-    return text_processor(config_dir, max_length, sentence_limit=sentence_limit)
+    return text_processor(config_dir, max_length, sentence_limit=sentence_limit, prompt=prompt)

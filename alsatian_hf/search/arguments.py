@@ -150,7 +150,17 @@ class SearchArguments:
         metadata={
             "help": "Read out a sentence-transformers repo (one with `modules.json`) as its own Pooling and "
             "Normalize modules do: the sentence embedding it was trained to produce. False reads it out as its "
-            "transformers model does (the pooler, or [CLS])."
+            "transformers model does (the pooler, or [CLS]), and sends no prompt."
+        },
+    )
+
+    sentence_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "The sentence-transformers prompt put before every text, as `encode(prompt_name=...)` puts it: "
+            "the one of this name (e.g. `classification`) in repos that define it; others use their "
+            "`default_prompt_name`'s, as `encode` does by default (None: every repo's default). An empty string "
+            "sends no prompt. A ranking row names the prompt its model was scored with."
         },
     )
 

@@ -32,9 +32,9 @@ class SearchResult:
         ['org/a', 'org/b']
     """
 
-    # [{"rank", "model", "score", "revision"[, "base"][, "weights"]}], best first. "base": an adapter's base
-    # `repo@commit`; "weights": the safetensors conversion (`refs/pr/N`) searched for a `.bin`-only commit, whose
-    # head is "revision"
+    # [{"rank", "model", "score", "revision"[, "base"][, "weights"][, "prompt"]}], best first. "base": an adapter's
+    # base `repo@commit`; "weights": the safetensors conversion (`refs/pr/N`) searched for a `.bin`-only commit, whose
+    # head is "revision"; "prompt": the sentence-transformers prompt its texts started with (encode with it too)
     ranking: list[dict[str, Any]]
     iterations: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -166,7 +166,8 @@ class SearchResult:
         ]
         for r in self.ranking:
             converted = f" (safetensors from {r['weights']})" if r.get("weights") else ""
-            lines.append(f"| {r['rank']} | {r['model']}{converted} | {r['score']:.4f} |")
+            prompted = f" (prompt {r['prompt']!r})" if r.get("prompt") else ""
+            lines.append(f"| {r['rank']} | {r['model']}{converted}{prompted} | {r['score']:.4f} |")
         lines += [
             "",
             "## Iterations",

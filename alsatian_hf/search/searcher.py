@@ -342,6 +342,7 @@ class ModelSearcher:
             prepared_blocks=args.prepared_blocks,
             compile_mode=(args.torch_compile_mode or "default") if args.torch_compile else None,
             sentence_pooling=args.sentence_pooling,
+            sentence_prompt=args.sentence_prompt,
         )
         ids = [candidate_id(c) for c in self.candidates]
         for cb in self.callbacks:
@@ -362,7 +363,7 @@ class ModelSearcher:
                 if assembled is not None:
                     candidates.append(assembled.candidate)
                     revisions[model_id] = assembled.revision
-                    fields = {"base": assembled.base, "weights": assembled.weights_from}
+                    fields = {"base": assembled.base, "weights": assembled.weights_from, "prompt": assembled.prompt}
                     if any(fields.values()):
                         provenance[model_id] = {k: v for k, v in fields.items() if v is not None}
                 bar.set_postfix_str(f"{stats.bytes / 1e6:.1f} MB fetched", refresh=False)

@@ -97,6 +97,49 @@ def test_texts_are_cut_at_the_sentence_transformers_max_seq_length(hub, sentence
         assert cut not in caplog.text  # read out as a transformers model, it takes its 64 positions
 
 
+def test_a_sentence_transformers_repo_is_searched_with_its_default_prompt(hub, sentence_repos, tmp_path):
+    """`encode` puts a repo's `default_prompt_name` prompt before every text; so does the search: a repo that names
+    one scores as if the texts had been written with it, and its ranking row says which prompt. Where its pooling
+    leaves the prompt out (`include_prompt: false`), the prompt's tokens are not pooled."""
+    root = Path(hub.root) / "storg"
+    prompts = {"query": "query: ", "classification": "classify the topic: "}
+    for name, named in (("mean", prompts), ("cls", {"query": "query: "})):
+        config = {"prompts": named, "default_prompt_name": "query"}
+        (root / name / "config_sentence_transformers.json").write_text(json.dumps(config))
+    data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+
+    def scores(repos, tmp, texts=data, **kw):
+        args = SearchArguments(result_size=3, max_length=16, store_dir=str(tmp), batch_size=32, scorer="logme", **kw)
+        return ModelSearcher(candidates=repos, train_dataset=texts, args=args).search()
+
+    runs = {
+        s: scores(["storg/plain", "storg/mean", "storg/cls"], tmp_path / s, strategy=s) for s in ("alsatian", "base")
+    }
+    assert runs["alsatian"].iterations[0]["scores"] == runs["base"].iterations[0]["scores"]
+    prompted = runs["alsatian"]
+    assert {r["model"]: r.get("prompt") for r in prompted.ranking} == {
+        "storg/plain": None, "storg/mean": "query: ", "storg/cls": "query: "}  # fmt: skip
+    assert "(prompt 'query: ')" in prompted.summary()
+    # the prompt is the texts' prefix: scored as the prefixed texts without one
+    by_hand = data.map(lambda row: {"text": "query: " + row["text"]})
+    unprompted = scores(["storg/mean"], tmp_path / "by-hand", texts=by_hand, sentence_prompt="")
+    assert prompted.iterations[0]["scores"]["storg/mean"] == unprompted.iterations[0]["scores"]["storg/mean"]
+    assert "prompt" not in unprompted.ranking[0]
+    # a named prompt where a repo defines it; the other keeps its default
+    named = scores(["storg/mean", "storg/cls"], tmp_path / "named", sentence_prompt="classification")
+    assert {r["model"]: r["prompt"] for r in named.ranking} == {
+        "storg/mean": "classify the topic: ", "storg/cls": "query: "}  # fmt: skip
+    assert named.iterations[0]["scores"]["storg/cls"] == prompted.iterations[0]["scores"]["storg/cls"]
+
+    # a pooling that leaves the prompt out reads out otherwise, over the same prompted texts: in the same store
+    # (whose feature cache holds the first read-out's features), it must not be taken for the first
+    config = root / "mean" / "1_Pooling" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "include_prompt": False}))
+    skipped = scores(["storg/mean"], tmp_path / "alsatian").iterations[0]["scores"]["storg/mean"]
+    assert skipped != prompted.iterations[0]["scores"]["storg/mean"]
+    assert skipped == scores(["storg/mean"], tmp_path / "fresh").iterations[0]["scores"]["storg/mean"]
+
+
 def test_one_store_serves_a_repo_read_out_either_way(hub, hub_root, letters_tokenizer, tmp_path):
     """A pre-LayerNorm encoder's read-out holds its final norm and its pooler. Read out by its modules it reads the
     norm alone; the block must still own both, or the store's index of the repo's blocks (by position) gives the
