@@ -265,9 +265,11 @@ def _open_conversion(repo_id: str, commit: str, private: bool, *, store: BlockSt
     remembers: a repeated search sends no request for either commit.
 
     Raises:
-        CandidateSkipped: when the commit has no open conversion pull request (or, offline, none in the store).
+        CandidateSkipped: when the commit has no open conversion pull request (or, offline, none in the store),
+            or its pull requests cannot be listed.
     """
     from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
 
     record = store.load_commit(repo_id, commit) if _COMMIT.fullmatch(commit) else None
     found = (record or {}).get("conversion")
@@ -279,7 +281,14 @@ def _open_conversion(repo_id: str, commit: str, private: bool, *, store: BlockSt
             f"safetensors conversion of commit {commit[:8]}. Run the search once online to look for it."
         )  # fmt: skip
     else:
-        conversion = find_conversion(repo_id, commit, private=private)
+        try:
+            conversion = find_conversion(repo_id, commit, private=private)
+        except HfHubHTTPError as e:
+            raise CandidateSkipped(
+                repo_id, f"only a .bin checkpoint (never unpickled), and its pull requests, where the Hub's bot puts "
+                f"safetensors conversions, cannot be listed ({_refusal(e)}). Ask its owner to push the weights with "
+                "`save_pretrained(...)`, which writes safetensors."
+            ) from e  # fmt: skip
         if conversion is None:
             raise CandidateSkipped(
                 repo_id, "only a .bin checkpoint (never unpickled), and no open safetensors conversion pull request "
@@ -291,6 +300,13 @@ def _open_conversion(repo_id: str, commit: str, private: bool, *, store: BlockSt
     if record is not None and found is None:
         store.save_commit(repo_id, commit, {**record, "conversion": [conversion.num, conversion.commit]})
     return dataclasses.replace(opened, weights_from=conversion.ref)
+
+
+def _refusal(error) -> str:
+    """An HfHubHTTPError in a few words: its status and the Hub's own message."""
+    status = error.response.status_code if error.response is not None else None
+    said = (getattr(error, "server_message", None) or "").strip()
+    return f"HTTP {status}" + (f": {said}" if said else "") if status else str(error).splitlines()[0]
 
 
 def _cached_snapshot(repo_id: str, commit: str, siblings: list[str]) -> Path | None:

@@ -50,18 +50,17 @@ def find_conversion(repo_id: str, commit: str, *, private: bool = False) -> Conv
 
     Args:
         private: whether the repo is private, where the pull request may be by any member.
+
+    Raises:
+        HfHubHTTPError: when the repo's pull requests cannot be listed: 403 where its owner turned discussions off
+            (then no conversion can be opened either), 404 on a Hub without discussions.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
-    try:
-        discussions = with_retries(
-            lambda: list(api.get_repo_discussions(repo_id, discussion_type="pull_request", discussion_status="open"))
-        )
-    except HfHubHTTPError as e:  # a repo with its discussions turned off (403), or a Hub that has none (404)
-        logger.info("%s: its pull requests cannot be listed (%s); no safetensors conversion is searched", repo_id, e)
-        return None
+    discussions = with_retries(
+        lambda: list(api.get_repo_discussions(repo_id, discussion_type="pull_request", discussion_status="open"))
+    )
     for pr in sorted(discussions, key=lambda d: -d.num):
         if pr.title != CONVERSION_TITLE or not pr.is_pull_request or not (private or pr.author == CONVERSION_BOT):
             continue

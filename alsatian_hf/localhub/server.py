@@ -57,6 +57,8 @@ class Faults:
     # The Hub's rate limits: bucket ("api": /api/..., "resolvers": file downloads) -> (requests, window seconds).
     # Past its quota in a fixed window, a bucket answers 429 with the Hub's `RateLimit` headers until it resets.
     rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # repos whose owners turned discussions off: listing their discussions is refused (403), as on the Hub
+    discussions_off: set[str] = field(default_factory=set)
     # bucket -> (its window's start, requests in it): state, not a setting, so `reset` starts every quota whole
     windows: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
 
@@ -524,6 +526,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discussions(self, repo: FolderRepo) -> None:
         """A page of the repo's discussions: here, its pull requests (`get_repo_discussions`)."""
+        if repo.repo_id in self.hub.faults.discussions_off:
+            return self._send_json({"error": "Discussions are disabled for this repo"}, status=403)
         q = self._query
         kind, status, author = ((q.get(k) or [None])[0] for k in ("type", "status", "author"))
         prs = [] if kind == "discussion" else repo.pull_requests()

@@ -145,6 +145,21 @@ def test_only_the_bots_open_conversion_of_this_very_commit_is_trusted(hub, hub_r
         shutil.rmtree(hub_root / ORG, ignore_errors=True)
 
 
+def test_a_bin_only_repo_whose_pull_requests_cannot_be_listed_is_skipped_saying_so(hub, hub_root, converted, tmp_path):
+    """An owner can turn a repo's discussions off; the Hub then refuses to list its pull requests (403), and no
+    conversion can be opened there either: the skip says so and points to the one fix left, not the conversion
+    Space. The listing's `max_params` check cannot size it either."""
+    repo = converted["repo"]
+    hub.faults.discussions_off.add(repo)
+    listed = {c.repo_id: c for c in list_candidates(author=ORG, max_params=10**9)}
+    assert "no open safetensors conversion pull request whose size" in listed[repo].skip_reason
+    result = _search([converted["source"], repo], tmp_path / "store")
+    reason = result.skipped[repo]
+    assert "cannot be listed (HTTP 403: Discussions are disabled for this repo)" in reason
+    assert "Ask its owner to push the weights" in reason and "convert" not in reason.split("listed")[1]
+    assert [r["model"] for r in result.ranking] == [converted["source"]]
+
+
 def test_a_sharded_bin_checkpoint_is_searched_as_its_sharded_conversion(hub, hub_root, tiny_bert_repo, tmp_path):
     """`pytorch_model.bin.index.json` on main; the conversion's shards and `model.safetensors.index.json` in the
     pull request, as the bot converts sharded checkpoints."""
