@@ -70,6 +70,26 @@ def _pixels(size=32):
     return {"pixel_values": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))}
 
 
+def _wide_pixels():
+    return {"pixel_values": torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))}
+
+
+def _naflex():
+    """SigLIP 2's inputs: two images cut into at most 16 patches of 8 x 8 pixels, a 4 x 4 one and a 2 x 6 one (its
+    last 4 patches padding)."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        "pixel_values": torch.randn(2, 16, 3 * 8 * 8, generator=g),
+        "pixel_attention_mask": torch.tensor([[1] * 16, [1] * 12 + [0] * 4]),
+        "spatial_shapes": torch.tensor([[4, 4], [2, 6]]),
+    }
+
+
+def _patch_mean(hidden, x):
+    keep = x["pixel_attention_mask"][..., None].to(hidden.dtype)
+    return (hidden * keep).sum(1) / keep.sum(1)
+
+
 def _cls(h):
     return h.last_hidden_state[:, 0]
 
@@ -427,6 +447,50 @@ TRANSFORMERS_CASES = [
         lambda: T.SiglipModel(T.SiglipConfig(vision_config=_VIT, text_config=_TOWER_TEXT)),
         _pixels,
         lambda m, x: m.vision_model(**x).last_hidden_state.mean(1),
+    ),
+    (
+        "Siglip2ForImageClassification",  # the many classifiers fine-tuned from google/siglip2-*
+        lambda: T.Siglip2ForImageClassification(
+            T.Siglip2Config(vision_config={**_VIT, "num_patches": 16}, text_config=_TOWER_TEXT)
+        ),
+        _naflex,
+        lambda m, x: _patch_mean(m.vision_model(**x).last_hidden_state, x),
+    ),
+    (
+        "Siglip2Model",
+        lambda: T.Siglip2Model(T.Siglip2Config(vision_config={**_VIT, "num_patches": 16}, text_config=_TOWER_TEXT)),
+        _naflex,
+        lambda m, x: _patch_mean(m.vision_model(**x).last_hidden_state, x),
+    ),
+    (
+        "MetaClip2ForImageClassification",
+        lambda: T.MetaClip2ForImageClassification(T.MetaClip2Config(vision_config=_VIT, text_config=_TOWER_TEXT)),
+        _pixels,
+        lambda m, x: m.vision_model(**x).last_hidden_state[:, 1:].mean(1),
+    ),
+    (
+        "MetaClip2Model",
+        lambda: T.MetaClip2Model(T.MetaClip2Config(vision_config=_VIT, text_config=_TOWER_TEXT)),
+        _pixels,
+        lambda m, x: m.vision_model(**x).last_hidden_state[:, 1:].mean(1),
+    ),
+    (
+        "DINOv3ViTModel",  # how facebook/dinov3-vit* is saved; rotary positions of a 4 x 6 patch grid
+        lambda: T.DINOv3ViTModel(T.DINOv3ViTConfig(**_VIT, num_register_tokens=2)),
+        _wide_pixels,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "DINOv3ViTModel-gated",  # the larger ones' gated MLP
+        lambda: T.DINOv3ViTModel(T.DINOv3ViTConfig(**_VIT, use_gated_mlp=True, hidden_act="silu")),
+        _pixels,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "DINOv3ConvNextModel",  # how facebook/dinov3-convnext-* is saved
+        lambda: T.DINOv3ConvNextModel(T.DINOv3ConvNextConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 2, 1, 1])),
+        _pixels,
+        lambda m, x: m(**x).pooler_output,
     ),
     ("ViTModel", lambda: T.ViTModel(T.ViTConfig(**_VIT)), _pixels, lambda m, x: m(**x).pooler_output),
     (
@@ -861,7 +925,7 @@ def test_albert_layers_of_one_group_hash_alike_and_those_of_two_do_not():
     assert len(hashes) == 4 and hashes[0] == hashes[1] != hashes[2] == hashes[3]
 
 
-@pytest.mark.parametrize("kind", ["CLIP", "Siglip"])
+@pytest.mark.parametrize("kind", ["CLIP", "Siglip", "Siglip2", "MetaClip2"])
 def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
     """openai/clip-vit-* and google/siglip-* are dual encoders; their fine-tunes are image classifiers, and some
     repos hold the bare image tower. The tower's blocks hash alike in all three, under one config signature (of
@@ -869,12 +933,13 @@ def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
     from alsatian_hf.adapters.signature import signature
     from alsatian_hf.store.identity import tensor_content_hash
 
-    config = getattr(T, f"{kind}Config")(vision_config=_VIT, text_config=_TOWER_TEXT)
+    vit = {**_VIT, "num_patches": 16} if kind == "Siglip2" else _VIT
+    config = getattr(T, f"{kind}Config")(vision_config=vit, text_config=_TOWER_TEXT)
     torch.manual_seed(0)
     classifier = getattr(T, f"{kind}ForImageClassification")(config).eval()
     dual = getattr(T, f"{kind}Model")(config).eval()
     dual.vision_model.load_state_dict(classifier.vision_model.state_dict())
-    tower = getattr(T, f"{kind}VisionModel")(getattr(T, f"{kind}VisionConfig")(**_VIT)).eval()
+    tower = getattr(T, f"{kind}VisionModel")(getattr(T, f"{kind}VisionConfig")(**vit)).eval()
     getattr(tower, "vision_model", tower).load_state_dict(classifier.vision_model.state_dict())
     models = (classifier, dual, tower)
     splits = [split_model(m) for m in models]
@@ -883,7 +948,7 @@ def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
     assert signature(splits[0]) == signature(splits[1]) == signature(splits[2])
     assert any(k.startswith("text_model.") for k in splits[1].head_keys)
     # a text config that differs leaves the image tower's signature be
-    other = getattr(T, f"{kind}Config")(vision_config=_VIT, text_config={**_TOWER_TEXT, "hidden_act": "relu"})
+    other = getattr(T, f"{kind}Config")(vision_config=vit, text_config={**_TOWER_TEXT, "hidden_act": "relu"})
     assert signature(split_model(getattr(T, f"{kind}Model")(other).eval())) == signature(splits[1])
 
 

@@ -290,6 +290,35 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "DINOv3 ViT",
+        "DINOv3ViTConfig()",
+        "embeddings+[CLS]+registers → every layer (rotary positions of the input's patch grid) → norm+[CLS]",
+        _hf("DINOv3ViTConfig", "DINOv3ViTModel"),
+    ),
+    FamilyRow(
+        "transformers",
+        "DINOv3 ConvNeXt",
+        "DINOv3ConvNextConfig()",
+        "per stage: downsampling, every layer → pool+norm",
+        _hf("DINOv3ConvNextConfig", "DINOv3ConvNextModel"),
+    ),
+    FamilyRow(
+        "transformers",
+        "SigLIP 2 (image tower, NaFlex)",
+        "Siglip2Config()",
+        "embeddings (position table resized per image) → every layer (real patches only) → post-layernorm+mean of "
+        "real patches",
+        _hf("Siglip2Config", "Siglip2ForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "MetaCLIP 2 (image tower)",
+        "MetaClip2Config()",
+        "same as CLIP",
+        _hf("MetaClip2Config", "MetaClip2ForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "ResNet",
         "ResNetConfig()",
         "embedder → every layer of every stage → pool",

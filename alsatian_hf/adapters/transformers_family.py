@@ -982,9 +982,11 @@ class ViTAdapter(TransformersAdapter):
         return layout
 
 
-@register_adapter("clip", "clip_vision_model", "siglip", "siglip_vision_model")
+@register_adapter(
+    "clip", "clip_vision_model", "siglip", "siglip_vision_model", "metaclip_2", "metaclip_2_vision_model"
+)
 class VisionTowerAdapter(TransformersAdapter):
-    """CLIP's and SigLIP's image tower: embeddings (+ CLIP's pre-LayerNorm) | every encoder layer | what
+    """CLIP's (and MetaCLIP 2's) and SigLIP's image tower: embeddings (+ CLIP's pre-LayerNorm) | every encoder layer | what
     `*ForImageClassification` reads: the mean of CLIP's patch tokens, or of SigLIP's post-LayerNormed tokens.
 
     Every checkpoint reads out so, the dual encoder and the bare tower too: a search of a CLIP or SigLIP base
@@ -1024,6 +1026,147 @@ class VisionTowerAdapter(TransformersAdapter):
         layout = [("embeddings", [f"{t}embeddings", *([] if siglip else [f"{t}pre_layrnorm"])], embed)]
         layout += [(f"layers.{i}", [f"{t}encoder.layers.{i}"], layer(i)) for i in range(len(tower.encoder.layers))]
         layout.append(("readout", [f"{t}post_layernorm"] if siglip else [], readout))
+        return layout
+
+
+@register_adapter("siglip2", "siglip2_vision_model")
+class Siglip2TowerAdapter(VisionTowerAdapter):
+    """SigLIP 2's image tower (NaFlex): its processor cuts each image, at its own aspect ratio, into at most
+    `max_num_patches` patches, padded to that many, so the state carries the patch mask and each image's patch
+    grid, which the embeddings need to resize their position table. Every layer attends to the real patches alone,
+    and the read-out is `Siglip2ForImageClassification`'s: the mean of the post-LayerNormed real patches.
+    """
+
+    family = "transformers-siglip2"
+
+    def initial_state(self, inputs):
+        return (inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"])
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        tower, t = (model.vision_model, "vision_model.") if hasattr(model, "vision_model") else (model, "")
+
+        def the_tower(m):
+            return m.vision_model if t else m
+
+        def embed(m, s):
+            pixels, mask, shapes = s
+            return (the_tower(m).embeddings(pixels, shapes), mask)
+
+        def layer(i):
+            def step(m, s):
+                tw = the_tower(m)
+                hidden, mask = s
+                mask4 = create_bidirectional_mask(config=tw.config, inputs_embeds=hidden, attention_mask=mask)
+                return (tw.encoder.layers[i](hidden, mask4), mask)
+
+            return step
+
+        def readout(m, s):
+            hidden, mask = s
+            keep = mask.unsqueeze(-1).to(hidden.dtype)
+            return ((the_tower(m).post_layernorm(hidden) * keep).sum(dim=1) / keep.sum(dim=1),)
+
+        layout = [("embeddings", [f"{t}embeddings"], embed)]
+        layout += [(f"layers.{i}", [f"{t}encoder.layers.{i}"], layer(i)) for i in range(len(tower.encoder.layers))]
+        layout.append(("readout", [f"{t}post_layernorm"], readout))
+        return layout
+
+
+def _dinov3(model: nn.Module, part: str) -> tuple[nn.Module, str]:
+    """A DINOv3 model's backbone and its key prefix. Its `base_model_prefix` is "model", which is also its encoder's
+    attribute: transformers' `base_model` of a bare DINOv3 model is that encoder, not the model."""
+    if hasattr(model, part):
+        return model, ""
+    base, p = base_model(model)
+    if not hasattr(base, part):
+        raise UnsupportedArchitectureError(f"{type(model).__name__}: no DINOv3 backbone with `{part}` found.")
+    return base, p
+
+
+@register_adapter("dinov3_vit")
+class DINOv3ViTAdapter(TransformersAdapter):
+    """DINOv3's ViT (`facebook/dinov3-vit*`): patch embeddings with [CLS] and register tokens | every layer | final
+    norm + [CLS] (`pooler_output`).
+
+    Its layers take rotary position embeddings of the patch grid, which the model computes once from the input's
+    height and width; the state carries the grid (patches high and wide, per item) after the embeddings, and each
+    layer rebuilds the embeddings from it, so images of any size (`image_size`) keep their positions.
+    """
+
+    family = "transformers-dinov3-vit"
+
+    def layout(self, model, base, p, in_checkpoint):
+        base, p = _dinov3(model, "rope_embeddings")
+        patch = base.config.patch_size
+        ph, pw = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
+
+        def embed(m, s):
+            b, pixels = _dinov3(m, "rope_embeddings")[0], s[0]
+            hidden = b.embeddings(pixels.to(b.embeddings.patch_embeddings.weight.dtype))
+            grid = torch.tensor([pixels.shape[-2] // ph, pixels.shape[-1] // pw], device=pixels.device)
+            return (hidden, grid.expand(pixels.shape[0], 2))
+
+        def layer(i):
+            def step(m, s):
+                hidden, grid = s
+                b = _dinov3(m, "rope_embeddings")[0]
+                h, w = (int(n) for n in grid[0].tolist())
+                rope = b.rope_embeddings
+                if rope.inv_freq.device != hidden.device:  # no block owns its one buffer, so none moved it
+                    rope.inv_freq = rope.inv_freq.to(hidden.device)
+                # the rotary table reads the pixels' shape, device and dtype alone
+                shape = torch.empty(1, 1, 1, 1, device=hidden.device, dtype=hidden.dtype).expand(1, 1, h * ph, w * pw)
+                return (b.model.layer[i](hidden, position_embeddings=rope(shape)), grid)
+
+            return step
+
+        def readout(m, s):
+            return (_dinov3(m, "rope_embeddings")[0].norm(s[0][:, 0]),)
+
+        layout = [("embeddings", [f"{p}embeddings"], embed)]
+        layout += [(f"layer.{i}", [f"{p}model.layer.{i}"], layer(i)) for i in range(len(base.model.layer))]
+        layout.append(("readout", [f"{p}norm"], readout))
+        return layout
+
+
+@register_adapter("dinov3_convnext")
+class DINOv3ConvNextAdapter(TransformersAdapter):
+    """DINOv3's ConvNeXt (`facebook/dinov3-convnext-*`): per stage, its downsampling layers, then every layer |
+    mean pool + final norm (`pooler_output`)."""
+
+    family = "transformers-dinov3-convnext"
+
+    def layout(self, model, base, p, in_checkpoint):
+        base, p = _dinov3(model, "layer_norm")
+
+        def stages(m):
+            return _dinov3(m, "layer_norm")[0].model.stages
+
+        def down(i):
+            def step(m, s):
+                x = s[0]
+                for mod in stages(m)[i].downsample_layers:
+                    x = mod(x)
+                return (x,)
+
+            return step
+
+        def layer(i, j):
+            return lambda m, s: (stages(m)[i].layers[j](s[0]),)
+
+        def readout(m, s):
+            return (_dinov3(m, "layer_norm")[0].layer_norm(s[0].mean(dim=(-2, -1))),)
+
+        layout = []
+        for i, stage in enumerate(base.model.stages):
+            layout.append((f"stages.{i}.downsample", [f"{p}model.stages.{i}.downsample_layers"], down(i)))
+            layout += [
+                (f"stages.{i}.layers.{j}", [f"{p}model.stages.{i}.layers.{j}"], layer(i, j))
+                for j in range(len(stage.layers))
+            ]
+        layout.append(("readout", [f"{p}layer_norm"], readout))
         return layout
 
 

@@ -132,19 +132,24 @@ def image_processor(config_dir: Path, image_size: int | None) -> Processor:
     kwargs = _square(proc, image_size) if image_size is not None else {}
 
     def fn(images):
-        return {
-            "pixel_values": proc(images=[im.convert("RGB") for im in images], return_tensors="pt", **kwargs)[
-                "pixel_values"
-            ]
-        }
+        out = proc(images=[im.convert("RGB") for im in images], return_tensors="pt", **kwargs)
+        return {k: out[k] for k in _IMAGE_INPUTS if k in out}
 
     return Processor(_key(["hf-image", spec, kwargs]), "image", fn)
+
+
+# what an image processor hands the model: the pixels, and for SigLIP 2's patches (NaFlex) their mask and grid
+_IMAGE_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 
 
 def _square(proc, image_size: int) -> dict[str, Any]:
     """The call arguments that make `proc` output image_size x image_size. ConvNeXt's processor (also
     microsoft/resnet-*'s) takes only a shortest edge and a `crop_pct`, and failed on a height and width ("'SizeDict'
-    object has no attribute 'keys'"); the rest resize to a height and width without their center crop."""
+    object has no attribute 'keys'"); the rest resize to a height and width without their center crop. A NaFlex
+    processor (SigLIP 2's) keeps each image's aspect ratio within a patch budget: a square image is
+    image_size x image_size under a budget of (image_size / patch)^2 patches."""
+    if getattr(proc, "max_num_patches", None) and getattr(proc, "patch_size", None):
+        return {"max_num_patches": max(1, image_size // proc.patch_size) ** 2}
     size = proc.size
     edge = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
     if edge and hasattr(proc, "crop_pct"):

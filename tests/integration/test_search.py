@@ -296,6 +296,95 @@ def test_a_headless_base_without_a_pooler_scores_as_its_classifier_and_a_missing
     assert scores["alsatian"] == scores["base"]
 
 
+def test_siglip2_classifiers_are_searched_on_their_naflex_patches_beside_their_base(hub, hub_root, tmp_path):
+    """google/siglip2-* has many classification fine-tunes. Its processor cuts each image, at its own aspect ratio,
+    into at most `max_num_patches` patches, padded, with a patch mask and a grid per image (NaFlex): the search
+    keeps all three, shares the base's tower with its fine-tunes, and never fetches the text tower."""
+    from transformers import Siglip2Config, Siglip2ForImageClassification, Siglip2ImageProcessor, Siglip2Model
+
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, patch_size=8,
+                  num_patches=16)  # fmt: skip
+    text = dict(vocab_size=31, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    config = Siglip2Config(vision_config=vision, text_config=text)
+    processor = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    torch.manual_seed(0)
+    base = Siglip2Model(config)
+    tuned = []
+    for i in range(2):  # classifiers that fine-tuned the last layer alone, on two label sets
+        model = Siglip2ForImageClassification(Siglip2Config(vision_config=vision, text_config=text, num_labels=3 + i))
+        model.vision_model.load_state_dict(base.vision_model.state_dict())
+        with torch.no_grad():
+            for p in model.vision_model.encoder.layers[1].parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        tuned.append(model)
+    ids = ["s2org/base", "s2org/ft0", "s2org/ft1"]
+    try:
+        for repo, model in zip(ids, [base, *tuned]):
+            model.save_pretrained(hub_root / repo)
+            processor.save_pretrained(hub_root / repo)
+        ds = digits(num_items=80, seed=0)
+        runs = {}
+        for strategy in ("alsatian", "base"):
+            hub.clear_log()
+            args = _args(tmp_path, image_size=None, strategy=strategy, result_size=1, feature_cache=False,
+                         scorer="logme", scorer_kwargs={}, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
+            runs[strategy] = ModelSearcher(ids, train_dataset=ds, args=args).search()
+            assert not runs[strategy].skipped
+            assert not [r for r in hub.requests() if r.range and "text_model" in r.path]
+        assert [it["scores"] for it in runs["alsatian"].iterations] == [it["scores"] for it in runs["base"].iterations]
+        first = runs["alsatian"].iterations[0]
+        assert len(set(first["scores"].values())) == 3
+        # one block each for all three (embeddings, first layer, the read-out's norm), and three second layers
+        assert len(first["block_time"]) == 3 + 3
+        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+        # a square image_size asks for that many pixels a side: at 16 px, (16 / 8)^2 = 4 patches, as a processor
+        # saved with that budget cuts them
+        args = _args(tmp_path, image_size=16, result_size=1, feature_cache=False, scorer="logme", scorer_kwargs={})
+        at_16 = ModelSearcher(ids, train_dataset=ds, args=args).search().iterations[0]["scores"]
+        for repo in ids:
+            Siglip2ImageProcessor(patch_size=8, max_num_patches=4).save_pretrained(hub_root / repo)
+        args = _args(tmp_path, image_size=None, result_size=1, feature_cache=False, scorer="logme", scorer_kwargs={},
+                     store_dir=str(tmp_path / "store-4"))  # fmt: skip
+        assert at_16 == ModelSearcher(ids, train_dataset=ds, args=args).search().iterations[0]["scores"]
+        assert at_16 != first["scores"]
+    finally:
+        shutil.rmtree(hub_root / "s2org", ignore_errors=True)
+
+
+def test_dinov3_fine_tunes_share_their_base_at_any_image_size(hub, hub_root, tmp_path):
+    """facebook/dinov3-vit* computes rotary positions from each input's patch grid; the grid travels in the state
+    between blocks, so a search at any `image_size` ranks as the bare models do, sharing the base's blocks."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTImageProcessor, DINOv3ViTModel
+
+    config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                             image_size=32, patch_size=8, num_register_tokens=2)  # fmt: skip
+    torch.manual_seed(0)
+    base = DINOv3ViTModel(config)
+    ids = ["d3org/base", "d3org/ft0", "d3org/ft1"]
+    try:
+        for i, repo in enumerate(ids):
+            model = DINOv3ViTModel(config)
+            model.load_state_dict(base.state_dict())
+            with torch.no_grad():
+                for p in model.model.layer[1].parameters() if i else ():
+                    p.add_(0.05 * torch.randn_like(p))
+            model.save_pretrained(hub_root / repo)
+            DINOv3ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(hub_root / repo)
+        ds = digits(num_items=80, seed=0)
+        for size in (None, 48):
+            runs = {}
+            for strategy in ("alsatian", "base"):
+                args = _args(tmp_path, image_size=size, strategy=strategy, result_size=1, feature_cache=False,
+                             scorer="logme", scorer_kwargs={}, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
+                runs[strategy] = ModelSearcher(ids, train_dataset=ds, args=args).search()
+            first = runs["alsatian"].iterations[0]
+            assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+            assert len(set(first["scores"].values())) == 3
+            assert len(first["block_time"]) == 3 + 3  # embeddings, first layer, norm; three second layers
+    finally:
+        shutil.rmtree(hub_root / "d3org", ignore_errors=True)
+
+
 def _cli_search(tmp_path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`alsatian-hf search` over org `tiny` and the dataset saved in tmp_path/ds."""
     cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset", str(tmp_path / "ds"),
