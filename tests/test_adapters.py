@@ -619,6 +619,7 @@ TIMM_CASES = [
     ),
     ("eva02_tiny_patch14_224", {"depth": 2, "img_size": 56}),
     ("vit_small_patch16_rope_mixed_224", {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}),
+    ("vit_small_patch16_dinov3", {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}),
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),
@@ -677,6 +678,41 @@ def test_timm_equivalence_resume_and_coverage(arch, kwargs):
         ref = model.forward_head(model.forward_features(x), pre_logits=True)
     _check_equivalence(model, split, (x,), ref)
     assert split.head_keys and all(k.startswith(("fc.", "classifier.", "head.")) for k in split.head_keys)
+
+
+def test_a_timm_model_with_dynamic_img_size_takes_each_inputs_grid():
+    """timm's DINOv3 is built with `dynamic_img_size`: its position and rotary embeddings follow each input's patch
+    grid, which the state carries from the stem through every block, so any input size (here 48 x 80, not the
+    64 x 64 it was built for) reads out as the model does, also resumed from every block's cached state."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch16_dinov3", pretrained=False, num_classes=7, depth=2, embed_dim=64,
+                              num_heads=2, img_size=64).eval()  # fmt: skip
+    assert model.dynamic_img_size
+    split = split_model(model)
+    x = torch.randn(2, 3, 48, 80, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.forward_head(model.forward_features(x), pre_logits=True)
+    _check_equivalence(model, split, (x,), ref)
+
+
+@pytest.mark.parametrize("library", ["transformers", "timm"])
+def test_a_rotary_table_that_no_block_owns_follows_the_blocks_to_their_device(library):
+    """DINOv3's `rope_embeddings` (and timm EVA's `rope`) hold only non-persistent buffers, which every layer's step
+    reads and no block loads: binding a block's tensors on a device moves them there too, or a CUDA search would
+    mix devices in the first layer. (The meta device stands in for CUDA here.)"""
+    from alsatian_hf.adapters import bind_block
+
+    if library == "timm":
+        model = timm.create_model("eva02_tiny_patch14_224", num_classes=7, depth=2, img_size=56).eval()
+        rope = model.rope
+    else:
+        model = T.DINOv3ViTModel(T.DINOv3ViTConfig(**_VIT)).eval()
+        rope = model.rope_embeddings
+    split = split_model(model)
+    state = model.state_dict()
+    block = split.blocks[1]
+    bind_block(split, block, {k: torch.empty_like(state[block.model_key(k)], device="meta") for k in block.keys})
+    assert {b.device.type for b in rope.buffers()} == {"meta"}
 
 
 def test_vit_checkpoint_keys_are_in_checkpoint_space(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -95,7 +96,9 @@ def bind_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
 
     Resolving module paths and wrapping Parameters cost 90-170 us per run, more than a small block's compute,
     and the shared skeleton may hold another candidate's weights at every run. Non-persistent buffers of the
-    block's modules (never in a checkpoint) are moved to the tensors' device here.
+    block's modules (never in a checkpoint) are moved to the tensors' device here, and so are those of modules
+    that own no checkpoint tensor at all (a rotary table that every layer's step calls, such as timm EVA's
+    `rope` or DINOv3's `rope_embeddings`), since no block's load would move them.
     """
     device = next(iter(tensors.values())).device if tensors else None
     slots: list[Slot] = []
@@ -108,12 +111,28 @@ def bind_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
         else:
             slots.append((module._buffers, attr, t))
         owners.add(module)
-    for owner in owners:
-        for sub in owner.modules():
-            for name in sub._non_persistent_buffers_set:
-                if sub._buffers.get(name) is not None and sub._buffers[name].device != device:
-                    sub._buffers[name] = sub._buffers[name].to(device)
+    for sub in {m for owner in owners for m in owner.modules()} | _stateless(split.model):
+        for name in sub._non_persistent_buffers_set:
+            if sub._buffers.get(name) is not None and sub._buffers[name].device != device:
+                sub._buffers[name] = sub._buffers[name].to(device)
     return slots
+
+
+_STATELESS: "weakref.WeakKeyDictionary[nn.Module, set[nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def _stateless(model: nn.Module) -> set[nn.Module]:
+    """The modules of `model` with non-persistent buffers and no parameter or persistent buffer (found once per
+    skeleton)."""
+    if model not in _STATELESS:
+        _STATELESS[model] = {
+            m
+            for m in model.modules()
+            if m._non_persistent_buffers_set
+            and not any(True for _ in m.parameters())
+            and not any(n not in sub._non_persistent_buffers_set for sub in m.modules() for n in sub._buffers)
+        }
+    return _STATELESS[model]
 
 
 def assign(slots: list[Slot]) -> None:

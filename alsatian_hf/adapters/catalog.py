@@ -65,9 +65,10 @@ ROWS = [
     FamilyRow("timm", "vit / deit", "deit_small_patch16_224", "same", _timm("deit_small_patch16_224")),
     FamilyRow(
         "timm",
-        "eva (EVA-02, RoPE ViTs)",
+        "eva (EVA-02, RoPE ViTs, DINOv3)",
         "eva02_base_patch14_224",
-        "patch embed+tokens → every block (with its rotary embedding) → norm+pool",
+        "patch embed+tokens → every block (with its rotary embedding; of each input's grid with `dynamic_img_size`) "
+        "→ norm+pool",
         _timm("eva02_base_patch14_224"),
     ),
     FamilyRow(

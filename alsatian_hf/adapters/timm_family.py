@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UnsupportedArchitectureError
 from ._base import Adapter, Block, SplitModel, State, register_adapter, state_keys
 
 
@@ -119,31 +118,35 @@ class TimmEvaAdapter(Adapter):
     the rotary position embedding `forward_features` gives it | norm + pool.
 
     The rotary embedding depends only on the token grid, so each block recomputes it; where it is learnt
-    (`rope_mixed`: per-layer frequencies in `rope.freqs`), every block lists those weights as shared.
+    (`rope_mixed`: per-layer frequencies in `rope.freqs`), every block lists those weights as shared. A model
+    built with `dynamic_img_size` (timm's DINOv3) takes the grid from each input: the state carries it (patches
+    high and wide, per item) from the stem to the last block.
     """
 
     family = "timm-eva"
 
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
-        if getattr(model, "dynamic_img_size", False):
-            raise UnsupportedArchitectureError(
-                f"{type(model).__name__} with dynamic_img_size=True takes its rotary embedding from each input's "
-                "grid, which the blocks' cached states do not carry; search a checkpoint built with a fixed img_size."
-            )
         mixed = bool(getattr(model, "rope_mixed", False))
+        dynamic = bool(getattr(model, "dynamic_img_size", False))
 
         def stem(m, s):
-            x, _ = m._pos_embed(m.patch_embed(s[0]))
-            return (m.norm_pre(x),)
+            patches = m.patch_embed(s[0])
+            x, _ = m._pos_embed(patches)
+            if not dynamic:
+                return (m.norm_pre(x),)
+            grid = torch.tensor(patches.shape[1:3], device=x.device)  # dynamic: patches come as (B, H, W, C)
+            return (m.norm_pre(x), grid.expand(x.shape[0], 2))
 
         def block(i):
             def step(m, s):
                 rope = None
-                if m.rope is not None:  # as `Eva._pos_embed` computes it
+                if m.rope is not None and dynamic:  # as `Eva._pos_embed` computes it
+                    rope = m.rope.get_embed(shape=tuple(int(n) for n in s[1][0].tolist()))
+                elif m.rope is not None:
                     fixed = hasattr(m.rope, "feat_shape")
                     rope = m.rope.get_embed() if fixed else m.rope.get_embed(shape=m.patch_embed.grid_size)
-                    rope = rope[i] if mixed else rope
-                return (m.blocks[i](s[0], rope=rope),)
+                rope = rope[i] if mixed and rope is not None else rope
+                return (m.blocks[i](s[0], rope=rope), *s[1:])
 
             return step
 

@@ -1113,12 +1113,9 @@ class DINOv3ViTAdapter(TransformersAdapter):
                 hidden, grid = s
                 b = _dinov3(m, "rope_embeddings")[0]
                 h, w = (int(n) for n in grid[0].tolist())
-                rope = b.rope_embeddings
-                if rope.inv_freq.device != hidden.device:  # no block owns its one buffer, so none moved it
-                    rope.inv_freq = rope.inv_freq.to(hidden.device)
                 # the rotary table reads the pixels' shape, device and dtype alone
                 shape = torch.empty(1, 1, 1, 1, device=hidden.device, dtype=hidden.dtype).expand(1, 1, h * ph, w * pw)
-                return (b.model.layer[i](hidden, position_embeddings=rope(shape)), grid)
+                return (b.model.layer[i](hidden, position_embeddings=b.rope_embeddings(shape)), grid)
 
             return step
 
