@@ -405,6 +405,25 @@ TRANSFORMERS_CASES = [
         ),
     ),
     (
+        "NomicBertModel",  # how nomic-ai/nomic-embed-text-v1.5 is saved: no pooler, read out as [CLS]
+        lambda: T.NomicBertModel(T.NomicBertConfig(**_BERT)),
+        _text,
+        lambda m, x: _cls(m(**x)),
+    ),
+    (
+        "NomicBertForSequenceClassification",
+        lambda: T.NomicBertForSequenceClassification(T.NomicBertConfig(**_BERT)),
+        _text,
+        lambda m, x: m.nomic_bert(**x).pooler_output,
+    ),
+    ("GteModel", lambda: T.GteModel(T.GteConfig(**_BERT)), _text, lambda m, x: _cls(m(**x))),
+    (
+        "GteForSequenceClassification",
+        lambda: T.GteForSequenceClassification(T.GteConfig(**_BERT)),
+        _text,
+        lambda m, x: m.gte(**x).pooler_output,
+    ),
+    (
         "DistilBertModel",
         lambda: T.DistilBertModel(T.DistilBertConfig(vocab_size=31, dim=32, n_layers=2, n_heads=2, hidden_dim=37)),
         _text,

@@ -104,13 +104,13 @@ def bind_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
     slots: list[Slot] = []
     owners = set()
     for key in block.keys:
-        module, attr = _locate(split.model, block.model_key(key))
-        t = tensors[key]
-        if attr in module._parameters:
-            slots.append((module._parameters, attr, nn.Parameter(t, requires_grad=False)))
-        else:
-            slots.append((module._buffers, attr, t))
-        owners.add(module)
+        for model_key, t in block.parts(key, tensors[key]):
+            module, attr = _locate(split.model, model_key)
+            if attr in module._parameters:
+                slots.append((module._parameters, attr, nn.Parameter(t, requires_grad=False)))
+            else:
+                slots.append((module._buffers, attr, t))
+            owners.add(module)
     for sub in {m for owner in owners for m in owner.modules()} | _stateless(split.model):
         for name in sub._non_persistent_buffers_set:
             if sub._buffers.get(name) is not None and sub._buffers[name].device != device:
@@ -147,8 +147,8 @@ def load_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
 
 def unload_block(split: SplitModel, block: Block) -> None:
     """Put the block's tensors back on the meta device, freeing their memory."""
-    for key in block.keys:
-        module, attr = _locate(split.model, block.model_key(key))
+    for model_key in (t for key in block.keys for t in block.targets(key)):
+        module, attr = _locate(split.model, model_key)
         if attr in module._parameters:
             p = module._parameters[attr]
             module._parameters[attr] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)

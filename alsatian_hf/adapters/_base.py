@@ -44,6 +44,8 @@ class Block:
         salt: what the step computes that its tensors do not say, where a block with the same tensors computes
             otherwise (a sentence-transformers read-out, `sentence_pooling`); part of the block's identity in
             the task tree, not of its stored tensors.
+        chunks: checkpoint key -> (dim, model keys): a fused checkpoint tensor (NomicBERT's and GTE's qkv) that
+            the library cuts into equal parts along `dim` at load; the parts are assigned as views of it.
     """
 
     name: str
@@ -53,9 +55,21 @@ class Block:
     model_keys: dict[str, str] = field(default_factory=dict)
     shared: dict[str, str] = field(default_factory=dict)
     salt: str = ""
+    chunks: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
 
     def model_key(self, key: str) -> str:
         return self.model_keys.get(key, key)
+
+    def targets(self, key: str) -> tuple[str, ...]:
+        """The model keys checkpoint tensor `key` is assigned to: its own, or a fused tensor's parts."""
+        return self.chunks[key][1] if key in self.chunks else (self.model_key(key),)
+
+    def parts(self, key: str, tensor):
+        """(model key, tensor) of what checkpoint tensor `key` holds: itself, or a fused tensor's parts (views)."""
+        if key not in self.chunks:
+            return [(self.model_key(key), tensor)]
+        dim, targets = self.chunks[key]
+        return list(zip(targets, tensor.chunk(len(targets), dim)))
 
     def relative_name(self, key: str) -> str:
         if key in self.shared:

@@ -249,6 +249,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "NomicBERT, GTE",
+        "NomicBertConfig()",
+        "embeddings → every layer (rotary positions; its fused qkv cut into q, k, v) → pooler or [CLS] state",
+        _hf("NomicBertConfig", "NomicBertModel"),
+    ),
+    FamilyRow(
+        "transformers",
         "DistilBERT",
         "DistilBertConfig()",
         "embeddings → every layer → [CLS] state",

@@ -20,14 +20,19 @@ from ..errors import UnsupportedArchitectureError
 from ._base import Adapter, Block, SplitModel, State, base_model, register_adapter, state_keys
 
 
-def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]:
+def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | None = None) -> dict[str, str]:
     """model state-dict key -> checkpoint key.
 
     With `checkpoint_keys` (e.g. from a Hub safetensors header), each is renamed the way `from_pretrained` does;
     without, the keys `save_pretrained` would write are used.
 
+    `chunks`: where given, a checkpoint tensor that `from_pretrained` cuts into equal parts along one dimension (a
+    fused qkv: a `WeightConverter` whose one operation is `Chunk`) is recorded there, as checkpoint key -> (dim,
+    the model keys of its parts, in order), and each part's model key maps to it.
+
     Raises:
-        UnsupportedArchitectureError: when the conversion is not one key to one key (merged experts, fused qkv).
+        UnsupportedArchitectureError: when the conversion is not one key to one key (merged experts, fused qkv
+            without `chunks`).
     """
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import (
@@ -42,6 +47,8 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]
         probe = {k: torch.empty(0, device="meta") for k in model_sd}
         reverted = revert_weight_conversion(model, dict(probe))
         by_id = {id(v): k for k, v in probe.items()}
+        if chunks is not None and any(id(t) not in by_id for t in reverted.values()):
+            return checkpoint_key_map(model, list(reverted), chunks)  # the keys it saves, renamed back
         out = {}
         for ckpt_key, t in reverted.items():
             if id(t) not in by_id:
@@ -56,15 +63,41 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None) -> dict[str, str]
     prefix = getattr(model, "base_model_prefix", None)
     out = {}
     for ckpt_key in checkpoint_keys:
-        model_key, converter = rename_source_key(ckpt_key, renamings, converters, prefix, model_sd)
-        if converter is not None:
-            raise UnsupportedArchitectureError(
-                f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
-                "not renamed; blocks cannot be mapped one to one."
-            )
-        if model_key in model_sd:
+        model_key, source = rename_source_key(ckpt_key, renamings, converters, prefix, model_sd)
+        if source is not None:
+            parts = _chunked(model, ckpt_key, model_key, source, converters, model_sd) if chunks is not None else None
+            if parts is None:
+                raise UnsupportedArchitectureError(
+                    f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
+                    "not renamed; blocks cannot be mapped one to one."
+                )
+            chunks[ckpt_key] = parts
+            out.update((part, ckpt_key) for part in parts[1])
+        elif model_key in model_sd:
             out[model_key] = ckpt_key
     return out
+
+
+def _chunked(model, ckpt_key: str, model_key: str, source: str, converters, model_sd) -> tuple | None:
+    """(dim, the parts' model keys) where the converter that matched `ckpt_key` only cuts it into equal parts
+    (`Chunk`, one source), or None."""
+    from transformers.core_model_loading import Chunk
+
+    converter = next((c for c in converters if source in c.source_patterns), None)
+    ops = getattr(converter, "operations", None) or []
+    if (
+        len(ops) != 1
+        or type(ops[0]) is not Chunk
+        or ops[0].num_shards_attribute
+        or len(converter.source_patterns) != 1
+    ):
+        return None
+    first, targets = converter.target_patterns[0], converter.target_patterns
+    if first not in model_key:
+        return None
+    parts = tuple(model_key.replace(first, t, 1) for t in targets)
+    sizes = {tuple(model_sd[p].shape) if p in model_sd else None for p in parts}
+    return (ops[0].dim, parts) if len(sizes) == 1 and None not in sizes else None
 
 
 def _common_prefix(keys: tuple[str, ...]) -> str:
@@ -102,7 +135,8 @@ class TransformersAdapter(Adapter):
 
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         base, p = base_model(model)
-        key_map = checkpoint_key_map(model, checkpoint_keys)
+        chunks: dict[str, tuple[int, tuple[str, ...]]] = {}  # fused checkpoint tensors, cut into model tensors
+        key_map = checkpoint_key_map(model, checkpoint_keys, chunks)
 
         def in_checkpoint(path: str) -> bool:
             return all(k in key_map for k in state_keys(model.get_submodule(path), path + "."))
@@ -127,7 +161,13 @@ class TransformersAdapter(Adapter):
                     f"({absent[:3]}); transformers would initialise them at random, so its features would mean "
                     "nothing. Check that config.json's `architectures` matches the weights."
                 )
-            keys = tuple(key_map[k] for k in model_keys if k in key_map)
+            keys = tuple(dict.fromkeys(key_map[k] for k in model_keys if k in key_map))  # a fused tensor once
+            cut = {k: chunks[k] for k in keys if k in chunks}
+            apart = [k for k, (_, parts) in cut.items() if not set(parts) <= set(model_keys)]
+            if apart:
+                raise UnsupportedArchitectureError(
+                    f"{type(model).__name__}: checkpoint tensor {apart[0]!r} is cut into tensors of several blocks."
+                )
             owned.update(model_keys)
             blocks.append(
                 Block(
@@ -135,10 +175,13 @@ class TransformersAdapter(Adapter):
                     keys=keys,
                     step=step,
                     prefix=_common_prefix(tuple(key_map[k] for k in model_keys if k in key_map and k not in shared)),
-                    model_keys={key_map[k]: k for k in model_keys if k in key_map},
+                    # a fused tensor's first part stands for it where one model key is asked for (its dtype)
+                    model_keys={key_map[k]: k for k in model_keys if k in key_map}
+                    | {k: c[1][0] for k, c in cut.items()},
                     # named without the base prefix, so bare and head-ful checkpoints hash alike
                     shared={key_map[k]: k.removeprefix(p) for k in model_keys if k in key_map and k in shared},
                     salt=salt[0] if salt else "",
+                    chunks=cut,
                 )
             )
         head = {v: k for k, v in key_map.items() if k not in owned}
@@ -271,6 +314,37 @@ class BertAdapter(TransformersAdapter):
 
     def layer_step(self, i: int):
         return _masked_layer(lambda b: b.encoder.layer, i)
+
+
+@register_adapter("nomic_bert", "gte")
+class RotaryBertAdapter(BertAdapter):
+    """nomic-embed-text (NomicBERT) and gte-*-v1.5 / gte-multilingual (GTE): BERT's embeddings and post-LayerNorm
+    layers, with rotary positions that the model computes once and every layer takes, rebuilt per layer here |
+    the pooler where the checkpoint has one (`*ForSequenceClassification`), else the [CLS] state. Their layers
+    are `layers`, not `encoder.layer`, and there is no final norm."""
+
+    family = "transformers-rotary-bert"
+
+    def token_states(self, base, p):
+        return _hidden_and_mask(base, p)
+
+    def layout(self, model, base, p, in_checkpoint):
+        pooled = _pooled(base, p, in_checkpoint)
+
+        def positions(b, hidden):  # as the model's forward computes them
+            ids = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
+            return {"position_embeddings": b.rotary_emb(hidden, ids)}
+
+        def readout(m, s):
+            return (m.base_model.pooler(s[0]) if pooled else s[0][:, 0],)
+
+        layout = [("embeddings", [f"{p}embeddings"], self.embed_step(None))]
+        layout += [
+            (f"layers.{i}", [f"{p}layers.{i}"], _masked_layer(lambda b: b.layers, i, positions))
+            for i in range(len(base.layers))
+        ]
+        layout.append(("readout", [f"{p}pooler"] if pooled else [], readout))
+        return layout
 
 
 @register_adapter("roformer")

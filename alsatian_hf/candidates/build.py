@@ -219,7 +219,7 @@ def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str], pooling: 
         plan = plans[key] = _SplitPlan(
             split,
             [conv_weights(skeleton, block) for block in split.blocks],
-            [sum(_tensor_bytes(skeleton, block.model_key(k)) for k in block.keys) for block in split.blocks],
+            [sum(_tensor_bytes(skeleton, t) for k in block.keys for t in block.targets(k)) for block in split.blocks],
             signature(split),
         )
     return plan
@@ -313,6 +313,15 @@ def _tensor_bytes(model: torch.nn.Module, key: str) -> int:
     return t.numel() * t.element_size()
 
 
+def _checkpoint_shape(skeleton: torch.nn.Module, block, key: str) -> tuple[int, ...]:
+    """The shape the model expects checkpoint tensor `key` in: its model tensor's, or its parts' joined."""
+    shape = tuple(_skeleton_tensor(skeleton, block.model_key(key)).shape)
+    if key not in block.chunks:
+        return shape
+    dim, parts = block.chunks[key]
+    return (*shape[:dim], shape[dim] * len(parts), *shape[dim + 1 :])
+
+
 def _check_shapes(split: SplitModel, skeleton: torch.nn.Module, source: TensorSource) -> None:
     """Every block tensor of the checkpoint has the shape the config's model expects.
 
@@ -322,7 +331,7 @@ def _check_shapes(split: SplitModel, skeleton: torch.nn.Module, source: TensorSo
     """
     for block in split.blocks:
         for key in block.keys:
-            expected, got = tuple(_skeleton_tensor(skeleton, block.model_key(key)).shape), source.shape(key)
+            expected, got = _checkpoint_shape(skeleton, block, key), source.shape(key)
             if expected != got:
                 raise UnsupportedArchitectureError(
                     f"config.json disagrees with the checkpoint: {key} is {list(got)} in the weights but "

@@ -184,13 +184,20 @@ class LoraBlockSource:
 
     def _match(self, split: SplitModel) -> "_Bound":
         names: dict[str, set[str]] = {}  # checkpoint key or model key -> checkpoint keys
+        fused: set[str] = set()  # the parts of fused checkpoint tensors (`Block.chunks`)
         for block in split.blocks:
             for k in block.keys:
                 names.setdefault(k, set()).add(k)
                 names.setdefault(block.model_key(k), set()).add(k)
+                fused.update(block.targets(k) if k in block.chunks else ())
         checkpoint = set(self.base.keys())
 
         def resolve(path: str) -> str | None:
+            if path in fused or any(_same_tail(path, part) for part in fused):
+                raise UnsupportedArchitectureError(
+                    f"{self.name}: adapter tensor {path} updates a part of a fused checkpoint tensor, which a "
+                    "search does not merge into."
+                )
             found = names.get(path) or {k for n, ks in names.items() if _same_tail(path, n) for k in ks}
             if len(found) > 1:
                 raise UnsupportedArchitectureError(

@@ -169,8 +169,8 @@ def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = N
 def _zeros(model: nn.Module, block) -> list[tuple[nn.Module, str]]:
     """The block's parameters as zeros on the CPU (its buffers are real already); returns where they went."""
     done = []
-    for key in block.keys:
-        path, _, name = block.model_key(key).rpartition(".")
+    for model_key in (t for key in block.keys for t in block.targets(key)):
+        path, _, name = model_key.rpartition(".")
         module = model.get_submodule(path) if path else model
         param = module._parameters.get(name)
         if param is not None and param.is_meta:

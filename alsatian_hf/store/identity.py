@@ -66,7 +66,10 @@ def tensor_content_hash(block, state: dict) -> str:
 
     def items():
         for key in block.keys:
-            t = state[block.model_key(key)].detach().cpu().contiguous()
+            if key in block.chunks:  # a fused checkpoint tensor: its parts joined
+                t = torch.cat([state[m].detach().cpu() for m in block.targets(key)], block.chunks[key][0])
+            else:
+                t = state[block.model_key(key)].detach().cpu().contiguous()
             raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()
             yield block.relative_name(key), safetensors_dtype(t.dtype), list(t.shape), raw
 

@@ -140,7 +140,7 @@ def reinitialize(model: nn.Module, split: SplitModel, blocks: list[Block], gener
     Tensors a block shares with others (`Block.shared`) stay: a fine-tune of the top blocks leaves the ones below
     as they were."""
     for block in blocks:
-        _reset(model, [block.model_key(k) for k in block.keys if k not in block.shared], generator)
+        _reset(model, [t for k in block.keys if k not in block.shared for t in block.targets(k)], generator)
 
 
 def _reset(model: nn.Module, keys: tuple[str, ...] | list[str], generator: torch.Generator) -> None:

@@ -327,3 +327,31 @@ def test_a_dora_adapter_scores_as_its_merged_copy(hub, hub_root, vit_zoo, tmp_pa
     assert not res.skipped
     first = res.iterations[0]["scores"]
     assert first[str(adapter)] == first[str(merged)]
+
+
+def test_a_lora_update_of_a_fused_qkv_part_is_skipped_not_dropped(hub, hub_root, letters_tokenizer, tmp_path):
+    """GTE saves each layer's q, k and v as one tensor, which the search cuts into the model's three; a LoRA
+    update of one of them (`k_proj`) has no checkpoint tensor of its own to merge into. It is skipped saying so,
+    where leaving it out would have scored the base under the adapter's name."""
+    from transformers import GteConfig
+
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+    from alsatian_hf.zoo.data import newsgroups
+
+    config = GteConfig(vocab_size=57, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=37, max_position_embeddings=64, num_labels=3)  # fmt: skip
+    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
+                                processor=letters_tokenizer, pipeline_tag="text-classification")  # fmt: skip
+    zoo = build_zoo(ZooSpec("lorafused", source, num_models=1, seed=0), hub_root)
+    try:
+        base = zoo.repo_ids[0]
+        g = torch.Generator().manual_seed(0)
+        fused = _write_adapter(tmp_path / "k", base, {"gte.layers.1.self_attn.k_proj": _pair(g, 32, 32, 4)})
+        args = SearchArguments(result_size=1, max_length=16, store_dir=str(tmp_path / "store"), batch_size=32,
+                               feature_cache=False)  # fmt: skip
+        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+        res = ModelSearcher([base, str(fused)], train_dataset=data, args=args).search()
+        assert "updates a part of a fused checkpoint tensor" in res.skipped[str(fused)]
+        assert list(res.iterations[0]["scores"]) == [base]
+    finally:
+        shutil.rmtree(hub_root / "lorafused", ignore_errors=True)

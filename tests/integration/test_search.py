@@ -385,6 +385,49 @@ def test_dinov3_fine_tunes_share_their_base_at_any_image_size(hub, hub_root, tmp
         shutil.rmtree(hub_root / "d3org", ignore_errors=True)
 
 
+@pytest.mark.parametrize("family", ["NomicBert", "Gte"])
+def test_fused_qkv_checkpoints_are_fetched_as_saved_and_cut_into_their_layers(
+    hub, hub_root, letters_tokenizer, tmp_path, family
+):
+    """nomic-embed-text (NomicBERT) and gte-*-v1.5 (GTE) save each layer's q, k and v as one fused tensor, which
+    transformers cuts apart at load. The search fetches and hashes the fused tensor as saved, so fine-tunes share
+    the base's layers, and ranks as `base` does."""
+    import transformers
+
+    from alsatian_hf.zoo import TransformersSource
+
+    config = getattr(transformers, f"{family}Config")(vocab_size=57, hidden_size=32, num_hidden_layers=2,
+                                                      num_attention_heads=2, intermediate_size=37,
+                                                      max_position_embeddings=64, num_labels=3)  # fmt: skip
+    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
+                                processor=letters_tokenizer, pipeline_tag="text-classification")  # fmt: skip
+    zoo = build_zoo(ZooSpec(f"fused{family.lower()}", source, num_models=3, seed=0), hub_root)
+    try:
+        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+        runs = {}
+        for strategy in ("alsatian", "base"):
+            args = _args(tmp_path, strategy=strategy, result_size=1, max_length=16, scorer="logme", scorer_kwargs={},
+                         feature_cache=False, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
+            runs[strategy] = ModelSearcher(zoo.repo_ids, train_dataset=data, args=args).search()
+        first = runs["alsatian"].iterations[0]
+        assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+        fused = "attn.Wqkv" if family == "NomicBert" else "attention.qkv_proj"
+        assert any(fused in k for k in hub_api_keys(hub_root / zoo.repo_ids[0]))
+    finally:
+        shutil.rmtree(hub_root / f"fused{family.lower()}", ignore_errors=True)
+
+
+def hub_api_keys(folder: Path) -> list[str]:
+    from safetensors import safe_open
+
+    keys = []
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(f, "pt") as st:
+            keys += list(st.keys())
+    return keys
+
+
 def _cli_search(tmp_path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`alsatian-hf search` over org `tiny` and the dataset saved in tmp_path/ds."""
     cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset", str(tmp_path / "ds"),
