@@ -418,6 +418,18 @@ TRANSFORMERS_CASES = [
     ),
     ("GteModel", lambda: T.GteModel(T.GteConfig(**_BERT)), _text, lambda m, x: _cls(m(**x))),
     (
+        "JinaEmbeddingsV3Model",
+        lambda: T.JinaEmbeddingsV3Model(T.JinaEmbeddingsV3Config(**_BERT)),
+        _text,
+        lambda m, x: m(**x).pooler_output,
+    ),
+    (
+        "JinaEmbeddingsV3ForSequenceClassification",
+        lambda: T.JinaEmbeddingsV3ForSequenceClassification(T.JinaEmbeddingsV3Config(**_BERT)),
+        _text,
+        lambda m, x: _cls(m.roberta(**x)),
+    ),
+    (
         "GteForSequenceClassification",
         lambda: T.GteForSequenceClassification(T.GteConfig(**_BERT)),
         _text,

@@ -249,7 +249,7 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
-        "NomicBERT, GTE",
+        "NomicBERT, GTE, jina-embeddings-v3",
         "NomicBertConfig()",
         "embeddings → every layer (rotary positions; its fused qkv cut into q, k, v) → pooler or [CLS] state",
         _hf("NomicBertConfig", "NomicBertModel"),

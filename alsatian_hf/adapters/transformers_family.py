@@ -316,12 +316,12 @@ class BertAdapter(TransformersAdapter):
         return _masked_layer(lambda b: b.encoder.layer, i)
 
 
-@register_adapter("nomic_bert", "gte")
+@register_adapter("nomic_bert", "gte", "jina_embeddings_v3")
 class RotaryBertAdapter(BertAdapter):
-    """nomic-embed-text (NomicBERT) and gte-*-v1.5 / gte-multilingual (GTE): BERT's embeddings and post-LayerNorm
-    layers, with rotary positions that the model computes once and every layer takes, rebuilt per layer here |
-    the pooler where the checkpoint has one (`*ForSequenceClassification`), else the [CLS] state. Their layers
-    are `layers`, not `encoder.layer`, and there is no final norm."""
+    """nomic-embed-text (NomicBERT), gte-*-v1.5 / gte-multilingual (GTE) and jina-embeddings-v3: BERT's embeddings
+    and post-LayerNorm layers, with rotary positions that the model computes once and every layer takes, rebuilt
+    per layer here | the pooler where the checkpoint has one, else the [CLS] state (which jina-embeddings-v3's
+    RoBERTa-style classifier reads). Their layers are `layers`, not `encoder.layer`, and there is no final norm."""
 
     family = "transformers-rotary-bert"
 
