@@ -213,7 +213,10 @@ TRANSFORMERS_CASES = [
         _decoder(kind)
         for kind in ("Olmo", "Olmo2", "SmolLM3", "StableLm", "Starcoder2", "Exaone4", "SeedOss", "Arcee")
     ),
-    *(_decoder(kind, head_dim=8) for kind in ("Glm", "Helium")),
+    *(_decoder(kind, head_dim=8) for kind in ("Glm", "Helium", "Glm4")),
+    _decoder("Olmo3", sliding_window=4),  # sliding and full layers by `layer_types`
+    _decoder("Ministral3", sliding_window=4),  # Mistral 3's small models: every layer a window where one is set
+    *(_decoder(kind) for kind in ("DiffLlama", "Nemotron")),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(

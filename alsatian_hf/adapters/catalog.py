@@ -143,8 +143,8 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
-        "Llama / Mistral / Qwen2, 3 / Gemma, 2, 3 / Phi, Phi-3 / OLMo, 2 / SmolLM3 / StableLM / StarCoder2 / "
-        "GLM / ...",
+        "Llama / Mistral, Ministral 3 / Qwen2, 3 / Gemma, 2, 3 / Phi, Phi-3 / OLMo, 2, 3 / SmolLM3 / StableLM / "
+        "StarCoder2 / GLM, GLM-4 / Nemotron / ...",
         "LlamaConfig()",
         "token embeddings → every decoder layer (full or sliding window) → final norm+last token the mask keeps",
         _hf("LlamaConfig", "LlamaForSequenceClassification"),

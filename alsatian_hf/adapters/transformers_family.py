@@ -758,11 +758,12 @@ def _last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 # decoders whose forward masks every layer with a sliding window when `sliding_window` is set (the others name
 # each layer's kind in `config.layer_types`, or have none)
-_SLIDING_WHEN_SET = {"mistral", "phi3"}
+_SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3"}
 
 
-@register_adapter("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2",
-                  "smollm3", "stablelm", "starcoder2", "glm", "helium", "exaone4", "seed_oss", "arcee")  # fmt: skip
+@register_adapter("llama", "mistral", "ministral3", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
+                  "olmo", "olmo2", "olmo3", "smollm3", "stablelm", "starcoder2", "glm", "glm4", "helium", "exaone4",
+                  "seed_oss", "arcee", "diffllama", "nemotron")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
