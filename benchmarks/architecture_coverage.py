@@ -127,6 +127,7 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "NomicBERT": clf("NomicBert"),
         "GTE": clf("Gte"),
         "jina-embeddings-v3": clf("JinaEmbeddingsV3"),
+        "EuroBERT": clf("EuroBert", num_key_value_heads=1, pad_token_id=0),
         "GPT-2": lambda: T.GPT2ForSequenceClassification(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2,
                                                                       n_head=2, n_positions=64, pad_token_id=0)),
         "T5 (encoder)": lambda: T.T5EncoderModel(T.T5Config(vocab_size=31, d_model=32, d_kv=16, d_ff=37,

@@ -214,6 +214,24 @@ TRANSFORMERS_CASES = [
         for kind in ("Olmo", "Olmo2", "SmolLM3", "StableLm", "Starcoder2", "Exaone4", "SeedOss", "Arcee")
     ),
     *(_decoder(kind, head_dim=8) for kind in ("Glm", "Helium", "Glm4")),
+    (
+        "EuroBertForSequenceClassification-late",  # the default pooling: the token states' masked mean
+        lambda: T.EuroBertForSequenceClassification(T.EuroBertConfig(**_DECODER)),
+        _text,
+        lambda m, x: _masked_mean(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "EuroBertForSequenceClassification-bos",
+        lambda: T.EuroBertForSequenceClassification(T.EuroBertConfig(**_DECODER, classifier_pooling="bos")),
+        _text,
+        lambda m, x: _cls(m.model(**x)),
+    ),
+    (
+        "EuroBertForMaskedLM",  # how EuroBERT/EuroBERT-210m is saved
+        lambda: T.EuroBertForMaskedLM(T.EuroBertConfig(**_DECODER)),
+        _text,
+        lambda m, x: _masked_mean(m.model(**x).last_hidden_state, x),
+    ),
     _decoder("Olmo3", sliding_window=4),  # sliding and full layers by `layer_types`
     _decoder("Ministral3", sliding_window=4),  # Mistral 3's small models: every layer a window where one is set
     *(_decoder(kind) for kind in ("DiffLlama", "Nemotron")),

@@ -249,6 +249,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "EuroBERT",
+        "EuroBertConfig()",
+        "token embeddings → every layer (bidirectional, rotary) → final norm+first token or masked mean",
+        _hf("EuroBertConfig", "EuroBertForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "NomicBERT, GTE, jina-embeddings-v3",
         "NomicBertConfig()",
         "embeddings → every layer (rotary positions; its fused qkv cut into q, k, v) → pooler or [CLS] state",

@@ -644,6 +644,58 @@ class ModernBertAdapter(TransformersAdapter):
         return layout
 
 
+@register_adapter("eurobert")
+class EuroBertAdapter(TransformersAdapter):
+    """EuroBERT: token embeddings | every layer (Llama's, attending both ways, with rotary positions rebuilt per
+    layer) | final norm + the pooling `classifier_pooling` names: the first token for "bos", else the masked mean
+    ("mean"; and "late", whose classifier runs on every token and averages its logits: the features it reads are
+    the token states, summarised here by their mean)."""
+
+    family = "transformers-eurobert"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def token_states(self, base, p):
+        return [f"{p}norm"], lambda m, s: (m.base_model.norm(s[0]), s[1])
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        def layer(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+                out = b.layers[i](
+                    hidden,
+                    attention_mask=create_bidirectional_mask(
+                        config=b.config, inputs_embeds=hidden, attention_mask=mask
+                    ),
+                    position_embeddings=b.rotary_emb(hidden, position_ids=positions),
+                    position_ids=positions,
+                )
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        bos = model.config.classifier_pooling == "bos"
+        paths, tokens = self.token_states(base, p)
+
+        def readout(m, s):
+            hidden, mask = tokens(m, s)
+            if bos:
+                return (hidden[:, 0],)
+            return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
+
+        def embed(m, s):
+            return (m.base_model.embed_tokens(s[0]), s[1])
+
+        layout = [("embeddings", [f"{p}embed_tokens"], embed)]
+        layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
+        layout.append(("readout", paths, readout, "classifier_pooling=bos" if bos else ""))
+        return layout
+
+
 @register_adapter("longformer")
 class LongformerAdapter(BertAdapter):
     """BERT's layout, run as `LongformerForSequenceClassification` runs it: [CLS] attends globally and every token
