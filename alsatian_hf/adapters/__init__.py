@@ -111,28 +111,28 @@ def bind_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
             else:
                 slots.append((module._buffers, attr, t))
             owners.add(module)
-    for sub in {m for owner in owners for m in owner.modules()} | _stateless(split.model):
+    for sub in {m for owner in owners for m in owner.modules()} | _weightless(split.model):
         for name in sub._non_persistent_buffers_set:
             if sub._buffers.get(name) is not None and sub._buffers[name].device != device:
                 sub._buffers[name] = sub._buffers[name].to(device)
     return slots
 
 
-_STATELESS: "weakref.WeakKeyDictionary[nn.Module, set[nn.Module]]" = weakref.WeakKeyDictionary()
+_WEIGHTLESS: "weakref.WeakKeyDictionary[nn.Module, set[nn.Module]]" = weakref.WeakKeyDictionary()
 
 
-def _stateless(model: nn.Module) -> set[nn.Module]:
-    """The modules of `model` with non-persistent buffers and no parameter or persistent buffer (found once per
+def _weightless(model: nn.Module) -> set[nn.Module]:
+    """The modules of `model` that hold non-persistent buffers and nothing a checkpoint holds (found once per
     skeleton)."""
-    if model not in _STATELESS:
-        _STATELESS[model] = {
+    if model not in _WEIGHTLESS:
+        _WEIGHTLESS[model] = {
             m
             for m in model.modules()
             if m._non_persistent_buffers_set
             and not any(True for _ in m.parameters())
             and not any(n not in sub._non_persistent_buffers_set for sub in m.modules() for n in sub._buffers)
         }
-    return _STATELESS[model]
+    return _WEIGHTLESS[model]
 
 
 def assign(slots: list[Slot]) -> None:
