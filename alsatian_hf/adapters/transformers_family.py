@@ -1167,6 +1167,11 @@ class Siglip2TowerAdapter(VisionTowerAdapter):
     family = "transformers-siglip2"
 
     def initial_state(self, inputs):
+        if "spatial_shapes" not in inputs:  # a processor that resizes whole images (SigLIP's), not SigLIP 2's
+            raise UnsupportedArchitectureError(
+                "SigLIP 2 takes its processor's patches, their mask and grid (`Siglip2ImageProcessor`), but this "
+                "repo's image processor gives whole images; save a Siglip2ImageProcessor with the model."
+            )
         return (inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"])
 
     def layout(self, model, base, p, in_checkpoint):

@@ -347,6 +347,13 @@ def test_siglip2_classifiers_are_searched_on_their_naflex_patches_beside_their_b
                      store_dir=str(tmp_path / "store-4"))  # fmt: skip
         assert at_16 == ModelSearcher(ids, train_dataset=ds, args=args).search().iterations[0]["scores"]
         assert at_16 != first["scores"]
+        # a repo that ships SigLIP's processor (whole images) with SigLIP 2's weights is skipped saying so
+        from transformers import SiglipImageProcessor
+
+        base.save_pretrained(hub_root / "s2org" / "v1-processor")
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(hub_root / "s2org" / "v1-processor")
+        res = ModelSearcher([ids[0], "s2org/v1-processor"], train_dataset=ds, args=args).search()
+        assert "save a Siglip2ImageProcessor with the model" in res.skipped["s2org/v1-processor"]
     finally:
         shutil.rmtree(hub_root / "s2org", ignore_errors=True)
 
