@@ -305,8 +305,10 @@ def _open_conversion(repo_id: str, commit: str, private: bool, *, store: BlockSt
 def _refusal(error) -> str:
     """An HfHubHTTPError in a few words: its status and the Hub's own message."""
     status = error.response.status_code if error.response is not None else None
+    if status is None:
+        return str(error).splitlines()[0]
     said = (getattr(error, "server_message", None) or "").strip()
-    return f"HTTP {status}" + (f": {said}" if said else "") if status else str(error).splitlines()[0]
+    return f"HTTP {status}: {said}" if said else f"HTTP {status}"
 
 
 def _cached_snapshot(repo_id: str, commit: str, siblings: list[str]) -> Path | None:
