@@ -219,8 +219,9 @@ def sentence_prompt(folder: str | Path, name: str | None = None) -> tuple[str, s
         return None
     chosen = name if name in prompts else default
     if name is not None and name not in prompts:
+        instead = f"its default {default!r} is used" if chosen in prompts else "its texts go without one"
         logger.info("%s: it defines no %r prompt (it has %s); %s", folder.name, name, sorted(prompts) or "none",
-                    f"its default {default!r} is used" if chosen in prompts else "its texts go without one")  # fmt: skip
+                    instead)  # fmt: skip
     text = prompts.get(chosen) if isinstance(chosen, str) else None
     return (chosen, text) if isinstance(text, str) and text else None
 

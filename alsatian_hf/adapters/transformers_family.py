@@ -65,7 +65,7 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
     for ckpt_key in checkpoint_keys:
         model_key, source = rename_source_key(ckpt_key, renamings, converters, prefix, model_sd)
         if source is not None:
-            parts = _chunked(model, ckpt_key, model_key, source, converters, model_sd) if chunks is not None else None
+            parts = _chunked(model_key, source, converters, model_sd) if chunks is not None else None
             if parts is None:
                 raise UnsupportedArchitectureError(
                     f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
@@ -78,9 +78,9 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
     return out
 
 
-def _chunked(model, ckpt_key: str, model_key: str, source: str, converters, model_sd) -> tuple | None:
-    """(dim, the parts' model keys) where the converter that matched `ckpt_key` only cuts it into equal parts
-    (`Chunk`, one source), or None."""
+def _chunked(model_key: str, source: str, converters, model_sd) -> tuple | None:
+    """(dim, the parts' model keys) where the converter whose pattern `source` matched a checkpoint key (renamed
+    to `model_key`, its first part's) only cuts it into equal parts (`Chunk`, one source), or None."""
     from transformers.core_model_loading import Chunk
 
     converter = next((c for c in converters if source in c.source_patterns), None)
@@ -1113,8 +1113,9 @@ class ViTAdapter(TransformersAdapter):
     "clip", "clip_vision_model", "siglip", "siglip_vision_model", "metaclip_2", "metaclip_2_vision_model"
 )
 class VisionTowerAdapter(TransformersAdapter):
-    """CLIP's (and MetaCLIP 2's) and SigLIP's image tower: embeddings (+ CLIP's pre-LayerNorm) | every encoder layer | what
-    `*ForImageClassification` reads: the mean of CLIP's patch tokens, or of SigLIP's post-LayerNormed tokens.
+    """CLIP's (and MetaCLIP 2's) and SigLIP's image tower: embeddings (+ CLIP's pre-LayerNorm) | every encoder
+    layer | what `*ForImageClassification` reads: the mean of CLIP's patch tokens, or of SigLIP's post-LayerNormed
+    tokens.
 
     Every checkpoint reads out so, the dual encoder and the bare tower too: a search of a CLIP or SigLIP base
     and its classification fine-tunes compares the features each would be fine-tuned from. The text tower, the
