@@ -140,6 +140,10 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "Qwen2": clf("Qwen2", num_key_value_heads=1, pad_token_id=0),
         "Gemma": clf("Gemma", num_key_value_heads=1, pad_token_id=0, head_dim=16),
         "OLMo 3": clf("Olmo3", num_key_value_heads=1, pad_token_id=0),
+        "Gemma 3 (image-text)": lambda: T.Gemma3ForSequenceClassification(T.Gemma3Config(
+            text_config=dict(bert, num_key_value_heads=1, pad_token_id=0, head_dim=16),
+            vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                               image_size=16, patch_size=4), mm_tokens_per_image=4, image_token_index=30)),
         "GLM-4": clf("Glm4", num_key_value_heads=1, pad_token_id=0, head_dim=16),
         "Ministral 3": clf("Ministral3", num_key_value_heads=1, pad_token_id=0),
         "XLNet": lambda: T.XLNetForSequenceClassification(T.XLNetConfig(vocab_size=31, d_model=32, n_layer=2,

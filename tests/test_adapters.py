@@ -111,6 +111,15 @@ def _decoder(kind: str, **config):
     )
 
 
+def _gemma3():
+    """A tiny Gemma 3 image-text config: Gemma 3's language model beside a SigLIP tower."""
+    text = dict(_DECODER, head_dim=8, sliding_window=4)
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=16,
+                  patch_size=4)  # fmt: skip
+    return T.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=30,
+                          pad_token_id=0)  # fmt: skip
+
+
 def _masked_mean(hidden, x):
     mask = x["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1)
@@ -208,6 +217,18 @@ TRANSFORMERS_CASES = [
     _decoder("Gemma2", head_dim=8, sliding_window=4),  # alternating sliding layers, soft-capping
     _decoder("Phi3", sliding_window=4),
     _decoder("Gemma3Text", head_dim=8),  # rotary embeddings by layer type (local and global)
+    (
+        "Gemma3ForSequenceClassification",  # the image-text model, read as its language model on text
+        lambda: T.Gemma3ForSequenceClassification(_gemma3()),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "Gemma3ForConditionalGeneration",  # how google/gemma-3-4b-it and its fine-tunes are saved
+        lambda: T.Gemma3ForConditionalGeneration(_gemma3()),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    ),
     _decoder("Phi"),
     *(
         _decoder(kind)

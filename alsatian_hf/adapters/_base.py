@@ -105,6 +105,9 @@ class Adapter:
     """Base class: subclasses implement `split` for one model family."""
 
     family: str = ""
+    # the data an image-text checkpoint is searched by, where its repo has processors for both ("image": CLIP's
+    # tower; "text": Gemma 3's language model); None: the processor files alone decide
+    modality: str | None = None
 
     def split(self, model: nn.Module, checkpoint_keys: Iterable[str] | None = None) -> SplitModel:
         """Split `model`; `checkpoint_keys` (e.g. from a Hub header) fixes the checkpoint key space."""

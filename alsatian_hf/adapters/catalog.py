@@ -249,6 +249,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "Gemma 3 (image-text, by its language model)",
+        "Gemma3Config()",
+        "token embeddings → every decoder layer (local or global) → final norm+last token the mask keeps",
+        _hf("Gemma3Config", "Gemma3ForConditionalGeneration"),
+    ),
+    FamilyRow(
+        "transformers",
         "EuroBERT",
         "EuroBertConfig()",
         "token embeddings → every layer (bidirectional, rotary) → final norm+first token or masked mean",

@@ -829,13 +829,19 @@ class DecoderAdapter(TransformersAdapter):
     family = "transformers-decoder"
     embed = "embed_tokens"  # the base model's module names, where a family names them otherwise
     norm = "norm"
+    text = ""  # the path, in the base model, of the language model where it is part of an image-text model
+
+    def _text_model(self, m: nn.Module) -> nn.Module:
+        return m.base_model.get_submodule(self.text) if self.text else m.base_model
 
     initial_state = staticmethod(_ids_and_mask)
 
     def token_states(self, base, p):
-        return [f"{p}{self.norm}"], lambda m, s: (getattr(m.base_model, self.norm)(s[0]), s[1])
+        return [f"{p}{self.norm}"], lambda m, s: (getattr(self._text_model(m), self.norm)(s[0]), s[1])
 
     def layout(self, model, base, p, in_checkpoint):
+        if self.text:
+            base, p = base.get_submodule(self.text), f"{p}{self.text}."
         from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
         config = base.config
@@ -851,7 +857,7 @@ class DecoderAdapter(TransformersAdapter):
         def layer(i):
             def step(m, s):
                 hidden, mask = s
-                b = m.base_model
+                b = self._text_model(m)
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
                 causal = masks[kinds[i]](config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
                                          position_ids=positions)  # fmt: skip
@@ -863,13 +869,27 @@ class DecoderAdapter(TransformersAdapter):
             return step
 
         def embed(m, s):
-            return (getattr(m.base_model, self.embed)(s[0]), s[1])
+            return (getattr(self._text_model(m), self.embed)(s[0]), s[1])
 
         paths, tokens = self.token_states(base, p)
         layout = [("embeddings", [f"{p}{self.embed}"], embed)]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
         layout.append(("readout", paths, lambda m, s: (_last_kept(*tokens(m, s)),)))
         return layout
+
+
+@register_adapter("gemma3")
+class Gemma3Adapter(DecoderAdapter):
+    """Gemma 3's image-text models (google/gemma-3-4b-it and up, and their fine-tunes) searched as text models:
+    their language model alone, as `Gemma3ForSequenceClassification` runs it on text. The vision tower and the
+    projector never run, so they are head: never fetched."""
+
+    family = "transformers-gemma3"
+    text = "language_model"
+    modality = "text"
+
+    def blocks_config(self, model):  # the vision config never runs
+        return model.config.get_text_config()
 
 
 @register_adapter("phi")

@@ -157,6 +157,18 @@ def _square(proc, image_size: int) -> dict[str, Any]:
     return {"size": {"height": image_size, "width": image_size}, "do_center_crop": False}
 
 
+def _searched_by(config_dir: Path) -> str | None:
+    """The modality the adapter registered for the repo's model type searches it by (`Adapter.modality`), if
+    it says."""
+    from ..adapters import find_adapter
+    from ..errors import UnsupportedArchitectureError
+
+    try:
+        return find_adapter(_model_type(config_dir)).modality
+    except UnsupportedArchitectureError:  # discovered, or refused later with its reason
+        return None
+
+
 def _model_type(config_dir: Path) -> str:
     """What else Auto* classes read: config.json's model_type picks the class when the processor files don't."""
     path = config_dir / "config.json"
@@ -337,7 +349,8 @@ def processor_for(
             raise CandidateSkipped(str(config_dir), "an image model (timm), but the dataset is text.")
         return timm_processor(skeleton, image_size)
     has_text = any((config_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
-    if (config_dir / "preprocessor_config.json").is_file() or not has_text:
+    reads_text = has_text and _searched_by(config_dir) == "text"  # an image-text LM searched by its text (Gemma 3)
+    if ((config_dir / "preprocessor_config.json").is_file() or not has_text) and not reads_text:
         if modality == "text":  # a CLIP or SigLIP dual encoder has a tokenizer too, but its image tower is searched
             raise CandidateSkipped(str(config_dir), "an image model, but the dataset is text.")
         return image_processor(config_dir, image_size)

@@ -425,6 +425,59 @@ def test_fused_qkv_checkpoints_are_fetched_as_saved_and_cut_into_their_layers(
         shutil.rmtree(hub_root / f"fused{family.lower()}", ignore_errors=True)
 
 
+def test_gemma3_image_text_models_are_searched_by_their_language_model_on_text(
+    hub, hub_root, letters_tokenizer, tmp_path
+):
+    """google/gemma-3-4b-it is an image-text model, its repo has an image processor beside its tokenizer, and
+    many text classifiers are fine-tuned from it. On a text dataset it is searched by its language model, as
+    `Gemma3ForSequenceClassification` runs it on text, sharing the base's layers with its fine-tunes; its vision
+    tower is never fetched."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ForSequenceClassification,
+        Gemma3ImageProcessor,
+    )
+
+    text = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=37, head_dim=8, max_position_embeddings=64, sliding_window=4)  # fmt: skip
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=16,
+                  patch_size=4)  # fmt: skip
+
+    def config(**kw):
+        return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=60,
+                            pad_token_id=letters_tokenizer.pad_token_id, **kw)  # fmt: skip
+
+    torch.manual_seed(0)
+    base = Gemma3ForConditionalGeneration(config())
+    ids = ["g3org/base", "g3org/ft0", "g3org/ft1"]
+    try:
+        for i, repo in enumerate(ids):
+            model = base if i == 0 else Gemma3ForSequenceClassification(config(num_labels=3))
+            if i:
+                model.model.load_state_dict(base.model.state_dict())
+                with torch.no_grad():
+                    for p in model.model.language_model.layers[1].parameters():
+                        p.add_(0.05 * torch.randn_like(p))
+            model.save_pretrained(hub_root / repo)
+            letters_tokenizer.save_pretrained(hub_root / repo)
+            Gemma3ImageProcessor(size={"height": 16, "width": 16}).save_pretrained(hub_root / repo)
+        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+        runs = {}
+        for strategy in ("alsatian", "base"):
+            hub.clear_log()
+            args = _args(tmp_path, strategy=strategy, result_size=1, max_length=16, scorer="logme", scorer_kwargs={},
+                         feature_cache=False, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
+            runs[strategy] = ModelSearcher(ids, train_dataset=data, args=args).search()
+            assert not [r for r in hub.requests() if r.range and "vision_tower" in r.path]
+        first = runs["alsatian"].iterations[0]
+        assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+        assert len(set(first["scores"].values())) == 3
+        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+    finally:
+        shutil.rmtree(hub_root / "g3org", ignore_errors=True)
+
+
 def hub_api_keys(folder: Path) -> list[str]:
     from safetensors import safe_open
 
