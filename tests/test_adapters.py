@@ -120,6 +120,24 @@ def _gemma3():
                           pad_token_id=0)  # fmt: skip
 
 
+_BART = dict(vocab_size=31, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+             decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64)  # fmt: skip
+
+
+def _bart_text():
+    """Two texts as BART's tokenizer makes them: <s> ... </s>, the second padded (pad 1)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 30, (2, 7), generator=g)
+    ids[:, 0], ids[0, 6], ids[1, 4], ids[1, 5:] = 0, 2, 2, 1
+    return {"input_ids": ids, "attention_mask": (ids != 1).long()}
+
+
+def _last_eos(hidden, x):
+    """The state at each text's last </s>, which `BartForSequenceClassification` classifies."""
+    last = (torch.arange(hidden.shape[1]) * x["input_ids"].eq(2)).argmax(-1)
+    return hidden[torch.arange(hidden.shape[0]), last]
+
+
 def _masked_mean(hidden, x):
     mask = x["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1)
@@ -252,6 +270,18 @@ TRANSFORMERS_CASES = [
         lambda: T.EuroBertForMaskedLM(T.EuroBertConfig(**_DECODER)),
         _text,
         lambda m, x: _masked_mean(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "BartForSequenceClassification",  # facebook/bart-large-mnli
+        lambda: T.BartForSequenceClassification(T.BartConfig(**_BART)),
+        _bart_text,
+        lambda m, x: _last_eos(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "BartForConditionalGeneration",  # how facebook/bart-base is saved
+        lambda: T.BartForConditionalGeneration(T.BartConfig(**_BART, scale_embedding=True)),
+        _bart_text,
+        lambda m, x: _last_eos(m.model(**x).last_hidden_state, x),
     ),
     _decoder("Olmo3", sliding_window=4),  # sliding and full layers by `layer_types`
     _decoder("Ministral3", sliding_window=4),  # Mistral 3's small models: every layer a window where one is set

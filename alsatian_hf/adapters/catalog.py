@@ -256,6 +256,14 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "BART",
+        "BartConfig()",
+        "token embeddings → every encoder layer → the decoder's embeddings of the input shifted right → every decoder "
+        "layer (attending to the encoder) → state at the last </s>",
+        _hf("BartConfig", "BartForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "EuroBERT",
         "EuroBertConfig()",
         "token embeddings → every layer (bidirectional, rotary) → final norm+first token or masked mean",

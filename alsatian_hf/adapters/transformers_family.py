@@ -1049,6 +1049,95 @@ class T5EncoderAdapter(TransformersAdapter):
         return [*embed, *layers, ("readout", paths, readout)]
 
 
+@register_adapter("bart")
+class BartAdapter(TransformersAdapter):
+    """BART (facebook/bart-large-mnli, the zero-shot classifier, and the fine-tunes of facebook/bart-*) as
+    `BartForSequenceClassification` reads it: token embeddings | every encoder layer | the decoder's embeddings of
+    the input shifted right | every decoder layer, attending to the encoder's states | the decoder's state at each
+    text's last `</s>`.
+
+    The token embeddings are `shared` (tied to both `embed_tokens`, and saved under that name), so both embedding
+    blocks list them. The encoder's states and the input ids travel in the state through the decoder's blocks,
+    which read them: the encoder's output is the key and value of every cross-attention. The ids that start the
+    decoder's input and end a text salt the blocks that read them, since the config signature leaves token ids out.
+    """
+
+    family = "transformers-bart"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def shared_paths(self, base, p):
+        return [f"{p}shared"]
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+        from transformers.models.bart.modeling_bart import shift_tokens_right
+
+        def encoder_embed(m, s):
+            ids, mask = s
+            b = m.base_model
+            hidden = b.shared(ids)
+            hidden = hidden + b.encoder.embed_positions(hidden[:, :, -1]).to(hidden.device)  # as `BartEncoder`
+            return (b.encoder.layernorm_embedding(hidden), mask, ids)
+
+        def encoder_layer(i):
+            def step(m, s):
+                hidden, mask, ids = s
+                encoder = m.base_model.encoder
+                mask4 = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=mask)
+                out = encoder.layers[i](hidden, mask4)
+                return (out[0] if isinstance(out, tuple) else out, mask, ids)
+
+            return step
+
+        def decoder_embed(m, s):
+            encoded, mask, ids = s
+            b = m.base_model
+            shifted = shift_tokens_right(ids, b.config.pad_token_id, b.config.decoder_start_token_id)
+            hidden = b.shared(shifted)
+            positions = torch.arange(hidden.shape[1], device=hidden.device)
+            hidden = hidden + b.decoder.embed_positions(shifted, 0, position_ids=positions).to(hidden.device)
+            return (b.decoder.layernorm_embedding(hidden), encoded, mask, ids)
+
+        def decoder_layer(i):
+            def step(m, s):
+                hidden, encoded, mask, ids = s
+                decoder = m.base_model.decoder
+                # `BartModel` gives the decoder no mask of its own: every position is kept, causally
+                every = torch.ones(hidden.shape[:2], dtype=mask.dtype, device=hidden.device)
+                causal = create_causal_mask(
+                    config=decoder.config, inputs_embeds=hidden, attention_mask=every, cache=None
+                )
+                cross = create_bidirectional_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=mask,
+                                                  encoder_hidden_states=encoded)  # fmt: skip
+                out = decoder.layers[i](
+                    hidden, causal, encoded, encoder_attention_mask=cross, cache=None, use_cache=False
+                )
+                return (out[0] if isinstance(out, tuple) else out, encoded, mask, ids)
+
+            return step
+
+        def readout(m, s):
+            hidden, _, _, ids = s
+            eos = ids.eq(m.base_model.config.eos_token_id)
+            last = (torch.arange(ids.shape[1], device=ids.device) * eos).argmax(-1)
+            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+
+        shared = self.shared_paths(base, p)
+        encoder = [f"{p}encoder.embed_positions", f"{p}encoder.layernorm_embedding"]
+        decoder = [f"{p}decoder.embed_positions", f"{p}decoder.layernorm_embedding"]
+        layout = [("encoder.embeddings", [*shared, *encoder], encoder_embed)]
+        layout += [(f"encoder.layers.{i}", [f"{p}encoder.layers.{i}"], encoder_layer(i))
+                   for i in range(len(base.encoder.layers))]  # fmt: skip
+        # the signature leaves token ids out (`adapters.signature`); these two decide what BART computes
+        start = f"decoder_start_token_id={model.config.decoder_start_token_id}"
+        layout.append(("decoder.embeddings", [*shared, *decoder], decoder_embed, start))
+        layout += [(f"decoder.layers.{i}", [f"{p}decoder.layers.{i}"], decoder_layer(i))
+                   for i in range(len(base.decoder.layers))]  # fmt: skip
+        layout.append(("readout", [], readout, f"eos_token_id={model.config.eos_token_id}"))
+        return layout
+
+
 @register_adapter("distilbert")
 class DistilBertAdapter(TransformersAdapter):
     """embeddings | every transformer layer | [CLS] hidden state (what the classifier's pre_classifier reads)."""

@@ -478,6 +478,39 @@ def test_gemma3_image_text_models_are_searched_by_their_language_model_on_text(
         shutil.rmtree(hub_root / "g3org", ignore_errors=True)
 
 
+def test_bart_classifiers_are_searched_through_encoder_and_decoder_alike_in_every_strategy(
+    hub, hub_root, letters_tokenizer, tmp_path
+):
+    """facebook/bart-large-mnli classifies the decoder's state at each text's last end token, the decoder reading
+    the encoder's states: the state between blocks carries both, and fine-tunes of the top layers share the
+    rest with their base."""
+    from transformers import BartConfig
+
+    from alsatian_hf.zoo import TransformersSource
+
+    tok = letters_tokenizer
+    config = BartConfig(vocab_size=57, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+                        num_labels=3, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
+                        eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.sep_token_id)  # fmt: skip
+    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification", processor=tok,
+                                pipeline_tag="text-classification")  # fmt: skip
+    zoo = build_zoo(ZooSpec("bartorg", source, num_models=3, seed=0), hub_root)
+    try:
+        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+        runs = {}
+        for strategy in ("alsatian", "base"):
+            args = _args(tmp_path, strategy=strategy, result_size=1, max_length=16, scorer="logme", scorer_kwargs={},
+                         feature_cache=False, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
+            runs[strategy] = ModelSearcher(zoo.repo_ids, train_dataset=data, args=args).search()
+        first = runs["alsatian"].iterations[0]
+        assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+        assert len(set(first["scores"].values())) == 3
+        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+    finally:
+        shutil.rmtree(hub_root / "bartorg", ignore_errors=True)
+
+
 def hub_api_keys(folder: Path) -> list[str]:
     from safetensors import safe_open
 
