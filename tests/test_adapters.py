@@ -1091,6 +1091,22 @@ def test_a_dual_encoder_shares_every_block_with_its_image_classifier(kind):
     assert signature(split_model(getattr(T, f"{kind}Model")(other).eval())) == signature(splits[1])
 
 
+def test_an_image_text_gemma3_read_out_by_sentence_transformers_modules_pools_its_language_model():
+    """A sentence-transformers repo on a Gemma 3 image-text checkpoint reads out by its own pooling over the
+    language model's normed token states (the adapter points the read-out there, not at the image-text base)."""
+    from alsatian_hf.adapters import SentencePooling
+
+    torch.manual_seed(0)
+    model = T.Gemma3ForConditionalGeneration(_gemma3()).eval()
+    split = split_model(model, pooling=SentencePooling(("mean",)))
+    readout = split.blocks[-1]
+    assert [readout.model_key(k) for k in readout.keys] == ["model.language_model.norm.weight"]
+    x = _text()
+    with torch.no_grad():
+        hidden = model.model(**x).last_hidden_state
+        assert torch.allclose(split.run(split.adapter.initial_state(x))[0], _masked_mean(hidden, x), atol=ATOL)
+
+
 def test_a_config_key_counts_in_the_signature_where_the_model_code_reads_it():
     """bert-base-uncased's config has no `position_embedding_type`, its fine-tunes saved by transformers 4 say
     "absolute", and today's BERT reads neither: they sign alike. DeBERTa-v3's `share_att_key`, which its config

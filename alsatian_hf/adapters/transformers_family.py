@@ -837,6 +837,8 @@ class DecoderAdapter(TransformersAdapter):
     initial_state = staticmethod(_ids_and_mask)
 
     def token_states(self, base, p):
+        if self.text and _has_module(base, self.text):  # called with the image-text model's base
+            p = f"{p}{self.text}."
         return [f"{p}{self.norm}"], lambda m, s: (getattr(self._text_model(m), self.norm)(s[0]), s[1])
 
     def layout(self, model, base, p, in_checkpoint):
