@@ -296,6 +296,26 @@ def test_a_headless_base_without_a_pooler_scores_as_its_classifier_and_a_missing
     assert scores["alsatian"] == scores["base"]
 
 
+def _alike_in_alsatian_and_base(repos, data, tmp_path, name: str = "store", **kw) -> dict:
+    """Searches `repos` with `alsatian` and with `base` (LogME, whose scores rarely tie; no feature cache) and
+    checks that nothing is skipped, that every iteration scores alike, and that `alsatian` shares blocks.
+    Returns `alsatian`'s first iteration."""
+    runs = {}
+    for strategy in ("alsatian", "base"):
+        args = _args(tmp_path, strategy=strategy, result_size=1, scorer="logme", scorer_kwargs={}, feature_cache=False,
+                     store_dir=str(tmp_path / f"{name}-{strategy}"), **kw)  # fmt: skip
+        runs[strategy] = ModelSearcher(repos, train_dataset=data, args=args).search()
+        assert not runs[strategy].skipped
+    assert [it["scores"] for it in runs["alsatian"].iterations] == [it["scores"] for it in runs["base"].iterations]
+    first = runs["alsatian"].iterations[0]
+    assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+    return first
+
+
+def _three_groups():
+    return newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+
+
 def test_siglip2_classifiers_are_searched_on_their_naflex_patches_beside_their_base(hub, hub_root, tmp_path):
     """google/siglip2-* has many classification fine-tunes. Its processor cuts each image, at its own aspect ratio,
     into at most `max_num_patches` patches, padded, with a patch mask and a grid per image (NaFlex): the search
@@ -323,20 +343,12 @@ def test_siglip2_classifiers_are_searched_on_their_naflex_patches_beside_their_b
             model.save_pretrained(hub_root / repo)
             processor.save_pretrained(hub_root / repo)
         ds = digits(num_items=80, seed=0)
-        runs = {}
-        for strategy in ("alsatian", "base"):
-            hub.clear_log()
-            args = _args(tmp_path, image_size=None, strategy=strategy, result_size=1, feature_cache=False,
-                         scorer="logme", scorer_kwargs={}, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
-            runs[strategy] = ModelSearcher(ids, train_dataset=ds, args=args).search()
-            assert not runs[strategy].skipped
-            assert not [r for r in hub.requests() if r.range and "text_model" in r.path]
-        assert [it["scores"] for it in runs["alsatian"].iterations] == [it["scores"] for it in runs["base"].iterations]
-        first = runs["alsatian"].iterations[0]
+        hub.clear_log()
+        first = _alike_in_alsatian_and_base(ids, ds, tmp_path, image_size=None)
+        assert not [r for r in hub.requests() if r.range and "text_model" in r.path]
         assert len(set(first["scores"].values())) == 3
         # one block each for all three (embeddings, first layer, the read-out's norm), and three second layers
         assert len(first["block_time"]) == 3 + 3
-        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
         # a square image_size asks for that many pixels a side: at 16 px, (16 / 8)^2 = 4 patches, as a processor
         # saved with that budget cuts them
         args = _args(tmp_path, image_size=16, result_size=1, feature_cache=False, scorer="logme", scorer_kwargs={})
@@ -379,13 +391,7 @@ def test_dinov3_fine_tunes_share_their_base_at_any_image_size(hub, hub_root, tmp
             DINOv3ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(hub_root / repo)
         ds = digits(num_items=80, seed=0)
         for size in (None, 48):
-            runs = {}
-            for strategy in ("alsatian", "base"):
-                args = _args(tmp_path, image_size=size, strategy=strategy, result_size=1, feature_cache=False,
-                             scorer="logme", scorer_kwargs={}, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
-                runs[strategy] = ModelSearcher(ids, train_dataset=ds, args=args).search()
-            first = runs["alsatian"].iterations[0]
-            assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+            first = _alike_in_alsatian_and_base(ids, ds, tmp_path, image_size=size)
             assert len(set(first["scores"].values())) == 3
             assert len(first["block_time"]) == 3 + 3  # embeddings, first layer, norm; three second layers
     finally:
@@ -410,15 +416,7 @@ def test_fused_qkv_checkpoints_are_fetched_as_saved_and_cut_into_their_layers(
                                 processor=letters_tokenizer, pipeline_tag="text-classification")  # fmt: skip
     zoo = build_zoo(ZooSpec(f"fused{family.lower()}", source, num_models=3, seed=0), hub_root)
     try:
-        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
-        runs = {}
-        for strategy in ("alsatian", "base"):
-            args = _args(tmp_path, strategy=strategy, result_size=1, max_length=16, scorer="logme", scorer_kwargs={},
-                         feature_cache=False, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
-            runs[strategy] = ModelSearcher(zoo.repo_ids, train_dataset=data, args=args).search()
-        first = runs["alsatian"].iterations[0]
-        assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
-        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
+        _alike_in_alsatian_and_base(zoo.repo_ids, _three_groups(), tmp_path, max_length=16)
         fused = "attn.Wqkv" if family == "NomicBert" else "attention.qkv_proj"
         assert any(fused in k for k in hub_api_keys(hub_root / zoo.repo_ids[0]))
     finally:
@@ -462,18 +460,10 @@ def test_gemma3_image_text_models_are_searched_by_their_language_model_on_text(
             model.save_pretrained(hub_root / repo)
             letters_tokenizer.save_pretrained(hub_root / repo)
             Gemma3ImageProcessor(size={"height": 16, "width": 16}).save_pretrained(hub_root / repo)
-        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
-        runs = {}
-        for strategy in ("alsatian", "base"):
-            hub.clear_log()
-            args = _args(tmp_path, strategy=strategy, result_size=1, max_length=16, scorer="logme", scorer_kwargs={},
-                         feature_cache=False, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
-            runs[strategy] = ModelSearcher(ids, train_dataset=data, args=args).search()
-            assert not [r for r in hub.requests() if r.range and "vision_tower" in r.path]
-        first = runs["alsatian"].iterations[0]
-        assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+        hub.clear_log()
+        first = _alike_in_alsatian_and_base(ids, _three_groups(), tmp_path, max_length=16)
+        assert not [r for r in hub.requests() if r.range and "vision_tower" in r.path]
         assert len(set(first["scores"].values())) == 3
-        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
     finally:
         shutil.rmtree(hub_root / "g3org", ignore_errors=True)
 
@@ -497,16 +487,8 @@ def test_bart_classifiers_are_searched_through_encoder_and_decoder_alike_in_ever
                                 pipeline_tag="text-classification")  # fmt: skip
     zoo = build_zoo(ZooSpec("bartorg", source, num_models=3, seed=0), hub_root)
     try:
-        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
-        runs = {}
-        for strategy in ("alsatian", "base"):
-            args = _args(tmp_path, strategy=strategy, result_size=1, max_length=16, scorer="logme", scorer_kwargs={},
-                         feature_cache=False, store_dir=str(tmp_path / f"store-{strategy}"))  # fmt: skip
-            runs[strategy] = ModelSearcher(zoo.repo_ids, train_dataset=data, args=args).search()
-        first = runs["alsatian"].iterations[0]
-        assert not runs["alsatian"].skipped and first["scores"] == runs["base"].iterations[0]["scores"]
+        first = _alike_in_alsatian_and_base(zoo.repo_ids, _three_groups(), tmp_path, max_length=16)
         assert len(set(first["scores"].values())) == 3
-        assert first["block_executions"] < runs["base"].iterations[0]["block_executions"]
     finally:
         shutil.rmtree(hub_root / "bartorg", ignore_errors=True)
 
