@@ -588,6 +588,19 @@ class MPNetAdapter(TransformersAdapter):
         return layout
 
 
+def _first_or_mean(tokens: Callable, mean: bool) -> Callable:
+    """The read-out step of an encoder whose classifier pools its token states (`tokens(m, s) -> (hidden, mask)`):
+    the first token's, or (`mean`) the mean of those the mask keeps."""
+
+    def readout(m, s):
+        hidden, mask = tokens(m, s)
+        if not mean:
+            return (hidden[:, 0],)
+        return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
+
+    return readout
+
+
 @register_adapter("modernbert")
 class ModernBertAdapter(TransformersAdapter):
     """embeddings | every encoder layer | final norm + the pooling `classifier_pooling` names ([CLS] or the masked
@@ -628,14 +641,8 @@ class ModernBertAdapter(TransformersAdapter):
             return step
 
         mean = model.config.classifier_pooling == "mean"
-
         paths, tokens = self.token_states(base, p)
-
-        def readout(m, s):
-            hidden, mask = tokens(m, s)
-            if not mean:
-                return (hidden[:, 0],)
-            return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
+        readout = _first_or_mean(tokens, mean)
 
         layout = [("embeddings", [f"{p}embeddings"], _embed_ids)]
         layout += [(f"layers.{i}", [f"{p}layers.{i}"], layer(i)) for i in range(len(base.layers))]
@@ -680,12 +687,7 @@ class EuroBertAdapter(TransformersAdapter):
 
         bos = model.config.classifier_pooling == "bos"
         paths, tokens = self.token_states(base, p)
-
-        def readout(m, s):
-            hidden, mask = tokens(m, s)
-            if bos:
-                return (hidden[:, 0],)
-            return ((hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True),)
+        readout = _first_or_mean(tokens, not bos)
 
         def embed(m, s):
             return (m.base_model.embed_tokens(s[0]), s[1])
