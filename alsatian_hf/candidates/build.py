@@ -434,8 +434,8 @@ class CandidateAssembler:
         # builds far more does not describe these weights, and may be crafted to exhaust the machine
         skeleton = build_model(repo.folder, device="meta", max_parameters=2 * len(repo.source.keys()) + 64)
         # a sentence-transformers repo's texts start with its prompt, as its `encode` puts it
-        prompt = sentence_prompt(repo.folder, self.sentence_prompt) if self.sentence_pooling else None
-        prompt = prompt if self.modality == "text" else None
+        reads_text = self.sentence_pooling and self.modality == "text"
+        prompt = sentence_prompt(repo.folder, self.sentence_prompt) if reads_text else None
         processor = processor_for(
             repo.folder, skeleton, modality=self.modality, image_size=self.image_size, max_length=self.max_length,
             sentence_limit=self.sentence_pooling, prompt=prompt[1] if prompt else "",

@@ -70,8 +70,9 @@ class _Prepared:
     device: torch.device
     feature_cache: FeatureCache | None = None
     precision: str = "fp32"  # what the blocks ran in on this device (`candidates.precision`)
-    # where a candidate's weights come from, where not its own commit's safetensors: fields of its ranking row,
-    # "base" (an adapter's base `repo@commit`) and "weights" (a `.bin` commit's conversion, `refs/pr/N`)
+    # fields of a candidate's ranking row beyond its score: where its weights come from, where not its own commit's
+    # safetensors ("base", an adapter's base `repo@commit`; "weights", a `.bin` commit's conversion, `refs/pr/N`),
+    # and "prompt", the sentence-transformers prompt its texts started with
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
     apart: list[dict] = field(default_factory=list)  # `candidates.computed_apart`
 
