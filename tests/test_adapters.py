@@ -85,11 +85,6 @@ def _naflex():
     }
 
 
-def _patch_mean(hidden, x):
-    keep = x["pixel_attention_mask"][..., None].to(hidden.dtype)
-    return (hidden * keep).sum(1) / keep.sum(1)
-
-
 def _cls(h):
     return h.last_hidden_state[:, 0]
 
@@ -138,9 +133,10 @@ def _last_eos(hidden, x):
     return hidden[torch.arange(hidden.shape[0]), last]
 
 
-def _masked_mean(hidden, x):
-    mask = x["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1)
+def _masked_mean(hidden, x, mask: str = "attention_mask"):
+    """The mean of the tokens (or, with `mask="pixel_attention_mask"`, SigLIP 2's patches) the mask keeps."""
+    keep = x[mask].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * keep).sum(1) / keep.sum(1)
 
 
 def _first_global(x):
@@ -472,9 +468,7 @@ TRANSFORMERS_CASES = [
         "ModernBertForSequenceClassification-mean",
         lambda: T.ModernBertForSequenceClassification(T.ModernBertConfig(**_MODERNBERT, classifier_pooling="mean")),
         _text,
-        lambda m, x: (lambda h, a: (h * a[..., None]).sum(1) / a.sum(1, keepdim=True))(
-            m.model(**x).last_hidden_state, x["attention_mask"]
-        ),
+        lambda m, x: _masked_mean(m.model(**x).last_hidden_state, x),
     ),
     (
         "NomicBertModel",  # how nomic-ai/nomic-embed-text-v1.5 is saved: no pooler, read out as [CLS]
@@ -557,13 +551,13 @@ TRANSFORMERS_CASES = [
             T.Siglip2Config(vision_config={**_VIT, "num_patches": 16}, text_config=_TOWER_TEXT)
         ),
         _naflex,
-        lambda m, x: _patch_mean(m.vision_model(**x).last_hidden_state, x),
+        lambda m, x: _masked_mean(m.vision_model(**x).last_hidden_state, x, "pixel_attention_mask"),
     ),
     (
         "Siglip2Model",
         lambda: T.Siglip2Model(T.Siglip2Config(vision_config={**_VIT, "num_patches": 16}, text_config=_TOWER_TEXT)),
         _naflex,
-        lambda m, x: _patch_mean(m.vision_model(**x).last_hidden_state, x),
+        lambda m, x: _masked_mean(m.vision_model(**x).last_hidden_state, x, "pixel_attention_mask"),
     ),
     (
         "MetaClip2ForImageClassification",
