@@ -42,7 +42,9 @@ _MODERNBERT = dict(_BERT, num_hidden_layers=3, global_attn_every_n_layers=2, loc
 _DECODER = dict(_BERT, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
 _OPT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=2, ffn_dim=37, num_attention_heads=2,
             max_position_embeddings=64, pad_token_id=1)  # fmt: skip
-_T5 = dict(vocab_size=31, d_model=32, d_kv=8, d_ff=37, num_layers=3, num_heads=4, relative_attention_num_buckets=8)
+# real T5 configs name the decoder's start token (the padding id)
+_T5 = dict(vocab_size=31, d_model=32, d_kv=8, d_ff=37, num_layers=3, num_heads=4, relative_attention_num_buckets=8,
+           decoder_start_token_id=0)  # fmt: skip
 _XLNET = dict(vocab_size=31, d_model=32, n_layer=2, n_head=2, d_inner=37)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
@@ -131,6 +133,25 @@ def _last_eos(hidden, x):
     """The state at each text's last </s>, which `BartForSequenceClassification` classifies."""
     last = (torch.arange(hidden.shape[1]) * x["input_ids"].eq(2)).argmax(-1)
     return hidden[torch.arange(hidden.shape[0]), last]
+
+
+def _t5_text():
+    """Two texts as T5's tokenizer makes them: ... </s> (1), the second padded (0)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 30, (2, 7), generator=g)
+    ids[0, 6], ids[1, 4], ids[1, 5:] = 1, 1, 0
+    return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+
+def _classified(m, x):
+    """What `m`'s classification head is handed."""
+    seen = []
+    handle = m.classification_head.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    try:
+        m(**x)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def _masked_mean(hidden, x, mask: str = "attention_mask"):
@@ -333,6 +354,18 @@ TRANSFORMERS_CASES = [
         lambda: T.T5ForConditionalGeneration(T.T5Config(**_T5)),
         _text,
         lambda m, x: _masked_mean(m.encoder(**x).last_hidden_state, x),
+    ),
+    (
+        "T5ForSequenceClassification",  # the decoder's final norm at the last </s>, as its head reads
+        lambda: T.T5ForSequenceClassification(T.T5Config(**_T5, num_decoder_layers=2)),
+        _t5_text,
+        _classified,
+    ),
+    (
+        "MT5ForSequenceClassification-gated-gelu",
+        lambda: T.MT5ForSequenceClassification(T.MT5Config(**_T5, feed_forward_proj="gated-gelu")),
+        _t5_text,
+        _classified,
     ),
     (
         "MT5EncoderModel-gated-gelu",

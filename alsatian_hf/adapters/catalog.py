@@ -179,6 +179,14 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "T5 / mT5 (classifier)",
+        "T5Config(decoder_start_token_id=0)",
+        "shared embeddings → every encoder block → the decoder's embeddings of the input shifted right → every "
+        "decoder block (attending to the encoder's normed states) → final norm+state at the last </s>",
+        _hf("T5Config", "T5ForSequenceClassification", decoder_start_token_id=0),
+    ),
+    FamilyRow(
+        "transformers",
         "Longformer",
         "LongformerConfig()",
         "embeddings (padded to the attention window) → every layer ([CLS] global) → [CLS] state",

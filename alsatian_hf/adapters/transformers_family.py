@@ -1006,37 +1006,56 @@ class GPT2Adapter(TransformersAdapter):
 
 
 @register_adapter("t5", "mt5")
-class T5EncoderAdapter(TransformersAdapter):
-    """The encoder of T5 and mT5 (`T5EncoderModel`, or the encoder of a `T5ForConditionalGeneration`, whose decoder
-    is head, never fetched): token embeddings | every block | final norm + the masked mean of the tokens (T5 has
-    no [CLS]; a sentence-transformers T5, such as sentence-t5 or GTR, reads out by its own modules).
+class T5Adapter(TransformersAdapter):
+    """T5 and mT5. The encoder: token embeddings | every block | final norm + the masked mean of the tokens (T5 has
+    no [CLS]; a sentence-transformers T5, such as sentence-t5 or GTR, reads out by its own modules). That is what
+    `T5EncoderModel` gives, and how a `T5ForConditionalGeneration` (t5-base, flan-t5) is read: its decoder is head,
+    never fetched.
 
-    The token embeddings are `shared` (the encoder's `embed_tokens` is tied to them, and checkpoints save that name).
-    Only the first block holds the relative-position bias, and every block adds it: each block lists it as
-    `shared` and recomputes it from the sequence length, as `T5Stack.forward` hands it on.
+    `T5ForSequenceClassification` reads on as its classifier does, as BART's does (`BartAdapter`): the decoder's
+    embeddings of the input shifted right, attending to the encoder's normed states | every decoder block | the
+    decoder's final norm at each text's last </s>. The encoder's blocks and states are the same in both, so a
+    classifier fine-tuned from a flan-t5 shares them with its base.
+
+    The token embeddings are `shared` (both stacks' `embed_tokens` are tied to them, and checkpoints save that
+    name). Only each stack's first block holds the relative-position bias, and every block of the stack adds it:
+    each block lists it as `shared` and recomputes it from the sequence length, as `T5Stack.forward` hands it on.
+    The state is (hidden, 2-D mask, input ids): the decoder's input is made from the ids.
     """
 
     family = "transformers-t5"
 
-    initial_state = staticmethod(_ids_and_mask)
+    def initial_state(self, inputs):
+        ids, mask = _ids_and_mask(inputs)
+        return (ids, mask, ids)
 
     def shared_paths(self, base, p):
-        return [f"{p}encoder.block.0.layer.0.SelfAttention.relative_attention_bias"]
+        # the embeddings and the encoder's norm are read by the decoder too, in a classifier
+        return [f"{p}shared", f"{p}encoder.final_layer_norm", *self._biases(base, p)]
+
+    @staticmethod
+    def _biases(base, p):
+        """Each stack's relative-position bias, held by its first block and added by every block."""
+        stacks = ("encoder", "decoder") if getattr(base, "decoder", None) is not None else ("encoder",)
+        return [f"{p}{stack}.block.0.layer.0.SelfAttention.relative_attention_bias" for stack in stacks]
 
     def token_states(self, base, p):
         return [f"{p}encoder.final_layer_norm"], lambda m, s: (m.base_model.encoder.final_layer_norm(s[0]), s[1])
 
     def layout(self, model, base, p, in_checkpoint):
-        from transformers.masking_utils import create_bidirectional_mask
+        from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+
+        def bias(stack, i, length, device):
+            """Block i's relative-position bias: None for the first block, which holds and computes it."""
+            return stack.block[0].layer[0].SelfAttention.compute_bias(length, length, device=device) if i else None
 
         def block(i):
             def step(m, s):
-                hidden, mask = s
+                hidden, mask, ids = s
                 encoder = m.base_model.encoder
-                attention = encoder.block[0].layer[0].SelfAttention
-                bias = attention.compute_bias(hidden.shape[1], hidden.shape[1], device=hidden.device) if i else None
                 mask4 = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=mask)
-                return (encoder.block[i](hidden, mask4, bias, None, None, None, cache=None)[0], mask)
+                position = bias(encoder, i, hidden.shape[1], hidden.device)
+                return (encoder.block[i](hidden, mask4, position, None, None, None, cache=None)[0], mask, ids)
 
             return step
 
@@ -1047,10 +1066,48 @@ class T5EncoderAdapter(TransformersAdapter):
             mask = mask.unsqueeze(-1).to(hidden.dtype)
             return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9),)
 
-        shared = self.shared_paths(base, p)
-        embed = [("embeddings", [f"{p}shared"], lambda m, s: (m.base_model.shared(s[0]), s[1]))]
-        layers = [(f"block.{i}", [f"{p}encoder.block.{i}", *shared], block(i)) for i in range(len(base.encoder.block))]
-        return [*embed, *layers, ("readout", paths, readout)]
+        biases = self._biases(base, p)
+        embed = [("embeddings", [f"{p}shared"], lambda m, s: (m.base_model.shared(s[0]), s[1], s[2]))]
+        layers = [
+            (f"block.{i}", [f"{p}encoder.block.{i}", biases[0]], block(i)) for i in range(len(base.encoder.block))
+        ]
+        if not hasattr(model, "classification_head"):
+            return [*embed, *layers, ("readout", paths, readout)]
+
+        def decoder_embed(m, s):
+            hidden, mask, ids = s
+            b = m.base_model
+            return (b.shared(b._shift_right(ids)), b.encoder.final_layer_norm(hidden), mask, ids)
+
+        def decoder_block(i):
+            def step(m, s):
+                hidden, encoded, mask, ids = s
+                decoder = m.base_model.decoder
+                # `T5ForSequenceClassification` gives the decoder no mask of its own: every position is kept, causally
+                causal = create_causal_mask(
+                    config=decoder.config, inputs_embeds=hidden, attention_mask=None, cache=None
+                )
+                cross = create_bidirectional_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=mask,
+                                                  encoder_hidden_states=encoded)  # fmt: skip
+                position = bias(decoder, i, hidden.shape[1], hidden.device)
+                out = decoder.block[i](hidden, causal, position, encoded, cross, None, cache=None)[0]
+                return (out, encoded, mask, ids)
+
+            return step
+
+        def decoder_readout(m, s):
+            hidden, _, _, ids = s
+            hidden = m.base_model.decoder.final_layer_norm(hidden)
+            last = (torch.arange(ids.shape[1], device=ids.device) * ids.eq(m.config.eos_token_id)).argmax(-1)
+            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+
+        # the signature leaves token ids out (`adapters.signature`); these two decide what the classifier reads
+        start = f"decoder_start_token_id={getattr(model.config, 'decoder_start_token_id', None)}"
+        layers.append(("decoder.embeddings", [f"{p}shared", f"{p}encoder.final_layer_norm"], decoder_embed, start))
+        layers += [(f"decoder.block.{i}", [f"{p}decoder.block.{i}", biases[1]], decoder_block(i))
+                   for i in range(len(base.decoder.block))]  # fmt: skip
+        end = f"eos_token_id={model.config.eos_token_id}"
+        return [*embed, *layers, ("readout", [f"{p}decoder.final_layer_norm"], decoder_readout, end)]
 
 
 @register_adapter("bart")

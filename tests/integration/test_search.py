@@ -513,6 +513,48 @@ def test_bart_classifiers_are_searched_through_encoder_and_decoder_alike_in_ever
         shutil.rmtree(hub_root / "bartorg", ignore_errors=True)
 
 
+def test_t5_classifiers_read_the_decoder_and_share_the_encoder_of_their_flan_t5_base(
+    hub, hub_root, letters_tokenizer, tmp_path
+):
+    """A `T5ForSequenceClassification` fine-tuned from a flan-t5 classifies the decoder's state at each text's
+    last end token; its base, a `T5ForConditionalGeneration`, is read at its encoder's mean and its decoder is
+    never fetched. The encoder's blocks are the same in both, so the base's are computed once for all three."""
+    from transformers import T5Config, T5ForConditionalGeneration, T5ForSequenceClassification
+
+    tok = letters_tokenizer
+    config = dict(vocab_size=57, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                  relative_attention_num_buckets=8, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
+                  decoder_start_token_id=tok.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    base = T5ForConditionalGeneration(T5Config(**config))
+    ids = ["t5org/base", "t5org/ft0", "t5org/ft1"]
+    try:
+        for i, repo in enumerate(ids):
+            model = base
+            if i:  # the decoder fine-tuned (its embeddings are the encoder's, frozen with it)
+                model = T5ForSequenceClassification(T5Config(**config, num_labels=3))
+                model.transformer.load_state_dict(base.state_dict(), strict=False)
+                with torch.no_grad():
+                    for p in [
+                        *model.transformer.decoder.block.parameters(),
+                        model.transformer.decoder.final_layer_norm.weight,
+                    ]:
+                        p.add_(0.05 * torch.randn_like(p))
+            model.save_pretrained(hub_root / repo)
+            tok.save_pretrained(hub_root / repo)
+        hub.clear_log()
+        first = _alike_in_alsatian_and_base(ids, _three_groups(), tmp_path, max_length=16)
+        fetched = _fetched_tensors(hub, hub_root, ids[0])
+        assert "encoder.final_layer_norm.weight" in fetched and not [k for k in fetched if "decoder" in k]
+        assert len(set(first["scores"].values())) == 3
+        # embeddings and two encoder blocks once; the base's read-out; each classifier's decoder (embeddings, two
+        # blocks, read-out), its embeddings shared: 11 blocks, each run once per batch
+        runs = {count for count, _ in first["block_time"].values()}
+        assert len(first["block_time"]) == 11 and len(runs) == 1
+    finally:
+        shutil.rmtree(hub_root / "t5org", ignore_errors=True)
+
+
 def _cli_search(tmp_path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`alsatian-hf search` over org `tiny` and the dataset saved in tmp_path/ds."""
     cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset", str(tmp_path / "ds"),
