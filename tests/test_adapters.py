@@ -368,6 +368,18 @@ TRANSFORMERS_CASES = [
         _classified,
     ),
     (
+        "UMT5EncoderModel",  # google/umt5-*: every block holds its own relative bias
+        lambda: T.UMT5EncoderModel(T.UMT5Config(**_T5, feed_forward_proj="gated-gelu")),
+        _text,
+        lambda m, x: _masked_mean(m(**x).last_hidden_state, x),
+    ),
+    (
+        "UMT5ForSequenceClassification",
+        lambda: T.UMT5ForSequenceClassification(T.UMT5Config(**_T5, feed_forward_proj="gated-gelu")),
+        _t5_text,
+        _classified,
+    ),
+    (
         "MT5EncoderModel-gated-gelu",
         lambda: T.MT5EncoderModel(T.MT5Config(**_T5, feed_forward_proj="gated-gelu")),
         _text,

@@ -187,6 +187,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "UMT5 (encoder or classifier)",
+        "UMT5Config(decoder_start_token_id=0)",
+        "as T5's, each block with its own relative bias",
+        _hf("UMT5Config", "UMT5ForSequenceClassification", decoder_start_token_id=0),
+    ),
+    FamilyRow(
+        "transformers",
         "Longformer",
         "LongformerConfig()",
         "embeddings (padded to the attention window) → every layer ([CLS] global) → [CLS] state",

@@ -1031,13 +1031,21 @@ class T5Adapter(TransformersAdapter):
 
     def shared_paths(self, base, p):
         # the embeddings and the encoder's norm are read by the decoder too, in a classifier
-        return [f"{p}shared", f"{p}encoder.final_layer_norm", *self._biases(base, p)]
+        return [f"{p}shared", f"{p}encoder.final_layer_norm", *sum(self.bias_paths(base, p).values(), [])]
 
     @staticmethod
-    def _biases(base, p):
-        """Each stack's relative-position bias, held by its first block and added by every block."""
+    def bias_paths(base, p) -> dict[str, list[str]]:
+        """stack -> the relative-position bias every block of it adds, held by its first block."""
         stacks = ("encoder", "decoder") if getattr(base, "decoder", None) is not None else ("encoder",)
-        return [f"{p}{stack}.block.0.layer.0.SelfAttention.relative_attention_bias" for stack in stacks]
+        return {stack: [f"{p}{stack}.block.0.layer.0.SelfAttention.relative_attention_bias"] for stack in stacks}
+
+    @staticmethod
+    def run_block(stack, i, hidden, mask, encoded=None, cross=None):
+        """Block i of `stack`, handed the first block's bias as `T5Stack.forward` hands it on (the first block
+        computes its own)."""
+        n = hidden.shape[1]
+        bias = stack.block[0].layer[0].SelfAttention.compute_bias(n, n, device=hidden.device) if i else None
+        return stack.block[i](hidden, mask, bias, encoded, cross, None, cache=None)[0]
 
     def token_states(self, base, p):
         return [f"{p}encoder.final_layer_norm"], lambda m, s: (m.base_model.encoder.final_layer_norm(s[0]), s[1])
@@ -1045,17 +1053,12 @@ class T5Adapter(TransformersAdapter):
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
-        def bias(stack, i, length, device):
-            """Block i's relative-position bias: None for the first block, which holds and computes it."""
-            return stack.block[0].layer[0].SelfAttention.compute_bias(length, length, device=device) if i else None
-
         def block(i):
             def step(m, s):
                 hidden, mask, ids = s
                 encoder = m.base_model.encoder
                 mask4 = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden, attention_mask=mask)
-                position = bias(encoder, i, hidden.shape[1], hidden.device)
-                return (encoder.block[i](hidden, mask4, position, None, None, None, cache=None)[0], mask, ids)
+                return (self.run_block(encoder, i, hidden, mask4), mask, ids)
 
             return step
 
@@ -1066,10 +1069,11 @@ class T5Adapter(TransformersAdapter):
             mask = mask.unsqueeze(-1).to(hidden.dtype)
             return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9),)
 
-        biases = self._biases(base, p)
+        biases = self.bias_paths(base, p)
         embed = [("embeddings", [f"{p}shared"], lambda m, s: (m.base_model.shared(s[0]), s[1], s[2]))]
         layers = [
-            (f"block.{i}", [f"{p}encoder.block.{i}", biases[0]], block(i)) for i in range(len(base.encoder.block))
+            (f"block.{i}", [f"{p}encoder.block.{i}", *biases["encoder"]], block(i))
+            for i in range(len(base.encoder.block))
         ]
         if not hasattr(model, "classification_head"):
             return [*embed, *layers, ("readout", paths, readout)]
@@ -1089,9 +1093,7 @@ class T5Adapter(TransformersAdapter):
                 )
                 cross = create_bidirectional_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=mask,
                                                   encoder_hidden_states=encoded)  # fmt: skip
-                position = bias(decoder, i, hidden.shape[1], hidden.device)
-                out = decoder.block[i](hidden, causal, position, encoded, cross, None, cache=None)[0]
-                return (out, encoded, mask, ids)
+                return (self.run_block(decoder, i, hidden, causal, encoded, cross), encoded, mask, ids)
 
             return step
 
@@ -1104,10 +1106,25 @@ class T5Adapter(TransformersAdapter):
         # the signature leaves token ids out (`adapters.signature`); these two decide what the classifier reads
         start = f"decoder_start_token_id={getattr(model.config, 'decoder_start_token_id', None)}"
         layers.append(("decoder.embeddings", [f"{p}shared", f"{p}encoder.final_layer_norm"], decoder_embed, start))
-        layers += [(f"decoder.block.{i}", [f"{p}decoder.block.{i}", biases[1]], decoder_block(i))
+        layers += [(f"decoder.block.{i}", [f"{p}decoder.block.{i}", *biases["decoder"]], decoder_block(i))
                    for i in range(len(base.decoder.block))]  # fmt: skip
         end = f"eos_token_id={model.config.eos_token_id}"
         return [*embed, *layers, ("readout", [f"{p}decoder.final_layer_norm"], decoder_readout, end)]
+
+
+@register_adapter("umt5")
+class UMT5Adapter(T5Adapter):
+    """UMT5 (google/umt5-*): T5's layout, each block holding and computing its own relative-position bias."""
+
+    family = "transformers-umt5"
+
+    @staticmethod
+    def bias_paths(base, p):
+        return {"encoder": [], "decoder": []}
+
+    @staticmethod
+    def run_block(stack, i, hidden, mask, encoded=None, cross=None):
+        return stack.block[i](hidden, mask, encoded, encoder_attention_mask=cross, cache=None)
 
 
 @register_adapter("bart")
