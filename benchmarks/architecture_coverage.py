@@ -94,6 +94,8 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
                 max_position_embeddings=64)  # fmt: skip
     deberta = dict(bert, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
                    pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0)  # fmt: skip
+    bart = dict(vocab_size=31, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37)  # fmt: skip
 
     def clf(name: str, **kw) -> Callable[[], nn.Module]:
         return lambda: getattr(T, f"{name}ForSequenceClassification")(getattr(T, f"{name}Config")(**{**bert, **kw}))
@@ -128,10 +130,10 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "GTE": clf("Gte"),
         "jina-embeddings-v3": clf("JinaEmbeddingsV3"),
         "EuroBERT": clf("EuroBert", num_key_value_heads=1, pad_token_id=0),
-        "BART": lambda: T.BartForSequenceClassification(T.BartConfig(vocab_size=31, d_model=32, encoder_layers=1,
-                                                                     decoder_layers=1, encoder_attention_heads=2,
-                                                                     decoder_attention_heads=2, encoder_ffn_dim=37,
-                                                                     decoder_ffn_dim=37)),
+        "BART": lambda: T.BartForSequenceClassification(T.BartConfig(**bart)),
+        "mBART": lambda: T.MBartForSequenceClassification(T.MBartConfig(**bart)),
+        "PLBart": lambda: T.PLBartForSequenceClassification(T.PLBartConfig(**bart)),
+        "MVP": lambda: T.MvpForSequenceClassification(T.MvpConfig(**bart)),
         "GPT-2": lambda: T.GPT2ForSequenceClassification(T.GPT2Config(vocab_size=31, n_embd=32, n_layer=2,
                                                                       n_head=2, n_positions=64, pad_token_id=0)),
         "T5 (encoder)": lambda: T.T5EncoderModel(T.T5Config(vocab_size=31, d_model=32, d_kv=16, d_ff=37,

@@ -129,6 +129,14 @@ def _bart_text():
     return {"input_ids": ids, "attention_mask": (ids != 1).long()}
 
 
+def _mbart_text():
+    """Two texts as mBART's tokenizer makes them: ... </s> <lang id> (2, 25), the second padded (pad 1)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 24, (2, 7), generator=g)
+    ids[0, 5:], ids[1, 3:5], ids[1, 5:] = torch.tensor([2, 25]), torch.tensor([2, 25]), 1
+    return {"input_ids": ids, "attention_mask": (ids != 1).long()}
+
+
 def _last_eos(hidden, x):
     """The state at each text's last </s>, which `BartForSequenceClassification` classifies."""
     last = (torch.arange(hidden.shape[1]) * x["input_ids"].eq(2)).argmax(-1)
@@ -293,6 +301,18 @@ TRANSFORMERS_CASES = [
         lambda: T.BartForSequenceClassification(T.BartConfig(**_BART)),
         _bart_text,
         lambda m, x: _last_eos(m.model(**x).last_hidden_state, x),
+    ),
+    (
+        "MBartForSequenceClassification",  # pre-LayerNorm, each stack normed at its end; the decoder starts with the
+        lambda: T.MBartForSequenceClassification(T.MBartConfig(**_BART, scale_embedding=True)),  # language id
+        _mbart_text,
+        _classified,
+    ),
+    (
+        "PLBartForSequenceClassification",
+        lambda: T.PLBartForSequenceClassification(T.PLBartConfig(**_BART)),
+        _mbart_text,
+        _classified,
     ),
     (
         "BartForConditionalGeneration",  # how facebook/bart-base is saved

@@ -279,6 +279,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "mBART / PLBart",
+        "MBartConfig()",
+        "as BART's, each stack ending in its final norm; the decoder's input starts with each text's language id",
+        _hf("MBartConfig", "MBartForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "EuroBERT",
         "EuroBertConfig()",
         "token embeddings → every layer (bidirectional, rotary) → final norm+first token or masked mean",

@@ -1138,6 +1138,8 @@ class BartAdapter(TransformersAdapter):
     blocks list them. The encoder's states and the input ids travel in the state through the decoder's blocks,
     which read them: the encoder's output is the key and value of every cross-attention. The ids that start the
     decoder's input and end a text salt the blocks that read them, since the config signature leaves token ids out.
+    A pre-LayerNorm stack's final norm (mBART's `layer_norm`) ends it: the encoder's is run where the decoder
+    starts, the decoder's in the read-out.
     """
 
     family = "transformers-bart"
@@ -1147,9 +1149,24 @@ class BartAdapter(TransformersAdapter):
     def shared_paths(self, base, p):
         return [f"{p}shared"]
 
+    @staticmethod
+    def shift(config, ids):
+        """The decoder's input, as the model makes it from the input ids when given none."""
+        from transformers.models.bart.modeling_bart import shift_tokens_right
+
+        return shift_tokens_right(ids, config.pad_token_id, config.decoder_start_token_id)
+
+    @staticmethod
+    def shift_salt(config) -> str:
+        """The config's token ids that `shift` reads (the signature leaves token ids out)."""
+        return f"decoder_start_token_id={config.decoder_start_token_id}"
+
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
-        from transformers.models.bart.modeling_bart import shift_tokens_right
+
+        def final_norm(stack):  # a pre-LayerNorm stack's last step, or nothing
+            norm = getattr(stack, "layer_norm", None)
+            return norm if norm is not None else nn.Identity()
 
         def encoder_embed(m, s):
             ids, mask = s
@@ -1171,7 +1188,8 @@ class BartAdapter(TransformersAdapter):
         def decoder_embed(m, s):
             encoded, mask, ids = s
             b = m.base_model
-            shifted = shift_tokens_right(ids, b.config.pad_token_id, b.config.decoder_start_token_id)
+            encoded = final_norm(b.encoder)(encoded)
+            shifted = self.shift(b.config, ids)
             hidden = b.shared(shifted)
             positions = torch.arange(hidden.shape[1], device=hidden.device)
             hidden = hidden + b.decoder.embed_positions(shifted, 0, position_ids=positions).to(hidden.device)
@@ -1197,6 +1215,7 @@ class BartAdapter(TransformersAdapter):
 
         def readout(m, s):
             hidden, _, _, ids = s
+            hidden = final_norm(m.base_model.decoder)(hidden)
             eos = ids.eq(m.base_model.config.eos_token_id)
             last = (torch.arange(ids.shape[1], device=ids.device) * eos).argmax(-1)
             return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
@@ -1204,16 +1223,37 @@ class BartAdapter(TransformersAdapter):
         shared = self.shared_paths(base, p)
         encoder = [f"{p}encoder.embed_positions", f"{p}encoder.layernorm_embedding"]
         decoder = [f"{p}decoder.embed_positions", f"{p}decoder.layernorm_embedding"]
+        norms = {n: [f"{p}{n}.layer_norm"] if getattr(getattr(base, n), "layer_norm", None) is not None else []
+                 for n in ("encoder", "decoder")}  # fmt: skip
         layout = [("encoder.embeddings", [*shared, *encoder], encoder_embed)]
         layout += [(f"encoder.layers.{i}", [f"{p}encoder.layers.{i}"], encoder_layer(i))
                    for i in range(len(base.encoder.layers))]  # fmt: skip
-        # the signature leaves token ids out (`adapters.signature`); these two decide what BART computes
-        start = f"decoder_start_token_id={model.config.decoder_start_token_id}"
-        layout.append(("decoder.embeddings", [*shared, *decoder], decoder_embed, start))
+        # the signature leaves token ids out (`adapters.signature`); these decide what BART computes
+        layout.append(("decoder.embeddings", [*shared, *norms["encoder"], *decoder], decoder_embed,
+                       self.shift_salt(model.config)))  # fmt: skip
         layout += [(f"decoder.layers.{i}", [f"{p}decoder.layers.{i}"], decoder_layer(i))
                    for i in range(len(base.decoder.layers))]  # fmt: skip
-        layout.append(("readout", [], readout, f"eos_token_id={model.config.eos_token_id}"))
+        layout.append(("readout", norms["decoder"], readout, f"eos_token_id={model.config.eos_token_id}"))
         return layout
+
+
+@register_adapter("mbart", "plbart")
+class MBartAdapter(BartAdapter):
+    """mBART (facebook/mbart-large-50 and its fine-tunes) and PLBart (uclanlp/plbart-*): BART's layout, with
+    mBART's final norms, and the decoder started by each text's language id (its last token that is not padding,
+    wrapped to the front) instead of one start token."""
+
+    family = "transformers-mbart"
+
+    @staticmethod
+    def shift(config, ids):
+        from transformers.models.mbart.modeling_mbart import shift_tokens_right  # PLBart's is a copy
+
+        return shift_tokens_right(ids, config.pad_token_id)
+
+    @staticmethod
+    def shift_salt(config):
+        return f"pad_token_id={config.pad_token_id}"
 
 
 @register_adapter("distilbert")

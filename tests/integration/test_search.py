@@ -488,29 +488,30 @@ def test_gemma3_image_text_models_are_searched_by_their_language_model_on_text(
         shutil.rmtree(hub_root / "g3org", ignore_errors=True)
 
 
+@pytest.mark.parametrize("family", ["Bart", "MBart"])
 def test_bart_classifiers_are_searched_through_encoder_and_decoder_alike_in_every_strategy(
-    hub, hub_root, letters_tokenizer, tmp_path
+    hub, hub_root, letters_tokenizer, tmp_path, family
 ):
     """facebook/bart-large-mnli classifies the decoder's state at each text's last end token, the decoder reading
     the encoder's states: the state between blocks carries both, and fine-tunes of the top layers share the
-    rest with their base."""
-    from transformers import BartConfig
+    rest with their base. mBART's classifiers read alike, through each stack's final norm."""
+    import transformers
 
     from alsatian_hf.zoo import TransformersSource
 
     tok = letters_tokenizer
-    config = BartConfig(vocab_size=57, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+    config = getattr(transformers, f"{family}Config")(vocab_size=57, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
                         decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
                         num_labels=3, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
                         eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.sep_token_id)  # fmt: skip
     source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification", processor=tok,
                                 pipeline_tag="text-classification")  # fmt: skip
-    zoo = build_zoo(ZooSpec("bartorg", source, num_models=3, seed=0), hub_root)
+    zoo = build_zoo(ZooSpec(f"{family.lower()}org", source, num_models=3, seed=0), hub_root)
     try:
         first = _alike_in_alsatian_and_base(zoo.repo_ids, _three_groups(), tmp_path, max_length=16)
         assert len(set(first["scores"].values())) == 3
     finally:
-        shutil.rmtree(hub_root / "bartorg", ignore_errors=True)
+        shutil.rmtree(hub_root / f"{family.lower()}org", ignore_errors=True)
 
 
 def test_t5_classifiers_read_the_decoder_and_share_the_encoder_of_their_flan_t5_base(
