@@ -782,6 +782,9 @@ TIMM_CASES = [
     ("eva02_tiny_patch14_224", {"depth": 2, "img_size": 56}),
     ("vit_small_patch16_rope_mixed_224", {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}),
     ("vit_small_patch16_dinov3", {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}),
+    ("cait_xxs24_224", {"depth": 2, "img_size": 32, "patch_size": 8}),
+    ("xcit_nano_12_p16_224", {"depth": 2, "img_size": 48}),
+    ("xcit_nano_12_p16_224", {"depth": 2, "img_size": 48, "global_pool": "avg", "cls_attn_layers": 0}),
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),

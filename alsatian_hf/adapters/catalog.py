@@ -86,6 +86,22 @@ ROWS = [
         _timm("swin_tiny_patch4_window7_224"),
     ),
     FamilyRow(
+        "timm",
+        "cait",
+        "cait_xxs24_224",
+        "patch embed+position → every self-attention block → every class-attention block (the class token reading "
+        "the patches) → norm+pool",
+        _timm("cait_xxs24_224"),
+    ),
+    FamilyRow(
+        "timm",
+        "xcit",
+        "xcit_nano_12_p16_224",
+        "conv patch embed+Fourier position → every cross-covariance block (with the patch grid) → every "
+        "class-attention block → norm+pool",
+        _timm("xcit_nano_12_p16_224"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

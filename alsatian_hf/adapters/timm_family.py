@@ -1,4 +1,5 @@
-"""Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, eva (EVA-02, RoPE ViTs), convnext, swin.
+"""Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, eva (EVA-02, RoPE ViTs), convnext, swin,
+cait, xcit.
 
 They are registered under `timm:<ModelClass>`, and an exact timm `architecture` may be registered too.
 The block lists follow `forward_features` / `forward_head(pre_logits=True)` rather than `group_matcher`,
@@ -221,3 +222,91 @@ class TimmSwinAdapter(Adapter):
             ["norm"],
             lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),),
         )
+
+
+@register_adapter("timm:Cait")
+class TimmCaitAdapter(Adapter):
+    """CaiT: stem (patch embed + position embedding) | every self-attention block | every class-attention block,
+    the class token attending to the patches | norm + pool.
+
+    The class-attention blocks update the class token alone, reading the patches the last self-attention block
+    left: the state carries both, (patches, class token), from the first class-attention block, which takes the
+    learnt token.
+    """
+
+    family = "timm-cait"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        def cls_block(j):
+            def step(m, s):
+                x = s[0]
+                cls = m.cls_token.expand(x.shape[0], -1, -1) if j == 0 else s[1]
+                return (x, m.blocks_token_only[j](x, cls))
+
+            return step
+
+        def readout(m, s):
+            x = torch.cat((s[1], s[0]), dim=1) if len(s) > 1 else s[0]  # as `Cait.forward_cls` leaves them
+            return (m.forward_head(m.norm(x), pre_logits=True),)
+
+        blocks = [_modules_block(model, "stem", ["pos_embed", "patch_embed"],
+                                 lambda m, s: (m.patch_embed(s[0]) + m.pos_embed,))]  # fmt: skip
+        blocks += [_sub_block(model, f"blocks.{i}") for i in range(len(model.blocks))]
+        for j in range(len(model.blocks_token_only or ())):
+            path = f"blocks_token_only.{j}"
+            keys = state_keys(model.blocks_token_only[j], path + ".") + (("cls_token",) if j == 0 else ())
+            blocks.append(Block(path, keys, cls_block(j), prefix=path + "."))
+        blocks.append(_modules_block(model, "readout", ["norm"], readout))
+        return _finish(model, self.family, blocks)
+
+
+@register_adapter("timm:Xcit")
+class TimmXcitAdapter(Adapter):
+    """XCiT: stem (convolutional patch embed + Fourier position encoding) | every cross-covariance block |
+    every class-attention block (the first prepends the class token) | norm + pool.
+
+    The cross-covariance blocks' local patch interaction reshapes the tokens to the patch grid: the state carries
+    the grid (patches high and wide, per item) from the stem to the last of them.
+    """
+
+    family = "timm-xcit"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        def stem(m, s):
+            x, (hp, wp) = m.patch_embed(s[0])
+            if m.pos_embed is not None:  # as `Xcit.forward_features`: (B, C, Hp, Wp) -> (B, N, C)
+                x = x + m.pos_embed(x.shape[0], hp, wp).reshape(x.shape[0], -1, x.shape[1]).permute(0, 2, 1)
+            return (x, torch.tensor([hp, wp], device=x.device).expand(x.shape[0], 2))
+
+        def block(i):
+            def step(m, s):
+                hp, wp = (int(n) for n in s[1][0].tolist())
+                return (m.blocks[i](s[0], hp, wp), s[1])
+
+            return step
+
+        def cls_block(j):
+            def step(m, s):
+                x = torch.cat((m.cls_token.expand(s[0].shape[0], -1, -1), s[0]), dim=1) if j == 0 else s[0]
+                return (m.cls_attn_blocks[j](x),)
+
+            return step
+
+        blocks = [_modules_block(model, "stem", ["patch_embed", "pos_embed"], stem)]
+        for i in range(len(model.blocks)):
+            path = f"blocks.{i}"
+            blocks.append(Block(path, state_keys(model.blocks[i], path + "."), block(i), prefix=path + "."))
+        for j in range(len(model.cls_attn_blocks or ())):
+            path = f"cls_attn_blocks.{j}"
+            keys = state_keys(model.cls_attn_blocks[j], path + ".") + (("cls_token",) if j == 0 else ())
+            blocks.append(Block(path, keys, cls_block(j), prefix=path + "."))
+
+        def readout(m, s):
+            x = s[0]
+            if len(s) > 1 and m.cls_attn_blocks is not None:  # no class-attention block: the token is prepended
+                x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            return (m.forward_head(m.norm(x), pre_logits=True),)
+
+        bare = model.cls_attn_blocks is not None and not len(model.cls_attn_blocks)
+        blocks.append(_modules_block(model, "readout", ["norm", *(["cls_token"] if bare else [])], readout))
+        return _finish(model, self.family, blocks)
