@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 import timm
@@ -49,6 +50,9 @@ _XLNET = dict(vocab_size=31, d_model=32, n_layer=2, n_head=2, d_inner=37)
 _VIT = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
 )
+# two stages of a pyramid vision transformer: 32 px -> 8 x 8 tokens -> 4 x 4
+_PVT = dict(image_size=32, num_encoder_blocks=2, depths=[1, 2], sequence_reduction_ratios=[2, 1], hidden_sizes=[8, 16],
+            patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])  # fmt: skip
 _TOWER_TEXT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
 _SWIN = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4)
 
@@ -151,10 +155,10 @@ def _t5_text():
     return {"input_ids": ids, "attention_mask": (ids != 0).long()}
 
 
-def _classified(m, x):
-    """What `m`'s classification head is handed."""
+def _classified(m, x, head: str = "classification_head"):
+    """What `m`'s classification head (the module named `head`) is handed."""
     seen = []
-    handle = m.classification_head.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    handle = getattr(m, head).register_forward_hook(lambda module, args, out: seen.append(args[0]))
     try:
         m(**x)
     finally:
@@ -175,8 +179,54 @@ def _first_global(x):
     return mask
 
 
+def _classifier_input(m, x):
+    return _classified(m, x, "classifier")
+
+
 # (name, model factory, inputs, reference features)
 TRANSFORMERS_CASES = [
+    (
+        "PvtForImageClassification",  # the class token joins at the last stage
+        lambda: T.PvtForImageClassification(T.PvtConfig(**_PVT)),
+        _pixels,
+        _classifier_input,
+    ),
+    (
+        "PvtV2ForImageClassification",
+        lambda: T.PvtV2ForImageClassification(T.PvtV2Config(**_PVT)),
+        _pixels,
+        _classifier_input,
+    ),
+    (
+        "PoolFormerForImageClassification",  # the classifier's group norm before the pool
+        lambda: T.PoolFormerForImageClassification(
+            T.PoolFormerConfig(
+                num_encoder_blocks=2,
+                depths=[1, 2],
+                hidden_sizes=[8, 16],
+                patch_sizes=[7, 3],
+                strides=[4, 2],
+                padding=[2, 1],
+            )  # fmt: skip
+        ),
+        _pixels,
+        _classifier_input,
+    ),
+    (
+        "PoolFormerModel",
+        lambda: T.PoolFormerModel(
+            T.PoolFormerConfig(
+                num_encoder_blocks=2,
+                depths=[1, 2],
+                hidden_sizes=[8, 16],
+                patch_sizes=[7, 3],
+                strides=[4, 2],
+                padding=[2, 1],
+            )
+        ),  # fmt: skip
+        _pixels,
+        lambda m, x: m(**x).last_hidden_state.mean([-2, -1]),
+    ),
     ("BertModel", lambda: T.BertModel(T.BertConfig(**_BERT)), _text, lambda m, x: m(**x).pooler_output),
     (
         "BertForSequenceClassification",
@@ -827,7 +877,7 @@ def test_transformers_equivalence_resume_and_coverage(name, factory, inputs, ref
     with torch.no_grad():
         ref = reference(model, x)
     _check_equivalence(model, split, split.adapter.initial_state(x), ref)
-    if "For" in name:
+    if re.search("For[A-Z]", name):  # a head class (not PoolFormer's own name)
         assert split.head_keys, "a classification checkpoint has head keys, listed so they are never fetched"
 
 

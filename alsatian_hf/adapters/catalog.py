@@ -434,6 +434,27 @@ ROWS = [
         "embeddings → per stage: every layer, downsampling → layernorm+pool",
         _hf("FocalNetConfig", "FocalNetForImageClassification"),
     ),
+    FamilyRow(
+        "transformers",
+        "PVT",
+        "PvtConfig()",
+        "per stage: patch embedding (the class token at the last), every block → layernorm+class token",
+        _hf("PvtConfig", "PvtForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "PVT v2",
+        "PvtV2Config()",
+        "per stage: overlapping patch embedding, every block, layernorm → mean pool",
+        _hf("PvtV2Config", "PvtV2ForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "PoolFormer",
+        "PoolFormerConfig()",
+        "per stage: patch embedding, every layer → group norm+mean pool",
+        _hf("PoolFormerConfig", "PoolFormerForImageClassification"),
+    ),
 ]
 
 

@@ -1699,3 +1699,108 @@ class HfFocalNetAdapter(TransformersAdapter):
             *_staged(f"{p}encoder.", "stages", "layers", stages, layer, downsample),
             ("readout", [f"{p}layernorm"], readout),
         ]
+
+
+def _to_map(hidden: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Tokens (batch, h * w, channels) back to a feature map (batch, channels, h, w), `grid` giving h and w."""
+    h, w = int(grid[0, 0]), int(grid[0, 1])
+    return hidden.reshape(hidden.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
+def _pvt_block(stage_of, i: int, j: int):
+    """Block j of stage i of a PVT: (tokens, grid) -> (tokens, grid); it reads the grid as two ints."""
+
+    def step(m, s):
+        hidden, grid = s
+        return (stage_of(m.base_model, i)[j](hidden, int(grid[0, 0]), int(grid[0, 1]), False)[0], grid)
+
+    return step
+
+
+@register_adapter("pvt")
+class HfPvtAdapter(TransformersAdapter):
+    """PVT (Zetatt/pvt-*): per stage, its patch embedding (the last adds the class token) | every block | final
+    layernorm + the class token (what `PvtForImageClassification` classifies). Between stages the tokens become a
+    feature map again, in the next stage's embedding step; the state carries the grid."""
+
+    family = "transformers-pvt"
+
+    def layout(self, model, base, p, in_checkpoint):
+        def embed(i):
+            def step(m, s):
+                x = _to_map(*s) if i else s[0]
+                hidden, h, w = m.base_model.encoder.patch_embeddings[i](x)
+                return (hidden, _grid(hidden, h, w))
+
+            return step
+
+        layout = []
+        for i, stage in enumerate(base.encoder.block):
+            layout.append((f"patch_embeddings.{i}", [f"{p}encoder.patch_embeddings.{i}"], embed(i)))
+            layout += [(f"block.{i}.{j}", [f"{p}encoder.block.{i}.{j}"], _pvt_block(lambda b, i: b.encoder.block[i], i, j))
+                       for j in range(len(stage))]  # fmt: skip
+        layout.append(
+            ("readout", [f"{p}encoder.layer_norm"], lambda m, s: (m.base_model.encoder.layer_norm(s[0])[:, 0],))
+        )
+        return layout
+
+
+@register_adapter("pvt_v2")
+class HfPvtV2Adapter(TransformersAdapter):
+    """PVT v2 (OpenGVLab/pvt_v2_*): per stage, its overlapping patch embedding | every block | its layernorm, back
+    to a feature map | the mean of the last map's positions (what `PvtV2ForImageClassification` classifies). The
+    state carries the grid within a stage."""
+
+    family = "transformers-pvt-v2"
+
+    def layout(self, model, base, p, in_checkpoint):
+        def embed(i):
+            def step(m, s):
+                hidden, h, w = m.base_model.encoder.layers[i].patch_embedding(s[0])
+                return (hidden, _grid(hidden, h, w))
+
+            return step
+
+        def norm(i):
+            return lambda m, s: (_to_map(m.base_model.encoder.layers[i].layer_norm(s[0]), s[1]),)
+
+        def readout(m, s):  # as the classifier pools: (B, C, H, W) -> (B, H * W, C) -> mean over positions
+            x = s[0]
+            return (x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]).mean(dim=1),)
+
+        layout = []
+        for i, stage in enumerate(base.encoder.layers):
+            path = f"{p}encoder.layers.{i}"
+            layout.append((f"layers.{i}.patch_embedding", [f"{path}.patch_embedding"], embed(i)))
+            layout += [(f"layers.{i}.blocks.{j}", [f"{path}.blocks.{j}"],
+                        _pvt_block(lambda b, i: b.encoder.layers[i].blocks, i, j)) for j in range(len(stage.blocks))]  # fmt: skip
+            layout.append((f"layers.{i}.layer_norm", [f"{path}.layer_norm"], norm(i)))
+        layout.append(("readout", [], readout))
+        return layout
+
+
+@register_adapter("poolformer")
+class HfPoolFormerAdapter(TransformersAdapter):
+    """PoolFormer (sail/poolformer_*): per stage, its patch embedding | every layer | the classifier's group norm
+    (where the model has it) + mean pool, as `PoolFormerForImageClassification` reads it."""
+
+    family = "transformers-poolformer"
+
+    def layout(self, model, base, p, in_checkpoint):
+        norm = getattr(model, "norm", None) if model is not base else None
+
+        def embed(i):
+            return lambda m, s: (m.base_model.encoder.patch_embeddings[i](s[0]),)
+
+        def layer(i, j):
+            return lambda m, s: (m.base_model.encoder.block[i][j](s[0])[0],)
+
+        def readout(m, s):
+            return ((m.norm(s[0]) if norm is not None else s[0]).mean([-2, -1]),)
+
+        layout = []
+        for i, stage in enumerate(base.encoder.block):
+            layout.append((f"patch_embeddings.{i}", [f"{p}encoder.patch_embeddings.{i}"], embed(i)))
+            layout += [(f"block.{i}.{j}", [f"{p}encoder.block.{i}.{j}"], layer(i, j)) for j in range(len(stage))]
+        layout.append(("readout", ["norm"] if norm is not None else [], readout))
+        return layout

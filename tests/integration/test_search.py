@@ -417,6 +417,32 @@ def test_dinov3_fine_tunes_share_their_base_at_any_image_size(hub, hub_root, tmp
         shutil.rmtree(hub_root / "d3org", ignore_errors=True)
 
 
+@pytest.mark.parametrize("family", ["Pvt", "PvtV2", "PoolFormer"])
+def test_pyramid_vision_transformers_share_their_stages_alike_in_every_strategy(hub, hub_root, tmp_path, family):
+    """PVT, PVT v2 and PoolFormer embed patches anew at every stage, and PVT's blocks read the token grid: the
+    state carries it between blocks, and fine-tunes of the last stage share the rest with their base."""
+    import transformers
+
+    from alsatian_hf.zoo import TransformersSource
+
+    stages = dict(num_encoder_blocks=2, depths=[1, 2], hidden_sizes=[8, 16], strides=[4, 2], num_labels=3)
+    if family == "PoolFormer":
+        stages.update(patch_sizes=[7, 3], padding=[2, 1])
+    else:
+        stages.update(image_size=32, patch_sizes=[4, 2], sequence_reduction_ratios=[2, 1], num_attention_heads=[1, 2],
+                      mlp_ratios=[2, 2])  # fmt: skip
+    config = getattr(transformers, f"{family}Config")(**stages)
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    source = TransformersSource(config=config, processor=processor)
+    org = f"pyr{family.lower()}"
+    zoo = build_zoo(ZooSpec(org, source, num_models=3, seed=0), hub_root)
+    try:
+        first = _alike_in_alsatian_and_base(zoo.repo_ids, digits(num_items=80, seed=0), tmp_path, image_size=None)
+        assert len(set(first["scores"].values())) == 3
+    finally:
+        shutil.rmtree(hub_root / org, ignore_errors=True)
+
+
 @pytest.mark.parametrize("family", ["NomicBert", "Gte"])
 def test_fused_qkv_checkpoints_are_fetched_as_saved_and_cut_into_their_layers(
     hub, hub_root, letters_tokenizer, tmp_path, family
