@@ -835,6 +835,20 @@ TIMM_CASES = [
     ("cait_xxs24_224", {"depth": 2, "img_size": 32, "patch_size": 8}),
     ("xcit_nano_12_p16_224", {"depth": 2, "img_size": 48}),
     ("xcit_nano_12_p16_224", {"depth": 2, "img_size": 48, "global_pool": "avg", "cls_attn_layers": 0}),
+    (
+        "twins_pcpvt_small",
+        {"depths": (1, 1, 2, 1), "embed_dims": (8, 16, 16, 32), "num_heads": (1, 1, 2, 2), "img_size": 64},
+    ),
+    (
+        "twins_svt_small",
+        {
+            "depths": (1, 1, 2, 1),
+            "embed_dims": (8, 16, 16, 32),
+            "num_heads": (1, 1, 2, 2),
+            "img_size": 64,
+            "wss": (2, 2, 2, 2),
+        },
+    ),
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),

@@ -102,6 +102,13 @@ ROWS = [
         _timm("xcit_nano_12_p16_224"),
     ),
     FamilyRow(
+        "timm",
+        "twins (PCPVT, SVT)",
+        "twins_svt_small",
+        "per stage: patch embedding, every block (the first with its position generator) → norm+pool",
+        _timm("twins_svt_small"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

@@ -1,5 +1,5 @@
 """Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, eva (EVA-02, RoPE ViTs), convnext, swin,
-cait, xcit.
+cait, xcit, twins.
 
 They are registered under `timm:<ModelClass>`, and an exact timm `architecture` may be registered too.
 The block lists follow `forward_features` / `forward_head(pre_logits=True)` rather than `group_matcher`,
@@ -309,4 +309,47 @@ class TimmXcitAdapter(Adapter):
 
         bare = model.cls_attn_blocks is not None and not len(model.cls_attn_blocks)
         blocks.append(_modules_block(model, "readout", ["norm", *(["cls_token"] if bare else [])], readout))
+        return _finish(model, self.family, blocks)
+
+
+@register_adapter("timm:Twins")
+class TimmTwinsAdapter(Adapter):
+    """Twins (PCPVT and SVT): per stage, its patch embedding | every block, the first followed by the stage's
+    position generator (PEG) | norm + pool.
+
+    The blocks read the token grid, so the state carries it (per item, a tensor); between stages the tokens
+    become a feature map again, in the next stage's embedding step.
+    """
+
+    family = "timm-twins"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        def embed(i):
+            def step(m, s):
+                x = s[0]
+                if i:  # as `Twins.forward_features` leaves every stage but the last: a feature map
+                    h, w = (int(n) for n in s[1][0].tolist())
+                    x = x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+                x, (h, w) = m.patch_embeds[i](x)
+                return (x, torch.tensor([h, w], device=x.device).expand(x.shape[0], 2))
+
+            return step
+
+        def block(i, j):
+            def step(m, s):
+                size = tuple(int(n) for n in s[1][0].tolist())
+                x = m.blocks[i][j](s[0], size)
+                return (m.pos_block[i](x, size) if j == 0 else x, s[1])
+
+            return step
+
+        blocks = []
+        for i, stage in enumerate(model.blocks):
+            blocks.append(_modules_block(model, f"patch_embeds.{i}", [f"patch_embeds.{i}"], embed(i)))
+            for j in range(len(stage)):
+                path = f"blocks.{i}.{j}"
+                peg = [f"pos_block.{i}"] if j == 0 else []
+                blocks.append(_modules_block(model, path, [path, *peg], block(i, j)))
+        blocks.append(_modules_block(model, "readout", ["norm"],
+                                     lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),)))  # fmt: skip
         return _finish(model, self.family, blocks)
