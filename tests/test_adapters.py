@@ -213,6 +213,25 @@ TRANSFORMERS_CASES = [
         _classifier_input,
     ),
     (
+        "HGNetV2ForImageClassification",  # no base model: the stages hang off the classifier itself
+        lambda: T.HGNetV2ForImageClassification(
+            T.HGNetV2Config(
+                stem_channels=[3, 8, 8],
+                stage_in_channels=[8, 16],
+                stage_mid_channels=[8, 8],
+                stage_out_channels=[16, 16],
+                stage_num_blocks=[1, 2],
+                stage_downsample=[False, True],
+                stage_light_block=[False, True],
+                stage_kernel_size=[3, 5],
+                stage_numb_of_layers=[2, 2],
+                hidden_sizes=[16, 16],
+            )  # fmt: skip
+        ),
+        _pixels,
+        lambda m, x: _classified(m, x, "fc"),
+    ),
+    (
         "PoolFormerModel",
         lambda: T.PoolFormerModel(
             T.PoolFormerConfig(

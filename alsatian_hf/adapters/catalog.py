@@ -462,6 +462,13 @@ ROWS = [
         "per stage: patch embedding, every layer → group norm+mean pool",
         _hf("PoolFormerConfig", "PoolFormerForImageClassification"),
     ),
+    FamilyRow(
+        "transformers",
+        "HGNetV2",
+        "HGNetV2Config()",
+        "embedder → per stage: downsampling convolution, every block → average pool",
+        _hf("HGNetV2Config", "HGNetV2ForImageClassification"),
+    ),
 ]
 
 

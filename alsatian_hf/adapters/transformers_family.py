@@ -1804,3 +1804,29 @@ class HfPoolFormerAdapter(TransformersAdapter):
             layout += [(f"block.{i}.{j}", [f"{p}encoder.block.{i}.{j}"], layer(i, j)) for j in range(len(stage))]
         layout.append(("readout", ["norm"] if norm is not None else [], readout))
         return layout
+
+
+@register_adapter("hgnet_v2")
+class HfHGNetV2Adapter(TransformersAdapter):
+    """HGNetV2 (ustc-community/hgnet-v2): embedder | per stage: its downsampling convolution (where it has one),
+    then every block | average pool, flattened (what `HGNetV2ForImageClassification` classifies)."""
+
+    family = "transformers-hgnet-v2"
+
+    def layout(self, model, base, p, in_checkpoint):
+        def down(i):
+            return lambda m, s: (m.base_model.encoder.stages[i].downsample(s[0]),)
+
+        def block(i, j):
+            return lambda m, s: (m.base_model.encoder.stages[i].blocks[j](s[0]),)
+
+        layout = [("embedder", [f"{p}embedder"], lambda m, s: (m.base_model.embedder(s[0]),))]
+        for i, stage in enumerate(base.encoder.stages):
+            path = f"{p}encoder.stages.{i}"
+            if not isinstance(stage.downsample, nn.Identity):
+                layout.append((f"stages.{i}.downsample", [f"{path}.downsample"], down(i)))
+            layout += [
+                (f"stages.{i}.blocks.{j}", [f"{path}.blocks.{j}"], block(i, j)) for j in range(len(stage.blocks))
+            ]
+        layout.append(("readout", [], lambda m, s: (torch.flatten(nn.functional.adaptive_avg_pool2d(s[0], 1), 1),)))
+        return layout
