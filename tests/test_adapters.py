@@ -232,6 +232,14 @@ TRANSFORMERS_CASES = [
         lambda m, x: _classified(m, x, "fc"),
     ),
     (
+        "SwiftFormerForImageClassification",  # stages and downsampling embeddings in one list
+        lambda: T.SwiftFormerForImageClassification(
+            T.SwiftFormerConfig(depths=[1, 2], embed_dims=[8, 16], downsamples=[True, True])
+        ),
+        _pixels,
+        lambda m, x: _classified(m, x, "head"),
+    ),
+    (
         "PoolFormerModel",
         lambda: T.PoolFormerModel(
             T.PoolFormerConfig(

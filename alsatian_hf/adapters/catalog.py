@@ -469,6 +469,13 @@ ROWS = [
         "embedder → per stage: downsampling convolution, every block → average pool",
         _hf("HGNetV2Config", "HGNetV2ForImageClassification"),
     ),
+    FamilyRow(
+        "transformers",
+        "SwiftFormer",
+        "SwiftFormerConfig()",
+        "patch embedding → every block of each stage, each downsampling between → batch norm+mean pool",
+        _hf("SwiftFormerConfig", "SwiftFormerForImageClassification"),
+    ),
 ]
 
 

@@ -1830,3 +1830,37 @@ class HfHGNetV2Adapter(TransformersAdapter):
             ]
         layout.append(("readout", [], lambda m, s: (torch.flatten(nn.functional.adaptive_avg_pool2d(s[0], 1), 1),)))
         return layout
+
+
+@register_adapter("swiftformer")
+class HfSwiftFormerAdapter(TransformersAdapter):
+    """SwiftFormer (MBZUAI/swiftformer-*): patch embedding | the encoder's network in order: every block of each
+    stage, each downsampling embedding between stages | the classifier's batch norm (where the model has it) +
+    mean pool, which both its heads read."""
+
+    family = "transformers-swiftformer"
+
+    def layout(self, model, base, p, in_checkpoint):
+        norm = getattr(model, "norm", None) if model is not base else None
+
+        def node(*path):  # a module of the encoder's network, by index
+            def step(m, s):
+                module = m.base_model.encoder.network[path[0]]
+                return ((module.blocks[path[1]] if len(path) > 1 else module)(s[0]),)
+
+            return step
+
+        def readout(m, s):
+            x = m.norm(s[0]) if norm is not None else s[0]
+            return (x.flatten(2).mean(-1),)
+
+        layout = [("patch_embed", [f"{p}patch_embed"], lambda m, s: (m.base_model.patch_embed(s[0]),))]
+        for i, module in enumerate(base.encoder.network):
+            path = f"{p}encoder.network.{i}"
+            if hasattr(module, "blocks"):
+                layout += [(f"network.{i}.blocks.{j}", [f"{path}.blocks.{j}"], node(i, j))
+                           for j in range(len(module.blocks))]  # fmt: skip
+            else:
+                layout.append((f"network.{i}", [path], node(i)))
+        layout.append(("readout", ["norm"] if norm is not None else [], readout))
+        return layout
