@@ -112,6 +112,18 @@ def _decoder(kind: str, **config):
     )
 
 
+def _decoder_base(kind: str, **config):
+    """A case of a decoder's base model (one without a `*ForSequenceClassification` in transformers): features are
+    the last token the mask keeps, after the final norm."""
+    cls = getattr(T, f"{kind}Model")
+    return (
+        cls.__name__,
+        lambda: cls(getattr(T, f"{kind}Config")(**_DECODER, **config)),
+        _text,
+        lambda m, x: _last(m(**x).last_hidden_state, x),
+    )
+
+
 def _gemma3():
     """A tiny Gemma 3 image-text config: Gemma 3's language model beside a SigLIP tower."""
     text = dict(_DECODER, head_dim=8, sliding_window=4)
@@ -400,6 +412,14 @@ TRANSFORMERS_CASES = [
     _decoder("Olmo3", sliding_window=4),  # sliding and full layers by `layer_types`
     _decoder("Ministral3", sliding_window=4),  # Mistral 3's small models: every layer a window where one is set
     *(_decoder(kind) for kind in ("DiffLlama", "Nemotron")),
+    _decoder("HunYuanDenseV1", head_dim=8),
+    # IBM Granite: embeddings, residuals and attention scaled by the config's multipliers
+    _decoder_base("Granite", embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2),
+    _decoder_base("GraniteSWA", embedding_multiplier=3.0, sliding_window=4),
+    _decoder_base("Cohere"),  # Command R: parallel attention and MLP, interleaved rotary
+    _decoder_base("Cohere2", sliding_window=4),  # sliding and full layers by `layer_types`
+    _decoder_base("Apertus"),
+    _decoder_base("Ernie4_5", head_dim=8),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(

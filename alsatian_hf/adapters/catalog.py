@@ -167,9 +167,10 @@ ROWS = [
     FamilyRow(
         "transformers",
         "Llama / Mistral, Ministral 3 / Qwen2, 3 / Gemma, 2, 3 / Phi, Phi-3 / OLMo, 2, 3 / SmolLM3 / StableLM / "
-        "StarCoder2 / GLM, GLM-4 / Nemotron / ...",
+        "StarCoder2 / GLM, GLM-4 / Nemotron / Granite / Command R (Cohere, 2) / Apertus / ERNIE 4.5 / Hunyuan / ...",
         "LlamaConfig()",
-        "token embeddings → every decoder layer (full or sliding window) → final norm+last token the mask keeps",
+        "token embeddings (scaled where the config says) → every decoder layer (full or sliding window) → final "
+        "norm+last token the mask keeps",
         _hf("LlamaConfig", "LlamaForSequenceClassification"),
     ),
     FamilyRow(

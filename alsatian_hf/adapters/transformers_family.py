@@ -817,13 +817,15 @@ _SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3"}
 
 @register_adapter("llama", "mistral", "ministral3", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
                   "olmo", "olmo2", "olmo3", "smollm3", "stablelm", "starcoder2", "glm", "glm4", "helium", "exaone4",
-                  "seed_oss", "arcee", "diffllama", "nemotron")  # fmt: skip
+                  "seed_oss", "arcee", "diffllama", "nemotron", "apertus", "cohere", "cohere2", "ernie4_5",
+                  "hunyuan_v1_dense", "granite", "granite_swa")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
 
     Each layer rebuilds its causal mask (full or sliding-window, by `config.layer_types`) and rotary embeddings
-    (Gemma 3's by layer type) from the 2-D mask and the sequence length, as the model's forward does. The
+    (Gemma 3's by layer type) from the 2-D mask and the sequence length, as the model's forward does. Granite's
+    forward scales the token embeddings by `embedding_multiplier`, and so does the embeddings block. The
     classifier takes the last token that is not `pad_token_id`; the mask says the same for any padding side, and
     also where the tokenizer pads with its end-of-text token.
     """
@@ -873,7 +875,10 @@ class DecoderAdapter(TransformersAdapter):
             return step
 
         def embed(m, s):
-            return (getattr(self._text_model(m), self.embed)(s[0]), s[1])
+            b = self._text_model(m)
+            hidden = getattr(b, self.embed)(s[0])
+            multiplier = getattr(b.config, "embedding_multiplier", None)  # Granite's; in the config's signature
+            return (hidden * multiplier if multiplier is not None else hidden, s[1])
 
         paths, tokens = self.token_states(base, p)
         layout = [("embeddings", [f"{p}{self.embed}"], embed)]
