@@ -1360,16 +1360,15 @@ def test_discovery_validates_on_an_image_size_given_as_height_and_width(tmp_path
 
 
 def test_discovery_refuses_what_it_cannot_reproduce():
-    # XCiT's blocks take the token grid's height and width, which discovery cannot know
-    xcit = timm.create_model(
-        "xcit_nano_12_p16_224", pretrained=False, depth=2, cls_attn_layers=1, num_classes=7
-    ).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="Xcit.*blocks do not run.*register_adapter"):
-        split_model(xcit)
-    pvt = T.PvtModel(T.PvtConfig(image_size=32, hidden_sizes=[8, 16, 16, 16], num_attention_heads=[1, 1, 1, 1],
-                                 depths=[1, 1, 1, 1])).eval()  # fmt: skip
-    with pytest.raises(UnsupportedArchitectureError, match="PvtModel.*never reached.*register_adapter"):
-        split_model(pvt)
+    # CrossViT's two branches pass a list of token sequences between blocks, which a one-tensor state cannot hold
+    crossvit = timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7, img_size=[24, 32],
+                                 embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1], mlp_ratio=[1, 1, 1]).eval()  # fmt: skip
+    with pytest.raises(UnsupportedArchitectureError, match="CrossVit.*blocks do not run.*register_adapter"):
+        split_model(crossvit)
+    # HRNet's stages run branches of several resolutions, which its forward calls apart from the list
+    hrnet = timm.create_model("hrnet_w18_small", pretrained=False, num_classes=7).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="HighResolutionNet.*never reached.*register_adapter"):
+        split_model(hrnet)
     funnel = T.FunnelModel(T.FunnelConfig(vocab_size=31, d_model=32, n_head=2, d_head=16, d_inner=37,
                                           block_sizes=[1, 1])).eval()  # fmt: skip
     with pytest.raises(UnsupportedArchitectureError, match="text models"):
