@@ -1361,8 +1361,8 @@ def test_discovery_validates_on_an_image_size_given_as_height_and_width(tmp_path
 
 def test_discovery_refuses_what_it_cannot_reproduce():
     # CrossViT's two branches pass a list of token sequences between blocks, which a one-tensor state cannot hold
-    crossvit = timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7, img_size=[24, 32],
-                                 embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1], mlp_ratio=[1, 1, 1]).eval()  # fmt: skip
+    branches = dict(img_size=[24, 32], embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1], mlp_ratio=[1, 1, 1])
+    crossvit = timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7, **branches).eval()
     with pytest.raises(UnsupportedArchitectureError, match="CrossVit.*blocks do not run.*register_adapter"):
         split_model(crossvit)
     # HRNet's stages run branches of several resolutions, which its forward calls apart from the list

@@ -1169,9 +1169,8 @@ class BartAdapter(TransformersAdapter):
     def layout(self, model, base, p, in_checkpoint):
         from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
-        def final_norm(stack):  # a pre-LayerNorm stack's last step, or nothing
-            norm = getattr(stack, "layer_norm", None)
-            return norm if norm is not None else nn.Identity()
+        def final_norm(stack, hidden):  # a pre-LayerNorm stack (mBART's) ends in its final norm
+            return stack.layer_norm(hidden) if getattr(stack, "layer_norm", None) is not None else hidden
 
         def encoder_embed(m, s):
             ids, mask = s
@@ -1193,7 +1192,7 @@ class BartAdapter(TransformersAdapter):
         def decoder_embed(m, s):
             encoded, mask, ids = s
             b = m.base_model
-            encoded = final_norm(b.encoder)(encoded)
+            encoded = final_norm(b.encoder, encoded)
             shifted = self.shift(b.config, ids)
             hidden = b.shared(shifted)
             positions = torch.arange(hidden.shape[1], device=hidden.device)
@@ -1220,7 +1219,7 @@ class BartAdapter(TransformersAdapter):
 
         def readout(m, s):
             hidden, _, _, ids = s
-            hidden = final_norm(m.base_model.decoder)(hidden)
+            hidden = final_norm(m.base_model.decoder, hidden)
             eos = ids.eq(m.base_model.config.eos_token_id)
             last = (torch.arange(ids.shape[1], device=ids.device) * eos).argmax(-1)
             return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
@@ -1712,12 +1711,13 @@ def _to_map(hidden: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return hidden.reshape(hidden.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
-def _pvt_block(stage_of, i: int, j: int):
-    """Block j of stage i of a PVT: (tokens, grid) -> (tokens, grid); it reads the grid as two ints."""
+def _pvt_block(blocks_of, i: int, j: int):
+    """Block j of stage i of a PVT (`blocks_of(base, i)` lists the stage's blocks): (tokens, grid) -> (tokens,
+    grid); the block reads the grid as two ints."""
 
     def step(m, s):
         hidden, grid = s
-        return (stage_of(m.base_model, i)[j](hidden, int(grid[0, 0]), int(grid[0, 1]), False)[0], grid)
+        return (blocks_of(m.base_model, i)[j](hidden, int(grid[0, 0]), int(grid[0, 1]), False)[0], grid)
 
     return step
 
@@ -1739,10 +1739,13 @@ class HfPvtAdapter(TransformersAdapter):
 
             return step
 
+        def blocks_of(b, i):
+            return b.encoder.block[i]
+
         layout = []
         for i, stage in enumerate(base.encoder.block):
             layout.append((f"patch_embeddings.{i}", [f"{p}encoder.patch_embeddings.{i}"], embed(i)))
-            layout += [(f"block.{i}.{j}", [f"{p}encoder.block.{i}.{j}"], _pvt_block(lambda b, i: b.encoder.block[i], i, j))
+            layout += [(f"block.{i}.{j}", [f"{p}encoder.block.{i}.{j}"], _pvt_block(blocks_of, i, j))
                        for j in range(len(stage))]  # fmt: skip
         layout.append(
             ("readout", [f"{p}encoder.layer_norm"], lambda m, s: (m.base_model.encoder.layer_norm(s[0])[:, 0],))
@@ -1773,12 +1776,15 @@ class HfPvtV2Adapter(TransformersAdapter):
             x = s[0]
             return (x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]).mean(dim=1),)
 
+        def blocks_of(b, i):
+            return b.encoder.layers[i].blocks
+
         layout = []
         for i, stage in enumerate(base.encoder.layers):
             path = f"{p}encoder.layers.{i}"
             layout.append((f"layers.{i}.patch_embedding", [f"{path}.patch_embedding"], embed(i)))
-            layout += [(f"layers.{i}.blocks.{j}", [f"{path}.blocks.{j}"],
-                        _pvt_block(lambda b, i: b.encoder.layers[i].blocks, i, j)) for j in range(len(stage.blocks))]  # fmt: skip
+            layout += [(f"layers.{i}.blocks.{j}", [f"{path}.blocks.{j}"], _pvt_block(blocks_of, i, j))
+                       for j in range(len(stage.blocks))]  # fmt: skip
             layout.append((f"layers.{i}.layer_norm", [f"{path}.layer_norm"], norm(i)))
         layout.append(("readout", [], readout))
         return layout

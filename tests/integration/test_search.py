@@ -526,10 +526,11 @@ def test_bart_classifiers_are_searched_through_encoder_and_decoder_alike_in_ever
     from alsatian_hf.zoo import TransformersSource
 
     tok = letters_tokenizer
-    config = getattr(transformers, f"{family}Config")(vocab_size=57, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
-                        num_labels=3, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
-                        eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.sep_token_id)  # fmt: skip
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=57, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64, num_labels=3,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+        decoder_start_token_id=tok.sep_token_id)  # fmt: skip
     source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification", processor=tok,
                                 pipeline_tag="text-classification")  # fmt: skip
     zoo = build_zoo(ZooSpec(f"{family.lower()}org", source, num_models=3, seed=0), hub_root)
