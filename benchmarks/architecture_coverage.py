@@ -159,6 +159,7 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
                                image_size=16, patch_size=4), mm_tokens_per_image=4, image_token_index=30)),
         "GLM-4": clf("Glm4", num_key_value_heads=1, pad_token_id=0, head_dim=16),
         "Ministral 3": clf("Ministral3", num_key_value_heads=1, pad_token_id=0),
+        "Falcon": clf("Falcon"),
         "Granite (base)": lambda: T.GraniteModel(T.GraniteConfig(**bert, num_key_value_heads=1,
                                                                  embedding_multiplier=12.0)),
         "Command R (base)": lambda: T.CohereModel(T.CohereConfig(**bert, num_key_value_heads=1)),

@@ -108,7 +108,7 @@ def _decoder(kind: str, **config):
         cls.__name__,
         lambda: cls(getattr(T, f"{kind}Config")(**_DECODER, **config)),
         _text,
-        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+        lambda m, x: _last(m.base_model(**x).last_hidden_state, x),
     )
 
 
@@ -413,6 +413,9 @@ TRANSFORMERS_CASES = [
     _decoder("Ministral3", sliding_window=4),  # Mistral 3's small models: every layer a window where one is set
     *(_decoder(kind) for kind in ("DiffLlama", "Nemotron")),
     _decoder("HunYuanDenseV1", head_dim=8),
+    _decoder("Falcon"),  # falcon-7b: rotary, parallel attention and MLP, multi-query
+    _decoder("Falcon", alibi=True),  # falcon-rw: ALiBi folded into the mask
+    _decoder("Falcon", new_decoder_architecture=True),  # falcon-40b: grouped queries, two layer norms
     # IBM Granite: embeddings, residuals and attention scaled by the config's multipliers
     _decoder_base("Granite", embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2),
     _decoder_base("GraniteSWA", embedding_multiplier=3.0, sliding_window=4),

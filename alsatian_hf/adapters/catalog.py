@@ -196,6 +196,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "Falcon",
+        "FalconConfig()",
+        "word embeddings → every block (rotary, or ALiBi in the mask) → ln_f+last token the mask keeps",
+        _hf("FalconConfig", "FalconForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "T5 / mT5 (encoder)",
         "T5Config()",
         "shared embeddings → every block (the relative bias shared) → final norm+masked mean",

@@ -11,6 +11,7 @@ shards. Requires transformers>=5,<6 (pinned in pyproject.toml).
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import torch
@@ -916,6 +917,56 @@ class GPTNeoXAdapter(DecoderAdapter):
     family = "transformers-gpt-neox"
     embed = "embed_in"
     norm = "final_layer_norm"
+
+
+@register_adapter("falcon")
+class FalconAdapter(TransformersAdapter):
+    """Falcon (tiiuae/falcon-7b, -40b, falcon-rw-*) as `FalconForSequenceClassification` reads it: word
+    embeddings | every block | ln_f + the last token the attention mask keeps.
+
+    Each block rebuilds the causal mask `FalconModel.forward` builds, always materialised, with the ALiBi bias
+    folded in where the config uses it (falcon-rw), and the rotary table otherwise.
+    """
+
+    family = "transformers-falcon"
+
+    initial_state = staticmethod(_ids_and_mask)
+
+    def token_states(self, base, p):
+        return [f"{p}ln_f"], lambda m, s: (m.base_model.ln_f(s[0]), s[1])
+
+    def layout(self, model, base, p, in_checkpoint):
+        from transformers.masking_utils import create_causal_mask
+        from transformers.models.falcon.modeling_falcon import build_alibi_tensor
+
+        def attention_mask(b, hidden, mask, positions):  # as `FalconModel.forward`
+            causal = create_causal_mask(config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
+                                        position_ids=positions, allow_is_causal_skip=False)  # fmt: skip
+            if not b.use_alibi:
+                return causal
+            low = torch.finfo(hidden.dtype).min
+            if causal.dtype == torch.bool:
+                causal = torch.where(causal, torch.full((), 0.0, device=causal.device, dtype=hidden.dtype), low)
+            alibi = build_alibi_tensor(mask, b.num_heads, dtype=hidden.dtype)
+            alibi = alibi.reshape(hidden.shape[0], -1, *alibi.shape[1:])
+            return torch.masked_fill(alibi / math.sqrt(b.config.hidden_size // b.num_heads), causal < -1, low)
+
+        def block(i):
+            def step(m, s):
+                hidden, mask = s
+                b = m.base_model
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+                out = b.h[i](hidden, attention_mask=attention_mask(b, hidden, mask, positions), position_ids=positions,
+                             use_cache=False, position_embeddings=b.rotary_emb(hidden, position_ids=positions))  # fmt: skip
+                return (out[0] if isinstance(out, tuple) else out, mask)
+
+            return step
+
+        paths, tokens = self.token_states(base, p)
+        layout = [("embeddings", [f"{p}word_embeddings"], lambda m, s: (m.base_model.word_embeddings(s[0]), s[1]))]
+        layout += [(f"h.{i}", [f"{p}h.{i}"], block(i)) for i in range(len(base.h))]
+        layout.append(("readout", paths, lambda m, s: (_last_kept(*tokens(m, s)),)))
+        return layout
 
 
 @register_adapter("opt")
