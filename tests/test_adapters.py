@@ -899,6 +899,7 @@ TIMM_CASES = [
             "wss": (2, 2, 2, 2),
         },
     ),
+    ("hrnet_w18_small", {}),  # branches of four resolutions between blocks
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),
@@ -957,6 +958,12 @@ def test_timm_equivalence_resume_and_coverage(arch, kwargs):
         ref = model.forward_head(model.forward_features(x), pre_logits=True)
     _check_equivalence(model, split, (x,), ref)
     assert split.head_keys and all(k.startswith(("fc.", "classifier.", "head.")) for k in split.head_keys)
+
+
+def test_an_hrnet_without_its_classification_head_is_refused_saying_so():
+    hrnet = timm.create_model("hrnet_w18_small", pretrained=False, head="incre", num_classes=0).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="head='incre'.*list of branches.*classification head"):
+        split_model(hrnet)
 
 
 def test_a_timm_model_with_dynamic_img_size_takes_each_inputs_grid():
@@ -1362,16 +1369,39 @@ def test_discovery_validates_on_an_image_size_given_as_height_and_width(tmp_path
         _check_equivalence(model, split, (x,), reference_features(model, x))
 
 
+class _Staged(torch.nn.Module):
+    """A timm-style model whose block list holds lists of blocks, one list per stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3)
+        self.stages = torch.nn.ModuleList(
+            torch.nn.ModuleList(torch.nn.Conv2d(8, 8, 3) for _ in range(2)) for _ in range(2)
+        )
+        self.fc = torch.nn.Linear(8, 7)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+        return x
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((-2, -1))
+        return x if pre_logits else self.fc(x)
+
+
 def test_discovery_refuses_what_it_cannot_reproduce():
     # CrossViT's two branches pass a list of token sequences between blocks, which a one-tensor state cannot hold
     branches = dict(img_size=[24, 32], embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1], mlp_ratio=[1, 1, 1])
     crossvit = timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7, **branches).eval()
     with pytest.raises(UnsupportedArchitectureError, match="CrossVit.*blocks do not run.*register_adapter"):
         split_model(crossvit)
-    # HRNet's stages run branches of several resolutions, which its forward calls apart from the list
-    hrnet = timm.create_model("hrnet_w18_small", pretrained=False, num_classes=7).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="HighResolutionNet.*never reached.*register_adapter"):
-        split_model(hrnet)
+    # stages held as lists of blocks (as transformers' PVT held them before its adapter): the forward runs the
+    # blocks inside each list, never the lists themselves, so the split's stem never sees its input
+    with pytest.raises(UnsupportedArchitectureError, match="_Staged.*never reached.*register_adapter"):
+        split_model(_Staged().eval())
     funnel = T.FunnelModel(T.FunnelConfig(vocab_size=31, d_model=32, n_head=2, d_head=16, d_inner=37,
                                           block_sizes=[1, 1])).eval()  # fmt: skip
     with pytest.raises(UnsupportedArchitectureError, match="text models"):

@@ -109,6 +109,14 @@ ROWS = [
         _timm("twins_svt_small"),
     ),
     FamilyRow(
+        "timm",
+        "hrnet (classification head)",
+        "hrnet_w18_small",
+        "stem → every block of layer1 → per stage: transition into branches, every high-resolution module → "
+        "aggregation (incre, downsample, final layer) → global pool",
+        _timm("hrnet_w18_small"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

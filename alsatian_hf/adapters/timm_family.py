@@ -1,5 +1,5 @@
 """Adapters for timm models: resnet/resnext, efficientnet(_lite), vit/deit, eva (EVA-02, RoPE ViTs), convnext, swin,
-cait, xcit, twins.
+cait, xcit, twins, hrnet.
 
 They are registered under `timm:<ModelClass>`, and an exact timm `architecture` may be registered too.
 The block lists follow `forward_features` / `forward_head(pre_logits=True)` rather than `group_matcher`,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UnsupportedArchitectureError
 from ._base import Adapter, Block, SplitModel, State, register_adapter, state_keys
 
 
@@ -352,4 +353,58 @@ class TimmTwinsAdapter(Adapter):
                 blocks.append(_modules_block(model, path, [path, *peg], block(i, j)))
         blocks.append(_modules_block(model, "readout", ["norm"],
                                      lambda m, s: (m.forward_head(m.norm(s[0]), pre_logits=True),)))  # fmt: skip
+        return _finish(model, self.family, blocks)
+
+
+@register_adapter("timm:HighResolutionNet")
+class TimmHRNetAdapter(Adapter):
+    """HRNet (classification head): stem | every block of layer1 | per stage: its transition into branches, then
+    every high-resolution module | the head's aggregation (incre, downsample, final layer) | global pool.
+
+    From the first transition on, the state is the tuple of branch outputs, one feature map per resolution, as
+    `HighResolutionNet.stages` hands the list on. A transition's identity entries pass their branch through; its
+    new branch is made from the last one.
+    """
+
+    family = "timm-hrnet"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        if model.incre_modules is None or model.downsamp_modules is None:
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__} built with head={'incre' if model.incre_modules is not None else 'none'!r}: "
+                "its features are a list of branches, which no proxy scores. Search an HRNet with its "
+                "classification head (timm's default)."
+            )
+
+        def stem(m, s):
+            x = m.act1(m.bn1(m.conv1(s[0])))
+            return (m.act2(m.bn2(m.conv2(x))),)
+
+        def transition(k):
+            def step(m, s):
+                modules = getattr(m, f"transition{k}")
+                if k == 1:  # from the stem's one map
+                    return tuple(t(s[0]) for t in modules)
+                return tuple(s[i] if isinstance(t, nn.Identity) else t(s[-1]) for i, t in enumerate(modules))
+
+            return step
+
+        def module(stage, j):
+            return lambda m, s: tuple(getattr(m, stage)[j](list(s)))
+
+        def aggregate(m, s):  # as `HighResolutionNet.forward_features` ends
+            y = None
+            for i, incre in enumerate(m.incre_modules):
+                y = incre(s[i]) if y is None else incre(s[i]) + m.downsamp_modules[i - 1](y)
+            return (m.final_layer(y),)
+
+        blocks = [_modules_block(model, "stem", ["conv1", "bn1", "conv2", "bn2"], stem)]
+        blocks += [_sub_block(model, f"layer1.{j}") for j in range(len(model.layer1))]
+        for k, stage in ((1, "stage2"), (2, "stage3"), (3, "stage4")):
+            blocks.append(_modules_block(model, f"transition{k}", [f"transition{k}"], transition(k)))
+            blocks += [_modules_block(model, f"{stage}.{j}", [f"{stage}.{j}"], module(stage, j))
+                       for j in range(len(getattr(model, stage)))]  # fmt: skip
+        head = ["incre_modules", "downsamp_modules", "final_layer"]
+        blocks.append(_modules_block(model, "aggregation", head, aggregate))
+        blocks.append(Block("readout", (), lambda m, s: (m.forward_head(s[0], pre_logits=True),)))
         return _finish(model, self.family, blocks)
