@@ -115,9 +115,19 @@ def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = No
     with context, _bounded(max_parameters):
         if library == "timm":
             import timm
-            from timm.models._hub import load_model_config_from_path
+            from timm.models._hub import _parse_model_cfg  # `load_model_config_from_path`, on the parsed config
 
-            pretrained_cfg, name, model_args = load_model_config_from_path(config_dir)
+            if config.get("model_type") == "timm_wrapper" and "pretrained_cfg" not in config:
+                raise UnsupportedArchitectureError(
+                    "it was saved by transformers' TimmWrapper built from a bare config: its tensors are named "
+                    "under `timm_model.`, not as timm names them, and it has no `pretrained_cfg` to preprocess "
+                    "with. A TimmWrapper loaded from timm weights (`from_pretrained('timm/...')`) saves timm's "
+                    "names and is searched; re-save the model that way."
+                )
+            if config.get("model_args", {}) is None:  # transformers' TimmWrapper saves "no arguments" as null
+                del config["model_args"]
+            source = {"file": str(config_dir), "source": "local-dir"}
+            pretrained_cfg, name, model_args = _parse_model_cfg(config, extra_fields=source)
             model = timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
         else:
             import transformers

@@ -259,6 +259,52 @@ def test_a_discovered_timm_family_is_searched_from_the_hub_alike_in_every_strate
         shutil.rmtree(hub_root / "regnetorg", ignore_errors=True)
 
 
+def test_timm_models_fine_tuned_with_transformers_share_their_timm_base(hub, hub_root, tmp_path):
+    """A timm model fine-tuned with transformers' Trainer is saved by `TimmWrapperForImageClassification`: its
+    config names the timm `architecture` under `model_type: timm_wrapper`, and its tensors carry the wrapper's
+    `timm_model.` prefix. It is searched as the timm model it wraps, sharing the blocks it left alone with its
+    timm base."""
+    import timm
+    from timm.models._hub import save_config_for_hf
+    from transformers import TimmWrapperForImageClassification
+
+    from alsatian_hf.zoo.builder import save_state
+
+    torch.manual_seed(0)
+    base = timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+    ids = ["tworg/base", "tworg/ft0", "tworg/ft1"]
+    try:
+        (hub_root / ids[0]).mkdir(parents=True)
+        save_state(base.state_dict(), hub_root / ids[0])
+        save_config_for_hf(base, hub_root / ids[0] / "config.json")
+        config = json.loads((hub_root / ids[0] / "config.json").read_text())
+        del config["model_args"]  # as timm's own Hub repos are saved; TimmWrapper passes num_classes itself
+        (hub_root / ids[0] / "config.json").write_text(json.dumps(config))
+        for repo in ids[1:]:
+            tuned = TimmWrapperForImageClassification.from_pretrained(hub_root / ids[0])
+            with torch.no_grad():
+                for p in tuned.timm_model.layer4.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+            tuned.save_pretrained(hub_root / repo)
+        saved = json.loads((hub_root / ids[1] / "config.json").read_text())
+        assert saved["model_type"] == "timm_wrapper" and saved["model_args"] is None
+        first = _alike_in_alsatian_and_base(ids, digits(num_items=80, seed=0), tmp_path, image_size=32)
+        assert len(set(first["scores"].values())) == 3
+        # stem and layer1-3 hash alike in all three (the wrapper's config keys do not part them), three layer4s,
+        # and the weightless read-out
+        assert len(first["block_time"]) == 4 + 3 + 1
+        # one built from a bare TimmWrapperConfig names its tensors under `timm_model.`: skipped saying so
+        from transformers import TimmWrapperConfig
+
+        bare = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="test_resnet", num_labels=3))
+        bare.save_pretrained(hub_root / "tworg" / "bare")
+        args = _args(tmp_path, result_size=1, feature_cache=False, image_size=32)
+        res = ModelSearcher([ids[0], "tworg/bare"], train_dataset=digits(num_items=80, seed=0), args=args).search()
+        assert "saved by transformers' TimmWrapper built from a bare config" in res.skipped["tworg/bare"]
+    finally:
+        shutil.rmtree(hub_root / "tworg", ignore_errors=True)
+
+
 def test_transformers_image_models_and_preprocessing_once_per_config(hub, vit_zoo, tmp_path):
     ds = digits(num_items=80, seed=0)
     res = ModelSearcher(vit_zoo.repo_ids, train_dataset=ds, args=_args(tmp_path, image_size=None)).search()
