@@ -53,6 +53,14 @@ _VIT = dict(
 # two stages of a pyramid vision transformer: 32 px -> 8 x 8 tokens -> 4 x 4
 _PVT = dict(image_size=32, num_encoder_blocks=2, depths=[1, 2], sequence_reduction_ratios=[2, 1], hidden_sizes=[8, 16],
             patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2])  # fmt: skip
+# two PoolFormer stages of 8 and 16 channels
+_POOLFORMER = dict(num_encoder_blocks=2, depths=[1, 2], hidden_sizes=[8, 16], patch_sizes=[7, 3], strides=[4, 2],
+                   padding=[2, 1])  # fmt: skip
+# two HGNetV2 stages, the second downsampling with light blocks
+_HGNETV2 = dict(stem_channels=[3, 8, 8], stage_in_channels=[8, 16], stage_mid_channels=[8, 8],
+                stage_out_channels=[16, 16], stage_num_blocks=[1, 2], stage_downsample=[False, True],
+                stage_light_block=[False, True], stage_kernel_size=[3, 5], stage_numb_of_layers=[2, 2],
+                hidden_sizes=[16, 16])  # fmt: skip
 _TOWER_TEXT = dict(vocab_size=31, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
 _SWIN = dict(image_size=32, patch_size=4, embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=4)
 
@@ -211,35 +219,13 @@ TRANSFORMERS_CASES = [
     ),
     (
         "PoolFormerForImageClassification",  # the classifier's group norm before the pool
-        lambda: T.PoolFormerForImageClassification(
-            T.PoolFormerConfig(
-                num_encoder_blocks=2,
-                depths=[1, 2],
-                hidden_sizes=[8, 16],
-                patch_sizes=[7, 3],
-                strides=[4, 2],
-                padding=[2, 1],
-            )  # fmt: skip
-        ),
+        lambda: T.PoolFormerForImageClassification(T.PoolFormerConfig(**_POOLFORMER)),
         _pixels,
         _classifier_input,
     ),
     (
         "HGNetV2ForImageClassification",  # no base model: the stages hang off the classifier itself
-        lambda: T.HGNetV2ForImageClassification(
-            T.HGNetV2Config(
-                stem_channels=[3, 8, 8],
-                stage_in_channels=[8, 16],
-                stage_mid_channels=[8, 8],
-                stage_out_channels=[16, 16],
-                stage_num_blocks=[1, 2],
-                stage_downsample=[False, True],
-                stage_light_block=[False, True],
-                stage_kernel_size=[3, 5],
-                stage_numb_of_layers=[2, 2],
-                hidden_sizes=[16, 16],
-            )  # fmt: skip
-        ),
+        lambda: T.HGNetV2ForImageClassification(T.HGNetV2Config(**_HGNETV2)),
         _pixels,
         lambda m, x: _classified(m, x, "fc"),
     ),
@@ -253,16 +239,7 @@ TRANSFORMERS_CASES = [
     ),
     (
         "PoolFormerModel",
-        lambda: T.PoolFormerModel(
-            T.PoolFormerConfig(
-                num_encoder_blocks=2,
-                depths=[1, 2],
-                hidden_sizes=[8, 16],
-                patch_sizes=[7, 3],
-                strides=[4, 2],
-                padding=[2, 1],
-            )
-        ),  # fmt: skip
+        lambda: T.PoolFormerModel(T.PoolFormerConfig(**_POOLFORMER)),
         _pixels,
         lambda m, x: m(**x).last_hidden_state.mean([-2, -1]),
     ),
