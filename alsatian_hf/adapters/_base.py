@@ -189,6 +189,17 @@ def find_adapter(*names: str | None, model_class: str = "?") -> Adapter:
     )
 
 
+def grid_state(hidden: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A token grid's height and width per item, as a (batch, 2) tensor: state, since a state holds tensors only
+    (Swin's, PVT's, XCiT's blocks read the grid their input was cut into)."""
+    return torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
+
+
+def grid_size(grid: torch.Tensor) -> tuple[int, int]:
+    """(height, width) of a `grid_state`."""
+    return int(grid[0, 0]), int(grid[0, 1])
+
+
 def state_nbytes(state: State) -> int:
     """Bytes held by a state's tensors."""
     return sum(t.numel() * t.element_size() for t in state)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
-from ._base import Adapter, Block, SplitModel, State, register_adapter, state_keys
+from ._base import Adapter, Block, SplitModel, State, grid_size, grid_state, register_adapter, state_keys
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -136,14 +136,13 @@ class TimmEvaAdapter(Adapter):
             x, _ = m._pos_embed(patches)
             if not dynamic:
                 return (m.norm_pre(x),)
-            grid = torch.tensor(patches.shape[1:3], device=x.device)  # dynamic: patches come as (B, H, W, C)
-            return (m.norm_pre(x), grid.expand(x.shape[0], 2))
+            return (m.norm_pre(x), grid_state(x, *patches.shape[1:3]))  # dynamic: patches come as (B, H, W, C)
 
         def block(i):
             def step(m, s):
                 rope = None
                 if m.rope is not None and dynamic:  # as `Eva._pos_embed` computes it
-                    rope = m.rope.get_embed(shape=tuple(int(n) for n in s[1][0].tolist()))
+                    rope = m.rope.get_embed(shape=grid_size(s[1]))
                 elif m.rope is not None:
                     fixed = hasattr(m.rope, "feat_shape")
                     rope = m.rope.get_embed() if fixed else m.rope.get_embed(shape=m.patch_embed.grid_size)
@@ -277,12 +276,11 @@ class TimmXcitAdapter(Adapter):
             x, (hp, wp) = m.patch_embed(s[0])
             if m.pos_embed is not None:  # as `Xcit.forward_features`: (B, C, Hp, Wp) -> (B, N, C)
                 x = x + m.pos_embed(x.shape[0], hp, wp).reshape(x.shape[0], -1, x.shape[1]).permute(0, 2, 1)
-            return (x, torch.tensor([hp, wp], device=x.device).expand(x.shape[0], 2))
+            return (x, grid_state(x, hp, wp))
 
         def block(i):
             def step(m, s):
-                hp, wp = (int(n) for n in s[1][0].tolist())
-                return (m.blocks[i](s[0], hp, wp), s[1])
+                return (m.blocks[i](s[0], *grid_size(s[1])), s[1])
 
             return step
 
@@ -329,16 +327,16 @@ class TimmTwinsAdapter(Adapter):
             def step(m, s):
                 x = s[0]
                 if i:  # as `Twins.forward_features` leaves every stage but the last: a feature map
-                    h, w = (int(n) for n in s[1][0].tolist())
+                    h, w = grid_size(s[1])
                     x = x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
                 x, (h, w) = m.patch_embeds[i](x)
-                return (x, torch.tensor([h, w], device=x.device).expand(x.shape[0], 2))
+                return (x, grid_state(x, h, w))
 
             return step
 
         def block(i, j):
             def step(m, s):
-                size = tuple(int(n) for n in s[1][0].tolist())
+                size = grid_size(s[1])
                 x = m.blocks[i][j](s[0], size)
                 return (m.pos_block[i](x, size) if j == 0 else x, s[1])
 

@@ -18,7 +18,17 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
-from ._base import Adapter, Block, SplitModel, State, base_model, register_adapter, state_keys
+from ._base import (
+    Adapter,
+    Block,
+    SplitModel,
+    State,
+    base_model,
+    grid_size,
+    grid_state,
+    register_adapter,
+    state_keys,
+)
 
 
 def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | None = None) -> dict[str, str]:
@@ -1527,7 +1537,7 @@ class DINOv3ViTAdapter(TransformersAdapter):
             def step(m, s):
                 hidden, grid = s
                 b = _dinov3(m, "rope_embeddings")[0]
-                h, w = (int(n) for n in grid[0].tolist())
+                h, w = grid_size(grid)
                 # the rotary table reads the pixels' shape, device and dtype alone
                 shape = torch.empty(1, 1, 1, 1, device=hidden.device, dtype=hidden.dtype).expand(1, 1, h * ph, w * pw)
                 return (b.model.layer[i](hidden, position_embeddings=b.rope_embeddings(shape)), grid)
@@ -1656,15 +1666,10 @@ class HfConvNextAdapter(TransformersAdapter):
         return layout
 
 
-def _grid(hidden: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """A token grid's height and width per item, as a (batch, 2) tensor: state, since a state holds tensors only."""
-    return torch.tensor([[h, w]], device=hidden.device).expand(hidden.shape[0], 2)
-
-
 def _embed_grid(m: nn.Module, s: State) -> State:
     """(pixels,) -> (tokens, grid): embeddings that also return the token grid's size (Swin's, FocalNet's)."""
     hidden, (h, w) = m.base_model.embeddings(s[0])
-    return (hidden, _grid(hidden, h, w))
+    return (hidden, grid_state(hidden, h, w))
 
 
 def _staged(prefix: str, stages: str, blocks: str, shape: list[tuple[int, bool]], block, downsample) -> list:
@@ -1692,7 +1697,7 @@ class HfSwinAdapter(TransformersAdapter):
         def block(i, j):
             def step(m, s):
                 hidden, dims = s
-                out = m.base_model.encoder.layers[i].blocks[j](hidden, (int(dims[0, 0]), int(dims[0, 1])))
+                out = m.base_model.encoder.layers[i].blocks[j](hidden, grid_size(dims))
                 return (out[0] if isinstance(out, tuple) else out, dims)
 
             return step
@@ -1700,9 +1705,9 @@ class HfSwinAdapter(TransformersAdapter):
         def merge(i):
             def step(m, s):
                 hidden, dims = s
-                h, w = int(dims[0, 0]), int(dims[0, 1])
+                h, w = grid_size(dims)
                 hidden = m.base_model.encoder.layers[i].downsample(hidden, (h, w))
-                return (hidden, _grid(hidden, (h + 1) // 2, (w + 1) // 2))
+                return (hidden, grid_state(hidden, (h + 1) // 2, (w + 1) // 2))
 
             return step
 
@@ -1731,17 +1736,17 @@ class HfFocalNetAdapter(TransformersAdapter):
         def layer(i, j):
             def step(m, s):
                 hidden, dims = s
-                return (m.base_model.encoder.stages[i].layers[j](hidden, (int(dims[0, 0]), int(dims[0, 1]))), dims)
+                return (m.base_model.encoder.stages[i].layers[j](hidden, grid_size(dims)), dims)
 
             return step
 
         def downsample(i):
             def step(m, s):  # as `FocalNetStage.forward` does after its layers
                 hidden, dims = s
-                h, w = int(dims[0, 0]), int(dims[0, 1])
+                h, w = grid_size(dims)
                 hidden = hidden.transpose(1, 2).reshape(hidden.shape[0], -1, h, w)
                 hidden, (h, w) = m.base_model.encoder.stages[i].downsample(hidden)
-                return (hidden, _grid(hidden, h, w))
+                return (hidden, grid_state(hidden, h, w))
 
             return step
 
@@ -1758,7 +1763,7 @@ class HfFocalNetAdapter(TransformersAdapter):
 
 def _to_map(hidden: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Tokens (batch, h * w, channels) back to a feature map (batch, channels, h, w), `grid` giving h and w."""
-    h, w = int(grid[0, 0]), int(grid[0, 1])
+    h, w = grid_size(grid)
     return hidden.reshape(hidden.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
@@ -1768,7 +1773,7 @@ def _pvt_block(blocks_of, i: int, j: int):
 
     def step(m, s):
         hidden, grid = s
-        return (blocks_of(m.base_model, i)[j](hidden, int(grid[0, 0]), int(grid[0, 1]), False)[0], grid)
+        return (blocks_of(m.base_model, i)[j](hidden, *grid_size(grid), False)[0], grid)
 
     return step
 
@@ -1786,7 +1791,7 @@ class HfPvtAdapter(TransformersAdapter):
             def step(m, s):
                 x = _to_map(*s) if i else s[0]
                 hidden, h, w = m.base_model.encoder.patch_embeddings[i](x)
-                return (hidden, _grid(hidden, h, w))
+                return (hidden, grid_state(hidden, h, w))
 
             return step
 
@@ -1816,7 +1821,7 @@ class HfPvtV2Adapter(TransformersAdapter):
         def embed(i):
             def step(m, s):
                 hidden, h, w = m.base_model.encoder.layers[i].patch_embedding(s[0])
-                return (hidden, _grid(hidden, h, w))
+                return (hidden, grid_state(hidden, h, w))
 
             return step
 
