@@ -816,7 +816,8 @@ class XLNetAdapter(TransformersAdapter):
 
 def _last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Each row's last token the attention mask keeps: what a decoder's `*ForSequenceClassification` classifies
-    (it compares ids with `pad_token_id`; the mask says the same on either padding side)."""
+    (it compares ids with `pad_token_id`; the mask says the same on either padding side). With `ids.eq(eos)` for
+    a mask, the last end token, which an encoder-decoder's classifier reads."""
     last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
@@ -1165,9 +1166,7 @@ class T5Adapter(TransformersAdapter):
 
         def decoder_readout(m, s):
             hidden, _, _, ids = s
-            hidden = m.base_model.decoder.final_layer_norm(hidden)
-            last = (torch.arange(ids.shape[1], device=ids.device) * ids.eq(m.config.eos_token_id)).argmax(-1)
-            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+            return (_last_kept(m.base_model.decoder.final_layer_norm(hidden), ids.eq(m.config.eos_token_id)),)
 
         # the signature leaves token ids out (`adapters.signature`); these two decide what the classifier reads
         start = f"decoder_start_token_id={getattr(model.config, 'decoder_start_token_id', None)}"
@@ -1280,10 +1279,7 @@ class BartAdapter(TransformersAdapter):
 
         def readout(m, s):
             hidden, _, _, ids = s
-            hidden = final_norm(m.base_model.decoder, hidden)
-            eos = ids.eq(m.base_model.config.eos_token_id)
-            last = (torch.arange(ids.shape[1], device=ids.device) * eos).argmax(-1)
-            return (hidden[torch.arange(hidden.shape[0], device=hidden.device), last],)
+            return (_last_kept(final_norm(m.base_model.decoder, hidden), ids.eq(m.base_model.config.eos_token_id)),)
 
         shared = self.shared_paths(base, p)
         encoder = [f"{p}encoder.embed_positions", f"{p}encoder.layernorm_embedding"]
