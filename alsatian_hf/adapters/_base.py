@@ -200,6 +200,13 @@ def grid_size(grid: torch.Tensor) -> tuple[int, int]:
     return int(grid[0, 0]), int(grid[0, 1])
 
 
+def grid_map(hidden: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Tokens (batch, h * w, channels) back to a feature map (batch, channels, h, w), `grid` (a `grid_state`)
+    giving h and w: what a pyramid transformer's next stage embeds."""
+    h, w = grid_size(grid)
+    return hidden.reshape(hidden.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
 def state_nbytes(state: State) -> int:
     """Bytes held by a state's tensors."""
     return sum(t.numel() * t.element_size() for t in state)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedArchitectureError
-from ._base import Adapter, Block, SplitModel, State, grid_size, grid_state, register_adapter, state_keys
+from ._base import Adapter, Block, SplitModel, State, grid_map, grid_size, grid_state, register_adapter, state_keys
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -327,8 +327,7 @@ class TimmTwinsAdapter(Adapter):
             def step(m, s):
                 x = s[0]
                 if i:  # as `Twins.forward_features` leaves every stage but the last: a feature map
-                    h, w = grid_size(s[1])
-                    x = x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+                    x = grid_map(x, s[1])
                 x, (h, w) = m.patch_embeds[i](x)
                 return (x, grid_state(x, h, w))
 

@@ -24,6 +24,7 @@ from ._base import (
     SplitModel,
     State,
     base_model,
+    grid_map,
     grid_size,
     grid_state,
     register_adapter,
@@ -1757,12 +1758,6 @@ class HfFocalNetAdapter(TransformersAdapter):
         ]
 
 
-def _to_map(hidden: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Tokens (batch, h * w, channels) back to a feature map (batch, channels, h, w), `grid` giving h and w."""
-    h, w = grid_size(grid)
-    return hidden.reshape(hidden.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
-
-
 def _pvt_block(blocks_of, i: int, j: int):
     """Block j of stage i of a PVT (`blocks_of(base, i)` lists the stage's blocks): (tokens, grid) -> (tokens,
     grid); the block reads the grid as two ints."""
@@ -1785,7 +1780,7 @@ class HfPvtAdapter(TransformersAdapter):
     def layout(self, model, base, p, in_checkpoint):
         def embed(i):
             def step(m, s):
-                x = _to_map(*s) if i else s[0]
+                x = grid_map(*s) if i else s[0]
                 hidden, h, w = m.base_model.encoder.patch_embeddings[i](x)
                 return (hidden, grid_state(hidden, h, w))
 
@@ -1822,7 +1817,7 @@ class HfPvtV2Adapter(TransformersAdapter):
             return step
 
         def norm(i):
-            return lambda m, s: (_to_map(m.base_model.encoder.layers[i].layer_norm(s[0]), s[1]),)
+            return lambda m, s: (grid_map(m.base_model.encoder.layers[i].layer_norm(s[0]), s[1]),)
 
         def readout(m, s):  # as the classifier pools: (B, C, H, W) -> (B, H * W, C) -> mean over positions
             x = s[0]
