@@ -109,26 +109,15 @@ def _last(hidden, x):
     return hidden[torch.arange(hidden.shape[0]), last]
 
 
-def _decoder(kind: str, **config):
-    """A case of a decoder's `*ForSequenceClassification`: features are the last token the mask keeps."""
-    cls = getattr(T, f"{kind}ForSequenceClassification")
+def _decoder(kind: str, head: str = "ForSequenceClassification", **config):
+    """A case of a decoder's `*ForSequenceClassification` (or, with `head=""`, of its bare `*Model`, for a family
+    transformers has no classifier of): features are the last token the mask keeps, after the final norm."""
+    cls = getattr(T, f"{kind}{head or 'Model'}")
     return (
         cls.__name__,
         lambda: cls(getattr(T, f"{kind}Config")(**_DECODER, **config)),
         _text,
         lambda m, x: _last(m.base_model(**x).last_hidden_state, x),
-    )
-
-
-def _decoder_base(kind: str, **config):
-    """A case of a decoder's base model (one without a `*ForSequenceClassification` in transformers): features are
-    the last token the mask keeps, after the final norm."""
-    cls = getattr(T, f"{kind}Model")
-    return (
-        cls.__name__,
-        lambda: cls(getattr(T, f"{kind}Config")(**_DECODER, **config)),
-        _text,
-        lambda m, x: _last(m(**x).last_hidden_state, x),
     )
 
 
@@ -394,12 +383,12 @@ TRANSFORMERS_CASES = [
     _decoder("Falcon", alibi=True),  # falcon-rw: ALiBi folded into the mask
     _decoder("Falcon", new_decoder_architecture=True),  # falcon-40b: grouped queries, two layer norms
     # IBM Granite: embeddings, residuals and attention scaled by the config's multipliers
-    _decoder_base("Granite", embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2),
-    _decoder_base("GraniteSWA", embedding_multiplier=3.0, sliding_window=4),
-    _decoder_base("Cohere"),  # Command R: parallel attention and MLP, interleaved rotary
-    _decoder_base("Cohere2", sliding_window=4),  # sliding and full layers by `layer_types`
-    _decoder_base("Apertus"),
-    _decoder_base("Ernie4_5", head_dim=8),
+    _decoder("Granite", "", embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2),
+    _decoder("GraniteSWA", "", embedding_multiplier=3.0, sliding_window=4),
+    _decoder("Cohere", ""),  # Command R: parallel attention and MLP, interleaved rotary
+    _decoder("Cohere2", "", sliding_window=4),  # sliding and full layers by `layer_types`
+    _decoder("Apertus", ""),
+    _decoder("Ernie4_5", "", head_dim=8),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(
