@@ -115,10 +115,21 @@ def _decoder(kind: str, head: str = "ForSequenceClassification", **config):
     cls = getattr(T, f"{kind}{head or 'Model'}")
     return (
         cls.__name__,
-        lambda: cls(getattr(T, f"{kind}Config")(**_DECODER, **config)),
+        lambda: cls(getattr(T, f"{kind}Config")(**(_DECODER | config))),
         _text,
         lambda m, x: _last(m.base_model(**x).last_hidden_state, x),
     )
+
+
+# mixtures of experts: 2 of 4 experts a token, each a multiple of 4 floats wide (grouped matmuls need 16-byte
+# strides); the checkpoint holds one tensor per expert, the model one stacked tensor
+_MOE = dict(intermediate_size=40, moe_intermediate_size=16, num_experts_per_tok=2)
+# DeepSeek's multi-head latent attention, and its first layer dense
+_MLA = dict(_MOE, n_routed_experts=4, num_key_value_heads=4, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=4,
+            qk_nope_head_dim=4, v_head_dim=8, first_k_dense_replace=1, n_group=1, topk_group=1)  # fmt: skip
+# GLM-4-MoE's and dots.llm1's: DeepSeek-V3's routing and shared expert, with grouped-query attention
+_GROUPED = dict(_MOE, n_routed_experts=4, first_k_dense_replace=1, n_group=1, topk_group=1, head_dim=8,
+                n_shared_experts=1)  # fmt: skip
 
 
 def _gemma3():
@@ -389,6 +400,24 @@ TRANSFORMERS_CASES = [
     _decoder("Cohere2", "", sliding_window=4),  # sliding and full layers by `layer_types`
     _decoder("Apertus", ""),
     _decoder("Ernie4_5", "", head_dim=8),
+    # mixtures of experts
+    _decoder("Mixtral", num_local_experts=4, sliding_window=4, **_MOE),  # experts and gate/up stored apart
+    _decoder("Phimoe", num_local_experts=4, sliding_window=4, **_MOE),
+    _decoder("Qwen2Moe", num_experts=4, shared_expert_intermediate_size=20, **_MOE),  # beside a shared expert
+    _decoder("Qwen3Moe", num_experts=4, head_dim=8, use_sliding_window=True, sliding_window=4, **_MOE),
+    _decoder("JetMoe", num_local_experts=4, **_MOE),  # experts stored stacked: nothing to merge
+    _decoder("HunYuanMoEV1", num_experts=4, moe_topk=2, head_dim=8, **_MOE),
+    _decoder("GptOss", num_local_experts=4, head_dim=8, sliding_window=4, **_MOE),  # attention sinks; stacked
+    _decoder("DeepseekV2", **_MLA),
+    _decoder("DeepseekV3", **_MLA),
+    *(_decoder(kind, "", num_experts=4, **_MOE) for kind in ("Olmoe", "FlexOlmo", "Cohere2Moe", "MiniMaxM2")),
+    _decoder("GraniteMoe", "", num_local_experts=4, embedding_multiplier=3.0, **_MOE),
+    _decoder("GraniteMoeShared", "", num_local_experts=4, shared_intermediate_size=20, **_MOE),
+    _decoder("Ernie4_5_Moe", "", moe_num_experts=4, moe_k=2, head_dim=8, **_MOE),
+    *(_decoder(kind, "", **_GROUPED) for kind in ("Glm4Moe", "Dots1")),
+    _decoder("Glm4MoeLite", "", **_MLA),
+    *(_decoder(kind, "", num_experts=4, head_dim=8, sliding_window=4, **_MOE) for kind in ("ExaoneMoe", "Afmoe")),
+    *(_decoder(kind, "", num_experts=4, head_dim=8, **_MOE) for kind in ("SolarOpen", "Mellum")),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(
@@ -993,6 +1022,41 @@ def test_sharded_checkpoint_maps_and_loads_into_meta_skeleton(tmp_path):
     x = _pixels()
     with torch.no_grad():
         assert torch.allclose(split.run(split.adapter.initial_state(x))[0], _cls(model.vit(**x)), atol=ATOL)
+
+
+def test_a_mixture_of_experts_merges_its_saved_experts_as_it_loads_into_a_meta_skeleton(tmp_path):
+    """Mixtral saves each expert's w1, w2 and w3 apart; transformers stacks them into `gate_up_proj` and
+    `down_proj` at load, and so does each layer's block, with transformers' own converter."""
+    from alsatian_hf.adapters import unload_block
+    from alsatian_hf.errors import UnsupportedArchitectureError
+    from alsatian_hf.store.identity import tensor_content_hash
+
+    torch.manual_seed(0)
+    model = T.MixtralForSequenceClassification(T.MixtralConfig(**(_DECODER | _MOE), num_local_experts=4)).eval()
+    model.save_pretrained(tmp_path)
+    source = LocalBlockSource(tmp_path)
+    skeleton = build_model(tmp_path, device="meta", shared=False)
+    split = split_model(skeleton, checkpoint_keys=source.keys())
+    check_coverage(split, source.keys())
+    layer = split.blocks[1]
+    assert {k: len(m.keys) for k, m in layer.merges.items()} == {
+        "model.layers.0.mlp.experts.gate_up_proj": 8,  # w1 and w3 of 4 experts, in expert order
+        "model.layers.0.mlp.experts.down_proj": 4,
+    }
+    assert [k for k, _ in layer.merges["model.layers.0.mlp.experts.down_proj"].keys] == [
+        f"model.layers.0.block_sparse_moe.experts.{e}.w2.weight" for e in range(4)
+    ]
+    for i, block in enumerate(split.blocks):
+        load_block(split, block, source.load_tensors(split, i))
+    x = _text()
+    with torch.no_grad():
+        assert torch.allclose(
+            split.run(split.adapter.initial_state(x))[0], _last(model.model(**x).last_hidden_state, x)
+        )
+    unload_block(split, layer)
+    assert skeleton.model.layers[0].mlp.experts.gate_up_proj.is_meta
+    with pytest.raises(UnsupportedArchitectureError, match="merges checkpoint tensors"):
+        tensor_content_hash(layer, model.state_dict())
 
 
 def test_real_minilm_matches_transformers(tmp_path):

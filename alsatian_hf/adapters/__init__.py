@@ -91,8 +91,8 @@ Slot = tuple[dict, str, Any]
 
 
 def bind_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]) -> list[Slot]:
-    """The skeleton slots of `tensors` (checkpoint keys), resolved once per load: `assign` then writes them
-    before every run of the block, without copying them.
+    """The skeleton slots of `tensors` (checkpoint keys, a merge's sources joined or not: `Block.joined`),
+    resolved once per load: `assign` then writes them before every run of the block, without copying them.
 
     Resolving module paths and wrapping Parameters cost 90-170 us per run, more than a small block's compute,
     and the shared skeleton may hold another candidate's weights at every run. Non-persistent buffers of the
@@ -103,14 +103,13 @@ def bind_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
     device = next(iter(tensors.values())).device if tensors else None
     slots: list[Slot] = []
     owners = set()
-    for key in block.keys:
-        for model_key, t in block.parts(key, tensors[key]):
-            module, attr = _locate(split.model, model_key)
-            if attr in module._parameters:
-                slots.append((module._parameters, attr, nn.Parameter(t, requires_grad=False)))
-            else:
-                slots.append((module._buffers, attr, t))
-            owners.add(module)
+    for model_key, t in block.assigned(tensors):
+        module, attr = _locate(split.model, model_key)
+        if attr in module._parameters:
+            slots.append((module._parameters, attr, nn.Parameter(t, requires_grad=False)))
+        else:
+            slots.append((module._buffers, attr, t))
+        owners.add(module)
     for sub in {m for owner in owners for m in owner.modules()} | _weightless(split.model):
         for name in sub._non_persistent_buffers_set:
             if sub._buffers.get(name) is not None and sub._buffers[name].device != device:
@@ -147,7 +146,7 @@ def load_block(split: SplitModel, block: Block, tensors: dict[str, torch.Tensor]
 
 def unload_block(split: SplitModel, block: Block) -> None:
     """Put the block's tensors back on the meta device, freeing their memory."""
-    for model_key in (t for key in block.keys for t in block.targets(key)):
+    for model_key in block.model_tensors():
         module, attr = _locate(split.model, model_key)
         if attr in module._parameters:
             p = module._parameters[attr]

@@ -11,10 +11,11 @@ only the tensors of the blocks it needs (`load_block`) and drops them again (`un
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -24,6 +25,30 @@ from ..errors import UnsupportedArchitectureError
 
 State = tuple[torch.Tensor, ...]  # what blocks pass on: hidden states, attention masks, ...
 StepFn = Callable[[nn.Module, State], State]
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Checkpoint tensors that `from_pretrained` merges into one model tensor: a mixture-of-experts layer's
+    experts, stored one tensor per expert (and Mixtral's gate and up projections apart) but held stacked, as
+    `experts.gate_up_proj` and `experts.down_proj`.
+
+    Args:
+        keys: (checkpoint key, the converter's source pattern it matched), in the order `from_pretrained` collects
+            them (natural key order, so expert 10 follows expert 9).
+        converter: transformers' own `WeightConverter` for them, which `join` runs as `from_pretrained` does.
+    """
+
+    keys: tuple[tuple[str, str], ...]
+    converter: Any
+
+    def join(self, model_key: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model tensor at `model_key`, from the checkpoint tensors in `tensors` (a copy of them)."""
+        converter = copy.deepcopy(self.converter)  # it collects the tensors: one instance per model tensor
+        for key, pattern in self.keys:
+            converter.add_tensor(model_key, key, pattern, tensors[key])
+        joined = converter.convert(model_key)[model_key]
+        return joined[0] if isinstance(joined, list) else joined
 
 
 @dataclass
@@ -46,6 +71,8 @@ class Block:
             the task tree, not of its stored tensors.
         chunks: checkpoint key -> (dim, model keys): a fused checkpoint tensor (NomicBERT's and GTE's qkv) that
             the library cuts into equal parts along `dim` at load; the parts are assigned as views of it.
+        merges: model key -> the checkpoint tensors merged into it at load (`Merge`: a mixture of experts). Each of
+            them is in `keys`, and `model_keys` maps it to the merged tensor.
     """
 
     name: str
@@ -56,6 +83,7 @@ class Block:
     shared: dict[str, str] = field(default_factory=dict)
     salt: str = ""
     chunks: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    merges: dict[str, Merge] = field(default_factory=dict)
 
     def model_key(self, key: str) -> str:
         return self.model_keys.get(key, key)
@@ -64,12 +92,34 @@ class Block:
         """The model keys checkpoint tensor `key` is assigned to: its own, or a fused tensor's parts."""
         return self.chunks[key][1] if key in self.chunks else (self.model_key(key),)
 
+    def model_tensors(self) -> tuple[str, ...]:
+        """The model keys of the tensors the block assigns, each once (a merge's once for all its sources)."""
+        return tuple(dict.fromkeys(t for key in self.keys for t in self.targets(key)))
+
     def parts(self, key: str, tensor):
         """(model key, tensor) of what checkpoint tensor `key` holds: itself, or a fused tensor's parts (views)."""
         if key not in self.chunks:
             return [(self.model_key(key), tensor)]
         dim, targets = self.chunks[key]
         return list(zip(targets, tensor.chunk(len(targets), dim)))
+
+    def joined(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`tensors` (checkpoint keys) with each merge's sources replaced by its merged tensor, under its model
+        key; as it is where they are merged already."""
+        if not self.merges or all(k in tensors for k in self.merges):
+            return tensors
+        sources = {key for merge in self.merges.values() for key, _ in merge.keys}
+        out = {k: v for k, v in tensors.items() if k not in sources}
+        return out | {model_key: merge.join(model_key, tensors) for model_key, merge in self.merges.items()}
+
+    def assigned(self, tensors: dict[str, torch.Tensor]):
+        """(model key, tensor) of everything the block assigns, from its checkpoint tensors (`tensors`), merged
+        or not yet."""
+        tensors = self.joined(tensors)
+        for key in self.keys:
+            if self.model_key(key) not in self.merges:
+                yield from self.parts(key, tensors[key])
+        yield from ((model_key, tensors[model_key]) for model_key in self.merges)
 
     def relative_name(self, key: str) -> str:
         if key in self.shared:

@@ -183,6 +183,14 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "mixtures of experts: Mixtral / Qwen2-MoE, Qwen3-MoE / OLMoE, FlexOlmo / DeepSeek-V2, V3 / GLM-4-MoE / "
+        "ERNIE 4.5 MoE / Hunyuan MoE / gpt-oss / Phi-3.5-MoE / Granite MoE / JetMoE / ...",
+        "MixtralConfig()",
+        "same as Llama; each layer's experts, saved one tensor per expert, merged at load as transformers merges them",
+        _hf("MixtralConfig", "MixtralForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "GPT-2",
         "GPT2Config()",
         "token+position embeddings → every block → ln_f+last token the mask keeps",

@@ -21,6 +21,7 @@ from ..errors import UnsupportedArchitectureError
 from ._base import (
     Adapter,
     Block,
+    Merge,
     SplitModel,
     State,
     base_model,
@@ -32,7 +33,8 @@ from ._base import (
 )
 
 
-def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | None = None) -> dict[str, str]:
+def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | None = None,
+                       merges: dict | None = None) -> dict[str, str]:  # fmt: skip
     """model state-dict key -> checkpoint key.
 
     With `checkpoint_keys` (e.g. from a Hub safetensors header), each is renamed the way `from_pretrained` does;
@@ -42,25 +44,32 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
     fused qkv: a `WeightConverter` whose one operation is `Chunk`) is recorded there, as checkpoint key -> (dim,
     the model keys of its parts, in order), and each part's model key maps to it.
 
+    `merges`: where given, checkpoint tensors that `from_pretrained` merges into one model tensor (a mixture of
+    experts: a `WeightConverter` that stacks and concatenates) are recorded there, as model key -> `Merge`, and
+    the model key maps to the first of them.
+
     Raises:
-        UnsupportedArchitectureError: when the conversion is not one key to one key (merged experts, fused qkv
-            without `chunks`).
+        UnsupportedArchitectureError: when the conversion is not one key to one key, nor one recorded in
+            `chunks` or `merges`.
     """
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import (
         WeightConverter,
         WeightRenaming,
+        dot_natural_key,
         rename_source_key,
         revert_weight_conversion,
     )
 
     model_sd = model.state_dict(keep_vars=True)
     if checkpoint_keys is None:
-        probe = {k: torch.empty(0, device="meta") for k in model_sd}
+        # shaped as the model's: reverting a merge splits the tensor by its size (its experts)
+        probe = {k: torch.empty(v.shape, device="meta") for k, v in model_sd.items()}
         reverted = revert_weight_conversion(model, dict(probe))
         by_id = {id(v): k for k, v in probe.items()}
-        if chunks is not None and any(id(t) not in by_id for t in reverted.values()):
-            return checkpoint_key_map(model, list(reverted), chunks)  # the keys it saves, renamed back
+        converted = any(id(t) not in by_id for t in reverted.values())
+        if converted and (chunks is not None or merges is not None):
+            return checkpoint_key_map(model, list(reverted), chunks, merges)  # the keys it saves, renamed back
         out = {}
         for ckpt_key, t in reverted.items():
             if id(t) not in by_id:
@@ -74,20 +83,42 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
     converters = [c for c in conversions if isinstance(c, WeightConverter)]
     prefix = getattr(model, "base_model_prefix", None)
     out = {}
+    merged: dict[str, tuple[list, object]] = {}  # model key -> ([(checkpoint key, source pattern)], converter)
     for ckpt_key in checkpoint_keys:
         model_key, source = rename_source_key(ckpt_key, renamings, converters, prefix, model_sd)
-        if source is not None:
-            parts = _chunked(model_key, source, converters, model_sd) if chunks is not None else None
-            if parts is None:
-                raise UnsupportedArchitectureError(
-                    f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
-                    "not renamed; blocks cannot be mapped one to one."
-                )
+        if source is None:
+            if model_key in model_sd:
+                out[model_key] = ckpt_key
+            continue
+        parts = _chunked(model_key, source, converters, model_sd) if chunks is not None else None
+        if parts is not None:
             chunks[ckpt_key] = parts
             out.update((part, ckpt_key) for part in parts[1])
-        elif model_key in model_sd:
-            out[model_key] = ckpt_key
+            continue
+        converter = _merging(model_key, source, converters, model_sd) if merges is not None else None
+        if converter is None:
+            raise UnsupportedArchitectureError(
+                f"{type(model).__name__}: checkpoint key {ckpt_key!r} is converted, "
+                "not renamed; blocks cannot be mapped one to one."
+            )
+        merged.setdefault(model_key, ([], converter))[0].append((ckpt_key, source))
+    for model_key, (sources, converter) in merged.items():
+        sources.sort(key=lambda pair: dot_natural_key(pair[0]))  # the order `from_pretrained` stacks them in
+        merges[model_key] = Merge(tuple(sources), converter)
+        out[model_key] = sources[0][0]
     return out
+
+
+def _merging(model_key: str, source: str, converters, model_sd):
+    """The converter whose pattern `source` matched a checkpoint key (renamed to `model_key`), where it merges
+    several checkpoint tensors into that one model tensor by stacking and concatenating them, or None."""
+    from transformers.core_model_loading import Concatenate, MergeModulelist
+
+    converter = next((c for c in converters if source in c.source_patterns), None)
+    ops = getattr(converter, "operations", None) or []
+    if not ops or len(converter.target_patterns) != 1 or model_key not in model_sd:
+        return None
+    return converter if all(type(op) in (MergeModulelist, Concatenate) for op in ops) else None
 
 
 def _chunked(model_key: str, source: str, converters, model_sd) -> tuple | None:
@@ -148,7 +179,11 @@ class TransformersAdapter(Adapter):
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         base, p = base_model(model)
         chunks: dict[str, tuple[int, tuple[str, ...]]] = {}  # fused checkpoint tensors, cut into model tensors
-        key_map = checkpoint_key_map(model, checkpoint_keys, chunks)
+        merges: dict[str, Merge] = {}  # model tensors merged from several checkpoint tensors (experts)
+        key_map = checkpoint_key_map(model, checkpoint_keys, chunks, merges)
+
+        def sources(model_key: str) -> list[str]:  # the checkpoint keys a model key is loaded from
+            return [k for k, _ in merges[model_key].keys] if model_key in merges else [key_map[model_key]]
 
         def in_checkpoint(path: str) -> bool:
             return all(k in key_map for k in state_keys(model.get_submodule(path), path + "."))
@@ -173,7 +208,8 @@ class TransformersAdapter(Adapter):
                     f"({absent[:3]}); transformers would initialise them at random, so its features would mean "
                     "nothing. Check that config.json's `architectures` matches the weights."
                 )
-            keys = tuple(dict.fromkeys(key_map[k] for k in model_keys if k in key_map))  # a fused tensor once
+            # a fused tensor once; a merged one's sources each
+            keys = tuple(dict.fromkeys(c for k in model_keys if k in key_map for c in sources(k)))
             cut = {k: chunks[k] for k in keys if k in chunks}
             apart = [k for k, (_, parts) in cut.items() if not set(parts) <= set(model_keys)]
             if apart:
@@ -188,16 +224,18 @@ class TransformersAdapter(Adapter):
                     step=step,
                     prefix=_common_prefix(tuple(key_map[k] for k in model_keys if k in key_map and k not in shared)),
                     # a fused tensor's first part stands for it where one model key is asked for (its dtype)
-                    model_keys={key_map[k]: k for k in model_keys if k in key_map}
+                    model_keys={c: k for k in model_keys if k in key_map for c in sources(k)}
                     | {k: c[1][0] for k, c in cut.items()},
                     # named without the base prefix, so bare and head-ful checkpoints hash alike
                     shared={key_map[k]: k.removeprefix(p) for k in model_keys if k in key_map and k in shared},
                     salt=salt[0] if salt else "",
                     chunks=cut,
+                    merges={k: merges[k] for k in model_keys if k in merges},
                 )
             )
-        head = {v: k for k, v in key_map.items() if k not in owned}
-        ignored = tuple(k for k in checkpoint_keys or () if k not in set(key_map.values()))
+        head = {c: k for k in key_map if k not in owned for c in sources(k)}
+        loaded = {c for k in key_map for c in sources(k)}
+        ignored = tuple(k for k in checkpoint_keys or () if k not in loaded)
         return SplitModel(
             model=model,
             blocks=blocks,
@@ -825,13 +863,18 @@ def _last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 # decoders whose forward masks every layer with a sliding window when `sliding_window` is set (the others name
 # each layer's kind in `config.layer_types`, or have none)
-_SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3"}
+_SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3", "mixtral", "phimoe", "qwen3_moe"}
 
 
 @register_adapter("llama", "mistral", "ministral3", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
                   "olmo", "olmo2", "olmo3", "smollm3", "stablelm", "starcoder2", "glm", "glm4", "helium", "exaone4",
                   "seed_oss", "arcee", "diffllama", "nemotron", "apertus", "cohere", "cohere2", "ernie4_5",
-                  "hunyuan_v1_dense", "granite", "granite_swa")  # fmt: skip
+                  "hunyuan_v1_dense", "granite", "granite_swa",
+                  # mixtures of experts: transformers merges their experts at load, and so does a block (`Merge`)
+                  "mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "flex_olmo", "granitemoe",
+                  "granitemoeshared", "jetmoe", "deepseek_v2", "deepseek_v3", "glm4_moe", "glm4_moe_lite",
+                  "ernie4_5_moe", "hunyuan_v1_moe", "dots1", "gpt_oss", "cohere2_moe", "exaone_moe", "afmoe",
+                  "solar_open", "mellum", "minimax_m2")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
@@ -841,6 +884,9 @@ class DecoderAdapter(TransformersAdapter):
     forward scales the token embeddings by `embedding_multiplier`, and so does the embeddings block. The
     classifier takes the last token that is not `pad_token_id`; the mask says the same for any padding side, and
     also where the tokenizer pads with its end-of-text token.
+
+    A mixture of experts' layer is one block, its router and experts included; where the checkpoint saves one
+    tensor per expert, the block merges them at load (`Block.merges`).
     """
 
     family = "transformers-decoder"

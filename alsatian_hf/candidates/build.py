@@ -131,7 +131,9 @@ def build_candidate(
             if not _loaded:
                 tensors, folded_biases = _prepared(source, split, _i, skeleton, _folds, _conv, prepared_store)
                 _biases.update({conv: bias.to(device) for conv, bias in folded_biases.items()})
-                _loaded.update({k: _to(v, device, channels_last=k in _conv) for k, v in tensors.items()})
+                # a mixture of experts' tensors merged here, once a load, rather than at every bind
+                _loaded.update(split.blocks[_i].joined({k: _to(v, device, channels_last=k in _conv)
+                                                        for k, v in tensors.items()}))  # fmt: skip
 
         def unload(_b=block, _loaded=loaded, _biases=biases, _bound=bound):
             _loaded.clear()
@@ -219,7 +221,7 @@ def _split_plan(skeleton: torch.nn.Module, checkpoint_keys: list[str], pooling: 
         plan = plans[key] = _SplitPlan(
             split,
             [conv_weights(skeleton, block) for block in split.blocks],
-            [sum(_tensor_bytes(skeleton, t) for k in block.keys for t in block.targets(k)) for block in split.blocks],
+            [sum(_tensor_bytes(skeleton, t) for t in block.model_tensors()) for block in split.blocks],
             signature(split),
         )
     return plan
@@ -331,11 +333,25 @@ def _check_shapes(split: SplitModel, skeleton: torch.nn.Module, source: TensorSo
     """
     for block in split.blocks:
         for key in block.keys:
+            if block.model_key(key) in block.merges:
+                continue
             expected, got = _checkpoint_shape(skeleton, block, key), source.shape(key)
             if expected != got:
                 raise UnsupportedArchitectureError(
                     f"config.json disagrees with the checkpoint: {key} is {list(got)} in the weights but "
                     f"{list(expected)} in the model the config builds."
+                )
+        for model_key, merge in block.merges.items():  # merged on the meta device, as at load
+            expected = list(_skeleton_tensor(skeleton, model_key).shape)
+            shapes = {k: source.shape(k) for k, _ in merge.keys}
+            try:
+                got = list(merge.join(model_key, {k: torch.empty(v, device="meta") for k, v in shapes.items()}).shape)
+            except RuntimeError:  # experts of unequal shapes
+                got = sorted(set(shapes.values()))
+            if expected != got:
+                raise UnsupportedArchitectureError(
+                    f"config.json disagrees with the checkpoint: its {len(merge.keys)} tensors merged into "
+                    f"{model_key} (the experts) make {got}, but the model the config builds has {expected}."
                 )
 
 

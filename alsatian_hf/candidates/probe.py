@@ -169,7 +169,7 @@ def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = N
 def _zeros(model: nn.Module, block) -> list[tuple[nn.Module, str]]:
     """The block's parameters as zeros on the CPU (its buffers are real already); returns where they went."""
     done = []
-    for model_key in (t for key in block.keys for t in block.targets(key)):
+    for model_key in block.model_tensors():
         path, _, name = model_key.rpartition(".")
         module = model.get_submodule(path) if path else model
         param = module._parameters.get(name)

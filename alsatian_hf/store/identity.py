@@ -60,9 +60,22 @@ def safetensors_dtype(dtype) -> str:
 
 
 def tensor_content_hash(block, state: dict) -> str:
-    """Content hash of `block` (an adapters.Block) from a model's in-memory state dict."""
+    """Content hash of `block` (an adapters.Block) from a model's in-memory state dict.
+
+    Raises:
+        UnsupportedArchitectureError: for a block with merged tensors (experts), whose checkpoint tensors the
+            state dict does not hold apart; hash such a block from its checkpoint instead.
+    """
 
     import torch
+
+    from ..errors import UnsupportedArchitectureError
+
+    if block.merges:
+        raise UnsupportedArchitectureError(
+            f"block {block.name!r} merges checkpoint tensors into {sorted(block.merges)[0]} (experts); its content "
+            "hash comes from the checkpoint's tensors, which a model's state dict does not hold apart."
+        )
 
     def items():
         for key in block.keys:

@@ -629,6 +629,68 @@ def test_t5_classifiers_read_the_decoder_and_share_the_encoder_of_their_flan_t5_
         shutil.rmtree(hub_root / "t5org", ignore_errors=True)
 
 
+@pytest.mark.parametrize("family", ["Mixtral", "Qwen3Moe"])
+def test_mixtures_of_experts_merge_their_experts_at_load_and_share_their_base_layers(
+    hub, hub_root, letters_tokenizer, tmp_path, family
+):
+    """Mixtral, Qwen3-30B-A3B and the other mixtures of experts save one tensor per expert (Mixtral its gate and
+    up projections apart too), which transformers stacks into one model tensor at load. A block fetches and
+    hashes the experts as saved and merges them as transformers does, so fine-tunes of the top layer share the
+    rest with their base and rank as `base` does. A checkpoint short of an expert is skipped, saying so."""
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    tok = letters_tokenizer
+    experts = {"num_local_experts": 4} if family == "Mixtral" else {"num_experts": 4, "head_dim": 8}
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=57, hidden_size=32, intermediate_size=40, moe_intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, num_experts_per_tok=2, max_position_embeddings=64,
+        num_labels=3, pad_token_id=tok.pad_token_id, **experts)  # fmt: skip
+    cls = getattr(transformers, f"{family}ForSequenceClassification")
+    torch.manual_seed(0)
+    base = cls(config)
+    org = f"moe{family.lower()}"
+    ids = [f"{org}/base", f"{org}/ft0", f"{org}/ft1"]
+    try:
+        for i, repo in enumerate(ids):
+            model = base
+            if i:  # the top layer and the final norm fine-tuned, its experts included, and a head of its own
+                model = cls(config)
+                model.load_state_dict(base.state_dict())
+                with torch.no_grad():
+                    for p in [
+                        *model.model.layers[1].parameters(),
+                        *model.model.norm.parameters(),
+                        *model.score.parameters(),
+                    ]:
+                        p.add_(0.05 * torch.randn_like(p))
+            model.save_pretrained(hub_root / repo)
+            tok.save_pretrained(hub_root / repo)
+        saved = LocalBlockSource(hub_root / ids[0]).keys()
+        per_expert = [k for k in saved if ".experts.3." in k and "layers.0." in k]
+        assert per_expert, "the checkpoint holds each expert's tensors apart"
+        hub.clear_log()
+        first = _alike_in_alsatian_and_base(ids, _three_groups(), tmp_path, max_length=16)
+        assert set(per_expert) <= _fetched_tensors(hub, hub_root, ids[0])
+        assert len(set(first["scores"].values())) == 3
+        # embeddings and layer 0 once; each model's layer 1 and read-out: 8 blocks, each run once per batch
+        runs = {count for count, _ in first["block_time"].values()}
+        assert len(first["block_time"]) == 8 and len(runs) == 1
+
+        short = hub_root / org / "short"  # expert 3 of layer 0 left out of the checkpoint
+        shutil.copytree(hub_root / ids[1], short)
+        tensors = load_file(short / "model.safetensors")
+        save_file({k: v for k, v in tensors.items() if k not in per_expert}, short / "model.safetensors",
+                  metadata={"format": "pt"})  # fmt: skip
+        args = _args(tmp_path, result_size=1, scorer="knn", scorer_kwargs={}, max_length=16,
+                     store_dir=str(tmp_path / "short-store"))  # fmt: skip
+        res = ModelSearcher([ids[0], f"{org}/short"], train_dataset=_three_groups(), args=args).search()
+        assert list(res.skipped) == [f"{org}/short"]
+        assert "(the experts) make [3, " in res.skipped[f"{org}/short"], res.skipped
+    finally:
+        shutil.rmtree(hub_root / org, ignore_errors=True)
+
+
 def _cli_search(tmp_path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`alsatian-hf search` over org `tiny` and the dataset saved in tmp_path/ds."""
     cmd = [sys.executable, "-m", "alsatian_hf.cli", "search", "--author", "tiny", "--dataset", str(tmp_path / "ds"),
