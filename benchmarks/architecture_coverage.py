@@ -97,6 +97,8 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
     bart = dict(vocab_size=31, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                 decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37)  # fmt: skip
 
+    moe = dict(intermediate_size=40, moe_intermediate_size=16, num_experts_per_tok=2, pad_token_id=0)
+
     def clf(name: str, **kw) -> Callable[[], nn.Module]:
         return lambda: getattr(T, f"{name}ForSequenceClassification")(getattr(T, f"{name}Config")(**{**bert, **kw}))
 
@@ -163,6 +165,12 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "Granite (base)": lambda: T.GraniteModel(T.GraniteConfig(**bert, num_key_value_heads=1,
                                                                  embedding_multiplier=12.0)),
         "Command R (base)": lambda: T.CohereModel(T.CohereConfig(**bert, num_key_value_heads=1)),
+        "Mixtral": clf("Mixtral", num_local_experts=4, **moe),
+        "Qwen3-MoE": clf("Qwen3Moe", num_experts=4, head_dim=16, **moe),
+        "DeepSeek-V3": clf("DeepseekV3", n_routed_experts=4, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=8,
+                           qk_nope_head_dim=8, v_head_dim=16, n_group=1, topk_group=1, **moe),
+        "gpt-oss": clf("GptOss", num_local_experts=4, head_dim=16, **moe),
+        "OLMoE (base)": lambda: T.OlmoeModel(T.OlmoeConfig(**{**bert, "num_experts": 4, **moe})),
         "XLNet": lambda: T.XLNetForSequenceClassification(T.XLNetConfig(vocab_size=31, d_model=32, n_layer=2,
                                                                         n_head=2, d_inner=37)),
         "Funnel": lambda: T.FunnelForSequenceClassification(T.FunnelConfig(vocab_size=31, d_model=32, n_head=2,
