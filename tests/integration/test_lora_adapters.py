@@ -355,3 +355,44 @@ def test_a_lora_update_of_a_fused_qkv_part_is_skipped_not_dropped(hub, hub_root,
         assert list(res.iterations[0]["scores"]) == [base]
     finally:
         shutil.rmtree(hub_root / "lorafused", ignore_errors=True)
+
+
+def test_a_lora_adapter_of_a_mixture_of_experts_updates_an_expert_before_the_experts_merge(
+    hub, hub_root, letters_tokenizer, tmp_path
+):
+    """Mixtral's LoRA fine-tunes adapt attention and each expert's w1, w2, w3, which the checkpoint saves apart
+    and the search merges at load: an update lands on its expert's checkpoint tensor, and the adapter scores as
+    its merged copy. An update of the merged tensor itself names no one checkpoint tensor, and is skipped."""
+    from transformers import MixtralConfig, MixtralForSequenceClassification
+
+    from alsatian_hf.zoo.data import newsgroups
+
+    tok = letters_tokenizer
+    config = MixtralConfig(vocab_size=57, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           max_position_embeddings=64, num_labels=3, pad_token_id=tok.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    base = "loramoe/base"
+    MixtralForSequenceClassification(config).save_pretrained(hub_root / base)
+    tok.save_pretrained(hub_root / base)
+    try:
+        g = torch.Generator().manual_seed(0)
+        lora = {"model.layers.1.self_attn.q_proj": _pair(g, 32, 32, 4),  # the model's name
+                "model.layers.1.block_sparse_moe.experts.2.w1": _pair(g, 40, 32, 4)}  # the checkpoint's  # fmt: skip
+        adapter = _write_adapter(tmp_path / "lora", base, lora)
+        merged = _merged_copy(hub_root / base, tmp_path / "merged", {
+            "model.layers.1.self_attn.q_proj.weight": (*lora["model.layers.1.self_attn.q_proj"], 2.0),
+            "model.layers.1.block_sparse_moe.experts.2.w1.weight": (
+                *lora["model.layers.1.block_sparse_moe.experts.2.w1"], 2.0),
+        })  # fmt: skip
+        stacked = _write_adapter(tmp_path / "stacked", base, {}, whole={
+            "model.layers.1.mlp.experts.gate_up_proj": torch.zeros(4, 80, 32)})  # fmt: skip
+        args = SearchArguments(result_size=1, max_length=16, store_dir=str(tmp_path / "store"), batch_size=32,
+                               feature_cache=False)  # fmt: skip
+        data = newsgroups(num_items=60, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
+        res = ModelSearcher([base, str(adapter), str(merged), str(stacked)], train_dataset=data, args=args).search()
+        assert "matches several tensors of the base" in res.skipped[str(stacked)], res.skipped
+        first = res.iterations[0]["scores"]
+        assert first[str(adapter)] == first[str(merged)] != first[base]
+    finally:
+        shutil.rmtree(hub_root / "loramoe", ignore_errors=True)
