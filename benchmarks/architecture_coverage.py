@@ -98,6 +98,8 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
                 decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37)  # fmt: skip
 
     moe = dict(intermediate_size=40, moe_intermediate_size=16, num_experts_per_tok=2, pad_token_id=0)
+    linear = dict(layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2, linear_num_value_heads=2,
+                  linear_key_head_dim=8, linear_value_head_dim=8)  # fmt: skip
 
     def clf(name: str, **kw) -> Callable[[], nn.Module]:
         return lambda: getattr(T, f"{name}ForSequenceClassification")(getattr(T, f"{name}Config")(**{**bert, **kw}))
@@ -171,6 +173,11 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
                            qk_nope_head_dim=8, v_head_dim=16, n_group=1, topk_group=1, **moe),
         "gpt-oss": clf("GptOss", num_local_experts=4, head_dim=16, **moe),
         "OLMoE (base)": lambda: T.OlmoeModel(T.OlmoeConfig(**{**bert, "num_experts": 4, **moe})),
+        "Qwen3-Next": clf("Qwen3Next", num_experts=4, head_dim=16, **moe, **linear),
+        "Qwen3.5 (image-text)": lambda: T.Qwen3_5ForSequenceClassification(T.Qwen3_5Config(
+            text_config=dict(bert, pad_token_id=0, head_dim=16, intermediate_size=40, **linear),
+            vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,
+                               patch_size=4, spatial_merge_size=1, temporal_patch_size=1))),
         "XLNet": lambda: T.XLNetForSequenceClassification(T.XLNetConfig(vocab_size=31, d_model=32, n_layer=2,
                                                                         n_head=2, d_inner=37)),
         "Funnel": lambda: T.FunnelForSequenceClassification(T.FunnelConfig(vocab_size=31, d_model=32, n_head=2,

@@ -127,6 +127,17 @@ _MOE = dict(intermediate_size=40, moe_intermediate_size=16, num_experts_per_tok=
 # DeepSeek's multi-head latent attention, and its first layer dense
 _MLA = dict(_MOE, n_routed_experts=4, num_key_value_heads=4, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=4,
             qk_nope_head_dim=4, v_head_dim=8, first_k_dense_replace=1, n_group=1, topk_group=1)  # fmt: skip
+# linear attention (Gated DeltaNet) beside full attention, every second layer; padding masks its recurrence
+_LINEAR = dict(head_dim=8, layer_types=["linear_attention", "full_attention", "linear_attention"],
+               linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+               linear_value_head_dim=8)  # fmt: skip
+# DeepSeek sparse attention: each query attends to the 4 keys its indexer ranks highest
+_DSA = dict(_MLA, q_lora_rank=8, index_topk=4, index_head_dim=8, index_n_heads=2,
+            mlp_layer_types=["dense", "sparse", "sparse"], layer_types=["indexed_attention"] * 3)  # fmt: skip
+# Llama 4: chunked attention over 4 tokens, then a full-attention layer without rotary embeddings
+_LLAMA4 = dict(head_dim=8, attention_chunk_size=4, num_local_experts=4, num_experts_per_tok=1,
+               intermediate_size_mlp=40, layer_types=["chunked_attention", "chunked_attention", "full_attention"],
+               no_rope_layers=[1, 1, 0])  # fmt: skip
 # GLM-4-MoE's and dots.llm1's: DeepSeek-V3's routing and shared expert, with grouped-query attention
 _GROUPED = dict(_MOE, n_routed_experts=4, first_k_dense_replace=1, n_group=1, topk_group=1, head_dim=8,
                 n_shared_experts=1)  # fmt: skip
@@ -418,6 +429,21 @@ TRANSFORMERS_CASES = [
     _decoder("Glm4MoeLite", "", **_MLA),
     *(_decoder(kind, "", num_experts=4, head_dim=8, sliding_window=4, **_MOE) for kind in ("ExaoneMoe", "Afmoe")),
     *(_decoder(kind, "", num_experts=4, head_dim=8, **_MOE) for kind in ("SolarOpen", "Mellum")),
+    # linear, sparse and chunked attention
+    _decoder("Qwen3Next", num_experts=4, **_LINEAR, **_MOE),
+    (
+        "Qwen3NextForSequenceClassification-left-padding",  # padding before the text, masked out of the recurrence
+        lambda: T.Qwen3NextForSequenceClassification(
+            T.Qwen3NextConfig(**(_DECODER | _MOE | _LINEAR), num_experts=4)
+        ),  # fmt: skip
+        lambda: {k: v.flip(1) for k, v in _text().items()},
+        lambda m, x: _last(m.base_model(**x).last_hidden_state, x),
+    ),
+    _decoder("Qwen3_5Text", **_LINEAR),
+    _decoder("Qwen3_5MoeText", "", num_experts=4, **_LINEAR, **_MOE),
+    _decoder("OlmoHybrid", "", **_LINEAR),
+    *(_decoder(kind, "", **_DSA) for kind in ("DeepseekV32", "GlmMoeDsa")),
+    _decoder("Llama4Text", "", **_LLAMA4),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(

@@ -175,10 +175,11 @@ ROWS = [
     FamilyRow(
         "transformers",
         "Llama / Mistral, Ministral 3 / Qwen2, 3 / Gemma, 2, 3 / Phi, Phi-3 / OLMo, 2, 3 / SmolLM3 / StableLM / "
-        "StarCoder2 / GLM, GLM-4 / Nemotron / Granite / Command R (Cohere, 2) / Apertus / ERNIE 4.5 / Hunyuan / ...",
+        "StarCoder2 / GLM, GLM-4 / Nemotron / Granite / Command R (Cohere, 2) / Apertus / ERNIE 4.5 / Hunyuan / "
+        "Qwen3-Next, Qwen3.5 (text) / OLMo hybrid / Llama 4 (text) / DeepSeek-V3.2 / ...",
         "LlamaConfig()",
-        "token embeddings (scaled where the config says) → every decoder layer (full or sliding window) → final "
-        "norm+last token the mask keeps",
+        "token embeddings (scaled where the config says) → every decoder layer (full, sliding-window, chunked, "
+        "sparse or linear attention, as transformers masks each kind) → final norm+last token the mask keeps",
         _hf("LlamaConfig", "LlamaForSequenceClassification"),
     ),
     FamilyRow(
@@ -315,6 +316,14 @@ ROWS = [
         "Gemma3Config()",
         "token embeddings → every decoder layer (local or global) → final norm+last token the mask keeps",
         _hf("Gemma3Config", "Gemma3ForConditionalGeneration"),
+    ),
+    FamilyRow(
+        "transformers",
+        "Qwen3.5 (image-text, by its language model; dense or mixture of experts)",
+        "Qwen3_5Config()",
+        "token embeddings → every decoder layer (Gated DeltaNet or full attention) → final norm+last token the "
+        "mask keeps",
+        _hf("Qwen3_5Config", "Qwen3_5ForConditionalGeneration"),
     ),
     FamilyRow(
         "transformers",

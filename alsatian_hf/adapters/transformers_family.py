@@ -874,7 +874,10 @@ _SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3", "mixtral", "phimoe", "qwen
                   "mixtral", "phimoe", "qwen2_moe", "qwen3_moe", "olmoe", "flex_olmo", "granitemoe",
                   "granitemoeshared", "jetmoe", "deepseek_v2", "deepseek_v3", "glm4_moe", "glm4_moe_lite",
                   "ernie4_5_moe", "hunyuan_v1_moe", "dots1", "gpt_oss", "cohere2_moe", "exaone_moe", "afmoe",
-                  "solar_open", "mellum", "minimax_m2")  # fmt: skip
+                  "solar_open", "mellum", "minimax_m2",
+                  # linear-attention and sparse-attention layers beside full ones; Llama 4's chunked attention
+                  "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "olmo_hybrid", "deepseek_v32", "glm_moe_dsa",
+                  "llama4_text")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
@@ -907,14 +910,17 @@ class DecoderAdapter(TransformersAdapter):
     def layout(self, model, base, p, in_checkpoint):
         if self.text:
             base, p = base.get_submodule(self.text), f"{p}{self.text}."
-        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+        from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING
 
         config = base.config
         kinds = list(getattr(config, "layer_types", None) or [])[: len(base.layers)]
         if not kinds:
             sliding = config.model_type in _SLIDING_WHEN_SET and getattr(config, "sliding_window", None) is not None
             kinds = ["sliding_attention" if sliding else "full_attention"] * len(base.layers)
-        masks = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+        # each layer kind's mask as transformers builds it: causal, sliding, chunked (Llama 4), indexed (DeepSeek
+        # sparse attention), or the 2-D padding mask of a linear-attention layer (Qwen3-Next's Gated DeltaNet); a
+        # kind mapped to several masks (a hybrid layer) takes a dict, which no layer here is handed
+        masks = {k: f for k, f in LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING.items() if callable(f)}
         if set(kinds) - set(masks):
             raise UnsupportedArchitectureError(f"{type(model).__name__}: layer types {sorted(set(kinds))}.")
         by_kind = "layer_type" in inspect.signature(type(base.rotary_emb).forward).parameters  # Gemma 3's
@@ -946,18 +952,30 @@ class DecoderAdapter(TransformersAdapter):
         return layout
 
 
-@register_adapter("gemma3")
-class Gemma3Adapter(DecoderAdapter):
-    """Gemma 3's image-text models (google/gemma-3-4b-it and up, and their fine-tunes) searched as text models:
-    their language model alone, as `Gemma3ForSequenceClassification` runs it on text. The vision tower and the
-    projector never run, so they are head: never fetched."""
+class ImageTextDecoderAdapter(DecoderAdapter):
+    """An image-text model searched as a text model: its language model alone, as its `*ForSequenceClassification`
+    runs it on text. The vision tower and the projector never run, so they are head: never fetched."""
 
-    family = "transformers-gemma3"
     text = "language_model"
     modality = "text"
 
     def blocks_config(self, model):  # the vision config never runs
         return model.config.get_text_config()
+
+
+@register_adapter("gemma3")
+class Gemma3Adapter(ImageTextDecoderAdapter):
+    """Gemma 3's image-text models (google/gemma-3-4b-it and up, and their fine-tunes)."""
+
+    family = "transformers-gemma3"
+
+
+@register_adapter("qwen3_5", "qwen3_5_moe")
+class Qwen3_5Adapter(ImageTextDecoderAdapter):
+    """Qwen3.5's image-text models (Qwen/Qwen3.5-*, dense and mixtures of experts, and their fine-tunes): Gated
+    DeltaNet and full-attention layers. On text alone its 3-D rotary positions are the plain ones."""
+
+    family = "transformers-qwen3_5"
 
 
 @register_adapter("phi")

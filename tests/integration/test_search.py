@@ -514,35 +514,55 @@ def test_fused_qkv_checkpoints_are_fetched_as_saved_and_cut_into_their_layers(
         shutil.rmtree(hub_root / f"fused{family.lower()}", ignore_errors=True)
 
 
-def test_gemma3_image_text_models_are_searched_by_their_language_model_on_text(
-    hub, hub_root, letters_tokenizer, tmp_path
-):
-    """google/gemma-3-4b-it is an image-text model, its repo has an image processor beside its tokenizer, and
-    many text classifiers are fine-tuned from it. On a text dataset it is searched by its language model, as
-    `Gemma3ForSequenceClassification` runs it on text, sharing the base's layers with its fine-tunes; its vision
-    tower is never fetched."""
-    from transformers import (
-        Gemma3Config,
-        Gemma3ForConditionalGeneration,
-        Gemma3ForSequenceClassification,
-        Gemma3ImageProcessor,
-    )
+# per image-text family: its config's text and vision parts, the name its vision tower's tensors carry, and its
+# image processor
+_IMAGE_TEXT = {
+    "Gemma3": (
+        dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=37, head_dim=8, max_position_embeddings=64, sliding_window=4),
+        dict(vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                                image_size=16, patch_size=4), mm_tokens_per_image=4, image_token_index=60),
+        "vision_tower",
+        ("Gemma3ImageProcessor", {"size": {"height": 16, "width": 16}}),
+    ),
+    "Qwen3_5": (  # a Gated DeltaNet layer, then a full-attention one
+        dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=40, head_dim=8, max_position_embeddings=64, full_attention_interval=2,
+             linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8),
+        dict(vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,
+                                patch_size=4, spatial_merge_size=1, temporal_patch_size=1)),
+        "visual",
+        ("Qwen2VLImageProcessor", {}),
+    ),
+}  # fmt: skip
 
-    text = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=37, head_dim=8, max_position_embeddings=64, sliding_window=4)  # fmt: skip
-    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=16,
-                  patch_size=4)  # fmt: skip
+
+@pytest.mark.parametrize("family", list(_IMAGE_TEXT))
+def test_image_text_models_are_searched_by_their_language_model_on_text(
+    hub, hub_root, letters_tokenizer, tmp_path, family
+):
+    """google/gemma-3-4b-it and Qwen/Qwen3.5-* are image-text models, their repos have an image processor beside
+    their tokenizer, and many text classifiers are fine-tuned from them. On a text dataset each is searched by its
+    language model, as its `*ForSequenceClassification` runs it on text, sharing the base's layers with its
+    fine-tunes; its vision tower is never fetched."""
+    import transformers
+
+    text, rest, tower, (processor, processor_kw) = _IMAGE_TEXT[family]
 
     def config(**kw):
-        return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=60,
-                            pad_token_id=letters_tokenizer.pad_token_id, **kw)  # fmt: skip
+        return getattr(transformers, f"{family}Config")(
+            text_config=text, pad_token_id=letters_tokenizer.pad_token_id, **rest, **kw
+        )
 
     torch.manual_seed(0)
-    base = Gemma3ForConditionalGeneration(config())
-    ids = ["g3org/base", "g3org/ft0", "g3org/ft1"]
+    base = getattr(transformers, f"{family}ForConditionalGeneration")(config())
+    org = f"{family.lower()}org"
+    ids = [f"{org}/base", f"{org}/ft0", f"{org}/ft1"]
     try:
         for i, repo in enumerate(ids):
-            model = base if i == 0 else Gemma3ForSequenceClassification(config(num_labels=3))
+            model = (
+                base if i == 0 else getattr(transformers, f"{family}ForSequenceClassification")(config(num_labels=3))
+            )
             if i:
                 model.model.load_state_dict(base.model.state_dict())
                 with torch.no_grad():
@@ -550,14 +570,15 @@ def test_gemma3_image_text_models_are_searched_by_their_language_model_on_text(
                         p.add_(0.05 * torch.randn_like(p))
             model.save_pretrained(hub_root / repo)
             letters_tokenizer.save_pretrained(hub_root / repo)
-            Gemma3ImageProcessor(size={"height": 16, "width": 16}).save_pretrained(hub_root / repo)
+            getattr(transformers, processor)(**processor_kw).save_pretrained(hub_root / repo)
         hub.clear_log()
         first = _alike_in_alsatian_and_base(ids, _three_groups(), tmp_path, max_length=16)
         fetched = _fetched_tensors(hub, hub_root, ids[0])
-        assert fetched and not [k for k in fetched if "vision_tower" in k]
+        assert fetched and not [k for k in fetched if tower in k]
+        assert any(tower in k for k in LocalBlockSource(hub_root / ids[0]).keys())
         assert len(set(first["scores"].values())) == 3
     finally:
-        shutil.rmtree(hub_root / "g3org", ignore_errors=True)
+        shutil.rmtree(hub_root / org, ignore_errors=True)
 
 
 @pytest.mark.parametrize("family", ["Bart", "MBart"])
