@@ -174,6 +174,11 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
         "gpt-oss": clf("GptOss", num_local_experts=4, head_dim=16, **moe),
         "OLMoE (base)": lambda: T.OlmoeModel(T.OlmoeConfig(**{**bert, "num_experts": 4, **moe})),
         "Qwen3-Next": clf("Qwen3Next", num_experts=4, head_dim=16, **moe, **linear),
+        "Granite 4 (base)": lambda: T.GraniteMoeHybridModel(T.GraniteMoeHybridConfig(**{
+            **bert, **moe, "num_local_experts": 4, "layer_types": ["linear_attention", "full_attention"],
+            "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_chunk_size": 4})),
+        "Jamba": clf("Jamba", num_experts=4, attn_layer_period=2, attn_layer_offset=1, **moe),
+        "LFM2 (base)": lambda: T.Lfm2Model(T.Lfm2Config(**bert, layer_types=["conv", "full_attention"])),
         "Qwen3.5 (image-text)": lambda: T.Qwen3_5ForSequenceClassification(T.Qwen3_5Config(
             text_config=dict(bert, pad_token_id=0, head_dim=16, intermediate_size=40, **linear),
             vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,

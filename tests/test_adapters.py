@@ -121,6 +121,13 @@ def _decoder(kind: str, head: str = "ForSequenceClassification", **config):
     )
 
 
+def _left_padded(case):
+    """`case` on texts padded before they start, which a recurrent layer (linear attention, Mamba, a short
+    convolution) must mask out of its state; right padding never reaches the last kept token."""
+    name, factory, inputs, reference = case
+    return f"{name}-left-padding", factory, lambda: {k: v.flip(1) for k, v in inputs().items()}, reference
+
+
 # mixtures of experts: 2 of 4 experts a token, each a multiple of 4 floats wide (grouped matmuls need 16-byte
 # strides); the checkpoint holds one tensor per expert, the model one stacked tensor
 _MOE = dict(intermediate_size=40, moe_intermediate_size=16, num_experts_per_tok=2)
@@ -138,6 +145,15 @@ _DSA = dict(_MLA, q_lora_rank=8, index_topk=4, index_head_dim=8, index_n_heads=2
 _LLAMA4 = dict(head_dim=8, attention_chunk_size=4, num_local_experts=4, num_experts_per_tok=1,
                intermediate_size_mlp=40, layer_types=["chunked_attention", "chunked_attention", "full_attention"],
                no_rope_layers=[1, 1, 0])  # fmt: skip
+# Mamba-2 (Granite 4, Nemotron-H) beside attention; Nemotron-H's experts and plain MLP each a layer of their own
+_MAMBA = dict(_MOE, layer_types=["linear_attention", "full_attention", "linear_attention"], num_local_experts=4,
+              shared_intermediate_size=20, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8,
+              mamba_expand=2, mamba_chunk_size=4, n_routed_experts=4, moe_shared_expert_intermediate_size=16,
+              n_group=1, topk_group=1, head_dim=8, mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8,
+              n_groups=1, chunk_size=4, expand=2)  # fmt: skip
+_NEMOTRON_H = dict(_MAMBA, num_hidden_layers=4, layer_types=["linear_attention", "moe", "full_attention", "mlp"])
+# LFM2's short convolutions beside attention
+_CONV = dict(layer_types=["conv", "full_attention", "conv"])
 # GLM-4-MoE's and dots.llm1's: DeepSeek-V3's routing and shared expert, with grouped-query attention
 _GROUPED = dict(_MOE, n_routed_experts=4, first_k_dense_replace=1, n_group=1, topk_group=1, head_dim=8,
                 n_shared_experts=1)  # fmt: skip
@@ -431,19 +447,20 @@ TRANSFORMERS_CASES = [
     *(_decoder(kind, "", num_experts=4, head_dim=8, **_MOE) for kind in ("SolarOpen", "Mellum")),
     # linear, sparse and chunked attention
     _decoder("Qwen3Next", num_experts=4, **_LINEAR, **_MOE),
-    (
-        "Qwen3NextForSequenceClassification-left-padding",  # padding before the text, masked out of the recurrence
-        lambda: T.Qwen3NextForSequenceClassification(
-            T.Qwen3NextConfig(**(_DECODER | _MOE | _LINEAR), num_experts=4)
-        ),  # fmt: skip
-        lambda: {k: v.flip(1) for k, v in _text().items()},
-        lambda m, x: _last(m.base_model(**x).last_hidden_state, x),
-    ),
+    _left_padded(_decoder("Qwen3Next", num_experts=4, **_LINEAR, **_MOE)),
     _decoder("Qwen3_5Text", **_LINEAR),
     _decoder("Qwen3_5MoeText", "", num_experts=4, **_LINEAR, **_MOE),
     _decoder("OlmoHybrid", "", **_LINEAR),
     *(_decoder(kind, "", **_DSA) for kind in ("DeepseekV32", "GlmMoeDsa")),
     _decoder("Llama4Text", "", **_LLAMA4),
+    # Mamba and short-convolution layers beside attention, on left-padded texts
+    *(
+        _left_padded(_decoder(kind, "", **config))
+        for kind, config in (("GraniteMoeHybrid", _MAMBA), ("NemotronH", _NEMOTRON_H))
+    ),
+    _left_padded(_decoder("Jamba", num_experts=4, attn_layer_period=2, attn_layer_offset=1, **_MOE)),
+    _left_padded(_decoder("Lfm2", "", **_CONV)),
+    _left_padded(_decoder("Lfm2Moe", "", num_experts=4, num_dense_layers=1, **_CONV, **_MOE)),
     (
         "OPTForSequenceClassification-350m-like",  # positions count kept tokens; project_in/out; post-LayerNorm
         lambda: T.OPTForSequenceClassification(

@@ -176,10 +176,11 @@ ROWS = [
         "transformers",
         "Llama / Mistral, Ministral 3 / Qwen2, 3 / Gemma, 2, 3 / Phi, Phi-3 / OLMo, 2, 3 / SmolLM3 / StableLM / "
         "StarCoder2 / GLM, GLM-4 / Nemotron / Granite / Command R (Cohere, 2) / Apertus / ERNIE 4.5 / Hunyuan / "
-        "Qwen3-Next, Qwen3.5 (text) / OLMo hybrid / Llama 4 (text) / DeepSeek-V3.2 / ...",
+        "Qwen3-Next, Qwen3.5 (text) / OLMo hybrid / Granite 4 (hybrid) / Llama 4 (text) / DeepSeek-V3.2 / ...",
         "LlamaConfig()",
         "token embeddings (scaled where the config says) → every decoder layer (full, sliding-window, chunked, "
-        "sparse or linear attention, as transformers masks each kind) → final norm+last token the mask keeps",
+        "sparse or linear attention, or Mamba, as transformers masks each kind) → final norm+last token the mask "
+        "keeps",
         _hf("LlamaConfig", "LlamaForSequenceClassification"),
     ),
     FamilyRow(
@@ -189,6 +190,28 @@ ROWS = [
         "MixtralConfig()",
         "same as Llama; each layer's experts, saved one tensor per expert, merged at load as transformers merges them",
         _hf("MixtralConfig", "MixtralForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "Nemotron-H (hybrid Mamba-2 Nemotrons)",
+        "NemotronHConfig()",
+        "embeddings → every layer (Mamba-2, attention, MLP or experts) → norm_f+last token the mask keeps",
+        _hf("NemotronHConfig", "NemotronHForCausalLM"),
+    ),
+    FamilyRow(
+        "transformers",
+        "Jamba",
+        "JambaConfig()",
+        "token embeddings → every layer (Mamba or attention, some with experts; no rotary positions) → final "
+        "norm+last token the mask keeps",
+        _hf("JambaConfig", "JambaForSequenceClassification"),
+    ),
+    FamilyRow(
+        "transformers",
+        "LFM2 / LFM2-MoE (Liquid)",
+        "Lfm2Config()",
+        "token embeddings → every layer (short convolution or attention) → embedding_norm+last token the mask keeps",
+        _hf("Lfm2Config", "Lfm2ForCausalLM"),
     ),
     FamilyRow(
         "transformers",

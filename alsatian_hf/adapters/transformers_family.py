@@ -877,7 +877,7 @@ _SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3", "mixtral", "phimoe", "qwen
                   "solar_open", "mellum", "minimax_m2",
                   # linear-attention and sparse-attention layers beside full ones; Llama 4's chunked attention
                   "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "olmo_hybrid", "deepseek_v32", "glm_moe_dsa",
-                  "llama4_text")  # fmt: skip
+                  "llama4_text", "granitemoehybrid")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
@@ -895,6 +895,7 @@ class DecoderAdapter(TransformersAdapter):
     family = "transformers-decoder"
     embed = "embed_tokens"  # the base model's module names, where a family names them otherwise
     norm = "norm"
+    rotary = "rotary_emb"  # its rotary table; a model without one (Jamba; Granite 4's NoPE) gets no positions
     text = ""  # the path, in the base model, of the language model where it is part of an image-text model
 
     def _text_model(self, m: nn.Module) -> nn.Module:
@@ -921,9 +922,11 @@ class DecoderAdapter(TransformersAdapter):
         # sparse attention), or the 2-D padding mask of a linear-attention layer (Qwen3-Next's Gated DeltaNet); a
         # kind mapped to several masks (a hybrid layer) takes a dict, which no layer here is handed
         masks = {k: f for k, f in LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING.items() if callable(f)}
+        masks |= dict.fromkeys(("mlp", "moe"), lambda **kw: None)  # Nemotron-H's layers that mix no tokens
         if set(kinds) - set(masks):
             raise UnsupportedArchitectureError(f"{type(model).__name__}: layer types {sorted(set(kinds))}.")
-        by_kind = "layer_type" in inspect.signature(type(base.rotary_emb).forward).parameters  # Gemma 3's
+        rotary_emb = getattr(base, self.rotary, None)
+        by_kind = rotary_emb is not None and "layer_type" in inspect.signature(type(rotary_emb).forward).parameters
 
         def layer(i):
             def step(m, s):
@@ -932,7 +935,9 @@ class DecoderAdapter(TransformersAdapter):
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
                 causal = masks[kinds[i]](config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
                                          position_ids=positions)  # fmt: skip
-                rotary = b.rotary_emb(hidden, positions, *([kinds[i]] if by_kind else []))
+                rotary = None
+                if rotary_emb is not None:
+                    rotary = getattr(b, self.rotary)(hidden, positions, *([kinds[i]] if by_kind else []))
                 out = b.layers[i](hidden, attention_mask=causal, position_embeddings=rotary, position_ids=positions,
                                   use_cache=False)  # fmt: skip
                 return (out[0] if isinstance(out, tuple) else out, mask)
@@ -984,6 +989,40 @@ class PhiAdapter(DecoderAdapter):
 
     family = "transformers-phi"
     norm = "final_layernorm"
+
+
+@register_adapter("nemotron_h")
+class NemotronHAdapter(DecoderAdapter):
+    """Nemotron-H (NVIDIA Nemotron Nano 2 and 3): Mamba-2, attention, MLP and mixture-of-experts layers, under its
+    own module names."""
+
+    family = "transformers-nemotron-h"
+    embed = "embeddings"
+    norm = "norm_f"
+
+
+@register_adapter("jamba")
+class JambaAdapter(DecoderAdapter):
+    """Jamba: Mamba and attention layers, some with experts; no rotary positions."""
+
+    family = "transformers-jamba"
+    norm = "final_layernorm"
+
+
+@register_adapter("lfm2")
+class Lfm2Adapter(DecoderAdapter):
+    """LFM2 (Liquid): short-convolution and attention layers; its final norm is named `embedding_norm`."""
+
+    family = "transformers-lfm2"
+    norm = "embedding_norm"
+
+
+@register_adapter("lfm2_moe")
+class Lfm2MoeAdapter(Lfm2Adapter):
+    """LFM2's mixtures of experts, whose rotary table is `pos_emb`."""
+
+    family = "transformers-lfm2-moe"
+    rotary = "pos_emb"
 
 
 @register_adapter("gpt_neox")
