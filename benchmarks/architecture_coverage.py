@@ -178,6 +178,9 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
             **bert, **moe, "num_local_experts": 4, "layer_types": ["linear_attention", "full_attention"],
             "mamba_n_heads": 4, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_chunk_size": 4})),
         "Jamba": clf("Jamba", num_experts=4, attn_layer_period=2, attn_layer_offset=1, **moe),
+        "Falcon-H1 (base)": lambda: T.FalconH1Model(T.FalconH1Config(**bert, mamba_d_ssm=64, mamba_n_heads=4,
+                                                                     mamba_d_head=16, mamba_d_state=8,
+                                                                     mamba_chunk_size=4)),
         "LFM2 (base)": lambda: T.Lfm2Model(T.Lfm2Config(**bert, layer_types=["conv", "full_attention"])),
         "Qwen3.5 (image-text)": lambda: T.Qwen3_5ForSequenceClassification(T.Qwen3_5Config(
             text_config=dict(bert, pad_token_id=0, head_dim=16, intermediate_size=40, **linear),

@@ -152,6 +152,10 @@ _MAMBA = dict(_MOE, layer_types=["linear_attention", "full_attention", "linear_a
               n_group=1, topk_group=1, head_dim=8, mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8,
               n_groups=1, chunk_size=4, expand=2)  # fmt: skip
 _NEMOTRON_H = dict(_MAMBA, num_hidden_layers=4, layer_types=["linear_attention", "moe", "full_attention", "mlp"])
+# Falcon-H1: attention and Mamba-2 side by side in each layer, scaled by the config's multipliers
+_FALCON_H1 = dict(mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=4,
+                  embedding_multiplier=3.0, attention_in_multiplier=0.5, ssm_in_multiplier=2.0,
+                  mlp_multipliers=[0.5, 2.0])  # fmt: skip
 # LFM2's short convolutions beside attention
 _CONV = dict(layer_types=["conv", "full_attention", "conv"])
 # GLM-4-MoE's and dots.llm1's: DeepSeek-V3's routing and shared expert, with grouped-query attention
@@ -459,6 +463,7 @@ TRANSFORMERS_CASES = [
         for kind, config in (("GraniteMoeHybrid", _MAMBA), ("NemotronH", _NEMOTRON_H))
     ),
     _left_padded(_decoder("Jamba", num_experts=4, attn_layer_period=2, attn_layer_offset=1, **_MOE)),
+    _left_padded(_decoder("FalconH1", "", **_FALCON_H1)),
     _left_padded(_decoder("Lfm2", "", **_CONV)),
     _left_padded(_decoder("Lfm2Moe", "", num_experts=4, num_dense_layers=1, **_CONV, **_MOE)),
     (

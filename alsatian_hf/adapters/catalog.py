@@ -200,6 +200,14 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "Falcon-H1",
+        "FalconH1Config()",
+        "token embeddings (scaled) → every layer (attention and Mamba-2 side by side) → final norm+last token the "
+        "mask keeps",
+        _hf("FalconH1Config", "FalconH1ForCausalLM"),
+    ),
+    FamilyRow(
+        "transformers",
         "Jamba",
         "JambaConfig()",
         "token embeddings → every layer (Mamba or attention, some with experts; no rotary positions) → final "

@@ -896,6 +896,7 @@ class DecoderAdapter(TransformersAdapter):
     embed = "embed_tokens"  # the base model's module names, where a family names them otherwise
     norm = "norm"
     rotary = "rotary_emb"  # its rotary table; a model without one (Jamba; Granite 4's NoPE) gets no positions
+    mask_kwargs: dict[str, str] = {}  # a hybrid layer's masks: the keyword each part is handed under
     text = ""  # the path, in the base model, of the language model where it is part of an image-text model
 
     def _text_model(self, m: nn.Module) -> nn.Module:
@@ -919,11 +920,12 @@ class DecoderAdapter(TransformersAdapter):
             sliding = config.model_type in _SLIDING_WHEN_SET and getattr(config, "sliding_window", None) is not None
             kinds = ["sliding_attention" if sliding else "full_attention"] * len(base.layers)
         # each layer kind's mask as transformers builds it: causal, sliding, chunked (Llama 4), indexed (DeepSeek
-        # sparse attention), or the 2-D padding mask of a linear-attention layer (Qwen3-Next's Gated DeltaNet); a
-        # kind mapped to several masks (a hybrid layer) takes a dict, which no layer here is handed
-        masks = {k: f for k, f in LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING.items() if callable(f)}
+        # sparse attention), or the 2-D padding mask of a recurrent layer (Gated DeltaNet, Mamba); a hybrid kind
+        # maps to several, each handed under the keyword `mask_kwargs` names
+        masks = dict(LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING)
         masks |= dict.fromkeys(("mlp", "moe"), lambda **kw: None)  # Nemotron-H's layers that mix no tokens
-        if set(kinds) - set(masks):
+        known = {k for k, f in masks.items() if callable(f) or set(f) <= set(self.mask_kwargs)}
+        if set(kinds) - known:
             raise UnsupportedArchitectureError(f"{type(model).__name__}: layer types {sorted(set(kinds))}.")
         rotary_emb = getattr(base, self.rotary, None)
         by_kind = rotary_emb is not None and "layer_type" in inspect.signature(type(rotary_emb).forward).parameters
@@ -933,13 +935,18 @@ class DecoderAdapter(TransformersAdapter):
                 hidden, mask = s
                 b = self._text_model(m)
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-                causal = masks[kinds[i]](config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
-                                         position_ids=positions)  # fmt: skip
+                made = dict(config=b.config, inputs_embeds=hidden, attention_mask=mask, cache=None,
+                            position_ids=positions)  # fmt: skip
+                kind = masks[kinds[i]]
+                if callable(kind):
+                    layer_masks = {"attention_mask": kind(**made)}
+                else:
+                    layer_masks = {self.mask_kwargs[part]: f(**made) for part, f in kind.items()}
                 rotary = None
                 if rotary_emb is not None:
                     rotary = getattr(b, self.rotary)(hidden, positions, *([kinds[i]] if by_kind else []))
-                out = b.layers[i](hidden, attention_mask=causal, position_embeddings=rotary, position_ids=positions,
-                                  use_cache=False)  # fmt: skip
+                out = b.layers[i](hidden, position_embeddings=rotary, position_ids=positions, use_cache=False,
+                                  **layer_masks)  # fmt: skip
                 return (out[0] if isinstance(out, tuple) else out, mask)
 
             return step
@@ -999,6 +1006,15 @@ class NemotronHAdapter(DecoderAdapter):
     family = "transformers-nemotron-h"
     embed = "embeddings"
     norm = "norm_f"
+
+
+@register_adapter("falcon_h1")
+class FalconH1Adapter(DecoderAdapter):
+    """Falcon-H1: attention and Mamba-2 side by side in every layer, each on its own mask."""
+
+    family = "transformers-falcon-h1"
+    norm = "final_layernorm"
+    mask_kwargs = {"full_attention": "attention_mask", "linear_attention": "mamba_attention_mask"}
 
 
 @register_adapter("jamba")
