@@ -156,6 +156,9 @@ _NEMOTRON_H = dict(_MAMBA, num_hidden_layers=4, layer_types=["linear_attention",
 _FALCON_H1 = dict(mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=4,
                   embedding_multiplier=3.0, attention_in_multiplier=0.5, ssm_in_multiplier=2.0,
                   mlp_multipliers=[0.5, 2.0])  # fmt: skip
+# MiniMax: lightning attention in blocks of 4 tokens beside attention in a 4-token window
+_MINIMAX = dict(_MOE, num_local_experts=4, block_size=4, sliding_window=4,
+                layer_types=["linear_attention", "full_attention", "linear_attention"])  # fmt: skip
 # LFM2's short convolutions beside attention
 _CONV = dict(layer_types=["conv", "full_attention", "conv"])
 # GLM-4-MoE's and dots.llm1's: DeepSeek-V3's routing and shared expert, with grouped-query attention
@@ -464,6 +467,7 @@ TRANSFORMERS_CASES = [
     ),
     _left_padded(_decoder("Jamba", num_experts=4, attn_layer_period=2, attn_layer_offset=1, **_MOE)),
     _left_padded(_decoder("FalconH1", "", **_FALCON_H1)),
+    _left_padded(_decoder("MiniMax", **_MINIMAX)),
     _left_padded(_decoder("Lfm2", "", **_CONV)),
     _left_padded(_decoder("Lfm2Moe", "", num_experts=4, num_dense_layers=1, **_CONV, **_MOE)),
     (

@@ -186,7 +186,7 @@ ROWS = [
     FamilyRow(
         "transformers",
         "mixtures of experts: Mixtral / Qwen2-MoE, Qwen3-MoE / OLMoE, FlexOlmo / DeepSeek-V2, V3 / GLM-4-MoE / "
-        "ERNIE 4.5 MoE / Hunyuan MoE / gpt-oss / Phi-3.5-MoE / Granite MoE / JetMoE / ...",
+        "ERNIE 4.5 MoE / Hunyuan MoE / gpt-oss / Phi-3.5-MoE / Granite MoE / JetMoE / MiniMax / ...",
         "MixtralConfig()",
         "same as Llama; each layer's experts, saved one tensor per expert, merged at load as transformers merges them",
         _hf("MixtralConfig", "MixtralForSequenceClassification"),

@@ -861,9 +861,9 @@ def _last_kept(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-# decoders whose forward masks every layer with a sliding window when `sliding_window` is set (the others name
-# each layer's kind in `config.layer_types`, or have none)
-_SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3", "mixtral", "phimoe", "qwen3_moe"}
+# decoders whose forward masks every attention layer with a sliding window when `sliding_window` is set (the
+# others name each layer's kind in `config.layer_types`, or have none)
+_SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3", "mixtral", "phimoe", "qwen3_moe", "minimax"}
 
 
 @register_adapter("llama", "mistral", "ministral3", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
@@ -877,7 +877,7 @@ _SLIDING_WHEN_SET = {"mistral", "ministral3", "phi3", "mixtral", "phimoe", "qwen
                   "solar_open", "mellum", "minimax_m2",
                   # linear-attention and sparse-attention layers beside full ones; Llama 4's chunked attention
                   "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "olmo_hybrid", "deepseek_v32", "glm_moe_dsa",
-                  "llama4_text", "granitemoehybrid")  # fmt: skip
+                  "llama4_text", "granitemoehybrid", "minimax")  # fmt: skip
 class DecoderAdapter(TransformersAdapter):
     """Decoder-only language models as their `*ForSequenceClassification` reads them: token embeddings | every
     decoder layer | final norm + the last token the attention mask keeps.
@@ -915,10 +915,9 @@ class DecoderAdapter(TransformersAdapter):
         from transformers.masking_utils import LAYER_PATTERN_TO_MASK_FUNCTION_MAPPING
 
         config = base.config
-        kinds = list(getattr(config, "layer_types", None) or [])[: len(base.layers)]
-        if not kinds:
-            sliding = config.model_type in _SLIDING_WHEN_SET and getattr(config, "sliding_window", None) is not None
-            kinds = ["sliding_attention" if sliding else "full_attention"] * len(base.layers)
+        kinds = list(getattr(config, "layer_types", None) or ["full_attention"] * len(base.layers))[: len(base.layers)]
+        if config.model_type in _SLIDING_WHEN_SET and getattr(config, "sliding_window", None) is not None:
+            kinds = ["sliding_attention" if k == "full_attention" else k for k in kinds]
         # each layer kind's mask as transformers builds it: causal, sliding, chunked (Llama 4), indexed (DeepSeek
         # sparse attention), or the 2-D padding mask of a recurrent layer (Gated DeltaNet, Mamba); a hybrid kind
         # maps to several, each handed under the keyword `mask_kwargs` names
