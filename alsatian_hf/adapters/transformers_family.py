@@ -109,12 +109,17 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
     return out
 
 
+def _converter(source: str, converters):
+    """The converter one of whose source patterns is `source` (what `rename_source_key` says matched)."""
+    return next((c for c in converters if source in c.source_patterns), None)
+
+
 def _merging(model_key: str, source: str, converters, model_sd):
     """The converter whose pattern `source` matched a checkpoint key (renamed to `model_key`), where it merges
     several checkpoint tensors into that one model tensor by stacking and concatenating them, or None."""
     from transformers.core_model_loading import Concatenate, MergeModulelist
 
-    converter = next((c for c in converters if source in c.source_patterns), None)
+    converter = _converter(source, converters)
     ops = getattr(converter, "operations", None) or []
     if not ops or len(converter.target_patterns) != 1 or model_key not in model_sd:
         return None
@@ -126,7 +131,7 @@ def _chunked(model_key: str, source: str, converters, model_sd) -> tuple | None:
     to `model_key`, its first part's) only cuts it into equal parts (`Chunk`, one source), or None."""
     from transformers.core_model_loading import Chunk
 
-    converter = next((c for c in converters if source in c.source_patterns), None)
+    converter = _converter(source, converters)
     ops = getattr(converter, "operations", None) or []
     if (
         len(ops) != 1
