@@ -117,6 +117,13 @@ ROWS = [
         _timm("hrnet_w18_small"),
     ),
     FamilyRow(
+        "timm",
+        "mvitv2",
+        "mvitv2_tiny",
+        "patch embed+class token+position → every multiscale block of every stage (with the patch grid) → norm+pool",
+        _timm("mvitv2_tiny"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

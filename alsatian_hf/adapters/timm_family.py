@@ -311,6 +311,40 @@ class TimmXcitAdapter(Adapter):
         return _finish(model, self.family, blocks)
 
 
+@register_adapter("timm:MultiScaleVit")
+class TimmMViTv2Adapter(Adapter):
+    """MViTv2: patch embed + class token + position | every multiscale block of every stage | norm + pool.
+
+    A block that pools its queries shrinks the patch grid, which the next block reads: the state carries it.
+    """
+
+    family = "timm-mvitv2"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        def stem(m, s):  # as `MultiScaleVit.forward_features`
+            x, (h, w) = m.patch_embed(s[0])
+            if m.cls_token is not None:
+                x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            if m.pos_embed is not None:
+                x = x + m.pos_embed
+            return (x, grid_state(x, h, w))
+
+        def block(i, j):
+            def step(m, s):
+                x, (h, w) = m.stages[i].blocks[j](s[0], list(grid_size(s[1])))
+                return (x, grid_state(x, h, w))
+
+            return step
+
+        blocks = [_modules_block(model, "stem", ["patch_embed", "cls_token", "pos_embed"], stem)]
+        for i, stage in enumerate(model.stages):
+            for j in range(len(stage.blocks)):
+                path = f"stages.{i}.blocks.{j}"
+                blocks.append(Block(path, state_keys(stage.blocks[j], path + "."), block(i, j), prefix=path + "."))
+        readout = _modules_block(model, "readout", ["norm"], lambda m, s: (m.forward_head(m.norm(s[0]), True),))
+        return _finish(model, self.family, [*blocks, readout])
+
+
 @register_adapter("timm:Twins")
 class TimmTwinsAdapter(Adapter):
     """Twins (PCPVT and SVT): per stage, its patch embedding | every block, the first followed by the stage's
