@@ -50,6 +50,21 @@ class Merge:
         joined = converter.convert(model_key)[model_key]
         return joined[0] if isinstance(joined, list) else joined
 
+    def split(self, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The checkpoint tensors `join` made `tensor` from (views of it): its concatenation cut back into one
+        part per source pattern, each part's stack unbound into its experts."""
+        from transformers.core_model_loading import Concatenate
+
+        patterns = [p for p in self.converter.source_patterns if any(p == q for _, q in self.keys)]
+        groups = [[k for k, q in self.keys if q == p] for p in patterns]  # each in the order it was stacked in
+        parts = [tensor]
+        for op in reversed(self.converter.operations):  # `MergeModulelist` and `Concatenate` alone (`_merging`)
+            if isinstance(op, Concatenate):
+                parts = [c for t in parts for c in t.chunk(len(groups), op.dim)]
+            else:
+                parts = [u for t in parts for u in t.unbind(op.dim)]
+        return dict(zip([k for group in groups for k in group], parts, strict=True))
+
 
 @dataclass
 class Block:

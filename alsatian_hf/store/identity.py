@@ -60,27 +60,18 @@ def safetensors_dtype(dtype) -> str:
 
 
 def tensor_content_hash(block, state: dict) -> str:
-    """Content hash of `block` (an adapters.Block) from a model's in-memory state dict.
-
-    Raises:
-        UnsupportedArchitectureError: for a block with merged tensors (experts), whose checkpoint tensors the
-            state dict does not hold apart; hash such a block from its checkpoint instead.
-    """
+    """Content hash of `block` (an adapters.Block) from a model's in-memory state dict."""
 
     import torch
 
-    from ..errors import UnsupportedArchitectureError
-
-    if block.merges:
-        raise UnsupportedArchitectureError(
-            f"block {block.name!r} merges checkpoint tensors into {sorted(block.merges)[0]} (experts); its content "
-            "hash comes from the checkpoint's tensors, which a model's state dict does not hold apart."
-        )
+    apart = {k: t for m, merge in block.merges.items() for k, t in merge.split(state[m].detach().cpu()).items()}
 
     def items():
         for key in block.keys:
             if key in block.chunks:  # a fused checkpoint tensor: its parts joined
                 t = torch.cat([state[m].detach().cpu() for m in block.targets(key)], block.chunks[key][0])
+            elif key in apart:  # an expert's tensor, as the checkpoint holds it apart
+                t = apart[key].contiguous()
             else:
                 t = state[block.model_key(key)].detach().cpu().contiguous()
             raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()

@@ -1,5 +1,6 @@
-"""Decoder-only classifiers (Mistral here: a sliding window in every layer) searched end to end: a tokenizer without
-a padding token that pads on the left, as decoders' do, and the same ranking in every strategy."""
+"""Decoder-only classifiers searched end to end (Mistral: a sliding window in every layer; Qwen3-Next: Gated
+DeltaNet layers and experts): a tokenizer without a padding token that pads on the left, as decoders' do, and the
+same ranking in every strategy."""
 
 from __future__ import annotations
 
@@ -45,13 +46,36 @@ def mistral_zoo(hub_root):
     shutil.rmtree(hub_root / "mistralorg")
 
 
-def test_a_decoder_zoo_ranks_alike_in_every_strategy(hub, mistral_zoo, tmp_path):
+@pytest.fixture(scope="module")
+def qwen3_next_zoo(hub_root):
+    """Qwen3-Next: its left padding must stay out of the Gated DeltaNet layers' state, and its experts, saved one
+    tensor apiece, are merged at load."""
+    from transformers import Qwen3NextConfig
+
+    from alsatian_hf.zoo import TransformersSource, ZooSpec, build_zoo
+
+    config = Qwen3NextConfig(vocab_size=32, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                             num_key_value_heads=2, head_dim=8, intermediate_size=40, moe_intermediate_size=16,
+                             num_experts=4, num_experts_per_tok=2, max_position_embeddings=64, num_labels=3,
+                             layer_types=["linear_attention", "full_attention", "linear_attention"],
+                             linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+                             linear_value_head_dim=8)  # fmt: skip
+    source = TransformersSource(config=config, auto_class="AutoModelForSequenceClassification",
+                                processor=_decoder_tokenizer(), pipeline_tag="text-classification")  # fmt: skip
+    spec = ZooSpec("qwen3nextorg", source, num_models=4, distribution="top_layers", seed=0, name="qwen3next")
+    yield build_zoo(spec, hub_root)
+    shutil.rmtree(hub_root / "qwen3nextorg")
+
+
+@pytest.mark.parametrize("zoo", ["mistral_zoo", "qwen3_next_zoo"])
+def test_a_decoder_zoo_ranks_alike_in_every_strategy(hub, request, zoo, tmp_path):
+    zoo = request.getfixturevalue(zoo)
     data = newsgroups(num_items=90, seed=0, categories=["sci.space", "rec.autos", "talk.politics.guns"])
     runs = {}
     for strategy in ("alsatian", "shift", "base"):
         args = SearchArguments(result_size=2, max_length=24, batch_size=32, strategy=strategy, scorer="logme",
                                store_dir=str(tmp_path / strategy))  # fmt: skip
-        runs[strategy] = ModelSearcher(candidates=mistral_zoo.repo_ids, train_dataset=data, args=args).search()
+        runs[strategy] = ModelSearcher(candidates=zoo.repo_ids, train_dataset=data, args=args).search()
     assert not runs["alsatian"].skipped  # padded with the end-of-text token where the tokenizer has no pad token
     scores = {s: [it["scores"] for it in r.iterations] for s, r in runs.items()}
     assert scores["alsatian"] == scores["shift"] == scores["base"]
