@@ -949,6 +949,7 @@ TIMM_CASES = [
     ("hrnet_w18_small", {}),  # branches of four resolutions between blocks
     ("mvitv2_tiny", {"img_size": 64}),  # blocks that pool their queries shrink the patch grid
     ("mvitv2_small_cls", {"img_size": 64}),  # a class token beside the patches, read out
+    ("nest_tiny", {"img_size": 64}),  # levels of blocks of tokens, aggregated into the next level's
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),

@@ -124,6 +124,13 @@ ROWS = [
         _timm("mvitv2_tiny"),
     ),
     FamilyRow(
+        "timm",
+        "nest",
+        "nest_tiny",
+        "patch embed → per level: aggregation pool+blocks+position, every transformer block → norm+pool",
+        _timm("nest_tiny"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

@@ -345,6 +345,44 @@ class TimmMViTv2Adapter(Adapter):
         return _finish(model, self.family, [*blocks, readout])
 
 
+@register_adapter("timm:Nest")
+class TimmNestAdapter(Adapter):
+    """NesT: patch embed | per level: entry (the previous level's blocks back into a map, the aggregation pool,
+    the map cut into blocks, + position), every transformer block | the last level's map, norm + pool.
+
+    Between blocks the state is the level's (batch, blocks, tokens, channels) tensor, as its encoder runs it.
+    """
+
+    family = "timm-nest"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        from timm.models.nest import blockify, deblockify
+
+        def to_map(m, x, i):  # level i's blocks back into a (B, C, H, W) map, as `NestLevel.forward` ends
+            return deblockify(x, m.levels[i].block_size).permute(0, 3, 1, 2)
+
+        def entry(i):
+            def step(m, s):
+                x = s[0] if i == 0 else to_map(m, s[0], i - 1)
+                level = m.levels[i]
+                x = blockify(level.pool(x).permute(0, 2, 3, 1), level.block_size)
+                return (x + level.pos_embed,)
+
+            return step
+
+        def readout(m, s):
+            x = to_map(m, s[0], len(m.levels) - 1)
+            return (m.forward_head(m.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), pre_logits=True),)
+
+        blocks = [_sub_block(model, "patch_embed")]
+        for i, level in enumerate(model.levels):
+            blocks.append(_modules_block(model, f"levels.{i}.entry", [f"levels.{i}.pool", f"levels.{i}.pos_embed"],
+                                         entry(i)))  # fmt: skip
+            blocks += [_sub_block(model, f"levels.{i}.transformer_encoder.{j}")
+                       for j in range(len(level.transformer_encoder))]  # fmt: skip
+        return _finish(model, self.family, [*blocks, _modules_block(model, "readout", ["norm"], readout)])
+
+
 @register_adapter("timm:Twins")
 class TimmTwinsAdapter(Adapter):
     """Twins (PCPVT and SVT): per stage, its patch embedding | every block, the first followed by the stage's
