@@ -914,6 +914,9 @@ TRANSFORMERS_CASES = [
     ),
 ]
 
+# CrossViT's two branches, both at 48 px (12 and 16 px patches), and one multi-scale block
+_CROSSVIT = dict(img_size=48, img_scale=(1.0, 1.0), embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1],
+                 mlp_ratio=[1, 1, 1])  # fmt: skip
 TIMM_CASES = [
     ("test_resnet", {}),
     ("resnext50_32x4d", {"layers": (1, 1, 1, 1)}),
@@ -950,6 +953,8 @@ TIMM_CASES = [
     ("mvitv2_tiny", {"img_size": 64}),  # blocks that pool their queries shrink the patch grid
     ("mvitv2_small_cls", {"img_size": 64}),  # a class token beside the patches, read out
     ("nest_tiny", {"img_size": 64}),  # levels of blocks of tokens, aggregated into the next level's
+    # two branches of token sequences, of two patch sizes, passed between blocks as one state
+    ("crossvit_tiny_240", _CROSSVIT),
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),
@@ -1476,12 +1481,40 @@ class _Staged(torch.nn.Module):
         return x if pre_logits else self.fc(x)
 
 
+class _Pair(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, xs):
+        return [self.a(xs[0]), self.b(xs[1])]
+
+
+class _Branched(torch.nn.Module):
+    """A timm-style model whose blocks pass a list of two token sequences, as CrossViT's branches do."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.blocks = torch.nn.ModuleList(_Pair() for _ in range(2))
+        self.fc = torch.nn.Linear(16, 7)
+
+    def forward_features(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        xs = [x, x.flip(1)]
+        for block in self.blocks:
+            xs = block(xs)
+        return xs
+
+    def forward_head(self, xs, pre_logits: bool = False):
+        x = torch.cat([x.mean(1) for x in xs], dim=1)
+        return x if pre_logits else self.fc(x)
+
+
 def test_discovery_refuses_what_it_cannot_reproduce():
-    # CrossViT's two branches pass a list of token sequences between blocks, which a one-tensor state cannot hold
-    branches = dict(img_size=[24, 32], embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1], mlp_ratio=[1, 1, 1])
-    crossvit = timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7, **branches).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="CrossVit.*blocks do not run.*register_adapter"):
-        split_model(crossvit)
+    # two branches pass a list of token sequences between blocks, which a one-tensor state cannot hold
+    with pytest.raises(UnsupportedArchitectureError, match="_Branched.*blocks do not r.*register_adapter"):
+        split_model(_Branched().eval())
     # stages held as lists of blocks (as transformers' PVT held them before its adapter): the forward runs the
     # blocks inside each list, never the lists themselves, so the split's stem never sees its input
     with pytest.raises(UnsupportedArchitectureError, match="_Staged.*never reached.*register_adapter"):

@@ -131,6 +131,14 @@ ROWS = [
         _timm("nest_tiny"),
     ),
     FamilyRow(
+        "timm",
+        "crossvit",
+        "crossvit_tiny_240",
+        "both branches' patch embed+class token+position → every multi-scale block (both branches, class tokens "
+        "fused) → each branch's norm, class tokens joined",
+        _timm("crossvit_tiny_240"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

@@ -383,6 +383,35 @@ class TimmNestAdapter(Adapter):
         return _finish(model, self.family, [*blocks, _modules_block(model, "readout", ["norm"], readout)])
 
 
+@register_adapter("timm:CrossVit")
+class TimmCrossVitAdapter(Adapter):
+    """CrossViT: both branches' embeddings (each scale's patches, class token, position) | every multi-scale block,
+    which runs both branches and fuses their class tokens | each branch's norm, the class tokens joined.
+
+    The state is the branches' token tensors, one per branch.
+    """
+
+    family = "timm-crossvit"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        branches = range(model.num_branches)
+        stem_paths = ["patch_embed", *(f"{name}_{i}" for i in branches for name in ("cls_token", "pos_embed"))]
+        blocks = [_modules_block(model, "stem", stem_paths, lambda m, s: tuple(m._embed(s[0])))]
+
+        def block(i):
+            return lambda m, s: tuple(m.blocks[i](list(s)))
+
+        blocks += [
+            Block(f"blocks.{i}", state_keys(b, f"blocks.{i}."), block(i), prefix=f"blocks.{i}.")
+            for i, b in enumerate(model.blocks)
+        ]
+
+        def readout(m, s):
+            return (m.forward_head([norm(x) for norm, x in zip(m.norm, s)], pre_logits=True),)
+
+        return _finish(model, self.family, [*blocks, _modules_block(model, "readout", ["norm"], readout)])
+
+
 @register_adapter("timm:Twins")
 class TimmTwinsAdapter(Adapter):
     """Twins (PCPVT and SVT): per stage, its patch embedding | every block, the first followed by the stage's
