@@ -28,7 +28,7 @@ TIMM = [
     "mobilevit_xxs", "edgenext_xx_small", "poolformer_s12", "pvt_v2_b0", "nest_tiny", "twins_svt_small",
     "crossvit_tiny_240", "cait_xxs24_224", "xcit_nano_12_p16_224", "gcvit_xxtiny", "davit_tiny", "focalnet_tiny_srf",
     "swinv2_cr_tiny_ns_224", "regnety_002", "tf_mixnet_s", "mnasnet_050", "hiera_tiny_224",
-    "vit_small_patch16_dinov3", "mvitv2_tiny",
+    "vit_small_patch16_dinov3", "mvitv2_tiny", "volo_d1_224",
 ]  # fmt: skip
 
 

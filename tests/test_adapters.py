@@ -955,6 +955,7 @@ TIMM_CASES = [
     ("nest_tiny", {"img_size": 64}),  # levels of blocks of tokens, aggregated into the next level's
     # two branches of token sequences, of two patch sizes, passed between blocks as one state
     ("crossvit_tiny_240", _CROSSVIT),
+    ("volo_d1_224", {"img_size": 64}),  # outlookers on (B, H, W, C) maps, then class attention; an aux head
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),
@@ -1012,7 +1013,8 @@ def test_timm_equivalence_resume_and_coverage(arch, kwargs):
     with torch.no_grad():
         ref = model.forward_head(model.forward_features(x), pre_logits=True)
     _check_equivalence(model, split, (x,), ref)
-    assert split.head_keys and all(k.startswith(("fc.", "classifier.", "head.")) for k in split.head_keys)
+    heads = ("fc.", "classifier.", "head.", "aux_head.")  # VOLO's aux head adds to its logits from every token
+    assert split.head_keys and all(k.startswith(heads) for k in split.head_keys)
 
 
 def test_an_hrnet_without_its_classification_head_is_refused_saying_so():

@@ -139,6 +139,14 @@ ROWS = [
         _timm("crossvit_tiny_240"),
     ),
     FamilyRow(
+        "timm",
+        "volo",
+        "volo_d1_224",
+        "patch embed → every outlooker and transformer block (a downsample step between) → every class-attention "
+        "block → norm+pool",
+        _timm("volo_d1_224"),
+    ),
+    FamilyRow(
         "transformers",
         "BERT",
         "BertConfig()",

@@ -412,6 +412,58 @@ class TimmCrossVitAdapter(Adapter):
         return _finish(model, self.family, [*blocks, _modules_block(model, "readout", ["norm"], readout)])
 
 
+@register_adapter("timm:VOLO")
+class TimmVoloAdapter(Adapter):
+    """VOLO: patch embed | every block of every network stage (outlookers, then transformers; a downsample step
+    between, the position added before the stage after it) | every class-attention block (the first prepends
+    the class token) | norm + pool.
+
+    The aux head, which VOLO adds to its logits from every token, is head: a search reads the pooled token, as
+    `forward_head(pre_logits=True)` does.
+    """
+
+    family = "timm-volo"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        # (stage, its block), the block None for a downsample step that is one module
+        order = [(i, j) for i, stage in enumerate(model.network)
+                 for j in (range(len(stage)) if isinstance(stage, nn.Sequential) else [None])]  # fmt: skip
+
+        def stage_block(i, j, last):
+            def step(m, s):
+                x = s[0]
+                if i == 2 and j in (0, None) and m.pos_embed is not None:  # as `VOLO.forward_tokens`
+                    x = x + m.pos_embed
+                x = (m.network[i] if j is None else m.network[i][j])(x)
+                return (x.reshape(x.shape[0], -1, x.shape[-1]) if last else x,)  # tokens (B, N, C) after the last
+
+            return step
+
+        def cls_block(j):
+            def step(m, s):
+                x = torch.cat((m.cls_token.expand(s[0].shape[0], -1, -1), s[0]), dim=1) if j == 0 else s[0]
+                return (m.post_network[j](x),)
+
+            return step
+
+        # (B, C, H, W) -> (B, H, W, C), as `VOLO.forward_features`
+        blocks = [
+            _modules_block(model, "stem", ["patch_embed"], lambda m, s: (m.patch_embed(s[0]).permute(0, 2, 3, 1),))
+        ]
+        for k, (i, j) in enumerate(order):
+            path = f"network.{i}" if j is None else f"network.{i}.{j}"
+            keys = state_keys(model.get_submodule(path), path + ".")
+            if i == 2 and j in (0, None) and model.pos_embed is not None:
+                keys += ("pos_embed",)
+            blocks.append(Block(path, keys, stage_block(i, j, k == len(order) - 1), prefix=path + "."))
+        for j, post in enumerate(model.post_network or ()):
+            path = f"post_network.{j}"
+            keys = state_keys(post, path + ".") + (("cls_token",) if j == 0 else ())
+            blocks.append(Block(path, keys, cls_block(j), prefix=path + "."))
+        readout = _modules_block(model, "readout", ["norm"], lambda m, s: (m.forward_head(m.norm(s[0]), True),))
+        return _finish(model, self.family, [*blocks, readout])
+
+
 @register_adapter("timm:Twins")
 class TimmTwinsAdapter(Adapter):
     """Twins (PCPVT and SVT): per stage, its patch embedding | every block, the first followed by the stage's
