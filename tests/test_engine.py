@@ -446,17 +446,55 @@ def test_a_model_without_batchnorm_is_probed_on_zeros_with_the_random_copys_figu
     assert probed.sizes == sizes and probed.flops == flops and not any(probed.fold_pairs)
 
 
+class _Halving(torch.nn.Module):
+    """A timm model without BatchNorm whose forward halves the features between its blocks, in no module: the
+    blocks a discovery finds on its skeleton look whole, and compute otherwise."""
+
+    def __init__(self, num_classes: int = 7, **kwargs):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 4, stride=4)
+        self.blocks = torch.nn.Sequential(*(torch.nn.Conv2d(8, 8, 3, padding=1) for _ in range(2)))
+        self.num_classes, self.num_features = num_classes, 8
+        self.head = torch.nn.Linear(8, num_classes)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x) * 0.5
+        return x
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((-2, -1))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def _halving_net(pretrained=False, pretrained_cfg=None, **kwargs):
+    """`_Halving` as timm builds it by name, from its config (`timm.models.register_model`)."""
+    model = _Halving(**kwargs)
+    model.pretrained_cfg = model.default_cfg = {
+        "architecture": "test_halving_net", "input_size": (3, 32, 32), "num_classes": model.num_classes,
+        "classifier": "head", "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear", "crop_pct": 1.0,
+    } | dict(pretrained_cfg or {})  # fmt: skip
+    return model
+
+
 def test_the_probe_validates_a_discovered_split_without_batchnorm(tmp_path):
     """A discovered split is checked against the model's own features only on the probe's random-init copy (a
-    candidate's skeleton has no values). CrossViT has no BatchNorm, so the probe skipped that copy for it and
-    searched a split that does not reproduce its features; the probe now builds it for every discovered split."""
+    candidate's skeleton has no values). A model without BatchNorm (CrossViT, before its adapter) once skipped that
+    copy, so a split that does not reproduce its features was searched; the probe builds it for every discovered
+    split."""
     import timm
     from timm.models._hub import save_for_hf
+    from timm.models._registry import _model_entrypoints
 
     from alsatian_hf.errors import UnsupportedArchitectureError
 
-    save_for_hf(
-        timm.create_model("crossvit_tiny_240", pretrained=False, num_classes=7), tmp_path, safe_serialization=True
-    )
-    with pytest.raises(UnsupportedArchitectureError, match="do not reproduce its own features"):
-        ShapeProbe().measure(tmp_path, "px240-crossvit", (torch.randn(1, 3, 240, 240),))
+    if "test_halving_net" not in _model_entrypoints:
+        _halving_net.__name__ = "test_halving_net"
+        timm.models.register_model(_halving_net)
+    save_for_hf(timm.create_model("test_halving_net", num_classes=7), tmp_path, safe_serialization=True)
+    with pytest.raises(UnsupportedArchitectureError, match="_Halving.*do not reproduce its own features"):
+        ShapeProbe().measure(tmp_path, "px32-halving", (torch.randn(1, 3, 32, 32),))
