@@ -38,6 +38,11 @@ def _sub_block(model: nn.Module, path: str) -> Block:
     return Block(name=path, keys=state_keys(module, path + "."), step=step, prefix=path + ".")
 
 
+def _with_class_token(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's learnt class token put before every item's tokens (XCiT, MViTv2, VOLO)."""
+    return torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+
+
 def _modules_block(model: nn.Module, name: str, paths: list[str], step) -> Block:
     keys: tuple[str, ...] = ()
     for p in paths:
@@ -286,8 +291,7 @@ class TimmXcitAdapter(Adapter):
 
         def cls_block(j):
             def step(m, s):
-                x = torch.cat((m.cls_token.expand(s[0].shape[0], -1, -1), s[0]), dim=1) if j == 0 else s[0]
-                return (m.cls_attn_blocks[j](x),)
+                return (m.cls_attn_blocks[j](_with_class_token(m, s[0]) if j == 0 else s[0]),)
 
             return step
 
@@ -303,7 +307,7 @@ class TimmXcitAdapter(Adapter):
         def readout(m, s):
             x = s[0]
             if len(s) > 1 and m.cls_attn_blocks is not None:  # no class-attention block: the token is prepended
-                x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+                x = _with_class_token(m, x)
             return (m.forward_head(m.norm(x), pre_logits=True),)
 
         bare = model.cls_attn_blocks is not None and not len(model.cls_attn_blocks)
@@ -323,8 +327,7 @@ class TimmMViTv2Adapter(Adapter):
     def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
         def stem(m, s):  # as `MultiScaleVit.forward_features`
             x, (h, w) = m.patch_embed(s[0])
-            if m.cls_token is not None:
-                x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+            x = _with_class_token(m, x) if m.cls_token is not None else x
             if m.pos_embed is not None:
                 x = x + m.pos_embed
             return (x, grid_state(x, h, w))
@@ -441,8 +444,7 @@ class TimmVoloAdapter(Adapter):
 
         def cls_block(j):
             def step(m, s):
-                x = torch.cat((m.cls_token.expand(s[0].shape[0], -1, -1), s[0]), dim=1) if j == 0 else s[0]
-                return (m.post_network[j](x),)
+                return (m.post_network[j](_with_class_token(m, s[0]) if j == 0 else s[0]),)
 
             return step
 
