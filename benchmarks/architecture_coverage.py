@@ -182,6 +182,11 @@ def _text() -> dict[str, Callable[[], nn.Module]]:
                                                                      mamba_d_head=16, mamba_d_state=8,
                                                                      mamba_chunk_size=4)),
         "LFM2 (base)": lambda: T.Lfm2Model(T.Lfm2Config(**bert, layer_types=["conv", "full_attention"])),
+        "Qwen2.5-VL (image-text)": lambda: T.Qwen2_5_VLForConditionalGeneration(T.Qwen2_5_VLConfig(
+            text_config=dict(bert, pad_token_id=0, head_dim=16, num_key_value_heads=1, rope_scaling={
+                "rope_type": "default", "mrope_section": [2, 3, 3]}),
+            vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,
+                               patch_size=4, spatial_merge_size=1, temporal_patch_size=1))),
         "Qwen3.5 (image-text)": lambda: T.Qwen3_5ForSequenceClassification(T.Qwen3_5Config(
             text_config=dict(bert, pad_token_id=0, head_dim=16, intermediate_size=40, **linear),
             vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32,

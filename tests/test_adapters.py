@@ -166,6 +166,35 @@ _GROUPED = dict(_MOE, n_routed_experts=4, first_k_dense_replace=1, n_group=1, to
                 n_shared_experts=1)  # fmt: skip
 
 
+def _qwen_vl(kind: str):
+    """A case of Qwen2-VL, Qwen2.5-VL or Qwen3-VL on text: its language model, read at the last kept token."""
+    text = dict(
+        _DECODER,
+        intermediate_size=40,
+        head_dim=8,
+        rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True},
+    )
+    vision = dict(
+        depth=1,
+        hidden_size=16,
+        intermediate_size=16,
+        num_heads=2,
+        out_hidden_size=32,
+        patch_size=4,
+        spatial_merge_size=1,
+        temporal_patch_size=1,
+        embed_dim=16,
+        num_position_embeddings=16,
+    )
+    cls = getattr(T, f"{kind}ForConditionalGeneration")
+    return (
+        cls.__name__,
+        lambda: cls(getattr(T, f"{kind}Config")(text_config=text, vision_config=vision)),
+        _text,
+        lambda m, x: _last(m.model(**x).last_hidden_state, x),
+    )
+
+
 def _gemma3():
     """A tiny Gemma 3 image-text config: Gemma 3's language model beside a SigLIP tower."""
     text = dict(_DECODER, head_dim=8, sliding_window=4)
@@ -460,6 +489,8 @@ TRANSFORMERS_CASES = [
     _decoder("OlmoHybrid", "", **_LINEAR),
     *(_decoder(kind, "", **_DSA) for kind in ("DeepseekV32", "GlmMoeDsa")),
     _decoder("Llama4Text", "", **_LLAMA4),
+    *(_qwen_vl(kind) for kind in ("Qwen2VL", "Qwen2_5_VL", "Qwen3VL")),  # image-text models, by their language model
+    _left_padded(_qwen_vl("Qwen2_5_VL")),  # its positions count kept tokens: rotary, so shifting them changes nothing
     # Mamba and short-convolution layers beside attention, on left-padded texts
     *(
         _left_padded(_decoder(kind, "", **config))

@@ -388,6 +388,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "Qwen2-VL / Qwen2.5-VL / Qwen3-VL (image-text, by its language model)",
+        "Qwen2_5_VLConfig()",
+        "token embeddings → every decoder layer → final norm+last token the mask keeps",
+        _hf("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration"),
+    ),
+    FamilyRow(
+        "transformers",
         "BART",
         "BartConfig()",
         "token embeddings → every encoder layer → the decoder's embeddings of the input shifted right → every decoder "

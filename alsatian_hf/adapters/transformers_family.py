@@ -994,6 +994,15 @@ class Qwen3_5Adapter(ImageTextDecoderAdapter):
     family = "transformers-qwen3_5"
 
 
+@register_adapter("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+class QwenVLAdapter(ImageTextDecoderAdapter):
+    """Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dense) searched on text by their language model; as Qwen3.5's, their
+    3-D rotary positions are the plain ones on text alone. Qwen3-VL's mixtures of experts save their stacked
+    experts transposed, a conversion blocks do not map, and are refused."""
+
+    family = "transformers-qwen-vl"
+
+
 @register_adapter("phi")
 class PhiAdapter(DecoderAdapter):
     """Phi-1, 1.5 and 2: the decoders' layout, with its final norm's name."""
