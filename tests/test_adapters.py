@@ -166,26 +166,30 @@ _GROUPED = dict(_MOE, n_routed_experts=4, first_k_dense_replace=1, n_group=1, to
                 n_shared_experts=1)  # fmt: skip
 
 
-def _qwen_vl(kind: str):
+# a Qwen-VL language model with 3-D rotary positions (1, 1 and 2 of its 4 frequencies per axis), and a vision tower
+_VL_TEXT = dict(
+    _DECODER,
+    intermediate_size=40,
+    head_dim=8,
+    rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True},
+)
+_VL_VISION = dict(
+    depth=1,
+    hidden_size=16,
+    intermediate_size=16,
+    num_heads=2,
+    out_hidden_size=32,
+    patch_size=4,
+    spatial_merge_size=1,
+    temporal_patch_size=1,
+    embed_dim=16,
+    num_position_embeddings=16,
+)
+
+
+def _qwen_vl(kind: str, **text_config):
     """A case of Qwen2-VL, Qwen2.5-VL or Qwen3-VL on text: its language model, read at the last kept token."""
-    text = dict(
-        _DECODER,
-        intermediate_size=40,
-        head_dim=8,
-        rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True},
-    )
-    vision = dict(
-        depth=1,
-        hidden_size=16,
-        intermediate_size=16,
-        num_heads=2,
-        out_hidden_size=32,
-        patch_size=4,
-        spatial_merge_size=1,
-        temporal_patch_size=1,
-        embed_dim=16,
-        num_position_embeddings=16,
-    )
+    text, vision = _VL_TEXT | text_config, _VL_VISION
     cls = getattr(T, f"{kind}ForConditionalGeneration")
     return (
         cls.__name__,
@@ -1149,6 +1153,34 @@ def test_a_mixture_of_experts_merges_its_saved_experts_as_it_loads_into_a_meta_s
     assert skeleton.model.layers[0].mlp.experts.gate_up_proj.is_meta
     # the experts cut back out of the model's stacked tensors hash as the checkpoint's own (a zoo's hashes)
     assert tensor_content_hash(layer, model.state_dict()) == source.block_hash(split, 1)
+
+
+def test_experts_saved_stacked_and_transposed_are_transposed_at_load_as_transformers_does(tmp_path):
+    """Qwen3-VL's mixtures of experts save each layer's experts stacked, as (experts, hidden, 2 x intermediate):
+    transformers transposes them at load where their shape differs from the model's, and so does the block."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    # 2 x 8 intermediate against 32 hidden: a transposed tensor has another shape, which is how transformers tells
+    _, factory, inputs, _ = _qwen_vl("Qwen3VLMoe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=8)
+    model = factory().eval()
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    experts = [k for k in tensors if ".mlp.experts." in k]
+    assert experts
+    save_file({k: v.transpose(1, 2).contiguous() if k in experts else v for k, v in tensors.items()},
+              tmp_path / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+    source = LocalBlockSource(tmp_path)
+    skeleton = build_model(tmp_path, device="meta", shared=False)
+    split = split_model(skeleton, checkpoint_keys=source.keys())
+    check_coverage(split, source.keys())
+    for i, block in enumerate(split.blocks):
+        load_block(split, block, source.load_tensors(split, i))
+    x = inputs()
+    with torch.no_grad():
+        assert torch.allclose(
+            split.run(split.adapter.initial_state(x))[0], _last(model.model(**x).last_hidden_state, x)
+        )
 
 
 def test_real_minilm_matches_transformers(tmp_path):

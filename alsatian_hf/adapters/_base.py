@@ -31,7 +31,7 @@ StepFn = Callable[[nn.Module, State], State]
 class Merge:
     """Checkpoint tensors that `from_pretrained` merges into one model tensor: a mixture-of-experts layer's
     experts, stored one tensor per expert (and Mixtral's gate and up projections apart) but held stacked, as
-    `experts.gate_up_proj` and `experts.down_proj`.
+    `experts.gate_up_proj` and `experts.down_proj`; or stored stacked but transposed (Qwen3-VL's).
 
     Args:
         keys: (checkpoint key, the converter's source pattern it matched), in the order `from_pretrained` collects
@@ -41,26 +41,29 @@ class Merge:
 
     keys: tuple[tuple[str, str], ...]
     converter: Any
+    model: Any = field(default=None, compare=False, repr=False)  # its shapes decide a `Transpose(check_dims=True)`
 
     def join(self, model_key: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model tensor at `model_key`, from the checkpoint tensors in `tensors` (a copy of them)."""
         converter = copy.deepcopy(self.converter)  # it collects the tensors: one instance per model tensor
         for key, pattern in self.keys:
             converter.add_tensor(model_key, key, pattern, tensors[key])
-        joined = converter.convert(model_key)[model_key]
+        joined = converter.convert(model_key, model=self.model)[model_key]
         return joined[0] if isinstance(joined, list) else joined
 
     def split(self, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
         """The checkpoint tensors `join` made `tensor` from (views of it): its concatenation cut back into one
         part per source pattern, each part's stack unbound into its experts."""
-        from transformers.core_model_loading import Concatenate
+        from transformers.core_model_loading import Concatenate, Transpose
 
         patterns = [p for p in self.converter.source_patterns if any(p == q for _, q in self.keys)]
         groups = [[k for k, q in self.keys if q == p] for p in patterns]  # each in the order it was stacked in
         parts = [tensor]
-        for op in reversed(self.converter.operations):  # `MergeModulelist` and `Concatenate` alone (`_merging`)
+        for op in reversed(self.converter.operations):  # `MergeModulelist`, `Concatenate`, `Transpose` (`_merging`)
             if isinstance(op, Concatenate):
                 parts = [c for t in parts for c in t.chunk(len(groups), op.dim)]
+            elif isinstance(op, Transpose):  # as `save_pretrained` writes it: in the model's shape where checked
+                parts = parts if op.check_dims else [t.transpose(op.dim0, op.dim1) for t in parts]
             else:
                 parts = [u for t in parts for u in t.unbind(op.dim)]
         return dict(zip([k for group in groups for k in group], parts, strict=True))
@@ -118,23 +121,26 @@ class Block:
         dim, targets = self.chunks[key]
         return list(zip(targets, tensor.chunk(len(targets), dim)))
 
-    def joined(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`tensors` (checkpoint keys) with each merge's sources replaced by its merged tensor, under its model
-        key; as it is where they are merged already."""
-        if not self.merges or all(k in tensors for k in self.merges):
+    def joined(self, tensors: dict) -> dict:
+        """`tensors` (checkpoint keys) with each merge's sources replaced by its merged tensor, held under
+        `("merged", model key)`: a key no checkpoint key can be, since a merged tensor may bear its one source's
+        name (Qwen3-VL's transposed experts). As it is where they are merged already."""
+        if not self.merges or all(("merged", k) in tensors for k in self.merges):
             return tensors
         sources = {key for merge in self.merges.values() for key, _ in merge.keys}
         out = {k: v for k, v in tensors.items() if k not in sources}
-        return out | {model_key: merge.join(model_key, tensors) for model_key, merge in self.merges.items()}
+        return out | {
+            ("merged", model_key): merge.join(model_key, tensors) for model_key, merge in self.merges.items()
+        }
 
-    def assigned(self, tensors: dict[str, torch.Tensor]):
+    def assigned(self, tensors: dict):
         """(model key, tensor) of everything the block assigns, from its checkpoint tensors (`tensors`), merged
         or not yet."""
         tensors = self.joined(tensors)
         for key in self.keys:
             if self.model_key(key) not in self.merges:
                 yield from self.parts(key, tensors[key])
-        yield from ((model_key, tensors[model_key]) for model_key in self.merges)
+        yield from ((model_key, tensors["merged", model_key]) for model_key in self.merges)
 
     def relative_name(self, key: str) -> str:
         if key in self.shared:

@@ -104,7 +104,7 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
         merged.setdefault(model_key, ([], converter))[0].append((ckpt_key, source))
     for model_key, (sources, converter) in merged.items():
         sources.sort(key=lambda pair: dot_natural_key(pair[0]))  # the order `from_pretrained` stacks them in
-        merges[model_key] = Merge(tuple(sources), converter)
+        merges[model_key] = Merge(tuple(sources), converter, model)
         out[model_key] = sources[0][0]
     return out
 
@@ -115,15 +115,15 @@ def _converter(source: str, converters):
 
 
 def _merging(model_key: str, source: str, converters, model_sd):
-    """The converter whose pattern `source` matched a checkpoint key (renamed to `model_key`), where it merges
-    several checkpoint tensors into that one model tensor by stacking and concatenating them, or None."""
-    from transformers.core_model_loading import Concatenate, MergeModulelist
+    """The converter whose pattern `source` matched a checkpoint key (renamed to `model_key`), where it makes that
+    one model tensor by stacking, concatenating or transposing checkpoint tensors, or None."""
+    from transformers.core_model_loading import Concatenate, MergeModulelist, Transpose
 
     converter = _converter(source, converters)
     ops = getattr(converter, "operations", None) or []
     if not ops or len(converter.target_patterns) != 1 or model_key not in model_sd:
         return None
-    return converter if all(type(op) in (MergeModulelist, Concatenate) for op in ops) else None
+    return converter if all(type(op) in (MergeModulelist, Concatenate, Transpose) for op in ops) else None
 
 
 def _chunked(model_key: str, source: str, converters, model_sd) -> tuple | None:
@@ -994,11 +994,11 @@ class Qwen3_5Adapter(ImageTextDecoderAdapter):
     family = "transformers-qwen3_5"
 
 
-@register_adapter("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+@register_adapter("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 class QwenVLAdapter(ImageTextDecoderAdapter):
-    """Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dense) searched on text by their language model; as Qwen3.5's, their
-    3-D rotary positions are the plain ones on text alone. Qwen3-VL's mixtures of experts save their stacked
-    experts transposed, a conversion blocks do not map, and are refused."""
+    """Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dense and mixtures of experts, whose stacked experts are saved
+    transposed) searched on text by their language model; as Qwen3.5's, their 3-D rotary positions are the plain
+    ones on text alone."""
 
     family = "transformers-qwen-vl"
 
