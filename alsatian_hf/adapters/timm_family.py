@@ -43,6 +43,21 @@ def _with_class_token(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
 
 
+def _class_attention_blocks(model: nn.Module, attr: str) -> list[Block]:
+    """A block per class-attention block in `model.<attr>` (XCiT's `cls_attn_blocks`, VOLO's `post_network`): the
+    first puts the learnt class token before the tokens, and owns it."""
+
+    def step(j):
+        return lambda m, s: (getattr(m, attr)[j](_with_class_token(m, s[0]) if j == 0 else s[0]),)
+
+    blocks = []
+    for j, module in enumerate(getattr(model, attr) or ()):
+        path = f"{attr}.{j}"
+        keys = state_keys(module, path + ".") + (("cls_token",) if j == 0 else ())
+        blocks.append(Block(path, keys, step(j), prefix=path + "."))
+    return blocks
+
+
 def _modules_block(model: nn.Module, name: str, paths: list[str], step) -> Block:
     keys: tuple[str, ...] = ()
     for p in paths:
@@ -289,20 +304,11 @@ class TimmXcitAdapter(Adapter):
 
             return step
 
-        def cls_block(j):
-            def step(m, s):
-                return (m.cls_attn_blocks[j](_with_class_token(m, s[0]) if j == 0 else s[0]),)
-
-            return step
-
         blocks = [_modules_block(model, "stem", ["patch_embed", "pos_embed"], stem)]
         for i in range(len(model.blocks)):
             path = f"blocks.{i}"
             blocks.append(Block(path, state_keys(model.blocks[i], path + "."), block(i), prefix=path + "."))
-        for j in range(len(model.cls_attn_blocks or ())):
-            path = f"cls_attn_blocks.{j}"
-            keys = state_keys(model.cls_attn_blocks[j], path + ".") + (("cls_token",) if j == 0 else ())
-            blocks.append(Block(path, keys, cls_block(j), prefix=path + "."))
+        blocks += _class_attention_blocks(model, "cls_attn_blocks")
 
         def readout(m, s):
             x = s[0]
@@ -442,12 +448,6 @@ class TimmVoloAdapter(Adapter):
 
             return step
 
-        def cls_block(j):
-            def step(m, s):
-                return (m.post_network[j](_with_class_token(m, s[0]) if j == 0 else s[0]),)
-
-            return step
-
         # (B, C, H, W) -> (B, H, W, C), as `VOLO.forward_features`
         blocks = [
             _modules_block(model, "stem", ["patch_embed"], lambda m, s: (m.patch_embed(s[0]).permute(0, 2, 3, 1),))
@@ -458,10 +458,7 @@ class TimmVoloAdapter(Adapter):
             if i == 2 and j in (0, None) and model.pos_embed is not None:
                 keys += ("pos_embed",)
             blocks.append(Block(path, keys, stage_block(i, j, k == len(order) - 1), prefix=path + "."))
-        for j, post in enumerate(model.post_network or ()):
-            path = f"post_network.{j}"
-            keys = state_keys(post, path + ".") + (("cls_token",) if j == 0 else ())
-            blocks.append(Block(path, keys, cls_block(j), prefix=path + "."))
+        blocks += _class_attention_blocks(model, "post_network")
         readout = _modules_block(model, "readout", ["norm"], lambda m, s: (m.forward_head(m.norm(s[0]), True),))
         return _finish(model, self.family, [*blocks, readout])
 
