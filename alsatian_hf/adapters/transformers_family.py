@@ -45,8 +45,8 @@ def checkpoint_key_map(model: nn.Module, checkpoint_keys=None, chunks: dict | No
     the model keys of its parts, in order), and each part's model key maps to it.
 
     `merges`: where given, checkpoint tensors that `from_pretrained` merges into one model tensor (a mixture of
-    experts: a `WeightConverter` that stacks and concatenates) are recorded there, as model key -> `Merge`, and
-    the model key maps to the first of them.
+    experts: a `WeightConverter` that stacks, concatenates or transposes them) are recorded there, as model key ->
+    `Merge`, and the model key maps to the first of them.
 
     Raises:
         UnsupportedArchitectureError: when the conversion is not one key to one key, nor one recorded in
@@ -1013,8 +1013,8 @@ class PhiAdapter(DecoderAdapter):
 
 @register_adapter("nemotron_h")
 class NemotronHAdapter(DecoderAdapter):
-    """Nemotron-H (NVIDIA Nemotron Nano 2 and 3): Mamba-2, attention, MLP and mixture-of-experts layers, under its
-    own module names."""
+    """Nemotron-H (NVIDIA's hybrid Mamba-2 Nemotrons): Mamba-2, attention, MLP and mixture-of-experts layers,
+    under its own module names."""
 
     family = "transformers-nemotron-h"
     embed = "embeddings"
