@@ -134,10 +134,11 @@ _MOE = dict(intermediate_size=40, moe_intermediate_size=16, num_experts_per_tok=
 # DeepSeek's multi-head latent attention, and its first layer dense
 _MLA = dict(_MOE, n_routed_experts=4, num_key_value_heads=4, kv_lora_rank=8, q_lora_rank=None, qk_rope_head_dim=4,
             qk_nope_head_dim=4, v_head_dim=8, first_k_dense_replace=1, n_group=1, topk_group=1)  # fmt: skip
-# linear attention (Gated DeltaNet) beside full attention, every second layer; padding masks its recurrence
-_LINEAR = dict(head_dim=8, layer_types=["linear_attention", "full_attention", "linear_attention"],
-               linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
-               linear_value_head_dim=8)  # fmt: skip
+# a recurrent layer (linear attention, Mamba), a full-attention one, a recurrent one
+_HYBRID = ["linear_attention", "full_attention", "linear_attention"]
+# linear attention (Gated DeltaNet) beside full attention; padding masks its recurrence
+_LINEAR = dict(head_dim=8, layer_types=_HYBRID, linear_num_key_heads=2, linear_num_value_heads=4,
+               linear_key_head_dim=8, linear_value_head_dim=8)  # fmt: skip
 # DeepSeek sparse attention: each query attends to the 4 keys its indexer ranks highest
 _DSA = dict(_MLA, q_lora_rank=8, index_topk=4, index_head_dim=8, index_n_heads=2,
             mlp_layer_types=["dense", "sparse", "sparse"], layer_types=["indexed_attention"] * 3)  # fmt: skip
@@ -146,19 +147,18 @@ _LLAMA4 = dict(head_dim=8, attention_chunk_size=4, num_local_experts=4, num_expe
                intermediate_size_mlp=40, layer_types=["chunked_attention", "chunked_attention", "full_attention"],
                no_rope_layers=[1, 1, 0])  # fmt: skip
 # Mamba-2 (Granite 4, Nemotron-H) beside attention; Nemotron-H's experts and plain MLP each a layer of their own
-_MAMBA = dict(_MOE, layer_types=["linear_attention", "full_attention", "linear_attention"], num_local_experts=4,
-              shared_intermediate_size=20, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8,
-              mamba_expand=2, mamba_chunk_size=4, n_routed_experts=4, moe_shared_expert_intermediate_size=16,
-              n_group=1, topk_group=1, head_dim=8, mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8,
-              n_groups=1, chunk_size=4, expand=2)  # fmt: skip
+_MAMBA = dict(_MOE, layer_types=_HYBRID, num_local_experts=4, shared_intermediate_size=20, mamba_n_heads=4,
+              mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_expand=2, mamba_chunk_size=4,
+              n_routed_experts=4, moe_shared_expert_intermediate_size=16, n_group=1, topk_group=1, head_dim=8,
+              mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=4,
+              expand=2)  # fmt: skip
 _NEMOTRON_H = dict(_MAMBA, num_hidden_layers=4, layer_types=["linear_attention", "moe", "full_attention", "mlp"])
 # Falcon-H1: attention and Mamba-2 side by side in each layer, scaled by the config's multipliers
 _FALCON_H1 = dict(mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=4,
                   embedding_multiplier=3.0, attention_in_multiplier=0.5, ssm_in_multiplier=2.0,
                   mlp_multipliers=[0.5, 2.0])  # fmt: skip
 # MiniMax: lightning attention in blocks of 4 tokens beside attention in a 4-token window
-_MINIMAX = dict(_MOE, num_local_experts=4, block_size=4, sliding_window=4,
-                layer_types=["linear_attention", "full_attention", "linear_attention"])  # fmt: skip
+_MINIMAX = dict(_MOE, num_local_experts=4, block_size=4, sliding_window=4, layer_types=_HYBRID)
 # LFM2's short convolutions beside attention
 _CONV = dict(layer_types=["conv", "full_attention", "conv"])
 # GLM-4-MoE's and dots.llm1's: DeepSeek-V3's routing and shared expert, with grouped-query attention
@@ -167,33 +167,18 @@ _GROUPED = dict(_MOE, n_routed_experts=4, first_k_dense_replace=1, n_group=1, to
 
 
 # a Qwen-VL language model with 3-D rotary positions (1, 1 and 2 of its 4 frequencies per axis), and a vision tower
-_VL_TEXT = dict(
-    _DECODER,
-    intermediate_size=40,
-    head_dim=8,
-    rope_scaling={"rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True},
-)
-_VL_VISION = dict(
-    depth=1,
-    hidden_size=16,
-    intermediate_size=16,
-    num_heads=2,
-    out_hidden_size=32,
-    patch_size=4,
-    spatial_merge_size=1,
-    temporal_patch_size=1,
-    embed_dim=16,
-    num_position_embeddings=16,
-)
+_MROPE = {"rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True}
+_VL_TEXT = dict(_DECODER, intermediate_size=40, head_dim=8, rope_scaling=_MROPE)
+_VL_VISION = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32, patch_size=4,
+                  spatial_merge_size=1, temporal_patch_size=1, embed_dim=16, num_position_embeddings=16)  # fmt: skip
 
 
 def _qwen_vl(kind: str, **text_config):
     """A case of Qwen2-VL, Qwen2.5-VL or Qwen3-VL on text: its language model, read at the last kept token."""
-    text, vision = _VL_TEXT | text_config, _VL_VISION
     cls = getattr(T, f"{kind}ForConditionalGeneration")
     return (
         cls.__name__,
-        lambda: cls(getattr(T, f"{kind}Config")(text_config=text, vision_config=vision)),
+        lambda: cls(getattr(T, f"{kind}Config")(text_config=_VL_TEXT | text_config, vision_config=_VL_VISION)),
         _text,
         lambda m, x: _last(m.model(**x).last_hidden_state, x),
     )
