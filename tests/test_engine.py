@@ -488,11 +488,10 @@ def test_the_probe_validates_a_discovered_split_without_batchnorm(tmp_path):
     split."""
     import timm
     from timm.models._hub import save_for_hf
-    from timm.models._registry import _model_entrypoints
 
     from alsatian_hf.errors import UnsupportedArchitectureError
 
-    if "test_halving_net" not in _model_entrypoints:
+    if not timm.is_model("test_halving_net"):
         _halving_net.__name__ = "test_halving_net"
         timm.models.register_model(_halving_net)
     save_for_hf(timm.create_model("test_halving_net", num_classes=7), tmp_path, safe_serialization=True)
