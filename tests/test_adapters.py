@@ -1090,17 +1090,23 @@ def test_vit_checkpoint_keys_are_in_checkpoint_space(tmp_path):
     )
 
 
+def _loaded_skeleton(folder):
+    """The saved model at `folder` split on its meta skeleton by its checkpoint keys, covering them, with every
+    block's tensors loaded from the checkpoint: (split, source)."""
+    source = LocalBlockSource(folder)
+    split = split_model(build_model(folder, device="meta", shared=False), checkpoint_keys=source.keys())
+    check_coverage(split, source.keys())
+    for i, block in enumerate(split.blocks):
+        load_block(split, block, source.load_tensors(split, i))
+    return split, source
+
+
 def test_sharded_checkpoint_maps_and_loads_into_meta_skeleton(tmp_path):
     torch.manual_seed(0)
     model = T.ViTForImageClassification(T.ViTConfig(**_VIT)).eval()
     model.save_pretrained(tmp_path, max_shard_size="20KB")
-    source = LocalBlockSource(tmp_path)
+    split, source = _loaded_skeleton(tmp_path)
     assert len(set(source.weight_map.values())) >= 3
-    skeleton = build_model(tmp_path, device="meta")
-    split = split_model(skeleton, checkpoint_keys=source.keys())
-    check_coverage(split, source.keys())
-    for i, block in enumerate(split.blocks):
-        load_block(split, block, source.load_tensors(split, i))
     x = _pixels()
     with torch.no_grad():
         assert torch.allclose(split.run(split.adapter.initial_state(x))[0], _cls(model.vit(**x)), atol=ATOL)
@@ -1115,10 +1121,7 @@ def test_a_mixture_of_experts_merges_its_saved_experts_as_it_loads_into_a_meta_s
     torch.manual_seed(0)
     model = T.MixtralForSequenceClassification(T.MixtralConfig(**(_DECODER | _MOE), num_local_experts=4)).eval()
     model.save_pretrained(tmp_path)
-    source = LocalBlockSource(tmp_path)
-    skeleton = build_model(tmp_path, device="meta", shared=False)
-    split = split_model(skeleton, checkpoint_keys=source.keys())
-    check_coverage(split, source.keys())
+    split, source = _loaded_skeleton(tmp_path)
     layer = split.blocks[1]
     assert {k: len(m.keys) for k, m in layer.merges.items()} == {
         "model.layers.0.mlp.experts.gate_up_proj": 8,  # w1 and w3 of 4 experts, in expert order
@@ -1127,15 +1130,13 @@ def test_a_mixture_of_experts_merges_its_saved_experts_as_it_loads_into_a_meta_s
     assert [k for k, _ in layer.merges["model.layers.0.mlp.experts.down_proj"].keys] == [
         f"model.layers.0.block_sparse_moe.experts.{e}.w2.weight" for e in range(4)
     ]
-    for i, block in enumerate(split.blocks):
-        load_block(split, block, source.load_tensors(split, i))
     x = _text()
     with torch.no_grad():
         assert torch.allclose(
             split.run(split.adapter.initial_state(x))[0], _last(model.model(**x).last_hidden_state, x)
         )
     unload_block(split, layer)
-    assert skeleton.model.layers[0].mlp.experts.gate_up_proj.is_meta
+    assert split.model.model.layers[0].mlp.experts.gate_up_proj.is_meta
     # the experts cut back out of the model's stacked tensors hash as the checkpoint's own (a zoo's hashes)
     assert tensor_content_hash(layer, model.state_dict()) == source.block_hash(split, 1)
 
@@ -1155,12 +1156,7 @@ def test_experts_saved_stacked_and_transposed_are_transposed_at_load_as_transfor
     assert experts
     save_file({k: v.transpose(1, 2).contiguous() if k in experts else v for k, v in tensors.items()},
               tmp_path / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
-    source = LocalBlockSource(tmp_path)
-    skeleton = build_model(tmp_path, device="meta", shared=False)
-    split = split_model(skeleton, checkpoint_keys=source.keys())
-    check_coverage(split, source.keys())
-    for i, block in enumerate(split.blocks):
-        load_block(split, block, source.load_tensors(split, i))
+    split, _ = _loaded_skeleton(tmp_path)
     x = inputs()
     with torch.no_grad():
         assert torch.allclose(
