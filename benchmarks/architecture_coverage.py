@@ -4,9 +4,11 @@ checks every adapter's).
 
 The list is the timm families, transformers image classifiers and transformers text classifiers users fine-tune
 most, at their smallest standard size or a shrunk config; a row is `adapter` (a registered adapter splits it), `discovered`
-(discovery splits it and reproduces its features) or `refused` (with discovery's reason).
+(discovery splits it and reproduces its features) or `refused` (with discovery's reason). A row counts only if the
+skeleton a search builds from the model's saved config.json, with meta weights, splits into the same blocks.
 
     python -m benchmarks.architecture_coverage [--only NAME ...]
+    python -m benchmarks.architecture_coverage --timm-skeletons   # every registered timm model, meta weights
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ TIMM = [
     "mobilevit_xxs", "edgenext_xx_small", "poolformer_s12", "pvt_v2_b0", "nest_tiny", "twins_svt_small",
     "crossvit_tiny_240", "cait_xxs24_224", "xcit_nano_12_p16_224", "gcvit_xxtiny", "davit_tiny", "focalnet_tiny_srf",
     "swinv2_cr_tiny_ns_224", "regnety_002", "tf_mixnet_s", "mnasnet_050", "hiera_tiny_224",
-    "vit_small_patch16_dinov3", "mvitv2_tiny", "volo_d1_224",
+    "vit_small_patch16_dinov3", "mvitv2_tiny", "volo_d1_224", "swinv2_tiny_window8_256", "vit_tiny_r_s16_p8_224",
 ]  # fmt: skip
 
 
@@ -206,11 +208,51 @@ def _row(build: Callable[[], nn.Module]) -> tuple[str, str]:
 
     torch.manual_seed(0)
     try:
-        split = split_model(build().eval())
+        model = build().eval()
+        split = split_model(model)
     except Exception as e:  # refused: the reason is the row
         return "refused", str(e).split("discovery failed: ")[-1].split(". Register")[0][:90]
+    try:  # a search splits the skeleton built from the repo's config.json, with meta weights
+        skeleton = split_model(_skeleton(model))
+        assert [b.keys for b in skeleton.blocks] == [b.keys for b in split.blocks], "its skeleton splits otherwise"
+    except Exception as e:
+        return "refused", f"its skeleton from config.json: {type(e).__name__}: {e}"[:90]
     kind = "discovered" if split.family.startswith("discovered:") else "adapter"
     return kind, f"{len(split.blocks)} blocks ({split.family})"
+
+
+def _skeleton(model: nn.Module) -> nn.Module:
+    """`model` as a search builds it: from its saved config.json, with meta weights."""
+    import tempfile
+    from pathlib import Path
+
+    from alsatian_hf.adapters.skeleton import build_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        if hasattr(model, "config"):  # transformers: saved as `save_pretrained` saves it, naming its class
+            model.config.architectures = [type(model).__name__]
+            model.config.save_pretrained(folder)
+        else:
+            from timm.models._hub import save_config_for_hf
+
+            save_config_for_hf(model, Path(folder) / "config.json", model_config={"num_classes": model.num_classes})
+        return build_model(folder, device="meta", shared=False)
+
+
+def timm_skeletons() -> dict[str, str]:
+    """Builds every model timm registers as a search builds a skeleton (meta weights, real buffers); returns the
+    ones that fail, with why (about 3 minutes)."""
+    import timm
+
+    from alsatian_hf.adapters.skeleton import _timm_on_meta
+
+    failed = {}
+    for name in timm.list_models():
+        try:
+            _timm_on_meta(lambda: timm.create_model(name, pretrained=False))
+        except Exception as e:
+            failed[name] = f"{type(e).__name__}: {e}"[:120]
+    return failed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,8 +262,17 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=None, help="these architectures alone (names as listed)")
-    only = parser.parse_args(argv).only
+    parser.add_argument("--timm-skeletons", action="store_true", help="build every registered timm model's skeleton")
+    args = parser.parse_args(argv)
+    only = args.only
     warnings.filterwarnings("ignore")
+    if args.timm_skeletons:
+        failed = timm_skeletons()
+        for name, why in failed.items():
+            print(f"| {name} | {why} |")
+        total = len(timm.list_models())
+        print(f"timm skeletons: {total - len(failed)} of {total} registered models build with meta weights")
+        return
 
     def wanted(name: str) -> bool:
         return only is None or name in only

@@ -937,6 +937,9 @@ TRANSFORMERS_CASES = [
 # CrossViT's two branches, both at 48 px (12 and 16 px patches), and one multi-scale block
 _CROSSVIT = dict(img_size=48, img_scale=(1.0, 1.0), embed_dim=[16, 32], depth=[[1, 1, 0]], num_heads=[1, 1],
                  mlp_ratio=[1, 1, 1])  # fmt: skip
+# Swin V2 at 64 px (discovery runs the model at its pretrained_cfg's input size)
+_SWIN_V2 = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), img_size=64, window_size=4,
+                pretrained_cfg_overlay=dict(input_size=(3, 64, 64)))  # fmt: skip
 TIMM_CASES = [
     ("test_resnet", {}),
     ("resnext50_32x4d", {"layers": (1, 1, 1, 1)}),
@@ -976,11 +979,16 @@ TIMM_CASES = [
     # two branches of token sequences, of two patch sizes, passed between blocks as one state
     ("crossvit_tiny_240", _CROSSVIT),
     ("volo_d1_224", {"img_size": 64}),  # outlookers on (B, H, W, C) maps, then class attention; an aux head
+    # constructors that compute buffers on their parameters' device or run their backbone: see the meta test below
+    ("vit_tiny_r_s16_p8_224", {"depth": 2, "img_size": 64}),  # a ResNet stem before the ViT blocks
+    ("vitamin_small_224", {"img_size": 64}),
     # discovered: a block list read out through forward_head(pre_logits=True)
     ("test_byobnet", {}),
     ("test_mambaout", {}),
     # discovered: forward_features as the modules it calls (no block list)
     ("regnetx_002", {}),
+    ("swinv2_tiny_window8_256", _SWIN_V2),
+    ("swinv2_cr_tiny_ns_224", _SWIN_V2),
     ("mobilenetv3_small_050", {}),
     ("test_nfnet", {}),
 ]
@@ -1035,6 +1043,63 @@ def test_timm_equivalence_resume_and_coverage(arch, kwargs):
     _check_equivalence(model, split, (x,), ref)
     heads = ("fc.", "classifier.", "head.", "aux_head.")  # VOLO's aux head adds to its logits from every token
     assert split.head_keys and all(k.startswith(heads) for k in split.head_keys)
+
+
+@pytest.mark.parametrize("arch, kwargs", TIMM_CASES, ids=[c[0] for c in TIMM_CASES])
+def test_timm_skeleton_built_from_the_saved_config_splits_as_the_model_with_its_computed_buffers(
+    arch, kwargs, tmp_path
+):
+    """A search builds each candidate's skeleton from its config.json with meta parameters. The buffers no
+    checkpoint holds are the ones the model computes, and the skeleton splits into the model's blocks. Swin V2, the
+    hybrid ViTs, ViTamin and EVA's mixed rotary ViTs compute such buffers on their parameters' device, or run their
+    backbone while they build, which failed on meta parameters."""
+    from timm.models._hub import save_config_for_hf
+
+    model = timm.create_model(arch, pretrained=False, num_classes=7, **kwargs).eval()
+    save_config_for_hf(model, tmp_path / "config.json", model_config={"num_classes": 7})
+    skeleton = build_model(tmp_path, device="meta", shared=False)
+    assert all(p.is_meta for p in skeleton.parameters())
+    buffers = dict(model.named_buffers())
+    computed = [
+        f"{path}.{key}".lstrip(".")
+        for path, m in model.named_modules()
+        for key in m._non_persistent_buffers_set
+        if m._buffers.get(key) is not None
+    ]
+    for key in computed:
+        assert torch.equal(skeleton.get_buffer(key), buffers[key]), key
+    split, reference = split_model(skeleton), split_model(model)
+    assert split.family == reference.family
+    assert [b.keys for b in split.blocks] == [b.keys for b in reference.blocks]
+
+
+class _ComputedOnItsWeights(torch.nn.Module):
+    """A timm model that computes a buffer on its weight's device as it builds, with no
+    `init_non_persistent_buffers` to compute it again."""
+
+    def __init__(self, num_classes: int = 7, **kwargs):
+        super().__init__()
+        self.num_classes, self.head = num_classes, torch.nn.Linear(4, num_classes)
+        self.register_buffer("steps", torch.empty(4), persistent=False)
+        self.steps.copy_(torch.arange(4.0, device=self.head.weight.device))
+
+
+def _computed_on_its_weights(pretrained=False, pretrained_cfg=None, **kwargs):
+    model = _ComputedOnItsWeights(**kwargs)
+    model.pretrained_cfg = {"architecture": "test_computed_on_its_weights", "input_size": (3, 8, 8),
+                            "classifier": "head"} | dict(pretrained_cfg or {})  # fmt: skip
+    return model
+
+
+def test_a_timm_model_whose_computed_buffers_cannot_be_rebuilt_without_weights_is_refused_saying_so(tmp_path):
+    if not timm.is_model("test_computed_on_its_weights"):
+        _computed_on_its_weights.__name__ = "test_computed_on_its_weights"
+        timm.models.register_model(_computed_on_its_weights)
+    config = {"architecture": "test_computed_on_its_weights", "num_classes": 7,
+              "pretrained_cfg": {"input_size": [3, 8, 8], "classifier": "head"}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArchitectureError, match=r"_ComputedOnItsWeights cannot be built.*\['steps'\]"):
+        build_model(tmp_path, device="meta")
 
 
 def test_an_hrnet_without_its_classification_head_is_refused_saying_so():

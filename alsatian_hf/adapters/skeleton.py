@@ -7,6 +7,7 @@ import hashlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -100,6 +101,63 @@ def _bounded(limit: int | None):
         nn.Module.register_parameter = registered
 
 
+def _timm_on_meta(create: Callable[[], nn.Module]) -> nn.Module:
+    """A timm model with meta parameters and real buffers.
+
+    Most build under accelerate's `init_empty_weights`, which keeps every buffer as the constructor computed it.
+    Some constructors compute a buffer on their parameters' device (Swin V2's relative coordinates, EVA's mixed
+    rotary tables) or run their backbone on a real input (the hybrid ViTs' feature size), which fails on meta
+    parameters. Those are built wholly on meta, and their computed buffers recomputed as timm does after loading a
+    checkpoint: `init_non_persistent_buffers`, run on CPU views of zeros standing in for the parameters (no
+    memory). The other buffers are persistent: they come from the checkpoint.
+    """
+    from accelerate import init_empty_weights
+
+    try:
+        with init_empty_weights():
+            return create()
+    except UnsupportedArchitectureError:
+        raise
+    except (NotImplementedError, RuntimeError) as e:
+        failed = e
+    with init_empty_weights(include_buffers=True):  # every tensor on meta, constructors' inputs included
+        model = create()
+    for path, module in model.named_modules():
+        computed = {k for k in module._non_persistent_buffers_set if module._buffers.get(k) is not None}
+        if computed and not hasattr(module, "init_non_persistent_buffers"):
+            raise UnsupportedArchitectureError(
+                f"timm's {type(model).__name__} cannot be built without its weights: a constructor failed on the "
+                f"meta device ({failed}), and {path or 'the model'}'s computed buffers {sorted(computed)} have no "
+                "`init_non_persistent_buffers` to recompute them."
+            ) from failed
+        for key, buffer in module._buffers.items():
+            if buffer is not None:
+                module._buffers[key] = torch.zeros(buffer.shape, dtype=buffer.dtype)
+    for module in model.modules():
+        if hasattr(module, "init_non_persistent_buffers"):
+            with _zeros_for_parameters(module):
+                module.init_non_persistent_buffers()
+    return model
+
+
+@contextmanager
+def _zeros_for_parameters(module: nn.Module):
+    """`module`'s meta parameters as zeros on the CPU, each broadcast from one element, for the duration."""
+    swapped = []
+    for sub in module.modules():
+        for key, param in sub._parameters.items():
+            if param is not None and param.is_meta:
+                swapped.append((sub, key, param))
+                sub._parameters[key] = nn.Parameter(
+                    torch.zeros((), dtype=param.dtype).expand(param.shape), requires_grad=False
+                )
+    try:
+        yield
+    finally:
+        for sub, key, param in swapped:
+            sub._parameters[key] = param
+
+
 def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = None) -> nn.Module:
     from accelerate import init_empty_weights
 
@@ -111,27 +169,36 @@ def _build(config_dir: Path, raw: bytes, device, max_parameters: int | None = No
             f"its weights are quantized ({quantized.get('quant_method', 'unknown method')}); a search reads "
             "full-precision weights. Search the model they were quantized from (the card's `base_model`)."
         )
-    context = init_empty_weights() if str(device) == "meta" else torch.device(device)
-    with context, _bounded(max_parameters):
-        if library == "timm":
-            import timm
-            from timm.models._hub import _parse_model_cfg  # `load_model_config_from_path`, on the parsed config
+    meta = str(device) == "meta"
+    if library == "timm":
+        import timm
+        from timm.models._hub import _parse_model_cfg  # `load_model_config_from_path`, on the parsed config
 
-            if config.get("model_type") == "timm_wrapper" and "pretrained_cfg" not in config:
-                raise UnsupportedArchitectureError(
-                    "it was saved by transformers' TimmWrapper built from a bare config: its tensors are named "
-                    "under `timm_model.`, not as timm names them, and it has no `pretrained_cfg` to preprocess "
-                    "with. A TimmWrapper loaded from timm weights (`from_pretrained('timm/...')`) saves timm's "
-                    "names and is searched; re-save the model that way."
-                )
-            if config.get("model_args", {}) is None:  # transformers' TimmWrapper saves "no arguments" as null
-                del config["model_args"]
-            source = {"file": str(config_dir), "source": "local-dir"}
-            pretrained_cfg, name, model_args = _parse_model_cfg(config, extra_fields=source)
-            model = timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
+        if config.get("model_type") == "timm_wrapper" and "pretrained_cfg" not in config:
+            raise UnsupportedArchitectureError(
+                "it was saved by transformers' TimmWrapper built from a bare config: its tensors are named "
+                "under `timm_model.`, not as timm names them, and it has no `pretrained_cfg` to preprocess "
+                "with. A TimmWrapper loaded from timm weights (`from_pretrained('timm/...')`) saves timm's "
+                "names and is searched; re-save the model that way."
+            )
+        if config.get("model_args", {}) is None:  # transformers' TimmWrapper saves "no arguments" as null
+            del config["model_args"]
+        source = {"file": str(config_dir), "source": "local-dir"}
+        pretrained_cfg, name, model_args = _parse_model_cfg(config, extra_fields=source)
+
+        def create() -> nn.Module:
+            with _bounded(max_parameters):
+                return timm.create_model(name, pretrained=False, pretrained_cfg=pretrained_cfg, **model_args)
+
+        if meta:
+            model = _timm_on_meta(create)
         else:
-            import transformers
+            with torch.device(device):
+                model = create()
+    else:
+        import transformers
 
+        with init_empty_weights() if meta else torch.device(device), _bounded(max_parameters):
             try:  # a search never runs a repo's own code, and never asks: transformers would prompt for 15 s
                 cfg = transformers.AutoConfig.from_pretrained(config_dir, trust_remote_code=False)
             except ValueError as e:
