@@ -409,10 +409,11 @@ def test_blocks_on_one_by_one_maps_stay_channels_last_untimed(tiny_zoo, hub_root
     assert (1, 1) not in timed and len(timed) == 2 * sum(larger)  # each other conv block, in both layouts
 
 
-@pytest.mark.parametrize("kind", ["bert", "llama", "vit"])
+@pytest.mark.parametrize("kind", ["bert", "llama", "vit", "mixtral"])
 def test_a_model_without_batchnorm_is_probed_on_zeros_with_the_random_copys_figures(kind, tmp_path, monkeypatch):
     """Sizes and FLOPs depend on shapes alone: probed block by block on zeros (no random-init copy of the whole
-    model, which for a 7B decoder would take 28 GB), they equal a random-init copy's."""
+    model, which for a 7B decoder would take 28 GB), they equal a random-init copy's. A mixture of experts routes
+    zeros to its first experts, random inputs elsewhere: the same number of tokens per expert slot."""
     import transformers as T
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -425,6 +426,11 @@ def test_a_model_without_batchnorm_is_probed_on_zeros_with_the_random_copys_figu
                                                       torch.zeros(1, 9, dtype=torch.long))),
         "llama": (T.LlamaForSequenceClassification(T.LlamaConfig(**text, num_key_value_heads=2, pad_token_id=0)),
                   (torch.randint(3, 30, (1, 9)), torch.tensor([[1] * 6 + [0] * 3]))),
+        # grouped experts take rows of a multiple of 16 bytes (intermediate_size=40)
+        "mixtral": (T.MixtralForSequenceClassification(T.MixtralConfig(**{**text, "intermediate_size": 40},
+                                                                      num_key_value_heads=2, pad_token_id=0,
+                                                                      num_local_experts=4, num_experts_per_tok=2)),
+                    (torch.randint(3, 30, (1, 9)), torch.tensor([[1] * 6 + [0] * 3]))),
         "vit": (T.ViTModel(T.ViTConfig(**{k: v for k, v in text.items() if k != "vocab_size"}, image_size=32,
                                        patch_size=8)), (torch.randn(1, 3, 32, 32),)),
     }[kind]  # fmt: skip
