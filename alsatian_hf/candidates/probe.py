@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 import mmap
 import sqlite3
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ logger = logging.getLogger("alsatian_hf")
 _MEASURED = DigestCache(size=64)
 
 
+# How FLOPs are counted, raised when that changes within a version: a store's measurements under another are not
+# reused (2: grouped matrix products, a mixture of experts' experts, are counted)
+_COUNTING = 2
+
+
 @functools.cache
 def _versions() -> str:
     """What else decides a measurement: the model code that builds the blocks, and how FLOPs are counted."""
@@ -48,7 +54,7 @@ def _versions() -> str:
     from .. import __version__
 
     return f"torch {torch.__version__}, timm {version('timm')}, transformers {version('transformers')}, " + (
-        f"alsatian_hf {__version__}"
+        f"alsatian_hf {__version__}, counting {_COUNTING}"
     )
 
 
@@ -157,7 +163,7 @@ def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = N
     with torch.inference_mode():
         for block in split.blocks:
             zeroed = [] if real else _zeros(model, block)
-            counter = FlopCounterMode(display=False)
+            counter = FlopCounterMode(display=False, custom_mapping=_grouped_mm_formulas())
             with counter:
                 state = block.step(model, state)
             sizes.append(state_nbytes(state) // max(state[0].shape[0], 1))
@@ -165,6 +171,29 @@ def _measure(config_dir: Path, state: State, pooling: SentencePooling | None = N
             for module, name in zeroed:  # back on the meta device
                 module._parameters[name] = nn.Parameter(module._parameters[name].to("meta"), requires_grad=False)
     return Measured(sizes, flops, find_pairs(model, split, first) if real else [[] for _ in split.blocks])
+
+
+def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a grouped matrix product, which torch's counter leaves at 0: the experts of a mixture of experts in
+    transformers (`grouped_mm` experts, its default), whose cost would be the attention's alone (a ninth of a
+    Mixtral layer's). Each row of a 2-D `a` meets one group of a 3-D `b`, so it is a product of `a` and one group;
+    two 3-D operands multiply group by group; two 2-D ones split their contraction into groups."""
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+    return 2 * math.prod(out_shape) * a_shape[-1]
+
+
+@functools.cache
+def _grouped_mm_formulas() -> dict:
+    """`_grouped_mm_flops` for torch's grouped product and transformers' fallback for it (an opaque custom op)."""
+    ops = [torch.ops.aten._grouped_mm]
+    try:
+        import transformers.integrations.moe  # noqa: F401 (registers the fallback op)
+
+        ops.append(torch.ops.transformers.grouped_mm_fallback)
+    except (ImportError, AttributeError):  # a transformers without it: its experts run as torch's op or a loop
+        pass
+    return dict.fromkeys(ops, _grouped_mm_flops)
 
 
 def _zeros(model: nn.Module, block) -> list[tuple[nn.Module, str]]:
