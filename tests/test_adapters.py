@@ -948,9 +948,9 @@ TIMM_CASES = [
     ("test_vit", {}),
     ("deit_tiny_patch16_224", {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}),
     ("test_convnext", {}),
-    (
+    (  # its first stage's second block shifts its windows, with a mask computed as it builds
         "swin_tiny_patch4_window7_224",
-        {"embed_dim": 16, "depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2), "img_size": 56, "window_size": 7},
+        {"embed_dim": 16, "depths": (2, 1, 2, 1), "num_heads": (1, 1, 2, 2), "img_size": 56, "window_size": 7},
     ),
     ("eva02_tiny_patch14_224", {"depth": 2, "img_size": 56}),
     ("vit_small_patch16_rope_mixed_224", {"depth": 2, "embed_dim": 64, "num_heads": 2, "img_size": 64}),

@@ -105,38 +105,45 @@ def _timm_on_meta(create: Callable[[], nn.Module]) -> nn.Module:
     """A timm model with meta parameters and real buffers.
 
     Most build under accelerate's `init_empty_weights`, which keeps every buffer as the constructor computed it.
-    Some constructors compute a buffer on their parameters' device (Swin V2's relative coordinates, EVA's mixed
-    rotary tables) or run their backbone on a real input (the hybrid ViTs' feature size), which fails on meta
-    parameters. Those are built wholly on meta, and their computed buffers recomputed as timm does after loading a
-    checkpoint: `init_non_persistent_buffers`, run on CPU views of zeros standing in for the parameters (no
-    memory). The other buffers are persistent: they come from the checkpoint.
+    Some constructors compute a buffer on their parameters' device: on meta parameters it lands on meta (Swin's
+    shifted-window masks), or the constructor fails (Swin V2's relative coordinates, EVA's mixed rotary tables; the
+    hybrid ViTs run their backbone on a real input). A failed one is built again wholly on meta. Either way the
+    buffers left on meta are recomputed as timm does after loading a checkpoint: `init_non_persistent_buffers`,
+    run on CPU views of zeros standing in for the parameters (no memory). Persistent ones come from the checkpoint.
+
+    Raises:
+        UnsupportedArchitectureError: when a buffer left on meta is computed by a module without that hook.
     """
     from accelerate import init_empty_weights
 
+    failed = None
     try:
         with init_empty_weights():
-            return create()
+            model = create()
     except UnsupportedArchitectureError:
         raise
     except (NotImplementedError, RuntimeError) as e:
         failed = e
-    with init_empty_weights(include_buffers=True):  # every tensor on meta, constructors' inputs included
-        model = create()
+        with init_empty_weights(include_buffers=True):  # every tensor on meta, constructors' inputs included
+            model = create()
+    owners = []  # the modules to recompute their buffers
     for path, module in model.named_modules():
-        computed = {k for k in module._non_persistent_buffers_set if module._buffers.get(k) is not None}
+        lost = {k for k, b in module._buffers.items() if b is not None and b.is_meta}
+        computed = lost & module._non_persistent_buffers_set
         if computed and not hasattr(module, "init_non_persistent_buffers"):
+            how = f"a constructor failed on the meta device ({failed})" if failed else "it computes them on meta"
             raise UnsupportedArchitectureError(
-                f"timm's {type(model).__name__} cannot be built without its weights: a constructor failed on the "
-                f"meta device ({failed}), and {path or 'the model'}'s computed buffers {sorted(computed)} have no "
-                "`init_non_persistent_buffers` to recompute them."
+                f"timm's {type(model).__name__} cannot be built without its weights: {how}, and "
+                f"{path or 'the model'}'s computed buffers {sorted(computed)} have no `init_non_persistent_buffers` "
+                "to recompute them."
             ) from failed
-        for key, buffer in module._buffers.items():
-            if buffer is not None:
-                module._buffers[key] = torch.zeros(buffer.shape, dtype=buffer.dtype)
-    for module in model.modules():
-        if hasattr(module, "init_non_persistent_buffers"):
-            with _zeros_for_parameters(module):
-                module.init_non_persistent_buffers()
+        for key in lost:
+            module._buffers[key] = torch.zeros(module._buffers[key].shape, dtype=module._buffers[key].dtype)
+        if computed:
+            owners.append(module)
+    for module in owners:
+        with _zeros_for_parameters(module):
+            module.init_non_persistent_buffers()
     return model
 
 

@@ -265,21 +265,25 @@ def test_a_discovered_timm_family_is_searched_from_the_hub_alike_in_every_strate
         ("swinv2_tiny_window8_256", dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), img_size=64,
                                          window_size=4, pretrained_cfg_overlay=dict(input_size=(3, 64, 64)))),
         ("vit_tiny_r_s16_p8_224", dict(depth=2, img_size=64)),
+        ("swin_tiny_patch4_window7_224", dict(embed_dim=16, depths=(2, 1, 2, 1), num_heads=(1, 1, 2, 2), img_size=56,
+                                              pretrained_cfg_overlay=dict(input_size=(3, 56, 56)))),
     ],
 )  # fmt: skip
 def test_timm_models_that_compute_buffers_from_their_weights_are_searched_alike_in_every_strategy(
     hub, hub_root, tmp_path, arch, model_args
 ):
     """Swin V2 computes its relative-position tables on its weights' device, the hybrid ViT runs its ResNet stem to
-    learn its feature size: both failed to build the skeleton a search runs on (meta weights), and every candidate
-    was lost. Their fine-tunes are now searched, sharing the blocks below the ones they changed."""
+    learn its feature size: both failed to build the skeleton a search runs on (meta weights). Swin computes its
+    shifted-window masks there, which were left on meta. Every candidate was lost; their fine-tunes are now
+    searched, sharing the blocks below the ones they changed."""
     from alsatian_hf.zoo import TimmSource
 
     try:
         zoo = build_zoo(ZooSpec("computedorg", TimmSource(arch, model_args={"num_classes": 10, **model_args}),
                                 num_models=3, distribution="top_layers", seed=0), hub_root)  # fmt: skip
         assert zoo.unique_blocks == zoo.expected_unique_blocks
-        first = _alike_in_alsatian_and_base(zoo.repo_ids, digits(num_items=40, seed=0), tmp_path, image_size=64)
+        size = model_args["img_size"]
+        first = _alike_in_alsatian_and_base(zoo.repo_ids, digits(num_items=40, seed=0), tmp_path, image_size=size)
         assert len(set(first["scores"].values())) == 3
     finally:
         shutil.rmtree(hub_root / "computedorg", ignore_errors=True)
