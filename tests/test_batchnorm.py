@@ -45,6 +45,34 @@ def test_pairs_are_found_and_a_pair_whose_conv_output_is_reused_is_refused(leak)
     assert pairs == ([] if leak else [FoldPair("conv1", "bn1"), FoldPair("conv2", "bn2")])
 
 
+class _Reused(nn.Module):
+    """A conv output dropped within the block; the next tensor Python allocates may take its id (DenseNet's
+    concatenations did)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        x = self.conv(x).mean(1, keepdim=True)
+        return self.bn(torch.cat([x] * 4, 1))
+
+
+@pytest.mark.parametrize("arch", ["reused", "densenet121"])
+def test_a_batchnorm_fed_by_a_tensor_that_took_a_dropped_conv_outputs_id_is_not_paired_with_that_conv(arch):
+    if arch == "reused":
+        model, split = _Reused().eval(), _Split([_Block()])
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    else:
+        model = timm.create_model(arch, num_classes=10, growth_rate=8, block_config=(2, 2, 2, 2)).eval()
+        split = split_model(model)
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pairs = [p for block in find_pairs(model, split, (x,)) for p in block]
+    for p in pairs:
+        assert model.get_submodule(p.conv).out_channels == model.get_submodule(p.bn).num_features, p
+    assert arch == "reused" or pairs  # DenseNet's transitions and stem fold
+
+
 def test_folded_timm_resnet_equals_the_unfolded_one():
     model = timm.create_model("test_resnet", num_classes=10).eval()
     split = split_model(model)

@@ -72,14 +72,16 @@ def find_pairs(model: nn.Module, split: SplitModel, state: State) -> list[list[F
 
 
 def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, str]) -> list[FoldPair]:
-    conv_out: dict[int, nn.Module] = {}
+    # by the id of each conv output, the conv and that output: held, so that no later tensor takes its id once the
+    # step drops it (DenseNet's concatenations did, and were taken for the conv's output)
+    conv_out: dict[int, tuple[nn.Module, torch.Tensor]] = {}
     found: list[FoldPair] = []
 
     def after_conv(module, args, output):
-        conv_out[id(output)] = module
+        conv_out[id(output)] = (module, output)
 
     def before_bn(module, args):
-        conv = conv_out.get(id(args[0])) if args else None
+        conv, _ = conv_out.get(id(args[0]), (None, None)) if args else (None, None)
         if (
             conv is not None
             and conv.padding_mode == "zeros"
@@ -95,7 +97,7 @@ def _trace_pairs(model: nn.Module, block, state: State, paths: dict[nn.Module, s
         elif isinstance(m, nn.BatchNorm2d):
             handles.append(m.register_forward_pre_hook(before_bn))
     try:
-        block.step(model, state)  # ids stay valid: every output is alive until the step returns
+        block.step(model, state)
     finally:
         for h in handles:
             h.remove()

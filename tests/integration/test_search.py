@@ -289,6 +289,20 @@ def test_timm_models_that_compute_buffers_from_their_weights_are_searched_alike_
         shutil.rmtree(hub_root / "computedorg", ignore_errors=True)
 
 
+def test_densenet_fine_tunes_are_searched_with_their_batchnorms_folded(hub, hub_root, tmp_path):
+    """DenseNet's probe paired a BatchNorm with a convolution whose dropped output's id its input had taken, and
+    failed folding them: every candidate was skipped."""
+    from alsatian_hf.zoo import TimmSource
+
+    source = TimmSource("densenet121", model_args={"num_classes": 10, "growth_rate": 8, "block_config": (2, 2, 2, 2)})
+    try:
+        zoo = build_zoo(ZooSpec("densorg", source, num_models=3, distribution="top_layers", seed=0), hub_root)
+        first = _alike_in_alsatian_and_base(zoo.repo_ids, digits(num_items=40, seed=0), tmp_path)
+        assert len(set(first["scores"].values())) == 3
+    finally:
+        shutil.rmtree(hub_root / "densorg", ignore_errors=True)
+
+
 def test_timm_models_fine_tuned_with_transformers_share_their_timm_base(hub, hub_root, tmp_path):
     """A timm model fine-tuned with transformers' Trainer is saved by `TimmWrapperForImageClassification`: its
     config names the timm `architecture` under `model_type: timm_wrapper`, and its tensors carry the wrapper's
