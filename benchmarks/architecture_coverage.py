@@ -9,6 +9,7 @@ skeleton a search builds from the model's saved config.json, with meta weights, 
 
     python -m benchmarks.architecture_coverage [--only NAME ...]
     python -m benchmarks.architecture_coverage --timm-skeletons   # every registered timm model, meta weights
+    python -m benchmarks.architecture_coverage --timm-families [--only MODULE ...]   # as a search runs them
 """
 
 from __future__ import annotations
@@ -258,17 +259,105 @@ def timm_skeletons() -> dict[str, str]:
     return failed
 
 
+def timm_families(only: list[str] | None = None) -> list[tuple[str, str, str, str]]:
+    """One model per timm module (its fewest parameters, at most 320 px) through what a search runs: saved as
+    safetensors with BatchNorm statistics a trained model has, built by `build_candidate` (skeleton from the saved
+    config, probe, BatchNorm folds, layouts), its blocks loaded and run on two images against the model's
+    `forward_head(pre_logits=True)`. Rows: (module, model, `ok`/`refused`/`wrong`/`error`, detail); about 8 min."""
+    import tempfile
+    from collections import defaultdict
+
+    import timm
+    import torch
+    from accelerate import init_empty_weights
+    from timm.models._hub import save_for_hf
+
+    from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
+    from alsatian_hf.errors import UnsupportedArchitectureError
+
+    modules = defaultdict(list)
+    for name in timm.list_models():
+        modules[_module_of(name)].append(name)
+    probe, rows = ShapeProbe(), []
+    for module, names in sorted(modules.items()):
+        if only and module not in only:
+            continue
+        sizes = {}
+        for name in names:
+            try:
+                with init_empty_weights(include_buffers=True):
+                    model = timm.create_model(name)
+            except Exception:  # needs arguments or packages this list does not give
+                continue
+            if model.pretrained_cfg.get("input_size", (3, 224, 224))[-1] <= 320:
+                sizes[name] = sum(p.numel() for p in model.parameters())
+        if not sizes:
+            continue
+        name = min(sizes, key=sizes.get)
+        torch.manual_seed(0)
+        model = timm.create_model(name, pretrained=False, num_classes=7).eval()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d) and m.track_running_stats:
+                    m.running_mean.normal_(0, 0.1)
+                    m.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(2, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                save_for_hf(model, folder, safe_serialization=True)
+                cand, split = build_candidate(name, folder, LocalBlockSource(folder), input_key=f"families-{name}",
+                                              probe_inputs={"pixel_values": x[:1]}, probe=probe)  # fmt: skip
+                with torch.inference_mode():
+                    want = model.forward_head(model.forward_features(x), pre_logits=True)
+                    state = cand.initial_state({"pixel_values": x})
+                    for block in cand.blocks:
+                        block.load(torch.device("cpu"))
+                        state = block.run(state)
+                        block.unload()
+                err = float((state[0] - want).abs().max() / want.abs().max().clamp_min(1e-6))
+                kind = "ok" if err < 1e-3 else "wrong"
+                detail = f"{split.family}, {len(cand.blocks)} blocks, {cand.numerics or 'plain'}, rel. error {err:.0e}"
+            except UnsupportedArchitectureError as e:
+                kind, detail = "refused", str(e).split("discovery failed: ")[-1].split(". Register")[0][:90]
+            except Exception as e:
+                kind, detail = "error", f"{type(e).__name__}: {e}"[:120]
+        rows.append((module, name, kind, detail))
+    return rows
+
+
+def _module_of(name: str) -> str:
+    """The timm module that registers `name` (`resnet`, `vision_transformer`, ...)."""
+    from timm.models._registry import get_arch_name, model_entrypoint
+
+    return model_entrypoint(get_arch_name(name)).__module__.rsplit(".", 1)[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     import timm
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", default=None, help="these architectures alone (names as listed)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="these architectures alone (names as listed; timm modules with --timm-families)",
+    )
     parser.add_argument("--timm-skeletons", action="store_true", help="build every registered timm model's skeleton")
+    parser.add_argument("--timm-families", action="store_true", help="one model per timm module, as a search runs it")
     args = parser.parse_args(argv)
     only = args.only
     warnings.filterwarnings("ignore")
+    if args.timm_families:
+        rows = timm_families(only)
+        print("| timm module | model | as searched | detail |\n|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        counts = Counter(kind for _, _, kind, _ in rows)
+        print(f"timm families: {len(rows)} modules; {counts['ok']} searched exactly, {counts['refused']} refused, "
+              f"{counts['wrong']} wrong, {counts['error']} failing")  # fmt: skip
+        return
     if args.timm_skeletons:
         failed = timm_skeletons()
         for name, why in failed.items():

@@ -162,6 +162,19 @@ def test_architecture_coverage_tells_an_adapter_a_discovery_and_a_refusal_apart(
     assert "timm: 2 architectures; 1 by an adapter, 1 discovered, 0 refused" in out.stdout
 
 
+def test_timm_families_are_run_as_a_search_runs_them():
+    """The per-module table on two modules: DenseNet built, probed, folded and run exactly as a search does (its
+    BatchNorm tracing once failed), and PiT, which discovery refuses."""
+    cmd = [sys.executable, "-m", "benchmarks.architecture_coverage", "--timm-families", "--only", "densenet", "pit"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines()]
+    assert {c[0]: c[2] for c in cells if c[0] in ("densenet", "pit")} == {"densenet": "ok", "pit": "refused"}, (
+        out.stdout
+    )
+    assert "timm families: 2 modules; 1 searched exactly, 1 refused, 0 wrong, 0 failing" in out.stdout
+
+
 def test_probe_cost_prints_both_sides_of_a_tiny_decoder():
     """The probe-cost table on a tiny decoder, so the script cannot rot unseen (its figures are not asserted)."""
     cmd = [sys.executable, "-m", "benchmarks.probe_cost", "--size", "tiny"]
