@@ -979,6 +979,8 @@ TIMM_CASES = [
     # two branches of token sequences, of two patch sizes, passed between blocks as one state
     ("crossvit_tiny_240", _CROSSVIT),
     ("volo_d1_224", {"img_size": 64}),  # outlookers on (B, H, W, C) maps, then class attention; an aux head
+    # gated positional attention on the patches, then the class token joins
+    ("convit_tiny", {"depth": 3, "local_up_to_layer": 2, "img_size": 64}),
     # constructors that compute buffers on their parameters' device or run their backbone: see the meta test below
     ("vit_tiny_r_s16_p8_224", {"depth": 2, "img_size": 64}),  # a ResNet stem before the ViT blocks
     ("vitamin_small_224", {"img_size": 64}),

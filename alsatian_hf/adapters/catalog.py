@@ -140,6 +140,14 @@ ROWS = [
     ),
     FamilyRow(
         "timm",
+        "convit",
+        "convit_tiny",
+        "patch embed+position → every block (gated positional attention on the patches, then the class token "
+        "joins) → norm+pool",
+        _timm("convit_tiny"),
+    ),
+    FamilyRow(
+        "timm",
         "volo",
         "volo_d1_224",
         "patch embed → every outlooker and transformer block (a downsample step between) → every class-attention "

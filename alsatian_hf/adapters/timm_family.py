@@ -354,6 +354,42 @@ class TimmMViTv2Adapter(Adapter):
         return _finish(model, self.family, [*blocks, readout])
 
 
+@register_adapter("timm:ConVit")
+class TimmConVitAdapter(Adapter):
+    """ConViT: patch embed + position | every block | norm + pool.
+
+    Its gated positional self-attention blocks run on the patches alone; the first plain-attention block
+    (`local_up_to_layer`) puts the learnt class token before them, and owns it (the read-out does where no block
+    does, as timm then never adds it).
+    """
+
+    family = "timm-convit"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        def stem(m, s):  # as `ConVit.forward_features` starts
+            x = m.patch_embed(s[0])
+            return (x + m.pos_embed if m.use_pos_embed else x,)
+
+        def block(u):
+            def step(m, s):
+                x = s[0]
+                if u == m.local_up_to_layer and m.cls_token is not None:
+                    x = _with_class_token(m, x)
+                return (m.blocks[u](x),)
+
+            return step
+
+        joins = model.cls_token is not None and model.local_up_to_layer < len(model.blocks)
+        blocks = [_modules_block(model, "stem", ["patch_embed", "pos_embed"], stem)]
+        for u, module in enumerate(model.blocks):
+            path = f"blocks.{u}"
+            keys = state_keys(module, path + ".") + (("cls_token",) if joins and u == model.local_up_to_layer else ())
+            blocks.append(Block(path, keys, block(u), prefix=path + "."))
+        paths = ["norm"] + (["cls_token"] if not joins else [])
+        readout = _modules_block(model, "readout", paths, lambda m, s: (m.forward_head(m.norm(s[0]), True),))
+        return _finish(model, self.family, [*blocks, readout])
+
+
 @register_adapter("timm:Nest")
 class TimmNestAdapter(Adapter):
     """NesT: patch embed | per level: entry (the previous level's blocks back into a map, the aggregation pool,
