@@ -255,8 +255,28 @@ def _classifier_input(m, x):
     return _classified(m, x, "classifier")
 
 
+# CvT at 32 px: three stages, the class token joining at the last (as in microsoft/cvt-13)
+_CVT = dict(embed_dim=[8, 16, 24], num_heads=[1, 2, 2], depth=[1, 2, 3])  # fmt: skip (stage i needs > i layers)
 # (name, model factory, inputs, reference features)
 TRANSFORMERS_CASES = [
+    (
+        "CvtForImageClassification",  # the classifier reads its layernorm over the class token
+        lambda: T.CvtForImageClassification(T.CvtConfig(**_CVT)),
+        _pixels,
+        _classifier_input,
+    ),
+    (
+        "Dinov2WithRegistersForImageClassification",  # [CLS] and the mean of the patches, registers left out
+        lambda: T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(**_VIT)),
+        _pixels,
+        _classifier_input,
+    ),
+    (
+        "IJepaForImageClassification",  # no class token: the classifier averages every token
+        lambda: T.IJepaForImageClassification(T.IJepaConfig(**_VIT)),
+        _pixels,
+        _classifier_input,
+    ),
     (
         "PvtForImageClassification",  # the class token joins at the last stage
         lambda: T.PvtForImageClassification(T.PvtConfig(**_PVT)),
@@ -1531,14 +1551,7 @@ def test_serialisable_state_between_blocks_is_tensors_only():
     assert len(buf.getvalue()) > 0
 
 
-@pytest.mark.parametrize(
-    "factory",
-    [
-        lambda: T.BeitModel(T.BeitConfig(**_VIT)),
-        lambda: T.Dinov2WithRegistersForImageClassification(T.Dinov2WithRegistersConfig(**_VIT)),
-    ],
-    ids=["beit", "dinov2-registers"],
-)
+@pytest.mark.parametrize("factory", [lambda: T.BeitModel(T.BeitConfig(**_VIT))], ids=["beit"])
 def test_discovery_for_unregistered_vision_models(factory, tmp_path):
     from alsatian_hf.adapters.discovery import reference_features
 
@@ -1552,6 +1565,19 @@ def test_discovery_for_unregistered_vision_models(factory, tmp_path):
     x = _pixels()["pixel_values"]
     with torch.no_grad():
         _check_equivalence(model, split, (x,), reference_features(model, x))
+
+
+def test_discovery_checks_the_features_a_transformers_classifier_is_handed():
+    """Discovery reads a transformers model out as its pooled states; I-JEPA's classifier averages every token
+    instead, so its discovered split (the first token) is refused, not searched on features the classifier never
+    sees. Its adapter reads it out as the classifier does."""
+    from alsatian_hf.adapters.discovery import discover, validate
+
+    torch.manual_seed(0)
+    model = T.IJepaForImageClassification(T.IJepaConfig(**_VIT)).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="do not reproduce its own features"):
+        validate(model, discover(model, family="discovered:IJepaForImageClassification"))
+    assert split_model(model).family == "transformers-vit"
 
 
 def test_discovery_validates_on_an_image_size_given_as_height_and_width(tmp_path):

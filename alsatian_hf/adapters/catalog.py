@@ -559,6 +559,13 @@ ROWS = [
     ),
     FamilyRow(
         "transformers",
+        "CvT",
+        "CvtConfig()",
+        "per stage: convolutional embedding (the last stage's class token joins), every layer → layernorm+class token",
+        _hf("CvtConfig", "CvtForImageClassification"),
+    ),
+    FamilyRow(
+        "transformers",
         "PVT v2",
         "PvtV2Config()",
         "per stage: overlapping patch embedding, every block, layernorm → mean pool",

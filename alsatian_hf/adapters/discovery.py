@@ -229,10 +229,24 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The library's own features: timm's pre-logits, or transformers' `pooler_output` (else pooled states)."""
+    """The library's own features: timm's pre-logits; for a transformers classifier, what its last head module is
+    handed (CvT's head normalises its class token, I-JEPA's averages every token); for a bare transformers model,
+    `pooler_output` (else pooled states)."""
     if hasattr(model, "forward_features"):
         return model.forward_head(model.forward_features(x), pre_logits=True)
-    out = base_model(model)[0](pixel_values=x)
+    base, _ = base_model(model)
+    heads = [child for child in model.children() if child is not base]
+    if base is not model and heads:
+        handed: list[torch.Tensor] = []
+        hooks = [h.register_forward_pre_hook(lambda _m, args: handed.append(args[0])) for h in heads]
+        try:
+            model(pixel_values=x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if handed:
+            return handed[-1].flatten(1)  # a head that flattens first (ResNet's) is handed (batch, C, 1, 1)
+    out = base(pixel_values=x)
     pooled = getattr(out, "pooler_output", None)
     return _pool(pooled) if pooled is not None else _pool(out.last_hidden_state)
 
@@ -252,7 +266,8 @@ def validate(model: nn.Module, split: SplitModel) -> None:
     x = torch.randn(2, channels, height, width, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
-            ok = torch.allclose(split.run((x,))[0], reference_features(model, x), atol=1e-5)
+            got, want = split.run((x,))[0], reference_features(model, x)
+            ok = got.numel() == want.numel() and torch.allclose(got.reshape(want.shape), want, atol=1e-5)
     except UnsupportedArchitectureError:
         raise
     except Exception as e:  # the rule does not fit this forward

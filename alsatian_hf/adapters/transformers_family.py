@@ -1470,12 +1470,13 @@ class DistilBertAdapter(TransformersAdapter):
         return layout
 
 
-@register_adapter("vit", "deit", "dinov2")
+@register_adapter("vit", "deit", "dinov2", "dinov2_with_registers", "ijepa")
 class ViTAdapter(TransformersAdapter):
     """embeddings | every encoder layer | final layernorm + read-out.
 
-    The read-out is what the classification model's classifier sees ([CLS], or [CLS] ++ mean of patches for
-    DINOv2, [CLS]+distillation average for DeiT-distilled); a bare `*Model` with a pooler gives `pooler_output`.
+    The read-out is what the classification model's classifier sees: [CLS]; [CLS] ++ the patches' mean for DINOv2
+    (with registers too, left out of the mean); [CLS] and distillation averaged for DeiT-distilled; every token's
+    mean for I-JEPA, which has no [CLS]. A bare `*Model` with a pooler gives `pooler_output`.
     """
 
     family = "transformers-vit"
@@ -1508,8 +1509,11 @@ class ViTAdapter(TransformersAdapter):
             seq = getattr(b, norm_name)(s[0])
             if m is b:
                 return (b.pooler(seq) if pooled else seq[:, 0],)
-            if model_type == "dinov2":
-                return (torch.cat([seq[:, 0], seq[:, 1:].mean(dim=1)], dim=1),)
+            if model_type in ("dinov2", "dinov2_with_registers"):  # the patches' mean leaves the registers out
+                patches = seq[:, 1 + getattr(m.config, "num_register_tokens", 0) :]
+                return (torch.cat([seq[:, 0], patches.mean(dim=1)], dim=1),)
+            if model_type == "ijepa":  # no class token: every token's mean
+                return (seq.mean(dim=1),)
             if head_kind.endswith("WithTeacher"):
                 return ((seq[:, 0] + seq[:, 1]) / 2,)
             return (seq[:, 0],)
@@ -1520,8 +1524,10 @@ class ViTAdapter(TransformersAdapter):
         # the head class decides the read-out: a head-only fine-tune of distilled DeiT (read as [CLS]) and the
         # distilled model (read as [CLS] and the distillation token) hold the same tensors (`Block.salt`)
         salt = ""  # [CLS], or a bare model's pooler (its own tensors)
-        if base is not model and model_type == "dinov2":
+        if base is not model and model_type in ("dinov2", "dinov2_with_registers"):
             salt = "readout=cls+mean"
+        elif base is not model and model_type == "ijepa":
+            salt = "readout=mean"
         elif base is not model and head_kind.endswith("WithTeacher"):
             salt = "readout=cls+distillation"
         layout = [("embeddings", [f"{p}embeddings"], embed)]
@@ -1929,6 +1935,52 @@ class HfPvtAdapter(TransformersAdapter):
         layout.append(
             ("readout", [f"{p}encoder.layer_norm"], lambda m, s: (m.base_model.encoder.layer_norm(s[0])[:, 0],))
         )
+        return layout
+
+
+@register_adapter("cvt")
+class HfCvtAdapter(TransformersAdapter):
+    """CvT (microsoft/cvt-*): per stage, its convolutional embedding (where the config says, the class token joins)
+    | every layer | what `CvtForImageClassification` classifies: its layernorm over the class token (a bare
+    `CvtModel`: the class token; the mean of every position where the last stage has none, which transformers'
+    classifier cannot run). Between stages the tokens become a feature map again; the state carries the grid."""
+
+    family = "transformers-cvt"
+
+    def layout(self, model, base, p, in_checkpoint):
+        cls = list(model.config.cls_token)
+
+        def embed(i):
+            def step(m, s):  # as `CvtStage.forward` starts
+                stage, x = m.base_model.encoder.stages[i], s[0]
+                if i:
+                    x = grid_map(x[:, 1:] if cls[i - 1] else x, s[1])
+                x = stage.embedding(x)
+                b, c, h, w = x.shape
+                x = x.view(b, c, h * w).permute(0, 2, 1)
+                if cls[i]:
+                    x = torch.cat((stage.cls_token.expand(b, -1, -1), x), dim=1)
+                return (x, grid_state(x, h, w))
+
+            return step
+
+        def layer(i, j):
+            def step(m, s):
+                return (m.base_model.encoder.stages[i].layers[j](s[0], *grid_size(s[1])), s[1])
+
+            return step
+
+        def readout(m, s):
+            x = s[0][:, :1] if cls[-1] else s[0]
+            return ((x if m is m.base_model else m.layernorm(x)).mean(dim=1),)
+
+        layout = []
+        for i, stage in enumerate(base.encoder.stages):
+            paths = [f"{p}encoder.stages.{i}.embedding"] + ([f"{p}encoder.stages.{i}.cls_token"] if cls[i] else [])
+            layout.append((f"stages.{i}.embedding", paths, embed(i)))
+            layout += [(f"stages.{i}.layers.{j}", [f"{p}encoder.stages.{i}.layers.{j}"], layer(i, j))
+                       for j in range(len(stage.layers))]  # fmt: skip
+        layout.append(("readout", [] if model is base else ["layernorm"], readout))
         return layout
 
 
