@@ -131,11 +131,14 @@ def _timm_on_meta(create: Callable[[], nn.Module]) -> nn.Module:
         lost = {k for k, b in module._buffers.items() if b is not None and b.is_meta}
         computed = lost & module._non_persistent_buffers_set
         if computed and not hasattr(module, "init_non_persistent_buffers"):
-            how = f"a constructor failed on the meta device ({failed})" if failed else "it computes them on meta"
+            where = f"{path or 'the model'}'s computed buffers {sorted(computed)}"
+            why = (
+                f"its constructor failed on the meta device ({failed}), and {where} have" if failed
+                else f"{where} were left on the meta device, and it has"
+            )  # fmt: skip
             raise UnsupportedArchitectureError(
-                f"timm's {type(model).__name__} cannot be built without its weights: {how}, and "
-                f"{path or 'the model'}'s computed buffers {sorted(computed)} have no `init_non_persistent_buffers` "
-                "to recompute them."
+                f"timm's {type(model).__name__} cannot be built without its weights: {why} no "
+                "`init_non_persistent_buffers` to recompute them."
             ) from failed
         for key in lost:
             module._buffers[key] = torch.zeros(module._buffers[key].shape, dtype=module._buffers[key].dtype)
