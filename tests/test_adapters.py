@@ -255,8 +255,9 @@ def _classifier_input(m, x):
     return _classified(m, x, "classifier")
 
 
-# CvT at 32 px: three stages, the class token joining at the last (as in microsoft/cvt-13)
-_CVT = dict(embed_dim=[8, 16, 24], num_heads=[1, 2, 2], depth=[1, 2, 3])  # fmt: skip (stage i needs > i layers)
+# CvT at 32 px: three stages, the class token joining at the last (as in microsoft/cvt-13); transformers indexes
+# stage i's drop-path rates by i, so it needs more than i layers
+_CVT = dict(embed_dim=[8, 16, 24], num_heads=[1, 2, 2], depth=[1, 2, 3])
 # (name, model factory, inputs, reference features)
 TRANSFORMERS_CASES = [
     (
@@ -1072,9 +1073,9 @@ def test_timm_skeleton_built_from_the_saved_config_splits_as_the_model_with_its_
     arch, kwargs, tmp_path
 ):
     """A search builds each candidate's skeleton from its config.json with meta parameters. The buffers no
-    checkpoint holds are the ones the model computes, and the skeleton splits into the model's blocks. Swin V2, the
-    hybrid ViTs, ViTamin and EVA's mixed rotary ViTs compute such buffers on their parameters' device, or run their
-    backbone while they build, which failed on meta parameters."""
+    checkpoint holds are the ones the model computes, and the skeleton splits into the model's blocks. Swin, Swin V2,
+    the hybrid ViTs, ViTamin and EVA's mixed rotary ViTs compute such buffers on their parameters' device, or run
+    their backbone while they build: on meta parameters Swin's masks were left on meta, and the others failed."""
     from timm.models._hub import save_config_for_hf
 
     model = timm.create_model(arch, pretrained=False, num_classes=7, **kwargs).eval()
