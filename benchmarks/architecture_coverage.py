@@ -265,7 +265,6 @@ def timm_families(only: list[str] | None = None) -> list[tuple[str, str, str, st
     config, probe, BatchNorm folds, layouts), its blocks loaded and run on two images against the model's
     `forward_head(pre_logits=True)`. Rows: (module, model, `ok`/`refused`/`wrong`/`error`, detail); about 8 min."""
     import tempfile
-    from collections import defaultdict
 
     import timm
     import torch
@@ -275,15 +274,12 @@ def timm_families(only: list[str] | None = None) -> list[tuple[str, str, str, st
     from alsatian_hf.candidates import LocalBlockSource, ShapeProbe, build_candidate
     from alsatian_hf.errors import UnsupportedArchitectureError
 
-    modules = defaultdict(list)
-    for name in timm.list_models():
-        modules[_module_of(name)].append(name)
     probe, rows = ShapeProbe(), []
-    for module, names in sorted(modules.items()):
+    for module in timm.list_modules():
         if only and module not in only:
             continue
         sizes = {}
-        for name in names:
+        for name in timm.list_models(module=module):
             try:
                 with init_empty_weights(include_buffers=True):
                     model = timm.create_model(name)
@@ -323,13 +319,6 @@ def timm_families(only: list[str] | None = None) -> list[tuple[str, str, str, st
                 kind, detail = "error", f"{type(e).__name__}: {e}"[:120]
         rows.append((module, name, kind, detail))
     return rows
-
-
-def _module_of(name: str) -> str:
-    """The timm module that registers `name` (`resnet`, `vision_transformer`, ...)."""
-    from timm.models._registry import get_arch_name, model_entrypoint
-
-    return model_entrypoint(get_arch_name(name)).__module__.rsplit(".", 1)[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
