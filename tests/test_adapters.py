@@ -1002,6 +1002,9 @@ TIMM_CASES = [
     ("volo_d1_224", {"img_size": 64}),  # outlookers on (B, H, W, C) maps, then class attention; an aux head
     # gated positional attention on the patches, then the class token joins
     ("convit_tiny", {"depth": 3, "local_up_to_layer": 2, "img_size": 64}),
+    # pooling stages: the map and the class tokens pooled apart, then one sequence; two class tokens if distilled
+    ("pit_ti_224", {"img_size": 64}),
+    ("pit_ti_distilled_224", {"img_size": 64}),
     # constructors that compute buffers on their parameters' device or run their backbone: see the meta test below
     ("vit_tiny_r_s16_p8_224", {"depth": 2, "img_size": 64}),  # a ResNet stem before the ViT blocks
     ("vitamin_small_224", {"img_size": 64}),
@@ -1064,7 +1067,8 @@ def test_timm_equivalence_resume_and_coverage(arch, kwargs):
     with torch.no_grad():
         ref = model.forward_head(model.forward_features(x), pre_logits=True)
     _check_equivalence(model, split, (x,), ref)
-    heads = ("fc.", "classifier.", "head.", "aux_head.")  # VOLO's aux head adds to its logits from every token
+    # VOLO's aux head adds to its logits from every token; distilled models' second head reads the distillation token
+    heads = ("fc.", "classifier.", "head.", "aux_head.", "head_dist.")
     assert split.head_keys and all(k.startswith(heads) for k in split.head_keys)
 
 

@@ -164,12 +164,12 @@ def test_architecture_coverage_tells_an_adapter_a_discovery_and_a_refusal_apart(
 
 def test_timm_families_are_run_as_a_search_runs_them():
     """The per-module table on two modules: DenseNet built, probed, folded and run exactly as a search does (its
-    BatchNorm tracing once failed), and PiT, which discovery refuses."""
-    cmd = [sys.executable, "-m", "benchmarks.architecture_coverage", "--timm-families", "--only", "densenet", "pit"]
+    BatchNorm tracing once failed), and TNT, which discovery refuses."""
+    cmd = [sys.executable, "-m", "benchmarks.architecture_coverage", "--timm-families", "--only", "densenet", "tnt"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines()]
-    assert {c[0]: c[2] for c in cells if c[0] in ("densenet", "pit")} == {"densenet": "ok", "pit": "refused"}, (
+    assert {c[0]: c[2] for c in cells if c[0] in ("densenet", "tnt")} == {"densenet": "ok", "tnt": "refused"}, (
         out.stdout
     )
     assert "timm families: 2 modules; 1 searched exactly, 1 refused, 0 wrong, 0 failing" in out.stdout

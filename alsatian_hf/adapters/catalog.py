@@ -148,6 +148,14 @@ ROWS = [
     ),
     FamilyRow(
         "timm",
+        "pit",
+        "pit_ti_224",
+        "patch embed+position+class token → per stage: pooling of the map and the class token, then one sequence, "
+        "every block → norm of the class token",
+        _timm("pit_ti_224"),
+    ),
+    FamilyRow(
+        "timm",
         "volo",
         "volo_d1_224",
         "patch embed → every outlooker and transformer block (a downsample step between) → every class-attention "

@@ -390,6 +390,50 @@ class TimmConVitAdapter(Adapter):
         return _finish(model, self.family, [*blocks, readout])
 
 
+@register_adapter("timm:PoolingVisionTransformer")
+class TimmPiTAdapter(Adapter):
+    """PiT: patch embed + position + class token(s) | per stage: entry (its pooling of the map and the class tokens,
+    then the map's tokens after them, normed), every block | norm of the class tokens + pool.
+
+    Between blocks the state is the stage's token sequence and its grid; the class tokens come first, as many as the
+    model has (two for the distilled PiTs)."""
+
+    family = "timm-pit"
+
+    def split(self, model: nn.Module, checkpoint_keys=None) -> SplitModel:
+        def stem(m, s):  # as `PoolingVisionTransformer.forward_features` starts
+            x = m.patch_embed(s[0]) + m.pos_embed
+            return (x, m.cls_token.expand(x.shape[0], -1, -1))
+
+        def apart(m, s):  # a stage's tokens back into (map, class tokens), as `Transformer.forward` ends
+            seq, n = s[0], m.cls_token.shape[1]
+            return grid_map(seq[:, n:], s[1]), seq[:, :n]
+
+        def entry(i):
+            def step(m, s):  # as `Transformer.forward` starts
+                x, cls = s if i == 0 else apart(m, s)
+                stage = m.transformers[i]
+                if stage.pool is not None:
+                    x, cls = stage.pool(x, cls)
+                seq = torch.cat((cls, x.flatten(2).transpose(1, 2)), dim=1)
+                return (stage.norm(seq), grid_state(seq, *x.shape[-2:]))
+
+            return step
+
+        def block(i, j):
+            return lambda m, s: (m.transformers[i].blocks[j](s[0]), s[1])
+
+        blocks = [_modules_block(model, "stem", ["patch_embed", "pos_embed", "cls_token"], stem)]
+        for i, stage in enumerate(model.transformers):
+            path = f"transformers.{i}"
+            blocks.append(_modules_block(model, f"{path}.entry", [f"{path}.pool", f"{path}.norm"], entry(i)))
+            blocks += [Block(f"{path}.blocks.{j}", state_keys(b, f"{path}.blocks.{j}."), block(i, j),
+                             prefix=f"{path}.blocks.{j}.") for j, b in enumerate(stage.blocks)]  # fmt: skip
+        readout = _modules_block(model, "readout", ["norm"],
+                                 lambda m, s: (m.forward_head(m.norm(apart(m, s)[1]), pre_logits=True),))  # fmt: skip
+        return _finish(model, self.family, [*blocks, readout])
+
+
 @register_adapter("timm:Nest")
 class TimmNestAdapter(Adapter):
     """NesT: patch embed | per level: entry (the previous level's blocks back into a map, the aggregation pool,
