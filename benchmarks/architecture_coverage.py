@@ -212,7 +212,7 @@ def _row(build: Callable[[], nn.Module]) -> tuple[str, str]:
         model = build().eval()
         split = split_model(model)
     except Exception as e:  # refused: the reason is the row
-        return "refused", str(e).split("discovery failed: ")[-1].split(". Register")[0][:90]
+        return "refused", _refusal(e)
     try:  # a search splits the skeleton built from the repo's config.json, with meta weights
         skeleton = split_model(_skeleton(model))
         assert [b.keys for b in skeleton.blocks] == [b.keys for b in split.blocks], "its skeleton splits otherwise"
@@ -220,6 +220,11 @@ def _row(build: Callable[[], nn.Module]) -> tuple[str, str]:
         return "refused", f"its skeleton from config.json: {type(e).__name__}: {e}"[:90]
     kind = "discovered" if split.family.startswith("discovered:") else "adapter"
     return kind, f"{len(split.blocks)} blocks ({split.family})"
+
+
+def _refusal(e: Exception) -> str:
+    """A refusal's reason, without the adapter lookup before it and the advice after it."""
+    return str(e).split("discovery failed: ")[-1].split(". Register")[0][:90]
 
 
 def _skeleton(model: nn.Module) -> nn.Module:
@@ -263,7 +268,7 @@ def timm_families(only: list[str] | None = None) -> list[tuple[str, str, str, st
     """One model per timm module (its fewest parameters, at most 320 px) through what a search runs: saved as
     safetensors with BatchNorm statistics a trained model has, built by `build_candidate` (skeleton from the saved
     config, probe, BatchNorm folds, layouts), its blocks loaded and run on two images against the model's
-    `forward_head(pre_logits=True)`. Rows: (module, model, `ok`/`refused`/`wrong`/`error`, detail); about 8 min."""
+    `forward_head(pre_logits=True)`. Rows: (module, model, `ok`/`refused`/`wrong`/`error`, detail); about 6 min."""
     import tempfile
 
     import timm
@@ -314,7 +319,7 @@ def timm_families(only: list[str] | None = None) -> list[tuple[str, str, str, st
                 kind = "ok" if err < 1e-3 else "wrong"
                 detail = f"{split.family}, {len(cand.blocks)} blocks, {cand.numerics or 'plain'}, rel. error {err:.0e}"
             except UnsupportedArchitectureError as e:
-                kind, detail = "refused", str(e).split("discovery failed: ")[-1].split(". Register")[0][:90]
+                kind, detail = "refused", _refusal(e)
             except Exception as e:
                 kind, detail = "error", f"{type(e).__name__}: {e}"[:120]
         rows.append((module, name, kind, detail))
